@@ -1,0 +1,44 @@
+//! The engine's error type.
+
+/// Errors of the storage layer. Every variant names the operation and, where there is
+/// one, the region.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// RocksDB failed (I/O error, corruption, ...). Writes after this are refused by the
+    /// store: it never retries a failed sync.
+    #[error("rocksdb {op}: {source}")]
+    Rocks {
+        /// What we were doing.
+        op: &'static str,
+        /// The RocksDB error.
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// A stored record does not decode: the data on disk is corrupt.
+    #[error("corrupt {what} of region {region_id}: {detail}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// Its region (0 if not region-scoped).
+        region_id: u64,
+        /// Why it does not decode.
+        detail: String,
+    },
+    /// A snapshot sent by a peer does not decode or does not fit this region.
+    #[error("bad snapshot for region {region_id}: {detail}")]
+    BadSnapshot {
+        /// The region.
+        region_id: u64,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Result alias of the engine.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> Error {
+        move |source| Error::Rocks { op, source }
+    }
+}

@@ -1,0 +1,597 @@
+//! [`PeerStorage`]: the raft log and raft states of one region replica, implementing
+//! `raft::Storage` on the shared [`Engine`].
+//!
+//! Writes are *staged*: [`PeerStorage::append`] and [`PeerStorage::set_hard_state`] update the
+//! in-memory view at once (raft-rs's async-ready contract requires appended entries to be
+//! readable through `Storage` before `advance_append_async`) and describe the durable write
+//! in a [`LogWrite`], which the store's LogWriter later puts into one synced batch.
+//!
+//! Invariants:
+//! - the entry cache holds a contiguous suffix `[cache_first, last_index]` of the log;
+//!   entries below it are durable in RocksDB, because only entries at or below
+//!   `persisted_index` are evicted;
+//! - `truncated.index <= applied_index <= commit <= last_index` (a snapshot sets all four);
+//! - `term(truncated.index)` is always answerable (raft's matching needs it).
+
+use crate::engine::{decode_msg, Cf, Engine, WriteBatch};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::snapshot;
+use protobuf::Message;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use regatta_proto::metapb::Region;
+use regatta_proto::raft_serverpb::{
+    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState,
+};
+use std::collections::VecDeque;
+
+/// Index and term at which a freshly bootstrapped region's log starts (as TiKV does), so
+/// that all initial replicas agree on a non-empty, identical prefix without a snapshot.
+pub const RAFT_INIT_LOG_INDEX: u64 = 5;
+/// Term of [`RAFT_INIT_LOG_INDEX`].
+pub const RAFT_INIT_LOG_TERM: u64 = 5;
+
+/// The durable part of a Ready for one region, built by the peer, written by the LogWriter.
+#[derive(Default)]
+pub struct LogWrite {
+    /// Region the write belongs to.
+    pub region_id: u64,
+    /// Entries to put (already in the cache).
+    pub entries: Vec<Entry>,
+    /// Log entries `[from, to)` to delete (overwritten suffix after a conflict).
+    pub delete_entries: Option<(u64, u64)>,
+    /// The raft local state to put, when it changed.
+    pub raft_state: Option<RaftLocalState>,
+    /// A self-contained batch written (unsynced) before the group's synced batch:
+    /// snapshot installs and log compaction.
+    pub extra: Option<WriteBatch>,
+}
+
+impl LogWrite {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.delete_entries.is_none()
+            && self.raft_state.is_none()
+            && self.extra.is_none()
+    }
+
+    /// Adds the entry/state part of this write to `wb` (the LogWriter's group batch).
+    pub fn write_into(&self, wb: &mut WriteBatch) {
+        if let Some((from, to)) = self.delete_entries {
+            let (lo, hi) = keys::entry_range(self.region_id, from, to);
+            wb.delete_range(Cf::Raft, &lo, &hi);
+        }
+        for e in &self.entries {
+            wb.put_msg(Cf::Raft, &keys::entry_key(self.region_id, e.index), e);
+        }
+        if let Some(state) = &self.raft_state {
+            wb.put_msg(Cf::Raft, &keys::raft_state_key(self.region_id), state);
+        }
+    }
+}
+
+/// Raft log storage of one region replica.
+pub struct PeerStorage {
+    engine: Engine,
+    region: Region,
+    voters: Vec<u64>,
+    raft_state: RaftLocalState,
+    apply_state: RaftApplyState,
+    truncated: RaftTruncatedState,
+    last_term: u64,
+    cache: VecDeque<Entry>,
+    persisted_index: u64,
+    cache_limit: usize,
+}
+
+impl std::fmt::Debug for PeerStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerStorage")
+            .field("region_id", &self.region.get_id())
+            .field("last_index", &self.raft_state.get_last_index())
+            .field("applied", &self.apply_state.get_applied_index())
+            .field("truncated", &self.truncated.get_index())
+            .finish()
+    }
+}
+
+/// Writes the initial states of `region` with voters = its peers, unless the region already
+/// has a state on this store. Returns whether it wrote. The write is synced.
+pub fn bootstrap_region(engine: &Engine, region: &Region) -> Result<bool> {
+    let rid = region.get_id();
+    if engine
+        .get(Cf::Raft, &keys::region_state_key(rid))?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let mut wb = engine.batch();
+    let mut state = RegionLocalState::new();
+    state.set_region(region.clone());
+    state.set_voters(region.get_peers().iter().map(|p| p.get_id()).collect());
+    wb.put_msg(Cf::Raft, &keys::region_state_key(rid), &state);
+    let mut rs = RaftLocalState::new();
+    rs.set_term(RAFT_INIT_LOG_TERM);
+    rs.set_commit(RAFT_INIT_LOG_INDEX);
+    rs.set_last_index(RAFT_INIT_LOG_INDEX);
+    wb.put_msg(Cf::Raft, &keys::raft_state_key(rid), &rs);
+    let mut apply = RaftApplyState::new();
+    apply.set_applied_index(RAFT_INIT_LOG_INDEX);
+    apply.set_applied_term(RAFT_INIT_LOG_TERM);
+    wb.put_msg(Cf::Raft, &keys::apply_state_key(rid), &apply);
+    let mut tr = RaftTruncatedState::new();
+    tr.set_index(RAFT_INIT_LOG_INDEX);
+    tr.set_term(RAFT_INIT_LOG_TERM);
+    wb.put_msg(Cf::Raft, &keys::truncated_state_key(rid), &tr);
+    engine.write(wb, true)?;
+    Ok(true)
+}
+
+impl PeerStorage {
+    /// Loads the storage of `region_id`; `None` if the region has no state here or is a
+    /// tombstone.
+    pub fn open(engine: Engine, region_id: u64, cache_limit: usize) -> Result<Option<Self>> {
+        let Some(state): Option<RegionLocalState> = engine.get_msg(
+            Cf::Raft,
+            &keys::region_state_key(region_id),
+            "region state",
+            region_id,
+        )?
+        else {
+            return Ok(None);
+        };
+        if state.get_state() == PeerState::TOMBSTONE {
+            return Ok(None);
+        }
+        let missing = |what: &'static str| Error::Corrupt {
+            what,
+            region_id,
+            detail: "missing".into(),
+        };
+        let raft_state: RaftLocalState = engine
+            .get_msg(
+                Cf::Raft,
+                &keys::raft_state_key(region_id),
+                "raft state",
+                region_id,
+            )?
+            .ok_or_else(|| missing("raft state"))?;
+        let apply_state: RaftApplyState = engine
+            .get_msg(
+                Cf::Raft,
+                &keys::apply_state_key(region_id),
+                "apply state",
+                region_id,
+            )?
+            .ok_or_else(|| missing("apply state"))?;
+        let truncated: RaftTruncatedState = engine
+            .get_msg(
+                Cf::Raft,
+                &keys::truncated_state_key(region_id),
+                "truncated state",
+                region_id,
+            )?
+            .ok_or_else(|| missing("truncated state"))?;
+        let mut s = PeerStorage {
+            engine,
+            voters: state.get_voters().to_vec(),
+            region: state.get_region().clone(),
+            raft_state,
+            apply_state,
+            truncated,
+            last_term: 0,
+            cache: VecDeque::new(),
+            persisted_index: 0,
+            cache_limit,
+        };
+        // A commit-index change alone is not synced, so the stored commit may lag what was
+        // applied; applied entries were committed, so raise it (TiKV does the same).
+        let applied = s.apply_state.get_applied_index();
+        if s.raft_state.get_commit() < applied {
+            s.raft_state.set_commit(applied);
+        }
+        s.persisted_index = s.raft_state.get_last_index();
+        s.last_term = s.stored_term(s.raft_state.get_last_index())?;
+        s.check_invariants()?;
+        Ok(Some(s))
+    }
+
+    fn check_invariants(&self) -> Result<()> {
+        let (tr, ap) = (
+            self.truncated.get_index(),
+            self.apply_state.get_applied_index(),
+        );
+        let (commit, last) = (
+            self.raft_state.get_commit(),
+            self.raft_state.get_last_index(),
+        );
+        if !(tr <= ap && ap <= commit.max(ap) && ap <= last.max(ap) && tr <= last) {
+            return Err(Error::Corrupt {
+                what: "raft states",
+                region_id: self.region.get_id(),
+                detail: format!(
+                    "truncated {tr}, applied {ap}, commit {commit}, last {last} out of order"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The region as this replica knows it.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The region's voters (raft peer ids).
+    pub fn voters(&self) -> &[u64] {
+        &self.voters
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Applied index and term.
+    pub fn applied(&self) -> (u64, u64) {
+        (
+            self.apply_state.get_applied_index(),
+            self.apply_state.get_applied_term(),
+        )
+    }
+
+    /// Records that the entries through `index` (of `term`) are applied. The caller wrote
+    /// the apply state in the same batch as the data.
+    pub fn set_applied(&mut self, index: u64, term: u64) {
+        assert!(
+            index >= self.apply_state.get_applied_index(),
+            "region {} applied index going backwards: {} -> {}",
+            self.region.get_id(),
+            self.apply_state.get_applied_index(),
+            index
+        );
+        self.apply_state.set_applied_index(index);
+        self.apply_state.set_applied_term(term);
+        self.evict_cache();
+    }
+
+    /// Adds the apply state `(index, term)` to an apply batch.
+    pub fn write_apply_state(&self, wb: &mut WriteBatch, index: u64, term: u64) {
+        let mut st = RaftApplyState::new();
+        st.set_applied_index(index);
+        st.set_applied_term(term);
+        wb.put_msg(Cf::Raft, &keys::apply_state_key(self.region.get_id()), &st);
+    }
+
+    /// The index through which the log is compacted.
+    pub fn truncated_index(&self) -> u64 {
+        self.truncated.get_index()
+    }
+
+    /// The last log index (durable or staged).
+    pub fn last_index_now(&self) -> u64 {
+        self.raft_state.get_last_index()
+    }
+
+    /// Records a commit index learned without a Ready write (kept in memory, persisted with
+    /// the next HardState).
+    pub fn set_commit_index(&mut self, commit: u64) {
+        if commit > self.raft_state.get_commit() {
+            self.raft_state.set_commit(commit);
+        }
+    }
+
+    /// The commit index as last staged.
+    pub fn commit_index(&self) -> u64 {
+        self.raft_state.get_commit()
+    }
+
+    /// Stages `entries` (contiguous, from raft's Ready) into `w`, overwriting any conflicting
+    /// suffix. The cache is updated now, so raft can read them before they are durable.
+    pub fn append(&mut self, entries: Vec<Entry>, w: &mut LogWrite) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        let (first_idx, last_idx, last_term) = (first.index, last.index, last.term);
+        assert!(
+            first_idx > self.truncated.get_index(),
+            "region {} appending entry {} at or below truncated index {}",
+            self.region.get_id(),
+            first_idx,
+            self.truncated.get_index()
+        );
+        let old_last = self.raft_state.get_last_index();
+        assert!(
+            first_idx <= old_last + 1,
+            "region {} appending entry {} leaves a gap after last index {}",
+            self.region.get_id(),
+            first_idx,
+            old_last
+        );
+        // Drop the overwritten suffix from the cache.
+        match self.cache.front().map(|e| e.index) {
+            Some(front) if first_idx <= front => self.cache.clear(),
+            Some(front) => self.cache.truncate((first_idx - front) as usize),
+            None => {}
+        }
+        if old_last > last_idx {
+            w.delete_entries = Some((last_idx + 1, old_last + 1));
+        }
+        if first_idx <= self.persisted_index {
+            self.persisted_index = first_idx - 1;
+        }
+        self.cache.extend(entries.iter().cloned());
+        w.entries.extend(entries);
+        self.raft_state.set_last_index(last_idx);
+        self.last_term = last_term;
+        w.raft_state = Some(self.raft_state.clone());
+    }
+
+    /// Stages a new HardState into `w`.
+    pub fn set_hard_state(&mut self, hs: &HardState, w: &mut LogWrite) {
+        self.raft_state.set_term(hs.term);
+        self.raft_state.set_vote(hs.vote);
+        self.raft_state.set_commit(hs.commit);
+        w.raft_state = Some(self.raft_state.clone());
+    }
+
+    /// Records that the log through `index` is durable (the LogWriter synced it).
+    pub fn on_persisted(&mut self, index: u64) {
+        self.persisted_index = self
+            .persisted_index
+            .max(index.min(self.raft_state.get_last_index()));
+        self.evict_cache();
+    }
+
+    fn evict_cache(&mut self) {
+        let keep_from = self
+            .persisted_index
+            .min(self.apply_state.get_applied_index());
+        while self.cache.len() > self.cache_limit {
+            match self.cache.front() {
+                Some(e) if e.index <= keep_from => {
+                    self.cache.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Stages a snapshot received from the leader: the returned write replaces the region's
+    /// data, sessions, apply/truncated states and log. The in-memory view switches now.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot, w: &mut LogWrite) -> Result<()> {
+        let rid = self.region.get_id();
+        let decoded = snapshot::decode(rid, snap)?;
+        let meta = snap.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let mut wb = self.engine.batch();
+        // Old and new ranges are both cleared: the replica holds nothing outside the new one.
+        let mut ranges = snapshot::region_data_ranges(&self.region);
+        ranges.extend(snapshot::region_data_ranges(&decoded.region));
+        for cf in Cf::DATA {
+            for (lo, hi) in &ranges {
+                wb.delete_range(cf, lo, hi);
+            }
+        }
+        for (cf, kvs) in &decoded.cfs {
+            for kv in kvs {
+                wb.put(*cf, kv.get_key(), kv.get_value());
+            }
+        }
+        let (lo, hi) = keys::dedup_range(rid);
+        wb.delete_range(Cf::Raft, &lo, &hi);
+        for s in &decoded.sessions {
+            wb.put_msg(Cf::Raft, &keys::dedup_key(rid, s.get_client_id()), s);
+        }
+        let (lo, hi) = keys::entry_range(rid, 0, u64::MAX);
+        wb.delete_range(Cf::Raft, &lo, &hi);
+        self.write_apply_state(&mut wb, index, term);
+        let mut tr = RaftTruncatedState::new();
+        tr.set_index(index);
+        tr.set_term(term);
+        wb.put_msg(Cf::Raft, &keys::truncated_state_key(rid), &tr);
+        let mut state = RegionLocalState::new();
+        state.set_region(decoded.region.clone());
+        state.set_voters(meta.get_conf_state().voters.clone());
+        wb.put_msg(Cf::Raft, &keys::region_state_key(rid), &state);
+        self.raft_state.set_last_index(index);
+        self.raft_state
+            .set_commit(self.raft_state.get_commit().max(index));
+        wb.put_msg(Cf::Raft, &keys::raft_state_key(rid), &self.raft_state);
+
+        self.region = decoded.region;
+        self.voters = meta.get_conf_state().voters.clone();
+        self.apply_state = decoded.apply_state;
+        self.truncated = tr;
+        self.last_term = term;
+        self.cache.clear();
+        self.persisted_index = index;
+        w.raft_state = Some(self.raft_state.clone());
+        w.extra = Some(wb);
+        Ok(())
+    }
+
+    /// Compacts the log through `index` (at most the applied index). Returns the write to
+    /// hand to the LogWriter, or `None` when there is nothing to compact.
+    pub fn compact_to(&mut self, index: u64) -> Result<Option<WriteBatch>> {
+        let index = index.min(self.apply_state.get_applied_index());
+        if index <= self.truncated.get_index() {
+            return Ok(None);
+        }
+        let term = self.stored_term(index)?;
+        let rid = self.region.get_id();
+        let mut wb = self.engine.batch();
+        let (lo, hi) = keys::entry_range(rid, self.truncated.get_index() + 1, index + 1);
+        wb.delete_range(Cf::Raft, &lo, &hi);
+        let mut tr = RaftTruncatedState::new();
+        tr.set_index(index);
+        tr.set_term(term);
+        wb.put_msg(Cf::Raft, &keys::truncated_state_key(rid), &tr);
+        self.truncated = tr;
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            self.cache.pop_front();
+        }
+        Ok(Some(wb))
+    }
+
+    /// Term of entry `idx`, for indices in `[truncated, last]`.
+    fn stored_term(&self, idx: u64) -> Result<u64> {
+        if idx == self.truncated.get_index() {
+            return Ok(self.truncated.get_term());
+        }
+        if let Some(front) = self.cache.front() {
+            if idx >= front.index {
+                if let Some(e) = self.cache.get((idx - front.index) as usize) {
+                    return Ok(e.term);
+                }
+            }
+        }
+        let rid = self.region.get_id();
+        let e: Entry = self
+            .engine
+            .get_msg(Cf::Raft, &keys::entry_key(rid, idx), "log entry", rid)?
+            .ok_or_else(|| Error::Corrupt {
+                what: "log entry",
+                region_id: rid,
+                detail: format!("entry {idx} missing"),
+            })?;
+        Ok(e.term)
+    }
+
+    fn read_entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<bool> {
+        // Returns false when the size limit stopped the read.
+        let rid = self.region.get_id();
+        let (lo, hi) = keys::entry_range(rid, low, high);
+        let mut size = out.iter().map(|e| e.compute_size() as u64).sum::<u64>();
+        let mut next = low;
+        let mut complete = true;
+        self.engine.scan(Cf::Raft, &lo, &hi, |_, v| {
+            let e: Entry = decode_msg(v, "log entry", rid)?;
+            if e.index != next {
+                return Err(Error::Corrupt {
+                    what: "log entry",
+                    region_id: rid,
+                    detail: format!("expected entry {next}, found {}", e.index),
+                });
+            }
+            size += u64::from(e.compute_size());
+            if !out.is_empty() && size > max_size {
+                complete = false;
+                return Ok(false);
+            }
+            out.push(e);
+            next += 1;
+            Ok(true)
+        })?;
+        if complete && next != high {
+            return Err(Error::Corrupt {
+                what: "log",
+                region_id: rid,
+                detail: format!("entries [{next}, {high}) missing"),
+            });
+        }
+        Ok(complete)
+    }
+}
+
+fn to_raft_err(e: Error) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let hs = HardState {
+            term: self.raft_state.get_term(),
+            vote: self.raft_state.get_vote(),
+            commit: self.raft_state.get_commit(),
+            ..Default::default()
+        };
+        let cs = ConfState {
+            voters: self.voters.clone(),
+            ..Default::default()
+        };
+        Ok(RaftState::new(hs, cs))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        if low <= self.truncated.get_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.raft_state.get_last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let cache_front = self.cache.front().map_or(high, |e| e.index).max(low);
+        if low < cache_front {
+            let complete = self
+                .read_entries(low, cache_front.min(high), max_size, &mut out)
+                .map_err(to_raft_err)?;
+            if !complete {
+                return Ok(out);
+            }
+        }
+        if cache_front < high {
+            let front = self.cache.front().map_or(0, |e| e.index);
+            let mut size = out.iter().map(|e| e.compute_size() as u64).sum::<u64>();
+            for i in cache_front..high {
+                let e = &self.cache[(i - front) as usize];
+                size += u64::from(e.compute_size());
+                if !out.is_empty() && size > max_size {
+                    break;
+                }
+                out.push(e.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx < self.truncated.get_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.raft_state.get_last_index() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if idx == self.raft_state.get_last_index() {
+            return Ok(self.last_term);
+        }
+        self.stored_term(idx).map_err(to_raft_err)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated.get_index() + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.raft_state.get_last_index())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let snap = snapshot::generate(&self.engine, self.region.get_id()).map_err(to_raft_err)?;
+        if snap.get_metadata().index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+#[path = "storage_tests.rs"]
+mod tests;

@@ -1,0 +1,275 @@
+//! The raft-rs storage contract of [`PeerStorage`], across restarts, conflicts,
+//! compaction and snapshot install.
+
+use super::*;
+use raft::Storage;
+use regatta_proto::metapb::{Peer, RegionEpoch};
+
+fn region(id: u64) -> Region {
+    let mut r = Region::new();
+    r.set_id(id);
+    r.set_start_key(b"a".to_vec());
+    r.set_end_key(b"m".to_vec());
+    let mut e = RegionEpoch::new();
+    e.set_conf_ver(1);
+    e.set_version(1);
+    r.set_region_epoch(e);
+    for (pid, sid) in [(11, 1), (12, 2), (13, 3)] {
+        let mut p = Peer::new();
+        p.set_id(pid);
+        p.set_store_id(sid);
+        r.mut_peers().push(p);
+    }
+    r
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        data: format!("data-{index}-{term}").into_bytes().into(),
+        ..Default::default()
+    }
+}
+
+fn open(engine: &Engine, id: u64, cache: usize) -> PeerStorage {
+    PeerStorage::open(engine.clone(), id, cache)
+        .unwrap()
+        .unwrap()
+}
+
+/// What the LogWriter does with a staged write.
+fn persist(engine: &Engine, s: &mut PeerStorage, mut w: LogWrite) {
+    if let Some(extra) = w.extra.take() {
+        engine.write(extra, false).unwrap();
+    }
+    let mut wb = engine.batch();
+    w.write_into(&mut wb);
+    engine.write(wb, true).unwrap();
+    let last = w.entries.last().map_or(0, |e| e.index);
+    s.on_persisted(last);
+}
+
+fn append(engine: &Engine, s: &mut PeerStorage, entries: Vec<Entry>) {
+    let mut w = LogWrite {
+        region_id: s.region().get_id(),
+        ..LogWrite::default()
+    };
+    s.append(entries, &mut w);
+    persist(engine, s, w);
+}
+
+fn ctx() -> GetEntriesContext {
+    GetEntriesContext::empty(false)
+}
+
+#[test]
+fn bootstrapped_region_starts_at_the_init_index_on_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    assert!(bootstrap_region(&engine, &region(1)).unwrap());
+    assert!(
+        !bootstrap_region(&engine, &region(1)).unwrap(),
+        "idempotent"
+    );
+    let s = open(&engine, 1, 16);
+    let st = s.initial_state().unwrap();
+    assert_eq!(st.hard_state.term, RAFT_INIT_LOG_TERM);
+    assert_eq!(st.hard_state.commit, RAFT_INIT_LOG_INDEX);
+    assert_eq!(st.conf_state.voters, vec![11, 12, 13]);
+    assert_eq!(s.first_index().unwrap(), RAFT_INIT_LOG_INDEX + 1);
+    assert_eq!(s.last_index().unwrap(), RAFT_INIT_LOG_INDEX);
+    assert_eq!(s.term(RAFT_INIT_LOG_INDEX).unwrap(), RAFT_INIT_LOG_TERM);
+    assert!(matches!(
+        s.term(RAFT_INIT_LOG_INDEX - 1),
+        Err(raft::Error::Store(StorageError::Compacted))
+    ));
+    assert!(matches!(
+        s.term(RAFT_INIT_LOG_INDEX + 1),
+        Err(raft::Error::Store(StorageError::Unavailable))
+    ));
+    assert!(PeerStorage::open(engine.clone(), 2, 16).unwrap().is_none());
+}
+
+#[test]
+fn entries_read_back_from_cache_and_from_disk_after_eviction_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    bootstrap_region(&engine, &region(1)).unwrap();
+    let mut s = open(&engine, 1, 4);
+    append(&engine, &mut s, (6..=30).map(|i| entry(i, 6)).collect());
+    s.set_applied(30, 6);
+    assert_eq!(s.last_index().unwrap(), 30);
+    let got = s.entries(6, 31, None, ctx()).unwrap();
+    assert_eq!(got.len(), 25);
+    assert!(got
+        .iter()
+        .zip(6..)
+        .all(|(e, i)| e.index == i && e.term == 6));
+    // Most entries were evicted (cache limit 4): the middle is read from RocksDB.
+    let mid = s.entries(10, 20, None, ctx()).unwrap();
+    assert_eq!(mid.first().unwrap().index, 10);
+    assert_eq!(mid.last().unwrap().index, 19);
+    // max_size limits the answer but always returns at least one entry.
+    let one = s.entries(6, 31, Some(1), ctx()).unwrap();
+    assert_eq!(one.len(), 1);
+    let hs = HardState {
+        term: 6,
+        vote: 11,
+        commit: 30,
+        ..Default::default()
+    };
+    let mut w = LogWrite {
+        region_id: 1,
+        ..LogWrite::default()
+    };
+    s.set_hard_state(&hs, &mut w);
+    persist(&engine, &mut s, w);
+    drop(s);
+    let s = open(&engine, 1, 4);
+    assert_eq!(s.last_index().unwrap(), 30);
+    assert_eq!(s.term(30).unwrap(), 6);
+    assert_eq!(s.initial_state().unwrap().hard_state, hs);
+    assert_eq!(s.entries(6, 31, None, ctx()).unwrap().len(), 25);
+}
+
+#[test]
+fn conflicting_append_replaces_the_suffix_in_memory_and_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    bootstrap_region(&engine, &region(1)).unwrap();
+    let mut s = open(&engine, 1, 1024);
+    append(&engine, &mut s, (6..=12).map(|i| entry(i, 6)).collect());
+    // A new leader overwrites 9.. with a shorter suffix of term 7.
+    append(&engine, &mut s, (9..=10).map(|i| entry(i, 7)).collect());
+    assert_eq!(s.last_index().unwrap(), 10);
+    assert_eq!(s.term(8).unwrap(), 6);
+    assert_eq!(s.term(9).unwrap(), 7);
+    assert!(s.entries(6, 12, None, ctx()).is_err(), "11 is gone");
+    drop(s);
+    let s = open(&engine, 1, 1024);
+    assert_eq!(s.last_index().unwrap(), 10);
+    let all = s.entries(6, 11, None, ctx()).unwrap();
+    let terms: Vec<u64> = all.iter().map(|e| e.term).collect();
+    assert_eq!(terms, vec![6, 6, 6, 7, 7]);
+    let (lo, hi) = keys::entry_range(1, 11, 13);
+    let mut stale = 0;
+    engine
+        .scan(Cf::Raft, &lo, &hi, |_, _| {
+            stale += 1;
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(stale, 0, "overwritten entries deleted from disk");
+}
+
+#[test]
+fn compaction_moves_first_index_and_keeps_the_boundary_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    bootstrap_region(&engine, &region(1)).unwrap();
+    let mut s = open(&engine, 1, 1024);
+    append(&engine, &mut s, (6..=20).map(|i| entry(i, 6)).collect());
+    assert!(
+        s.compact_to(15).unwrap().is_none() || s.truncated_index() == 5,
+        "nothing applied yet"
+    );
+    let mut wb = engine.batch();
+    s.write_apply_state(&mut wb, 15, 6);
+    engine.write(wb, false).unwrap();
+    s.set_applied(15, 6);
+    let wb = s.compact_to(15).unwrap().unwrap();
+    engine.write(wb, false).unwrap();
+    assert_eq!(s.first_index().unwrap(), 16);
+    assert_eq!(s.term(15).unwrap(), 6);
+    assert!(matches!(
+        s.entries(10, 17, None, ctx()),
+        Err(raft::Error::Store(StorageError::Compacted))
+    ));
+    assert_eq!(s.entries(16, 21, None, ctx()).unwrap().len(), 5);
+    drop(s);
+    let s = open(&engine, 1, 1024);
+    assert_eq!(s.first_index().unwrap(), 16);
+    assert_eq!(s.term(15).unwrap(), 6);
+}
+
+#[test]
+fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let le = Engine::open(leader_dir.path(), &Default::default()).unwrap();
+    let fe = Engine::open(follower_dir.path(), &Default::default()).unwrap();
+    bootstrap_region(&le, &region(1)).unwrap();
+    bootstrap_region(&fe, &region(1)).unwrap();
+    // Leader state: data applied through 40 of term 7.
+    let mut ls = open(&le, 1, 1024);
+    append(&le, &mut ls, (6..=40).map(|i| entry(i, 7)).collect());
+    let mut wb = le.batch();
+    wb.put(
+        Cf::Default,
+        &keys::raw_data_key(b"b"),
+        &crate::encode_raw_value(33, b"v"),
+    );
+    wb.put(
+        Cf::Default,
+        &keys::raw_data_key(b"z"),
+        &crate::encode_raw_value(1, b"out"),
+    );
+    ls.write_apply_state(&mut wb, 40, 7);
+    le.write(wb, false).unwrap();
+    ls.set_applied(40, 7);
+    let snap = ls.snapshot(0, 12).unwrap();
+    assert_eq!(snap.get_metadata().index, 40);
+    assert_eq!(snap.get_metadata().term, 7);
+    assert_eq!(
+        snap.get_metadata().get_conf_state().voters,
+        vec![11, 12, 13]
+    );
+    // Follower: stale data and a divergent log.
+    let mut fs = open(&fe, 1, 1024);
+    append(&fe, &mut fs, (6..=8).map(|i| entry(i, 6)).collect());
+    let mut wb = fe.batch();
+    wb.put(
+        Cf::Default,
+        &keys::raw_data_key(b"c"),
+        &crate::encode_raw_value(7, b"stale"),
+    );
+    fe.write(wb, false).unwrap();
+    let mut w = LogWrite {
+        region_id: 1,
+        ..LogWrite::default()
+    };
+    fs.apply_snapshot(&snap, &mut w).unwrap();
+    persist(&fe, &mut fs, w);
+    assert_eq!(fs.applied(), (40, 7));
+    assert_eq!(fs.first_index().unwrap(), 41);
+    assert_eq!(fs.last_index().unwrap(), 40);
+    assert_eq!(fs.term(40).unwrap(), 7);
+    drop(fs);
+    let fs = open(&fe, 1, 1024);
+    assert_eq!(fs.applied(), (40, 7));
+    assert_eq!(fs.last_index().unwrap(), 40);
+    assert_eq!(fe.get_raw(b"b").unwrap().unwrap().value, b"v");
+    assert!(fe.get_raw(b"c").unwrap().is_none(), "stale key removed");
+    assert!(
+        fe.get_raw(b"z").unwrap().is_none(),
+        "key outside the region not carried"
+    );
+}
+
+#[test]
+fn corrupt_or_foreign_snapshots_are_rejected_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    bootstrap_region(&engine, &region(1)).unwrap();
+    bootstrap_region(&engine, &region(2)).unwrap();
+    let s2 = open(&engine, 2, 16);
+    let foreign = s2.snapshot(0, 1).unwrap();
+    let mut s1 = open(&engine, 1, 16);
+    let mut w = LogWrite::default();
+    assert!(s1.apply_snapshot(&foreign, &mut w).is_err());
+    let mut garbage = foreign.clone();
+    garbage.data = vec![0xff, 0xff, 0x01].into();
+    assert!(s1.apply_snapshot(&garbage, &mut w).is_err());
+    assert_eq!(s1.applied(), (RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM));
+}

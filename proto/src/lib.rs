@@ -1,0 +1,48 @@
+//! Regatta's wire types and the frame codec.
+//!
+//! This crate owns every byte that crosses a process boundary or lands on disk as a
+//! protobuf: cluster metadata (`metapb`), client requests and typed errors (`kvrpcpb`),
+//! raft traffic, the replicated command format and persisted states (`raft_serverpb`),
+//! placement-driver calls (`pdpb`) and the TCP envelope (`framepb`). It is compiled with
+//! rust-protobuf 2, the codec raft-rs 0.7 uses, so raft's own `eraftpb` types (re-exported
+//! here) travel inside our messages as bytes.
+//!
+//! It depends on no other workspace crate. Frames are bounded ([`frame::MAX_FRAME_LEN`]):
+//! a length prefix above the bound is rejected before any allocation.
+#![deny(missing_docs)]
+
+macro_rules! generated {
+    ($(#[$doc:meta] $name:ident),* $(,)?) => {
+        $(
+            #[$doc]
+            #[allow(missing_docs, clippy::all, clippy::pedantic, non_camel_case_types,
+                    non_snake_case, non_upper_case_globals, unused_imports, unused_results,
+                    unknown_lints, renamed_and_removed_lints, dead_code, unused_parens,
+                    deprecated, elided_lifetimes_in_paths, mismatched_lifetime_syntaxes)]
+            pub mod $name {
+                include!(concat!(env!("OUT_DIR"), "/", stringify!($name), ".rs"));
+            }
+        )*
+    };
+}
+
+generated! {
+    /// Cluster metadata: stores, regions, peers, epochs.
+    metapb,
+    /// Client requests, responses and typed errors.
+    kvrpcpb,
+    /// Raft traffic, the replicated command format and persisted raft states.
+    raft_serverpb,
+    /// Placement-driver requests and responses.
+    pdpb,
+    /// The envelope of every TCP frame.
+    framepb,
+}
+
+pub mod frame;
+pub mod rpc;
+
+/// The protobuf runtime, so dependants encode with the same version.
+pub use protobuf;
+/// raft-rs's own protobuf types (messages, entries, snapshots, states).
+pub use raft::eraftpb;

@@ -1,0 +1,218 @@
+//! Async frame I/O and a multiplexed request/response connection over TCP.
+//!
+//! One [`Connection`] carries many concurrent calls: each request frame gets a fresh id,
+//! the response frame echoes it. A writer task batches queued frames into few `write`s; a
+//! reader task routes responses. When the connection dies every pending call fails with
+//! [`RpcError::Disconnected`] and the connection reports itself broken, so callers reconnect.
+
+use crate::frame::{self, FrameError, MAX_FRAME_LEN};
+use crate::framepb::{Frame, Frame_oneof_body};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Errors of a call.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// Could not connect to the address.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection broke before the answer came.
+    #[error("connection to {addr} lost")]
+    Disconnected {
+        /// The address.
+        addr: String,
+    },
+    /// No answer within the deadline.
+    #[error("call to {addr} timed out after {after:?}")]
+    Timeout {
+        /// The address.
+        addr: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The peer sent something that is not a frame.
+    #[error("bad frame from {addr}: {source}")]
+    Frame {
+        /// The address.
+        addr: String,
+        /// What was wrong.
+        #[source]
+        source: FrameError,
+    },
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream.
+pub async fn read_frame<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    limit: usize,
+) -> std::io::Result<Option<Result<Frame, FrameError>>> {
+    let mut header = [0u8; 4];
+    match r.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = match frame::check_len(header, limit) {
+        Ok(len) => len,
+        Err(e) => return Ok(Some(Err(e))),
+    };
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(Some(frame::decode(&body)))
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
+
+/// A multiplexed client connection. Cheap to clone; all clones share the socket.
+#[derive(Clone)]
+pub struct Connection {
+    addr: String,
+    next_id: Arc<AtomicU64>,
+    pending: Pending,
+    tx: mpsc::Sender<Vec<u8>>,
+    broken: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// Bound of frames queued for the writer task of one connection.
+const QUEUE_FRAMES: usize = 4096;
+
+impl Connection {
+    /// Connects to `addr` within `timeout`.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Connection, RpcError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => {
+                return Err(RpcError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(RpcError::Timeout {
+                    addr: addr.to_string(),
+                    after: timeout,
+                })
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE_FRAMES);
+        let pending: Pending = Arc::default();
+        let broken = Arc::new(AtomicBool::new(false));
+        let conn = Connection {
+            addr: addr.to_string(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            pending: pending.clone(),
+            tx,
+            broken: broken.clone(),
+        };
+        let wbroken = broken.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(first) = rx.recv().await {
+                buf.clear();
+                buf.extend_from_slice(&first);
+                while buf.len() < (1 << 20) {
+                    match rx.try_recv() {
+                        Ok(more) => buf.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                if wr.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+            wbroken.store(true, Ordering::SeqCst);
+        });
+        tokio::spawn(async move {
+            let mut rd = BufReader::new(rd);
+            while let Ok(Some(Ok(frame))) = read_frame(&mut rd, MAX_FRAME_LEN).await {
+                let waiter = pending
+                    .lock()
+                    .expect("pending map lock is never poisoned")
+                    .remove(&frame.id);
+                if let Some(w) = waiter {
+                    let _ = w.send(frame);
+                }
+            }
+            broken.store(true, Ordering::SeqCst);
+            // Dropping the senders fails every pending call with Disconnected.
+            pending
+                .lock()
+                .expect("pending map lock is never poisoned")
+                .clear();
+        });
+        Ok(conn)
+    }
+
+    /// The remote address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether the connection is known dead (reconnect instead of calling).
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst) || self.tx.is_closed()
+    }
+
+    /// Sends a request with body `body` and waits up to `timeout` for its response frame.
+    pub async fn call(&self, body: Frame_oneof_body, timeout: Duration) -> Result<Frame, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Frame::new();
+        frame.id = id;
+        frame.body = Some(body);
+        let bytes = frame::encode(&frame).map_err(|source| RpcError::Frame {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        let (otx, orx) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending map lock is never poisoned")
+            .insert(id, otx);
+        let disconnected = || RpcError::Disconnected {
+            addr: self.addr.clone(),
+        };
+        if self.is_broken() || self.tx.send(bytes).await.is_err() {
+            self.forget(id);
+            return Err(disconnected());
+        }
+        match tokio::time::timeout(timeout, orx).await {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(_)) => Err(disconnected()),
+            Err(_) => {
+                self.forget(id);
+                Err(RpcError::Timeout {
+                    addr: self.addr.clone(),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        self.pending
+            .lock()
+            .expect("pending map lock is never poisoned")
+            .remove(&id);
+    }
+}
