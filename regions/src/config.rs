@@ -1,0 +1,127 @@
+//! [`StoreConfig`]: every bound and timing of a store, with documented defaults and a
+//! `validate()` that rejects unsafe combinations.
+
+use std::time::Duration;
+
+/// Configuration of a store and its region replicas.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Raft logical clock period. Default 50 ms.
+    pub tick_interval_ms: u64,
+    /// Election timeout in ticks (randomised in `[n, 2n)` by raft-rs). Default 10 (0.5-1 s).
+    pub election_ticks: usize,
+    /// Heartbeat interval in ticks. Default 2 (100 ms).
+    pub heartbeat_ticks: usize,
+    /// Bytes of entries per append message. Default 1 MiB.
+    pub max_size_per_msg: u64,
+    /// Append messages in flight per follower. Default 256.
+    pub max_inflight_msgs: usize,
+    /// Compact a region's log once this many applied entries accumulate. Default 10,000.
+    pub raft_log_gc_count_limit: u64,
+    /// Entries kept in memory per region beyond the unpersisted/unapplied ones. Default 1,024.
+    pub entry_cache_limit: usize,
+    /// A ReadIndex read not served within this fails with a retryable `Timeout`. Default 3 s.
+    pub read_timeout_ms: u64,
+    /// A proposal not applied within this is answered `Timeout` (outcome unknown). Default 10 s.
+    pub proposal_timeout_ms: u64,
+    /// Proposals in flight per region; beyond it requests get `ServerIsBusy`. Default 20,000.
+    pub max_inflight_proposals: usize,
+    /// Largest key accepted. Default 4 KiB.
+    pub max_key_size: usize,
+    /// Largest value accepted. Default 8 MiB.
+    pub max_value_size: usize,
+    /// Largest frame accepted from a client or peer. Default 64 MiB + snapshot headroom.
+    pub max_frame_size: usize,
+    /// At-most-once sessions idle longer than this (by the log's clock) are dropped. Default 10 min.
+    pub dedup_session_ttl_ms: u64,
+    /// Tasks the LogWriter queue holds before peers block. Default 4,096.
+    pub log_writer_queue: usize,
+    /// Bytes of log entries one LogWriter batch takes before it syncs. Default 4 MiB.
+    pub log_writer_max_batch_bytes: usize,
+    /// How often leaders report their regions to PD. Default 10 s.
+    pub region_heartbeat_interval_ms: u64,
+    /// How often the store reports to PD. Default 1 s.
+    pub store_heartbeat_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            tick_interval_ms: 50,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            raft_log_gc_count_limit: 10_000,
+            entry_cache_limit: 1024,
+            read_timeout_ms: 3_000,
+            proposal_timeout_ms: 10_000,
+            max_inflight_proposals: 20_000,
+            max_key_size: 4 << 10,
+            max_value_size: 8 << 20,
+            max_frame_size: 256 << 20,
+            dedup_session_ttl_ms: 10 * 60 * 1000,
+            log_writer_queue: 4096,
+            log_writer_max_batch_bytes: 4 << 20,
+            region_heartbeat_interval_ms: 10_000,
+            store_heartbeat_interval_ms: 1_000,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Rejects configurations that would break raft or the bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tick_interval_ms == 0 {
+            return Err("tick_interval_ms must be > 0".into());
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(format!(
+                "election_ticks ({}) must exceed heartbeat_ticks ({}) > 0",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.max_inflight_msgs == 0 || self.max_inflight_proposals == 0 {
+            return Err("in-flight bounds must be > 0".into());
+        }
+        if self.raft_log_gc_count_limit < 2 {
+            return Err("raft_log_gc_count_limit must be >= 2".into());
+        }
+        if self.max_key_size == 0 || self.max_value_size == 0 {
+            return Err("key and value size limits must be > 0".into());
+        }
+        if self.max_frame_size < self.max_value_size + self.max_key_size + 1024 {
+            return Err("max_frame_size must hold the largest key + value".into());
+        }
+        if self.log_writer_queue == 0 || self.log_writer_max_batch_bytes == 0 {
+            return Err("LogWriter bounds must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The tick period.
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.tick_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_combinations_are_rejected() {
+        StoreConfig::default().validate().unwrap();
+        let bad = StoreConfig {
+            election_ticks: 2,
+            heartbeat_ticks: 2,
+            ..StoreConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = StoreConfig {
+            max_frame_size: 1024,
+            ..StoreConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! Regatta's raftstore: a [`Store`] hosts many region replicas, each a raft-rs `RawNode`
+//! inside an actix actor ([`PeerActor`]); all of them persist through one RocksDB via the
+//! store's [`LogWriter`] (one synced batch for every region's raft writes: group commit).
+//!
+//! Layering: depends on `regatta-engine` (storage) and `regatta-proto` (wire); PD is
+//! reached through the [`pd::PdClient`] seam; nothing here is visible to clients except through the
+//! wire protocol.
+//!
+//! Invariants:
+//! - a client write is acknowledged only after its entry is committed and applied;
+//! - `(client_id, seq)` sessions live in the replicated state, so a retried write is
+//!   applied at most once, across leader changes, restarts and snapshots;
+//! - reads on the leader are linearizable (ReadIndex, or through the log);
+//! - a failed sync poisons the store: it refuses writes and never retries the sync.
+#![deny(missing_docs)]
+
+pub mod apply;
+mod config;
+mod error;
+mod log_writer;
+mod metrics;
+pub mod pd;
+mod peer;
+mod router;
+mod server;
+mod store;
+mod transport;
+
+pub use config::StoreConfig;
+pub use error::{Error, Result};
+pub use log_writer::{LogWriter, Persisted, WriteTask};
+pub use metrics::{MetricsSnapshot, StoreMetrics};
+pub use pd::{MemPd, PdClient};
+pub use peer::{
+    Campaign, GetStatus, KvCommand, Peer, PeerActor, PeerContext, RaftMessageIn, RegionStatus,
+    Responder,
+};
+pub use router::Router;
+pub use store::{Store, StoreOptions};
+pub use transport::{TcpTransport, Transport};

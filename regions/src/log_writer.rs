@@ -1,0 +1,170 @@
+//! The LogWriter: one thread per store that turns the raft writes of all its regions into
+//! one RocksDB batch and one `fsync` (group commit), then tells each peer its Ready is
+//! durable (raft-rs `on_persist_ready`).
+//!
+//! Ordering: tasks are handled in queue order, and a peer's tasks enter the queue in Ready
+//! order, so `Persisted{number}` reaches each peer in increasing `number`.
+//! Failure: a failed write poisons the store (fsyncgate: the kernel may have dropped the
+//! dirty pages, so a retry could "succeed" with data lost). The thread stops; every later
+//! task is answered with the poison reason and nothing more is written.
+
+use crate::metrics::StoreMetrics;
+use actix::prelude::*;
+use crossbeam_channel::{Receiver, Sender};
+use regatta_engine::{Engine, LogWrite};
+use slog::{error, Logger};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// One peer's Ready to persist.
+pub struct WriteTask {
+    /// The write.
+    pub write: LogWrite,
+    /// The Ready's number.
+    pub ready_number: u64,
+    /// Last log index after this write (0 if the write holds no entries).
+    pub last_index: u64,
+    /// Where to report.
+    pub notify: Recipient<Persisted>,
+}
+
+/// Tells a peer that its Readies through `ready_number` are durable (or that they never
+/// will be: `Err(reason)`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Persisted {
+    /// The Ready number.
+    pub ready_number: u64,
+    /// Last log index of that Ready's entries (0 = none).
+    pub last_index: u64,
+    /// `Err` when the store is poisoned.
+    pub result: Result<(), String>,
+}
+
+/// Handle to the LogWriter thread.
+#[derive(Clone)]
+pub struct LogWriter {
+    tx: Sender<WriteTask>,
+    poisoned: Arc<Mutex<Option<String>>>,
+}
+
+impl LogWriter {
+    /// Starts the thread.
+    pub fn start(
+        engine: Engine,
+        queue: usize,
+        max_batch_bytes: usize,
+        metrics: Arc<StoreMetrics>,
+        logger: Logger,
+    ) -> (LogWriter, JoinHandle<()>) {
+        let (tx, rx) = crossbeam_channel::bounded(queue);
+        let poisoned = Arc::new(Mutex::new(None));
+        let p = poisoned.clone();
+        let handle = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || run(engine, rx, max_batch_bytes, metrics, p, logger))
+            .expect("spawning the LogWriter thread");
+        (LogWriter { tx, poisoned }, handle)
+    }
+
+    /// Queues a task (blocks when the queue is full: back-pressure on the peers).
+    pub fn submit(&self, task: WriteTask) {
+        if let Err(e) = self.tx.send(task) {
+            let task = e.into_inner();
+            let reason = self
+                .poison_reason()
+                .unwrap_or_else(|| "log writer stopped".into());
+            task.notify.do_send(Persisted {
+                ready_number: task.ready_number,
+                last_index: task.last_index,
+                result: Err(reason),
+            });
+        }
+    }
+
+    /// Why the store is poisoned, if it is.
+    pub fn poison_reason(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .expect("poison lock is never poisoned")
+            .clone()
+    }
+}
+
+fn run(
+    engine: Engine,
+    rx: Receiver<WriteTask>,
+    max_batch_bytes: usize,
+    metrics: Arc<StoreMetrics>,
+    poisoned: Arc<Mutex<Option<String>>>,
+    logger: Logger,
+) {
+    let mut tasks = Vec::new();
+    while let Ok(first) = rx.recv() {
+        tasks.clear();
+        tasks.push(first);
+        let mut bytes = 0usize;
+        while bytes < max_batch_bytes && tasks.len() < 4096 {
+            match rx.try_recv() {
+                Ok(t) => {
+                    bytes += t
+                        .write
+                        .entries
+                        .iter()
+                        .map(|e| e.data.len() + 32)
+                        .sum::<usize>();
+                    tasks.push(t);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = write_group(&engine, &mut tasks, &metrics);
+        if let Err(reason) = &result {
+            error!(logger, "raft log write failed; store poisoned, refusing writes"; "error" => reason);
+            *poisoned.lock().expect("poison lock is never poisoned") = Some(reason.clone());
+        }
+        for t in tasks.drain(..) {
+            t.notify.do_send(Persisted {
+                ready_number: t.ready_number,
+                last_index: t.last_index,
+                result: result.clone(),
+            });
+        }
+        if result.is_err() {
+            // Answer everything still queued, then stop: never write after a failed sync.
+            let reason = result.err().unwrap_or_default();
+            while let Ok(t) = rx.recv() {
+                t.notify.do_send(Persisted {
+                    ready_number: t.ready_number,
+                    last_index: t.last_index,
+                    result: Err(reason.clone()),
+                });
+            }
+            return;
+        }
+    }
+}
+
+fn write_group(
+    engine: &Engine,
+    tasks: &mut [WriteTask],
+    metrics: &StoreMetrics,
+) -> Result<(), String> {
+    let mut wb = engine.batch();
+    let mut entries = 0u64;
+    let mut any = false;
+    for t in tasks.iter_mut() {
+        if let Some(extra) = t.write.extra.take() {
+            // Self-contained (snapshot install, compaction); the sync below covers it.
+            engine.write(extra, false).map_err(|e| e.to_string())?;
+            any = true;
+        }
+        entries += t.write.entries.len() as u64;
+        t.write.write_into(&mut wb);
+    }
+    if !wb.is_empty() || any {
+        engine.write(wb, true).map_err(|e| e.to_string())?;
+        metrics.record_sync(entries, tasks.len() as u64);
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Store counters (lock-free), read by `regatta bench` and the status API.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one store.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// Synced LogWriter batches.
+    pub syncs: AtomicU64,
+    /// Raft entries written by those batches.
+    pub synced_entries: AtomicU64,
+    /// Peer write tasks in those batches.
+    pub synced_tasks: AtomicU64,
+    /// Commands proposed (each client write or log read).
+    pub proposed_cmds: AtomicU64,
+    /// Log entries proposed (one per actor turn with commands).
+    pub proposed_entries: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Synced LogWriter batches.
+    pub syncs: u64,
+    /// Raft entries written by synced batches.
+    pub synced_entries: u64,
+    /// Peer write tasks in synced batches.
+    pub synced_tasks: u64,
+    /// Commands proposed.
+    pub proposed_cmds: u64,
+    /// Log entries proposed.
+    pub proposed_entries: u64,
+}
+
+impl StoreMetrics {
+    pub(crate) fn record_sync(&self, entries: u64, tasks: u64) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.synced_entries.fetch_add(entries, Ordering::Relaxed);
+        self.synced_tasks.fetch_add(tasks, Ordering::Relaxed);
+    }
+
+    /// Reads all counters.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            synced_entries: self.synced_entries.load(Ordering::Relaxed),
+            synced_tasks: self.synced_tasks.load(Ordering::Relaxed),
+            proposed_cmds: self.proposed_cmds.load(Ordering::Relaxed),
+            proposed_entries: self.proposed_entries.load(Ordering::Relaxed),
+        }
+    }
+}

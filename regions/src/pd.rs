@@ -1,0 +1,95 @@
+//! [`PdClient`]: what a store needs from the placement driver, as a small seam, and
+//! [`MemPd`], its in-memory twin for tests.
+//!
+//! Contract: every method may fail (PD unreachable, not bootstrapped); callers retry with
+//! backoff. `store_heartbeat` answers the regions PD bootstrapped with a peer on this
+//! store; creating them is idempotent on the store side.
+
+use regatta_proto::metapb::{Region, Store};
+use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest, StoreHeartbeatResponse};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+/// A boxed, sendable future (keeps [`PdClient`] object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The placement driver as a store sees it.
+pub trait PdClient: Send + Sync + 'static {
+    /// Registers (or updates the address of) a store.
+    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>>;
+    /// Looks up a store (for its address).
+    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>>;
+    /// Reports the store; the answer lists the bootstrap regions with a peer on it.
+    fn store_heartbeat(
+        &self,
+        req: StoreHeartbeatRequest,
+    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>>;
+    /// Reports a region led by this store.
+    fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// In-memory PD for tests: stores register, and `bootstrap_regions` are handed to the
+/// stores that host a peer of them.
+#[derive(Default)]
+pub struct MemPd {
+    stores: Mutex<HashMap<u64, Store>>,
+    bootstrap: Mutex<Vec<Region>>,
+    leaders: Mutex<HashMap<u64, RegionHeartbeatRequest>>,
+}
+
+impl MemPd {
+    /// A PD that bootstraps `regions`.
+    pub fn with_regions(regions: Vec<Region>) -> Self {
+        MemPd {
+            bootstrap: Mutex::new(regions),
+            ..MemPd::default()
+        }
+    }
+
+    /// The last heartbeat of each region.
+    pub fn region_reports(&self) -> HashMap<u64, RegionHeartbeatRequest> {
+        self.leaders.lock().expect("lock").clone()
+    }
+}
+
+impl PdClient for MemPd {
+    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
+        self.stores
+            .lock()
+            .expect("lock")
+            .insert(store.get_id(), store);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>> {
+        let s = self.stores.lock().expect("lock").get(&store_id).cloned();
+        Box::pin(async move { s.ok_or_else(|| format!("store {store_id} unknown")) })
+    }
+
+    fn store_heartbeat(
+        &self,
+        req: StoreHeartbeatRequest,
+    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>> {
+        let mut resp = StoreHeartbeatResponse::new();
+        resp.set_bootstrapped(true);
+        for r in self.bootstrap.lock().expect("lock").iter() {
+            if r.get_peers()
+                .iter()
+                .any(|p| p.get_store_id() == req.get_store_id())
+            {
+                resp.mut_bootstrap_regions().push(r.clone());
+            }
+        }
+        Box::pin(async move { Ok(resp) })
+    }
+
+    fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> BoxFuture<'_, Result<(), String>> {
+        self.leaders
+            .lock()
+            .expect("lock")
+            .insert(req.get_region().get_id(), req);
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,900 @@
+//! One region replica: [`Peer`] (plain state machine around raft-rs's `RawNode`) inside
+//! [`PeerActor`] (a thin actix shell that never blocks).
+//!
+//! A turn: messages (raft traffic, client commands, ticks, persist notifications) update
+//! the peer; the first one schedules a `Flush` that runs after the mailbox batch. The
+//! flush proposes all commands of the turn as one log entry, starts one ReadIndex round
+//! for all reads of the turn, then drains raft's Ready:
+//! leader messages go out at once (Raft thesis 10.2.1); entries, HardState and snapshot go
+//! to the LogWriter as one `WriteTask`; after its sync `Persisted` arrives and the
+//! follower messages held for that Ready are sent. Committed entries (never beyond the
+//! durable log: raft-rs caps them at the persisted index) are applied and their proposals
+//! answered.
+//!
+//! Invariants: proposals are answered once; an answer of success means the entry was
+//! applied; `StaleCommand` means it never will be; `Timeout` means unknown.
+
+use crate::apply::{self, AppliedEntry};
+use crate::config::StoreConfig;
+use crate::error::Error;
+use crate::log_writer::{LogWriter, Persisted, WriteTask};
+use crate::metrics::StoreMetrics;
+use crate::transport::Transport;
+use actix::prelude::*;
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft::{RawNode, ReadOnlyOption, StateRole};
+use regatta_engine::{LogWrite, PeerStorage};
+use regatta_proto::kvrpcpb::{KvRequest, KvResponse, ReadConsistency, Request, Request_oneof_cmd};
+use regatta_proto::metapb::{Peer as PeerMeta, Region};
+use regatta_proto::pdpb::RegionHeartbeatRequest;
+use regatta_proto::raft_serverpb::{RaftCmd, RaftCmdBatch, RaftMessage};
+use slog::{debug, error, info, o, warn, Logger};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where a request's answer goes.
+pub type Responder = oneshot::Sender<KvResponse>;
+
+/// Bytes of command data per log entry before a turn's commands spill into another entry.
+const MAX_ENTRY_DATA: usize = 1 << 20;
+
+struct Proposal {
+    index: u64,
+    term: u64,
+    responders: Vec<Responder>,
+    deadline: Instant,
+}
+
+struct ReadReq {
+    req: Request,
+    tx: Responder,
+    deadline: Instant,
+}
+
+/// What the store needs from its environment to run a peer.
+#[derive(Clone)]
+pub struct PeerContext {
+    /// Store config.
+    pub cfg: Arc<StoreConfig>,
+    /// Raft transport.
+    pub transport: Arc<dyn Transport>,
+    /// The store's LogWriter.
+    pub log_writer: LogWriter,
+    /// Store counters.
+    pub metrics: Arc<StoreMetrics>,
+    /// Region reports for PD.
+    pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
+    /// The store this peer lives on.
+    pub store_id: u64,
+    /// Logger.
+    pub logger: Logger,
+}
+
+/// A snapshot of a replica's state, for status pages and tests.
+#[derive(Debug, Clone)]
+pub struct RegionStatus {
+    /// The region as this replica knows it.
+    pub region: Region,
+    /// This replica's peer id.
+    pub peer_id: u64,
+    /// The leader's peer id (0 = unknown).
+    pub leader_id: u64,
+    /// The leader's store id (0 = unknown).
+    pub leader_store_id: u64,
+    /// Current term.
+    pub term: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Log compacted through this index.
+    pub truncated_index: u64,
+}
+
+/// The region replica state machine.
+pub struct Peer {
+    region_id: u64,
+    peer_id: u64,
+    raw: RawNode<PeerStorage>,
+    ctx: PeerContext,
+    logger: Logger,
+    pending_cmds: Vec<(RaftCmd, Responder)>,
+    pending_bytes: usize,
+    proposals: VecDeque<Proposal>,
+    new_reads: Vec<ReadReq>,
+    reads_waiting_term: Vec<ReadReq>,
+    reads_inflight: HashMap<u64, Vec<ReadReq>>,
+    reads_ready: VecDeque<(u64, Vec<ReadReq>)>,
+    next_read_id: u64,
+    persisted_msgs: VecDeque<(u64, Vec<Message>)>,
+    inflight_writes: usize,
+    pending_snapshot: Option<(u64, u64)>,
+    snapshot_reports: Vec<u64>,
+    poisoned: Option<String>,
+    ticks: u64,
+    was_leader: bool,
+    self_addr: Option<Recipient<Persisted>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Peer {
+    /// Builds the replica of `storage`'s region with peer id `peer_id`.
+    pub fn new(storage: PeerStorage, peer_id: u64, ctx: PeerContext) -> Result<Peer, Error> {
+        let region_id = storage.region().get_id();
+        let logger = ctx
+            .logger
+            .new(o!("region_id" => region_id, "peer_id" => peer_id));
+        let cfg = &ctx.cfg;
+        let raft_cfg = raft::Config {
+            id: peer_id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied: storage.applied().0,
+            max_size_per_msg: cfg.max_size_per_msg,
+            max_inflight_msgs: cfg.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            batch_append: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        raft_cfg
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))?;
+        let raw = RawNode::new(&raft_cfg, storage, &logger)
+            .map_err(|e| Error::Engine(format!("raft init of region {region_id}: {e}")))?;
+        Ok(Peer {
+            region_id,
+            peer_id,
+            raw,
+            ctx,
+            logger,
+            pending_cmds: Vec::new(),
+            pending_bytes: 0,
+            proposals: VecDeque::new(),
+            new_reads: Vec::new(),
+            reads_waiting_term: Vec::new(),
+            reads_inflight: HashMap::new(),
+            reads_ready: VecDeque::new(),
+            next_read_id: 1,
+            persisted_msgs: VecDeque::new(),
+            inflight_writes: 0,
+            pending_snapshot: None,
+            snapshot_reports: Vec::new(),
+            poisoned: None,
+            ticks: 0,
+            was_leader: false,
+            self_addr: None,
+        })
+    }
+
+    fn region(&self) -> &Region {
+        self.raw.store().region()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn leader_meta(&self) -> Option<PeerMeta> {
+        let id = self.raw.raft.leader_id;
+        self.region()
+            .get_peers()
+            .iter()
+            .find(|p| p.get_id() == id && id != 0)
+            .cloned()
+    }
+
+    fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            region_id: self.region_id,
+            leader: self.leader_meta(),
+        }
+    }
+
+    /// The replica's status.
+    pub fn status(&self) -> RegionStatus {
+        let s = self.raw.store();
+        RegionStatus {
+            region: s.region().clone(),
+            peer_id: self.peer_id,
+            leader_id: self.raw.raft.leader_id,
+            leader_store_id: self.leader_meta().map_or(0, |p| p.get_store_id()),
+            term: self.raw.raft.term,
+            applied_index: s.applied().0,
+            commit_index: self.raw.raft.raft_log.committed,
+            last_index: s.last_index_now(),
+            truncated_index: s.truncated_index(),
+        }
+    }
+
+    fn validate(&self, req: &KvRequest) -> Result<(), Error> {
+        let ctx = req.get_context();
+        let epoch = self.region().get_region_epoch();
+        if ctx.get_region_epoch().get_version() != epoch.get_version()
+            || ctx.get_region_epoch().get_conf_ver() != epoch.get_conf_ver()
+        {
+            return Err(Error::EpochNotMatch {
+                current_regions: vec![self.region().clone()],
+            });
+        }
+        let cfg = &self.ctx.cfg;
+        let check_key = |key: &[u8]| -> Result<(), Error> {
+            if key.is_empty() || key.len() > cfg.max_key_size {
+                return Err(Error::InvalidArgument(format!(
+                    "key of {} bytes (must be 1..={})",
+                    key.len(),
+                    cfg.max_key_size
+                )));
+            }
+            if !apply::key_in_region(key, self.region()) {
+                return Err(Error::KeyNotInRegion {
+                    key: key.to_vec(),
+                    region_id: self.region_id,
+                    start_key: self.region().get_start_key().to_vec(),
+                    end_key: self.region().get_end_key().to_vec(),
+                });
+            }
+            Ok(())
+        };
+        let check_value = |v: &[u8]| -> Result<(), Error> {
+            if v.len() > cfg.max_value_size {
+                return Err(Error::InvalidArgument(format!(
+                    "value of {} bytes exceeds {}",
+                    v.len(),
+                    cfg.max_value_size
+                )));
+            }
+            Ok(())
+        };
+        match &req.get_request().cmd {
+            Some(Request_oneof_cmd::get(g)) => check_key(g.get_key()),
+            Some(Request_oneof_cmd::put(p)) => {
+                check_key(p.get_key())?;
+                check_value(p.get_value())
+            }
+            Some(Request_oneof_cmd::delete(d)) => check_key(d.get_key()),
+            Some(Request_oneof_cmd::cas(c)) => {
+                check_key(c.get_key())?;
+                check_value(c.get_expected())?;
+                check_value(c.get_new_value())
+            }
+            Some(Request_oneof_cmd::scan(s)) => {
+                let r = self.region();
+                let start_ok = r.get_end_key().is_empty() || s.get_start_key() < r.get_end_key();
+                let end_ok = s.get_end_key().is_empty() || s.get_end_key() > r.get_start_key();
+                if start_ok && end_ok {
+                    Ok(())
+                } else {
+                    Err(Error::KeyNotInRegion {
+                        key: s.get_start_key().to_vec(),
+                        region_id: self.region_id,
+                        start_key: r.get_start_key().to_vec(),
+                        end_key: r.get_end_key().to_vec(),
+                    })
+                }
+            }
+            None => Err(Error::InvalidArgument("request has no command".into())),
+        }
+    }
+
+    /// Takes a client request (answered through `tx`).
+    pub fn on_kv(&mut self, mut req: KvRequest, tx: Responder) {
+        if let Err(e) = self.validate(&req) {
+            let _ = tx.send(e.into_response());
+            return;
+        }
+        let request = req.take_request();
+        let write = apply::is_write(&request);
+        if write {
+            if let Some(reason) = &self.poisoned {
+                let _ = tx.send(Error::StorePoisoned(reason.clone()).into_response());
+                return;
+            }
+        }
+        if !self.is_leader() {
+            let _ = tx.send(self.not_leader().into_response());
+            return;
+        }
+        let ctx = req.take_context();
+        if write || ctx.get_consistency() == ReadConsistency::LOG_READ {
+            if self.proposals.len() + self.pending_cmds.len() >= self.ctx.cfg.max_inflight_proposals
+            {
+                let _ = tx.send(
+                    Error::ServerIsBusy(format!("region {}: too many proposals", self.region_id))
+                        .into_response(),
+                );
+                return;
+            }
+            let mut cmd = RaftCmd::new();
+            cmd.set_client_id(ctx.get_client_id());
+            cmd.set_seq(ctx.get_seq());
+            cmd.set_region_epoch(self.region().get_region_epoch().clone());
+            cmd.set_request(request);
+            self.pending_bytes += cmd.compute_size() as usize;
+            self.pending_cmds.push((cmd, tx));
+            if self.pending_bytes >= MAX_ENTRY_DATA {
+                self.propose_pending();
+            }
+        } else {
+            self.new_reads.push(ReadReq {
+                req: request,
+                tx,
+                deadline: Instant::now() + Duration::from_millis(self.ctx.cfg.read_timeout_ms),
+            });
+        }
+    }
+
+    /// Steps a raft message from another replica.
+    pub fn on_raft_message(&mut self, msg: RaftMessage) {
+        let m = match Message::parse_from_bytes(msg.get_message()) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(self.logger, "undecodable raft message dropped"; "error" => %e);
+                return;
+            }
+        };
+        if m.to != self.peer_id {
+            debug!(self.logger, "raft message for another peer dropped"; "to" => m.to);
+            return;
+        }
+        if let Err(e) = self.raw.step(m) {
+            debug!(self.logger, "raft step failed"; "error" => %e);
+        }
+    }
+
+    /// Advances the raft clock; expires reads and proposals past their deadline; compacts
+    /// the log when it grew past the limit; reports to PD.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+        self.ticks += 1;
+        let now = Instant::now();
+        while self.proposals.front().is_some_and(|p| p.deadline <= now) {
+            if let Some(p) = self.proposals.pop_front() {
+                for tx in p.responders {
+                    let _ = tx.send(
+                        Error::Timeout(format!("proposal at index {}", p.index)).into_response(),
+                    );
+                }
+            }
+        }
+        let expire = |reads: &mut Vec<ReadReq>| {
+            let (dead, live): (Vec<_>, Vec<_>) = reads.drain(..).partition(|r| r.deadline <= now);
+            *reads = live;
+            for r in dead {
+                let _ =
+                    r.tx.send(Error::Timeout("read index".into()).into_response());
+            }
+        };
+        expire(&mut self.reads_waiting_term);
+        for reads in self.reads_inflight.values_mut() {
+            expire(reads);
+        }
+        self.reads_inflight.retain(|_, r| !r.is_empty());
+        if self.ticks.is_multiple_of(20) {
+            self.maybe_compact();
+        }
+        let every =
+            (self.ctx.cfg.region_heartbeat_interval_ms / self.ctx.cfg.tick_interval_ms).max(1);
+        if self.is_leader() && self.ticks.is_multiple_of(every) {
+            self.report_to_pd();
+        }
+    }
+
+    fn report_to_pd(&self) {
+        let mut hb = RegionHeartbeatRequest::new();
+        hb.set_region(self.region().clone());
+        if let Some(l) = self.leader_meta() {
+            hb.set_leader(l);
+        }
+        hb.set_term(self.raw.raft.term);
+        let _ = self.ctx.pd_reports.send(hb);
+    }
+
+    fn maybe_compact(&mut self) {
+        let store = self.raw.store();
+        let (applied, _) = store.applied();
+        let truncated = store.truncated_index();
+        let limit = self.ctx.cfg.raft_log_gc_count_limit;
+        if applied.saturating_sub(truncated) < limit {
+            return;
+        }
+        let mut idx = applied;
+        if self.is_leader() {
+            // Keep what a slightly lagging follower still needs, so it catches up by log,
+            // not snapshot; a follower lagging by more than the limit gets a snapshot.
+            let min_match = self
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .map(|(_, p)| p.matched)
+                .min()
+                .unwrap_or(applied);
+            if min_match > truncated && applied - min_match < limit {
+                idx = min_match;
+            }
+        }
+        match self.raw.mut_store().compact_to(idx) {
+            Ok(Some(wb)) => {
+                info!(self.logger, "raft log compacted"; "through" => idx);
+                // Compaction rides the LogWriter queue to stay ordered with log appends; it
+                // needs no Ready of its own, so it is sent as an empty-numbered task.
+                let write = LogWrite {
+                    region_id: self.region_id,
+                    extra: Some(wb),
+                    ..LogWrite::default()
+                };
+                if let Some(addr) = &self.self_addr {
+                    self.ctx.log_writer.submit(WriteTask {
+                        write,
+                        ready_number: 0,
+                        last_index: 0,
+                        notify: addr.clone(),
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => error!(self.logger, "log compaction failed"; "error" => %e),
+        }
+    }
+
+    fn propose_pending(&mut self) {
+        if self.pending_cmds.is_empty() {
+            return;
+        }
+        let cmds = std::mem::take(&mut self.pending_cmds);
+        self.pending_bytes = 0;
+        let n = cmds.len() as u64;
+        let mut batch = RaftCmdBatch::new();
+        batch.set_propose_time_ms(now_ms());
+        let mut responders = Vec::with_capacity(cmds.len());
+        for (cmd, tx) in cmds {
+            batch.mut_cmds().push(cmd);
+            responders.push(tx);
+        }
+        let data = batch
+            .write_to_bytes()
+            .expect("encoding an in-memory command batch cannot fail");
+        match self.raw.propose(vec![], data) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                let term = self.raw.raft.term;
+                self.proposals.push_back(Proposal {
+                    index,
+                    term,
+                    responders,
+                    deadline: Instant::now()
+                        + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
+                });
+                self.ctx
+                    .metrics
+                    .proposed_cmds
+                    .fetch_add(n, Ordering::Relaxed);
+                self.ctx
+                    .metrics
+                    .proposed_entries
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                let e = self.not_leader();
+                for tx in responders {
+                    let _ = tx.send(e.clone().into_response());
+                }
+            }
+        }
+    }
+
+    fn start_reads(&mut self) {
+        if self.new_reads.is_empty() && self.reads_waiting_term.is_empty() {
+            return;
+        }
+        if !self.is_leader() {
+            let e = self.not_leader();
+            for r in self
+                .new_reads
+                .drain(..)
+                .chain(self.reads_waiting_term.drain(..))
+            {
+                let _ = r.tx.send(e.clone().into_response());
+            }
+            return;
+        }
+        let mut reads = std::mem::take(&mut self.reads_waiting_term);
+        reads.append(&mut self.new_reads);
+        // raft-rs drops read_index silently until the leader committed an entry of its term.
+        if !self.raw.raft.commit_to_current_term() {
+            self.reads_waiting_term = reads;
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        self.raw.read_index(id.to_be_bytes().to_vec());
+        self.reads_inflight.insert(id, reads);
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.raw.store().applied().0;
+        while self
+            .reads_ready
+            .front()
+            .is_some_and(|(idx, _)| *idx <= applied)
+        {
+            let Some((_, reads)) = self.reads_ready.pop_front() else {
+                break;
+            };
+            for r in reads {
+                let resp = self.read_local(&r.req);
+                let _ = r.tx.send(resp);
+            }
+        }
+    }
+
+    fn read_local(&self, req: &Request) -> KvResponse {
+        let engine = self.raw.store().engine();
+        let mut resp = regatta_proto::kvrpcpb::Response::new();
+        let result = match &req.cmd {
+            Some(Request_oneof_cmd::get(g)) => engine
+                .get_raw(g.get_key())
+                .map(|v| resp.set_get(apply::get_response(v)))
+                .map_err(Error::from),
+            Some(Request_oneof_cmd::scan(s)) => apply::scan_region(
+                engine,
+                self.region(),
+                s.get_start_key(),
+                s.get_end_key(),
+                s.get_limit() as usize,
+                None,
+            )
+            .map(|r| resp.set_scan(r)),
+            _ => Err(Error::InvalidArgument("not a read".into())),
+        };
+        match result {
+            Ok(()) => {
+                let mut out = KvResponse::new();
+                out.set_response(resp);
+                out
+            }
+            Err(e) => e.into_response(),
+        }
+    }
+
+    fn send_messages(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            let Some(to) = self
+                .region()
+                .get_peers()
+                .iter()
+                .find(|p| p.get_id() == m.to)
+                .cloned()
+            else {
+                continue;
+            };
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshot_reports.push(m.to);
+            }
+            let mut rm = RaftMessage::new();
+            rm.set_region_id(self.region_id);
+            let mut from = PeerMeta::new();
+            from.set_id(self.peer_id);
+            from.set_store_id(self.ctx.store_id);
+            rm.set_from_peer(from);
+            rm.set_to_peer(to);
+            rm.set_region_epoch(self.region().get_region_epoch().clone());
+            rm.set_message(
+                m.write_to_bytes()
+                    .expect("encoding an in-memory raft message cannot fail"),
+            );
+            self.ctx.transport.send(rm);
+        }
+    }
+
+    fn on_role_change(&mut self) {
+        let leader = self.is_leader();
+        if leader && !self.was_leader {
+            info!(self.logger, "became leader"; "term" => self.raw.raft.term);
+            self.report_to_pd();
+        }
+        if !leader && self.was_leader {
+            info!(self.logger, "stepped down"; "term" => self.raw.raft.term);
+            let e = self.not_leader();
+            for (_, reads) in self.reads_inflight.drain() {
+                for r in reads {
+                    let _ = r.tx.send(e.clone().into_response());
+                }
+            }
+            for r in self.reads_waiting_term.drain(..) {
+                let _ = r.tx.send(e.clone().into_response());
+            }
+            // Reads whose index was confirmed while leader are still linearizable once applied.
+        }
+        self.was_leader = leader;
+    }
+
+    /// Proposes the turn's commands, starts its reads and drains raft's Ready.
+    pub fn flush(&mut self) {
+        self.propose_pending();
+        self.start_reads();
+        while self.raw.has_ready() {
+            self.handle_ready();
+        }
+        for to in std::mem::take(&mut self.snapshot_reports) {
+            self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+        }
+        self.serve_reads();
+    }
+
+    fn handle_ready(&mut self) {
+        let mut rd = self.raw.ready();
+        let role_changed = rd.ss().is_some();
+        self.send_messages(rd.take_messages());
+        let mut w = LogWrite {
+            region_id: self.region_id,
+            ..LogWrite::default()
+        };
+        if !rd.snapshot().is_empty() {
+            let meta = rd.snapshot().get_metadata();
+            let (idx, term) = (meta.index, meta.term);
+            match self.raw.mut_store().apply_snapshot(rd.snapshot(), &mut w) {
+                Ok(()) => {
+                    info!(self.logger, "installing snapshot"; "index" => idx, "term" => term);
+                    self.pending_snapshot = Some((idx, term));
+                }
+                Err(e) => {
+                    // A leader sent a snapshot we cannot apply: continuing would diverge.
+                    panic!(
+                        "region {} peer {}: cannot apply snapshot at index {idx} term {term}: {e}",
+                        self.region_id, self.peer_id
+                    );
+                }
+            }
+        }
+        if let Some(hs) = rd.hs() {
+            let hs = hs.clone();
+            self.raw.mut_store().set_hard_state(&hs, &mut w);
+        }
+        let entries = rd.take_entries();
+        let last_index = entries.last().map_or(0, |e| e.index);
+        self.raw.mut_store().append(entries, &mut w);
+        for rs in rd.take_read_states() {
+            let id = rs
+                .request_ctx
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if let Some(reads) = self.reads_inflight.remove(&id) {
+                self.reads_ready.push_back((rs.index, reads));
+            }
+        }
+        let committed = rd.take_committed_entries();
+        let persisted_msgs = rd.take_persisted_messages();
+        let number = rd.number();
+        if w.is_empty() && self.inflight_writes == 0 && self.pending_snapshot.is_none() {
+            self.send_messages(persisted_msgs);
+            let mut light = self.raw.advance_append(rd);
+            self.send_messages(light.take_messages());
+            self.apply(committed);
+            self.apply(light.take_committed_entries());
+        } else {
+            self.raw.advance_append_async(rd);
+            self.persisted_msgs.push_back((number, persisted_msgs));
+            self.inflight_writes += 1;
+            if let Some(addr) = &self.self_addr {
+                self.ctx.log_writer.submit(WriteTask {
+                    write: w,
+                    ready_number: number,
+                    last_index,
+                    notify: addr.clone(),
+                });
+            }
+            self.apply(committed);
+        }
+        if role_changed {
+            self.on_role_change();
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
+        let ttl = self.ctx.cfg.dedup_session_ttl_ms;
+        match apply::apply_entries(self.raw.mut_store(), entries, ttl, &self.logger) {
+            Ok(applied) => {
+                self.raw.advance_apply_to(last);
+                for a in applied {
+                    self.answer(a);
+                }
+            }
+            Err(e) => {
+                // Storage failure on apply: stop serving rather than diverge.
+                error!(self.logger, "apply failed; replica stops accepting writes"; "error" => %e);
+                self.poisoned = Some(e.to_string());
+            }
+        }
+    }
+
+    fn answer(&mut self, a: AppliedEntry) {
+        while let Some(p) = self.proposals.front() {
+            if p.index > a.index {
+                break;
+            }
+            let Some(p) = self.proposals.pop_front() else {
+                break;
+            };
+            if p.index == a.index && p.term == a.term && p.responders.len() == a.responses.len() {
+                for (tx, resp) in p.responders.into_iter().zip(a.responses) {
+                    let _ = tx.send(resp);
+                }
+                return;
+            }
+            for tx in p.responders {
+                let _ = tx.send(Error::StaleCommand.into_response());
+            }
+        }
+    }
+
+    /// The LogWriter made Readies through `ready_number` durable (or failed).
+    pub fn on_persisted(&mut self, p: Persisted) {
+        if let Err(reason) = p.result {
+            error!(self.logger, "store poisoned; rejecting writes"; "reason" => &reason);
+            self.poisoned = Some(reason.clone());
+            for prop in self.proposals.drain(..) {
+                for tx in prop.responders {
+                    let _ = tx.send(Error::StorePoisoned(reason.clone()).into_response());
+                }
+            }
+            return;
+        }
+        if p.ready_number == 0 {
+            return; // a compaction
+        }
+        self.raw.on_persist_ready(p.ready_number);
+        self.inflight_writes = self.inflight_writes.saturating_sub(1);
+        if p.last_index > 0 {
+            self.raw.mut_store().on_persisted(p.last_index);
+        }
+        if let Some((idx, _)) = self.pending_snapshot {
+            if self.raw.raft.raft_log.persisted >= idx {
+                self.raw.advance_apply_to(idx);
+                self.pending_snapshot = None;
+            }
+        }
+        while self
+            .persisted_msgs
+            .front()
+            .is_some_and(|(n, _)| *n <= p.ready_number)
+        {
+            if let Some((_, msgs)) = self.persisted_msgs.pop_front() {
+                self.send_messages(msgs);
+            }
+        }
+    }
+}
+
+/// The actix shell of a [`Peer`].
+pub struct PeerActor {
+    peer: Peer,
+    flush_scheduled: bool,
+}
+
+impl PeerActor {
+    /// Wraps `peer`.
+    pub fn new(peer: Peer) -> Self {
+        PeerActor {
+            peer,
+            flush_scheduled: false,
+        }
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+    }
+}
+
+impl Actor for PeerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.peer.self_addr = Some(ctx.address().recipient());
+        let interval = self.peer.ctx.cfg.tick_interval();
+        ctx.run_interval(interval, |act, ctx| {
+            act.peer.tick();
+            act.schedule_flush(ctx);
+        });
+    }
+}
+
+/// Runs the end-of-turn work.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Handler<Flush> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        self.peer.flush();
+    }
+}
+
+/// A raft message from another store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RaftMessageIn(pub RaftMessage);
+
+impl Handler<RaftMessageIn> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: RaftMessageIn, ctx: &mut Context<Self>) {
+        self.peer.on_raft_message(msg.0);
+        self.schedule_flush(ctx);
+    }
+}
+
+/// A client request and where to answer it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KvCommand {
+    /// The request.
+    pub req: KvRequest,
+    /// The answer channel.
+    pub tx: Responder,
+}
+
+impl Handler<KvCommand> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: KvCommand, ctx: &mut Context<Self>) {
+        self.peer.on_kv(msg.req, msg.tx);
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<Persisted> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
+        self.peer.on_persisted(msg);
+        self.schedule_flush(ctx);
+    }
+}
+
+/// Asks for the replica's [`RegionStatus`].
+#[derive(Message)]
+#[rtype(result = "RegionStatus")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for PeerActor {
+    type Result = MessageResult<GetStatus>;
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.peer.status())
+    }
+}
+
+/// Asks the replica to campaign (tests, `become_leader`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Campaign;
+
+impl Handler<Campaign> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Campaign, ctx: &mut Context<Self>) {
+        if let Err(e) = self.peer.raw.campaign() {
+            warn!(self.peer.logger, "campaign failed"; "error" => %e);
+        }
+        self.schedule_flush(ctx);
+    }
+}

@@ -1,0 +1,62 @@
+//! [`Router`]: region id -> the `PeerActor` of that region on this store.
+
+use crate::peer::PeerActor;
+use actix::Addr;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Shared map from region id to the local replica's actor.
+#[derive(Clone, Default)]
+pub struct Router {
+    peers: Arc<RwLock<HashMap<u64, Addr<PeerActor>>>>,
+}
+
+impl Router {
+    /// Registers the actor of `region_id`.
+    pub fn register(&self, region_id: u64, addr: Addr<PeerActor>) {
+        self.peers
+            .write()
+            .expect("router lock is never poisoned")
+            .insert(region_id, addr);
+    }
+
+    /// Removes `region_id`.
+    pub fn unregister(&self, region_id: u64) {
+        self.peers
+            .write()
+            .expect("router lock is never poisoned")
+            .remove(&region_id);
+    }
+
+    /// The actor of `region_id`.
+    pub fn get(&self, region_id: u64) -> Option<Addr<PeerActor>> {
+        self.peers
+            .read()
+            .expect("router lock is never poisoned")
+            .get(&region_id)
+            .cloned()
+    }
+
+    /// All region ids hosted here.
+    pub fn region_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .peers
+            .read()
+            .expect("router lock is never poisoned")
+            .keys()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// All actors.
+    pub fn all(&self) -> Vec<(u64, Addr<PeerActor>)> {
+        self.peers
+            .read()
+            .expect("router lock is never poisoned")
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+}

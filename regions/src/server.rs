@@ -1,0 +1,109 @@
+//! The store's TCP server: raft batches from other stores and client requests, on the
+//! same port, as length-prefixed [`Frame`]s.
+//!
+//! Bad input never takes the store down: an undecodable or oversized frame closes that
+//! one connection; a request for an unknown region gets `RegionNotFound`.
+
+use crate::error::Error;
+use crate::peer::{KvCommand, RaftMessageIn};
+use crate::router::Router;
+use regatta_proto::framepb::{Frame, Frame_oneof_body};
+use regatta_proto::rpc::read_frame;
+use slog::{debug, warn, Logger};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// Accepts connections until the task is dropped.
+pub async fn serve(listener: TcpListener, router: Router, max_frame: usize, logger: Logger) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let logger = logger.new(slog::o!("conn" => peer.to_string()));
+                tokio::spawn(handle_conn(stream, router.clone(), max_frame, logger));
+            }
+            Err(e) => {
+                warn!(logger, "accept failed"; "error" => %e);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_conn(stream: TcpStream, router: Router, max_frame: usize, logger: Logger) {
+    let (rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Some(first) = rx.recv().await {
+            buf.clear();
+            buf.extend_from_slice(&first);
+            while buf.len() < (1 << 20) {
+                match rx.try_recv() {
+                    Ok(more) => buf.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut rd = BufReader::new(rd);
+    loop {
+        let frame = match read_frame(&mut rd, max_frame).await {
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
+                warn!(logger, "bad frame; closing connection"; "error" => %e);
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                debug!(logger, "connection read failed"; "error" => %e);
+                return;
+            }
+        };
+        let id = frame.id;
+        match frame.body {
+            Some(Frame_oneof_body::raft(mut batch)) => {
+                for m in batch.take_msgs().into_iter() {
+                    match router.get(m.get_region_id()) {
+                        Some(addr) => addr.do_send(RaftMessageIn(m)),
+                        None => {
+                            debug!(logger, "raft message for unknown region"; "region_id" => m.get_region_id())
+                        }
+                    }
+                }
+            }
+            Some(Frame_oneof_body::kv_request(req)) => {
+                let router = router.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let rid = req.get_context().get_region_id();
+                    let resp = match router.get(rid) {
+                        Some(addr) => {
+                            let (otx, orx) = oneshot::channel();
+                            addr.do_send(KvCommand { req, tx: otx });
+                            orx.await.unwrap_or_else(|_| {
+                                Error::Timeout(format!("region {rid} dropped the request"))
+                                    .into_response()
+                            })
+                        }
+                        None => Error::RegionNotFound(rid).into_response(),
+                    };
+                    let mut out = Frame::new();
+                    out.id = id;
+                    out.set_kv_response(resp);
+                    if let Ok(bytes) = regatta_proto::frame::encode(&out) {
+                        let _ = tx.send(bytes).await;
+                    }
+                });
+            }
+            _ => {
+                warn!(logger, "unexpected frame kind; closing connection");
+                return;
+            }
+        }
+    }
+}

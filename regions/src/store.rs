@@ -1,0 +1,277 @@
+//! [`Store`]: one node. Opens the RocksDB, starts the LogWriter, recovers every region
+//! replica from disk, registers with PD, creates the regions PD bootstrapped, serves TCP.
+//!
+//! Peers run as actors on the store's own arbiter (thread); the network and PD tasks run
+//! on the caller's actix system.
+
+use crate::config::StoreConfig;
+use crate::error::Error;
+use crate::log_writer::LogWriter;
+use crate::metrics::{MetricsSnapshot, StoreMetrics};
+use crate::pd::PdClient;
+use crate::peer::{GetStatus, Peer, PeerActor, PeerContext, RegionStatus};
+use crate::router::Router;
+use crate::server;
+use crate::transport::{TcpTransport, Transport};
+use actix::prelude::*;
+use regatta_engine::{bootstrap_region, Engine, EngineConfig, PeerStorage};
+use regatta_proto::metapb;
+use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest};
+use slog::{info, o, warn, Logger};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// How to start a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// This store's id (nonzero, unique in the cluster).
+    pub store_id: u64,
+    /// Address to listen on (`host:0` picks a port).
+    pub listen_addr: String,
+    /// Data directory (RocksDB lives in `DIR/db`).
+    pub data_dir: PathBuf,
+    /// Tuning.
+    pub config: StoreConfig,
+}
+
+/// A running store.
+pub struct Store {
+    /// This store's id.
+    pub store_id: u64,
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    router: Router,
+    metrics: Arc<StoreMetrics>,
+    arbiter: Arbiter,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    engine: Engine,
+    logger: Logger,
+}
+
+struct Shared {
+    store_id: u64,
+    engine: Engine,
+    router: Router,
+    ctx: PeerContext,
+    arbiter: ArbiterHandle,
+}
+
+impl Shared {
+    fn create_peer(&self, region_id: u64) -> Result<bool, Error> {
+        if self.router.get(region_id).is_some() {
+            return Ok(false);
+        }
+        let Some(storage) = PeerStorage::open(
+            self.engine.clone(),
+            region_id,
+            self.ctx.cfg.entry_cache_limit,
+        )?
+        else {
+            return Ok(false);
+        };
+        let Some(me) = storage
+            .region()
+            .get_peers()
+            .iter()
+            .find(|p| p.get_store_id() == self.store_id)
+            .cloned()
+        else {
+            return Err(Error::Engine(format!(
+                "region {region_id} has no peer on store {}",
+                self.store_id
+            )));
+        };
+        let peer = Peer::new(storage, me.get_id(), self.ctx.clone())?;
+        let addr = PeerActor::start_in_arbiter(&self.arbiter, move |_| PeerActor::new(peer));
+        self.router.register(region_id, addr);
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// Starts a store; must run inside an actix system.
+    pub async fn start(
+        opts: StoreOptions,
+        pd: Arc<dyn PdClient>,
+        logger: Logger,
+    ) -> Result<Store, Error> {
+        opts.config.validate().map_err(Error::InvalidArgument)?;
+        if opts.store_id == 0 {
+            return Err(Error::InvalidArgument("store id must be nonzero".into()));
+        }
+        let logger = logger.new(o!("store_id" => opts.store_id));
+        std::fs::create_dir_all(&opts.data_dir)
+            .map_err(|e| Error::Engine(format!("create {}: {e}", opts.data_dir.display())))?;
+        let engine = Engine::open(opts.data_dir.join("db"), &EngineConfig::default())?;
+        let listener = TcpListener::bind(&opts.listen_addr)
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("bind {}: {e}", opts.listen_addr)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Engine(format!("local addr: {e}")))?;
+        let mut me = metapb::Store::new();
+        me.set_id(opts.store_id);
+        me.set_address(addr.to_string());
+        loop {
+            match pd.put_store(me.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(logger, "registering with PD failed; retrying"; "error" => e);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let metrics = Arc::new(StoreMetrics::default());
+        let (log_writer, _thread) = LogWriter::start(
+            engine.clone(),
+            opts.config.log_writer_queue,
+            opts.config.log_writer_max_batch_bytes,
+            metrics.clone(),
+            logger.clone(),
+        );
+        let transport: Arc<dyn Transport> = Arc::new(TcpTransport::new(
+            pd.clone(),
+            tokio::runtime::Handle::current(),
+            logger.clone(),
+        ));
+        let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<RegionHeartbeatRequest>();
+        let arbiter = Arbiter::new();
+        let router = Router::default();
+        let cfg = Arc::new(opts.config.clone());
+        let shared = Arc::new(Shared {
+            store_id: opts.store_id,
+            engine: engine.clone(),
+            router: router.clone(),
+            ctx: PeerContext {
+                cfg: cfg.clone(),
+                transport,
+                log_writer,
+                metrics: metrics.clone(),
+                pd_reports: reports_tx,
+                store_id: opts.store_id,
+                logger: logger.clone(),
+            },
+            arbiter: arbiter.handle(),
+        });
+        let mut recovered = 0;
+        for state in engine.region_states()? {
+            if shared.create_peer(state.get_region().get_id())? {
+                recovered += 1;
+            }
+        }
+        info!(logger, "store started"; "addr" => %addr, "recovered_regions" => recovered);
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            router.clone(),
+            cfg.max_frame_size,
+            logger.clone(),
+        )));
+        let pd2 = pd.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(hb) = reports_rx.recv().await {
+                let _ = pd2.region_heartbeat(hb).await;
+            }
+        }));
+        let (pd3, shared3, log3) = (pd.clone(), shared.clone(), logger.clone());
+        let interval = Duration::from_millis(cfg.store_heartbeat_interval_ms);
+        tasks.push(tokio::spawn(async move {
+            heartbeat_loop(pd3, shared3, interval, log3).await;
+        }));
+        Ok(Store {
+            store_id: opts.store_id,
+            addr,
+            router,
+            metrics,
+            arbiter,
+            tasks,
+            engine,
+            logger,
+        })
+    }
+
+    /// Status of every region replica on this store.
+    pub async fn region_statuses(&self) -> Vec<RegionStatus> {
+        let mut out = Vec::new();
+        for (_, addr) in self.router.all() {
+            if let Ok(s) = addr.send(GetStatus).await {
+                out.push(s);
+            }
+        }
+        out.sort_by_key(|s| s.region.get_id());
+        out
+    }
+
+    /// The store's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// The router (region id -> actor).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The store's engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops serving: network tasks end, region actors stop. Data stays on disk.
+    pub fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.arbiter.stop();
+        info!(self.logger, "store stopped");
+    }
+}
+
+async fn heartbeat_loop(
+    pd: Arc<dyn PdClient>,
+    shared: Arc<Shared>,
+    interval: Duration,
+    logger: Logger,
+) {
+    let mut bootstrapped = false;
+    loop {
+        let mut hb = StoreHeartbeatRequest::new();
+        hb.set_store_id(shared.store_id);
+        hb.set_region_count(shared.router.region_ids().len() as u32);
+        match pd.store_heartbeat(hb).await {
+            Ok(resp) => {
+                for region in resp.get_bootstrap_regions() {
+                    if shared.router.get(region.get_id()).is_some() {
+                        continue;
+                    }
+                    let created = bootstrap_region(&shared.engine, region)
+                        .map_err(Error::from)
+                        .and_then(|_| shared.create_peer(region.get_id()));
+                    match created {
+                        Ok(true) => {
+                            info!(logger, "bootstrapped region"; "region_id" => region.get_id())
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            warn!(logger, "bootstrapping region failed"; "region_id" => region.get_id(), "error" => %e)
+                        }
+                    }
+                }
+                bootstrapped = resp.get_bootstrapped();
+            }
+            Err(e) => warn!(logger, "store heartbeat failed"; "error" => e),
+        }
+        // Poll fast until PD has bootstrapped the cluster.
+        let wait = if bootstrapped {
+            interval
+        } else {
+            Duration::from_millis(100)
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
