@@ -12,16 +12,33 @@ use regatta_proto::rpc::read_frame;
 use slog::{debug, warn, Logger};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// Accepts connections until the task is dropped.
-pub async fn serve(listener: TcpListener, router: Router, max_frame: usize, logger: Logger) {
+/// Accepts connections until `shutdown` turns true; then every connection closes too.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    max_frame: usize,
+    shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) {
+    let mut stop = shutdown.clone();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let logger = logger.new(slog::o!("conn" => peer.to_string()));
-                tokio::spawn(handle_conn(stream, router.clone(), max_frame, logger));
+                tokio::spawn(handle_conn(
+                    stream,
+                    router.clone(),
+                    max_frame,
+                    shutdown.clone(),
+                    logger,
+                ));
             }
             Err(e) => {
                 warn!(logger, "accept failed"; "error" => %e);
@@ -31,7 +48,13 @@ pub async fn serve(listener: TcpListener, router: Router, max_frame: usize, logg
     }
 }
 
-async fn handle_conn(stream: TcpStream, router: Router, max_frame: usize, logger: Logger) {
+async fn handle_conn(
+    stream: TcpStream,
+    router: Router,
+    max_frame: usize,
+    mut shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) {
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
     tokio::spawn(async move {
@@ -52,7 +75,11 @@ async fn handle_conn(stream: TcpStream, router: Router, max_frame: usize, logger
     });
     let mut rd = BufReader::new(rd);
     loop {
-        let frame = match read_frame(&mut rd, max_frame).await {
+        let read = tokio::select! {
+            r = read_frame(&mut rd, max_frame) => r,
+            _ = shutdown.changed() => return,
+        };
+        let frame = match read {
             Ok(Some(Ok(f))) => f,
             Ok(Some(Err(e))) => {
                 warn!(logger, "bad frame; closing connection"; "error" => %e);

@@ -48,6 +48,7 @@ pub struct Store {
     metrics: Arc<StoreMetrics>,
     arbiter: Arbiter,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     engine: Engine,
     logger: Logger,
 }
@@ -166,10 +167,12 @@ impl Store {
         info!(logger, "store started"; "addr" => %addr, "recovered_regions" => recovered);
 
         let mut tasks = Vec::new();
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         tasks.push(tokio::spawn(server::serve(
             listener,
             router.clone(),
             cfg.max_frame_size,
+            shutdown_rx,
             logger.clone(),
         )));
         let pd2 = pd.clone();
@@ -190,6 +193,7 @@ impl Store {
             metrics,
             arbiter,
             tasks,
+            shutdown,
             engine,
             logger,
         })
@@ -222,8 +226,10 @@ impl Store {
         &self.engine
     }
 
-    /// Stops serving: network tasks end, region actors stop. Data stays on disk.
+    /// Stops serving: the listener and every connection close, region actors stop. Data
+    /// stays on disk.
     pub fn stop(self) {
+        let _ = self.shutdown.send(true);
         for t in &self.tasks {
             t.abort();
         }
