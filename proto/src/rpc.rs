@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Errors of a call.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,104 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(
     Ok(Some(frame::decode(&body)))
 }
 
+/// Bytes one writer turn gathers from its queue before it writes (bounds the buffer).
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+
+/// Spawns the task that writes encoded frames from `rx` to `wr`, joining whatever is queued
+/// (up to 1 MiB) into one `write`. It ends when every sender is gone or a write fails.
+pub fn spawn_frame_writer<W>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) -> tokio::task::JoinHandle<()>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Some(first) = rx.recv().await {
+            buf.clear();
+            buf.extend_from_slice(&first);
+            while buf.len() < WRITE_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(more) => buf.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if wr.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Why [`serve_connection`] returned.
+#[derive(Debug)]
+pub enum Closed {
+    /// The peer closed the connection.
+    Eof,
+    /// The server is shutting down.
+    Shutdown,
+    /// Reading failed.
+    Io(std::io::Error),
+    /// The peer sent something that is not a frame (or an oversized one).
+    BadFrame(FrameError),
+    /// The handler refused a frame.
+    Refused(String),
+}
+
+impl Closed {
+    /// Whether the peer sent bad input (worth a warning), as opposed to an ordinary end.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Closed::BadFrame(_) | Closed::Refused(_))
+    }
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Closed::Eof => write!(f, "closed by peer"),
+            Closed::Shutdown => write!(f, "server shutting down"),
+            Closed::Io(e) => write!(f, "read failed: {e}"),
+            Closed::BadFrame(e) => write!(f, "bad frame: {e}"),
+            Closed::Refused(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+/// Serves one accepted connection: reads frames (at most `max_frame` bytes each) and hands
+/// each to `on_frame` with the sender of the connection's writer task, until the peer
+/// closes, a frame is bad, `on_frame` refuses one, or `shutdown` turns true.
+pub async fn serve_connection<F>(
+    stream: TcpStream,
+    max_frame: usize,
+    mut shutdown: watch::Receiver<bool>,
+    mut on_frame: F,
+) -> Closed
+where
+    F: FnMut(Frame, &mpsc::Sender<Vec<u8>>) -> Result<(), String>,
+{
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(QUEUE_FRAMES);
+    spawn_frame_writer(wr, rx);
+    let mut rd = BufReader::new(rd);
+    loop {
+        let read = tokio::select! {
+            r = read_frame(&mut rd, max_frame) => r,
+            _ = shutdown.changed() => return Closed::Shutdown,
+        };
+        let frame = match read {
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => return Closed::BadFrame(e),
+            Ok(None) => return Closed::Eof,
+            Err(e) => return Closed::Io(e),
+        };
+        if let Err(reason) = on_frame(frame, &tx) {
+            return Closed::Refused(reason);
+        }
+    }
+}
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 
 /// A multiplexed client connection. Cheap to clone; all clones share the socket.
@@ -93,7 +191,7 @@ impl std::fmt::Debug for Connection {
 }
 
 /// Bound of frames queued for the writer task of one connection.
-const QUEUE_FRAMES: usize = 4096;
+pub const QUEUE_FRAMES: usize = 4096;
 
 impl Connection {
     /// Connects to `addr` within `timeout`.
@@ -114,8 +212,8 @@ impl Connection {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (rd, mut wr) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE_FRAMES);
+        let (rd, wr) = stream.into_split();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(QUEUE_FRAMES);
         let pending: Pending = Arc::default();
         let broken = Arc::new(AtomicBool::new(false));
         let conn = Connection {
@@ -126,21 +224,9 @@ impl Connection {
             broken: broken.clone(),
         };
         let wbroken = broken.clone();
+        let writer = spawn_frame_writer(wr, rx);
         tokio::spawn(async move {
-            let mut buf = Vec::new();
-            while let Some(first) = rx.recv().await {
-                buf.clear();
-                buf.extend_from_slice(&first);
-                while buf.len() < (1 << 20) {
-                    match rx.try_recv() {
-                        Ok(more) => buf.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                if wr.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
+            let _ = writer.await;
             wbroken.store(true, Ordering::SeqCst);
         });
         tokio::spawn(async move {

@@ -8,9 +8,8 @@ use crate::error::Error;
 use crate::peer::{KvCommand, RaftMessageIn};
 use crate::router::Router;
 use regatta_proto::framepb::{Frame, Frame_oneof_body};
-use regatta_proto::rpc::read_frame;
+use regatta_proto::rpc::serve_connection;
 use slog::{debug, warn, Logger};
-use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -30,7 +29,6 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
                 let logger = logger.new(slog::o!("conn" => peer.to_string()));
                 tokio::spawn(handle_conn(
                     stream,
@@ -52,85 +50,64 @@ async fn handle_conn(
     stream: TcpStream,
     router: Router,
     max_frame: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
-    let (rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
-    tokio::spawn(async move {
-        let mut buf = Vec::new();
-        while let Some(first) = rx.recv().await {
-            buf.clear();
-            buf.extend_from_slice(&first);
-            while buf.len() < (1 << 20) {
-                match rx.try_recv() {
-                    Ok(more) => buf.extend_from_slice(&more),
-                    Err(_) => break,
-                }
-            }
-            if wr.write_all(&buf).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut rd = BufReader::new(rd);
-    loop {
-        let read = tokio::select! {
-            r = read_frame(&mut rd, max_frame) => r,
-            _ = shutdown.changed() => return,
-        };
-        let frame = match read {
-            Ok(Some(Ok(f))) => f,
-            Ok(Some(Err(e))) => {
-                warn!(logger, "bad frame; closing connection"; "error" => %e);
-                return;
-            }
-            Ok(None) => return,
-            Err(e) => {
-                debug!(logger, "connection read failed"; "error" => %e);
-                return;
-            }
-        };
-        let id = frame.id;
-        match frame.body {
-            Some(Frame_oneof_body::raft(mut batch)) => {
-                for m in batch.take_msgs().into_iter() {
-                    match router.get(m.get_region_id()) {
-                        Some(addr) => addr.do_send(RaftMessageIn(m)),
-                        None => {
-                            debug!(logger, "raft message for unknown region"; "region_id" => m.get_region_id())
-                        }
-                    }
-                }
-            }
-            Some(Frame_oneof_body::kv_request(req)) => {
-                let router = router.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let rid = req.get_context().get_region_id();
-                    let resp = match router.get(rid) {
-                        Some(addr) => {
-                            let (otx, orx) = oneshot::channel();
-                            addr.do_send(KvCommand { req, tx: otx });
-                            orx.await.unwrap_or_else(|_| {
-                                Error::Timeout(format!("region {rid} dropped the request"))
-                                    .into_response()
-                            })
-                        }
-                        None => Error::RegionNotFound(rid).into_response(),
-                    };
-                    let mut out = Frame::new();
-                    out.id = id;
-                    out.set_kv_response(resp);
-                    if let Ok(bytes) = regatta_proto::frame::encode(&out) {
-                        let _ = tx.send(bytes).await;
-                    }
-                });
-            }
-            _ => {
-                warn!(logger, "unexpected frame kind; closing connection");
-                return;
-            }
-        }
+    let closed = serve_connection(stream, max_frame, shutdown, |frame, tx| {
+        on_frame(frame, tx, &router, &logger)
+    })
+    .await;
+    // Bad input loudly, ordinary ends quietly.
+    if closed.is_bad_input() {
+        warn!(logger, "connection closed"; "reason" => %closed);
+    } else {
+        debug!(logger, "connection closed"; "reason" => %closed);
     }
+}
+
+fn on_frame(
+    frame: Frame,
+    tx: &mpsc::Sender<Vec<u8>>,
+    router: &Router,
+    logger: &Logger,
+) -> Result<(), String> {
+    let id = frame.id;
+    match frame.body {
+        Some(Frame_oneof_body::raft(mut batch)) => {
+            for m in batch.take_msgs().into_iter() {
+                match router.get(m.get_region_id()) {
+                    Some(addr) => addr.do_send(RaftMessageIn(m)),
+                    None => {
+                        debug!(logger, "raft message for unknown region"; "region_id" => m.get_region_id())
+                    }
+                }
+            }
+        }
+        Some(Frame_oneof_body::kv_request(req)) => {
+            let router = router.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let rid = req.get_context().get_region_id();
+                let resp = match router.get(rid) {
+                    Some(addr) => {
+                        let (otx, orx) = oneshot::channel();
+                        addr.do_send(KvCommand { req, tx: otx });
+                        orx.await.unwrap_or_else(|_| {
+                            Error::Timeout(format!("region {rid} dropped the request"))
+                                .into_response()
+                        })
+                    }
+                    None => Error::RegionNotFound(rid).into_response(),
+                };
+                let mut out = Frame::new();
+                out.id = id;
+                out.set_kv_response(resp);
+                if let Ok(bytes) = regatta_proto::frame::encode(&out) {
+                    let _ = tx.send(bytes).await;
+                }
+            });
+        }
+        _ => return Err("unexpected frame kind".into()),
+    }
+    Ok(())
 }

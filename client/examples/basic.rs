@@ -1,0 +1,40 @@
+//! The client in five calls. Start a playground first (`cargo run --release -- playground`),
+//! then: `cargo run --release -p regatta-client --example basic [PD_ADDR]`.
+
+use regatta_client::Client;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let pd = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:2379".into());
+    let client = Client::connect(&[pd]).await?;
+
+    let index = client.put(b"fruit/apple", b"red").await?;
+    println!("put fruit/apple = red (committed at log index {index})");
+    client.put(b"fruit/banana", b"yellow").await?;
+
+    let apple = client.get(b"fruit/apple").await?;
+    println!("get fruit/apple -> {:?}", apple.map(String::from_utf8));
+
+    // Compare-and-swap: only succeeds if the current value is what we expect.
+    let swap = client.cas(b"fruit/apple", Some(b"red"), b"green").await?;
+    println!("cas red -> green: succeeded = {}", swap.succeeded);
+    let again = client.cas(b"fruit/apple", Some(b"red"), b"blue").await?;
+    println!(
+        "cas red -> blue: succeeded = {}, current = {:?}",
+        again.succeeded,
+        again.previous.map(String::from_utf8)
+    );
+
+    for pair in client.scan(b"fruit/", b"fruit0", 100).await? {
+        println!(
+            "scan: {} = {}",
+            String::from_utf8_lossy(&pair.key),
+            String::from_utf8_lossy(&pair.value)
+        );
+    }
+    let existed = client.delete(b"fruit/banana").await?;
+    println!("delete fruit/banana: existed = {existed}");
+    Ok(())
+}

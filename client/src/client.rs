@@ -1,0 +1,455 @@
+//! [`Client`]: key-value operations with routing, retries and at-most-once writes.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pd::PdClient;
+use crate::region_cache::{CachedRegion, RegionCache};
+use crate::session::SessionPool;
+use rand::Rng;
+use regatta_proto::framepb::Frame_oneof_body;
+use regatta_proto::kvrpcpb::{
+    self, CasRequest, Context, DeleteRequest, GetRequest, KvRequest, PutRequest, Request, Response,
+    ScanRequest,
+};
+use regatta_proto::metapb::Peer;
+use regatta_proto::rpc::Connection;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Linearizable, by ReadIndex on the leader (one heartbeat round, no log write).
+    #[default]
+    Linearizable,
+    /// Linearizable, by putting the read through the raft log (slowest; for comparison).
+    LogRead,
+}
+
+/// A key-value pair from [`Client::scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvPair {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// Log index of the last write to this key.
+    pub version: u64,
+}
+
+/// What a compare-and-swap did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasOutcome {
+    /// Whether the new value was written.
+    pub succeeded: bool,
+    /// The value before the operation (`None`: the key was absent).
+    pub previous: Option<Vec<u8>>,
+    /// Log index the operation committed at.
+    pub index: u64,
+}
+
+/// A handle on a Regatta cluster. Cheap to clone; clones share connections, the region
+/// cache and the session pool, and may be used from many tasks at once.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pd: PdClient,
+    cfg: Config,
+    cache: Mutex<RegionCache>,
+    store_addrs: Mutex<HashMap<u64, String>>,
+    conns: tokio::sync::Mutex<HashMap<String, Connection>>,
+    sessions: SessionPool,
+}
+
+/// What one attempt's outcome means for the retry loop.
+enum Attempt {
+    Done(Response),
+    /// Retry; `backoff` false when the error told us exactly where to go next.
+    Retry {
+        error: String,
+        backoff: bool,
+    },
+    Fail(Error),
+}
+
+impl Client {
+    /// Connects to the cluster whose PD listens at any of `pd_addrs`, with default settings.
+    pub async fn connect<S: AsRef<str>>(pd_addrs: &[S]) -> Result<Client> {
+        Self::connect_with(pd_addrs, Config::default()).await
+    }
+
+    /// Connects with explicit settings. Fails if PD cannot be reached.
+    pub async fn connect_with<S: AsRef<str>>(pd_addrs: &[S], cfg: Config) -> Result<Client> {
+        let addrs = pd_addrs.iter().map(|a| a.as_ref().to_string()).collect();
+        let pd = PdClient::new(addrs, cfg.clone())?;
+        pd.get_all_stores().await?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                pd,
+                cfg,
+                cache: Mutex::new(RegionCache::default()),
+                store_addrs: Mutex::new(HashMap::new()),
+                conns: tokio::sync::Mutex::new(HashMap::new()),
+                sessions: SessionPool::default(),
+            }),
+        })
+    }
+
+    /// The PD client this client routes with.
+    pub fn pd(&self) -> &PdClient {
+        &self.inner.pd
+    }
+
+    /// Reads `key` linearizably; `None` if it has no value.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_with(key, ReadConsistency::Linearizable).await
+    }
+
+    /// Reads `key` with the given consistency.
+    pub async fn get_with(
+        &self,
+        key: &[u8],
+        consistency: ReadConsistency,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut g = GetRequest::new();
+        g.set_key(key.to_vec());
+        let mut req = Request::new();
+        req.set_get(g);
+        let mut resp = self.execute("get", key, req, consistency, false).await?;
+        let g = resp.take_get();
+        Ok(g.get_found().then_some(g.value))
+    }
+
+    /// Writes `value` under `key`; returns the log index the write committed at.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        let mut p = PutRequest::new();
+        p.set_key(key.to_vec());
+        p.set_value(value.to_vec());
+        let mut req = Request::new();
+        req.set_put(p);
+        let resp = self
+            .execute("put", key, req, ReadConsistency::Linearizable, true)
+            .await?;
+        Ok(resp.get_put().get_index())
+    }
+
+    /// Deletes `key`; returns whether it had a value.
+    pub async fn delete(&self, key: &[u8]) -> Result<bool> {
+        let mut d = DeleteRequest::new();
+        d.set_key(key.to_vec());
+        let mut req = Request::new();
+        req.set_delete(d);
+        let resp = self
+            .execute("delete", key, req, ReadConsistency::Linearizable, true)
+            .await?;
+        Ok(resp.get_delete().get_existed())
+    }
+
+    /// Compare-and-swap: sets `key` to `new` if its value equals `expected`
+    /// (`None`: if `key` has no value). A mismatch is `Ok` with `succeeded: false`.
+    pub async fn cas(&self, key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> Result<CasOutcome> {
+        let mut c = CasRequest::new();
+        c.set_key(key.to_vec());
+        match expected {
+            Some(e) => c.set_expected(e.to_vec()),
+            None => c.set_expect_absent(true),
+        }
+        c.set_new_value(new.to_vec());
+        let mut req = Request::new();
+        req.set_cas(c);
+        let mut resp = self
+            .execute("cas", key, req, ReadConsistency::Linearizable, true)
+            .await?;
+        let c = resp.take_cas();
+        Ok(CasOutcome {
+            succeeded: c.get_succeeded(),
+            previous: c.get_found().then(|| c.previous.clone()),
+            index: c.get_index(),
+        })
+    }
+
+    /// Reads the pairs with `start <= key < end` (empty `end`: no upper bound) in key
+    /// order, at most `limit` (0: no limit), across as many regions as the range spans.
+    /// Each region's part is linearizable; the scan as a whole is not a snapshot.
+    pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>> {
+        let mut out = Vec::new();
+        let mut cursor = start.to_vec();
+        loop {
+            if !end.is_empty() && cursor.as_slice() >= end {
+                return Ok(out);
+            }
+            let region = self.locate(&cursor).await?;
+            let region_end = region.region.get_end_key().to_vec();
+            let part_end = if region_end.is_empty() || (!end.is_empty() && end < &region_end[..]) {
+                end.to_vec()
+            } else {
+                region_end.clone()
+            };
+            let mut s = ScanRequest::new();
+            s.set_start_key(cursor.clone());
+            s.set_end_key(part_end.clone());
+            let want = if limit == 0 { 0 } else { limit - out.len() };
+            s.set_limit(want.min(u32::MAX as usize) as u32);
+            let mut req = Request::new();
+            req.set_scan(s);
+            let mut resp = self
+                .execute("scan", &cursor, req, ReadConsistency::Linearizable, false)
+                .await?;
+            for mut p in resp.mut_scan().take_pairs().into_iter() {
+                out.push(KvPair {
+                    key: p.take_key(),
+                    value: p.take_value(),
+                    version: p.get_version(),
+                });
+            }
+            if (limit > 0 && out.len() >= limit) || part_end.is_empty() || part_end == end {
+                out.truncate(if limit > 0 { limit } else { out.len() });
+                return Ok(out);
+            }
+            cursor = part_end;
+        }
+    }
+
+    /// The cached region holding `key`, asking PD on a miss.
+    async fn locate(&self, key: &[u8]) -> Result<CachedRegion> {
+        if let Some(c) = self.inner.cache.lock().expect("cache lock").get(key) {
+            return Ok(c);
+        }
+        let (region, leader) = self.inner.pd.get_region(key).await?;
+        let mut cache = self.inner.cache.lock().expect("cache lock");
+        cache.insert(region, leader);
+        cache
+            .get(key)
+            .ok_or_else(|| Error::Pd(format!("PD answered a region that does not hold {key:?}")))
+    }
+
+    async fn store_addr(&self, store_id: u64) -> Result<String> {
+        if let Some(a) = self
+            .inner
+            .store_addrs
+            .lock()
+            .expect("addr lock")
+            .get(&store_id)
+        {
+            return Ok(a.clone());
+        }
+        let store = self.inner.pd.get_store(store_id).await?;
+        let addr = store.get_address().to_string();
+        self.inner
+            .store_addrs
+            .lock()
+            .expect("addr lock")
+            .insert(store_id, addr.clone());
+        Ok(addr)
+    }
+
+    async fn connection(&self, addr: &str) -> Result<Connection> {
+        let mut conns = self.inner.conns.lock().await;
+        if let Some(c) = conns.get(addr) {
+            if !c.is_broken() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Connection::connect(addr, self.inner.cfg.connect_timeout)
+            .await
+            .map_err(|e| Error::Server(e.to_string()))?;
+        conns.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Runs one request on the region holding `key`, retrying until the deadline.
+    async fn execute(
+        &self,
+        op: &'static str,
+        key: &[u8],
+        req: Request,
+        consistency: ReadConsistency,
+        write: bool,
+    ) -> Result<Response> {
+        let session = write.then(|| self.inner.sessions.take());
+        let started = Instant::now();
+        let deadline = started + self.inner.cfg.op_timeout;
+        let mut backoff = self.inner.cfg.backoff_base;
+        let mut attempt = 0usize;
+        let result = loop {
+            let outcome = self
+                .attempt(key, &req, consistency, session.as_ref(), attempt)
+                .await;
+            attempt += 1;
+            let (error, sleep) = match outcome {
+                Attempt::Done(resp) => break Ok(resp),
+                Attempt::Fail(e) => break Err(e),
+                Attempt::Retry { error, backoff } => (error, backoff),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(Error::Timeout {
+                    operation: op,
+                    elapsed_ms: now.duration_since(started).as_millis() as u64,
+                    last_error: error,
+                });
+            }
+            if sleep {
+                let jitter = rand::thread_rng().gen_range(0..=backoff.as_micros() as u64 / 2);
+                let wait = (backoff + Duration::from_micros(jitter)).min(deadline - now);
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(self.inner.cfg.backoff_max);
+            }
+        };
+        if let Some(s) = session {
+            self.inner.sessions.put_back(s);
+        }
+        result
+    }
+
+    async fn attempt(
+        &self,
+        key: &[u8],
+        req: &Request,
+        consistency: ReadConsistency,
+        session: Option<&crate::session::Session>,
+        attempt: usize,
+    ) -> Attempt {
+        let region = match self.locate(key).await {
+            Ok(r) => r,
+            Err(Error::Pd(e)) => {
+                return Attempt::Retry {
+                    error: e,
+                    backoff: true,
+                }
+            }
+            Err(e) => return Attempt::Fail(e),
+        };
+        let rid = region.region.get_id();
+        let peers = region.region.get_peers();
+        if peers.is_empty() {
+            self.inner.cache.lock().expect("cache lock").evict(rid);
+            return Attempt::Retry {
+                error: format!("region {rid} has no peers"),
+                backoff: true,
+            };
+        }
+        // The believed leader, or else the peers in turn.
+        let target: Peer = region
+            .leader
+            .clone()
+            .unwrap_or_else(|| peers[attempt % peers.len()].clone());
+        let addr = match self.store_addr(target.get_store_id()).await {
+            Ok(a) => a,
+            Err(e) => {
+                return Attempt::Retry {
+                    error: e.to_string(),
+                    backoff: true,
+                }
+            }
+        };
+        let mut ctx = Context::new();
+        ctx.set_region_id(rid);
+        ctx.set_region_epoch(region.region.get_region_epoch().clone());
+        if let Some(s) = session {
+            ctx.set_client_id(s.client_id);
+            ctx.set_seq(s.seq);
+        }
+        ctx.set_consistency(match consistency {
+            ReadConsistency::Linearizable => kvrpcpb::ReadConsistency::LINEARIZABLE,
+            ReadConsistency::LogRead => kvrpcpb::ReadConsistency::LOG_READ,
+        });
+        let mut kv = KvRequest::new();
+        kv.set_context(ctx);
+        kv.set_request(req.clone());
+        let sent = match self.connection(&addr).await {
+            Ok(conn) => conn
+                .call(Frame_oneof_body::kv_request(kv), self.inner.cfg.rpc_timeout)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let frame = match sent {
+            Ok(f) => f,
+            Err(error) => {
+                // The store may be down or moved: try another peer, re-resolve its address.
+                self.inner
+                    .cache
+                    .lock()
+                    .expect("cache lock")
+                    .set_leader(rid, None);
+                self.inner
+                    .store_addrs
+                    .lock()
+                    .expect("addr lock")
+                    .remove(&target.get_store_id());
+                return Attempt::Retry {
+                    error,
+                    backoff: true,
+                };
+            }
+        };
+        let mut resp = match frame.body {
+            Some(Frame_oneof_body::kv_response(r)) => r,
+            _ => return Attempt::Fail(Error::Server(format!("{addr} sent a non-KV answer"))),
+        };
+        if !resp.has_error() {
+            return Attempt::Done(resp.take_response());
+        }
+        self.classify(rid, &target, resp.take_error())
+    }
+
+    /// Turns a store's error into the next step, updating the cache as it says.
+    fn classify(&self, rid: u64, target: &Peer, mut e: kvrpcpb::Error) -> Attempt {
+        let error = if e.get_message().is_empty() {
+            format!("{e:?}")
+        } else {
+            e.get_message().to_string()
+        };
+        let mut cache = self.inner.cache.lock().expect("cache lock");
+        if e.has_not_leader() {
+            let hint = e.mut_not_leader().take_leader();
+            let useful = hint.get_id() != 0 && hint.get_id() != target.get_id();
+            cache.set_leader(rid, useful.then_some(hint));
+            return Attempt::Retry {
+                error,
+                backoff: !useful,
+            };
+        }
+        if e.has_epoch_not_match() {
+            cache.evict(rid);
+            for r in e.mut_epoch_not_match().take_current_regions().into_iter() {
+                cache.insert(r, None);
+            }
+            return Attempt::Retry {
+                error,
+                backoff: false,
+            };
+        }
+        if e.has_key_not_in_region() || e.has_region_not_found() {
+            cache.evict(rid);
+            return Attempt::Retry {
+                error,
+                backoff: true,
+            };
+        }
+        if e.has_store_poisoned() {
+            cache.set_leader(rid, None);
+            return Attempt::Retry {
+                error,
+                backoff: true,
+            };
+        }
+        if e.has_server_is_busy() || e.has_timeout() || e.has_stale_command() {
+            return Attempt::Retry {
+                error,
+                backoff: true,
+            };
+        }
+        if e.has_invalid_argument() {
+            return Attempt::Fail(Error::InvalidArgument(
+                e.get_invalid_argument().get_reason().to_string(),
+            ));
+        }
+        Attempt::Fail(Error::Server(error))
+    }
+}

@@ -1,0 +1,199 @@
+//! [`PdClient`]: requests to the placement driver over one multiplexed connection, failing
+//! over between PD addresses and reconnecting when the connection breaks.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use regatta_proto::framepb::Frame_oneof_body;
+use regatta_proto::metapb::{Peer, Region, Store};
+use regatta_proto::pdpb::{
+    AllocIdRequest, GetAllStoresRequest, GetRegionByIdRequest, GetRegionRequest, GetRegionResponse,
+    GetStoreRequest, PdRequest, PdResponse, PutStoreRequest, RegionHeartbeatRequest,
+    ScanRegionsRequest, StoreHeartbeatRequest, StoreHeartbeatResponse,
+};
+use regatta_proto::rpc::Connection;
+use tokio::sync::Mutex;
+
+/// A client of PD's TCP service.
+pub struct PdClient {
+    addrs: Vec<String>,
+    cfg: Config,
+    conn: Mutex<Option<Connection>>,
+}
+
+/// A region and its leader as PD last heard (`None`: unknown).
+pub(crate) type RegionRoute = (Region, Option<Peer>);
+
+fn route(mut r: GetRegionResponse) -> RegionRoute {
+    let leader = if r.has_leader() && r.get_leader().get_id() != 0 {
+        Some(r.take_leader())
+    } else {
+        None
+    };
+    (r.take_region(), leader)
+}
+
+impl PdClient {
+    /// A client of the PD at any of `addrs` (connects lazily).
+    pub fn new(addrs: Vec<String>, cfg: Config) -> Result<PdClient> {
+        if addrs.is_empty() || addrs.iter().any(|a| a.trim().is_empty()) {
+            return Err(Error::InvalidArgument(
+                "need at least one PD address".into(),
+            ));
+        }
+        cfg.validate()?;
+        Ok(PdClient {
+            addrs,
+            cfg,
+            conn: Mutex::new(None),
+        })
+    }
+
+    async fn connection(&self) -> Result<Connection> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if !c.is_broken() {
+                return Ok(c.clone());
+            }
+        }
+        let mut last = String::new();
+        for addr in &self.addrs {
+            match Connection::connect(addr, self.cfg.connect_timeout).await {
+                Ok(c) => {
+                    *guard = Some(c.clone());
+                    return Ok(c);
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        *guard = None;
+        Err(Error::Pd(format!(
+            "no PD reachable at {:?}: {last}",
+            self.addrs
+        )))
+    }
+
+    /// Sends one request; a PD-side error comes back as `Err(Error::Pd)`.
+    pub async fn call(&self, req: PdRequest) -> Result<PdResponse> {
+        let conn = self.connection().await?;
+        let frame = conn
+            .call(Frame_oneof_body::pd_request(req), self.cfg.rpc_timeout)
+            .await
+            .map_err(|e| Error::Pd(e.to_string()))?;
+        match frame.body {
+            Some(Frame_oneof_body::pd_response(resp)) => {
+                if resp.has_error() {
+                    Err(Error::Pd(resp.get_error().get_message().to_string()))
+                } else {
+                    Ok(resp)
+                }
+            }
+            _ => Err(Error::Pd(format!(
+                "{} answered with something that is not a PD response",
+                conn.addr()
+            ))),
+        }
+    }
+
+    /// The region holding `key` and its leader if known.
+    pub async fn get_region(&self, key: &[u8]) -> Result<(Region, Option<Peer>)> {
+        let mut r = GetRegionRequest::new();
+        r.set_key(key.to_vec());
+        let mut req = PdRequest::new();
+        req.set_get_region(r);
+        Ok(route(self.call(req).await?.take_get_region()))
+    }
+
+    /// The region with id `region_id` and its leader if known.
+    pub async fn get_region_by_id(&self, region_id: u64) -> Result<(Region, Option<Peer>)> {
+        let mut r = GetRegionByIdRequest::new();
+        r.set_region_id(region_id);
+        let mut req = PdRequest::new();
+        req.set_get_region_by_id(r);
+        Ok(route(self.call(req).await?.take_get_region()))
+    }
+
+    /// Regions overlapping `[start, end)` (empty end: unbounded), at most `limit` (0: all).
+    pub async fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<(Region, Option<Peer>)>> {
+        let mut r = ScanRegionsRequest::new();
+        r.set_start_key(start.to_vec());
+        r.set_end_key(end.to_vec());
+        r.set_limit(limit);
+        let mut req = PdRequest::new();
+        req.set_scan_regions(r);
+        let mut resp = self.call(req).await?;
+        Ok(resp
+            .mut_scan_regions()
+            .take_regions()
+            .into_iter()
+            .map(|mut rl| {
+                let leader = if rl.has_leader() && rl.get_leader().get_id() != 0 {
+                    Some(rl.take_leader())
+                } else {
+                    None
+                };
+                (rl.take_region(), leader)
+            })
+            .collect())
+    }
+
+    /// A store's record (its address).
+    pub async fn get_store(&self, store_id: u64) -> Result<Store> {
+        let mut r = GetStoreRequest::new();
+        r.set_store_id(store_id);
+        let mut req = PdRequest::new();
+        req.set_get_store(r);
+        Ok(self.call(req).await?.take_get_store().take_store())
+    }
+
+    /// Every registered store.
+    pub async fn get_all_stores(&self) -> Result<Vec<Store>> {
+        let mut req = PdRequest::new();
+        req.set_get_all_stores(GetAllStoresRequest::new());
+        Ok(self
+            .call(req)
+            .await?
+            .take_get_all_stores()
+            .take_stores()
+            .into_vec())
+    }
+
+    /// `count` fresh ids; returns the first (they are consecutive).
+    pub async fn alloc_id(&self, count: u32) -> Result<u64> {
+        let mut r = AllocIdRequest::new();
+        r.set_count(count);
+        let mut req = PdRequest::new();
+        req.set_alloc_id(r);
+        Ok(self.call(req).await?.get_alloc_id().get_first_id())
+    }
+
+    /// Registers a store (used by stores).
+    pub async fn put_store(&self, store: Store) -> Result<()> {
+        let mut r = PutStoreRequest::new();
+        r.set_store(store);
+        let mut req = PdRequest::new();
+        req.set_put_store(r);
+        self.call(req).await.map(|_| ())
+    }
+
+    /// A store's heartbeat (used by stores).
+    pub async fn store_heartbeat(
+        &self,
+        hb: StoreHeartbeatRequest,
+    ) -> Result<StoreHeartbeatResponse> {
+        let mut req = PdRequest::new();
+        req.set_store_heartbeat(hb);
+        Ok(self.call(req).await?.take_store_heartbeat())
+    }
+
+    /// A region leader's heartbeat (used by stores).
+    pub async fn region_heartbeat(&self, hb: RegionHeartbeatRequest) -> Result<()> {
+        let mut req = PdRequest::new();
+        req.set_region_heartbeat(hb);
+        self.call(req).await.map(|_| ())
+    }
+}

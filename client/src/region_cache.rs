@@ -1,0 +1,122 @@
+//! The client's region cache: start key -> region and its believed leader. Entries are
+//! dropped when a store says they are wrong, and refilled from PD on the next lookup.
+
+use regatta_proto::metapb::{Peer, Region};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// A cached region and its believed leader.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedRegion {
+    pub region: Region,
+    pub leader: Option<Peer>,
+}
+
+/// Regions by start key; never two overlapping entries.
+#[derive(Default)]
+pub(crate) struct RegionCache {
+    by_start: BTreeMap<Vec<u8>, CachedRegion>,
+}
+
+fn contains(region: &Region, key: &[u8]) -> bool {
+    region.get_start_key() <= key && (region.get_end_key().is_empty() || key < region.get_end_key())
+}
+
+impl RegionCache {
+    /// The cached region holding `key`.
+    pub fn get(&self, key: &[u8]) -> Option<CachedRegion> {
+        self.by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .map(|(_, c)| c)
+            .filter(|c| contains(&c.region, key))
+            .cloned()
+    }
+
+    /// Caches `region`, evicting every entry it overlaps.
+    pub fn insert(&mut self, region: Region, leader: Option<Peer>) {
+        let (start, end) = (
+            region.get_start_key().to_vec(),
+            region.get_end_key().to_vec(),
+        );
+        let overlapping: Vec<Vec<u8>> = self
+            .by_start
+            .iter()
+            .filter(|(_, c)| {
+                let r = &c.region;
+                let ends_before = !r.get_end_key().is_empty() && r.get_end_key() <= &start[..];
+                let starts_after = !end.is_empty() && r.get_start_key() >= &end[..];
+                !ends_before && !starts_after
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in overlapping {
+            self.by_start.remove(&k);
+        }
+        self.by_start.insert(start, CachedRegion { region, leader });
+    }
+
+    /// Records that `leader` leads region `region_id` (if cached and a member).
+    pub fn set_leader(&mut self, region_id: u64, leader: Option<Peer>) {
+        if let Some(c) = self
+            .by_start
+            .values_mut()
+            .find(|c| c.region.get_id() == region_id)
+        {
+            c.leader = leader.and_then(|l| {
+                c.region
+                    .get_peers()
+                    .iter()
+                    .find(|p| p.get_id() == l.get_id())
+                    .cloned()
+            });
+        }
+    }
+
+    /// Forgets region `region_id`.
+    pub fn evict(&mut self, region_id: u64) {
+        self.by_start.retain(|_, c| c.region.get_id() != region_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &[u8], end: &[u8]) -> Region {
+        let mut r = Region::new();
+        r.set_id(id);
+        r.set_start_key(start.to_vec());
+        r.set_end_key(end.to_vec());
+        let mut p = Peer::new();
+        p.set_id(id * 10);
+        p.set_store_id(1);
+        r.mut_peers().push(p);
+        r
+    }
+
+    #[test]
+    fn lookup_respects_ranges_and_newer_entries_evict_overlaps() {
+        let mut c = RegionCache::default();
+        c.insert(region(1, b"", b"m"), None);
+        c.insert(region(2, b"m", b""), None);
+        assert_eq!(c.get(b"a").unwrap().region.get_id(), 1);
+        assert_eq!(c.get(b"m").unwrap().region.get_id(), 2);
+        assert_eq!(c.get(b"zzz").unwrap().region.get_id(), 2);
+        // A split of region 2 at "t" evicts the wide entry.
+        c.insert(region(3, b"t", b""), None);
+        assert!(c.get(b"n").is_none());
+        assert_eq!(c.get(b"u").unwrap().region.get_id(), 3);
+        c.set_leader(1, Some(region(1, b"", b"").get_peers()[0].clone()));
+        assert_eq!(c.get(b"a").unwrap().leader.unwrap().get_id(), 10);
+        let mut stranger = Peer::new();
+        stranger.set_id(99);
+        c.set_leader(1, Some(stranger));
+        assert!(
+            c.get(b"a").unwrap().leader.is_none(),
+            "a non-member is never the leader"
+        );
+        c.evict(1);
+        assert!(c.get(b"a").is_none());
+    }
+}

@@ -1,0 +1,39 @@
+//! Regatta's placement driver (PD): the cluster's directory. It keeps the store registry,
+//! the region map (key range -> region, its epoch, peers and last known leader, learned
+//! from region heartbeats), and hands out unique ids.
+//!
+//! Layering: depends on `regatta-proto` only. Stores and clients reach it over TCP with the
+//! same length-prefixed frames as store traffic ([`start`] serves them); inside the process
+//! it is an actix actor ([`PdActor`]) around a pure state machine ([`PdState`]).
+//!
+//! Invariants:
+//! - an id is handed out at most once, across PD restarts: the allocator's high-water mark
+//!   is persisted *before* any id below it is returned;
+//! - a region's entry never goes back to an older epoch (a heartbeat with an older
+//!   `(version, conf_ver)` is ignored);
+//! - the cluster is bootstrapped once: the first regions are created when the configured
+//!   number of stores have registered, persisted, and handed to those stores thereafter.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), regatta_pd::Error> {
+//! let logger = slog::Logger::root(slog::Discard, slog::o!());
+//! let config = regatta_pd::PdConfig {
+//!     initial_stores: 3,
+//!     initial_regions: 4,
+//!     data_dir: "/tmp/regatta-pd".into(),
+//! };
+//! let pd = regatta_pd::start(config, "127.0.0.1:2379", logger).await?;
+//! println!("PD listening on {}", pd.addr);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod actor;
+mod error;
+mod server;
+mod state;
+
+pub use actor::{PdActor, PdCall};
+pub use error::Error;
+pub use server::{start, PdHandle};
+pub use state::{static_split_keys, PdConfig, PdState};

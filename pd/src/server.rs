@@ -1,0 +1,140 @@
+//! PD's TCP service: `pd_request` frames in, `pd_response` frames out (same framing as
+//! store traffic). A bad frame closes only its connection.
+
+use crate::actor::{AllRegions, PdActor, PdCall};
+use crate::error::Error;
+use crate::state::{PdConfig, PdState};
+use actix::{Actor, Addr, Arbiter};
+use regatta_proto::frame::{self, MAX_FRAME_LEN};
+use regatta_proto::framepb::{Frame, Frame_oneof_body};
+use regatta_proto::pdpb::{PdError, PdResponse, RegionWithLeader};
+use regatta_proto::rpc::serve_connection;
+use slog::{debug, info, warn, Logger};
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// PD frames are small; anything near this is garbage.
+const PD_MAX_FRAME: usize = 64 << 20;
+
+/// A running PD.
+pub struct PdHandle {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The actor (for in-process callers).
+    pub actor: Addr<PdActor>,
+    shutdown: watch::Sender<bool>,
+    arbiter: Arbiter,
+}
+
+impl PdHandle {
+    /// The region map as PD knows it now.
+    pub async fn regions(&self) -> Result<Vec<RegionWithLeader>, Error> {
+        self.actor
+            .send(AllRegions)
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Stops serving and stops the actor.
+    pub fn stop(self) {
+        let _ = self.shutdown.send(true);
+        self.arbiter.stop();
+    }
+}
+
+/// Opens PD's state in `config.data_dir` and serves it on `addr`. Must run inside an actix
+/// system; the actor gets its own arbiter.
+pub async fn start(config: PdConfig, addr: &str, logger: Logger) -> Result<PdHandle, Error> {
+    let state = PdState::open(config.clone())?;
+    let bootstrapped = state.is_bootstrapped();
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| Error::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let arbiter = Arbiter::new();
+    let actor = PdActor::start_in_arbiter(&arbiter.handle(), move |_| PdActor::new(state));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let logger = logger.new(slog::o!("component" => "pd"));
+    info!(logger, "PD started"; "addr" => %local, "bootstrapped" => bootstrapped,
+        "initial_stores" => config.initial_stores, "initial_regions" => config.initial_regions);
+    tokio::spawn(serve(listener, actor.clone(), shutdown_rx, logger));
+    Ok(PdHandle {
+        addr: local,
+        actor,
+        shutdown,
+        arbiter,
+    })
+}
+
+async fn serve(
+    listener: TcpListener,
+    actor: Addr<PdActor>,
+    mut shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let logger = logger.new(slog::o!("conn" => peer.to_string()));
+                tokio::spawn(handle_conn(stream, actor.clone(), shutdown.clone(), logger));
+            }
+            Err(e) => {
+                warn!(logger, "accept failed"; "error" => %e);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_conn(
+    stream: TcpStream,
+    actor: Addr<PdActor>,
+    shutdown: watch::Receiver<bool>,
+    logger: Logger,
+) {
+    let closed = serve_connection(
+        stream,
+        PD_MAX_FRAME.min(MAX_FRAME_LEN),
+        shutdown,
+        |frame, tx| {
+            let id = frame.id;
+            let Some(Frame_oneof_body::pd_request(req)) = frame.body else {
+                return Err("not a PD request".into());
+            };
+            let (actor, tx) = (actor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let resp = actor.send(PdCall(req)).await.unwrap_or_else(|_| {
+                    let mut e = PdError::new();
+                    e.set_message("PD is shutting down".into());
+                    let mut r = PdResponse::new();
+                    r.set_error(e);
+                    r
+                });
+                let mut out = Frame::new();
+                out.id = id;
+                out.set_pd_response(resp);
+                if let Ok(bytes) = frame::encode(&out) {
+                    let _ = tx.send(bytes).await;
+                }
+            });
+            Ok(())
+        },
+    )
+    .await;
+    if closed.is_bad_input() {
+        warn!(logger, "connection closed"; "reason" => %closed);
+    } else {
+        debug!(logger, "connection closed"; "reason" => %closed);
+    }
+}

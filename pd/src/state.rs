@@ -1,0 +1,701 @@
+//! [`PdState`]: PD's pure state machine — requests in, responses out, with its durable part
+//! written to `<data_dir>/pd.state` (write a temporary file, fsync, rename, fsync the
+//! directory) before any answer that depends on it leaves.
+
+use crate::error::Error;
+use protobuf::Message;
+use regatta_proto::metapb::{Peer, Region, RegionEpoch, Store};
+use regatta_proto::pdpb::{
+    AllocIdResponse, GetAllStoresResponse, GetRegionResponse, GetStoreResponse, PdError,
+    PdPersistedState, PdRequest, PdRequest_oneof_req as Req, PdResponse, PutStoreResponse,
+    RegionHeartbeatRequest, RegionHeartbeatResponse, RegionWithLeader, ScanRegionsResponse,
+    StoreHeartbeatRequest, StoreHeartbeatResponse,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+/// Ids reserved per persisted raise of the allocator's high-water mark.
+const ID_BATCH: u64 = 1000;
+/// Most ids one `AllocId` call may ask for.
+const MAX_ALLOC: u32 = 10_000;
+/// Most regions the key space may start cut into (split points are 2-byte prefixes).
+pub const MAX_INITIAL_REGIONS: usize = 65_536;
+
+/// How PD starts.
+#[derive(Debug, Clone)]
+pub struct PdConfig {
+    /// Stores that must register before PD bootstraps the cluster; each initial region gets
+    /// a replica on each of them.
+    pub initial_stores: usize,
+    /// Regions the key space starts cut into (see [`static_split_keys`]).
+    pub initial_regions: usize,
+    /// PD's own data directory (holds `pd.state`).
+    pub data_dir: PathBuf,
+}
+
+impl PdConfig {
+    /// Rejects unusable settings.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.initial_stores == 0 {
+            return Err(Error::InvalidConfig(
+                "initial_stores must be at least 1".into(),
+            ));
+        }
+        if self.initial_regions == 0 || self.initial_regions > MAX_INITIAL_REGIONS {
+            return Err(Error::InvalidConfig(format!(
+                "initial_regions must be in 1..={MAX_INITIAL_REGIONS}, got {}",
+                self.initial_regions
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The `n - 1` split keys that cut the key space into `n` regions of equal share of the
+/// 2-byte prefix space: region `i` starts at the big-endian `u16` `i * 65536 / n`.
+pub fn static_split_keys(n: usize) -> Vec<Vec<u8>> {
+    let n = n.clamp(1, MAX_INITIAL_REGIONS);
+    (1..n)
+        .map(|i| ((i * 65_536 / n) as u16).to_be_bytes().to_vec())
+        .collect()
+}
+
+/// PD's state: stores, the region map, the id allocator, the bootstrap record.
+pub struct PdState {
+    cfg: PdConfig,
+    path: PathBuf,
+    /// Next id to hand out; always `<= id_high_water`.
+    next_id: u64,
+    /// Persisted: ids at or above this were never handed out.
+    id_high_water: u64,
+    stores: BTreeMap<u64, Store>,
+    /// start key -> region with its last known leader.
+    regions: BTreeMap<Vec<u8>, RegionWithLeader>,
+    /// region id -> start key in `regions`.
+    region_starts: HashMap<u64, Vec<u8>>,
+    /// region id -> highest term a leader reported (soft state).
+    region_terms: HashMap<u64, u64>,
+    /// store id -> its last heartbeat (soft state).
+    store_heartbeats: HashMap<u64, StoreHeartbeatRequest>,
+    bootstrap_regions: Vec<Region>,
+    bootstrapped: bool,
+}
+
+fn pd_error(message: String) -> PdError {
+    let mut e = PdError::new();
+    e.set_message(message);
+    e
+}
+
+fn epoch_older(a: &RegionEpoch, b: &RegionEpoch) -> bool {
+    a.get_version() < b.get_version() || a.get_conf_ver() < b.get_conf_ver()
+}
+
+fn contains(region: &Region, key: &[u8]) -> bool {
+    region.get_start_key() <= key && (region.get_end_key().is_empty() || key < region.get_end_key())
+}
+
+impl PdState {
+    /// Opens PD's state in `cfg.data_dir`, creating it on first start.
+    pub fn open(cfg: PdConfig) -> Result<PdState, Error> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::Persist {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+        let path = cfg.data_dir.join("pd.state");
+        let persisted = match std::fs::read(&path) {
+            Ok(bytes) => {
+                PdPersistedState::parse_from_bytes(&bytes).map_err(|e| Error::Corrupt {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PdPersistedState::new(),
+            Err(source) => {
+                return Err(Error::Persist {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let id_high_water = persisted.get_id_high_water().max(1);
+        let mut state = PdState {
+            cfg,
+            path,
+            next_id: id_high_water,
+            id_high_water,
+            stores: BTreeMap::new(),
+            regions: BTreeMap::new(),
+            region_starts: HashMap::new(),
+            region_terms: HashMap::new(),
+            store_heartbeats: HashMap::new(),
+            bootstrap_regions: persisted.get_bootstrap_regions().to_vec(),
+            bootstrapped: persisted.get_bootstrapped(),
+        };
+        for s in persisted.get_stores() {
+            state.stores.insert(s.get_id(), s.clone());
+        }
+        for r in persisted.get_regions() {
+            state.insert_region(r.clone());
+        }
+        Ok(state)
+    }
+
+    /// Whether the first regions exist.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped
+    }
+
+    /// Every region PD knows, in key order, with its last known leader.
+    pub fn regions(&self) -> Vec<RegionWithLeader> {
+        self.regions.values().cloned().collect()
+    }
+
+    /// Answers one request. Never panics on its content.
+    pub fn handle(&mut self, req: PdRequest) -> PdResponse {
+        let mut resp = PdResponse::new();
+        let result = match req.req {
+            Some(Req::put_store(mut r)) => self.put_store(r.take_store()).map(|_| {
+                resp.set_put_store(PutStoreResponse::new());
+            }),
+            Some(Req::get_store(r)) => match self.stores.get(&r.get_store_id()) {
+                Some(s) => {
+                    let mut g = GetStoreResponse::new();
+                    g.set_store(s.clone());
+                    resp.set_get_store(g);
+                    Ok(())
+                }
+                None => Err(pd_error(format!("store {} is unknown", r.get_store_id()))),
+            },
+            Some(Req::get_all_stores(_)) => {
+                let mut g = GetAllStoresResponse::new();
+                g.set_stores(self.stores.values().cloned().collect());
+                resp.set_get_all_stores(g);
+                Ok(())
+            }
+            Some(Req::get_region(r)) => self.region_by_key(r.get_key()).map(|rl| {
+                resp.set_get_region(rl);
+            }),
+            Some(Req::get_region_by_id(r)) => self.region_by_id(r.get_region_id()).map(|rl| {
+                resp.set_get_region(rl);
+            }),
+            Some(Req::scan_regions(r)) => self
+                .scan_regions(r.get_start_key(), r.get_end_key(), r.get_limit())
+                .map(|s| {
+                    resp.set_scan_regions(s);
+                }),
+            Some(Req::alloc_id(r)) => self.alloc_ids(r.get_count()).map(|first| {
+                let mut a = AllocIdResponse::new();
+                a.set_first_id(first);
+                a.set_count(r.get_count());
+                resp.set_alloc_id(a);
+            }),
+            Some(Req::region_heartbeat(r)) => self.region_heartbeat(r).map(|_| {
+                resp.set_region_heartbeat(RegionHeartbeatResponse::new());
+            }),
+            Some(Req::store_heartbeat(r)) => {
+                resp.set_store_heartbeat(self.store_heartbeat(r));
+                Ok(())
+            }
+            None => Err(pd_error("empty PD request".into())),
+        };
+        if let Err(e) = result {
+            resp.set_error(e);
+        }
+        resp
+    }
+
+    fn not_bootstrapped(&self) -> Result<(), PdError> {
+        if self.bootstrapped {
+            return Ok(());
+        }
+        let mut e = pd_error(format!(
+            "cluster not bootstrapped yet: {} of {} initial stores registered",
+            self.stores.len(),
+            self.cfg.initial_stores
+        ));
+        e.set_not_bootstrapped(true);
+        Err(e)
+    }
+
+    fn put_store(&mut self, store: Store) -> Result<(), PdError> {
+        if store.get_id() == 0 || store.get_address().is_empty() {
+            return Err(pd_error("a store needs a nonzero id and an address".into()));
+        }
+        if let Some(other) = self
+            .stores
+            .values()
+            .find(|s| s.get_address() == store.get_address() && s.get_id() != store.get_id())
+        {
+            return Err(pd_error(format!(
+                "address {} already belongs to store {}",
+                store.get_address(),
+                other.get_id()
+            )));
+        }
+        if self.stores.get(&store.get_id()) == Some(&store) {
+            return Ok(());
+        }
+        let before = self.stores.insert(store.get_id(), store.clone());
+        if !self.bootstrapped && self.stores.len() >= self.cfg.initial_stores {
+            self.bootstrap();
+        }
+        if let Err(e) = self.persist() {
+            // Roll back what was not made durable.
+            match before {
+                Some(b) => self.stores.insert(b.get_id(), b),
+                None => self.stores.remove(&store.get_id()),
+            };
+            return Err(pd_error(e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Creates the initial regions with a replica on each of the first `initial_stores`
+    /// stores (by id). Made durable by the caller's `persist`.
+    fn bootstrap(&mut self) {
+        let stores: Vec<u64> = self
+            .stores
+            .keys()
+            .copied()
+            .take(self.cfg.initial_stores)
+            .collect();
+        let splits = static_split_keys(self.cfg.initial_regions);
+        let mut regions = Vec::new();
+        for i in 0..self.cfg.initial_regions {
+            let mut region = Region::new();
+            region.set_id(self.take_id());
+            if i > 0 {
+                region.set_start_key(splits[i - 1].clone());
+            }
+            if i < splits.len() {
+                region.set_end_key(splits[i].clone());
+            }
+            let mut epoch = RegionEpoch::new();
+            epoch.set_conf_ver(1);
+            epoch.set_version(1);
+            region.set_region_epoch(epoch);
+            for &store_id in &stores {
+                let mut peer = Peer::new();
+                peer.set_id(self.take_id());
+                peer.set_store_id(store_id);
+                region.mut_peers().push(peer);
+            }
+            regions.push(region);
+        }
+        for r in &regions {
+            let mut rl = RegionWithLeader::new();
+            rl.set_region(r.clone());
+            self.insert_region(rl);
+        }
+        self.bootstrap_regions = regions;
+        self.bootstrapped = true;
+    }
+
+    /// Takes one id in memory, raising the high-water mark (persisted by the caller).
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.next_id > self.id_high_water {
+            self.id_high_water = self.next_id + ID_BATCH;
+        }
+        id
+    }
+
+    fn alloc_ids(&mut self, count: u32) -> Result<u64, PdError> {
+        if count == 0 || count > MAX_ALLOC {
+            return Err(pd_error(format!("alloc count must be in 1..={MAX_ALLOC}")));
+        }
+        let first = self.next_id;
+        let end = first + u64::from(count);
+        if end > self.id_high_water {
+            let old = self.id_high_water;
+            self.id_high_water = end + ID_BATCH;
+            if let Err(e) = self.persist() {
+                self.id_high_water = old;
+                return Err(pd_error(e.to_string()));
+            }
+        }
+        self.next_id = end;
+        Ok(first)
+    }
+
+    fn region_by_key(&self, key: &[u8]) -> Result<GetRegionResponse, PdError> {
+        self.not_bootstrapped()?;
+        let found = self
+            .regions
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .map(|(_, r)| r)
+            .filter(|r| contains(r.get_region(), key));
+        match found {
+            Some(rl) => Ok(Self::to_get_region(rl)),
+            None => Err(pd_error(format!("no region holds key {key:?} yet"))),
+        }
+    }
+
+    fn region_by_id(&self, id: u64) -> Result<GetRegionResponse, PdError> {
+        self.not_bootstrapped()?;
+        self.region_starts
+            .get(&id)
+            .and_then(|start| self.regions.get(start))
+            .map(Self::to_get_region)
+            .ok_or_else(|| pd_error(format!("region {id} is unknown")))
+    }
+
+    fn to_get_region(rl: &RegionWithLeader) -> GetRegionResponse {
+        let mut g = GetRegionResponse::new();
+        g.set_region(rl.get_region().clone());
+        if rl.has_leader() {
+            g.set_leader(rl.get_leader().clone());
+        }
+        g
+    }
+
+    fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<ScanRegionsResponse, PdError> {
+        self.not_bootstrapped()?;
+        let first = self
+            .regions
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
+            .next_back()
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
+        let mut out = ScanRegionsResponse::new();
+        for (_, rl) in self.regions.range(first..) {
+            let r = rl.get_region();
+            if !end.is_empty() && r.get_start_key() >= end {
+                break;
+            }
+            if !r.get_end_key().is_empty() && r.get_end_key() <= start {
+                continue;
+            }
+            out.mut_regions().push(rl.clone());
+            if limit > 0 && out.get_regions().len() >= limit as usize {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Regions (other than `id`) whose range overlaps `[start, end)`.
+    fn overlapping(&self, id: u64, start: &[u8], end: &[u8]) -> Vec<RegionWithLeader> {
+        let mut out = Vec::new();
+        let before = self
+            .regions
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
+            .next_back()
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
+        for (_, rl) in self.regions.range(before..) {
+            let r = rl.get_region();
+            if !end.is_empty() && r.get_start_key() >= end {
+                break;
+            }
+            let ends_before = !r.get_end_key().is_empty() && r.get_end_key() <= start;
+            if !ends_before && r.get_id() != id {
+                out.push(rl.clone());
+            }
+        }
+        out
+    }
+
+    fn insert_region(&mut self, rl: RegionWithLeader) {
+        let r = rl.get_region();
+        if let Some(old_start) = self.region_starts.remove(&r.get_id()) {
+            self.regions.remove(&old_start);
+        }
+        self.region_starts
+            .insert(r.get_id(), r.get_start_key().to_vec());
+        self.regions.insert(r.get_start_key().to_vec(), rl);
+    }
+
+    fn region_heartbeat(&mut self, mut req: RegionHeartbeatRequest) -> Result<(), PdError> {
+        let region = req.take_region();
+        if region.get_id() == 0 || !region.has_region_epoch() {
+            return Err(pd_error(
+                "region heartbeat without region id or epoch".into(),
+            ));
+        }
+        let id = region.get_id();
+        let known = self
+            .region_starts
+            .get(&id)
+            .and_then(|s| self.regions.get(s))
+            .cloned();
+        if let Some(k) = &known {
+            if epoch_older(region.get_region_epoch(), k.get_region().get_region_epoch()) {
+                return Ok(()); // stale report: a newer epoch is already known
+            }
+            let same_epoch = k.get_region().get_region_epoch() == region.get_region_epoch();
+            let known_term = self.region_terms.get(&id).copied().unwrap_or(0);
+            if same_epoch && req.get_term() < known_term {
+                return Ok(()); // an older leader's late report
+            }
+        }
+        let overlaps = self.overlapping(id, region.get_start_key(), region.get_end_key());
+        if overlaps.iter().any(|o| {
+            o.get_region().get_region_epoch().get_version()
+                > region.get_region_epoch().get_version()
+        }) {
+            return Ok(()); // a newer split already covers part of this range
+        }
+        let mut rl = RegionWithLeader::new();
+        rl.set_region(region);
+        if req.has_leader() && req.get_leader().get_id() != 0 {
+            rl.set_leader(req.take_leader());
+        }
+        if known.as_ref() == Some(&rl) && overlaps.is_empty() {
+            self.region_terms.insert(id, req.get_term());
+            return Ok(());
+        }
+        for o in &overlaps {
+            let oid = o.get_region().get_id();
+            if let Some(s) = self.region_starts.remove(&oid) {
+                self.regions.remove(&s);
+            }
+        }
+        self.insert_region(rl);
+        self.region_terms.insert(id, req.get_term());
+        // The region map is a cache of what stores report: a failed persist loses nothing a
+        // later heartbeat would not bring back, so it is reported but not rolled back.
+        self.persist().map_err(|e| pd_error(e.to_string()))
+    }
+
+    fn store_heartbeat(&mut self, req: StoreHeartbeatRequest) -> StoreHeartbeatResponse {
+        let store_id = req.get_store_id();
+        self.store_heartbeats.insert(store_id, req);
+        let mut resp = StoreHeartbeatResponse::new();
+        resp.set_bootstrapped(self.bootstrapped);
+        for r in &self.bootstrap_regions {
+            if r.get_peers().iter().any(|p| p.get_store_id() == store_id) {
+                resp.mut_bootstrap_regions().push(r.clone());
+            }
+        }
+        resp
+    }
+
+    fn persist(&self) -> Result<(), Error> {
+        let mut st = PdPersistedState::new();
+        st.set_id_high_water(self.id_high_water);
+        st.set_stores(self.stores.values().cloned().collect());
+        st.set_regions(self.regions.values().cloned().collect());
+        st.set_bootstrap_regions(self.bootstrap_regions.clone().into());
+        st.set_bootstrapped(self.bootstrapped);
+        let bytes = st
+            .write_to_bytes()
+            .expect("encoding an in-memory message cannot fail");
+        write_atomically(&self.path, &bytes)
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let err = |source| Error::Persist {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regatta_proto::pdpb::{
+        AllocIdRequest, GetRegionRequest, PutStoreRequest, ScanRegionsRequest,
+    };
+
+    fn cfg(dir: &Path, stores: usize, regions: usize) -> PdConfig {
+        PdConfig {
+            initial_stores: stores,
+            initial_regions: regions,
+            data_dir: dir.to_path_buf(),
+        }
+    }
+
+    fn put_store(pd: &mut PdState, id: u64) -> PdResponse {
+        let mut s = Store::new();
+        s.set_id(id);
+        s.set_address(format!("127.0.0.1:{}", 20000 + id));
+        let mut r = PutStoreRequest::new();
+        r.set_store(s);
+        let mut req = PdRequest::new();
+        req.set_put_store(r);
+        pd.handle(req)
+    }
+
+    fn region_of(pd: &mut PdState, key: &[u8]) -> PdResponse {
+        let mut r = GetRegionRequest::new();
+        r.set_key(key.to_vec());
+        let mut req = PdRequest::new();
+        req.set_get_region(r);
+        pd.handle(req)
+    }
+
+    fn alloc(pd: &mut PdState, count: u32) -> PdResponse {
+        let mut r = AllocIdRequest::new();
+        r.set_count(count);
+        let mut req = PdRequest::new();
+        req.set_alloc_id(r);
+        pd.handle(req)
+    }
+
+    #[test]
+    fn split_keys_cut_the_prefix_space_evenly() {
+        assert!(static_split_keys(1).is_empty());
+        assert_eq!(static_split_keys(2), vec![vec![0x80, 0]]);
+        let k = static_split_keys(4);
+        assert_eq!(k, vec![vec![0x40, 0], vec![0x80, 0], vec![0xc0, 0]]);
+        let many = static_split_keys(1000);
+        assert_eq!(many.len(), 999);
+        assert!(
+            many.windows(2).all(|w| w[0] < w[1]),
+            "split keys strictly increase"
+        );
+    }
+
+    #[test]
+    fn bootstraps_once_enough_stores_registered_and_routes_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pd = PdState::open(cfg(dir.path(), 3, 4)).unwrap();
+        put_store(&mut pd, 1);
+        put_store(&mut pd, 2);
+        let early = region_of(&mut pd, b"a");
+        assert!(early.get_error().get_not_bootstrapped());
+        put_store(&mut pd, 3);
+        assert!(pd.is_bootstrapped());
+        let regions = pd.regions();
+        assert_eq!(regions.len(), 4);
+        for rl in &regions {
+            let stores: Vec<u64> = rl
+                .get_region()
+                .get_peers()
+                .iter()
+                .map(|p| p.get_store_id())
+                .collect();
+            assert_eq!(stores, vec![1, 2, 3]);
+        }
+        for key in [
+            &b""[..],
+            b"\x00",
+            b"\x3f\xff",
+            b"\x40",
+            b"zzz",
+            b"\xff\xff\xff",
+        ] {
+            let resp = region_of(&mut pd, key);
+            assert!(!resp.has_error(), "key {key:?}: {:?}", resp.get_error());
+            assert!(contains(resp.get_get_region().get_region(), key));
+        }
+        // Ranges tile the key space.
+        assert!(regions[0].get_region().get_start_key().is_empty());
+        assert!(regions[3].get_region().get_end_key().is_empty());
+        for w in regions.windows(2) {
+            assert_eq!(
+                w[0].get_region().get_end_key(),
+                w[1].get_region().get_start_key()
+            );
+        }
+        let mut scan = ScanRegionsRequest::new();
+        scan.set_start_key(b"\x50".to_vec());
+        scan.set_end_key(b"\xc0\x00".to_vec());
+        let mut req = PdRequest::new();
+        req.set_scan_regions(scan);
+        assert_eq!(pd.handle(req).get_scan_regions().get_regions().len(), 2);
+    }
+
+    #[test]
+    fn ids_stay_unique_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let mut pd = PdState::open(cfg(dir.path(), 1, 1)).unwrap();
+            for count in [1u32, 5, 2000] {
+                let r = alloc(&mut pd, count);
+                assert!(!r.has_error());
+                let first = r.get_alloc_id().get_first_id();
+                for id in first..first + u64::from(count) {
+                    assert!(id > 0 && seen.insert(id), "id {id} handed out twice");
+                }
+            }
+        }
+        assert!(alloc(&mut PdState::open(cfg(dir.path(), 1, 1)).unwrap(), 0).has_error());
+    }
+
+    #[test]
+    fn state_survives_restart_and_older_epochs_never_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let region = {
+            let mut pd = PdState::open(cfg(dir.path(), 1, 1)).unwrap();
+            put_store(&mut pd, 7);
+            pd.regions()[0].get_region().clone()
+        };
+        let mut pd = PdState::open(cfg(dir.path(), 1, 1)).unwrap();
+        assert!(pd.is_bootstrapped());
+        assert_eq!(pd.regions()[0].get_region(), &region);
+        // A report with a newer epoch and a leader is taken ...
+        let mut newer = region.clone();
+        newer.mut_region_epoch().set_conf_ver(2);
+        let mut hb = RegionHeartbeatRequest::new();
+        hb.set_region(newer.clone());
+        hb.set_leader(region.get_peers()[0].clone());
+        hb.set_term(3);
+        let mut req = PdRequest::new();
+        req.set_region_heartbeat(hb);
+        assert!(!pd.handle(req).has_error());
+        // ... a later one with the old epoch is not.
+        let mut hb = RegionHeartbeatRequest::new();
+        hb.set_region(region.clone());
+        hb.set_term(9);
+        let mut req = PdRequest::new();
+        req.set_region_heartbeat(hb);
+        assert!(!pd.handle(req).has_error());
+        let pd = PdState::open(cfg(dir.path(), 1, 1)).unwrap();
+        let now = &pd.regions()[0];
+        assert_eq!(now.get_region(), &newer);
+        assert_eq!(now.get_leader(), &region.get_peers()[0]);
+    }
+
+    #[test]
+    fn bad_requests_get_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pd = PdState::open(cfg(dir.path(), 1, 1)).unwrap();
+        assert!(pd.handle(PdRequest::new()).has_error());
+        assert!(put_store(&mut pd, 0).has_error());
+        put_store(&mut pd, 1);
+        let mut s = Store::new();
+        s.set_id(2);
+        s.set_address("127.0.0.1:20001".into()); // store 1's address
+        let mut r = PutStoreRequest::new();
+        r.set_store(s);
+        let mut req = PdRequest::new();
+        req.set_put_store(r);
+        assert!(pd.handle(req).has_error());
+        let mut req = PdRequest::new();
+        req.set_region_heartbeat(RegionHeartbeatRequest::new());
+        assert!(pd.handle(req).has_error());
+        std::fs::write(dir.path().join("pd.state"), b"\xff\xff garbage").unwrap();
+        assert!(matches!(
+            PdState::open(cfg(dir.path(), 1, 1)),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,221 @@
+//! Cluster subcommands: the embedded playground, a lone PD, a lone store.
+
+use crate::logging;
+use crate::pd_seam::TcpPd;
+use anyhow::{Context, Result};
+use clap::Args;
+use regatta_regions::{PdClient, Store, StoreConfig, StoreOptions};
+use slog::{info, Logger};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `regatta playground`.
+#[derive(Args)]
+pub struct PlaygroundArgs {
+    /// Number of stores.
+    #[arg(long, default_value_t = 3)]
+    stores: usize,
+    /// Number of regions the key space starts cut into.
+    #[arg(long, default_value_t = 1)]
+    regions: usize,
+    /// Data directory (kept); default: a fresh temporary directory, removed at exit.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// PD address.
+    #[arg(long, default_value = crate::DEFAULT_PD)]
+    pd_addr: String,
+    /// Port of store 1; store N listens on BASE + N - 1 (0 = any free ports).
+    #[arg(long, default_value_t = 20160)]
+    store_port: u16,
+}
+
+/// `regatta pd`.
+#[derive(Args)]
+pub struct PdArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = crate::DEFAULT_PD)]
+    addr: String,
+    /// PD's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Stores to wait for before bootstrapping the first regions.
+    #[arg(long, default_value_t = 3)]
+    initial_stores: usize,
+    /// Regions to bootstrap.
+    #[arg(long, default_value_t = 1)]
+    regions: usize,
+}
+
+/// `regatta store`.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// Store id (nonzero, unique).
+    #[arg(long)]
+    id: u64,
+    /// Address to listen on.
+    #[arg(long)]
+    addr: String,
+    /// PD address(es), comma-separated.
+    #[arg(long, default_value = crate::DEFAULT_PD, value_delimiter = ',')]
+    pd: Vec<String>,
+    /// The store's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Waits until every one of `regions` regions has a leader among `stores`.
+async fn wait_for_leaders(stores: &[Store], regions: usize, logger: &Logger) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut led = BTreeSet::new();
+        for s in stores {
+            for st in s.region_statuses().await {
+                if st.leader_id != 0 && st.leader_id == st.peer_id {
+                    led.insert(st.region.get_id());
+                }
+            }
+        }
+        if led.len() >= regions {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "only {} of {regions} regions elected a leader in time",
+                led.len()
+            );
+        }
+        info!(logger, "waiting for leaders"; "led" => led.len(), "regions" => regions);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the playground.
+pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
+    anyhow::ensure!(a.stores >= 1, "--stores must be at least 1");
+    let logger = logging::logger();
+    let (dir, _tmp) = match &a.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("regatta-playground-")
+                .tempdir()
+                .context("creating a temporary data directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let sys = actix::System::new();
+    let result = sys.block_on(async move {
+        let pd = regatta_pd::start(
+            regatta_pd::PdConfig {
+                initial_stores: a.stores,
+                initial_regions: a.regions,
+                data_dir: dir.join("pd"),
+            },
+            &a.pd_addr,
+            logger.clone(),
+        )
+        .await
+        .with_context(|| format!("starting PD on {}", a.pd_addr))?;
+        let pd_addr = pd.addr.to_string();
+        let mut stores = Vec::new();
+        for i in 1..=a.stores {
+            let port = if a.store_port == 0 {
+                0
+            } else {
+                a.store_port as usize + i - 1
+            };
+            let opts = StoreOptions {
+                store_id: i as u64,
+                listen_addr: format!("127.0.0.1:{port}"),
+                data_dir: dir.join(format!("store{i}")),
+                config: StoreConfig::default(),
+            };
+            let pd_client: Arc<dyn PdClient> = Arc::new(TcpPd::new(vec![pd_addr.clone()])?);
+            let store = Store::start(opts, pd_client, logger.clone())
+                .await
+                .with_context(|| format!("starting store {i}"))?;
+            stores.push(store);
+        }
+        wait_for_leaders(&stores, a.regions, &logger).await?;
+        let addrs: Vec<String> = stores.iter().map(|s| s.addr.to_string()).collect();
+        println!(
+            "ready pd={pd_addr} stores={} regions={} data_dir={}",
+            addrs.join(","),
+            a.regions,
+            dir.display()
+        );
+        shutdown_signal().await;
+        eprintln!("shutting down");
+        for s in stores {
+            s.stop();
+        }
+        pd.stop();
+        anyhow::Ok(())
+    });
+    result.map(|_| ExitCode::SUCCESS)
+}
+
+/// Runs a lone PD.
+pub fn pd(a: PdArgs) -> Result<ExitCode> {
+    let logger = logging::logger();
+    let sys = actix::System::new();
+    sys.block_on(async move {
+        let pd = regatta_pd::start(
+            regatta_pd::PdConfig {
+                initial_stores: a.initial_stores,
+                initial_regions: a.regions,
+                data_dir: a.data_dir.clone(),
+            },
+            &a.addr,
+            logger.clone(),
+        )
+        .await
+        .with_context(|| format!("starting PD on {}", a.addr))?;
+        println!("ready pd={}", pd.addr);
+        shutdown_signal().await;
+        pd.stop();
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a lone store.
+pub fn store(a: StoreArgs) -> Result<ExitCode> {
+    let logger = logging::logger();
+    let sys = actix::System::new();
+    sys.block_on(async move {
+        let opts = StoreOptions {
+            store_id: a.id,
+            listen_addr: a.addr.clone(),
+            data_dir: a.data_dir.clone(),
+            config: StoreConfig::default(),
+        };
+        let pd_client: Arc<dyn PdClient> = Arc::new(TcpPd::new(a.pd.clone())?);
+        let store = Store::start(opts, pd_client, logger.clone())
+            .await
+            .with_context(|| format!("starting store {}", a.id))?;
+        println!("ready store={} addr={}", store.store_id, store.addr);
+        shutdown_signal().await;
+        store.stop();
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,187 @@
+//! Client subcommands: get, put, delete, cas, scan.
+//!
+//! Exit codes: 0 success; 1 the answer is "no" (missing key, CAS mismatch); 2 failure.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use regatta_client::Client;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Where the cluster is.
+#[derive(Args, Clone)]
+pub struct Target {
+    /// PD address(es), comma-separated.
+    #[arg(long, default_value = crate::DEFAULT_PD, value_delimiter = ',')]
+    pd: Vec<String>,
+}
+
+/// `regatta get`.
+#[derive(Args)]
+pub struct GetArgs {
+    /// The key.
+    key: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `regatta put`.
+#[derive(Args)]
+pub struct PutArgs {
+    /// The key.
+    key: String,
+    /// The value.
+    value: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `regatta delete`.
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// The key.
+    key: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `regatta cas`.
+#[derive(Args)]
+pub struct CasArgs {
+    /// The key.
+    key: String,
+    /// The expected current value (omit with --absent), then the new value.
+    #[arg(num_args = 1..=2, required = true)]
+    values: Vec<String>,
+    /// Succeed only if the key has no value.
+    #[arg(long)]
+    absent: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `regatta scan`.
+#[derive(Args)]
+pub struct ScanArgs {
+    /// First key (inclusive).
+    start: String,
+    /// End key (exclusive); empty = to the end of the key space.
+    #[arg(default_value = "")]
+    end: String,
+    /// At most this many pairs.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    #[command(flatten)]
+    target: Target,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn connect(t: &Target) -> Result<Client> {
+    Client::connect(&t.pd)
+        .await
+        .with_context(|| format!("connecting to PD at {}", t.pd.join(",")))
+}
+
+fn print_bytes(mut out: impl Write, b: &[u8]) -> Result<()> {
+    out.write_all(b)?;
+    Ok(())
+}
+
+/// Runs `regatta get`.
+pub fn get(a: GetArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let c = connect(&a.target).await?;
+        match c.get(a.key.as_bytes()).await? {
+            Some(v) => {
+                let mut out = std::io::stdout().lock();
+                print_bytes(&mut out, &v)?;
+                writeln!(out)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("not found");
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
+}
+
+/// Runs `regatta put`.
+pub fn put(a: PutArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let c = connect(&a.target).await?;
+        let index = c.put(a.key.as_bytes(), a.value.as_bytes()).await?;
+        eprintln!("ok (log index {index})");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `regatta delete`.
+pub fn delete(a: DeleteArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let c = connect(&a.target).await?;
+        let existed = c.delete(a.key.as_bytes()).await?;
+        eprintln!(
+            "{}",
+            if existed {
+                "deleted"
+            } else {
+                "ok (key was absent)"
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `regatta cas`.
+pub fn cas(a: CasArgs) -> Result<ExitCode> {
+    let (expected, new) = match (a.absent, a.values.as_slice()) {
+        (true, [new]) => (None, new.clone()),
+        (false, [exp, new]) => (Some(exp.clone()), new.clone()),
+        (true, _) => anyhow::bail!("with --absent give only KEY NEW"),
+        (false, _) => anyhow::bail!("give KEY EXPECTED NEW (or KEY --absent NEW)"),
+    };
+    runtime()?.block_on(async {
+        let c = connect(&a.target).await?;
+        let out = c
+            .cas(
+                a.key.as_bytes(),
+                expected.as_deref().map(str::as_bytes),
+                new.as_bytes(),
+            )
+            .await?;
+        if out.succeeded {
+            eprintln!("ok");
+            return Ok(ExitCode::SUCCESS);
+        }
+        match out.previous {
+            Some(v) => eprintln!("mismatch: current value {}", String::from_utf8_lossy(&v)),
+            None => eprintln!("mismatch: key is absent"),
+        }
+        Ok(ExitCode::from(1))
+    })
+}
+
+/// Runs `regatta scan`.
+pub fn scan(a: ScanArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let c = connect(&a.target).await?;
+        let pairs = c
+            .scan(a.start.as_bytes(), a.end.as_bytes(), a.limit)
+            .await?;
+        let mut out = std::io::stdout().lock();
+        for p in pairs {
+            print_bytes(&mut out, &p.key)?;
+            write!(out, "\t")?;
+            print_bytes(&mut out, &p.value)?;
+            writeln!(out)?;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,4 @@
+//! Subcommands.
+
+pub mod cluster;
+pub mod kv;

@@ -1,0 +1,64 @@
+//! `regatta`: the command line of Regatta — run a playground cluster, a PD or a store, and
+//! talk to a cluster. Results go to stdout, diagnostics to stderr.
+
+mod cmd;
+mod logging;
+mod pd_seam;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Default PD address of the playground and of the client commands.
+pub const DEFAULT_PD: &str = "127.0.0.1:2379";
+
+#[derive(Parser)]
+#[command(
+    name = "regatta",
+    version,
+    about = "A transactional multi-raft key-value store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run PD and N stores in this process (real TCP on loopback) until Ctrl-C.
+    Playground(cmd::cluster::PlaygroundArgs),
+    /// Run the placement driver alone.
+    Pd(cmd::cluster::PdArgs),
+    /// Run one store.
+    Store(cmd::cluster::StoreArgs),
+    /// Print the value of KEY.
+    Get(cmd::kv::GetArgs),
+    /// Set KEY to VALUE.
+    Put(cmd::kv::PutArgs),
+    /// Delete KEY.
+    Delete(cmd::kv::DeleteArgs),
+    /// Compare-and-swap: set KEY to NEW if it holds EXPECTED (or is absent with --absent).
+    Cas(cmd::kv::CasArgs),
+    /// Print the pairs with START <= key < END (empty END = to the end).
+    Scan(cmd::kv::ScanArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Playground(a) => cmd::cluster::playground(a),
+        Command::Pd(a) => cmd::cluster::pd(a),
+        Command::Store(a) => cmd::cluster::store(a),
+        Command::Get(a) => cmd::kv::get(a),
+        Command::Put(a) => cmd::kv::put(a),
+        Command::Delete(a) => cmd::kv::delete(a),
+        Command::Cas(a) => cmd::kv::cas(a),
+        Command::Scan(a) => cmd::kv::scan(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
