@@ -2,14 +2,9 @@
 //! talk to a cluster. Results go to stdout, diagnostics to stderr.
 
 mod cmd;
-mod logging;
-mod pd_seam;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-
-/// Default PD address of the playground and of the client commands.
-pub const DEFAULT_PD: &str = "127.0.0.1:2379";
 
 #[derive(Parser)]
 #[command(

@@ -36,5 +36,5 @@ pub use peer::{
     Responder,
 };
 pub use router::Router;
-pub use store::{Store, StoreOptions};
+pub use store::{Store, StoreOptions, TransportLayer};
 pub use transport::{TcpTransport, Transport};

@@ -145,7 +145,13 @@ impl Peer {
             max_inflight_msgs: cfg.max_inflight_msgs,
             check_quorum: true,
             pre_vote: true,
-            batch_append: true,
+            // Off: raft-rs 0.7's append batching merges entries into a queued *empty*
+            // MsgAppend without checking that they follow its index, so a probe answered
+            // out of order (reordered or duplicated messages) yields an append whose index
+            // and entries disagree; the follower then acks entries it does not have and
+            // panics on the next heartbeat. Found by tests/cluster_faults.rs. The TCP
+            // transport batches messages per frame anyway.
+            batch_append: false,
             read_only_option: ReadOnlyOption::Safe,
             ..Default::default()
         };

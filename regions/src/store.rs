@@ -38,6 +38,9 @@ pub struct StoreOptions {
     pub config: StoreConfig,
 }
 
+/// Builds the transport a store sends raft messages through, from the TCP one.
+pub type TransportLayer = Box<dyn FnOnce(TcpTransport) -> Arc<dyn Transport> + Send>;
+
 /// A running store.
 pub struct Store {
     /// This store's id.
@@ -50,6 +53,7 @@ pub struct Store {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     engine: Engine,
+    log_writer_thread: std::thread::JoinHandle<()>,
     logger: Logger,
 }
 
@@ -100,6 +104,17 @@ impl Store {
         pd: Arc<dyn PdClient>,
         logger: Logger,
     ) -> Result<Store, Error> {
+        Self::start_with_transport(opts, pd, Box::new(|tcp| Arc::new(tcp)), logger).await
+    }
+
+    /// Starts a store whose outgoing raft messages go through `wrap(tcp)` — e.g. a
+    /// fault-injecting layer in tests, in the manner of TiKV's transport filters.
+    pub async fn start_with_transport(
+        opts: StoreOptions,
+        pd: Arc<dyn PdClient>,
+        wrap: TransportLayer,
+        logger: Logger,
+    ) -> Result<Store, Error> {
         opts.config.validate().map_err(Error::InvalidArgument)?;
         if opts.store_id == 0 {
             return Err(Error::InvalidArgument("store id must be nonzero".into()));
@@ -127,14 +142,14 @@ impl Store {
             }
         }
         let metrics = Arc::new(StoreMetrics::default());
-        let (log_writer, _thread) = LogWriter::start(
+        let (log_writer, log_writer_thread) = LogWriter::start(
             engine.clone(),
             opts.config.log_writer_queue,
             opts.config.log_writer_max_batch_bytes,
             metrics.clone(),
             logger.clone(),
         );
-        let transport: Arc<dyn Transport> = Arc::new(TcpTransport::new(
+        let transport: Arc<dyn Transport> = wrap(TcpTransport::new(
             pd.clone(),
             tokio::runtime::Handle::current(),
             logger.clone(),
@@ -195,6 +210,7 @@ impl Store {
             tasks,
             shutdown,
             engine,
+            log_writer_thread,
             logger,
         })
     }
@@ -226,15 +242,41 @@ impl Store {
         &self.engine
     }
 
-    /// Stops serving: the listener and every connection close, region actors stop. Data
-    /// stays on disk.
-    pub fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for t in &self.tasks {
+    /// Stops serving: the listener and every connection close, region actors stop, the
+    /// LogWriter finishes what it was given and exits, and RocksDB is closed when this
+    /// returns — so the same data directory can be opened again at once. Data stays on
+    /// disk; anything not yet synced was never acknowledged.
+    pub async fn stop(self) {
+        let Store {
+            tasks,
+            shutdown,
+            arbiter,
+            engine,
+            log_writer_thread,
+            logger,
+            router,
+            ..
+        } = self;
+        let _ = shutdown.send(true);
+        for t in &tasks {
             t.abort();
         }
-        self.arbiter.stop();
-        info!(self.logger, "store stopped");
+        for t in tasks {
+            let _ = t.await;
+        }
+        // The actors (and their LogWriter handles) go with the arbiter's thread; then the
+        // LogWriter's channel closes and its thread ends.
+        arbiter.stop();
+        drop(router);
+        drop(engine);
+        let joined = tokio::task::spawn_blocking(move || {
+            arbiter.join().is_ok() && log_writer_thread.join().is_ok()
+        })
+        .await;
+        if !matches!(joined, Ok(true)) {
+            warn!(logger, "a store thread panicked before stopping");
+        }
+        info!(logger, "store stopped");
     }
 }
 

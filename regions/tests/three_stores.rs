@@ -176,7 +176,7 @@ async fn three_stores_serve_linearizable_kv_with_at_most_once_writes() {
 
     // Restart every store from its data dir: the data is still there.
     for s in stores {
-        s.stop();
+        s.stop().await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stores = start_stores(dir.path(), pd).await;
@@ -214,7 +214,7 @@ async fn follower_down_while_the_log_compacts_catches_up_by_snapshot() {
     let mut all: Vec<Option<Store>> = all.into_iter().map(Some).collect();
     let follower = all[f].take().unwrap();
     let follower_id = follower.store_id;
-    follower.stop();
+    follower.stop().await;
     let ls = all[l].as_ref().unwrap();
     for i in 0..120 {
         let r = call(

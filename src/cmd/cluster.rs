@@ -1,16 +1,14 @@
 //! Cluster subcommands: the embedded playground, a lone PD, a lone store.
 
-use crate::logging;
-use crate::pd_seam::TcpPd;
 use anyhow::{Context, Result};
 use clap::Args;
+use regatta::logging;
+use regatta::pd_seam::TcpPd;
+use regatta::playground::{Playground, PlaygroundConfig};
 use regatta_regions::{PdClient, Store, StoreConfig, StoreOptions};
-use slog::{info, Logger};
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// `regatta playground`.
 #[derive(Args)]
@@ -25,7 +23,7 @@ pub struct PlaygroundArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// PD address.
-    #[arg(long, default_value = crate::DEFAULT_PD)]
+    #[arg(long, default_value = regatta::DEFAULT_PD)]
     pd_addr: String,
     /// Port of store 1; store N listens on BASE + N - 1 (0 = any free ports).
     #[arg(long, default_value_t = 20160)]
@@ -36,7 +34,7 @@ pub struct PlaygroundArgs {
 #[derive(Args)]
 pub struct PdArgs {
     /// Address to listen on.
-    #[arg(long, default_value = crate::DEFAULT_PD)]
+    #[arg(long, default_value = regatta::DEFAULT_PD)]
     addr: String,
     /// PD's data directory.
     #[arg(long)]
@@ -59,7 +57,7 @@ pub struct StoreArgs {
     #[arg(long)]
     addr: String,
     /// PD address(es), comma-separated.
-    #[arg(long, default_value = crate::DEFAULT_PD, value_delimiter = ',')]
+    #[arg(long, default_value = regatta::DEFAULT_PD, value_delimiter = ',')]
     pd: Vec<String>,
     /// The store's data directory.
     #[arg(long)]
@@ -81,32 +79,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Waits until every one of `regions` regions has a leader among `stores`.
-async fn wait_for_leaders(stores: &[Store], regions: usize, logger: &Logger) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut led = BTreeSet::new();
-        for s in stores {
-            for st in s.region_statuses().await {
-                if st.leader_id != 0 && st.leader_id == st.peer_id {
-                    led.insert(st.region.get_id());
-                }
-            }
-        }
-        if led.len() >= regions {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "only {} of {regions} regions elected a leader in time",
-                led.len()
-            );
-        }
-        info!(logger, "waiting for leaders"; "led" => led.len(), "regions" => regions);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Runs the playground.
 pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
     anyhow::ensure!(a.stores >= 1, "--stores must be at least 1");
@@ -121,56 +93,32 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
             (t.path().to_path_buf(), Some(t))
         }
     };
+    let cfg = PlaygroundConfig {
+        stores: a.stores,
+        regions: a.regions,
+        data_dir: dir.clone(),
+        pd_addr: a.pd_addr.clone(),
+        store_port: a.store_port,
+        store_config: StoreConfig::default(),
+        transport: None,
+    };
     let sys = actix::System::new();
-    let result = sys.block_on(async move {
-        let pd = regatta_pd::start(
-            regatta_pd::PdConfig {
-                initial_stores: a.stores,
-                initial_regions: a.regions,
-                data_dir: dir.join("pd"),
-            },
-            &a.pd_addr,
-            logger.clone(),
-        )
-        .await
-        .with_context(|| format!("starting PD on {}", a.pd_addr))?;
-        let pd_addr = pd.addr.to_string();
-        let mut stores = Vec::new();
-        for i in 1..=a.stores {
-            let port = if a.store_port == 0 {
-                0
-            } else {
-                a.store_port as usize + i - 1
-            };
-            let opts = StoreOptions {
-                store_id: i as u64,
-                listen_addr: format!("127.0.0.1:{port}"),
-                data_dir: dir.join(format!("store{i}")),
-                config: StoreConfig::default(),
-            };
-            let pd_client: Arc<dyn PdClient> = Arc::new(TcpPd::new(vec![pd_addr.clone()])?);
-            let store = Store::start(opts, pd_client, logger.clone())
-                .await
-                .with_context(|| format!("starting store {i}"))?;
-            stores.push(store);
-        }
-        wait_for_leaders(&stores, a.regions, &logger).await?;
-        let addrs: Vec<String> = stores.iter().map(|s| s.addr.to_string()).collect();
+    sys.block_on(async move {
+        let pg = Playground::start(cfg, logger.clone()).await?;
+        let addrs: Vec<String> = pg.stores().map(|s| s.addr.to_string()).collect();
         println!(
-            "ready pd={pd_addr} stores={} regions={} data_dir={}",
+            "ready pd={} stores={} regions={} data_dir={}",
+            pg.pd_addr(),
             addrs.join(","),
             a.regions,
             dir.display()
         );
         shutdown_signal().await;
         eprintln!("shutting down");
-        for s in stores {
-            s.stop();
-        }
-        pd.stop();
+        pg.stop().await;
         anyhow::Ok(())
-    });
-    result.map(|_| ExitCode::SUCCESS)
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs a lone PD.
@@ -214,7 +162,7 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
             .with_context(|| format!("starting store {}", a.id))?;
         println!("ready store={} addr={}", store.store_id, store.addr);
         shutdown_signal().await;
-        store.stop();
+        store.stop().await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 #[derive(Args, Clone)]
 pub struct Target {
     /// PD address(es), comma-separated.
-    #[arg(long, default_value = crate::DEFAULT_PD, value_delimiter = ',')]
+    #[arg(long, default_value = regatta::DEFAULT_PD, value_delimiter = ',')]
     pd: Vec<String>,
 }
 

@@ -1,0 +1,443 @@
+//! The cluster harness of the integration tests: a [`Cluster`] of real stores (TCP on
+//! loopback, RocksDB in a temp dir) with a real PD, whose raft traffic passes through a
+//! fault-injecting [`Network`] (drop, delay, duplicate, partition — TiKV's transport
+//! filters), whose stores can crash and restart from disk, and a [`Recorder`] that logs
+//! client operations for the [`linearizability`] checker.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod linearizability;
+
+use linearizability::{Event, Op};
+use rand::Rng;
+use regatta::playground::{Playground, PlaygroundConfig, TransportWrap};
+use regatta_client::{Client, Config};
+use regatta_proto::raft_serverpb::RaftMessage;
+use regatta_regions::{StoreConfig, TcpTransport, Transport};
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The faults currently injected into raft traffic between stores.
+#[derive(Default)]
+pub struct Network {
+    rules: Mutex<Rules>,
+}
+
+#[derive(Default, Clone)]
+struct Rules {
+    /// (from store, to store) pairs whose messages are dropped.
+    blocked: HashSet<(u64, u64)>,
+    drop_prob: f64,
+    duplicate_prob: f64,
+    max_delay_ms: u64,
+}
+
+impl Network {
+    fn rules(&self) -> Rules {
+        self.rules.lock().expect("rules lock").clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Rules)) {
+        f(&mut self.rules.lock().expect("rules lock"));
+    }
+}
+
+/// A store's transport with the [`Network`]'s faults in front of the TCP one.
+struct FaultyTransport {
+    store_id: u64,
+    inner: TcpTransport,
+    net: Arc<Network>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Transport for FaultyTransport {
+    fn send(&self, msg: RaftMessage) {
+        let to = msg.get_to_peer().get_store_id();
+        let rules = self.net.rules();
+        if rules.blocked.contains(&(self.store_id, to)) {
+            return;
+        }
+        let mut rng = rand::thread_rng();
+        if rules.drop_prob > 0.0 && rng.gen_bool(rules.drop_prob) {
+            return;
+        }
+        let copies = if rules.duplicate_prob > 0.0 && rng.gen_bool(rules.duplicate_prob) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            if rules.max_delay_ms == 0 {
+                self.inner.send(msg.clone());
+            } else {
+                let delay = Duration::from_millis(rng.gen_range(0..=rules.max_delay_ms));
+                let (inner, msg) = (self.inner.clone(), msg.clone());
+                self.rt.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    inner.send(msg);
+                });
+            }
+        }
+    }
+}
+
+/// A cluster under test. Create it inside an actix system (`#[actix_rt::test]`).
+pub struct Cluster {
+    pub pg: Playground,
+    pub net: Arc<Network>,
+    _dir: tempfile::TempDir,
+}
+
+fn test_logger() -> slog::Logger {
+    // Set REGATTA_TEST_LOG=1 to see the cluster's logs.
+    if std::env::var_os("REGATTA_TEST_LOG").is_some() {
+        regatta::logging::logger()
+    } else {
+        slog::Logger::root(slog::Discard, slog::o!())
+    }
+}
+
+impl Cluster {
+    /// `stores` stores, `regions` regions, default store configuration.
+    pub async fn new(stores: usize, regions: usize) -> Cluster {
+        Self::with_config(stores, regions, StoreConfig::default()).await
+    }
+
+    /// With a given store configuration.
+    pub async fn with_config(stores: usize, regions: usize, config: StoreConfig) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let net = Arc::new(Network::default());
+        let n = net.clone();
+        let rt = tokio::runtime::Handle::current();
+        let wrap: TransportWrap = Arc::new(move |store_id, tcp| {
+            Arc::new(FaultyTransport {
+                store_id,
+                inner: tcp,
+                net: n.clone(),
+                rt: rt.clone(),
+            }) as Arc<dyn Transport>
+        });
+        let mut cfg = PlaygroundConfig::local(stores, regions, dir.path().to_path_buf());
+        cfg.store_config = config;
+        cfg.transport = Some(wrap);
+        let pg = Playground::start(cfg, test_logger())
+            .await
+            .expect("cluster starts");
+        Cluster { pg, net, _dir: dir }
+    }
+
+    /// A client of this cluster with short retry delays and the given op deadline.
+    pub async fn client_with_deadline(&self, op_timeout: Duration) -> Client {
+        let cfg = Config {
+            op_timeout,
+            rpc_timeout: Duration::from_secs(2),
+            ..Config::default()
+        };
+        Client::connect_with(&[self.pg.pd_addr()], cfg)
+            .await
+            .expect("client connects")
+    }
+
+    /// A client with an explicit configuration.
+    pub async fn client_with(&self, cfg: Config) -> Client {
+        Client::connect_with(&[self.pg.pd_addr()], cfg)
+            .await
+            .expect("client connects")
+    }
+
+    /// Store ids whose replica of `region_id` believes it leads, with its term.
+    pub async fn claimed_leaders(&self, region_id: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for s in self.pg.stores() {
+            for st in s.region_statuses().await {
+                if st.region.get_id() == region_id
+                    && st.leader_id != 0
+                    && st.leader_id == st.peer_id
+                {
+                    out.push((s.store_id, st.term));
+                }
+            }
+        }
+        out
+    }
+
+    /// The status of `region_id`'s replica on store `store_id`.
+    pub async fn status(
+        &self,
+        store_id: u64,
+        region_id: u64,
+    ) -> Option<regatta_regions::RegionStatus> {
+        let store = self.pg.store(store_id)?;
+        store
+            .region_statuses()
+            .await
+            .into_iter()
+            .find(|st| st.region.get_id() == region_id)
+    }
+
+    /// A client with a 20 s op deadline.
+    pub async fn client(&self) -> Client {
+        self.client_with_deadline(Duration::from_secs(20)).await
+    }
+
+    /// Cuts raft traffic between the groups both ways (messages within a group flow).
+    pub fn partition(&self, a: &[u64], b: &[u64]) {
+        self.net.update(|r| {
+            for &x in a {
+                for &y in b {
+                    r.blocked.insert((x, y));
+                    r.blocked.insert((y, x));
+                }
+            }
+        });
+    }
+
+    /// Cuts store `id` off from every other store.
+    pub fn isolate(&self, id: u64) {
+        let others: Vec<u64> = (1..=self.pg.store_count() as u64)
+            .filter(|&s| s != id)
+            .collect();
+        self.partition(&[id], &others);
+    }
+
+    /// Removes every fault.
+    pub fn heal(&self) {
+        self.net.update(|r| *r = Rules::default());
+    }
+
+    /// Drops, duplicates and delays (up to `max_delay_ms`) raft messages at random.
+    pub fn unreliable(&self, drop_prob: f64, duplicate_prob: f64, max_delay_ms: u64) {
+        self.net.update(|r| {
+            r.drop_prob = drop_prob;
+            r.duplicate_prob = duplicate_prob;
+            r.max_delay_ms = max_delay_ms;
+        });
+    }
+
+    /// Stops store `id` abruptly (data stays on disk).
+    pub async fn crash(&mut self, id: u64) {
+        self.pg.stop_store(id).await;
+    }
+
+    /// Starts store `id` again from its data directory.
+    pub async fn restart(&mut self, id: u64) {
+        self.pg.start_store(id).await.expect("store restarts");
+    }
+
+    /// The store leading region `region_id`, if a running store leads it.
+    pub async fn leader_of(&self, region_id: u64) -> Option<u64> {
+        for s in self.pg.stores() {
+            for st in s.region_statuses().await {
+                if st.region.get_id() == region_id
+                    && st.leader_id != 0
+                    && st.leader_id == st.peer_id
+                {
+                    return Some(s.store_id);
+                }
+            }
+        }
+        None
+    }
+
+    /// The id of the region holding `key` (per PD).
+    pub async fn region_of(&self, key: &[u8]) -> u64 {
+        let client = self.client().await;
+        client
+            .pd()
+            .get_region(key)
+            .await
+            .expect("PD routes")
+            .0
+            .get_id()
+    }
+
+    /// Waits until a store leads `region_id`; returns it.
+    pub async fn wait_leader(&self, region_id: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.leader_of(region_id).await {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "region {region_id} elected no leader in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Records client operations (with their invocation and answer times) for the checker.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+/// How an operation's answer is recorded.
+pub enum Outcome {
+    /// The answer came: the op with its observed result.
+    Known(Op),
+    /// No definite answer (timeout): the op as invoked, may or may not have happened.
+    Unknown(Op),
+    /// A definite failure: the op did not happen; not recorded.
+    Failed,
+}
+
+impl Recorder {
+    /// Runs `f` and records its outcome.
+    pub async fn record<Fut>(&self, key: &[u8], f: Fut) -> Outcome
+    where
+        Fut: Future<Output = Outcome>,
+    {
+        let invoked = Instant::now();
+        let outcome = f.await;
+        let returned = Instant::now();
+        let event = match &outcome {
+            Outcome::Known(op) => Some((op.clone(), Some(returned))),
+            Outcome::Unknown(op) => Some((op.clone(), None)),
+            Outcome::Failed => None,
+        };
+        if let Some((op, returned)) = event {
+            self.events.lock().expect("events lock").push(Event {
+                key: key.to_vec(),
+                op,
+                invoked,
+                returned,
+            });
+        }
+        outcome
+    }
+
+    /// Every recorded event.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().expect("events lock").clone()
+    }
+
+    /// Asserts the recorded history is linearizable.
+    pub fn assert_linearizable(&self) {
+        let events = self.events();
+        if let Err(e) = linearizability::check(&events) {
+            panic!(
+                "history of {} operations is not linearizable: {e}",
+                events.len()
+            );
+        }
+    }
+}
+
+/// One random operation on `key` through `client`, recorded. A put writes a unique value.
+pub async fn random_op(client: &Client, rec: &Recorder, key: &[u8], unique: u64) -> Outcome {
+    let choice = rand::thread_rng().gen_range(0..10);
+    let value = format!("v{unique}").into_bytes();
+    rec.record(key, async {
+        match choice {
+            0..=3 => match client.get(key).await {
+                Ok(v) => Outcome::Known(Op::Get(v)),
+                Err(_) => Outcome::Failed, // a failed read changes nothing
+            },
+            4..=6 => settle(
+                client.put(key, &value).await.map(|_| ()),
+                Op::Put(value.clone()),
+            ),
+            7 => settle(client.delete(key).await.map(|_| ()), Op::Delete),
+            _ => {
+                let expected = client.get(key).await.ok().flatten();
+                match client.cas(key, expected.as_deref(), &value).await {
+                    Ok(out) => Outcome::Known(Op::Cas {
+                        expected,
+                        new: value.clone(),
+                        succeeded: out.succeeded,
+                    }),
+                    Err(e) => unknown_or_failed(
+                        &e,
+                        Op::Cas {
+                            expected,
+                            new: value.clone(),
+                            succeeded: false,
+                        },
+                    ),
+                }
+            }
+        }
+    })
+    .await
+}
+
+fn settle(r: Result<(), regatta_client::Error>, op: Op) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Known(op),
+        Err(e) => unknown_or_failed(&e, op),
+    }
+}
+
+/// A timeout leaves a write's outcome unknown; other errors are definite failures.
+fn unknown_or_failed(e: &regatta_client::Error, op: Op) -> Outcome {
+    match e {
+        regatta_client::Error::Timeout { .. } | regatta_client::Error::Server(_) => {
+            Outcome::Unknown(op)
+        }
+        _ => Outcome::Failed,
+    }
+}
+
+/// `clients` concurrent closed-loop clients, each doing `ops` random operations on `keys`
+/// (which must not have been written outside `rec`: the checker starts from absent keys);
+/// everything recorded in `rec`. Returns how many operations got a definite answer.
+pub async fn run_workload(
+    cluster: &Cluster,
+    rec: &Recorder,
+    clients: usize,
+    ops: usize,
+    keys: &[Vec<u8>],
+    op_timeout: Duration,
+) -> usize {
+    // Values are unique across every workload of the process.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let client = cluster.client_with_deadline(op_timeout).await;
+        let (rec, keys) = (rec.clone(), keys.to_vec());
+        set.spawn(async move {
+            let mut known = 0;
+            for _ in 0..ops {
+                let key = &keys[rand::thread_rng().gen_range(0..keys.len())];
+                let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Outcome::Known(_) = random_op(&client, &rec, key, unique).await {
+                    known += 1;
+                }
+            }
+            known
+        });
+    }
+    let mut known = 0;
+    while let Some(r) = set.join_next().await {
+        known += r.expect("client task");
+    }
+    known
+}
+
+/// `n` keys spread over the whole key space (so that every region gets some).
+pub fn spread_keys(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let prefix = ((i * 65_536 / n.max(1)) as u16).to_be_bytes();
+            let mut k = prefix.to_vec();
+            k.extend_from_slice(format!("key{i}").as_bytes());
+            k
+        })
+        .collect()
+}
