@@ -6,6 +6,7 @@
 //! depends on it.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod logging;
 pub mod pd_seam;
 pub mod playground;

@@ -35,6 +35,8 @@ enum Command {
     Cas(cmd::kv::CasArgs),
     /// Print the pairs with START <= key < END (empty END = to the end).
     Scan(cmd::kv::ScanArgs),
+    /// Run a benchmark (embedded playground by default, or --pd for a running cluster).
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Delete(a) => cmd::kv::delete(a),
         Command::Cas(a) => cmd::kv::cas(a),
         Command::Scan(a) => cmd::kv::scan(a),
+        Command::Bench(a) => cmd::bench::bench(a),
     };
     match result {
         Ok(code) => code,

@@ -96,7 +96,9 @@ async fn sigkill_of_the_leader_process_loses_no_acknowledged_write() {
         rpc_timeout: Duration::from_secs(2),
         ..Config::default()
     };
-    let client = Client::connect_with(&[pd_addr.clone()], cfg).await.unwrap();
+    let client = Client::connect_with(std::slice::from_ref(&pd_addr), cfg)
+        .await
+        .unwrap();
     client.put(b"warmup", b"1").await.unwrap();
 
     // Writers: each acknowledged key goes into `acked`.
@@ -144,5 +146,8 @@ async fn sigkill_of_the_leader_process_loses_no_acknowledged_write() {
         dir.path(),
     )));
     client.put(b"after", b"restart").await.unwrap();
-    assert_eq!(client.get(b"after").await.unwrap(), Some(b"restart".to_vec()));
+    assert_eq!(
+        client.get(b"after").await.unwrap(),
+        Some(b"restart".to_vec())
+    );
 }

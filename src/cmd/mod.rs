@@ -1,4 +1,5 @@
 //! Subcommands.
 
+pub mod bench;
 pub mod cluster;
 pub mod kv;

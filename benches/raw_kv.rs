@@ -1,0 +1,95 @@
+//! Criterion bench of raw KV on a real 3-store playground (TCP on loopback, RocksDB in a
+//! temp dir): put and get latency with one client, and 64 concurrent puts per iteration.
+//! The same workload at full scale: `regatta bench kv`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use regatta::bench::bench_key;
+use regatta::playground::{Playground, PlaygroundConfig};
+use regatta_client::Client;
+use std::sync::mpsc;
+
+const KEYS: usize = 10_000;
+
+/// Runs a playground on its own thread (with its actix system) until the process exits;
+/// returns PD's address.
+fn background_playground() -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = PlaygroundConfig::local(3, 1, dir.path().to_path_buf());
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        actix::System::new().block_on(async move {
+            let pg = Playground::start(cfg, logger)
+                .await
+                .expect("playground starts");
+            tx.send(pg.pd_addr()).expect("bench waits for the address");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("playground started")
+}
+
+fn raw_kv(c: &mut Criterion) {
+    let pd = background_playground();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = rt
+        .block_on(Client::connect(&[pd]))
+        .expect("client connects");
+    rt.block_on(regatta::bench::preload(&client, KEYS, 128, 64))
+        .expect("preload");
+    let value = vec![b'x'; 128];
+    let mut group = c.benchmark_group("raw_kv");
+    group.sample_size(30);
+
+    let mut i = 0usize;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("put/1-client", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 7919) % KEYS;
+            let (client, key, value) = (client.clone(), bench_key(i, KEYS), value.clone());
+            async move { client.put(&key, &value).await.expect("put") }
+        })
+    });
+    group.bench_function("get/1-client", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 7919) % KEYS;
+            let (client, key) = (client.clone(), bench_key(i, KEYS));
+            async move { client.get(&key).await.expect("get") }
+        })
+    });
+    let concurrency = 64;
+    group.throughput(Throughput::Elements(concurrency as u64));
+    group.bench_with_input(
+        BenchmarkId::new("put/concurrent", concurrency),
+        &concurrency,
+        |b, &n| {
+            b.to_async(&rt).iter(|| {
+                let client = client.clone();
+                let value = value.clone();
+                i = (i + 7919) % KEYS;
+                let base = i;
+                async move {
+                    let mut tasks = Vec::with_capacity(n);
+                    for j in 0..n {
+                        let (client, value) = (client.clone(), value.clone());
+                        let key = bench_key((base + j * 131) % KEYS, KEYS);
+                        tasks.push(tokio::spawn(async move {
+                            client.put(&key, &value).await.expect("put")
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.expect("task");
+                    }
+                }
+            })
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, raw_kv);
+criterion_main!(benches);

@@ -1,0 +1,194 @@
+//! The KV benchmark shared by `regatta bench kv` and `benches/raw_kv.rs`: closed-loop
+//! clients doing puts, gets or an 80:20 get/put mix over a uniform key space of 16-byte
+//! keys with 128-byte values (the workload of `shared/BENCHMARKS.md`).
+
+use regatta_client::Client;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Only puts.
+    Put,
+    /// Only (linearizable) gets of preloaded keys.
+    Get,
+    /// 80% gets, 20% puts.
+    Mixed,
+}
+
+impl Workload {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::Mixed => "mixed",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Workload> {
+        match s {
+            "put" => Some(Workload::Put),
+            "get" => Some(Workload::Get),
+            "mixed" => Some(Workload::Mixed),
+            _ => None,
+        }
+    }
+}
+
+/// One benchmark run.
+#[derive(Debug, Clone)]
+pub struct KvBench {
+    /// The workload.
+    pub workload: Workload,
+    /// Concurrent closed-loop clients.
+    pub clients: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Size of the key space.
+    pub keys: usize,
+    /// Value size in bytes.
+    pub value_size: usize,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KvBenchResult {
+    /// Workload name.
+    pub workload: &'static str,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Operations completed.
+    pub ops: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Completed operations per second.
+    pub ops_per_sec: f64,
+    /// Median latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile latency (ms).
+    pub p99_ms: f64,
+    /// 99.9th percentile latency (ms).
+    pub p999_ms: f64,
+}
+
+/// Key `i` of the benchmark's key space: 16 bytes, its first two spread evenly over the
+/// 2-byte prefix space so that every static region gets its share.
+pub fn bench_key(i: usize, keys: usize) -> Vec<u8> {
+    let prefix = ((i * 65_536 / keys.max(1)) as u16).to_be_bytes();
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(format!("{i:014}").as_bytes());
+    k
+}
+
+/// Writes every key once (so that gets find values), with `concurrency` writers.
+pub async fn preload(
+    client: &Client,
+    keys: usize,
+    value_size: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, next) = (client.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let value = vec![b'v'; value_size];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= keys {
+                    return anyhow::Ok(());
+                }
+                client.put(&bench_key(i, keys), &value).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+fn percentile(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    f64::from(sorted_us[idx]) / 1000.0
+}
+
+/// Runs `bench` against the cluster behind `client`. `progress` is called about once a
+/// second with the operations completed so far.
+pub async fn run(client: &Client, bench: &KvBench, progress: impl Fn(u64)) -> KvBenchResult {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..bench.clients {
+        let (client, done, errors, stop) =
+            (client.clone(), done.clone(), errors.clone(), stop.clone());
+        let b = bench.clone();
+        tasks.push(tokio::spawn(async move {
+            let value = vec![b'x'; b.value_size];
+            let mut lat_us: Vec<u32> = Vec::new();
+            let mut rng_state = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+            while !stop.load(Ordering::Relaxed) {
+                // xorshift: cheap uniform choices without a shared RNG.
+                rng_state ^= rng_state << 13;
+                rng_state ^= rng_state >> 7;
+                rng_state ^= rng_state << 17;
+                let key = bench_key((rng_state % b.keys as u64) as usize, b.keys);
+                let is_put = match b.workload {
+                    Workload::Put => true,
+                    Workload::Get => false,
+                    Workload::Mixed => (rng_state >> 32) % 10 < 2,
+                };
+                let t0 = Instant::now();
+                let ok = if is_put {
+                    client.put(&key, &value).await.is_ok()
+                } else {
+                    client.get(&key).await.is_ok()
+                };
+                if ok {
+                    lat_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lat_us
+        }));
+    }
+    while started.elapsed() < bench.duration {
+        let left = bench.duration.saturating_sub(started.elapsed());
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+        progress(done.load(Ordering::Relaxed));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    let ops = done.load(Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(mut l) = t.await {
+            all.append(&mut l);
+        }
+    }
+    all.sort_unstable();
+    KvBenchResult {
+        workload: bench.workload.name(),
+        clients: bench.clients,
+        ops,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        ops_per_sec: ops as f64 / seconds,
+        p50_ms: percentile(&all, 0.50),
+        p99_ms: percentile(&all, 0.99),
+        p999_ms: percentile(&all, 0.999),
+    }
+}

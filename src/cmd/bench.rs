@@ -1,0 +1,224 @@
+//! `regatta bench`: benchmarks against an embedded 3-store playground (default) or an
+//! existing cluster (`--pd`). Progress and diagnostics on stderr, results on stdout.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use regatta::bench::{self, KvBench, KvBenchResult, Workload};
+use regatta::logging;
+use regatta::playground::{Playground, PlaygroundConfig};
+use regatta_client::Client;
+use regatta_regions::MetricsSnapshot;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `regatta bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Closed-loop clients doing put / get / mixed 80:20 over 10k keys.
+    Kv(KvArgs),
+}
+
+/// `regatta bench kv`.
+#[derive(Args)]
+struct KvArgs {
+    /// Client counts to run, comma-separated.
+    #[arg(long, default_value = "64", value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Workloads to run, comma-separated: put, get, mixed.
+    #[arg(long, default_value = "put,get,mixed", value_delimiter = ',')]
+    workload: Vec<String>,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 128)]
+    value_size: usize,
+    /// Regions of the embedded playground.
+    #[arg(long, default_value_t = 1)]
+    regions: usize,
+    /// Benchmark an existing cluster instead of an embedded playground.
+    #[arg(long)]
+    pd: Option<String>,
+    /// One JSON object per result line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `regatta bench`.
+pub fn bench(a: BenchArgs) -> Result<ExitCode> {
+    match a.scenario {
+        Scenario::Kv(k) => kv(k),
+    }
+}
+
+fn sum(stores: &[MetricsSnapshot]) -> MetricsSnapshot {
+    stores
+        .iter()
+        .fold(MetricsSnapshot::default(), |a, s| MetricsSnapshot {
+            syncs: a.syncs + s.syncs,
+            synced_entries: a.synced_entries + s.synced_entries,
+            synced_tasks: a.synced_tasks + s.synced_tasks,
+            proposed_cmds: a.proposed_cmds + s.proposed_cmds,
+            proposed_entries: a.proposed_entries + s.proposed_entries,
+        })
+}
+
+/// Store-side figures of one run (embedded playground only), summed over the 3 stores:
+/// fsyncs of the LogWriters, raft entries per fsync (an entry carries every command of
+/// one actor turn) and client commands per fsync (each command is synced by 3 stores).
+#[derive(serde::Serialize)]
+struct SyncFigures {
+    fsyncs_per_sec: f64,
+    entries_per_fsync: f64,
+    cmds_per_fsync: f64,
+}
+
+fn sync_figures(before: MetricsSnapshot, after: MetricsSnapshot, seconds: f64) -> SyncFigures {
+    let syncs = (after.syncs - before.syncs).max(1) as f64;
+    let entries = (after.synced_entries - before.synced_entries) as f64;
+    // Commands a leader proposed, each synced by the leader and by both followers.
+    let cmds = (after.proposed_cmds - before.proposed_cmds) as f64 * 3.0;
+    SyncFigures {
+        fsyncs_per_sec: syncs / seconds,
+        entries_per_fsync: entries / syncs,
+        cmds_per_fsync: cmds / syncs,
+    }
+}
+
+fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool) {
+    if json {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        if let (Some(s), Some(obj)) = (sync, v.as_object_mut()) {
+            obj.insert("store".into(), serde_json::to_value(s).unwrap_or_default());
+        }
+        println!("{v}");
+        return;
+    }
+    let store = sync.map_or(String::new(), |s| {
+        format!(
+            "  {:>8.0}  {:>13.2}  {:>10.2}",
+            s.fsyncs_per_sec, s.entries_per_fsync, s.cmds_per_fsync
+        )
+    });
+    println!(
+        "{:<8} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7}{store}",
+        r.workload, r.clients, r.ops_per_sec, r.p50_ms, r.p99_ms, r.p999_ms, r.errors
+    );
+}
+
+fn header(with_store: bool, json: bool) {
+    if json {
+        return;
+    }
+    let store = if with_store {
+        "  fsyncs/s  entries/fsync  cmds/fsync"
+    } else {
+        ""
+    };
+    println!(
+        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>7}{store}",
+        "workload", "clients", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors"
+    );
+}
+
+/// The runs `a` asks for, in order.
+fn plan(a: &KvArgs) -> Result<Vec<KvBench>> {
+    let mut runs = Vec::new();
+    for w in &a.workload {
+        let workload = Workload::parse(w)
+            .with_context(|| format!("unknown workload {w:?} (put, get, mixed)"))?;
+        for &clients in &a.clients {
+            anyhow::ensure!(clients >= 1, "--clients must be at least 1");
+            runs.push(KvBench {
+                workload,
+                clients,
+                duration: Duration::from_secs(a.seconds.max(1)),
+                keys: a.keys.max(1),
+                value_size: a.value_size,
+            });
+        }
+    }
+    Ok(runs)
+}
+
+async fn run_one(client: &Client, b: &KvBench) -> KvBenchResult {
+    eprint!("{} x{}: ", b.workload.name(), b.clients);
+    let r = bench::run(client, b, |ops| eprint!("{ops} ")).await;
+    eprintln!();
+    r
+}
+
+fn kv(a: KvArgs) -> Result<ExitCode> {
+    let runs = plan(&a)?;
+    if let Some(pd) = a.pd.clone() {
+        let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        return rt.block_on(async move {
+            let client = Client::connect(std::slice::from_ref(&pd))
+                .await
+                .with_context(|| format!("connecting to PD at {pd}"))?;
+            eprintln!("preloading {} keys", a.keys);
+            bench::preload(&client, a.keys, a.value_size, 64).await?;
+            header(false, a.json);
+            for b in &runs {
+                let r = run_one(&client, b).await;
+                report(&r, None, a.json);
+            }
+            Ok(ExitCode::SUCCESS)
+        });
+    }
+    // Embedded: the playground runs on this thread's actix system; the clients on a tokio
+    // runtime of their own, so the two do not share one thread.
+    let dir = tempfile::Builder::new()
+        .prefix("regatta-bench-")
+        .tempdir()
+        .context("creating a temporary data directory")?;
+    let mut cfg = PlaygroundConfig::local(3, a.regions, dir.path().to_path_buf());
+    cfg.store_config = regatta_regions::StoreConfig::default();
+    let logger = logging::logger();
+    let sys = actix::System::new();
+    sys.block_on(async move {
+        eprintln!("starting a 3-store playground with {} region(s)", a.regions);
+        let pg = Playground::start(cfg, logger).await?;
+        let pd = pg.pd_addr();
+        let clients_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the clients' runtime")?;
+        let client = {
+            let pd = pd.clone();
+            clients_rt
+                .spawn(async move { Client::connect(&[pd]).await })
+                .await??
+        };
+        eprintln!("preloading {} keys", a.keys);
+        {
+            let (c, keys, vs) = (client.clone(), a.keys, a.value_size);
+            clients_rt
+                .spawn(async move { bench::preload(&c, keys, vs, 64).await })
+                .await??;
+        }
+        header(true, a.json);
+        for b in runs {
+            let before = sum(&pg.stores().map(|s| s.metrics()).collect::<Vec<_>>());
+            let c = client.clone();
+            let r = clients_rt
+                .spawn(async move { run_one(&c, &b).await })
+                .await?;
+            let after = sum(&pg.stores().map(|s| s.metrics()).collect::<Vec<_>>());
+            report(&r, Some(&sync_figures(before, after, r.seconds)), a.json);
+        }
+        clients_rt.shutdown_background();
+        pg.stop().await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
