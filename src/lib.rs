@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod logging;
+pub mod maelstrom;
 pub mod pd_seam;
 pub mod playground;
 

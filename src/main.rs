@@ -35,8 +35,18 @@ enum Command {
     Cas(cmd::kv::CasArgs),
     /// Print the pairs with START <= key < END (empty END = to the end).
     Scan(cmd::kv::ScanArgs),
+    /// Run one node speaking the Maelstrom JSON-lines protocol on stdin/stdout.
+    Maelstrom(MaelstromArgs),
     /// Run a benchmark (embedded playground by default, or --pd for a running cluster).
     Bench(cmd::bench::BenchArgs),
+}
+
+/// `regatta maelstrom`.
+#[derive(clap::Args)]
+struct MaelstromArgs {
+    /// Data directory (kept across restarts); default: a fresh temporary directory.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +61,8 @@ fn main() -> ExitCode {
         Command::Cas(a) => cmd::kv::cas(a),
         Command::Scan(a) => cmd::kv::scan(a),
         Command::Bench(a) => cmd::bench::bench(a),
+        Command::Maelstrom(a) => regatta::maelstrom::run(a.data_dir, regatta::logging::logger())
+            .map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,573 @@
+//! `regatta maelstrom`: one Regatta node speaking the Maelstrom JSON-lines protocol
+//! (`shared/PROTOCOL-JSON.md`) on stdin/stdout. It runs the real store — regions,
+//! PeerActor, LogWriter, RocksDB — with a transport that sends raft messages as JSON lines
+//! (`{"type":"raft","data":<hex>}`) to the other nodes through the harness. The group is one
+//! region over the whole key space with a replica on every node of `init`'s `node_ids`.
+//!
+//! Requests to a follower are forwarded to the leader (`forward` / `forward_ok`) and
+//! answered by the node that received them. Error codes follow the protocol: 11 only when
+//! the request was certainly not proposed, 0 when the outcome is unknown.
+
+use anyhow::{Context, Result};
+use protobuf::Message as _;
+use regatta_proto::kvrpcpb::{
+    CasRequest, DeleteRequest, GetRequest, KvRequest, KvResponse, PutRequest, Request,
+};
+use regatta_proto::metapb::{Peer, Region, RegionEpoch};
+use regatta_proto::raft_serverpb::RaftMessage;
+use regatta_regions::{
+    Campaign, KvCommand, MemPd, PdClient, RaftMessageIn, Store, StoreConfig, StoreOptions,
+    Transport,
+};
+use serde_json::{json, Value};
+use slog::{warn, Logger};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Lines to stdout go through one writer thread.
+#[derive(Clone)]
+struct Out(std::sync::mpsc::Sender<String>);
+
+impl Out {
+    fn send(&self, src: &str, dest: &str, body: Value) {
+        let line = json!({"src": src, "dest": dest, "body": body}).to_string();
+        let _ = self.0.send(line);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Raft messages as JSON lines to node `n<store id>`.
+struct JsonTransport {
+    me: String,
+    names: Vec<String>,
+    out: Out,
+}
+
+impl Transport for JsonTransport {
+    fn send(&self, msg: RaftMessage) {
+        let to = msg.get_to_peer().get_store_id() as usize;
+        let Some(dest) = to.checked_sub(1).and_then(|i| self.names.get(i)) else {
+            return;
+        };
+        let Ok(bytes) = msg.write_to_bytes() else {
+            return;
+        };
+        self.out
+            .send(&self.me, dest, json!({"type": "raft", "data": hex(&bytes)}));
+    }
+}
+
+/// The running node after `init`.
+struct Node {
+    me: String,
+    names: Vec<String>,
+    store: Store,
+    region: Region,
+    out: Out,
+    next_msg_id: AtomicU64,
+    next_fwd: AtomicU64,
+    forwards: Mutex<HashMap<u64, oneshot::Sender<KvResponse>>>,
+}
+
+/// A protocol error: code and text.
+struct Fail(u64, String);
+
+impl Node {
+    fn reply(&self, to: &str, req_msg_id: &Value, mut body: Value) {
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("in_reply_to".into(), req_msg_id.clone());
+            obj.insert(
+                "msg_id".into(),
+                json!(self.next_msg_id.fetch_add(1, Ordering::Relaxed)),
+            );
+        }
+        self.out.send(&self.me, to, body);
+    }
+
+    fn fail(&self, to: &str, req_msg_id: &Value, f: Fail) {
+        self.reply(
+            to,
+            req_msg_id,
+            json!({"type": "error", "code": f.0, "text": f.1}),
+        );
+    }
+
+    /// Runs `kv` on this node's replica.
+    async fn local(&self, mut kv: KvRequest) -> KvResponse {
+        kv.mut_context().set_region_id(self.region.get_id());
+        kv.mut_context()
+            .set_region_epoch(self.region.get_region_epoch().clone());
+        let Some(addr) = self.store.router().get(self.region.get_id()) else {
+            return regatta_regions::Error::RegionNotFound(self.region.get_id()).into_response();
+        };
+        let (tx, rx) = oneshot::channel();
+        addr.do_send(KvCommand { req: kv, tx });
+        rx.await.unwrap_or_else(|_| {
+            regatta_regions::Error::Timeout("replica dropped the request".into()).into_response()
+        })
+    }
+
+    /// Runs `kv` here, or forwards it to the leader when this replica is not leading.
+    async fn execute(&self, kv: KvRequest) -> Result<KvResponse, Fail> {
+        let resp = self.local(kv.clone()).await;
+        if !resp.get_error().has_not_leader() {
+            return Ok(resp);
+        }
+        let leader = resp
+            .get_error()
+            .get_not_leader()
+            .get_leader()
+            .get_store_id() as usize;
+        let Some(dest) = leader.checked_sub(1).and_then(|i| self.names.get(i)) else {
+            return Err(Fail(11, "no leader known yet".into()));
+        };
+        let fwd_id = self.next_fwd.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.forwards
+            .lock()
+            .expect("forwards lock")
+            .insert(fwd_id, tx);
+        let bytes = kv.write_to_bytes().map_err(|e| Fail(12, e.to_string()))?;
+        self.out.send(
+            &self.me,
+            dest,
+            json!({"type": "forward", "fwd_id": fwd_id, "req": hex(&bytes)}),
+        );
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            _ => {
+                self.forwards.lock().expect("forwards lock").remove(&fwd_id);
+                Err(Fail(0, format!("forwarded to {dest}; no answer")))
+            }
+        }
+    }
+}
+
+/// Maps a store error to the protocol's code: definite failures vs unknown outcomes.
+fn error_code(resp: &KvResponse) -> Fail {
+    let e = resp.get_error();
+    let text = if e.get_message().is_empty() {
+        format!("{e:?}")
+    } else {
+        e.get_message().to_string()
+    };
+    let code = if e.has_not_leader()
+        || e.has_stale_command()
+        || e.has_server_is_busy()
+        || e.has_region_not_found()
+        || e.has_epoch_not_match()
+    {
+        11 // refused before (or instead of) taking effect
+    } else if e.has_invalid_argument() || e.has_key_not_in_region() {
+        12
+    } else {
+        0 // timeouts and anything else: the outcome is unknown
+    };
+    Fail(code, text)
+}
+
+fn field<'a>(body: &'a Value, name: &str) -> Result<&'a Value, Fail> {
+    body.get(name)
+        .ok_or_else(|| Fail(12, format!("missing field {name:?}")))
+}
+
+/// A JSON value as stored bytes (its canonical JSON text).
+fn enc(v: &Value) -> Vec<u8> {
+    v.to_string().into_bytes()
+}
+
+fn dec(b: &[u8]) -> Value {
+    serde_json::from_slice(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into()))
+}
+
+/// A client id from the protocol (number or string) as a nonzero u64.
+fn session_id(v: &Value) -> u64 {
+    match v.as_u64() {
+        Some(n) if n != 0 => n,
+        _ => {
+            // FNV-1a of the JSON text.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in v.to_string().bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            h | 1
+        }
+    }
+}
+
+fn request(cmd: impl FnOnce(&mut Request)) -> KvRequest {
+    let mut req = Request::new();
+    cmd(&mut req);
+    let mut kv = KvRequest::new();
+    kv.set_request(req);
+    kv
+}
+
+async fn serve_client(node: Arc<Node>, src: String, body: Value) {
+    let msg_id = body.get("msg_id").cloned().unwrap_or(Value::Null);
+    let kind = body
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let result = handle_client(&node, &kind, &body).await;
+    match result {
+        Ok(reply) => node.reply(&src, &msg_id, reply),
+        Err(f) => node.fail(&src, &msg_id, f),
+    }
+}
+
+async fn handle_client(node: &Node, kind: &str, body: &Value) -> Result<Value, Fail> {
+    match kind {
+        "read" => {
+            let key = enc(field(body, "key")?);
+            let mut resp = node
+                .execute(request(|r| {
+                    let mut g = GetRequest::new();
+                    g.set_key(key);
+                    r.set_get(g);
+                }))
+                .await?;
+            if resp.has_error() {
+                return Err(error_code(&resp));
+            }
+            let g = resp.mut_response().take_get();
+            let value = if g.get_found() {
+                dec(g.get_value())
+            } else {
+                Value::Null
+            };
+            Ok(json!({"type": "read_ok", "value": value}))
+        }
+        "write" => {
+            let (key, value) = (enc(field(body, "key")?), enc(field(body, "value")?));
+            let mut kv = request(|r| {
+                let mut p = PutRequest::new();
+                p.set_key(key);
+                p.set_value(value);
+                r.set_put(p);
+            });
+            if let (Some(c), Some(seq)) = (body.get("client_id"), body.get("seq")) {
+                let seq = seq
+                    .as_u64()
+                    .ok_or_else(|| Fail(12, "seq must be a number".into()))?;
+                kv.mut_context().set_client_id(session_id(c));
+                kv.mut_context().set_seq(seq);
+            }
+            let resp = node.execute(kv).await?;
+            if resp.has_error() {
+                return Err(error_code(&resp));
+            }
+            let index = resp.get_response().get_put().get_index();
+            Ok(json!({"type": "write_ok", "commit_index": index}))
+        }
+        "delete" => {
+            let key = enc(field(body, "key")?);
+            let resp = node
+                .execute(request(|r| {
+                    let mut d = DeleteRequest::new();
+                    d.set_key(key);
+                    r.set_delete(d);
+                }))
+                .await?;
+            if resp.has_error() {
+                return Err(error_code(&resp));
+            }
+            Ok(json!({"type": "delete_ok"}))
+        }
+        "cas" => {
+            let key = enc(field(body, "key")?);
+            let from = enc(field(body, "from")?);
+            let to = enc(field(body, "to")?);
+            let create = body
+                .get("create_if_not_exists")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            // `create_if_not_exists` is "equals from, or absent": two atomic CASes, tried in
+            // turn until one succeeds or one observes a present value other than `from`.
+            let mut expect_absent = false;
+            for _ in 0..8 {
+                let (k, f, t) = (key.clone(), from.clone(), to.clone());
+                let mut resp = node
+                    .execute(request(move |r| {
+                        let mut c = CasRequest::new();
+                        c.set_key(k);
+                        if expect_absent {
+                            c.set_expect_absent(true);
+                        } else {
+                            c.set_expected(f);
+                        }
+                        c.set_new_value(t);
+                        r.set_cas(c);
+                    }))
+                    .await?;
+                if resp.has_error() {
+                    return Err(error_code(&resp));
+                }
+                let c = resp.mut_response().take_cas();
+                if c.get_succeeded() {
+                    return Ok(json!({"type": "cas_ok"}));
+                }
+                if !c.get_found() {
+                    if create {
+                        expect_absent = true;
+                        continue;
+                    }
+                    return Err(Fail(20, "key does not exist".into()));
+                }
+                if create && c.get_previous() == from.as_slice() {
+                    expect_absent = false;
+                    continue;
+                }
+                return Err(Fail(
+                    22,
+                    format!("expected {}, found {}", dec(&from), dec(c.get_previous())),
+                ));
+            }
+            Err(Fail(
+                11,
+                "cas kept racing with other writers; not applied".into(),
+            ))
+        }
+        "become_leader" => {
+            if let Some(addr) = node.store.router().get(node.region.get_id()) {
+                addr.do_send(Campaign);
+            }
+            for _ in 0..100 {
+                let led = node.store.region_statuses().await.iter().any(|s| {
+                    s.region.get_id() == node.region.get_id()
+                        && s.leader_id != 0
+                        && s.leader_id == s.peer_id
+                });
+                if led {
+                    return Ok(json!({"type": "become_leader_ok"}));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(Fail(11, "campaigned but did not win the election".into()))
+        }
+        other => Err(Fail(10, format!("message type {other:?} is not supported"))),
+    }
+}
+
+/// The region every node hosts: the whole key space, a replica (peer id = store id) on
+/// each node.
+fn group_region(nodes: usize) -> Region {
+    let mut region = Region::new();
+    region.set_id(1);
+    let mut epoch = RegionEpoch::new();
+    epoch.set_conf_ver(1);
+    epoch.set_version(1);
+    region.set_region_epoch(epoch);
+    for s in 1..=nodes as u64 {
+        let mut p = Peer::new();
+        p.set_id(s);
+        p.set_store_id(s);
+        region.mut_peers().push(p);
+    }
+    region
+}
+
+async fn init(
+    body: &Value,
+    data_dir: &std::path::Path,
+    out: &Out,
+    logger: &Logger,
+) -> Result<Arc<Node>, Fail> {
+    let me = field(body, "node_id")?
+        .as_str()
+        .ok_or_else(|| Fail(12, "node_id must be a string".into()))?
+        .to_string();
+    let names: Vec<String> = field(body, "node_ids")?
+        .as_array()
+        .ok_or_else(|| Fail(12, "node_ids must be a list".into()))?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let idx = names
+        .iter()
+        .position(|n| *n == me)
+        .ok_or_else(|| Fail(12, "node_id is not in node_ids".into()))?;
+    let store_id = idx as u64 + 1;
+    let region = group_region(names.len());
+    let pd: Arc<dyn PdClient> = Arc::new(MemPd::with_regions(vec![region.clone()]));
+    let transport = Arc::new(JsonTransport {
+        me: me.clone(),
+        names: names.clone(),
+        out: out.clone(),
+    });
+    let opts = StoreOptions {
+        store_id,
+        listen_addr: "127.0.0.1:0".into(),
+        data_dir: data_dir.to_path_buf(),
+        config: StoreConfig::default(),
+    };
+    let store =
+        Store::start_with_transport(opts, pd, Box::new(move |_tcp| transport), logger.clone())
+            .await
+            .map_err(|e| Fail(13, format!("store failed to start: {e}")))?;
+    // The peer is created by the first store heartbeat; wait for it (bounded).
+    for _ in 0..100 {
+        if store.router().get(region.get_id()).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Arc::new(Node {
+        me,
+        names,
+        store,
+        region,
+        out: out.clone(),
+        next_msg_id: AtomicU64::new(0),
+        next_fwd: AtomicU64::new(1),
+        forwards: Mutex::new(HashMap::new()),
+    }))
+}
+
+/// Runs the node until stdin closes.
+pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
+    let (dir, _tmp) = match data_dir {
+        Some(d) => (d, None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("regatta-maelstrom-")
+                .tempdir()
+                .context("creating a temporary data directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut stdout = std::io::stdout().lock();
+        while let Ok(line) = out_rx.recv() {
+            if writeln!(stdout, "{line}")
+                .and_then(|_| stdout.flush())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let out = Out(out_tx);
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin()
+            .lock()
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            if in_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    actix::System::new().block_on(async move {
+        let mut node: Option<Arc<Node>> = None;
+        while let Some(line) = in_rx.recv().await {
+            let msg: Value = match serde_json::from_str(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(logger, "malformed JSON line ignored"; "error" => %e);
+                    continue;
+                }
+            };
+            let src = msg.get("src").and_then(Value::as_str).unwrap_or("").to_string();
+            let body = msg.get("body").cloned().unwrap_or(Value::Null);
+            let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
+            let msg_id = body.get("msg_id").cloned().unwrap_or(Value::Null);
+            match (kind, &node) {
+                ("init", None) => match init(&body, &dir, &out, &logger).await {
+                    Ok(n) => {
+                        n.reply(&src, &msg_id, json!({"type": "init_ok"}));
+                        node = Some(n);
+                    }
+                    Err(Fail(code, text)) => out.send(
+                        "",
+                        &src,
+                        json!({"type": "error", "in_reply_to": msg_id, "code": code, "text": text}),
+                    ),
+                },
+                ("init", Some(n)) => n.reply(&src, &msg_id, json!({"type": "init_ok"})),
+                (_, None) => out.send(
+                    "",
+                    &src,
+                    json!({"type": "error", "in_reply_to": msg_id, "code": 11, "text": "not initialized"}),
+                ),
+                ("raft", Some(n)) => {
+                    let Some(bytes) = body.get("data").and_then(Value::as_str).and_then(unhex)
+                    else {
+                        continue;
+                    };
+                    let Ok(m) = RaftMessage::parse_from_bytes(&bytes) else {
+                        continue;
+                    };
+                    if let Some(addr) = n.store.router().get(m.get_region_id()) {
+                        addr.do_send(RaftMessageIn(m));
+                    }
+                }
+                ("forward", Some(n)) => {
+                    let n = n.clone();
+                    tokio::spawn(async move {
+                        let fwd_id = body.get("fwd_id").cloned().unwrap_or(Value::Null);
+                        let Some(kv) = body
+                            .get("req")
+                            .and_then(Value::as_str)
+                            .and_then(unhex)
+                            .and_then(|b| KvRequest::parse_from_bytes(&b).ok())
+                        else {
+                            return;
+                        };
+                        // Executed here only: a forward is never forwarded again.
+                        let resp = n.local(kv).await;
+                        let bytes = resp.write_to_bytes().unwrap_or_default();
+                        n.out.send(
+                            &n.me,
+                            &src,
+                            json!({"type": "forward_ok", "fwd_id": fwd_id, "resp": hex(&bytes)}),
+                        );
+                    });
+                }
+                ("forward_ok", Some(n)) => {
+                    let id = body.get("fwd_id").and_then(Value::as_u64).unwrap_or(0);
+                    let resp = body
+                        .get("resp")
+                        .and_then(Value::as_str)
+                        .and_then(unhex)
+                        .and_then(|b| KvResponse::parse_from_bytes(&b).ok());
+                    let waiter = n.forwards.lock().expect("forwards lock").remove(&id);
+                    if let (Some(w), Some(resp)) = (waiter, resp) {
+                        let _ = w.send(resp);
+                    }
+                }
+                (_, Some(n)) => {
+                    tokio::spawn(serve_client(n.clone(), src, body));
+                }
+            }
+        }
+        if let Some(n) = node {
+            if let Ok(n) = Arc::try_unwrap(n) {
+                n.store.stop().await;
+            }
+        }
+    });
+    Ok(())
+}
