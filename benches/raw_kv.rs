@@ -3,34 +3,13 @@
 //! The same workload at full scale: `regatta bench kv`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use regatta::bench::bench_key;
-use regatta::playground::{Playground, PlaygroundConfig};
+use regatta::bench::{background_playground, bench_key};
 use regatta_client::Client;
-use std::sync::mpsc;
 
 const KEYS: usize = 10_000;
 
-/// Runs a playground on its own thread (with its actix system) until the process exits;
-/// returns PD's address.
-fn background_playground() -> String {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let cfg = PlaygroundConfig::local(3, 1, dir.path().to_path_buf());
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        actix::System::new().block_on(async move {
-            let pg = Playground::start(cfg, logger)
-                .await
-                .expect("playground starts");
-            tx.send(pg.pd_addr()).expect("bench waits for the address");
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv().expect("playground started")
-}
-
 fn raw_kv(c: &mut Criterion) {
-    let pd = background_playground();
+    let pd = background_playground(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,8 +1,9 @@
 //! The KV benchmark shared by `regatta bench kv` and `benches/raw_kv.rs`: closed-loop
 //! clients doing puts, gets or an 80:20 get/put mix over a uniform key space of 16-byte
-//! keys with 128-byte values (the workload of `shared/BENCHMARKS.md`).
+//! keys with 128-byte values (the workload of `shared/BENCHMARKS.md`). `regatta bench reads`
+//! runs the mixed workload once per read strategy ([`ReadStrategy`]).
 
-use regatta_client::Client;
+use regatta_client::{Client, ReadConsistency};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +40,71 @@ impl Workload {
     }
 }
 
+/// How the benchmark's gets are served (`regatta bench reads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStrategy {
+    /// Through the raft log.
+    Log,
+    /// ReadIndex on the leader.
+    ReadIndex,
+    /// The leader's lease (ReadIndex when it lapses).
+    Lease,
+    /// Any replica at most 1 s stale.
+    Follower,
+    /// Any replica that applied the client's own writes.
+    Ryw,
+}
+
+impl ReadStrategy {
+    /// Every strategy, in report order.
+    pub const ALL: [ReadStrategy; 5] = [
+        ReadStrategy::Log,
+        ReadStrategy::ReadIndex,
+        ReadStrategy::Lease,
+        ReadStrategy::Follower,
+        ReadStrategy::Ryw,
+    ];
+
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadStrategy::Log => "log",
+            ReadStrategy::ReadIndex => "read-index",
+            ReadStrategy::Lease => "lease",
+            ReadStrategy::Follower => "follower",
+            ReadStrategy::Ryw => "ryw",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<ReadStrategy> {
+        Self::ALL.into_iter().find(|r| r.name() == s)
+    }
+
+    /// The client consistency it reads with.
+    pub fn consistency(self) -> ReadConsistency {
+        match self {
+            ReadStrategy::Log => ReadConsistency::LogRead,
+            ReadStrategy::ReadIndex => ReadConsistency::Linearizable,
+            ReadStrategy::Lease => ReadConsistency::Lease,
+            ReadStrategy::Follower => ReadConsistency::Follower {
+                max_staleness: Duration::from_secs(1),
+            },
+            ReadStrategy::Ryw => ReadConsistency::ReadYourWrites,
+        }
+    }
+
+    /// What its reads promise.
+    pub fn guarantee(self) -> &'static str {
+        match self {
+            ReadStrategy::Log | ReadStrategy::ReadIndex => "linearizable",
+            ReadStrategy::Lease => "linearizable (clock bound)",
+            ReadStrategy::Follower => "stale <= 1 s",
+            ReadStrategy::Ryw => "read-your-writes",
+        }
+    }
+}
+
 /// One benchmark run.
 #[derive(Debug, Clone)]
 pub struct KvBench {
@@ -52,6 +118,8 @@ pub struct KvBench {
     pub keys: usize,
     /// Value size in bytes.
     pub value_size: usize,
+    /// How gets are served.
+    pub reads: ReadStrategy,
 }
 
 /// What a run measured.
@@ -59,6 +127,8 @@ pub struct KvBench {
 pub struct KvBenchResult {
     /// Workload name.
     pub workload: &'static str,
+    /// Read strategy name.
+    pub reads: &'static str,
     /// Concurrent clients.
     pub clients: usize,
     /// Operations completed.
@@ -75,6 +145,18 @@ pub struct KvBenchResult {
     pub p99_ms: f64,
     /// 99.9th percentile latency (ms).
     pub p999_ms: f64,
+    /// Gets completed per second.
+    pub read_ops_per_sec: f64,
+    /// Median get latency (ms).
+    pub read_p50_ms: f64,
+    /// 99th percentile get latency (ms).
+    pub read_p99_ms: f64,
+    /// Puts completed per second.
+    pub write_ops_per_sec: f64,
+    /// Median put latency (ms).
+    pub write_p50_ms: f64,
+    /// 99th percentile put latency (ms).
+    pub write_p99_ms: f64,
 }
 
 /// Key `i` of the benchmark's key space: 16 bytes, its first two spread evenly over the
@@ -122,21 +204,25 @@ fn percentile(sorted_us: &[u32], p: f64) -> f64 {
     f64::from(sorted_us[idx]) / 1000.0
 }
 
-/// Runs `bench` against the cluster behind `client`. `progress` is called about once a
-/// second with the operations completed so far.
-pub async fn run(client: &Client, bench: &KvBench, progress: impl Fn(u64)) -> KvBenchResult {
+/// Runs `bench` against the cluster behind `clients` (worker `i` uses client
+/// `i % clients.len()`: give read-your-writes runs one client per worker, so that each
+/// reads its own writes). `progress` is called about once a second with the operations
+/// completed so far.
+pub async fn run(clients: &[Client], bench: &KvBench, progress: impl Fn(u64)) -> KvBenchResult {
+    assert!(!clients.is_empty(), "bench::run needs a client");
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..bench.clients {
-        let (client, done, errors, stop) =
-            (client.clone(), done.clone(), errors.clone(), stop.clone());
+        let client = clients[c % clients.len()].clone();
+        let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
         let b = bench.clone();
         tasks.push(tokio::spawn(async move {
             let value = vec![b'x'; b.value_size];
-            let mut lat_us: Vec<u32> = Vec::new();
+            let consistency = b.reads.consistency();
+            let (mut read_us, mut write_us): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
             let mut rng_state = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
             while !stop.load(Ordering::Relaxed) {
                 // xorshift: cheap uniform choices without a shared RNG.
@@ -153,16 +239,21 @@ pub async fn run(client: &Client, bench: &KvBench, progress: impl Fn(u64)) -> Kv
                 let ok = if is_put {
                     client.put(&key, &value).await.is_ok()
                 } else {
-                    client.get(&key).await.is_ok()
+                    client.get_with(&key, consistency).await.is_ok()
                 };
                 if ok {
-                    lat_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    let us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                    if is_put {
+                        write_us.push(us);
+                    } else {
+                        read_us.push(us);
+                    }
                     done.fetch_add(1, Ordering::Relaxed);
                 } else {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            lat_us
+            (read_us, write_us)
         }));
     }
     while started.elapsed() < bench.duration {
@@ -173,15 +264,26 @@ pub async fn run(client: &Client, bench: &KvBench, progress: impl Fn(u64)) -> Kv
     stop.store(true, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let ops = done.load(Ordering::Relaxed);
-    let mut all = Vec::new();
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
     for t in tasks {
-        if let Ok(mut l) = t.await {
-            all.append(&mut l);
+        if let Ok((mut r, mut w)) = t.await {
+            reads.append(&mut r);
+            writes.append(&mut w);
         }
     }
+    let mut all: Vec<u32> = reads.iter().chain(writes.iter()).copied().collect();
     all.sort_unstable();
+    reads.sort_unstable();
+    writes.sort_unstable();
     KvBenchResult {
         workload: bench.workload.name(),
+        reads: bench.reads.name(),
+        read_ops_per_sec: reads.len() as f64 / seconds,
+        read_p50_ms: percentile(&reads, 0.50),
+        read_p99_ms: percentile(&reads, 0.99),
+        write_ops_per_sec: writes.len() as f64 / seconds,
+        write_p50_ms: percentile(&writes, 0.50),
+        write_p99_ms: percentile(&writes, 0.99),
         clients: bench.clients,
         ops,
         errors: errors.load(Ordering::Relaxed),
@@ -191,4 +293,24 @@ pub async fn run(client: &Client, bench: &KvBench, progress: impl Fn(u64)) -> Kv
         p99_ms: percentile(&all, 0.99),
         p999_ms: percentile(&all, 0.999),
     }
+}
+
+/// Starts a 3-store playground with `regions` regions on a thread of its own (with its
+/// actix system) that runs until the process exits; returns PD's address. For the
+/// criterion benches, whose clients run on a separate tokio runtime.
+pub fn background_playground(regions: usize) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = crate::playground::PlaygroundConfig::local(3, regions, dir.path().to_path_buf());
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        actix::System::new().block_on(async move {
+            let pg = crate::playground::Playground::start(cfg, logger)
+                .await
+                .expect("playground starts");
+            tx.send(pg.pd_addr()).expect("bench waits for the address");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("playground started")
 }

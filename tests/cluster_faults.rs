@@ -70,21 +70,7 @@ async fn leader_in_minority_cannot_serve_stale_reads_or_lose_writes() {
     let c = cluster.client_with_deadline(Duration::from_secs(30)).await;
     c.put(b"k", b"before").await.unwrap();
     let rid = cluster.region_of(b"k").await;
-    let old = cluster.wait_leader(rid).await;
-    let others: Vec<u64> = (1..=3).filter(|&s| s != old).collect();
-    cluster.partition(&[old], &others);
-    wait_until(
-        "the majority elects a new leader",
-        Duration::from_secs(30),
-        || async {
-            cluster
-                .claimed_leaders(rid)
-                .await
-                .iter()
-                .any(|(s, _)| *s != old)
-        },
-    )
-    .await;
+    let old = cluster.isolate_leader(rid).await;
     // The majority side accepts a write (the client finds the new leader).
     c.put(b"k", b"after").await.unwrap();
     // The old leader, still believing it leads, must not answer with the old value.

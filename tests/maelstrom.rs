@@ -1,89 +1,170 @@
 //! `regatta maelstrom` as a harness drives it: 3 node processes whose node-to-node lines
-//! are routed by the test; client requests to any node; a node SIGKILLed and restarted on
-//! its data dir keeps every acknowledged write.
+//! are routed by the test (which can cut links: partitions); clients send requests to any
+//! node. Checked: the KV and error codes, SIGKILL + restart, seeding and log compaction,
+//! leadership on request, and a linearizable history under partitions.
 
+mod common;
+
+use common::linearizability::{check, Event, Op};
+use rand::Rng;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-type Inputs = Arc<Mutex<HashMap<String, ChildStdin>>>;
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 
-/// Starts node `name` and routes its output: to other nodes' stdin, or to `replies`.
-fn spawn(name: &str, dir: &Path, inputs: &Inputs, replies: Sender<Value>) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
-        .args(["maelstrom", "--data-dir"])
-        .arg(dir.join(name))
-        .env("REGATTA_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node starts");
-    let stdout = child.stdout.take().expect("stdout");
-    inputs
-        .lock()
-        .unwrap()
-        .insert(name.to_string(), child.stdin.take().expect("stdin"));
-    let inputs = inputs.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let Ok(msg) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            let dest = msg["dest"].as_str().unwrap_or("").to_string();
-            let mut ins = inputs.lock().unwrap();
-            match ins.get_mut(&dest) {
-                Some(stdin) => {
+/// Routes lines between node processes and back to waiting clients; drops node-to-node
+/// lines over cut links.
+#[derive(Default)]
+struct Routes {
+    inputs: HashMap<String, ChildStdin>,
+    cut: HashSet<(String, String)>,
+    waiting: HashMap<(String, u64), Sender<Value>>,
+}
+
+struct Cluster {
+    dir: PathBuf,
+    routes: Arc<Mutex<Routes>>,
+    children: HashMap<String, Child>,
+    next_msg: AtomicU64,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            routes: Arc::default(),
+            children: HashMap::new(),
+            next_msg: AtomicU64::new(1),
+        };
+        for n in NAMES {
+            c.spawn(n);
+        }
+        for n in NAMES {
+            c.init(n);
+        }
+        c
+    }
+
+    /// Starts node `name` on its data dir and routes its output.
+    fn spawn(&mut self, name: &str) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
+            .args(["maelstrom", "--data-dir"])
+            .arg(self.dir.join(name))
+            .env("REGATTA_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        self.routes
+            .lock()
+            .unwrap()
+            .inputs
+            .insert(name.to_string(), child.stdin.take().expect("stdin"));
+        self.children.insert(name.to_string(), child);
+        let routes = self.routes.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let src = msg["src"].as_str().unwrap_or("").to_string();
+                let dest = msg["dest"].as_str().unwrap_or("").to_string();
+                let mut r = routes.lock().unwrap();
+                if r.cut.contains(&(src, dest.clone())) {
+                    continue;
+                }
+                if let Some(stdin) = r.inputs.get_mut(&dest) {
                     let _ = writeln!(stdin, "{line}");
-                }
-                None => {
-                    let _ = replies.send(msg);
+                } else if let Some(id) = msg["body"]["in_reply_to"].as_u64() {
+                    if let Some(tx) = r.waiting.remove(&(dest, id)) {
+                        let _ = tx.send(msg["body"].clone());
+                    }
                 }
             }
-        }
-    });
-    child
-}
+        });
+    }
 
-struct Harness {
-    inputs: Inputs,
-    replies: Receiver<Value>,
-    next: u64,
-}
+    fn init(&self, name: &str) {
+        let r = self.call(
+            "c0",
+            name,
+            json!({"type": "init", "node_id": name, "node_ids": NAMES}),
+            Duration::from_secs(30),
+        );
+        assert_eq!(r.expect("init answered")["type"], "init_ok");
+    }
 
-impl Harness {
-    fn call(&mut self, node: &str, mut body: Value) -> Value {
-        self.next += 1;
-        body["msg_id"] = json!(self.next);
-        let line = json!({"src": "c1", "dest": node, "body": body}).to_string();
-        writeln!(self.inputs.lock().unwrap().get_mut(node).unwrap(), "{line}").unwrap();
-        loop {
-            let r = self
-                .replies
-                .recv_timeout(Duration::from_secs(30))
-                .expect("a reply");
-            if r["body"]["in_reply_to"] == json!(self.next) {
-                return r["body"].clone();
-            }
+    fn kill(&mut self, name: &str) {
+        let mut child = self.children.remove(name).expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.routes.lock().unwrap().inputs.remove(name);
+    }
+
+    /// Cuts every link between `node` and the other nodes, both ways.
+    fn isolate(&self, node: &str) {
+        let mut r = self.routes.lock().unwrap();
+        for other in NAMES.iter().filter(|o| **o != node) {
+            r.cut.insert((node.to_string(), other.to_string()));
+            r.cut.insert((other.to_string(), node.to_string()));
         }
+    }
+
+    fn heal(&self) {
+        self.routes.lock().unwrap().cut.clear();
+    }
+
+    /// Sends `body` from client `client` to `node`; `None` when no answer came in `wait`.
+    fn call(&self, client: &str, node: &str, mut body: Value, wait: Duration) -> Option<Value> {
+        let id = self.next_msg.fetch_add(1, Ordering::Relaxed);
+        body["msg_id"] = json!(id);
+        let (tx, rx) = channel();
+        {
+            let mut r = self.routes.lock().unwrap();
+            r.waiting.insert((client.to_string(), id), tx);
+            let line = json!({"src": client, "dest": node, "body": body}).to_string();
+            let stdin = r.inputs.get_mut(node).expect("node running");
+            writeln!(stdin, "{line}").unwrap();
+        }
+        let answer = rx.recv_timeout(wait).ok();
+        self.routes
+            .lock()
+            .unwrap()
+            .waiting
+            .remove(&(client.to_string(), id));
+        answer
     }
 
     /// Retries `body` on `node` while the answer is "temporarily unavailable" (11) or
     /// "timeout" (0, outcome unknown: only idempotent requests are sent this way).
-    fn call_ok(&mut self, node: &str, body: Value) -> Value {
+    fn call_ok(&self, node: &str, body: Value) -> Value {
         for _ in 0..100 {
-            let r = self.call(node, body.clone());
-            if r["type"] != "error" || (r["code"] != 11 && r["code"] != 0) {
-                return r;
+            if let Some(r) = self.call("c1", node, body.clone(), Duration::from_secs(30)) {
+                if r["type"] != "error" || (r["code"] != 11 && r["code"] != 0) {
+                    return r;
+                }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("{node} stayed unavailable for {body}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.children.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -92,25 +173,7 @@ impl Harness {
 #[test]
 fn maelstrom_nodes_serve_kv_and_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let names = ["n1", "n2", "n3"];
-    let inputs: Inputs = Arc::default();
-    let (tx, rx) = channel();
-    let mut children: HashMap<&str, Child> = names
-        .iter()
-        .map(|n| (*n, spawn(n, dir.path(), &inputs, tx.clone())))
-        .collect();
-    let mut h = Harness {
-        inputs: inputs.clone(),
-        replies: rx,
-        next: 0,
-    };
-    let init = |h: &mut Harness, n: &str| {
-        let r = h.call(n, json!({"type": "init", "node_id": n, "node_ids": names}));
-        assert_eq!(r["type"], "init_ok");
-    };
-    for n in names {
-        init(&mut h, n);
-    }
+    let mut h = Cluster::start(dir.path());
     let w = h.call_ok("n1", json!({"type": "write", "key": 1, "value": "a"}));
     assert_eq!(w["type"], "write_ok", "{w}");
     assert!(w["commit_index"].as_u64().unwrap() > 0);
@@ -143,7 +206,11 @@ fn maelstrom_nodes_serve_kv_and_survive_sigkill() {
         h.call_ok("n1", json!({"type": "delete", "key": 2}))["type"],
         "delete_ok"
     );
-    assert_eq!(h.call("n1", json!({"type": "nonsense"}))["code"], 10);
+    assert_eq!(h.call_ok("n1", json!({"type": "nonsense"}))["code"], 10);
+    assert_eq!(
+        h.call_ok("n1", json!({"type": "write", "key": 5}))["code"],
+        12
+    );
     // Retried writes with the same (client_id, seq) answer the same commit index.
     let first = h.call_ok(
         "n2",
@@ -156,14 +223,11 @@ fn maelstrom_nodes_serve_kv_and_survive_sigkill() {
     assert_eq!(first["commit_index"], again["commit_index"]);
 
     // SIGKILL n1, keep writing through the others, restart n1 from its data dir.
-    let mut n1 = children.remove("n1").unwrap();
-    n1.kill().unwrap();
-    n1.wait().unwrap();
-    inputs.lock().unwrap().remove("n1");
+    h.kill("n1");
     let w = h.call_ok("n2", json!({"type": "write", "key": 4, "value": "during"}));
     assert_eq!(w["type"], "write_ok", "{w}");
-    children.insert("n1", spawn("n1", dir.path(), &inputs, tx.clone()));
-    init(&mut h, "n1");
+    h.spawn("n1");
+    h.init("n1");
     assert_eq!(
         h.call_ok("n1", json!({"type": "read", "key": 1}))["value"],
         "b"
@@ -172,8 +236,333 @@ fn maelstrom_nodes_serve_kv_and_survive_sigkill() {
         h.call_ok("n1", json!({"type": "read", "key": 4}))["value"],
         "during"
     );
-    for (_, mut c) in children {
-        let _ = c.kill();
-        let _ = c.wait();
+}
+
+/// Goal: `seed_state` installs a snapshot on fresh nodes that the cluster then serves and
+/// builds on; `take_snapshot` compacts the log and says through which entry;
+/// `become_leader` makes the asked node leader (by transfer while another leads); a node
+/// that already holds data refuses a seed.
+#[test]
+fn maelstrom_seed_snapshot_and_become_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Cluster::start(dir.path());
+    let seed = json!({"type": "seed_state", "state": {"1": "one", "k": [1, 2]},
+                      "commit_index": 40, "term": 3});
+    for n in NAMES {
+        let r = h.call_ok(n, seed.clone());
+        assert_eq!(r["type"], "seed_state_ok", "{n}: {r}");
+    }
+    assert_eq!(
+        h.call_ok("n2", json!({"type": "read", "key": 1}))["value"],
+        "one"
+    );
+    assert_eq!(
+        h.call_ok("n3", json!({"type": "read", "key": "k"}))["value"],
+        json!([1, 2])
+    );
+    let w = h.call_ok("n1", json!({"type": "write", "key": 2, "value": "two"}));
+    assert!(w["commit_index"].as_u64().unwrap() > 40, "{w}");
+    let refused = h.call_ok("n1", seed.clone());
+    assert_eq!(refused["code"], 22, "{refused}");
+
+    for n in NAMES {
+        let r = h.call_ok(n, json!({"type": "become_leader", "term": 0}));
+        assert_eq!(r["type"], "become_leader_ok", "{n}: {r}");
+        let w = h.call_ok(n, json!({"type": "write", "key": n, "value": 1}));
+        assert_eq!(w["type"], "write_ok", "{w}");
+    }
+
+    let mut last = 0;
+    for n in NAMES {
+        let r = h.call_ok(
+            n,
+            json!({"type": "take_snapshot", "up_to_index": 1_000_000}),
+        );
+        assert_eq!(r["type"], "snapshot_ok", "{r}");
+        let idx = r["last_included_index"].as_u64().unwrap();
+        assert!(idx > 40, "{r}");
+        assert!(r["last_included_term"].as_u64().unwrap() >= 3, "{r}");
+        last = last.max(idx);
+    }
+    let again = h.call_ok("n1", json!({"type": "take_snapshot", "up_to_index": 41}));
+    assert!(again["last_included_index"].as_u64().unwrap() > 40);
+
+    // n3 misses writes while the others compact their logs past them: it comes back
+    // through a snapshot from the leader.
+    h.kill("n3");
+    for i in 0..20 {
+        h.call_ok(
+            "n1",
+            json!({"type": "write", "key": 2, "value": format!("v{i}")}),
+        );
+    }
+    for n in ["n1", "n2"] {
+        let r = h.call_ok(
+            n,
+            json!({"type": "take_snapshot", "up_to_index": 1_000_000}),
+        );
+        assert!(r["last_included_index"].as_u64().unwrap() > last, "{r}");
+    }
+    h.spawn("n3");
+    h.init("n3");
+    // Leading, n3 serves reads from its own state.
+    let r = h.call_ok("n3", json!({"type": "become_leader", "term": 0}));
+    assert_eq!(r["type"], "become_leader_ok", "{r}");
+    for (k, v) in [
+        (json!(1), json!("one")),
+        (json!(2), json!("v19")),
+        (json!("n2"), json!(1)),
+    ] {
+        assert_eq!(
+            h.call_ok("n3", json!({"type": "read", "key": k}))["value"],
+            v
+        );
+    }
+}
+
+fn as_bytes(v: &Value) -> Vec<u8> {
+    v.to_string().into_bytes()
+}
+
+/// Goal: with the leader cut off (and later another node), no acknowledged write is lost
+/// and every answer fits one linearizable history per key; definite errors (11, 20, 22)
+/// are only given for operations that did not take effect.
+#[test]
+fn maelstrom_history_is_linearizable_under_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Arc::new(Cluster::start(dir.path()));
+    let r = h.call_ok("n1", json!({"type": "become_leader", "term": 0}));
+    assert_eq!(r["type"], "become_leader_ok", "{r}");
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let keys = 3u64;
+    let mut workers = Vec::new();
+    for c in 0..4 {
+        let (h, events, stop) = (h.clone(), events.clone(), stop.clone());
+        workers.push(std::thread::spawn(move || {
+            let client = format!("c{}", c + 10);
+            let mut rng = rand::thread_rng();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let key = rng.gen_range(0..keys);
+                let node = NAMES[rng.gen_range(0..NAMES.len())];
+                let value = json!(format!("{client}-{i}"));
+                let (body, op) = match rng.gen_range(0..10) {
+                    0..=3 => (json!({"type": "read", "key": key}), None),
+                    4..=7 => (
+                        json!({"type": "write", "key": key, "value": value}),
+                        Some(Op::Put(as_bytes(&value))),
+                    ),
+                    _ => {
+                        let from = json!(format!("c{}-{}", rng.gen_range(10..14), i - 1));
+                        (
+                            json!({"type": "cas", "key": key, "from": from, "to": value}),
+                            Some(Op::Cas {
+                                expected: Some(as_bytes(&from)),
+                                new: as_bytes(&value),
+                                succeeded: true,
+                            }),
+                        )
+                    }
+                };
+                let invoked = Instant::now();
+                let answer = h.call(&client, node, body, Duration::from_secs(20));
+                let returned = Instant::now();
+                let (op, returned) = match (answer, op) {
+                    (Some(a), None) if a["type"] == "read_ok" => {
+                        let v = (!a["value"].is_null()).then(|| as_bytes(&a["value"]));
+                        (Op::Get(v), Some(returned))
+                    }
+                    (Some(a), Some(op)) if a["type"] == "write_ok" || a["type"] == "cas_ok" => {
+                        (op, Some(returned))
+                    }
+                    (Some(a), Some(Op::Cas { expected, new, .. }))
+                        if a["code"] == 22 || a["code"] == 20 =>
+                    {
+                        let failed = Op::Cas {
+                            expected,
+                            new,
+                            succeeded: false,
+                        };
+                        (failed, Some(returned))
+                    }
+                    (Some(a), _) if a["code"] != 0 && a["code"] != 13 => continue, // definite
+                    (_, None) => continue, // a read with no answer took no effect
+                    (_, Some(op)) => (op, None), // unknown outcome
+                };
+                events.lock().unwrap().push(Event {
+                    key: key.to_be_bytes().to_vec(),
+                    op,
+                    invoked,
+                    returned,
+                });
+            }
+        }));
+    }
+    let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
+    pause(1500);
+    h.isolate("n1"); // the leader, alone in a minority
+    pause(4000);
+    h.heal();
+    pause(1500);
+    h.isolate("n2");
+    pause(3000);
+    h.heal();
+    pause(1500);
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    // Final reads through every node close the history: nothing acknowledged is lost.
+    let mut all = events.lock().unwrap().clone();
+    for key in 0..keys {
+        for n in NAMES {
+            let invoked = Instant::now();
+            let r = h.call_ok(n, json!({"type": "read", "key": key}));
+            let v = (!r["value"].is_null()).then(|| as_bytes(&r["value"]));
+            all.push(Event {
+                key: key.to_be_bytes().to_vec(),
+                op: Op::Get(v),
+                invoked,
+                returned: Some(Instant::now()),
+            });
+        }
+    }
+    let acked = all
+        .iter()
+        .filter(|e| e.returned.is_some() && matches!(e.op, Op::Put(_)))
+        .count();
+    assert!(acked > 0, "no write was acknowledged at all");
+    if let Err(e) = check(&all) {
+        panic!(
+            "history of {} operations is not linearizable: {e}",
+            all.len()
+        );
+    }
+}
+
+/// Goal: the read-strategy messages run real reads and report what was measured: the read
+/// index and heartbeat confirmation, the log index, lease use with zero round trips, the
+/// lease-config safety rule, follower reads with their staleness (or a redirect to the
+/// leader for a zero bound), read-your-writes with the follower's applied index, and a
+/// small read benchmark over every strategy.
+#[test]
+fn maelstrom_read_strategies_report_what_they_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Cluster::start(dir.path());
+    let r = h.call_ok("n1", json!({"type": "become_leader", "term": 0}));
+    assert_eq!(r["type"], "become_leader_ok", "{r}");
+    let w = h.call_ok("n2", json!({"type": "write", "key": "x", "value": 7}));
+    let index = w["commit_index"].as_u64().unwrap();
+
+    let r = h.call_ok("n2", json!({"type": "read_index", "key": "x"}));
+    assert_eq!(r["type"], "read_index_ok", "{r}");
+    assert_eq!(r["value"], 7);
+    assert!(r["read_at_index"].as_u64().unwrap() >= index, "{r}");
+    assert_eq!(r["heartbeat_confirmed"], true);
+    assert_eq!(r["linearizable"], true);
+
+    let r = h.call_ok("n3", json!({"type": "read_via_log", "key": "x"}));
+    assert_eq!(r["value"], 7, "{r}");
+    assert!(r["log_index_used"].as_u64().unwrap() > index, "{r}");
+    assert!(r["latency_ms"].as_f64().unwrap() > 0.0);
+
+    let r = h.call_ok(
+        "n1",
+        json!({"type": "compare_read_methods", "num_reads": 5}),
+    );
+    assert_eq!(r["both_linearizable"], true, "{r}");
+    assert!(r["read_index_avg_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["read_via_log_avg_ms"].as_f64().unwrap() > 0.0);
+
+    // The leader's lease warms up: then a lease read needs no round trip.
+    let mut from_lease = None;
+    for _ in 0..100 {
+        let r = h.call_ok("n1", json!({"type": "lease_read", "key": "x"}));
+        assert_eq!(r["value"], 7, "{r}");
+        if r["lease_valid"] == true {
+            from_lease = Some(r);
+            break;
+        }
+        assert_eq!(r["fallback"], "read_index", "{r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = from_lease.expect("the lease was used");
+    assert_eq!(r["network_round_trips"], 0, "{r}");
+
+    let unsafe_cfg = h.call_ok(
+        "n1",
+        json!({"type": "lease_read_config", "lease_duration_ms": 2000,
+               "election_timeout_ms": 1000, "max_clock_skew_ms": 100}),
+    );
+    assert_eq!(unsafe_cfg["safe"], false, "{unsafe_cfg}");
+    assert!(unsafe_cfg["reason"].is_string());
+    let safe_cfg = h.call_ok(
+        "n1",
+        json!({"type": "lease_read_config", "lease_duration_ms": 400,
+               "election_timeout_ms": 1000, "max_clock_skew_ms": 50}),
+    );
+    assert_eq!(safe_cfg["safe"], true, "{safe_cfg}");
+    assert_eq!(safe_cfg["effective_lease_ms"], 350);
+
+    let r = h.call_ok(
+        "n2",
+        json!({"type": "follower_read", "key": "x", "max_staleness_ms": 0}),
+    );
+    assert_eq!(r["linearizable"], true, "{r}");
+    assert_eq!(r["served_by"], "n1");
+    assert_eq!(r["reason"], "redirected_to_leader");
+    let mut by_follower = None;
+    for _ in 0..100 {
+        let r = h.call_ok(
+            "n2",
+            json!({"type": "follower_read", "key": "x", "max_staleness_ms": 5000}),
+        );
+        assert_eq!(r["value"], 7, "{r}");
+        if r["served_by"] == "n2" {
+            by_follower = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = by_follower.expect("the follower served a bounded-staleness read");
+    assert_eq!(r["linearizable"], false);
+    assert!(r["actual_staleness_ms"].as_f64().unwrap() <= 5000.0, "{r}");
+
+    let w = h.call_ok("n3", json!({"type": "write", "key": "y", "value": "mine"}));
+    let index = w["commit_index"].as_u64().unwrap();
+    let r = h.call_ok(
+        "n3",
+        json!({"type": "ryw_read", "key": "y", "last_write_index": index, "prefer_follower": true}),
+    );
+    assert_eq!(r["value"], "mine", "{r}");
+    assert!(
+        r["follower_applied_index"].as_u64().unwrap() >= index,
+        "{r}"
+    );
+    if r["served_by"] != "n3" {
+        assert_eq!(r["reason"], "follower_behind_redirected_to_leader", "{r}");
+    }
+    // An index no replica has reached yet: the follower waits, then the leader answers.
+    let r = h.call_ok(
+        "n3",
+        json!({"type": "ryw_read", "key": "y", "last_write_index": index + 1_000_000,
+               "prefer_follower": true}),
+    );
+    assert_eq!(r["served_by"], "n1", "{r}");
+    assert_eq!(r["reason"], "follower_behind_redirected_to_leader");
+
+    let r = h.call_ok(
+        "n2",
+        json!({"type": "read_benchmark", "read_pct": 80, "write_pct": 20, "total_ops": 200,
+               "strategies": ["linearizable", "lease", "follower", "ryw", "log"]}),
+    );
+    let results = r["results"].as_array().expect("results");
+    assert_eq!(results.len(), 5, "{r}");
+    for res in results {
+        assert!(res["throughput_ops"].as_f64().unwrap() > 0.0, "{res}");
+        assert!(res["p99_ms"].as_f64().unwrap() >= res["p50_ms"].as_f64().unwrap());
+        assert!(res["consistency"].is_string());
     }
 }

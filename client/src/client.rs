@@ -8,8 +8,8 @@ use crate::session::SessionPool;
 use rand::Rng;
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::{
-    self, CasRequest, Context, DeleteRequest, GetRequest, KvRequest, PutRequest, Request, Response,
-    ScanRequest,
+    self, CasRequest, Context, DeleteRequest, GetRequest, KvRequest, KvResponse, PutRequest,
+    Request, Response, ScanRequest,
 };
 use regatta_proto::metapb::Peer;
 use regatta_proto::rpc::Connection;
@@ -17,14 +17,60 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How a read is served.
+/// How a read is served. See `docs/ARCHITECTURE.md` ("Reads") and `docs/CLOCKS.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadConsistency {
     /// Linearizable, by ReadIndex on the leader (one heartbeat round, no log write).
     #[default]
     Linearizable,
+    /// Linearizable under the clock assumption of `docs/CLOCKS.md`: served by the leader
+    /// from its lease with no network round trip; ReadIndex when the lease does not hold.
+    Lease,
     /// Linearizable, by putting the read through the raft log (slowest; for comparison).
     LogRead,
+    /// Bounded staleness: any replica (spread across stores) whose state is at most
+    /// `max_staleness` old; the leader serves it when none is fresh enough or the bound is 0.
+    Follower {
+        /// The oldest state the reader accepts.
+        max_staleness: Duration,
+    },
+    /// The state includes every write this client has had acknowledged in the key's
+    /// region: any replica that has applied the client's last write there; one that is
+    /// behind waits briefly, then the leader serves it.
+    ReadYourWrites,
+}
+
+impl ReadConsistency {
+    /// Whether a replica other than the leader may serve the read.
+    fn any_replica(self) -> bool {
+        matches!(
+            self,
+            ReadConsistency::Follower { .. } | ReadConsistency::ReadYourWrites
+        )
+    }
+}
+
+/// A read's value and how it was served (measured by the serving replica).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// The value (`None`: the key has no value).
+    pub value: Option<Vec<u8>>,
+    /// The store whose replica answered.
+    pub served_by_store: u64,
+    /// Whether the answer is linearizable (served by the leader).
+    pub linearizable: bool,
+    /// Whether the leader served it from its lease, with no network round trip.
+    pub lease_used: bool,
+    /// Heartbeat round trips the read waited for.
+    pub network_round_trips: u32,
+    /// The log index the read was served at.
+    pub read_index: u64,
+    /// The serving replica's applied index.
+    pub applied_index: u64,
+    /// Follower reads: the most the served state may lag behind acknowledged writes.
+    pub staleness: Duration,
+    /// How long the read waited on the replica.
+    pub waited: Duration,
 }
 
 /// A key-value pair from [`Client::scan`].
@@ -63,11 +109,13 @@ struct Inner {
     store_addrs: Mutex<HashMap<u64, String>>,
     conns: tokio::sync::Mutex<HashMap<String, Connection>>,
     sessions: SessionPool,
+    /// Read-your-writes: the log index of this client's last acknowledged write per region.
+    last_write: Mutex<HashMap<u64, u64>>,
 }
 
 /// What one attempt's outcome means for the retry loop.
 enum Attempt {
-    Done(Response),
+    Done(Box<KvResponse>),
     /// Retry; `backoff` false when the error told us exactly where to go next.
     Retry {
         error: String,
@@ -95,6 +143,7 @@ impl Client {
                 store_addrs: Mutex::new(HashMap::new()),
                 conns: tokio::sync::Mutex::new(HashMap::new()),
                 sessions: SessionPool::default(),
+                last_write: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -115,13 +164,33 @@ impl Client {
         key: &[u8],
         consistency: ReadConsistency,
     ) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_detailed(key, consistency).await?.value)
+    }
+
+    /// Reads `key` with the given consistency and says how the read was served.
+    pub async fn get_detailed(
+        &self,
+        key: &[u8],
+        consistency: ReadConsistency,
+    ) -> Result<ReadOutcome> {
         let mut g = GetRequest::new();
         g.set_key(key.to_vec());
         let mut req = Request::new();
         req.set_get(g);
         let mut resp = self.execute("get", key, req, consistency, false).await?;
-        let g = resp.take_get();
-        Ok(g.get_found().then_some(g.value))
+        let info = resp.take_read_info();
+        let g = resp.mut_response().take_get();
+        Ok(ReadOutcome {
+            value: g.get_found().then_some(g.value),
+            served_by_store: info.get_served_by_store(),
+            linearizable: info.get_linearizable(),
+            lease_used: info.get_lease_used(),
+            network_round_trips: info.get_network_round_trips(),
+            read_index: info.get_read_index(),
+            applied_index: info.get_applied_index(),
+            staleness: Duration::from_micros(info.get_staleness_us()),
+            waited: Duration::from_micros(info.get_waited_us()),
+        })
     }
 
     /// Writes `value` under `key`; returns the log index the write committed at.
@@ -134,7 +203,7 @@ impl Client {
         let resp = self
             .execute("put", key, req, ReadConsistency::Linearizable, true)
             .await?;
-        Ok(resp.get_put().get_index())
+        Ok(resp.get_response().get_put().get_index())
     }
 
     /// Deletes `key`; returns whether it had a value.
@@ -146,7 +215,7 @@ impl Client {
         let resp = self
             .execute("delete", key, req, ReadConsistency::Linearizable, true)
             .await?;
-        Ok(resp.get_delete().get_existed())
+        Ok(resp.get_response().get_delete().get_existed())
     }
 
     /// Compare-and-swap: sets `key` to `new` if its value equals `expected`
@@ -164,7 +233,7 @@ impl Client {
         let mut resp = self
             .execute("cas", key, req, ReadConsistency::Linearizable, true)
             .await?;
-        let c = resp.take_cas();
+        let c = resp.mut_response().take_cas();
         Ok(CasOutcome {
             succeeded: c.get_succeeded(),
             previous: c.get_found().then(|| c.previous.clone()),
@@ -176,6 +245,18 @@ impl Client {
     /// order, at most `limit` (0: no limit), across as many regions as the range spans.
     /// Each region's part is linearizable; the scan as a whole is not a snapshot.
     pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>> {
+        self.scan_with(start, end, limit, ReadConsistency::Linearizable)
+            .await
+    }
+
+    /// [`Client::scan`] with the given consistency for each region's part.
+    pub async fn scan_with(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        consistency: ReadConsistency,
+    ) -> Result<Vec<KvPair>> {
         let mut out = Vec::new();
         let mut cursor = start.to_vec();
         loop {
@@ -197,9 +278,9 @@ impl Client {
             let mut req = Request::new();
             req.set_scan(s);
             let mut resp = self
-                .execute("scan", &cursor, req, ReadConsistency::Linearizable, false)
+                .execute("scan", &cursor, req, consistency, false)
                 .await?;
-            for mut p in resp.mut_scan().take_pairs().into_iter() {
+            for mut p in resp.mut_response().mut_scan().take_pairs().into_iter() {
                 out.push(KvPair {
                     key: p.take_key(),
                     value: p.take_value(),
@@ -269,7 +350,7 @@ impl Client {
         req: Request,
         consistency: ReadConsistency,
         write: bool,
-    ) -> Result<Response> {
+    ) -> Result<KvResponse> {
         let session = write.then(|| self.inner.sessions.take());
         let started = Instant::now();
         let deadline = started + self.inner.cfg.op_timeout;
@@ -281,7 +362,7 @@ impl Client {
                 .await;
             attempt += 1;
             let (error, sleep) = match outcome {
-                Attempt::Done(resp) => break Ok(resp),
+                Attempt::Done(resp) => break Ok(*resp),
                 Attempt::Fail(e) => break Err(e),
                 Attempt::Retry { error, backoff } => (error, backoff),
             };
@@ -333,11 +414,17 @@ impl Client {
                 backoff: true,
             };
         }
-        // The believed leader, or else the peers in turn.
-        let target: Peer = region
-            .leader
-            .clone()
-            .unwrap_or_else(|| peers[attempt % peers.len()].clone());
+        // Reads any replica may serve go to a random one at first (spreading load across
+        // stores), then to the leader; the rest go to the believed leader, or else to the
+        // peers in turn.
+        let target: Peer = if consistency.any_replica() && attempt == 0 {
+            peers[rand::thread_rng().gen_range(0..peers.len())].clone()
+        } else {
+            region
+                .leader
+                .clone()
+                .unwrap_or_else(|| peers[attempt % peers.len()].clone())
+        };
         let addr = match self.store_addr(target.get_store_id()).await {
             Ok(a) => a,
             Err(e) => {
@@ -354,10 +441,21 @@ impl Client {
             ctx.set_client_id(s.client_id);
             ctx.set_seq(s.seq);
         }
-        ctx.set_consistency(match consistency {
+        let wire = match consistency {
             ReadConsistency::Linearizable => kvrpcpb::ReadConsistency::LINEARIZABLE,
+            ReadConsistency::Lease => kvrpcpb::ReadConsistency::LEASE,
             ReadConsistency::LogRead => kvrpcpb::ReadConsistency::LOG_READ,
-        });
+            ReadConsistency::Follower { max_staleness } => {
+                ctx.set_max_staleness_ms(max_staleness.as_millis() as u64);
+                kvrpcpb::ReadConsistency::FOLLOWER
+            }
+            ReadConsistency::ReadYourWrites => {
+                let last = self.inner.last_write.lock().expect("last-write lock");
+                ctx.set_min_applied_index(last.get(&rid).copied().unwrap_or(0));
+                kvrpcpb::ReadConsistency::READ_YOUR_WRITES
+            }
+        };
+        ctx.set_consistency(wire);
         let mut kv = KvRequest::new();
         kv.set_context(ctx);
         kv.set_request(req.clone());
@@ -393,13 +491,36 @@ impl Client {
             _ => return Attempt::Fail(Error::Server(format!("{addr} sent a non-KV answer"))),
         };
         if !resp.has_error() {
-            return Attempt::Done(resp.take_response());
+            if session.is_some() {
+                let index = write_index(resp.get_response());
+                let mut last = self.inner.last_write.lock().expect("last-write lock");
+                let e = last.entry(rid).or_insert(0);
+                *e = (*e).max(index);
+            }
+            return Attempt::Done(Box::new(resp));
         }
-        self.classify(rid, &target, resp.take_error())
+        self.classify(rid, &target, resp.take_error(), consistency.any_replica())
+    }
+
+    /// The log index of this client's last acknowledged write in `region_id` (0: none).
+    pub fn last_write_index(&self, region_id: u64) -> u64 {
+        self.inner
+            .last_write
+            .lock()
+            .expect("last-write lock")
+            .get(&region_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Turns a store's error into the next step, updating the cache as it says.
-    fn classify(&self, rid: u64, target: &Peer, mut e: kvrpcpb::Error) -> Attempt {
+    fn classify(
+        &self,
+        rid: u64,
+        target: &Peer,
+        mut e: kvrpcpb::Error,
+        any_replica: bool,
+    ) -> Attempt {
         let error = if e.get_message().is_empty() {
             format!("{e:?}")
         } else {
@@ -409,7 +530,9 @@ impl Client {
         if e.has_not_leader() {
             let hint = e.mut_not_leader().take_leader();
             let useful = hint.get_id() != 0 && hint.get_id() != target.get_id();
-            cache.set_leader(rid, useful.then_some(hint));
+            if useful || !any_replica {
+                cache.set_leader(rid, useful.then_some(hint));
+            }
             return Attempt::Retry {
                 error,
                 backoff: !useful,
@@ -451,5 +574,18 @@ impl Client {
             ));
         }
         Attempt::Fail(Error::Server(error))
+    }
+}
+
+/// The log index a write committed at, from its response.
+fn write_index(resp: &Response) -> u64 {
+    if resp.has_put() {
+        resp.get_put().get_index()
+    } else if resp.has_delete() {
+        resp.get_delete().get_index()
+    } else if resp.has_cas() {
+        resp.get_cas().get_index()
+    } else {
+        0
     }
 }

@@ -29,7 +29,7 @@ mod pd;
 mod region_cache;
 mod session;
 
-pub use client::{CasOutcome, Client, KvPair, ReadConsistency};
+pub use client::{CasOutcome, Client, KvPair, ReadConsistency, ReadOutcome};
 pub use config::Config;
 pub use error::Error;
 pub use pd::PdClient;

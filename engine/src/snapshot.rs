@@ -8,6 +8,7 @@
 use crate::engine::{decode_msg, Cf, Engine};
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::raw::encode_raw_value;
 use protobuf::Message;
 use raft::eraftpb::{ConfState, Snapshot};
 use regatta_proto::metapb::Region;
@@ -77,12 +78,24 @@ pub fn generate(engine: &Engine, region_id: u64) -> Result<Snapshot> {
         Ok(true)
     })?;
 
+    let (index, term) = (apply.get_applied_index(), apply.get_applied_term());
+    assemble(region_id, index, term, state.get_voters(), &data)
+}
+
+/// A raft snapshot at `(index, term)` with voters `voters`, carrying `data`.
+fn assemble(
+    region_id: u64,
+    index: u64,
+    term: u64,
+    voters: &[u64],
+    data: &RegionSnapshotData,
+) -> Result<Snapshot> {
     let mut s = Snapshot::default();
     let meta = s.mut_metadata();
-    meta.index = apply.get_applied_index();
-    meta.term = apply.get_applied_term();
+    meta.index = index;
+    meta.term = term;
     meta.set_conf_state(ConfState {
-        voters: state.get_voters().to_vec(),
+        voters: voters.to_vec(),
         ..Default::default()
     });
     s.data = data
@@ -94,6 +107,46 @@ pub fn generate(engine: &Engine, region_id: u64) -> Result<Snapshot> {
         })?
         .into();
     Ok(s)
+}
+
+/// Builds a snapshot of `region` at `(index, term)` that holds exactly `pairs` (raw user
+/// key, value), each at version `index`, and no dedup sessions: how a harness seeds a fresh
+/// replica with a known state (`seed_state` of the JSON-lines node). Keys outside the
+/// region are refused.
+pub fn build_seed(
+    region: &Region,
+    voters: &[u64],
+    index: u64,
+    term: u64,
+    pairs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<Snapshot> {
+    let region_id = region.get_id();
+    let mut cf_data = CfData::new();
+    cf_data.set_cf(Cf::Default.name().to_string());
+    let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = pairs.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, v) in sorted {
+        let in_region = k.as_slice() >= region.get_start_key()
+            && (region.get_end_key().is_empty() || k.as_slice() < region.get_end_key());
+        if !in_region {
+            return Err(Error::BadSnapshot {
+                region_id,
+                detail: format!("seed key {k:?} is outside the region"),
+            });
+        }
+        let mut kv = KeyValue::new();
+        kv.set_key(keys::raw_data_key(k));
+        kv.set_value(encode_raw_value(index, v));
+        cf_data.mut_kvs().push(kv);
+    }
+    let mut apply = RaftApplyState::new();
+    apply.set_applied_index(index);
+    apply.set_applied_term(term);
+    let mut data = RegionSnapshotData::new();
+    data.set_region(region.clone());
+    data.set_apply_state(apply);
+    data.mut_cfs().push(cf_data);
+    assemble(region_id, index, term, voters, &data)
 }
 
 /// A decoded snapshot, checked against the region it is for.

@@ -46,6 +46,11 @@ pub struct LogWrite {
     /// A self-contained batch written (unsynced) before the group's synced batch:
     /// snapshot installs and log compaction.
     pub extra: Option<WriteBatch>,
+    /// Whether `raft_state` changed in term or vote (which must be durable before any
+    /// message that depends on them is sent). A change of the commit index alone need not
+    /// be synced: on restart the commit index is raised to the applied index, and raft
+    /// only needs it to be no more than what a quorum has.
+    pub state_must_sync: bool,
 }
 
 impl LogWrite {
@@ -55,6 +60,15 @@ impl LogWrite {
             && self.delete_entries.is_none()
             && self.raft_state.is_none()
             && self.extra.is_none()
+    }
+
+    /// Whether this write must be synced before its Ready counts as persisted: it carries
+    /// entries, a log truncation, a snapshot or compaction batch, or a term/vote change.
+    pub fn needs_sync(&self) -> bool {
+        !self.entries.is_empty()
+            || self.delete_entries.is_some()
+            || self.extra.is_some()
+            || self.state_must_sync
     }
 
     /// Adds the entry/state part of this write to `wb` (the LogWriter's group batch).
@@ -331,6 +345,8 @@ impl PeerStorage {
 
     /// Stages a new HardState into `w`.
     pub fn set_hard_state(&mut self, hs: &HardState, w: &mut LogWrite) {
+        let st = &self.raft_state;
+        w.state_must_sync |= st.get_term() != hs.term || st.get_vote() != hs.vote;
         self.raft_state.set_term(hs.term);
         self.raft_state.set_vote(hs.vote);
         self.raft_state.set_commit(hs.commit);

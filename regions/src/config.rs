@@ -42,6 +42,16 @@ pub struct StoreConfig {
     pub region_heartbeat_interval_ms: u64,
     /// How often the store reports to PD. Default 1 s.
     pub store_heartbeat_interval_ms: u64,
+    /// Leader lease, from the send time of a heartbeat round a quorum acknowledged; 0
+    /// turns lease reads (and bounded-staleness follower reads, which rely on it) off.
+    /// Must satisfy `lease_ms + max_clock_drift_ms <= (election_ticks - 1) * tick`
+    /// (docs/CLOCKS.md). Default 400 ms.
+    pub lease_ms: u64,
+    /// The most two nodes' clocks may drift apart over one election timeout. Default 50 ms.
+    pub max_clock_drift_ms: u64,
+    /// A read-your-writes read on a replica behind the client's last write waits this
+    /// long for it before redirecting to the leader. Default 50 ms.
+    pub ryw_wait_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -65,6 +75,9 @@ impl Default for StoreConfig {
             log_writer_max_batch_bytes: 4 << 20,
             region_heartbeat_interval_ms: 10_000,
             store_heartbeat_interval_ms: 1_000,
+            lease_ms: 400,
+            max_clock_drift_ms: 50,
+            ryw_wait_ms: 50,
         }
     }
 }
@@ -96,13 +109,50 @@ impl StoreConfig {
         if self.log_writer_queue == 0 || self.log_writer_max_batch_bytes == 0 {
             return Err("LogWriter bounds must be > 0".into());
         }
-        Ok(())
+        check_lease(
+            self.lease_ms,
+            self.max_clock_drift_ms,
+            self.min_election_timeout_ms(),
+        )
+    }
+
+    /// The shortest real time in which a follower that heard from the leader can vote for
+    /// another candidate: raft-rs refuses votes until `election_ticks` ticks passed since
+    /// the leader's last message, and the first of them may come right after it.
+    pub fn min_election_timeout_ms(&self) -> u64 {
+        (self.election_ticks as u64).saturating_sub(1) * self.tick_interval_ms
+    }
+
+    /// The leader lease (zero: off).
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
     }
 
     /// The tick period.
     pub fn tick_interval(&self) -> Duration {
         Duration::from_millis(self.tick_interval_ms)
     }
+}
+
+/// Checks a lease configuration: safe iff `lease + drift <= min_election_timeout`, i.e.
+/// the lease ends before any follower that acknowledged it can vote for a new leader, even
+/// when its clock runs faster by `drift`. A lease of 0 (off) is always safe.
+pub fn check_lease(
+    lease_ms: u64,
+    drift_ms: u64,
+    min_election_timeout_ms: u64,
+) -> Result<(), String> {
+    if lease_ms == 0 {
+        return Ok(());
+    }
+    if lease_ms + drift_ms > min_election_timeout_ms {
+        return Err(format!(
+            "unsafe lease: lease {lease_ms} ms + clock drift {drift_ms} ms exceeds the \
+             {min_election_timeout_ms} ms before a follower may vote for a new leader; a \
+             deposed leader could serve stale reads (see docs/CLOCKS.md)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -123,5 +173,27 @@ mod tests {
             ..StoreConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn unsafe_leases_are_rejected() {
+        let cfg = StoreConfig::default();
+        assert_eq!(cfg.min_election_timeout_ms(), 450);
+        // 400 + 50 fits in 450; one more ms of lease or drift does not.
+        check_lease(400, 50, 450).unwrap();
+        assert!(check_lease(401, 50, 450).is_err());
+        assert!(check_lease(400, 51, 450).is_err());
+        check_lease(0, 10_000, 450).unwrap();
+        let bad = StoreConfig {
+            max_clock_drift_ms: 200,
+            ..StoreConfig::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains("unsafe lease"), "{err}");
+        let shorter_election = StoreConfig {
+            election_ticks: 5,
+            ..StoreConfig::default()
+        };
+        assert!(shorter_election.validate().is_err());
     }
 }

@@ -26,14 +26,14 @@ mod server;
 mod store;
 mod transport;
 
-pub use config::StoreConfig;
+pub use config::{check_lease, StoreConfig};
 pub use error::{Error, Result};
 pub use log_writer::{LogWriter, Persisted, WriteTask};
 pub use metrics::{MetricsSnapshot, StoreMetrics};
 pub use pd::{MemPd, PdClient};
 pub use peer::{
-    Campaign, GetStatus, KvCommand, Peer, PeerActor, PeerContext, RaftMessageIn, RegionStatus,
-    Responder,
+    Campaign, CompactLog, GetStatus, KvCommand, Peer, PeerActor, PeerContext, RaftMessageIn,
+    RegionStatus, Responder, Seed,
 };
 pub use router::Router;
 pub use store::{Store, StoreOptions, TransportLayer};

@@ -25,13 +25,15 @@ use protobuf::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use regatta_engine::{LogWrite, PeerStorage};
-use regatta_proto::kvrpcpb::{KvRequest, KvResponse, ReadConsistency, Request, Request_oneof_cmd};
+use regatta_proto::kvrpcpb::{
+    KvRequest, KvResponse, ReadConsistency, ReadInfo, Request, Request_oneof_cmd,
+};
 use regatta_proto::metapb::{Peer as PeerMeta, Region};
 use regatta_proto::pdpb::RegionHeartbeatRequest;
 use regatta_proto::raft_serverpb::{RaftCmd, RaftCmdBatch, RaftMessage};
 use slog::{debug, error, info, o, warn, Logger};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -47,13 +49,29 @@ struct Proposal {
     term: u64,
     responders: Vec<Responder>,
     deadline: Instant,
+    /// When it was proposed: once it commits, a quorum heard from this leader after this.
+    proposed_at: Instant,
 }
 
 struct ReadReq {
     req: Request,
     tx: Responder,
     deadline: Instant,
+    started: Instant,
+    /// Filled in as the read is routed (lease, round trips), completed when served.
+    info: ReadInfo,
 }
+
+/// A ReadIndex round in flight: its reads, and when and in which term it started (a
+/// confirmed round renews the lease from its start).
+struct ReadRound {
+    started: Instant,
+    term: u64,
+    reads: Vec<ReadReq>,
+}
+
+/// Messages whose send time a replica remembers, for the freshness echo.
+const SENT_TIMES_KEPT: usize = 4096;
 
 /// What the store needs from its environment to run a peer.
 #[derive(Clone)]
@@ -70,8 +88,18 @@ pub struct PeerContext {
     pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
     /// The store this peer lives on.
     pub store_id: u64,
+    /// The leader lease in ms (0: off); starts as `cfg.lease_ms`, changed only through
+    /// [`crate::Store::set_lease`], which checks it is safe.
+    pub lease_ms: Arc<AtomicU64>,
     /// Logger.
     pub logger: Logger,
+}
+
+impl PeerContext {
+    /// The current leader lease in ms (0: off).
+    pub fn lease_ms(&self) -> u64 {
+        self.lease_ms.load(Ordering::Relaxed)
+    }
 }
 
 /// A snapshot of a replica's state, for status pages and tests.
@@ -95,6 +123,13 @@ pub struct RegionStatus {
     pub last_index: u64,
     /// Log compacted through this index.
     pub truncated_index: u64,
+    /// Whether this replica leads and its lease holds now.
+    pub lease_valid: bool,
+    /// Whether this replica leads and is transferring leadership.
+    pub transferring_leadership: bool,
+    /// Follower reads: how stale this replica's applied state may be at most (`None`: it
+    /// has no proof of freshness).
+    pub staleness_bound: Option<Duration>,
 }
 
 /// The region replica state machine.
@@ -109,7 +144,7 @@ pub struct Peer {
     proposals: VecDeque<Proposal>,
     new_reads: Vec<ReadReq>,
     reads_waiting_term: Vec<ReadReq>,
-    reads_inflight: HashMap<u64, Vec<ReadReq>>,
+    reads_inflight: HashMap<u64, ReadRound>,
     reads_ready: VecDeque<(u64, Vec<ReadReq>)>,
     next_read_id: u64,
     persisted_msgs: VecDeque<(u64, Vec<Message>)>,
@@ -120,6 +155,23 @@ pub struct Peer {
     ticks: u64,
     was_leader: bool,
     self_addr: Option<Recipient<Persisted>>,
+    started: Instant,
+    /// Leader lease: valid in `lease_term` until `lease_until` (docs/CLOCKS.md).
+    lease_until: Option<Instant>,
+    lease_term: u64,
+    /// No lease from rounds started before this (set by leader transfers).
+    lease_blocked_until: Option<Instant>,
+    /// Freshness echo: this replica's message numbering and when each was sent.
+    out_seq: u64,
+    sent_times: VecDeque<(u64, Instant)>,
+    /// Newest `seq` received from each peer.
+    seq_from: HashMap<u64, u64>,
+    /// Leader stamps not yet applied: (leader commit index, local anchor time).
+    fresh_pending: VecDeque<(u64, Instant)>,
+    /// Every write acknowledged before this local instant is in the applied state.
+    safe_time: Option<Instant>,
+    /// Read-your-writes reads waiting for the applied index to reach theirs.
+    ryw_waiting: Vec<(ReadReq, u64)>,
 }
 
 fn now_ms() -> u64 {
@@ -182,6 +234,17 @@ impl Peer {
             ticks: 0,
             was_leader: false,
             self_addr: None,
+            started: Instant::now(),
+            lease_until: None,
+            lease_term: 0,
+            lease_blocked_until: None,
+            // A random base: echoes meant for an earlier incarnation match nothing.
+            out_seq: rand::random::<u64>() >> 2,
+            sent_times: VecDeque::new(),
+            seq_from: HashMap::new(),
+            fresh_pending: VecDeque::new(),
+            safe_time: None,
+            ryw_waiting: Vec::new(),
         })
     }
 
@@ -222,6 +285,13 @@ impl Peer {
             commit_index: self.raw.raft.raft_log.committed,
             last_index: s.last_index_now(),
             truncated_index: s.truncated_index(),
+            lease_valid: self.ctx.lease_ms() > 0
+                && self.is_leader()
+                && self.raw.raft.lead_transferee.is_none()
+                && self.lease_term == self.raw.raft.term
+                && self.lease_until.is_some_and(|t| Instant::now() < t),
+            transferring_leadership: self.is_leader() && self.raw.raft.lead_transferee.is_some(),
+            staleness_bound: self.safe_time.map(|t| t.elapsed()),
         }
     }
 
@@ -309,12 +379,17 @@ impl Peer {
                 return;
             }
         }
+        let ctx = req.take_context();
+        let consistency = ctx.get_consistency();
         if !self.is_leader() {
-            let _ = tx.send(self.not_leader().into_response());
+            if !write {
+                self.follower_read(request, &ctx, tx);
+            } else {
+                let _ = tx.send(self.not_leader().into_response());
+            }
             return;
         }
-        let ctx = req.take_context();
-        if write || ctx.get_consistency() == ReadConsistency::LOG_READ {
+        if write || consistency == ReadConsistency::LOG_READ {
             if self.proposals.len() + self.pending_cmds.len() >= self.ctx.cfg.max_inflight_proposals
             {
                 let _ = tx.send(
@@ -334,11 +409,158 @@ impl Peer {
                 self.propose_pending();
             }
         } else {
-            self.new_reads.push(ReadReq {
+            let now = Instant::now();
+            let mut read = ReadReq {
                 req: request,
                 tx,
-                deadline: Instant::now() + Duration::from_millis(self.ctx.cfg.read_timeout_ms),
-            });
+                deadline: now + Duration::from_millis(self.ctx.cfg.read_timeout_ms),
+                started: now,
+                info: ReadInfo::new(),
+            };
+            read.info.set_linearizable(true);
+            let lease_ok = consistency != ReadConsistency::LINEARIZABLE
+                && self.lease_valid(now)
+                && self.raw.raft.commit_to_current_term();
+            if lease_ok {
+                // No other leader can exist while the lease holds, so the commit index is
+                // the newest; serve once it is applied.
+                read.info.set_lease_used(true);
+                let index = self.raw.raft.raft_log.committed;
+                self.reads_ready.push_back((index, vec![read]));
+            } else {
+                read.info.set_network_round_trips(1);
+                self.new_reads.push(read);
+            }
+        }
+    }
+
+    /// A read that reached a follower: served here when its consistency allows it and this
+    /// replica is fresh enough, else redirected to the leader (`NotLeader`).
+    fn follower_read(
+        &mut self,
+        req: Request,
+        ctx: &regatta_proto::kvrpcpb::Context,
+        tx: Responder,
+    ) {
+        let now = Instant::now();
+        let mut read = ReadReq {
+            req,
+            tx,
+            deadline: now,
+            started: now,
+            info: ReadInfo::new(),
+        };
+        match ctx.get_consistency() {
+            ReadConsistency::FOLLOWER if ctx.get_max_staleness_ms() > 0 => {
+                let bound = Duration::from_millis(ctx.get_max_staleness_ms());
+                if let Some(staleness) = self.safe_time.map(|t| now.saturating_duration_since(t)) {
+                    if staleness <= bound {
+                        read.info.set_staleness_us(staleness.as_micros() as u64);
+                        let applied = self.raw.store().applied().0;
+                        self.finish_read(read, applied);
+                        return;
+                    }
+                }
+            }
+            ReadConsistency::READ_YOUR_WRITES => {
+                let want = ctx.get_min_applied_index();
+                let applied = self.raw.store().applied().0;
+                if applied >= want {
+                    self.finish_read(read, applied);
+                } else {
+                    read.deadline = now + Duration::from_millis(self.ctx.cfg.ryw_wait_ms);
+                    self.ryw_waiting.push((read, want));
+                }
+                return;
+            }
+            _ => {}
+        }
+        let _ = read.tx.send(self.not_leader().into_response());
+    }
+
+    /// Serves read-your-writes reads whose index is now applied; redirects those that
+    /// waited too long.
+    fn serve_ryw(&mut self, now: Instant) {
+        if self.ryw_waiting.is_empty() {
+            return;
+        }
+        let applied = self.raw.store().applied().0;
+        let waiting = std::mem::take(&mut self.ryw_waiting);
+        for (read, want) in waiting {
+            if applied >= want {
+                self.finish_read(read, applied);
+            } else if read.deadline <= now || self.is_leader() {
+                let _ = read.tx.send(self.not_leader().into_response());
+            } else {
+                self.ryw_waiting.push((read, want));
+            }
+        }
+    }
+
+    /// Answers `read` from the applied state; `read_index` is the index it was served at.
+    fn finish_read(&self, read: ReadReq, read_index: u64) {
+        let mut resp = self.read_local(&read.req);
+        if !resp.has_error() {
+            let mut info = read.info;
+            info.set_served_by_store(self.ctx.store_id);
+            info.set_read_index(read_index);
+            info.set_applied_index(self.raw.store().applied().0);
+            info.set_waited_us(read.started.elapsed().as_micros() as u64);
+            resp.set_read_info(info);
+        }
+        let _ = read.tx.send(resp);
+    }
+
+    /// Whether this leader's lease holds at `now` (docs/CLOCKS.md). Never across a term
+    /// change, after stepping down, or while a leader transfer is in flight.
+    fn lease_valid(&mut self, now: Instant) -> bool {
+        if self.ctx.lease_ms() == 0 || !self.is_leader() {
+            return false;
+        }
+        if self.raw.raft.lead_transferee.is_some() {
+            // The transferee may be elected without waiting out the followers' election
+            // timers: no lease now, and none from rounds started before it could end.
+            self.lease_until = None;
+            let block = now + Duration::from_millis(self.ctx.cfg.min_election_timeout_ms());
+            self.lease_blocked_until = Some(block);
+            return false;
+        }
+        self.lease_term == self.raw.raft.term && self.lease_until.is_some_and(|t| now < t)
+    }
+
+    /// A quorum acknowledged a message this leader sent at `sent_at` in term `term`.
+    fn renew_lease(&mut self, sent_at: Instant, term: u64) {
+        let now = Instant::now();
+        if self.ctx.lease_ms() == 0
+            || !self.is_leader()
+            || term != self.raw.raft.term
+            || self.raw.raft.lead_transferee.is_some()
+            || self
+                .lease_blocked_until
+                .is_some_and(|b| sent_at < b || now < b)
+        {
+            return;
+        }
+        let until = sent_at + Duration::from_millis(self.ctx.lease_ms());
+        if self.lease_term != term {
+            self.lease_term = term;
+            self.lease_until = Some(until);
+        } else {
+            self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
+        }
+    }
+
+    /// Moves the follower's safe time forward over the leader stamps it has now applied.
+    fn advance_safe_time(&mut self) {
+        let applied = self.raw.store().applied().0;
+        while self
+            .fresh_pending
+            .front()
+            .is_some_and(|(c, _)| *c <= applied)
+        {
+            if let Some((_, at)) = self.fresh_pending.pop_front() {
+                self.safe_time = Some(self.safe_time.map_or(at, |t| t.max(at)));
+            }
         }
     }
 
@@ -353,6 +575,42 @@ impl Peer {
         };
         if m.to != self.peer_id {
             debug!(self.logger, "raft message for another peer dropped"; "to" => m.to);
+            return;
+        }
+        let from = msg.get_from_peer().get_id();
+        if msg.get_seq() != 0 {
+            let newest = self.seq_from.entry(from).or_insert(0);
+            *newest = (*newest).max(msg.get_seq());
+        }
+        if msg.get_leader_commit() != 0 {
+            // The leader stamped its commit index while holding its lease, after it had
+            // received our message `echo_seq`: every write acknowledged before we sent that
+            // message is at or below the stamp.
+            let echo = msg.get_echo_seq();
+            if let Ok(i) = self.sent_times.binary_search_by_key(&echo, |(s, _)| *s) {
+                let at = self.sent_times[i].1;
+                let newer = self.fresh_pending.back().is_none_or(|(_, t)| at > *t);
+                if newer && self.safe_time.is_none_or(|t| at > t) {
+                    self.fresh_pending.push_back((msg.get_leader_commit(), at));
+                    if self.fresh_pending.len() > SENT_TIMES_KEPT {
+                        self.fresh_pending.pop_front();
+                    }
+                }
+            }
+        }
+        let vote = matches!(
+            m.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
+        if vote
+            && self.ctx.lease_ms() > 0
+            && &m.context[..] != raft::CAMPAIGN_TRANSFER
+            && self.started.elapsed()
+                < Duration::from_millis(self.ctx.cfg.min_election_timeout_ms())
+        {
+            // Just (re)started, this replica may have acknowledged a leader whose lease still
+            // runs and forgot it: it must not help elect another one yet (docs/CLOCKS.md).
+            debug!(self.logger, "vote request ignored during the post-start lease guard"; "from" => m.from);
             return;
         }
         if let Err(e) = self.raw.step(m) {
@@ -384,10 +642,16 @@ impl Peer {
             }
         };
         expire(&mut self.reads_waiting_term);
-        for reads in self.reads_inflight.values_mut() {
-            expire(reads);
+        for round in self.reads_inflight.values_mut() {
+            expire(&mut round.reads);
         }
-        self.reads_inflight.retain(|_, r| !r.is_empty());
+        // Rounds only renewing the lease are given up after the read timeout, so a lost
+        // one never stops the next.
+        let read_timeout = Duration::from_millis(self.ctx.cfg.read_timeout_ms);
+        self.reads_inflight
+            .retain(|_, r| !r.reads.is_empty() || r.started.elapsed() < read_timeout);
+        self.serve_ryw(now);
+        self.keep_lease_warm(now);
         if self.ticks.is_multiple_of(20) {
             self.maybe_compact();
         }
@@ -395,6 +659,24 @@ impl Peer {
             (self.ctx.cfg.region_heartbeat_interval_ms / self.ctx.cfg.tick_interval_ms).max(1);
         if self.is_leader() && self.ticks.is_multiple_of(every) {
             self.report_to_pd();
+        }
+    }
+
+    /// A leader whose lease is about to lapse starts a ReadIndex round with no reads: its
+    /// confirmation renews the lease, so lease reads and follower-read freshness (leader
+    /// stamps need the lease) keep working without a read paying for the round trip.
+    fn keep_lease_warm(&mut self, now: Instant) {
+        if self.ctx.lease_ms() == 0
+            || !self.is_leader()
+            || !self.raw.raft.commit_to_current_term()
+            || self.reads_inflight.values().any(|r| r.reads.is_empty())
+        {
+            return;
+        }
+        let margin = self.ctx.cfg.tick_interval() * (self.ctx.cfg.heartbeat_ticks as u32 + 1);
+        let lapsing = !self.lease_valid(now) || self.lease_until.is_some_and(|u| u <= now + margin);
+        if lapsing {
+            self.start_round(Vec::new());
         }
     }
 
@@ -435,21 +717,7 @@ impl Peer {
         match self.raw.mut_store().compact_to(idx) {
             Ok(Some(wb)) => {
                 info!(self.logger, "raft log compacted"; "through" => idx);
-                // Compaction rides the LogWriter queue to stay ordered with log appends; it
-                // needs no Ready of its own, so it is sent as an empty-numbered task.
-                let write = LogWrite {
-                    region_id: self.region_id,
-                    extra: Some(wb),
-                    ..LogWrite::default()
-                };
-                if let Some(addr) = &self.self_addr {
-                    self.ctx.log_writer.submit(WriteTask {
-                        write,
-                        ready_number: 0,
-                        last_index: 0,
-                        notify: addr.clone(),
-                    });
-                }
+                self.submit_extra_write(wb);
             }
             Ok(None) => {}
             Err(e) => error!(self.logger, "log compaction failed"; "error" => %e),
@@ -480,6 +748,7 @@ impl Peer {
                 self.proposals.push_back(Proposal {
                     index,
                     term,
+                    proposed_at: Instant::now(),
                     responders,
                     deadline: Instant::now()
                         + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
@@ -524,10 +793,22 @@ impl Peer {
             self.reads_waiting_term = reads;
             return;
         }
+        self.start_round(reads);
+    }
+
+    /// Starts one ReadIndex round (a heartbeat broadcast) for `reads`.
+    fn start_round(&mut self, reads: Vec<ReadReq>) {
         let id = self.next_read_id;
         self.next_read_id += 1;
         self.raw.read_index(id.to_be_bytes().to_vec());
-        self.reads_inflight.insert(id, reads);
+        self.reads_inflight.insert(
+            id,
+            ReadRound {
+                started: Instant::now(),
+                term: self.raw.raft.term,
+                reads,
+            },
+        );
     }
 
     fn serve_reads(&mut self) {
@@ -537,12 +818,11 @@ impl Peer {
             .front()
             .is_some_and(|(idx, _)| *idx <= applied)
         {
-            let Some((_, reads)) = self.reads_ready.pop_front() else {
+            let Some((index, reads)) = self.reads_ready.pop_front() else {
                 break;
             };
             for r in reads {
-                let resp = self.read_local(&r.req);
-                let _ = r.tx.send(resp);
+                self.finish_read(r, index);
             }
         }
     }
@@ -577,6 +857,15 @@ impl Peer {
     }
 
     fn send_messages(&mut self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let stamp = if self.lease_valid(now) && self.raw.raft.commit_to_current_term() {
+            self.raw.raft.raft_log.committed
+        } else {
+            0
+        };
         for m in msgs {
             let Some(to) = self
                 .region()
@@ -598,6 +887,14 @@ impl Peer {
             rm.set_from_peer(from);
             rm.set_to_peer(to);
             rm.set_region_epoch(self.region().get_region_epoch().clone());
+            self.out_seq += 1;
+            rm.set_seq(self.out_seq);
+            self.sent_times.push_back((self.out_seq, now));
+            if self.sent_times.len() > SENT_TIMES_KEPT {
+                self.sent_times.pop_front();
+            }
+            rm.set_echo_seq(self.seq_from.get(&m.to).copied().unwrap_or(0));
+            rm.set_leader_commit(stamp);
             rm.set_message(
                 m.write_to_bytes()
                     .expect("encoding an in-memory raft message cannot fail"),
@@ -614,9 +911,10 @@ impl Peer {
         }
         if !leader && self.was_leader {
             info!(self.logger, "stepped down"; "term" => self.raw.raft.term);
+            self.lease_until = None;
             let e = self.not_leader();
-            for (_, reads) in self.reads_inflight.drain() {
-                for r in reads {
+            for (_, round) in self.reads_inflight.drain() {
+                for r in round.reads {
                     let _ = r.tx.send(e.clone().into_response());
                 }
             }
@@ -639,6 +937,8 @@ impl Peer {
             self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
         }
         self.serve_reads();
+        self.advance_safe_time();
+        self.serve_ryw(Instant::now());
     }
 
     fn handle_ready(&mut self) {
@@ -680,8 +980,12 @@ impl Peer {
                 .try_into()
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
-            if let Some(reads) = self.reads_inflight.remove(&id) {
-                self.reads_ready.push_back((rs.index, reads));
+            if let Some(round) = self.reads_inflight.remove(&id) {
+                // A quorum answered the heartbeat of this round, sent at its start.
+                self.renew_lease(round.started, round.term);
+                if !round.reads.is_empty() {
+                    self.reads_ready.push_back((rs.index, round.reads));
+                }
             }
         }
         let committed = rd.take_committed_entries();
@@ -741,7 +1045,19 @@ impl Peer {
                 break;
             };
             if p.index == a.index && p.term == a.term && p.responders.len() == a.responses.len() {
-                for (tx, resp) in p.responders.into_iter().zip(a.responses) {
+                // Committed: a quorum took an append sent after it was proposed.
+                self.renew_lease(p.proposed_at, p.term);
+                for (tx, mut resp) in p.responders.into_iter().zip(a.responses) {
+                    let is_read = resp.get_response().has_get() || resp.get_response().has_scan();
+                    if is_read && !resp.has_error() {
+                        let mut info = ReadInfo::new();
+                        info.set_linearizable(true);
+                        info.set_served_by_store(self.ctx.store_id);
+                        info.set_read_index(a.index);
+                        info.set_applied_index(a.index);
+                        info.set_waited_us(p.proposed_at.elapsed().as_micros() as u64);
+                        resp.set_read_info(info);
+                    }
                     let _ = tx.send(resp);
                 }
                 return;
@@ -749,6 +1065,100 @@ impl Peer {
             for tx in p.responders {
                 let _ = tx.send(Error::StaleCommand.into_response());
             }
+        }
+    }
+
+    /// Installs a snapshot at `(index, term)` holding exactly `pairs` (raw user key, value)
+    /// on a replica that holds no data yet (how a harness seeds a node, `seed_state`). The
+    /// snapshot goes through raft's own restore path, so it is persisted and applied like
+    /// one received from a leader, and a lagging replica later gets it from whoever leads.
+    pub fn seed(
+        &mut self,
+        pairs: &[(Vec<u8>, Vec<u8>)],
+        index: u64,
+        term: u64,
+    ) -> Result<(), Error> {
+        let store = self.raw.store();
+        let has_data = !store
+            .engine()
+            .scan_raw(
+                self.region().get_start_key(),
+                self.region().get_end_key(),
+                1,
+            )
+            .map_err(Error::from)?
+            .is_empty();
+        if has_data || self.raw.raft.raft_log.committed >= index {
+            return Err(Error::InvalidArgument(format!(
+                "seed refused: the replica already holds data or committed through {} (>= {index})",
+                self.raw.raft.raft_log.committed
+            )));
+        }
+        let snap = regatta_engine::snapshot::build_seed(
+            self.region(),
+            store.voters(),
+            index,
+            term,
+            pairs,
+        )?;
+        if self.raw.raft.state != StateRole::Follower || self.raw.raft.term < term {
+            let t = self.raw.raft.term.max(term);
+            self.raw.raft.become_follower(t, raft::INVALID_ID);
+        }
+        if !self.raw.raft.restore(snap) {
+            return Err(Error::InvalidArgument(format!(
+                "raft refused the seed snapshot at index {index} term {term}"
+            )));
+        }
+        info!(self.logger, "seeded from a snapshot"; "index" => index, "term" => term, "keys" => pairs.len());
+        Ok(())
+    }
+
+    /// Compacts the raft log through `up_to` (capped at the applied index; the state
+    /// machine in RocksDB is the snapshot) and returns the `(index, term)` the log is now
+    /// compacted through.
+    pub fn compact_log(&mut self, up_to: u64) -> Result<(u64, u64), Error> {
+        if let Some(wb) = self.raw.mut_store().compact_to(up_to)? {
+            info!(self.logger, "raft log compacted on request"; "through" => self.raw.store().truncated_index());
+            self.submit_extra_write(wb);
+        }
+        let store = self.raw.store();
+        let idx = store.truncated_index();
+        let term = self.raw.raft.raft_log.term(idx).unwrap_or(0);
+        Ok((idx, term))
+    }
+
+    /// Sends a write that needs no Ready of its own (compaction) through the LogWriter
+    /// queue, so it stays ordered with log appends.
+    fn submit_extra_write(&mut self, wb: regatta_engine::WriteBatch) {
+        let write = LogWrite {
+            region_id: self.region_id,
+            extra: Some(wb),
+            ..LogWrite::default()
+        };
+        if let Some(addr) = &self.self_addr {
+            self.ctx.log_writer.submit(WriteTask {
+                write,
+                ready_number: 0,
+                last_index: 0,
+                notify: addr.clone(),
+            });
+        }
+    }
+
+    /// Makes this replica leader through a leader transfer when a leader is known (the
+    /// current leader catches it up, then tells it to campaign at once), or by campaigning
+    /// when none is: with pre-vote and check-quorum a plain campaign against a live leader
+    /// would lose.
+    pub fn request_leadership(&mut self) {
+        if self.is_leader() {
+            return;
+        }
+        let leader = self.raw.raft.leader_id;
+        if leader != raft::INVALID_ID && leader != self.peer_id {
+            self.raw.transfer_leader(self.peer_id);
+        } else if let Err(e) = self.raw.campaign() {
+            warn!(self.logger, "campaign failed"; "error" => %e);
         }
     }
 
@@ -890,7 +1300,8 @@ impl Handler<GetStatus> for PeerActor {
     }
 }
 
-/// Asks the replica to campaign (tests, `become_leader`).
+/// Asks the replica to become leader (tests, `become_leader`): by leader transfer when a
+/// leader is known, else by campaigning. It wins only with a quorum's votes.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Campaign;
@@ -898,9 +1309,44 @@ pub struct Campaign;
 impl Handler<Campaign> for PeerActor {
     type Result = ();
     fn handle(&mut self, _: Campaign, ctx: &mut Context<Self>) {
-        if let Err(e) = self.peer.raw.campaign() {
-            warn!(self.peer.logger, "campaign failed"; "error" => %e);
-        }
+        self.peer.request_leadership();
         self.schedule_flush(ctx);
+    }
+}
+
+/// Seeds a replica that holds no data with a snapshot at `(index, term)` holding `pairs`
+/// (raw user key, value); see [`Peer::seed`].
+#[derive(Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Seed {
+    /// The state: raw user keys and values.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The snapshot's index (the state's commit index).
+    pub index: u64,
+    /// The snapshot's term.
+    pub term: u64,
+}
+
+impl Handler<Seed> for PeerActor {
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: Seed, ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.peer.seed(&msg.pairs, msg.index, msg.term);
+        self.schedule_flush(ctx);
+        r
+    }
+}
+
+/// Compacts the replica's raft log through an index (capped at the applied index);
+/// answers the `(index, term)` it is compacted through. See [`Peer::compact_log`].
+#[derive(Message)]
+#[rtype(result = "Result<(u64, u64), Error>")]
+pub struct CompactLog(pub u64);
+
+impl Handler<CompactLog> for PeerActor {
+    type Result = Result<(u64, u64), Error>;
+    fn handle(&mut self, msg: CompactLog, ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.peer.compact_log(msg.0);
+        self.schedule_flush(ctx);
+        r
     }
 }

@@ -20,6 +20,7 @@ use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest};
 use slog::{info, o, warn, Logger};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -55,6 +56,8 @@ pub struct Store {
     engine: Engine,
     log_writer_thread: std::thread::JoinHandle<()>,
     logger: Logger,
+    cfg: Arc<StoreConfig>,
+    lease_ms: Arc<AtomicU64>,
 }
 
 struct Shared {
@@ -158,6 +161,7 @@ impl Store {
         let arbiter = Arbiter::new();
         let router = Router::default();
         let cfg = Arc::new(opts.config.clone());
+        let lease_ms = Arc::new(AtomicU64::new(cfg.lease_ms));
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
             engine: engine.clone(),
@@ -169,6 +173,7 @@ impl Store {
                 metrics: metrics.clone(),
                 pd_reports: reports_tx,
                 store_id: opts.store_id,
+                lease_ms: lease_ms.clone(),
                 logger: logger.clone(),
             },
             arbiter: arbiter.handle(),
@@ -212,7 +217,29 @@ impl Store {
             engine,
             log_writer_thread,
             logger,
+            cfg,
+            lease_ms,
         })
+    }
+
+    /// Changes the leader lease of every replica on this store (0: off) if it is safe with
+    /// this store's election timeout and `max_clock_drift_ms` (docs/CLOCKS.md); an unsafe
+    /// lease is refused with the reason and nothing changes. Leases already granted keep
+    /// their end; new ones use the new length.
+    pub fn set_lease(&self, lease_ms: u64, max_clock_drift_ms: u64) -> Result<(), String> {
+        crate::config::check_lease(
+            lease_ms,
+            max_clock_drift_ms,
+            self.cfg.min_election_timeout_ms(),
+        )?;
+        self.lease_ms
+            .store(lease_ms, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
     }
 
     /// Status of every region replica on this store.

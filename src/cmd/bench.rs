@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use regatta::bench::{self, KvBench, KvBenchResult, Workload};
+use regatta::bench::{self, KvBench, KvBenchResult, ReadStrategy, Workload};
 use regatta::logging;
 use regatta::playground::{Playground, PlaygroundConfig};
 use regatta_client::Client;
@@ -22,17 +22,16 @@ pub struct BenchArgs {
 enum Scenario {
     /// Closed-loop clients doing put / get / mixed 80:20 over 10k keys.
     Kv(KvArgs),
+    /// The 80:20 get/put mix once per read strategy: log, read-index, lease, follower, ryw.
+    Reads(ReadsArgs),
 }
 
-/// `regatta bench kv`.
+/// Settings every scenario shares.
 #[derive(Args)]
-struct KvArgs {
+struct Common {
     /// Client counts to run, comma-separated.
     #[arg(long, default_value = "64", value_delimiter = ',')]
     clients: Vec<usize>,
-    /// Workloads to run, comma-separated: put, get, mixed.
-    #[arg(long, default_value = "put,get,mixed", value_delimiter = ',')]
-    workload: Vec<String>,
     /// Seconds per run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -53,10 +52,83 @@ struct KvArgs {
     json: bool,
 }
 
+impl Common {
+    /// One run of `workload` with `reads` per client count.
+    fn runs(&self, workload: Workload, reads: ReadStrategy) -> Result<Vec<KvBench>> {
+        self.clients
+            .iter()
+            .map(|&clients| {
+                anyhow::ensure!(clients >= 1, "--clients must be at least 1");
+                Ok(KvBench {
+                    workload,
+                    clients,
+                    duration: Duration::from_secs(self.seconds.max(1)),
+                    keys: self.keys.max(1),
+                    value_size: self.value_size,
+                    reads,
+                })
+            })
+            .collect()
+    }
+
+    fn setup(self, table: Table) -> Setup {
+        Setup {
+            pd: self.pd,
+            regions: self.regions,
+            keys: self.keys,
+            value_size: self.value_size,
+            json: self.json,
+            table,
+        }
+    }
+}
+
+/// `regatta bench kv`.
+#[derive(Args)]
+struct KvArgs {
+    /// Workloads to run, comma-separated: put, get, mixed.
+    #[arg(long, default_value = "put,get,mixed", value_delimiter = ',')]
+    workload: Vec<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `regatta bench reads`.
+#[derive(Args)]
+struct ReadsArgs {
+    /// Read strategies, comma-separated: log, read-index, lease, follower, ryw.
+    #[arg(
+        long,
+        default_value = "log,read-index,lease,follower,ryw",
+        value_delimiter = ','
+    )]
+    strategies: Vec<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
 /// Runs `regatta bench`.
 pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     match a.scenario {
-        Scenario::Kv(k) => kv(k),
+        Scenario::Kv(k) => {
+            let mut runs = Vec::new();
+            for w in &k.workload {
+                let workload = Workload::parse(w)
+                    .with_context(|| format!("unknown workload {w:?} (put, get, mixed)"))?;
+                runs.extend(k.common.runs(workload, ReadStrategy::ReadIndex)?);
+            }
+            execute(k.common.setup(Table::Kv), runs)
+        }
+        Scenario::Reads(r) => {
+            let mut runs = Vec::new();
+            for name in &r.strategies {
+                let reads = ReadStrategy::parse(name).with_context(|| {
+                    format!("unknown strategy {name:?} (log, read-index, lease, follower, ryw)")
+                })?;
+                runs.extend(r.common.runs(Workload::Mixed, reads)?);
+            }
+            execute(r.common.setup(Table::Reads), runs)
+        }
     }
 }
 
@@ -94,7 +166,31 @@ fn sync_figures(before: MetricsSnapshot, after: MetricsSnapshot, seconds: f64) -
     }
 }
 
-fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool) {
+/// Which table a scenario prints.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Kv,
+    Reads,
+}
+
+fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool, table: Table) {
+    if table == Table::Reads && !json {
+        println!(
+            "{:<11} {:>7} {:>10.0} {:>9.0} {:>8.2} {:>8.2} {:>9.0} {:>8.2} {:>8.2} {:>7}  {}",
+            r.reads,
+            r.clients,
+            r.ops_per_sec,
+            r.read_ops_per_sec,
+            r.read_p50_ms,
+            r.read_p99_ms,
+            r.write_ops_per_sec,
+            r.write_p50_ms,
+            r.write_p99_ms,
+            r.errors,
+            ReadStrategy::parse(r.reads).map_or("", ReadStrategy::guarantee),
+        );
+        return;
+    }
     if json {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         if let (Some(s), Some(obj)) = (sync, v.as_object_mut()) {
@@ -115,8 +211,24 @@ fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool) {
     );
 }
 
-fn header(with_store: bool, json: bool) {
+fn header(with_store: bool, json: bool, table: Table) {
     if json {
+        return;
+    }
+    if table == Table::Reads {
+        println!(
+            "{:<11} {:>7} {:>10} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>7}  consistency",
+            "strategy",
+            "clients",
+            "ops/s",
+            "reads/s",
+            "r p50",
+            "r p99",
+            "writes/s",
+            "w p50",
+            "w p99",
+            "errors"
+        );
         return;
     }
     let store = if with_store {
@@ -130,35 +242,31 @@ fn header(with_store: bool, json: bool) {
     );
 }
 
-/// The runs `a` asks for, in order.
-fn plan(a: &KvArgs) -> Result<Vec<KvBench>> {
-    let mut runs = Vec::new();
-    for w in &a.workload {
-        let workload = Workload::parse(w)
-            .with_context(|| format!("unknown workload {w:?} (put, get, mixed)"))?;
-        for &clients in &a.clients {
-            anyhow::ensure!(clients >= 1, "--clients must be at least 1");
-            runs.push(KvBench {
-                workload,
-                clients,
-                duration: Duration::from_secs(a.seconds.max(1)),
-                keys: a.keys.max(1),
-                value_size: a.value_size,
-            });
+/// Runs `b` with `client`; read-your-writes runs get one client per worker.
+async fn run_one(client: &Client, pd: &str, b: &KvBench) -> Result<KvBenchResult> {
+    let mut clients = vec![client.clone()];
+    if b.reads == ReadStrategy::Ryw {
+        for _ in 1..b.clients {
+            clients.push(Client::connect(&[pd]).await?);
         }
     }
-    Ok(runs)
-}
-
-async fn run_one(client: &Client, b: &KvBench) -> KvBenchResult {
-    eprint!("{} x{}: ", b.workload.name(), b.clients);
-    let r = bench::run(client, b, |ops| eprint!("{ops} ")).await;
+    eprint!("{} {} x{}: ", b.workload.name(), b.reads.name(), b.clients);
+    let r = bench::run(&clients, b, |ops| eprint!("{ops} ")).await;
     eprintln!();
-    r
+    Ok(r)
 }
 
-fn kv(a: KvArgs) -> Result<ExitCode> {
-    let runs = plan(&a)?;
+/// Where and how a scenario runs.
+struct Setup {
+    pd: Option<String>,
+    regions: usize,
+    keys: usize,
+    value_size: usize,
+    json: bool,
+    table: Table,
+}
+
+fn execute(a: Setup, runs: Vec<KvBench>) -> Result<ExitCode> {
     if let Some(pd) = a.pd.clone() {
         let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         return rt.block_on(async move {
@@ -167,10 +275,10 @@ fn kv(a: KvArgs) -> Result<ExitCode> {
                 .with_context(|| format!("connecting to PD at {pd}"))?;
             eprintln!("preloading {} keys", a.keys);
             bench::preload(&client, a.keys, a.value_size, 64).await?;
-            header(false, a.json);
+            header(false, a.json, a.table);
             for b in &runs {
-                let r = run_one(&client, b).await;
-                report(&r, None, a.json);
+                let r = run_one(&client, &pd, b).await?;
+                report(&r, None, a.json, a.table);
             }
             Ok(ExitCode::SUCCESS)
         });
@@ -207,15 +315,20 @@ fn kv(a: KvArgs) -> Result<ExitCode> {
                 .spawn(async move { bench::preload(&c, keys, vs, 64).await })
                 .await??;
         }
-        header(true, a.json);
+        header(true, a.json, a.table);
         for b in runs {
             let before = sum(&pg.stores().map(|s| s.metrics()).collect::<Vec<_>>());
-            let c = client.clone();
+            let (c, pd) = (client.clone(), pd.clone());
             let r = clients_rt
-                .spawn(async move { run_one(&c, &b).await })
-                .await?;
+                .spawn(async move { run_one(&c, &pd, &b).await })
+                .await??;
             let after = sum(&pg.stores().map(|s| s.metrics()).collect::<Vec<_>>());
-            report(&r, Some(&sync_figures(before, after, r.seconds)), a.json);
+            report(
+                &r,
+                Some(&sync_figures(before, after, r.seconds)),
+                a.json,
+                a.table,
+            );
         }
         clients_rt.shutdown_background();
         pg.stop().await;

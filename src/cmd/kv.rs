@@ -4,9 +4,10 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use regatta_client::Client;
+use regatta_client::{Client, ReadConsistency};
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Where the cluster is.
 #[derive(Args, Clone)]
@@ -16,11 +17,35 @@ pub struct Target {
     pd: Vec<String>,
 }
 
+/// How `regatta get` reads.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Consistency {
+    /// ReadIndex on the leader (linearizable).
+    Linearizable,
+    /// The leader's lease, ReadIndex when it does not hold (linearizable, docs/CLOCKS.md).
+    Lease,
+    /// Through the raft log (linearizable, slowest).
+    Log,
+    /// Any replica at most --max-staleness-ms behind.
+    Follower,
+    /// Any replica that applied this client's writes (a fresh CLI process has none).
+    Ryw,
+}
+
 /// `regatta get`.
 #[derive(Args)]
 pub struct GetArgs {
     /// The key.
     key: String,
+    /// How the read is served.
+    #[arg(long, value_enum, default_value = "linearizable")]
+    consistency: Consistency,
+    /// The staleness bound of `--consistency follower`, in ms (0: the leader serves it).
+    #[arg(long, default_value_t = 1000)]
+    max_staleness_ms: u64,
+    /// Also say on stderr how the read was served (replica, lease, staleness).
+    #[arg(long, short)]
+    verbose: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -97,7 +122,29 @@ fn print_bytes(mut out: impl Write, b: &[u8]) -> Result<()> {
 pub fn get(a: GetArgs) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let c = connect(&a.target).await?;
-        match c.get(a.key.as_bytes()).await? {
+        let consistency = match a.consistency {
+            Consistency::Linearizable => ReadConsistency::Linearizable,
+            Consistency::Lease => ReadConsistency::Lease,
+            Consistency::Log => ReadConsistency::LogRead,
+            Consistency::Follower => ReadConsistency::Follower {
+                max_staleness: Duration::from_millis(a.max_staleness_ms),
+            },
+            Consistency::Ryw => ReadConsistency::ReadYourWrites,
+        };
+        let read = c.get_detailed(a.key.as_bytes(), consistency).await?;
+        if a.verbose {
+            eprintln!(
+                "served by store {} at index {} (linearizable: {}, lease: {}, round trips: {}, staleness <= {:.1} ms, waited {:.2} ms)",
+                read.served_by_store,
+                read.read_index,
+                read.linearizable,
+                read.lease_used,
+                read.network_round_trips,
+                read.staleness.as_secs_f64() * 1e3,
+                read.waited.as_secs_f64() * 1e3,
+            );
+        }
+        match read.value {
             Some(v) => {
                 let mut out = std::io::stdout().lock();
                 print_bytes(&mut out, &v)?;

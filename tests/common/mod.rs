@@ -10,7 +10,7 @@ pub mod linearizability;
 use linearizability::{Event, Op};
 use rand::Rng;
 use regatta::playground::{Playground, PlaygroundConfig, TransportWrap};
-use regatta_client::{Client, Config};
+use regatta_client::{Client, Config, ReadConsistency};
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_regions::{StoreConfig, TcpTransport, Transport};
 use std::collections::HashSet;
@@ -268,6 +268,84 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Sends a get of `key` with `consistency` straight to store `store_id`'s replica of
+    /// `region_id` (no client routing, no retries): what that replica itself answers.
+    pub async fn direct_get(
+        &self,
+        store_id: u64,
+        region_id: u64,
+        key: &[u8],
+        consistency: regatta_proto::kvrpcpb::ReadConsistency,
+        tune: impl FnOnce(&mut regatta_proto::kvrpcpb::Context),
+    ) -> regatta_proto::kvrpcpb::KvResponse {
+        use regatta_proto::framepb::Frame_oneof_body;
+        use regatta_proto::kvrpcpb::{GetRequest, KvRequest, Request};
+        let store = self.pg.store(store_id).expect("store running");
+        let status = self.status(store_id, region_id).await.expect("replica");
+        let mut kv = KvRequest::new();
+        kv.mut_context().set_region_id(region_id);
+        kv.mut_context()
+            .set_region_epoch(status.region.get_region_epoch().clone());
+        kv.mut_context().set_consistency(consistency);
+        tune(kv.mut_context());
+        let mut g = GetRequest::new();
+        g.set_key(key.to_vec());
+        let mut req = Request::new();
+        req.set_get(g);
+        kv.set_request(req);
+        let conn = regatta_proto::rpc::Connection::connect(
+            &store.addr.to_string(),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("store reachable");
+        match conn
+            .call(Frame_oneof_body::kv_request(kv), Duration::from_secs(10))
+            .await
+            .expect("store answers")
+            .body
+        {
+            Some(Frame_oneof_body::kv_response(r)) => r,
+            other => panic!("not a KV answer: {other:?}"),
+        }
+    }
+
+    /// Asks store `store_id`'s replica of `region_id` to become leader (by transfer).
+    pub fn request_leadership(&self, store_id: u64, region_id: u64) {
+        let store = self.pg.store(store_id).expect("store running");
+        if let Some(addr) = store.router().get(region_id) {
+            addr.do_send(regatta_regions::Campaign);
+        }
+    }
+
+    /// Cuts the leader of `region_id` off from the other stores and waits until the
+    /// majority elects another; returns the old leader.
+    pub async fn isolate_leader(&self, region_id: u64) -> u64 {
+        let old = self.wait_leader(region_id).await;
+        self.isolate(old);
+        wait_until(
+            "the majority elects a new leader",
+            Duration::from_secs(30),
+            || async {
+                self.claimed_leaders(region_id)
+                    .await
+                    .iter()
+                    .any(|(s, _)| *s != old)
+            },
+        )
+        .await;
+        old
+    }
+
+    /// Cuts raft traffic from `from` to `to` only.
+    pub fn cut_one_way(&self, from: u64, to: u64) {
+        self.net.update(|r| {
+            r.blocked.insert((from, to));
+        });
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
 where
@@ -341,11 +419,22 @@ impl Recorder {
 
 /// One random operation on `key` through `client`, recorded. A put writes a unique value.
 pub async fn random_op(client: &Client, rec: &Recorder, key: &[u8], unique: u64) -> Outcome {
+    random_op_with(client, rec, key, unique, ReadConsistency::Linearizable).await
+}
+
+/// [`random_op`] whose gets use `reads`.
+pub async fn random_op_with(
+    client: &Client,
+    rec: &Recorder,
+    key: &[u8],
+    unique: u64,
+    reads: ReadConsistency,
+) -> Outcome {
     let choice = rand::thread_rng().gen_range(0..10);
     let value = format!("v{unique}").into_bytes();
     rec.record(key, async {
         match choice {
-            0..=3 => match client.get(key).await {
+            0..=3 => match client.get_with(key, reads).await {
                 Ok(v) => Outcome::Known(Op::Get(v)),
                 Err(_) => Outcome::Failed, // a failed read changes nothing
             },
@@ -405,6 +494,28 @@ pub async fn run_workload(
     keys: &[Vec<u8>],
     op_timeout: Duration,
 ) -> usize {
+    run_workload_with(
+        cluster,
+        rec,
+        clients,
+        ops,
+        keys,
+        op_timeout,
+        ReadConsistency::Linearizable,
+    )
+    .await
+}
+
+/// [`run_workload`] whose gets use `reads`.
+pub async fn run_workload_with(
+    cluster: &Cluster,
+    rec: &Recorder,
+    clients: usize,
+    ops: usize,
+    keys: &[Vec<u8>],
+    op_timeout: Duration,
+    reads: ReadConsistency,
+) -> usize {
     // Values are unique across every workload of the process.
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut set = tokio::task::JoinSet::new();
@@ -416,7 +527,7 @@ pub async fn run_workload(
             for _ in 0..ops {
                 let key = &keys[rand::thread_rng().gen_range(0..keys.len())];
                 let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Outcome::Known(_) = random_op(&client, &rec, key, unique).await {
+                if let Outcome::Known(_) = random_op_with(&client, &rec, key, unique, reads).await {
                     known += 1;
                 }
             }

@@ -8,6 +8,8 @@
 //! answered by the node that received them. Error codes follow the protocol: 11 only when
 //! the request was certainly not proposed, 0 when the outcome is unknown.
 
+mod reads;
+
 use anyhow::{Context, Result};
 use protobuf::Message as _;
 use regatta_proto::kvrpcpb::{
@@ -16,8 +18,8 @@ use regatta_proto::kvrpcpb::{
 use regatta_proto::metapb::{Peer, Region, RegionEpoch};
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_regions::{
-    Campaign, KvCommand, MemPd, PdClient, RaftMessageIn, Store, StoreConfig, StoreOptions,
-    Transport,
+    Campaign, CompactLog, KvCommand, MemPd, PdClient, RaftMessageIn, Seed, Store, StoreConfig,
+    StoreOptions, Transport,
 };
 use serde_json::{json, Value};
 use slog::{warn, Logger};
@@ -110,6 +112,14 @@ impl Node {
         );
     }
 
+    /// The actor of this node's replica.
+    fn replica(&self) -> Result<actix::Addr<regatta_regions::PeerActor>, Fail> {
+        self.store
+            .router()
+            .get(self.region.get_id())
+            .ok_or_else(|| Fail(11, "the replica is not running yet".into()))
+    }
+
     /// Runs `kv` on this node's replica.
     async fn local(&self, mut kv: KvRequest) -> KvResponse {
         kv.mut_context().set_region_id(self.region.get_id());
@@ -159,6 +169,56 @@ impl Node {
             }
         }
     }
+}
+
+/// A key of `seed_state`'s `state` object as the JSON value clients name it by: JSON object
+/// keys are strings, so `"1"` stands for the number 1 that `read {key: 1}` sends.
+fn seed_key(k: &str) -> Value {
+    match serde_json::from_str::<Value>(k) {
+        Ok(v @ Value::Number(_)) => v,
+        _ => Value::String(k.to_string()),
+    }
+}
+
+/// `seed_state {state, commit_index, term}`: installs a snapshot at (commit_index, term)
+/// holding `state` on this node's replica, which must hold no data yet; answers once the
+/// snapshot is applied.
+async fn seed_state(node: &Node, body: &Value) -> Result<Value, Fail> {
+    let state = field(body, "state")?
+        .as_object()
+        .ok_or_else(|| Fail(12, "state must be an object".into()))?;
+    let num = |name: &str| -> Result<u64, Fail> {
+        field(body, name)?
+            .as_u64()
+            .ok_or_else(|| Fail(12, format!("{name} must be a number")))
+    };
+    let (index, term) = (num("commit_index")?, num("term")?);
+    if index == 0 || term == 0 {
+        return Err(Fail(12, "commit_index and term must be positive".into()));
+    }
+    let pairs = state
+        .iter()
+        .map(|(k, v)| (enc(&seed_key(k)), enc(v)))
+        .collect();
+    let addr = node.replica()?;
+    match addr.send(Seed { pairs, index, term }).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Fail(22, e.to_string())),
+        Err(e) => return Err(Fail(13, format!("replica unavailable: {e}"))),
+    }
+    for _ in 0..200 {
+        let applied = node
+            .store
+            .region_statuses()
+            .await
+            .iter()
+            .any(|s| s.region.get_id() == node.region.get_id() && s.applied_index >= index);
+        if applied {
+            return Ok(json!({"type": "seed_state_ok"}));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(Fail(0, "seed snapshot not applied in time".into()))
 }
 
 /// Maps a store error to the protocol's code: definite failures vs unknown outcomes.
@@ -235,7 +295,7 @@ async fn serve_client(node: Arc<Node>, src: String, body: Value) {
     }
 }
 
-async fn handle_client(node: &Node, kind: &str, body: &Value) -> Result<Value, Fail> {
+async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Value, Fail> {
     match kind {
         "read" => {
             let key = enc(field(body, "key")?);
@@ -363,6 +423,30 @@ async fn handle_client(node: &Node, kind: &str, body: &Value) -> Result<Value, F
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(Fail(11, "campaigned but did not win the election".into()))
+        }
+        "read_index"
+        | "read_via_log"
+        | "compare_read_methods"
+        | "lease_read"
+        | "lease_read_config"
+        | "follower_read"
+        | "ryw_read"
+        | "read_benchmark" => reads::handle(node, kind, body).await,
+        "seed_state" => seed_state(node, body).await,
+        "take_snapshot" => {
+            let up_to = field(body, "up_to_index")?
+                .as_u64()
+                .ok_or_else(|| Fail(12, "up_to_index must be a number".into()))?;
+            let addr = node.replica()?;
+            match addr.send(CompactLog(up_to)).await {
+                Ok(Ok((index, term))) => Ok(json!({
+                    "type": "snapshot_ok",
+                    "last_included_index": index,
+                    "last_included_term": term,
+                })),
+                Ok(Err(e)) => Err(Fail(13, e.to_string())),
+                Err(e) => Err(Fail(13, format!("replica unavailable: {e}"))),
+            }
         }
         other => Err(Fail(10, format!("message type {other:?} is not supported"))),
     }
