@@ -17,6 +17,7 @@
 pub mod apply;
 mod config;
 mod error;
+mod local_reader;
 mod log_writer;
 mod metrics;
 pub mod pd;
@@ -28,6 +29,7 @@ mod transport;
 
 pub use config::{check_lease, StoreConfig};
 pub use error::{Error, Result};
+pub use local_reader::ReadDelegate;
 pub use log_writer::{LogWriter, Persisted, WriteTask};
 pub use metrics::{MetricsSnapshot, StoreMetrics};
 pub use pd::{MemPd, PdClient};

@@ -17,6 +17,7 @@
 use crate::apply::{self, AppliedEntry};
 use crate::config::StoreConfig;
 use crate::error::Error;
+use crate::local_reader::{ReadDelegate, ReadState};
 use crate::log_writer::{LogWriter, Persisted, WriteTask};
 use crate::metrics::StoreMetrics;
 use crate::transport::Transport;
@@ -172,6 +173,9 @@ pub struct Peer {
     safe_time: Option<Instant>,
     /// Read-your-writes reads waiting for the applied index to reach theirs.
     ryw_waiting: Vec<(ReadReq, u64)>,
+    /// What local reads see (see `local_reader`), and what was last published there.
+    delegate: Arc<ReadDelegate>,
+    published: ReadState,
 }
 
 fn now_ms() -> u64 {
@@ -210,6 +214,13 @@ impl Peer {
         raft_cfg
             .validate()
             .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))?;
+        let delegate = Arc::new(ReadDelegate::new(
+            ctx.store_id,
+            storage.engine().clone(),
+            ctx.cfg.clone(),
+            storage.region().clone(),
+        ));
+        delegate.set_applied(storage.applied().0);
         let raw = RawNode::new(&raft_cfg, storage, &logger)
             .map_err(|e| Error::Engine(format!("raft init of region {region_id}: {e}")))?;
         Ok(Peer {
@@ -245,7 +256,51 @@ impl Peer {
             fresh_pending: VecDeque::new(),
             safe_time: None,
             ryw_waiting: Vec::new(),
+            delegate,
+            published: ReadState::default(),
         })
+    }
+
+    /// The read delegate the store's connections use for local reads.
+    pub fn delegate(&self) -> Arc<ReadDelegate> {
+        self.delegate.clone()
+    }
+
+    /// Publishes the state local reads rely on, when it changed. Called at the end of a
+    /// turn and before any message is sent: a leader transfer withdraws the lease before
+    /// `MsgTimeoutNow` leaves.
+    fn publish_read_state(&mut self) {
+        let (applied, applied_term) = self.raw.store().applied();
+        let raft = &self.raw.raft;
+        let leader = self.is_leader();
+        let lease_until = if leader
+            && self.ctx.lease_ms() > 0
+            && raft.lead_transferee.is_none()
+            && self.lease_term == raft.term
+            && applied_term == raft.term
+        {
+            self.lease_until
+        } else {
+            None
+        };
+        let changed = self.published.leader != leader
+            || self.published.lease_until != lease_until
+            || self.published.safe_time != self.safe_time
+            || self.published.applied_index != applied
+            || self.published.region.get_region_epoch() != self.region().get_region_epoch();
+        if !changed {
+            return;
+        }
+        let state = ReadState {
+            region: self.region().clone(),
+            lease_until,
+            commit_index: raft.raft_log.committed,
+            safe_time: self.safe_time,
+            applied_index: applied,
+            leader,
+        };
+        self.delegate.publish(state.clone());
+        self.published = state;
     }
 
     fn region(&self) -> &Region {
@@ -296,73 +351,7 @@ impl Peer {
     }
 
     fn validate(&self, req: &KvRequest) -> Result<(), Error> {
-        let ctx = req.get_context();
-        let epoch = self.region().get_region_epoch();
-        if ctx.get_region_epoch().get_version() != epoch.get_version()
-            || ctx.get_region_epoch().get_conf_ver() != epoch.get_conf_ver()
-        {
-            return Err(Error::EpochNotMatch {
-                current_regions: vec![self.region().clone()],
-            });
-        }
-        let cfg = &self.ctx.cfg;
-        let check_key = |key: &[u8]| -> Result<(), Error> {
-            if key.is_empty() || key.len() > cfg.max_key_size {
-                return Err(Error::InvalidArgument(format!(
-                    "key of {} bytes (must be 1..={})",
-                    key.len(),
-                    cfg.max_key_size
-                )));
-            }
-            if !apply::key_in_region(key, self.region()) {
-                return Err(Error::KeyNotInRegion {
-                    key: key.to_vec(),
-                    region_id: self.region_id,
-                    start_key: self.region().get_start_key().to_vec(),
-                    end_key: self.region().get_end_key().to_vec(),
-                });
-            }
-            Ok(())
-        };
-        let check_value = |v: &[u8]| -> Result<(), Error> {
-            if v.len() > cfg.max_value_size {
-                return Err(Error::InvalidArgument(format!(
-                    "value of {} bytes exceeds {}",
-                    v.len(),
-                    cfg.max_value_size
-                )));
-            }
-            Ok(())
-        };
-        match &req.get_request().cmd {
-            Some(Request_oneof_cmd::get(g)) => check_key(g.get_key()),
-            Some(Request_oneof_cmd::put(p)) => {
-                check_key(p.get_key())?;
-                check_value(p.get_value())
-            }
-            Some(Request_oneof_cmd::delete(d)) => check_key(d.get_key()),
-            Some(Request_oneof_cmd::cas(c)) => {
-                check_key(c.get_key())?;
-                check_value(c.get_expected())?;
-                check_value(c.get_new_value())
-            }
-            Some(Request_oneof_cmd::scan(s)) => {
-                let r = self.region();
-                let start_ok = r.get_end_key().is_empty() || s.get_start_key() < r.get_end_key();
-                let end_ok = s.get_end_key().is_empty() || s.get_end_key() > r.get_start_key();
-                if start_ok && end_ok {
-                    Ok(())
-                } else {
-                    Err(Error::KeyNotInRegion {
-                        key: s.get_start_key().to_vec(),
-                        region_id: self.region_id,
-                        start_key: r.get_start_key().to_vec(),
-                        end_key: r.get_end_key().to_vec(),
-                    })
-                }
-            }
-            None => Err(Error::InvalidArgument("request has no command".into())),
-        }
+        validate_request(req, self.region(), &self.ctx.cfg)
     }
 
     /// Takes a client request (answered through `tx`).
@@ -828,38 +817,14 @@ impl Peer {
     }
 
     fn read_local(&self, req: &Request) -> KvResponse {
-        let engine = self.raw.store().engine();
-        let mut resp = regatta_proto::kvrpcpb::Response::new();
-        let result = match &req.cmd {
-            Some(Request_oneof_cmd::get(g)) => engine
-                .get_raw(g.get_key())
-                .map(|v| resp.set_get(apply::get_response(v)))
-                .map_err(Error::from),
-            Some(Request_oneof_cmd::scan(s)) => apply::scan_region(
-                engine,
-                self.region(),
-                s.get_start_key(),
-                s.get_end_key(),
-                s.get_limit() as usize,
-                None,
-            )
-            .map(|r| resp.set_scan(r)),
-            _ => Err(Error::InvalidArgument("not a read".into())),
-        };
-        match result {
-            Ok(()) => {
-                let mut out = KvResponse::new();
-                out.set_response(resp);
-                out
-            }
-            Err(e) => e.into_response(),
-        }
+        read_from_engine(self.raw.store().engine(), self.region(), req)
     }
 
     fn send_messages(&mut self, msgs: Vec<Message>) {
         if msgs.is_empty() {
             return;
         }
+        self.publish_read_state();
         let now = Instant::now();
         let stamp = if self.lease_valid(now) && self.raw.raft.commit_to_current_term() {
             self.raw.raft.raft_log.committed
@@ -939,6 +904,7 @@ impl Peer {
         self.serve_reads();
         self.advance_safe_time();
         self.serve_ryw(Instant::now());
+        self.publish_read_state();
     }
 
     fn handle_ready(&mut self) {
@@ -1024,6 +990,7 @@ impl Peer {
         match apply::apply_entries(self.raw.mut_store(), entries, ttl, &self.logger) {
             Ok(applied) => {
                 self.raw.advance_apply_to(last);
+                self.delegate.set_applied(last);
                 for a in applied {
                     self.answer(a);
                 }
@@ -1185,6 +1152,7 @@ impl Peer {
         if let Some((idx, _)) = self.pending_snapshot {
             if self.raw.raft.raft_log.persisted >= idx {
                 self.raw.advance_apply_to(idx);
+                self.delegate.set_applied(idx);
                 self.pending_snapshot = None;
             }
         }
@@ -1197,6 +1165,113 @@ impl Peer {
                 self.send_messages(msgs);
             }
         }
+    }
+}
+
+/// Checks a request against the replica's region (epoch, key range) and the size limits.
+pub(crate) fn validate_request(
+    req: &KvRequest,
+    region: &Region,
+    cfg: &StoreConfig,
+) -> Result<(), Error> {
+    let ctx = req.get_context();
+    let epoch = region.get_region_epoch();
+    if ctx.get_region_epoch().get_version() != epoch.get_version()
+        || ctx.get_region_epoch().get_conf_ver() != epoch.get_conf_ver()
+    {
+        return Err(Error::EpochNotMatch {
+            current_regions: vec![region.clone()],
+        });
+    }
+    let check_key = |key: &[u8]| -> Result<(), Error> {
+        if key.is_empty() || key.len() > cfg.max_key_size {
+            return Err(Error::InvalidArgument(format!(
+                "key of {} bytes (must be 1..={})",
+                key.len(),
+                cfg.max_key_size
+            )));
+        }
+        if !apply::key_in_region(key, region) {
+            return Err(Error::KeyNotInRegion {
+                key: key.to_vec(),
+                region_id: region.get_id(),
+                start_key: region.get_start_key().to_vec(),
+                end_key: region.get_end_key().to_vec(),
+            });
+        }
+        Ok(())
+    };
+    let check_value = |v: &[u8]| -> Result<(), Error> {
+        if v.len() > cfg.max_value_size {
+            return Err(Error::InvalidArgument(format!(
+                "value of {} bytes exceeds {}",
+                v.len(),
+                cfg.max_value_size
+            )));
+        }
+        Ok(())
+    };
+    match &req.get_request().cmd {
+        Some(Request_oneof_cmd::get(g)) => check_key(g.get_key()),
+        Some(Request_oneof_cmd::put(p)) => {
+            check_key(p.get_key())?;
+            check_value(p.get_value())
+        }
+        Some(Request_oneof_cmd::delete(d)) => check_key(d.get_key()),
+        Some(Request_oneof_cmd::cas(c)) => {
+            check_key(c.get_key())?;
+            check_value(c.get_expected())?;
+            check_value(c.get_new_value())
+        }
+        Some(Request_oneof_cmd::scan(s)) => {
+            let r = region;
+            let start_ok = r.get_end_key().is_empty() || s.get_start_key() < r.get_end_key();
+            let end_ok = s.get_end_key().is_empty() || s.get_end_key() > r.get_start_key();
+            if start_ok && end_ok {
+                Ok(())
+            } else {
+                Err(Error::KeyNotInRegion {
+                    key: s.get_start_key().to_vec(),
+                    region_id: region.get_id(),
+                    start_key: r.get_start_key().to_vec(),
+                    end_key: r.get_end_key().to_vec(),
+                })
+            }
+        }
+        None => Err(Error::InvalidArgument("request has no command".into())),
+    }
+}
+
+/// Serves a get or scan from the replica's applied state in `engine`.
+pub(crate) fn read_from_engine(
+    engine: &regatta_engine::Engine,
+    region: &Region,
+    req: &Request,
+) -> KvResponse {
+    let mut resp = regatta_proto::kvrpcpb::Response::new();
+    let result = match &req.cmd {
+        Some(Request_oneof_cmd::get(g)) => engine
+            .get_raw(g.get_key())
+            .map(|v| resp.set_get(apply::get_response(v)))
+            .map_err(Error::from),
+        Some(Request_oneof_cmd::scan(s)) => apply::scan_region(
+            engine,
+            region,
+            s.get_start_key(),
+            s.get_end_key(),
+            s.get_limit() as usize,
+            None,
+        )
+        .map(|r| resp.set_scan(r)),
+        _ => Err(Error::InvalidArgument("not a read".into())),
+    };
+    match result {
+        Ok(()) => {
+            let mut out = KvResponse::new();
+            out.set_response(resp);
+            out
+        }
+        Err(e) => e.into_response(),
     }
 }
 

@@ -1,23 +1,29 @@
 //! [`Router`]: region id -> the `PeerActor` of that region on this store.
 
+use crate::local_reader::ReadDelegate;
 use crate::peer::PeerActor;
 use actix::Addr;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-/// Shared map from region id to the local replica's actor.
+/// Shared map from region id to the local replica's actor and read delegate.
 #[derive(Clone, Default)]
 pub struct Router {
     peers: Arc<RwLock<HashMap<u64, Addr<PeerActor>>>>,
+    delegates: Arc<RwLock<HashMap<u64, Arc<ReadDelegate>>>>,
 }
 
 impl Router {
-    /// Registers the actor of `region_id`.
-    pub fn register(&self, region_id: u64, addr: Addr<PeerActor>) {
+    /// Registers the actor of `region_id` and its read delegate.
+    pub fn register(&self, region_id: u64, addr: Addr<PeerActor>, delegate: Arc<ReadDelegate>) {
         self.peers
             .write()
             .expect("router lock is never poisoned")
             .insert(region_id, addr);
+        self.delegates
+            .write()
+            .expect("router lock is never poisoned")
+            .insert(region_id, delegate);
     }
 
     /// Removes `region_id`.
@@ -26,6 +32,19 @@ impl Router {
             .write()
             .expect("router lock is never poisoned")
             .remove(&region_id);
+        self.delegates
+            .write()
+            .expect("router lock is never poisoned")
+            .remove(&region_id);
+    }
+
+    /// The read delegate of `region_id`.
+    pub fn delegate(&self, region_id: u64) -> Option<Arc<ReadDelegate>> {
+        self.delegates
+            .read()
+            .expect("router lock is never poisoned")
+            .get(&region_id)
+            .cloned()
     }
 
     /// The actor of `region_id`.

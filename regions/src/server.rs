@@ -84,6 +84,25 @@ fn on_frame(
             }
         }
         Some(Frame_oneof_body::kv_request(req)) => {
+            // Lease, follower and read-your-writes reads the replica's published state
+            // proves safe are answered right here (see `local_reader`).
+            let local = router
+                .delegate(req.get_context().get_region_id())
+                .and_then(|d| d.try_read(&req));
+            if let Some(resp) = local {
+                let mut out = Frame::new();
+                out.id = id;
+                out.set_kv_response(resp);
+                if let Ok(bytes) = regatta_proto::frame::encode(&out) {
+                    if let Err(mpsc::error::TrySendError::Full(bytes)) = tx.try_send(bytes) {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let _ = tx.send(bytes).await;
+                        });
+                    }
+                }
+                return Ok(());
+            }
             let router = router.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -94,8 +94,9 @@ impl Shared {
             )));
         };
         let peer = Peer::new(storage, me.get_id(), self.ctx.clone())?;
+        let delegate = peer.delegate();
         let addr = PeerActor::start_in_arbiter(&self.arbiter, move |_| PeerActor::new(peer));
-        self.router.register(region_id, addr);
+        self.router.register(region_id, addr, delegate);
         Ok(true)
     }
 }

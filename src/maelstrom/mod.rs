@@ -125,7 +125,14 @@ impl Node {
         kv.mut_context().set_region_id(self.region.get_id());
         kv.mut_context()
             .set_region_epoch(self.region.get_region_epoch().clone());
-        let Some(addr) = self.store.router().get(self.region.get_id()) else {
+        let router = self.store.router();
+        if let Some(resp) = router
+            .delegate(self.region.get_id())
+            .and_then(|d| d.try_read(&kv))
+        {
+            return resp; // a local read (lease, follower, read-your-writes)
+        }
+        let Some(addr) = router.get(self.region.get_id()) else {
             return regatta_regions::Error::RegionNotFound(self.region.get_id()).into_response();
         };
         let (tx, rx) = oneshot::channel();

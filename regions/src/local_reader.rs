@@ -1,0 +1,144 @@
+//! Local reads (TiKV's `LocalReader`): lease, bounded-staleness and read-your-writes reads
+//! served on the connection's own thread, straight from RocksDB, without a trip through
+//! the region's actor.
+//!
+//! Each replica publishes a [`ReadDelegate`] with what a reader needs to decide alone: the
+//! region (epoch, range), whether it leads with a lease that may be used (and until
+//! when), its follower safe time and its applied index. The peer updates it at the end
+//! of every turn and before it sends any message, so a lease is withdrawn before a leader
+//! transfer's `MsgTimeoutNow` can leave. A request the delegate cannot serve goes to the
+//! actor as before, which also produces every typed error.
+//!
+//! Why reading the engine directly is enough: every answer (write or read) is given only
+//! after its effects are applied, so the applied state holds everything acknowledged.
+//! While the lease holds no other leader exists, and once a leader has applied an entry
+//! of its own term it has applied every entry a previous leader acknowledged: the lease
+//! is published only then.
+
+use crate::config::StoreConfig;
+use crate::peer::{read_from_engine, validate_request};
+use regatta_engine::Engine;
+use regatta_proto::kvrpcpb::{KvRequest, KvResponse, ReadConsistency, ReadInfo, Request_oneof_cmd};
+use regatta_proto::metapb::Region;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// What a replica publishes for local reads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ReadState {
+    /// The region as the replica knows it.
+    pub region: Region,
+    /// Leader only: the end of a lease it may serve reads from (it has applied an entry
+    /// of its term and transfers no leadership).
+    pub lease_until: Option<Instant>,
+    /// The commit index when published (reported as the read index of lease reads).
+    pub commit_index: u64,
+    /// Follower: every write acknowledged before this instant is applied here.
+    pub safe_time: Option<Instant>,
+    /// The applied index.
+    pub applied_index: u64,
+    /// Whether this replica leads.
+    pub leader: bool,
+}
+
+/// One replica's published read state, shared with the store's connections.
+pub struct ReadDelegate {
+    store_id: u64,
+    engine: Engine,
+    cfg: Arc<StoreConfig>,
+    state: RwLock<ReadState>,
+    /// The applied index, updated right after each apply and before its answers go out,
+    /// so a read that starts after an answer sees at least that answer's index.
+    applied: AtomicU64,
+}
+
+impl ReadDelegate {
+    pub(crate) fn new(
+        store_id: u64,
+        engine: Engine,
+        cfg: Arc<StoreConfig>,
+        region: Region,
+    ) -> Self {
+        ReadDelegate {
+            store_id,
+            engine,
+            cfg,
+            state: RwLock::new(ReadState {
+                region,
+                ..ReadState::default()
+            }),
+            applied: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn set_applied(&self, index: u64) {
+        self.applied.fetch_max(index, Ordering::Release);
+    }
+
+    pub(crate) fn publish(&self, state: ReadState) {
+        *self
+            .state
+            .write()
+            .expect("read delegate lock is never poisoned") = state;
+    }
+
+    /// Serves `req` here if its consistency allows it and the published state proves it
+    /// safe; `None` sends it to the actor.
+    pub fn try_read(&self, req: &KvRequest) -> Option<KvResponse> {
+        let is_read = matches!(
+            req.get_request().cmd,
+            Some(Request_oneof_cmd::get(_)) | Some(Request_oneof_cmd::scan(_))
+        );
+        let ctx = req.get_context();
+        let consistency = ctx.get_consistency();
+        let local_kind = matches!(
+            consistency,
+            ReadConsistency::LEASE | ReadConsistency::FOLLOWER | ReadConsistency::READ_YOUR_WRITES
+        );
+        if !is_read || !local_kind {
+            return None;
+        }
+        let started = Instant::now();
+        let st = self
+            .state
+            .read()
+            .expect("read delegate lock is never poisoned")
+            .clone();
+        validate_request(req, &st.region, &self.cfg).ok()?;
+        // Read before the data: the state read below holds at least this much.
+        let applied = self.applied.load(Ordering::Acquire).max(st.applied_index);
+        let mut info = ReadInfo::new();
+        if st.leader {
+            // Any of the three is served linearizably by a leader whose lease holds.
+            if st.lease_until.is_none_or(|t| started >= t) {
+                return None;
+            }
+            info.set_linearizable(true);
+            info.set_lease_used(true);
+            info.set_read_index(st.commit_index);
+        } else {
+            match consistency {
+                ReadConsistency::FOLLOWER if ctx.get_max_staleness_ms() > 0 => {
+                    let staleness = started.saturating_duration_since(st.safe_time?);
+                    if staleness > Duration::from_millis(ctx.get_max_staleness_ms()) {
+                        return None;
+                    }
+                    info.set_staleness_us(staleness.as_micros() as u64);
+                }
+                ReadConsistency::READ_YOUR_WRITES if applied >= ctx.get_min_applied_index() => {}
+                _ => return None,
+            }
+            info.set_read_index(applied);
+        }
+        let mut resp = read_from_engine(&self.engine, &st.region, req.get_request());
+        if resp.has_error() {
+            return None; // let the actor answer with its own error handling
+        }
+        info.set_served_by_store(self.store_id);
+        info.set_applied_index(applied);
+        info.set_waited_us(started.elapsed().as_micros() as u64);
+        resp.set_read_info(info);
+        Some(resp)
+    }
+}
