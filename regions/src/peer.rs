@@ -1019,6 +1019,7 @@ impl Peer {
                     if is_read && !resp.has_error() {
                         let mut info = ReadInfo::new();
                         info.set_linearizable(true);
+                        info.set_network_round_trips(1); // the append of its entry
                         info.set_served_by_store(self.ctx.store_id);
                         info.set_read_index(a.index);
                         info.set_applied_index(a.index);

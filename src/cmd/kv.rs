@@ -133,16 +133,21 @@ pub fn get(a: GetArgs) -> Result<ExitCode> {
         };
         let read = c.get_detailed(a.key.as_bytes(), consistency).await?;
         if a.verbose {
-            eprintln!(
-                "served by store {} at index {} (linearizable: {}, lease: {}, round trips: {}, staleness <= {:.1} ms, waited {:.2} ms)",
+            let mut how = format!(
+                "served by store {} at index {} (linearizable: {}, lease: {}, round trips: {}",
                 read.served_by_store,
                 read.read_index,
                 read.linearizable,
                 read.lease_used,
-                read.network_round_trips,
-                read.staleness.as_secs_f64() * 1e3,
-                read.waited.as_secs_f64() * 1e3,
+                read.network_round_trips
             );
+            if !read.linearizable && matches!(a.consistency, Consistency::Follower) {
+                how += &format!(
+                    ", staleness <= {:.1} ms",
+                    read.staleness.as_secs_f64() * 1e3
+                );
+            }
+            eprintln!("{how}, waited {:.2} ms)", read.waited.as_secs_f64() * 1e3);
         }
         match read.value {
             Some(v) => {
