@@ -8,7 +8,7 @@ use regatta_proto::metapb::{Peer, Region, Store};
 use regatta_proto::pdpb::{
     AllocIdRequest, GetAllStoresRequest, GetRegionByIdRequest, GetRegionRequest, GetRegionResponse,
     GetStoreRequest, PdRequest, PdResponse, PutStoreRequest, RegionHeartbeatRequest,
-    ScanRegionsRequest, StoreHeartbeatRequest, StoreHeartbeatResponse,
+    ScanRegionsRequest, StoreHeartbeatRequest, StoreHeartbeatResponse, TsoRequest,
 };
 use regatta_proto::rpc::Connection;
 use tokio::sync::Mutex;
@@ -169,6 +169,21 @@ impl PdClient {
         let mut req = PdRequest::new();
         req.set_alloc_id(r);
         Ok(self.call(req).await?.get_alloc_id().get_first_id())
+    }
+
+    /// One timestamp from PD's oracle (`physical_ms << 18 | logical`), greater than every
+    /// timestamp handed out before, across PD restarts too.
+    pub async fn get_ts(&self) -> Result<u64> {
+        self.get_ts_batch(1).await
+    }
+
+    /// `count` consecutive timestamps (1..=65536); returns the first.
+    pub async fn get_ts_batch(&self, count: u32) -> Result<u64> {
+        let mut r = TsoRequest::new();
+        r.set_count(count);
+        let mut req = PdRequest::new();
+        req.set_tso(r);
+        Ok(self.call(req).await?.get_tso().get_first())
     }
 
     /// Registers a store (used by stores).

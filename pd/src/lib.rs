@@ -1,6 +1,6 @@
 //! Regatta's placement driver (PD): the cluster's directory. It keeps the store registry,
 //! the region map (key range -> region, its epoch, peers and last known leader, learned
-//! from region heartbeats), and hands out unique ids.
+//! from region heartbeats), hands out unique ids, and runs the timestamp oracle ([`tso`]).
 //!
 //! Layering: depends on `regatta-proto` only. Stores and clients reach it over TCP with the
 //! same length-prefixed frames as store traffic ([`start`] serves them); inside the process
@@ -11,6 +11,8 @@
 //!   is persisted *before* any id below it is returned;
 //! - a region's entry never goes back to an older epoch (a heartbeat with an older
 //!   `(version, conf_ver)` is ignored);
+//! - timestamps strictly increase, across PD restarts too: the oracle's high-water time is
+//!   persisted before any timestamp at or above it is returned;
 //! - the cluster is bootstrapped once: the first regions are created when the configured
 //!   number of stores have registered, persisted, and handed to those stores thereafter.
 //!
@@ -32,6 +34,7 @@ mod actor;
 mod error;
 mod server;
 mod state;
+pub mod tso;
 
 pub use actor::{PdActor, PdCall};
 pub use error::Error;

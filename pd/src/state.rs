@@ -3,18 +3,20 @@
 //! directory) before any answer that depends on it leaves.
 
 use crate::error::Error;
+use crate::tso::Tso;
 use protobuf::Message;
 use regatta_proto::metapb::{Peer, Region, RegionEpoch, Store};
 use regatta_proto::pdpb::{
     AllocIdResponse, GetAllStoresResponse, GetRegionResponse, GetStoreResponse, PdError,
     PdPersistedState, PdRequest, PdRequest_oneof_req as Req, PdResponse, PutStoreResponse,
     RegionHeartbeatRequest, RegionHeartbeatResponse, RegionWithLeader, ScanRegionsResponse,
-    StoreHeartbeatRequest, StoreHeartbeatResponse,
+    StoreHeartbeatRequest, StoreHeartbeatResponse, TsoResponse,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Ids reserved per persisted raise of the allocator's high-water mark.
 const ID_BATCH: u64 = 1000;
@@ -81,6 +83,7 @@ pub struct PdState {
     store_heartbeats: HashMap<u64, StoreHeartbeatRequest>,
     bootstrap_regions: Vec<Region>,
     bootstrapped: bool,
+    tso: Tso,
 }
 
 fn pd_error(message: String) -> PdError {
@@ -134,6 +137,7 @@ impl PdState {
             store_heartbeats: HashMap::new(),
             bootstrap_regions: persisted.get_bootstrap_regions().to_vec(),
             bootstrapped: persisted.get_bootstrapped(),
+            tso: Tso::resume(persisted.get_tso_high_water_ms()),
         };
         for s in persisted.get_stores() {
             state.stores.insert(s.get_id(), s.clone());
@@ -200,6 +204,12 @@ impl PdState {
                 resp.set_store_heartbeat(self.store_heartbeat(r));
                 Ok(())
             }
+            Some(Req::tso(r)) => self.timestamps(r.get_count()).map(|first| {
+                let mut t = TsoResponse::new();
+                t.set_first(first);
+                t.set_count(r.get_count());
+                resp.set_tso(t);
+            }),
             None => Err(pd_error("empty PD request".into())),
         };
         if let Err(e) = result {
@@ -482,8 +492,27 @@ impl PdState {
         resp
     }
 
+    /// `count` timestamps from the oracle; the first is returned. A new high water is
+    /// persisted before any timestamp under it leaves.
+    fn timestamps(&mut self, count: u32) -> Result<u64, PdError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let (first, new_high_water) = self.tso.next(count, now_ms).map_err(pd_error)?;
+        if let Some(hw) = new_high_water {
+            let old = self.tso.high_water();
+            self.tso.commit_high_water(hw);
+            if let Err(e) = self.persist() {
+                self.tso.restore_high_water(old);
+                return Err(pd_error(format!("persisting the TSO high water: {e}")));
+            }
+        }
+        Ok(first)
+    }
+
     fn persist(&self) -> Result<(), Error> {
         let mut st = PdPersistedState::new();
+        st.set_tso_high_water_ms(self.tso.high_water());
         st.set_id_high_water(self.id_high_water);
         st.set_stores(self.stores.values().cloned().collect());
         st.set_regions(self.regions.values().cloned().collect());
@@ -672,6 +701,38 @@ mod tests {
         let now = &pd.regions()[0];
         assert_eq!(now.get_region(), &newer);
         assert_eq!(now.get_leader(), &region.get_peers()[0]);
+    }
+
+    fn tso(pd: &mut PdState, count: u32) -> u64 {
+        let mut r = regatta_proto::pdpb::TsoRequest::new();
+        r.set_count(count);
+        let mut req = PdRequest::new();
+        req.set_tso(r);
+        let resp = pd.handle(req);
+        assert!(!resp.has_error(), "{:?}", resp.get_error());
+        assert_eq!(resp.get_tso().get_count(), count);
+        resp.get_tso().get_first()
+    }
+
+    #[test]
+    fn timestamps_stay_monotonic_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut last = 0;
+        for _ in 0..3 {
+            let mut pd = PdState::open(cfg(dir.path(), 1, 1)).unwrap();
+            for count in [1, 100, 1, 5000] {
+                let first = tso(&mut pd, count);
+                assert!(first > last, "{first} after {last}");
+                last = first + u64::from(count) - 1;
+            }
+        }
+        let mut pd = PdState::open(cfg(dir.path(), 1, 1)).unwrap();
+        let mut req = PdRequest::new();
+        req.set_tso(regatta_proto::pdpb::TsoRequest::new());
+        assert!(
+            pd.handle(req).has_error(),
+            "a request for 0 timestamps is refused"
+        );
     }
 
     #[test]
