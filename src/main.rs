@@ -35,6 +35,10 @@ enum Command {
     Cas(cmd::kv::CasArgs),
     /// Print the pairs with START <= key < END (empty END = to the end).
     Scan(cmd::kv::ScanArgs),
+    /// Print the region map: id, range, epoch (conf_ver/version), leader store, peers.
+    Regions(cmd::regions::RegionsArgs),
+    /// Split the region holding KEY at KEY.
+    Split(cmd::regions::SplitArgs),
     /// Run one node speaking the Maelstrom JSON-lines protocol on stdin/stdout.
     Maelstrom(MaelstromArgs),
     /// Run a benchmark (embedded playground by default, or --pd for a running cluster).
@@ -61,6 +65,8 @@ fn main() -> ExitCode {
         Command::Cas(a) => cmd::kv::cas(a),
         Command::Scan(a) => cmd::kv::scan(a),
         Command::Bench(a) => cmd::bench::bench(a),
+        Command::Regions(a) => cmd::regions::regions(a),
+        Command::Split(a) => cmd::regions::split(a),
         Command::Maelstrom(a) => regatta::maelstrom::run(a.data_dir, regatta::logging::logger())
             .map(|_| ExitCode::SUCCESS),
     };

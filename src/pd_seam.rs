@@ -35,6 +35,10 @@ impl regatta_regions::PdClient for TcpPd {
         Box::pin(async move { self.0.store_heartbeat(req).await.map_err(|e| e.to_string()) })
     }
 
+    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move { self.0.alloc_id(count).await.map_err(|e| e.to_string()) })
+    }
+
     fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             self.0

@@ -9,9 +9,9 @@ use rand::Rng;
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::{
     self, CasRequest, Context, DeleteRequest, GetRequest, KvRequest, KvResponse, PutRequest,
-    Request, Response, ScanRequest,
+    Request, Response, ScanRequest, SplitRegionRequest,
 };
-use regatta_proto::metapb::Peer;
+use regatta_proto::metapb::{Peer, Region};
 use regatta_proto::rpc::Connection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -239,6 +239,24 @@ impl Client {
             previous: c.get_found().then(|| c.previous.clone()),
             index: c.get_index(),
         })
+    }
+
+    /// Splits the region holding `key` at `key` (which must not already start a region);
+    /// returns the two regions: `[start, key)` and `[key, end)`.
+    pub async fn split(&self, key: &[u8]) -> Result<(Region, Region)> {
+        let mut sp = SplitRegionRequest::new();
+        sp.set_split_key(key.to_vec());
+        let mut req = Request::new();
+        req.set_split(sp);
+        let mut resp = self
+            .execute("split", key, req, ReadConsistency::Linearizable, false)
+            .await?;
+        let mut s = resp.mut_response().take_split();
+        let (left, right) = (s.take_left(), s.take_right());
+        let mut cache = self.inner.cache.lock().expect("cache lock");
+        cache.insert(left.clone(), None);
+        cache.insert(right.clone(), None);
+        Ok((left, right))
     }
 
     /// Reads the pairs with `start <= key < end` (empty `end`: no upper bound) in key

@@ -25,5 +25,6 @@ pub use engine::{decode_msg, Cf, Engine, EngineConfig, EngineSnapshot, WriteBatc
 pub use error::{Error, Result};
 pub use raw::{decode_raw_value, encode_raw_value, RawPair, RawValue};
 pub use storage::{
-    bootstrap_region, LogWrite, PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,
+    bootstrap_region, write_initial_state, LogWrite, PeerStorage, RAFT_INIT_LOG_INDEX,
+    RAFT_INIT_LOG_TERM,
 };

@@ -122,6 +122,16 @@ pub fn bootstrap_region(engine: &Engine, region: &Region) -> Result<bool> {
         return Ok(false);
     }
     let mut wb = engine.batch();
+    write_initial_state(&mut wb, region);
+    engine.write(wb, true)?;
+    Ok(true)
+}
+
+/// Adds the initial raft states of `region` (voters = its peers, log at
+/// [`RAFT_INIT_LOG_INDEX`]) to `wb`: what bootstrap writes, and what a split writes for the
+/// new region in the same batch as the split itself.
+pub fn write_initial_state(wb: &mut WriteBatch, region: &Region) {
+    let rid = region.get_id();
     let mut state = RegionLocalState::new();
     state.set_region(region.clone());
     state.set_voters(region.get_peers().iter().map(|p| p.get_id()).collect());
@@ -139,8 +149,6 @@ pub fn bootstrap_region(engine: &Engine, region: &Region) -> Result<bool> {
     tr.set_index(RAFT_INIT_LOG_INDEX);
     tr.set_term(RAFT_INIT_LOG_TERM);
     wb.put_msg(Cf::Raft, &keys::truncated_state_key(rid), &tr);
-    engine.write(wb, true)?;
-    Ok(true)
 }
 
 impl PeerStorage {
@@ -277,6 +285,11 @@ impl PeerStorage {
         st.set_applied_index(index);
         st.set_applied_term(term);
         wb.put_msg(Cf::Raft, &keys::apply_state_key(self.region.get_id()), &st);
+    }
+
+    /// Adopts `region` (a split narrowed it; the caller wrote its state in the apply batch).
+    pub fn set_region(&mut self, region: Region) {
+        self.region = region;
     }
 
     /// The index through which the log is compacted.

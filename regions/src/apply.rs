@@ -12,13 +12,15 @@
 use crate::error::Error;
 use protobuf::Message;
 use raft::eraftpb::{Entry, EntryType};
+use regatta_engine::write_initial_state;
 use regatta_engine::{keys, Cf, Engine, PeerStorage, RawValue, WriteBatch};
+use regatta_proto::kvrpcpb::SplitRegionResponse;
 use regatta_proto::kvrpcpb::{
     CasResponse, DeleteResponse, GetResponse, KvPair, KvResponse, Request, Request_oneof_cmd,
     Response, ScanResponse,
 };
-use regatta_proto::metapb::Region;
-use regatta_proto::raft_serverpb::{DedupEntry, RaftCmd, RaftCmdBatch};
+use regatta_proto::metapb::{Peer, Region};
+use regatta_proto::raft_serverpb::{AdminCmd, DedupEntry, RaftCmd, RaftCmdBatch, RegionLocalState};
 use slog::{error, Logger};
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,8 +36,11 @@ pub struct AppliedEntry {
     pub index: u64,
     /// Entry term.
     pub term: u64,
-    /// One response per command of the entry (empty for no-op entries).
+    /// One response per command of the entry (empty for no-op entries; one for an admin
+    /// command).
     pub responses: Vec<KvResponse>,
+    /// A split this entry applied: the narrowed region and the new one.
+    pub split: Option<(Region, Region)>,
 }
 
 /// Whether a request changes data (and so is deduplicated).
@@ -67,9 +72,10 @@ pub fn apply_entries(
     let (last_index, last_term) = (last.index, last.term);
     let engine = storage.engine().clone();
     let region = storage.region().clone();
+    let voters = storage.voters().to_vec();
     let mut ctx = ApplyContext {
         engine: &engine,
-        region: &region,
+        region,
         wb: engine.batch(),
         data: HashMap::new(),
         sessions: HashMap::new(),
@@ -80,9 +86,16 @@ pub fn apply_entries(
             index: e.index,
             term: e.term,
             responses: Vec::new(),
+            split: None,
         };
         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
             match RaftCmdBatch::parse_from_bytes(&e.data) {
+                Ok(mut batch) if batch.has_admin() => {
+                    let admin = batch.take_admin();
+                    let (resp, split) = ctx.apply_admin(admin, &voters)?;
+                    applied.responses.push(resp);
+                    applied.split = split;
+                }
                 Ok(mut batch) => {
                     let now = batch.get_propose_time_ms();
                     for cmd in batch.take_cmds().into_iter() {
@@ -95,13 +108,16 @@ pub fn apply_entries(
                 Err(err) => {
                     // Every replica sees the same bytes and skips them the same way.
                     error!(logger, "undecodable committed entry skipped";
-                        "region_id" => region.get_id(), "index" => e.index, "error" => %err);
+                        "region_id" => ctx.region.get_id(), "index" => e.index, "error" => %err);
                 }
             }
         }
         out.push(applied);
     }
     let mut wb = ctx.wb;
+    if ctx.region != *storage.region() {
+        storage.set_region(ctx.region);
+    }
     storage.write_apply_state(&mut wb, last_index, last_term);
     engine.write(wb, false)?;
     storage.set_applied(last_index, last_term);
@@ -110,7 +126,8 @@ pub fn apply_entries(
 
 struct ApplyContext<'a> {
     engine: &'a Engine,
-    region: &'a Region,
+    /// The region as of the entry being applied (a split narrows it mid-batch).
+    region: Region,
     wb: WriteBatch,
     /// Writes of this batch not yet visible in the engine (None = deleted).
     data: HashMap<Vec<u8>, Option<RawValue>>,
@@ -118,6 +135,89 @@ struct ApplyContext<'a> {
 }
 
 impl ApplyContext<'_> {
+    /// Applies an admin command. A split narrows this region and creates the new one's
+    /// initial state and a copy of the at-most-once sessions (a write retried on the new
+    /// region after `EpochNotMatch` must still be recognised), all in this batch. Invalid
+    /// or stale commands change nothing and answer an error, identically on every replica.
+    fn apply_admin(
+        &mut self,
+        mut admin: AdminCmd,
+        voters: &[u64],
+    ) -> Result<(KvResponse, Option<(Region, Region)>), Error> {
+        let epoch = self.region.get_region_epoch().clone();
+        if admin.get_region_epoch() != &epoch {
+            let e = Error::EpochNotMatch {
+                current_regions: vec![self.region.clone()],
+            };
+            return Ok((e.into_response(), None));
+        }
+        if !admin.has_split() {
+            let e = Error::InvalidArgument("admin command without a command".into());
+            return Ok((e.into_response(), None));
+        }
+        let split = admin.take_split();
+        let key = split.get_split_key();
+        let r = &self.region;
+        let inside =
+            key > r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key());
+        if !inside
+            || split.get_new_region_id() == 0
+            || split.get_new_peer_ids().len() != r.get_peers().len()
+        {
+            let e = Error::InvalidArgument(format!(
+                "bad split of region {} at {key:?}: the key must be inside it (not its start), \
+                 with one new peer id per peer",
+                r.get_id()
+            ));
+            return Ok((e.into_response(), None));
+        }
+        let mut left = self.region.clone();
+        let mut new_epoch = epoch;
+        new_epoch.set_version(new_epoch.get_version() + 1);
+        left.set_end_key(key.to_vec());
+        left.set_region_epoch(new_epoch.clone());
+        let mut right = Region::new();
+        right.set_id(split.get_new_region_id());
+        right.set_start_key(key.to_vec());
+        right.set_end_key(self.region.get_end_key().to_vec());
+        right.set_region_epoch(new_epoch);
+        for (p, id) in self.region.get_peers().iter().zip(split.get_new_peer_ids()) {
+            let mut np = Peer::new();
+            np.set_id(*id);
+            np.set_store_id(p.get_store_id());
+            right.mut_peers().push(np);
+        }
+        let mut state = RegionLocalState::new();
+        state.set_region(left.clone());
+        state.set_voters(voters.to_vec());
+        self.wb
+            .put_msg(Cf::Raft, &keys::region_state_key(left.get_id()), &state);
+        write_initial_state(&mut self.wb, &right);
+        let (lo, hi) = keys::dedup_range(left.get_id());
+        let mut sessions: BTreeMap<u64, DedupEntry> = BTreeMap::new();
+        self.engine.scan(Cf::Raft, &lo, &hi, |_, v| {
+            let s: DedupEntry = regatta_engine::decode_msg(v, "dedup session", left.get_id())?;
+            sessions.insert(s.get_client_id(), s);
+            Ok(true)
+        })?;
+        for (cid, s) in &self.sessions {
+            sessions.insert(*cid, s.clone());
+        }
+        for (cid, s) in &sessions {
+            self.wb
+                .put_msg(Cf::Raft, &keys::dedup_key(right.get_id(), *cid), s);
+        }
+        self.region = left.clone();
+        let mut resp = SplitRegionResponse::new();
+        resp.set_left(left.clone());
+        resp.set_right(right.clone());
+        let mut response = Response::new();
+        response.set_split(resp);
+        let mut out = KvResponse::new();
+        out.set_response(response);
+        Ok((out, Some((left, right))))
+    }
+
     fn read(&self, key: &[u8]) -> Result<Option<RawValue>, Error> {
         match self.data.get(key) {
             Some(v) => Ok(v.clone()),
@@ -204,7 +304,7 @@ impl ApplyContext<'_> {
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), Error> {
-        if key_in_region(key, self.region) {
+        if key_in_region(key, &self.region) {
             Ok(())
         } else {
             Err(Error::KeyNotInRegion {
@@ -234,6 +334,11 @@ impl ApplyContext<'_> {
     fn execute(&mut self, req: Request, index: u64) -> Result<Response, Error> {
         let mut resp = Response::new();
         match req.cmd {
+            Some(Request_oneof_cmd::split(_)) => {
+                return Err(Error::InvalidArgument(
+                    "a split is an admin command, not a data command".into(),
+                ));
+            }
             Some(Request_oneof_cmd::get(g)) => {
                 self.check_key(g.get_key())?;
                 resp.set_get(get_response(self.read(g.get_key())?));
@@ -280,7 +385,7 @@ impl ApplyContext<'_> {
             Some(Request_oneof_cmd::scan(s)) => {
                 let pairs = scan_region(
                     self.engine,
-                    self.region,
+                    &self.region,
                     s.get_start_key(),
                     s.get_end_key(),
                     s.get_limit() as usize,
@@ -380,4 +485,44 @@ pub fn scan_region(
         resp.mut_pairs().push(p);
     }
     Ok(resp)
+}
+
+/// Split check: if `region` holds more than `max_keys` keys or `max_size` bytes (keys +
+/// values), the key to split it at — the middle one by count or by size, whichever limit
+/// it passed — else `None`. Two streaming passes, nothing buffered.
+pub fn split_key(
+    engine: &Engine,
+    region: &Region,
+    max_size: u64,
+    max_keys: u64,
+) -> Result<Option<Vec<u8>>, Error> {
+    let (lo, hi) = keys::raw_data_range(region.get_start_key(), region.get_end_key());
+    let (mut count, mut size) = (0u64, 0u64);
+    engine.scan(Cf::Default, &lo, &hi, |k, v| {
+        count += 1;
+        size += (k.len() + v.len()) as u64;
+        Ok(true)
+    })?;
+    if count < 2 || (count <= max_keys && size <= max_size) {
+        return Ok(None);
+    }
+    let by_keys = count > max_keys;
+    let (mut seen_keys, mut seen_size) = (0u64, 0u64);
+    let mut found = None;
+    engine.scan(Cf::Default, &lo, &hi, |k, v| {
+        seen_keys += 1;
+        seen_size += (k.len() + v.len()) as u64;
+        let past_middle = if by_keys {
+            seen_keys > count / 2
+        } else {
+            seen_size > size / 2
+        };
+        let user = keys::raw_user_key(k).unwrap_or_default();
+        if past_middle && user > region.get_start_key() {
+            found = Some(user.to_vec());
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    Ok(found)
 }

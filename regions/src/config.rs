@@ -52,6 +52,15 @@ pub struct StoreConfig {
     /// A read-your-writes read on a replica behind the client's last write waits this
     /// long for it before redirecting to the leader. Default 50 ms.
     pub ryw_wait_ms: u64,
+    /// A region larger than this (bytes of keys and values) splits. Default 96 MiB.
+    pub region_split_size: u64,
+    /// A region with more keys than this splits. Default 960,000.
+    pub region_split_keys: u64,
+    /// How often a leader considers checking its region's size. Default 10 s.
+    pub split_check_interval_ms: u64,
+    /// Bytes proposed since the last check before a leader scans its region again.
+    /// Default 8 MiB (0: check every interval).
+    pub split_check_diff_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -78,6 +87,10 @@ impl Default for StoreConfig {
             lease_ms: 400,
             max_clock_drift_ms: 50,
             ryw_wait_ms: 50,
+            region_split_size: 96 << 20,
+            region_split_keys: 960_000,
+            split_check_interval_ms: 10_000,
+            split_check_diff_bytes: 8 << 20,
         }
     }
 }
@@ -108,6 +121,12 @@ impl StoreConfig {
         }
         if self.log_writer_queue == 0 || self.log_writer_max_batch_bytes == 0 {
             return Err("LogWriter bounds must be > 0".into());
+        }
+        if self.region_split_size == 0 || self.region_split_keys < 2 {
+            return Err("region_split_size must be > 0 and region_split_keys >= 2".into());
+        }
+        if self.split_check_interval_ms < self.tick_interval_ms {
+            return Err("split_check_interval_ms must be at least one tick".into());
         }
         check_lease(
             self.lease_ms,

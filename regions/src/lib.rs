@@ -34,8 +34,8 @@ pub use log_writer::{LogWriter, Persisted, WriteTask};
 pub use metrics::{MetricsSnapshot, StoreMetrics};
 pub use pd::{MemPd, PdClient};
 pub use peer::{
-    Campaign, CompactLog, GetStatus, KvCommand, Peer, PeerActor, PeerContext, RaftMessageIn,
-    RegionStatus, Responder, Seed,
+    Campaign, CompactLog, GetStatus, KvCommand, NewRegion, Peer, PeerActor, PeerContext,
+    RaftMessageIn, RegionStatus, Responder, Seed, SplitStep,
 };
 pub use router::Router;
 pub use store::{Store, StoreOptions, TransportLayer};

@@ -28,6 +28,8 @@ pub trait PdClient: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>>;
     /// Reports a region led by this store.
     fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> BoxFuture<'_, Result<(), String>>;
+    /// `count` fresh, consecutive ids (for split regions and their peers); the first.
+    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>>;
 }
 
 /// In-memory PD for tests: stores register, and `bootstrap_regions` are handed to the
@@ -37,6 +39,7 @@ pub struct MemPd {
     stores: Mutex<HashMap<u64, Store>>,
     bootstrap: Mutex<Vec<Region>>,
     leaders: Mutex<HashMap<u64, RegionHeartbeatRequest>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl MemPd {
@@ -91,5 +94,14 @@ impl PdClient for MemPd {
             .expect("lock")
             .insert(req.get_region().get_id(), req);
         Box::pin(async { Ok(()) })
+    }
+
+    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
+        // Ids from 1,000,000 up never meet the ids of bootstrap regions and peers.
+        let first = 1_000_000
+            + self
+                .next_id
+                .fetch_add(u64::from(count), std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async move { Ok(first) })
     }
 }

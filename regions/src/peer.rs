@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::local_reader::{ReadDelegate, ReadState};
 use crate::log_writer::{LogWriter, Persisted, WriteTask};
 use crate::metrics::StoreMetrics;
+use crate::pd::PdClient;
 use crate::transport::Transport;
 use actix::prelude::*;
 use protobuf::Message as _;
@@ -31,7 +32,7 @@ use regatta_proto::kvrpcpb::{
 };
 use regatta_proto::metapb::{Peer as PeerMeta, Region};
 use regatta_proto::pdpb::RegionHeartbeatRequest;
-use regatta_proto::raft_serverpb::{RaftCmd, RaftCmdBatch, RaftMessage};
+use regatta_proto::raft_serverpb::{AdminCmd, RaftCmd, RaftCmdBatch, RaftMessage, SplitCmd};
 use slog::{debug, error, info, o, warn, Logger};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,9 @@ struct ReadReq {
     started: Instant,
     /// Filled in as the read is routed (lease, round trips), completed when served.
     info: ReadInfo,
+    /// The region's epoch version when the read was accepted; a split before it is served
+    /// sends it back with `EpochNotMatch` (its key may have moved to another region).
+    version: u64,
 }
 
 /// A ReadIndex round in flight: its reads, and when and in which term it started (a
@@ -87,6 +91,11 @@ pub struct PeerContext {
     pub metrics: Arc<StoreMetrics>,
     /// Region reports for PD.
     pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
+    /// PD, for the ids of split regions.
+    pub pd: Arc<dyn PdClient>,
+    /// Regions a split created on this store: the store starts their peers (and makes the
+    /// one on the old leader's store campaign at once).
+    pub new_regions: mpsc::UnboundedSender<NewRegion>,
     /// The store this peer lives on.
     pub store_id: u64,
     /// The leader lease in ms (0: off); starts as `cfg.lease_ms`, changed only through
@@ -101,6 +110,15 @@ impl PeerContext {
     pub fn lease_ms(&self) -> u64 {
         self.lease_ms.load(Ordering::Relaxed)
     }
+}
+
+/// A region a split created, for the store to start its peer.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRegion {
+    /// The new region.
+    pub region_id: u64,
+    /// Whether its peer should campaign at once (it is on the old region's leader store).
+    pub campaign: bool,
 }
 
 /// A snapshot of a replica's state, for status pages and tests.
@@ -156,7 +174,6 @@ pub struct Peer {
     ticks: u64,
     was_leader: bool,
     self_addr: Option<Recipient<Persisted>>,
-    started: Instant,
     /// Leader lease: valid in `lease_term` until `lease_until` (docs/CLOCKS.md).
     lease_until: Option<Instant>,
     lease_term: u64,
@@ -176,6 +193,15 @@ pub struct Peer {
     /// What local reads see (see `local_reader`), and what was last published there.
     delegate: Arc<ReadDelegate>,
     published: ReadState,
+    /// Non-transfer votes are ignored until then (a restarted replica that saw a leader).
+    vote_guard_until: Option<Instant>,
+    /// Split: ids asked of PD (no second split meanwhile) / proposed at this index.
+    split_asked: bool,
+    split_pending: Option<u64>,
+    /// Bytes proposed since the last split check.
+    written_since_check: u64,
+    split_checking: bool,
+    split_self: Option<Recipient<SplitStep>>,
 }
 
 fn now_ms() -> u64 {
@@ -221,6 +247,13 @@ impl Peer {
             storage.region().clone(),
         ));
         delegate.set_applied(storage.applied().0);
+        // Only a replica that has seen an election (term above the initial one) can have
+        // acknowledged a leader's lease; fresh regions (bootstrap, split) elect at once.
+        let seen_leader = raft::Storage::initial_state(&storage)
+            .map(|s| s.hard_state.term > regatta_engine::RAFT_INIT_LOG_TERM)
+            .unwrap_or(true);
+        let vote_guard_until = (seen_leader && cfg.lease_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(cfg.min_election_timeout_ms()));
         let raw = RawNode::new(&raft_cfg, storage, &logger)
             .map_err(|e| Error::Engine(format!("raft init of region {region_id}: {e}")))?;
         Ok(Peer {
@@ -245,7 +278,6 @@ impl Peer {
             ticks: 0,
             was_leader: false,
             self_addr: None,
-            started: Instant::now(),
             lease_until: None,
             lease_term: 0,
             lease_blocked_until: None,
@@ -258,7 +290,182 @@ impl Peer {
             ryw_waiting: Vec::new(),
             delegate,
             published: ReadState::default(),
+            vote_guard_until,
+            split_asked: false,
+            split_pending: None,
+            written_since_check: 0,
+            split_checking: false,
+            split_self: None,
         })
+    }
+
+    /// A client asked to split at `key` (validated to be inside the region).
+    fn on_split_request(&mut self, key: Vec<u8>, tx: Responder) {
+        if !self.is_leader() {
+            let _ = tx.send(self.not_leader().into_response());
+            return;
+        }
+        if self.split_asked || self.split_pending.is_some() {
+            let e =
+                Error::ServerIsBusy(format!("region {}: a split is in progress", self.region_id));
+            let _ = tx.send(e.into_response());
+            return;
+        }
+        self.ask_split_ids(key, Some(tx));
+    }
+
+    /// Asks PD for the new region's id and peer ids, then comes back with `SplitStep::Ids`.
+    fn ask_split_ids(&mut self, key: Vec<u8>, tx: Option<Responder>) {
+        let Some(me) = self.split_self.clone() else {
+            return;
+        };
+        self.split_asked = true;
+        let pd = self.ctx.pd.clone();
+        let count = self.region().get_peers().len() as u32 + 1;
+        let epoch = self.region().get_region_epoch().clone();
+        actix::spawn(async move {
+            match pd.alloc_id(count).await {
+                Ok(first_id) => me.do_send(SplitStep::Ids {
+                    key,
+                    epoch,
+                    first_id,
+                    tx,
+                }),
+                Err(reason) => me.do_send(SplitStep::Failed { reason, tx }),
+            }
+        });
+    }
+
+    /// The next step of a split (see [`SplitStep`]).
+    pub fn on_split_step(&mut self, step: SplitStep) {
+        match step {
+            SplitStep::Checked { key, version } => {
+                self.split_checking = false;
+                let current = self.region().get_region_epoch().get_version();
+                if let Some(key) = key {
+                    if self.is_leader()
+                        && version == current
+                        && !self.split_asked
+                        && self.split_pending.is_none()
+                    {
+                        info!(self.logger, "region too big; splitting"; "key" => ?key);
+                        self.ask_split_ids(key, None);
+                    }
+                }
+            }
+            SplitStep::Failed { reason, tx } => {
+                self.split_asked = false;
+                warn!(self.logger, "split: PD gave no ids"; "error" => &reason);
+                if let Some(tx) = tx {
+                    let _ = tx
+                        .send(Error::ServerIsBusy(format!("split: PD: {reason}")).into_response());
+                }
+            }
+            SplitStep::Ids {
+                key,
+                epoch,
+                first_id,
+                tx,
+            } => {
+                self.split_asked = false;
+                let tx = tx.unwrap_or_else(|| oneshot::channel().0);
+                if !self.is_leader() {
+                    let _ = tx.send(self.not_leader().into_response());
+                    return;
+                }
+                if &epoch != self.region().get_region_epoch() {
+                    let e = Error::EpochNotMatch {
+                        current_regions: vec![self.region().clone()],
+                    };
+                    let _ = tx.send(e.into_response());
+                    return;
+                }
+                let mut split = SplitCmd::new();
+                split.set_split_key(key);
+                split.set_new_region_id(first_id);
+                let peers = self.region().get_peers().len() as u64;
+                split.set_new_peer_ids((first_id + 1..=first_id + peers).collect());
+                let mut admin = AdminCmd::new();
+                admin.set_region_epoch(epoch);
+                admin.set_split(split);
+                let mut batch = RaftCmdBatch::new();
+                batch.set_propose_time_ms(now_ms());
+                batch.set_admin(admin);
+                let data = batch
+                    .write_to_bytes()
+                    .expect("encoding an in-memory command batch cannot fail");
+                if self.raw.propose(vec![], data).is_err() {
+                    let _ = tx.send(self.not_leader().into_response());
+                    return;
+                }
+                let index = self.raw.raft.raft_log.last_index();
+                self.split_pending = Some(index);
+                self.proposals.push_back(Proposal {
+                    index,
+                    term: self.raw.raft.term,
+                    proposed_at: Instant::now(),
+                    responders: vec![tx],
+                    deadline: Instant::now()
+                        + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
+                });
+            }
+        }
+    }
+
+    /// Every replica, after applying a split: the store starts the new region's peer; the
+    /// leader reports both regions to PD at once.
+    fn on_split_applied(&mut self, index: u64, left: &Region, right: &Region) {
+        info!(self.logger, "region split"; "index" => index, "new_region_id" => right.get_id(),
+            "split_key" => ?right.get_start_key());
+        if self.split_pending.is_some_and(|i| i <= index) {
+            self.split_pending = None;
+        }
+        self.written_since_check = 0;
+        let leader = self.is_leader();
+        let _ = self.ctx.new_regions.send(NewRegion {
+            region_id: right.get_id(),
+            campaign: leader,
+        });
+        if leader {
+            let _ = left;
+            self.report_to_pd();
+            let mut hb = RegionHeartbeatRequest::new();
+            hb.set_region(right.clone());
+            let _ = self.ctx.pd_reports.send(hb);
+        }
+    }
+
+    /// Starts a split check on another thread when the leader wrote enough since the last.
+    fn maybe_check_split(&mut self) {
+        let cfg = &self.ctx.cfg;
+        if !self.is_leader()
+            || self.split_checking
+            || self.split_asked
+            || self.split_pending.is_some()
+            || self.written_since_check < cfg.split_check_diff_bytes
+        {
+            return;
+        }
+        let Some(me) = self.split_self.clone() else {
+            return;
+        };
+        self.split_checking = true;
+        self.written_since_check = 0;
+        let engine = self.raw.store().engine().clone();
+        let region = self.region().clone();
+        let (max_size, max_keys) = (cfg.region_split_size, cfg.region_split_keys);
+        let logger = self.logger.clone();
+        std::thread::spawn(move || {
+            let version = region.get_region_epoch().get_version();
+            let key = match apply::split_key(&engine, &region, max_size, max_keys) {
+                Ok(k) => k,
+                Err(e) => {
+                    warn!(logger, "split check failed"; "error" => %e);
+                    None
+                }
+            };
+            me.do_send(SplitStep::Checked { key, version });
+        });
     }
 
     /// The read delegate the store's connections use for local reads.
@@ -278,6 +485,7 @@ impl Peer {
             && raft.lead_transferee.is_none()
             && self.lease_term == raft.term
             && applied_term == raft.term
+            && self.split_pending.is_none()
         {
             self.lease_until
         } else {
@@ -368,6 +576,11 @@ impl Peer {
                 return;
             }
         }
+        if let Some(Request_oneof_cmd::split(sp)) = &request.cmd {
+            let key = sp.get_split_key().to_vec();
+            self.on_split_request(key, tx);
+            return;
+        }
         let ctx = req.take_context();
         let consistency = ctx.get_consistency();
         if !self.is_leader() {
@@ -405,9 +618,11 @@ impl Peer {
                 deadline: now + Duration::from_millis(self.ctx.cfg.read_timeout_ms),
                 started: now,
                 info: ReadInfo::new(),
+                version: self.region().get_region_epoch().get_version(),
             };
             read.info.set_linearizable(true);
             let lease_ok = consistency != ReadConsistency::LINEARIZABLE
+                && self.split_pending.is_none()
                 && self.lease_valid(now)
                 && self.raw.raft.commit_to_current_term();
             if lease_ok {
@@ -438,6 +653,7 @@ impl Peer {
             deadline: now,
             started: now,
             info: ReadInfo::new(),
+            version: self.region().get_region_epoch().get_version(),
         };
         match ctx.get_consistency() {
             ReadConsistency::FOLLOWER if ctx.get_max_staleness_ms() > 0 => {
@@ -488,6 +704,13 @@ impl Peer {
 
     /// Answers `read` from the applied state; `read_index` is the index it was served at.
     fn finish_read(&self, read: ReadReq, read_index: u64) {
+        if read.version != self.region().get_region_epoch().get_version() {
+            let e = Error::EpochNotMatch {
+                current_regions: vec![self.region().clone()],
+            };
+            let _ = read.tx.send(e.into_response());
+            return;
+        }
         let mut resp = self.read_local(&read.req);
         if !resp.has_error() {
             let mut info = read.info;
@@ -594,8 +817,7 @@ impl Peer {
         if vote
             && self.ctx.lease_ms() > 0
             && &m.context[..] != raft::CAMPAIGN_TRANSFER
-            && self.started.elapsed()
-                < Duration::from_millis(self.ctx.cfg.min_election_timeout_ms())
+            && self.vote_guard_until.is_some_and(|t| Instant::now() < t)
         {
             // Just (re)started, this replica may have acknowledged a leader whose lease still
             // runs and forgot it: it must not help elect another one yet (docs/CLOCKS.md).
@@ -641,6 +863,11 @@ impl Peer {
             .retain(|_, r| !r.reads.is_empty() || r.started.elapsed() < read_timeout);
         self.serve_ryw(now);
         self.keep_lease_warm(now);
+        let split_every =
+            (self.ctx.cfg.split_check_interval_ms / self.ctx.cfg.tick_interval_ms).max(1);
+        if self.ticks.is_multiple_of(split_every) {
+            self.maybe_check_split();
+        }
         if self.ticks.is_multiple_of(20) {
             self.maybe_compact();
         }
@@ -730,6 +957,7 @@ impl Peer {
         let data = batch
             .write_to_bytes()
             .expect("encoding an in-memory command batch cannot fail");
+        self.written_since_check += data.len() as u64;
         match self.raw.propose(vec![], data) {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
@@ -877,6 +1105,7 @@ impl Peer {
         if !leader && self.was_leader {
             info!(self.logger, "stepped down"; "term" => self.raw.raft.term);
             self.lease_until = None;
+            self.split_pending = None;
             let e = self.not_leader();
             for (_, round) in self.reads_inflight.drain() {
                 for r in round.reads {
@@ -992,6 +1221,9 @@ impl Peer {
                 self.raw.advance_apply_to(last);
                 self.delegate.set_applied(last);
                 for a in applied {
+                    if let Some((left, right)) = &a.split {
+                        self.on_split_applied(a.index, left, right);
+                    }
                     self.answer(a);
                 }
             }
@@ -1239,6 +1471,15 @@ pub(crate) fn validate_request(
                 })
             }
         }
+        Some(Request_oneof_cmd::split(sp)) => {
+            check_key(sp.get_split_key())?;
+            if sp.get_split_key() == region.get_start_key() {
+                return Err(Error::InvalidArgument(
+                    "the split key is the region's start: nothing to split".into(),
+                ));
+            }
+            Ok(())
+        }
         None => Err(Error::InvalidArgument("request has no command".into())),
     }
 }
@@ -1304,6 +1545,7 @@ impl Actor for PeerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.peer.self_addr = Some(ctx.address().recipient());
+        self.peer.split_self = Some(ctx.address().recipient());
         let interval = self.peer.ctx.cfg.tick_interval();
         ctx.run_interval(interval, |act, ctx| {
             act.peer.tick();
@@ -1360,6 +1602,45 @@ impl Handler<Persisted> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
         self.peer.on_persisted(msg);
+        self.schedule_flush(ctx);
+    }
+}
+
+/// A step of a split that comes back to the region's actor from another task.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum SplitStep {
+    /// A split check finished: split at `key` if it is still the region of `version`.
+    Checked {
+        /// Where to split (`None`: the region is small enough).
+        key: Option<Vec<u8>>,
+        /// The epoch version the check scanned.
+        version: u64,
+    },
+    /// PD handed out ids: propose the split.
+    Ids {
+        /// Where to split.
+        key: Vec<u8>,
+        /// The epoch the split was decided at.
+        epoch: regatta_proto::metapb::RegionEpoch,
+        /// The new region's id; its peers take the next ids.
+        first_id: u64,
+        /// Who asked (a manual split), answered at apply.
+        tx: Option<Responder>,
+    },
+    /// PD could not hand out ids.
+    Failed {
+        /// Why.
+        reason: String,
+        /// Who asked.
+        tx: Option<Responder>,
+    },
+}
+
+impl Handler<SplitStep> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: SplitStep, ctx: &mut Context<Self>) {
+        self.peer.on_split_step(msg);
         self.schedule_flush(ctx);
     }
 }

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::log_writer::LogWriter;
 use crate::metrics::{MetricsSnapshot, StoreMetrics};
 use crate::pd::PdClient;
-use crate::peer::{GetStatus, Peer, PeerActor, PeerContext, RegionStatus};
+use crate::peer::{Campaign, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RegionStatus};
 use crate::router::Router;
 use crate::server;
 use crate::transport::{TcpTransport, Transport};
@@ -159,6 +159,7 @@ impl Store {
             logger.clone(),
         ));
         let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<RegionHeartbeatRequest>();
+        let (new_regions_tx, mut new_regions_rx) = mpsc::unbounded_channel::<NewRegion>();
         let arbiter = Arbiter::new();
         let router = Router::default();
         let cfg = Arc::new(opts.config.clone());
@@ -173,6 +174,8 @@ impl Store {
                 log_writer,
                 metrics: metrics.clone(),
                 pd_reports: reports_tx,
+                pd: pd.clone(),
+                new_regions: new_regions_tx,
                 store_id: opts.store_id,
                 lease_ms: lease_ms.clone(),
                 logger: logger.clone(),
@@ -200,6 +203,24 @@ impl Store {
         tasks.push(tokio::spawn(async move {
             while let Some(hb) = reports_rx.recv().await {
                 let _ = pd2.region_heartbeat(hb).await;
+            }
+        }));
+        let (shared2, log2) = (shared.clone(), logger.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(n) = new_regions_rx.recv().await {
+                match shared2.create_peer(n.region_id) {
+                    Ok(_) => {
+                        if n.campaign {
+                            if let Some(addr) = shared2.router.get(n.region_id) {
+                                addr.do_send(Campaign);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(log2, "starting a split region's peer failed";
+                            "region_id" => n.region_id, "error" => %e)
+                    }
+                }
             }
         }));
         let (pd3, shared3, log3) = (pd.clone(), shared.clone(), logger.clone());

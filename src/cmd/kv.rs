@@ -14,7 +14,7 @@ use std::time::Duration;
 pub struct Target {
     /// PD address(es), comma-separated.
     #[arg(long, default_value = regatta::DEFAULT_PD, value_delimiter = ',')]
-    pd: Vec<String>,
+    pub pd: Vec<String>,
 }
 
 /// How `regatta get` reads.
@@ -100,14 +100,16 @@ pub struct ScanArgs {
     target: Target,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// A current-thread runtime for one CLI command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-async fn connect(t: &Target) -> Result<Client> {
+/// A client of the cluster at `t`.
+pub async fn connect(t: &Target) -> Result<Client> {
     Client::connect(&t.pd)
         .await
         .with_context(|| format!("connecting to PD at {}", t.pd.join(",")))
