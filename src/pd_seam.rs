@@ -3,7 +3,9 @@
 //! the client crate.
 
 use regatta_proto::metapb::Store;
-use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest, StoreHeartbeatResponse};
+use regatta_proto::pdpb::{
+    RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest, StoreHeartbeatResponse,
+};
 use regatta_regions::pd::BoxFuture;
 
 /// The TCP PD client, as the store sees it.
@@ -39,7 +41,10 @@ impl regatta_regions::PdClient for TcpPd {
         Box::pin(async move { self.0.alloc_id(count).await.map_err(|e| e.to_string()) })
     }
 
-    fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> BoxFuture<'_, Result<(), String>> {
+    fn region_heartbeat(
+        &self,
+        req: RegionHeartbeatRequest,
+    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
         Box::pin(async move {
             self.0
                 .region_heartbeat(req)

@@ -566,3 +566,67 @@ fn maelstrom_read_strategies_report_what_they_measured() {
         assert!(res["consistency"].is_string());
     }
 }
+
+/// Goal: the region messages: writes and reads say which region served them, a manual
+/// split cuts the region in two (keys on both sides stay readable, each from its region),
+/// and the region map lists both with a leader and their sizes.
+#[test]
+fn maelstrom_regions_split_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Cluster::start(dir.path());
+    for k in ["a", "b", "m", "x"] {
+        let r = h.call_ok("n1", json!({"type": "region_put", "key": k, "value": k}));
+        assert_eq!(r["type"], "region_put_ok", "{r}");
+        assert_eq!(r["key_range"], json!(["", ""]), "{r}");
+    }
+    let r = h.call_ok(
+        "n2",
+        json!({"type": "region_split", "region_id": 1, "split_key": "m"}),
+    );
+    assert_eq!(r["type"], "region_split_ok", "{r}");
+    let new = r["new_regions"].as_array().unwrap();
+    assert_eq!(new[0]["id"], 1);
+    assert_eq!(new[0]["range"], json!(["", "m"]));
+    assert_eq!(new[1]["range"], json!(["m", ""]));
+    let right = new[1]["id"].as_u64().unwrap();
+    let r = h.call_ok("n3", json!({"type": "region_get", "key": "x"}));
+    assert_eq!(r["value"], "x", "{r}");
+    assert_eq!(r["region_id"], right);
+    let r = h.call_ok("n3", json!({"type": "region_get", "key": "a"}));
+    assert_eq!(r["value"], "a", "{r}");
+    assert_eq!(r["region_id"], 1);
+    let r = h.call_ok("n1", json!({"type": "region_put", "key": "z", "value": 1}));
+    assert_eq!(r["region_id"], right, "{r}");
+    assert_eq!(r["key_range"], json!(["m", ""]));
+    // Plain reads and writes route by region too.
+    let w = h.call_ok("n2", json!({"type": "write", "key": "y", "value": 2}));
+    assert_eq!(w["type"], "write_ok", "{w}");
+    assert_eq!(
+        h.call_ok("n3", json!({"type": "read", "key": "y"}))["value"],
+        2
+    );
+    let mut info = Value::Null;
+    for _ in 0..100 {
+        info = h.call_ok("n1", json!({"type": "region_info"}));
+        let regions = info["regions"].as_array().unwrap();
+        if regions.len() == 2 && regions.iter().all(|r| r["leader"].is_string()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let regions = info["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 2, "{info}");
+    assert!(regions.iter().all(|r| r["leader"].is_string()), "{info}");
+    assert!(
+        regions
+            .iter()
+            .all(|r| r["size_bytes"].as_u64().unwrap() > 0),
+        "{info}"
+    );
+    // A split key in another region than the one named is refused.
+    let r = h.call_ok(
+        "n1",
+        json!({"type": "region_split", "region_id": 1, "split_key": "q"}),
+    );
+    assert_eq!(r["code"], 12, "{r}");
+}

@@ -8,7 +8,8 @@ use regatta_proto::metapb::{Peer, Region, Store};
 use regatta_proto::pdpb::{
     AllocIdRequest, GetAllStoresRequest, GetRegionByIdRequest, GetRegionRequest, GetRegionResponse,
     GetStoreRequest, PdRequest, PdResponse, PutStoreRequest, RegionHeartbeatRequest,
-    ScanRegionsRequest, StoreHeartbeatRequest, StoreHeartbeatResponse, TsoRequest,
+    RegionHeartbeatResponse, ScanRegionsRequest, StoreHeartbeatRequest, StoreHeartbeatResponse,
+    TsoRequest,
 };
 use regatta_proto::rpc::Connection;
 use tokio::sync::Mutex;
@@ -205,10 +206,14 @@ impl PdClient {
         Ok(self.call(req).await?.take_store_heartbeat())
     }
 
-    /// A region leader's heartbeat (used by stores).
-    pub async fn region_heartbeat(&self, hb: RegionHeartbeatRequest) -> Result<()> {
+    /// A region leader's heartbeat (used by stores); the answer may order a leader
+    /// transfer.
+    pub async fn region_heartbeat(
+        &self,
+        hb: RegionHeartbeatRequest,
+    ) -> Result<RegionHeartbeatResponse> {
         let mut req = PdRequest::new();
         req.set_region_heartbeat(hb);
-        self.call(req).await.map(|_| ())
+        Ok(self.call(req).await?.take_region_heartbeat())
     }
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Ids reserved per persisted raise of the allocator's high-water mark.
 const ID_BATCH: u64 = 1000;
@@ -84,6 +84,12 @@ pub struct PdState {
     bootstrap_regions: Vec<Region>,
     bootstrapped: bool,
     tso: Tso,
+    /// store id -> when it last sent a heartbeat (soft state).
+    store_seen: HashMap<u64, Instant>,
+    /// region id -> when PD last ordered a leader transfer for it (soft state).
+    transfers: HashMap<u64, Instant>,
+    /// Leaders per store, recounted at most once a second (soft state).
+    leader_counts: Option<(Instant, HashMap<u64, usize>)>,
 }
 
 fn pd_error(message: String) -> PdError {
@@ -138,6 +144,9 @@ impl PdState {
             bootstrap_regions: persisted.get_bootstrap_regions().to_vec(),
             bootstrapped: persisted.get_bootstrapped(),
             tso: Tso::resume(persisted.get_tso_high_water_ms()),
+            store_seen: HashMap::new(),
+            transfers: HashMap::new(),
+            leader_counts: None,
         };
         for s in persisted.get_stores() {
             state.stores.insert(s.get_id(), s.clone());
@@ -197,8 +206,12 @@ impl PdState {
                 a.set_count(r.get_count());
                 resp.set_alloc_id(a);
             }),
-            Some(Req::region_heartbeat(r)) => self.region_heartbeat(r).map(|_| {
-                resp.set_region_heartbeat(RegionHeartbeatResponse::new());
+            Some(Req::region_heartbeat(r)) => self.region_heartbeat(r).map(|order| {
+                let mut hb = RegionHeartbeatResponse::new();
+                if let Some(peer) = order {
+                    hb.set_transfer_leader(peer);
+                }
+                resp.set_region_heartbeat(hb);
             }),
             Some(Req::store_heartbeat(r)) => {
                 resp.set_store_heartbeat(self.store_heartbeat(r));
@@ -427,7 +440,67 @@ impl PdState {
         self.regions.insert(r.get_start_key().to_vec(), rl);
     }
 
-    fn region_heartbeat(&mut self, mut req: RegionHeartbeatRequest) -> Result<(), PdError> {
+    /// Balance-leader: when the reporting leader's store leads more than one region more
+    /// than the live store that leads the fewest, and that store holds a peer of this
+    /// region, ask for a transfer there (at most one order per region every 5 s).
+    fn balance_leader(&mut self, region: &Region, leader: &Peer) -> Option<Peer> {
+        let now = Instant::now();
+        if self
+            .transfers
+            .get(&region.get_id())
+            .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(5))
+        {
+            return None;
+        }
+        let fresh = self
+            .leader_counts
+            .as_ref()
+            .is_some_and(|(t, _)| now.duration_since(*t) < Duration::from_secs(1));
+        if !fresh {
+            let mut counts: HashMap<u64, usize> = HashMap::new();
+            for rl in self.regions.values() {
+                if rl.has_leader() && rl.get_leader().get_store_id() != 0 {
+                    *counts.entry(rl.get_leader().get_store_id()).or_default() += 1;
+                }
+            }
+            self.leader_counts = Some((now, counts));
+        }
+        let counts = &self.leader_counts.as_ref()?.1;
+        let live = |s: &u64| {
+            self.store_seen
+                .get(s)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(5))
+        };
+        let mine = counts.get(&leader.get_store_id()).copied().unwrap_or(0);
+        let target = region
+            .get_peers()
+            .iter()
+            .filter(|p| p.get_store_id() != leader.get_store_id() && live(&p.get_store_id()))
+            .min_by_key(|p| counts.get(&p.get_store_id()).copied().unwrap_or(0))?;
+        let theirs = counts.get(&target.get_store_id()).copied().unwrap_or(0);
+        if mine <= theirs + 1 {
+            return None;
+        }
+        self.transfers.insert(region.get_id(), now);
+        // Count the move now, so one round of heartbeats does not over-correct.
+        if let Some((_, c)) = self.leader_counts.as_mut() {
+            *c.entry(leader.get_store_id()).or_default() -= 1;
+            *c.entry(target.get_store_id()).or_default() += 1;
+        }
+        Some(target.clone())
+    }
+
+    fn region_heartbeat(&mut self, req: RegionHeartbeatRequest) -> Result<Option<Peer>, PdError> {
+        let leader = req.get_leader().clone();
+        let region = req.get_region().clone();
+        self.record_region(req)?;
+        if leader.get_id() == 0 {
+            return Ok(None);
+        }
+        Ok(self.balance_leader(&region, &leader))
+    }
+
+    fn record_region(&mut self, mut req: RegionHeartbeatRequest) -> Result<(), PdError> {
         let region = req.take_region();
         if region.get_id() == 0 || !region.has_region_epoch() {
             return Err(pd_error(
@@ -481,6 +554,7 @@ impl PdState {
 
     fn store_heartbeat(&mut self, req: StoreHeartbeatRequest) -> StoreHeartbeatResponse {
         let store_id = req.get_store_id();
+        self.store_seen.insert(store_id, Instant::now());
         self.store_heartbeats.insert(store_id, req);
         let mut resp = StoreHeartbeatResponse::new();
         resp.set_bootstrapped(self.bootstrapped);

@@ -76,6 +76,15 @@ impl ReadDelegate {
         self.applied.fetch_max(index, Ordering::Release);
     }
 
+    /// The region as the replica last published it.
+    pub fn region(&self) -> Region {
+        self.state
+            .read()
+            .expect("read delegate lock is never poisoned")
+            .region
+            .clone()
+    }
+
     pub(crate) fn publish(&self, state: ReadState) {
         *self
             .state

@@ -6,7 +6,9 @@
 //! store; creating them is idempotent on the store side.
 
 use regatta_proto::metapb::{Region, Store};
-use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest, StoreHeartbeatResponse};
+use regatta_proto::pdpb::{
+    RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest, StoreHeartbeatResponse,
+};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -26,8 +28,11 @@ pub trait PdClient: Send + Sync + 'static {
         &self,
         req: StoreHeartbeatRequest,
     ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>>;
-    /// Reports a region led by this store.
-    fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> BoxFuture<'_, Result<(), String>>;
+    /// Reports a region led by this store; the answer may order a leader transfer.
+    fn region_heartbeat(
+        &self,
+        req: RegionHeartbeatRequest,
+    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>>;
     /// `count` fresh, consecutive ids (for split regions and their peers); the first.
     fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>>;
 }
@@ -40,6 +45,7 @@ pub struct MemPd {
     bootstrap: Mutex<Vec<Region>>,
     leaders: Mutex<HashMap<u64, RegionHeartbeatRequest>>,
     next_id: std::sync::atomic::AtomicU64,
+    id_base: u64,
 }
 
 impl MemPd {
@@ -49,6 +55,13 @@ impl MemPd {
             bootstrap: Mutex::new(regions),
             ..MemPd::default()
         }
+    }
+
+    /// Ids this PD hands out start at `base` (several in-memory PDs of one cluster, as in
+    /// the JSON-lines node, each need their own id space).
+    pub fn with_id_base(mut self, base: u64) -> Self {
+        self.id_base = base;
+        self
     }
 
     /// The last heartbeat of each region.
@@ -88,17 +101,20 @@ impl PdClient for MemPd {
         Box::pin(async move { Ok(resp) })
     }
 
-    fn region_heartbeat(&self, req: RegionHeartbeatRequest) -> BoxFuture<'_, Result<(), String>> {
+    fn region_heartbeat(
+        &self,
+        req: RegionHeartbeatRequest,
+    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
         self.leaders
             .lock()
             .expect("lock")
             .insert(req.get_region().get_id(), req);
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(RegionHeartbeatResponse::new()) })
     }
 
     fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
         // Ids from 1,000,000 up never meet the ids of bootstrap regions and peers.
-        let first = 1_000_000
+        let first = self.id_base.max(1_000_000)
             + self
                 .next_id
                 .fetch_add(u64::from(count), std::sync::atomic::Ordering::Relaxed);

@@ -1671,6 +1671,28 @@ impl Handler<Campaign> for PeerActor {
     }
 }
 
+/// PD asks the leader to hand leadership to peer `.0` (leader balance).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TransferLeader(pub u64);
+
+impl Handler<TransferLeader> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: TransferLeader, ctx: &mut Context<Self>) {
+        let peer = &mut self.peer;
+        let member = peer
+            .region()
+            .get_peers()
+            .iter()
+            .any(|p| p.get_id() == msg.0);
+        if peer.is_leader() && member && msg.0 != peer.peer_id {
+            info!(peer.logger, "transferring leadership (PD balance)"; "to" => msg.0);
+            peer.raw.transfer_leader(msg.0);
+        }
+        self.schedule_flush(ctx);
+    }
+}
+
 /// Seeds a replica that holds no data with a snapshot at `(index, term)` holding `pairs`
 /// (raw user key, value); see [`Peer::seed`].
 #[derive(Message)]

@@ -38,6 +38,18 @@ impl Router {
             .remove(&region_id);
     }
 
+    /// The region hosted here whose range holds `key` (as its replica last published it).
+    pub fn locate(&self, key: &[u8]) -> Option<regatta_proto::metapb::Region> {
+        self.delegates
+            .read()
+            .expect("router lock is never poisoned")
+            .values()
+            .map(|d| d.region())
+            .find(|r| {
+                key >= r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key())
+            })
+    }
+
     /// The read delegate of `region_id`.
     pub fn delegate(&self, region_id: u64) -> Option<Arc<ReadDelegate>> {
         self.delegates

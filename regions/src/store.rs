@@ -9,7 +9,9 @@ use crate::error::Error;
 use crate::log_writer::LogWriter;
 use crate::metrics::{MetricsSnapshot, StoreMetrics};
 use crate::pd::PdClient;
-use crate::peer::{Campaign, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RegionStatus};
+use crate::peer::{
+    Campaign, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RegionStatus, TransferLeader,
+};
 use crate::router::Router;
 use crate::server;
 use crate::transport::{TcpTransport, Transport};
@@ -199,10 +201,17 @@ impl Store {
             shutdown_rx,
             logger.clone(),
         )));
-        let pd2 = pd.clone();
+        let (pd2, router2) = (pd.clone(), router.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(hb) = reports_rx.recv().await {
-                let _ = pd2.region_heartbeat(hb).await;
+                let rid = hb.get_region().get_id();
+                if let Ok(resp) = pd2.region_heartbeat(hb).await {
+                    if resp.has_transfer_leader() {
+                        if let Some(addr) = router2.get(rid) {
+                            addr.do_send(TransferLeader(resp.get_transfer_leader().get_id()));
+                        }
+                    }
+                }
             }
         }));
         let (shared2, log2) = (shared.clone(), logger.clone());

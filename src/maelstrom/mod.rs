@@ -9,6 +9,7 @@
 //! the request was certainly not proposed, 0 when the outcome is unknown.
 
 mod reads;
+mod regions;
 
 use anyhow::{Context, Result};
 use protobuf::Message as _;
@@ -120,20 +121,30 @@ impl Node {
             .ok_or_else(|| Fail(11, "the replica is not running yet".into()))
     }
 
-    /// Runs `kv` on this node's replica.
+    /// The region (as this node's replica knows it) whose range holds `key`.
+    fn region_of(&self, key: &[u8]) -> Region {
+        self.store
+            .router()
+            .locate(key)
+            .unwrap_or_else(|| self.region.clone())
+    }
+
+    /// Runs `kv` on this node's replica of the region holding its key.
     async fn local(&self, mut kv: KvRequest) -> KvResponse {
-        kv.mut_context().set_region_id(self.region.get_id());
+        let region = match request_key(kv.get_request()) {
+            Some(k) => self.region_of(k),
+            None => self.region.clone(),
+        };
+        let rid = region.get_id();
+        kv.mut_context().set_region_id(rid);
         kv.mut_context()
-            .set_region_epoch(self.region.get_region_epoch().clone());
+            .set_region_epoch(region.get_region_epoch().clone());
         let router = self.store.router();
-        if let Some(resp) = router
-            .delegate(self.region.get_id())
-            .and_then(|d| d.try_read(&kv))
-        {
+        if let Some(resp) = router.delegate(rid).and_then(|d| d.try_read(&kv)) {
             return resp; // a local read (lease, follower, read-your-writes)
         }
-        let Some(addr) = router.get(self.region.get_id()) else {
-            return regatta_regions::Error::RegionNotFound(self.region.get_id()).into_response();
+        let Some(addr) = router.get(rid) else {
+            return regatta_regions::Error::RegionNotFound(rid).into_response();
         };
         let (tx, rx) = oneshot::channel();
         addr.do_send(KvCommand { req: kv, tx });
@@ -226,6 +237,19 @@ async fn seed_state(node: &Node, body: &Value) -> Result<Value, Fail> {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Err(Fail(0, "seed snapshot not applied in time".into()))
+}
+
+/// The key a request routes by.
+fn request_key(req: &Request) -> Option<&[u8]> {
+    use regatta_proto::kvrpcpb::Request_oneof_cmd as C;
+    match req.cmd.as_ref()? {
+        C::get(g) => Some(g.get_key()),
+        C::put(p) => Some(p.get_key()),
+        C::delete(d) => Some(d.get_key()),
+        C::cas(c) => Some(c.get_key()),
+        C::scan(s) => Some(s.get_start_key()),
+        C::split(s) => Some(s.get_split_key()),
+    }
 }
 
 /// Maps a store error to the protocol's code: definite failures vs unknown outcomes.
@@ -439,6 +463,9 @@ async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Val
         | "follower_read"
         | "ryw_read"
         | "read_benchmark" => reads::handle(node, kind, body).await,
+        "region_put" | "region_get" | "region_info" | "region_split" => {
+            regions::handle(node, kind, body).await
+        }
         "seed_state" => seed_state(node, body).await,
         "take_snapshot" => {
             let up_to = field(body, "up_to_index")?
@@ -499,7 +526,15 @@ async fn init(
         .ok_or_else(|| Fail(12, "node_id is not in node_ids".into()))?;
     let store_id = idx as u64 + 1;
     let region = group_region(names.len());
-    let pd: Arc<dyn PdClient> = Arc::new(MemPd::with_regions(vec![region.clone()]));
+    // Every node hands out split ids from its own space: the store id in the top byte and
+    // the start time (ms, from 2020) below, so a restarted node does not reuse its ids.
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(1_577_836_800_000);
+    let id_base = (store_id << 56) | ((started_ms & 0xff_ffff_ffff) << 14);
+    let pd: Arc<dyn PdClient> =
+        Arc::new(MemPd::with_regions(vec![region.clone()]).with_id_base(id_base));
     let transport = Arc::new(JsonTransport {
         me: me.clone(),
         names: names.clone(),

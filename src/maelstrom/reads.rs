@@ -35,7 +35,7 @@ fn get(
 }
 
 impl Node {
-    fn name_of(&self, store_id: u64) -> String {
+    pub(super) fn name_of(&self, store_id: u64) -> String {
         store_id
             .checked_sub(1)
             .and_then(|i| self.names.get(i as usize))
