@@ -153,6 +153,26 @@ impl Node {
         })
     }
 
+    /// The value of `key` (null when absent), read linearizably through the leader.
+    async fn get_value(&self, key: Vec<u8>) -> Result<Value, Fail> {
+        let mut resp = self
+            .execute(request(|r| {
+                let mut g = GetRequest::new();
+                g.set_key(key);
+                r.set_get(g);
+            }))
+            .await?;
+        if resp.has_error() {
+            return Err(error_code(&resp));
+        }
+        let g = resp.mut_response().take_get();
+        Ok(if g.get_found() {
+            dec(g.get_value())
+        } else {
+            Value::Null
+        })
+    }
+
     /// Runs `kv` here, or forwards it to the leader when this replica is not leading.
     async fn execute(&self, kv: KvRequest) -> Result<KvResponse, Fail> {
         let resp = self.local(kv.clone()).await;
@@ -329,23 +349,7 @@ async fn serve_client(node: Arc<Node>, src: String, body: Value) {
 async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Value, Fail> {
     match kind {
         "read" => {
-            let key = enc(field(body, "key")?);
-            let mut resp = node
-                .execute(request(|r| {
-                    let mut g = GetRequest::new();
-                    g.set_key(key);
-                    r.set_get(g);
-                }))
-                .await?;
-            if resp.has_error() {
-                return Err(error_code(&resp));
-            }
-            let g = resp.mut_response().take_get();
-            let value = if g.get_found() {
-                dec(g.get_value())
-            } else {
-                Value::Null
-            };
+            let value = node.get_value(enc(field(body, "key")?)).await?;
             Ok(json!({"type": "read_ok", "value": value}))
         }
         "write" => {

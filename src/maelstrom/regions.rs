@@ -4,7 +4,7 @@
 //! unbounded end is `""`.
 
 use super::{dec, enc, error_code, field, request, Fail, Node};
-use regatta_proto::kvrpcpb::{GetRequest, PutRequest, SplitRegionRequest};
+use regatta_proto::kvrpcpb::{PutRequest, SplitRegionRequest};
 use regatta_proto::metapb::Region;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -48,23 +48,7 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
         }
         "region_get" => {
             let key = enc(field(body, "key")?);
-            let k = key.clone();
-            let mut resp = node
-                .execute(request(|r| {
-                    let mut g = GetRequest::new();
-                    g.set_key(k);
-                    r.set_get(g);
-                }))
-                .await?;
-            if resp.has_error() {
-                return Err(error_code(&resp));
-            }
-            let g = resp.mut_response().take_get();
-            let value = if g.get_found() {
-                dec(g.get_value())
-            } else {
-                Value::Null
-            };
+            let value = node.get_value(key.clone()).await?;
             Ok(json!({
                 "type": "region_get_ok",
                 "value": value,
