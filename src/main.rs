@@ -41,6 +41,8 @@ enum Command {
     Split(cmd::regions::SplitArgs),
     /// Run one node speaking the Maelstrom JSON-lines protocol on stdin/stdout.
     Maelstrom(MaelstromArgs),
+    /// Run a demo on an embedded playground (`demo split`: watch regions split under load).
+    Demo(cmd::demo::DemoArgs),
     /// Run a benchmark (embedded playground by default, or --pd for a running cluster).
     Bench(cmd::bench::BenchArgs),
 }
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Cas(a) => cmd::kv::cas(a),
         Command::Scan(a) => cmd::kv::scan(a),
         Command::Bench(a) => cmd::bench::bench(a),
+        Command::Demo(a) => cmd::demo::demo(a),
         Command::Regions(a) => cmd::regions::regions(a),
         Command::Split(a) => cmd::regions::split(a),
         Command::Maelstrom(a) => regatta::maelstrom::run(a.data_dir, regatta::logging::logger())

@@ -8,8 +8,8 @@ use regatta_proto::metapb::{Peer, Region, Store};
 use regatta_proto::pdpb::{
     AllocIdRequest, GetAllStoresRequest, GetRegionByIdRequest, GetRegionRequest, GetRegionResponse,
     GetStoreRequest, PdRequest, PdResponse, PutStoreRequest, RegionHeartbeatRequest,
-    RegionHeartbeatResponse, ScanRegionsRequest, StoreHeartbeatRequest, StoreHeartbeatResponse,
-    TsoRequest,
+    RegionHeartbeatResponse, RegionWithLeader, ScanRegionsRequest, StoreHeartbeatRequest,
+    StoreHeartbeatResponse, TsoRequest,
 };
 use regatta_proto::rpc::Connection;
 use tokio::sync::Mutex;
@@ -140,6 +140,24 @@ impl PdClient {
                 (rl.take_region(), leader)
             })
             .collect())
+    }
+
+    /// Regions overlapping `[start, end)` as PD knows them, with their leader and the
+    /// approximate size and key count from the leader's last heartbeat.
+    pub async fn scan_region_infos(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<RegionWithLeader>> {
+        let mut r = ScanRegionsRequest::new();
+        r.set_start_key(start.to_vec());
+        r.set_end_key(end.to_vec());
+        r.set_limit(limit);
+        let mut req = PdRequest::new();
+        req.set_scan_regions(r);
+        let mut resp = self.call(req).await?;
+        Ok(resp.mut_scan_regions().take_regions().into_vec())
     }
 
     /// A store's record (its address).

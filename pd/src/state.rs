@@ -88,6 +88,8 @@ pub struct PdState {
     store_seen: HashMap<u64, Instant>,
     /// region id -> when PD last ordered a leader transfer for it (soft state).
     transfers: HashMap<u64, Instant>,
+    /// region id -> (approximate size, keys) from its leader's last heartbeat (soft state).
+    region_stats: HashMap<u64, (u64, u64)>,
     /// Leaders per store, recounted at most once a second (soft state).
     leader_counts: Option<(Instant, HashMap<u64, usize>)>,
 }
@@ -146,6 +148,7 @@ impl PdState {
             tso: Tso::resume(persisted.get_tso_high_water_ms()),
             store_seen: HashMap::new(),
             transfers: HashMap::new(),
+            region_stats: HashMap::new(),
             leader_counts: None,
         };
         for s in persisted.get_stores() {
@@ -400,7 +403,12 @@ impl PdState {
             if !r.get_end_key().is_empty() && r.get_end_key() <= start {
                 continue;
             }
-            out.mut_regions().push(rl.clone());
+            let mut rl = rl.clone();
+            if let Some((size, keys)) = self.region_stats.get(&r.get_id()) {
+                rl.set_approximate_size(*size);
+                rl.set_approximate_keys(*keys);
+            }
+            out.mut_regions().push(rl);
             if limit > 0 && out.get_regions().len() >= limit as usize {
                 break;
             }
@@ -493,6 +501,12 @@ impl PdState {
     fn region_heartbeat(&mut self, req: RegionHeartbeatRequest) -> Result<Option<Peer>, PdError> {
         let leader = req.get_leader().clone();
         let region = req.get_region().clone();
+        if req.get_approximate_keys() > 0 || req.get_approximate_size() > 0 {
+            self.region_stats.insert(
+                region.get_id(),
+                (req.get_approximate_size(), req.get_approximate_keys()),
+            );
+        }
         self.record_region(req)?;
         if leader.get_id() == 0 {
             return Ok(None);

@@ -490,12 +490,24 @@ pub fn scan_region(
 /// Split check: if `region` holds more than `max_keys` keys or `max_size` bytes (keys +
 /// values), the key to split it at — the middle one by count or by size, whichever limit
 /// it passed — else `None`. Two streaming passes, nothing buffered.
-pub fn split_key(
+/// What a split check found: the region's keys and bytes, and where to split it.
+#[derive(Debug, Clone, Default)]
+pub struct SplitCheck {
+    /// Keys in the region.
+    pub keys: u64,
+    /// Bytes of keys and values in the region.
+    pub size: u64,
+    /// Where to split (`None`: within both limits).
+    pub split_key: Option<Vec<u8>>,
+}
+
+/// Scans `region` for [`SplitCheck`]: its size, and the split key if it is over a limit.
+pub fn split_check(
     engine: &Engine,
     region: &Region,
     max_size: u64,
     max_keys: u64,
-) -> Result<Option<Vec<u8>>, Error> {
+) -> Result<SplitCheck, Error> {
     let (lo, hi) = keys::raw_data_range(region.get_start_key(), region.get_end_key());
     let (mut count, mut size) = (0u64, 0u64);
     engine.scan(Cf::Default, &lo, &hi, |k, v| {
@@ -503,8 +515,13 @@ pub fn split_key(
         size += (k.len() + v.len()) as u64;
         Ok(true)
     })?;
+    let mut check = SplitCheck {
+        keys: count,
+        size,
+        split_key: None,
+    };
     if count < 2 || (count <= max_keys && size <= max_size) {
-        return Ok(None);
+        return Ok(check);
     }
     let by_keys = count > max_keys;
     let (mut seen_keys, mut seen_size) = (0u64, 0u64);
@@ -524,5 +541,6 @@ pub fn split_key(
         }
         Ok(true)
     })?;
-    Ok(found)
+    check.split_key = found;
+    Ok(check)
 }

@@ -76,6 +76,14 @@ impl ReadDelegate {
         self.applied.fetch_max(index, Ordering::Release);
     }
 
+    /// Whether the replica led its region when it last published.
+    pub fn is_leader(&self) -> bool {
+        self.state
+            .read()
+            .expect("read delegate lock is never poisoned")
+            .leader
+    }
+
     /// The region as the replica last published it.
     pub fn region(&self) -> Region {
         self.state

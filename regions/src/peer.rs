@@ -201,6 +201,8 @@ pub struct Peer {
     /// Bytes proposed since the last split check.
     written_since_check: u64,
     split_checking: bool,
+    /// The region's (keys, bytes) at the last split check, for PD.
+    approximate: Option<(u64, u64)>,
     split_self: Option<Recipient<SplitStep>>,
 }
 
@@ -295,6 +297,7 @@ impl Peer {
             split_pending: None,
             written_since_check: 0,
             split_checking: false,
+            approximate: None,
             split_self: None,
         })
     }
@@ -339,8 +342,13 @@ impl Peer {
     /// The next step of a split (see [`SplitStep`]).
     pub fn on_split_step(&mut self, step: SplitStep) {
         match step {
-            SplitStep::Checked { key, version } => {
+            SplitStep::Checked {
+                key,
+                stats,
+                version,
+            } => {
                 self.split_checking = false;
+                self.approximate = Some(stats);
                 let current = self.region().get_region_epoch().get_version();
                 if let Some(key) = key {
                     if self.is_leader()
@@ -421,6 +429,7 @@ impl Peer {
             self.split_pending = None;
         }
         self.written_since_check = 0;
+        self.approximate = None;
         let leader = self.is_leader();
         let _ = self.ctx.new_regions.send(NewRegion {
             region_id: right.get_id(),
@@ -442,7 +451,7 @@ impl Peer {
             || self.split_checking
             || self.split_asked
             || self.split_pending.is_some()
-            || self.written_since_check < cfg.split_check_diff_bytes
+            || (self.written_since_check < cfg.split_check_diff_bytes && self.approximate.is_some())
         {
             return;
         }
@@ -457,14 +466,18 @@ impl Peer {
         let logger = self.logger.clone();
         std::thread::spawn(move || {
             let version = region.get_region_epoch().get_version();
-            let key = match apply::split_key(&engine, &region, max_size, max_keys) {
-                Ok(k) => k,
+            let check = match apply::split_check(&engine, &region, max_size, max_keys) {
+                Ok(c) => c,
                 Err(e) => {
                     warn!(logger, "split check failed"; "error" => %e);
-                    None
+                    apply::SplitCheck::default()
                 }
             };
-            me.do_send(SplitStep::Checked { key, version });
+            me.do_send(SplitStep::Checked {
+                key: check.split_key,
+                stats: (check.keys, check.size),
+                version,
+            });
         });
     }
 
@@ -903,6 +916,10 @@ impl Peer {
             hb.set_leader(l);
         }
         hb.set_term(self.raw.raft.term);
+        if let Some((keys, size)) = self.approximate {
+            hb.set_approximate_keys(keys);
+            hb.set_approximate_size(size);
+        }
         let _ = self.ctx.pd_reports.send(hb);
     }
 
@@ -1614,6 +1631,8 @@ pub enum SplitStep {
     Checked {
         /// Where to split (`None`: the region is small enough).
         key: Option<Vec<u8>>,
+        /// The region's (keys, bytes) as scanned.
+        stats: (u64, u64),
         /// The epoch version the check scanned.
         version: u64,
     },

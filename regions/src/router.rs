@@ -50,6 +50,16 @@ impl Router {
             })
     }
 
+    /// How many hosted replicas lead their region (as last published).
+    pub fn leader_count(&self) -> usize {
+        self.delegates
+            .read()
+            .expect("router lock is never poisoned")
+            .values()
+            .filter(|d| d.is_leader())
+            .count()
+    }
+
     /// The read delegate of `region_id`.
     pub fn delegate(&self, region_id: u64) -> Option<Arc<ReadDelegate>> {
         self.delegates

@@ -349,6 +349,7 @@ async fn heartbeat_loop(
         let mut hb = StoreHeartbeatRequest::new();
         hb.set_store_id(shared.store_id);
         hb.set_region_count(shared.router.region_ids().len() as u32);
+        hb.set_leader_count(shared.router.leader_count() as u32);
         match pd.store_heartbeat(hb).await {
             Ok(resp) => {
                 for region in resp.get_bootstrap_regions() {

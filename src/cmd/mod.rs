@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod demo;
 pub mod kv;
 pub mod regions;

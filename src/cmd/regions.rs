@@ -5,6 +5,7 @@ use crate::cmd::kv::{connect, runtime, Target};
 use anyhow::Result;
 use clap::Args;
 use regatta_proto::metapb::Region;
+use regatta_proto::pdpb::RegionWithLeader;
 use std::process::ExitCode;
 
 /// `regatta regions`.
@@ -49,32 +50,48 @@ fn range(r: &Region) -> String {
 pub fn regions(a: RegionsArgs) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let c = connect(&a.target).await?;
-        let regions = c.pd().scan_regions(b"", b"", 0).await?;
-        println!(
-            "{:>8}  {:<40}  {:>7}  {:>6}  peers (store:peer)",
-            "id", "range", "epoch", "leader"
-        );
-        for (r, leader) in &regions {
+        let regions = c.pd().scan_region_infos(b"", b"", 0).await?;
+        print_table(&regions);
+        eprintln!("{} region(s)", regions.len());
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Prints the region table: id, range, epoch (conf_ver/version), leader store, size,
+/// keys, peers.
+pub fn print_table(regions: &[RegionWithLeader]) {
+    println!(
+        "{:>8}  {:<36}  {:>7}  {:>6}  {:>10}  {:>8}  peers (store:peer)",
+        "id", "range", "epoch", "leader", "size", "keys"
+    );
+    for rl in regions {
+        let (r, leader) = (rl.get_region(), rl.get_leader());
+        {
             let epoch = r.get_region_epoch();
             let peers: Vec<String> = r
                 .get_peers()
                 .iter()
                 .map(|p| format!("{}:{}", p.get_store_id(), p.get_id()))
                 .collect();
+            let known = |n: u64| {
+                if n == 0 {
+                    "-".to_string()
+                } else {
+                    n.to_string()
+                }
+            };
             println!(
-                "{:>8}  {:<40}  {:>7}  {:>6}  {}",
+                "{:>8}  {:<36}  {:>7}  {:>6}  {:>10}  {:>8}  {}",
                 r.get_id(),
                 range(r),
                 format!("{}/{}", epoch.get_conf_ver(), epoch.get_version()),
-                leader
-                    .as_ref()
-                    .map_or("-".to_string(), |l| l.get_store_id().to_string()),
+                known(leader.get_store_id()),
+                known(rl.get_approximate_size()),
+                known(rl.get_approximate_keys()),
                 peers.join(" ")
             );
         }
-        eprintln!("{} region(s)", regions.len());
-        Ok(ExitCode::SUCCESS)
-    })
+    }
 }
 
 /// Runs `regatta split KEY`.
