@@ -24,17 +24,18 @@ pub struct SplitArgs {
     target: Target,
 }
 
-/// A key for a table: printable as text, else hex; the unbounded ends as `-inf` / `+inf`.
+/// A key for a table: printable ASCII as a quoted string, else hex; the unbounded ends as `-inf` / `+inf`.
 pub fn show_key(k: &[u8], end: bool) -> String {
     if k.is_empty() {
         return if end { "+inf" } else { "-inf" }.to_string();
     }
-    match std::str::from_utf8(k) {
-        Ok(s) if s.chars().all(|c| !c.is_control()) => format!("{s:?}"),
-        _ => format!(
+    if k.iter().all(|b| (0x20..0x7f).contains(b)) {
+        format!("{:?}", String::from_utf8_lossy(k))
+    } else {
+        format!(
             "0x{}",
             k.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
+        )
     }
 }
 
