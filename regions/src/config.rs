@@ -61,6 +61,12 @@ pub struct StoreConfig {
     /// Bytes proposed since the last check before a leader scans its region again.
     /// Default 8 MiB (0: check every interval).
     pub split_check_diff_bytes: u64,
+    /// A leader idle this long, with every follower caught up, hibernates its region: the
+    /// replicas tick every `hibernated_tick_interval_ms` instead (0: never). Default 2 s.
+    pub hibernate_after_ms: u64,
+    /// The raft clock period of a hibernating region. Default 5 s (heartbeats every 10 s,
+    /// elections after 50-100 s of silence).
+    pub hibernated_tick_interval_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -91,6 +97,8 @@ impl Default for StoreConfig {
             region_split_keys: 960_000,
             split_check_interval_ms: 10_000,
             split_check_diff_bytes: 8 << 20,
+            hibernate_after_ms: 2_000,
+            hibernated_tick_interval_ms: 5_000,
         }
     }
 }
@@ -124,6 +132,9 @@ impl StoreConfig {
         }
         if self.region_split_size == 0 || self.region_split_keys < 2 {
             return Err("region_split_size must be > 0 and region_split_keys >= 2".into());
+        }
+        if self.hibernated_tick_interval_ms < self.tick_interval_ms {
+            return Err("hibernated_tick_interval_ms must be at least tick_interval_ms".into());
         }
         if self.split_check_interval_ms < self.tick_interval_ms {
             return Err("split_check_interval_ms must be at least one tick".into());

@@ -149,6 +149,8 @@ pub struct RegionStatus {
     /// Follower reads: how stale this replica's applied state may be at most (`None`: it
     /// has no proof of freshness).
     pub staleness_bound: Option<Duration>,
+    /// Whether the region hibernates here (slow raft clock).
+    pub hibernating: bool,
 }
 
 /// The region replica state machine.
@@ -203,6 +205,15 @@ pub struct Peer {
     split_checking: bool,
     /// The region's (keys, bytes) at the last split check, for PD.
     approximate: Option<(u64, u64)>,
+    /// Hibernation: whether the region ticks slowly, when it last saw work, and whether
+    /// the actor must reschedule its clock.
+    hibernating: bool,
+    last_active: Instant,
+    tick_changed: bool,
+    /// When periodic work last ran (time-based, so it keeps its pace while hibernating).
+    last_pd_report: Instant,
+    last_split_check: Instant,
+    last_compact_check: Instant,
     split_self: Option<Recipient<SplitStep>>,
 }
 
@@ -298,6 +309,12 @@ impl Peer {
             written_since_check: 0,
             split_checking: false,
             approximate: None,
+            hibernating: false,
+            last_active: Instant::now(),
+            tick_changed: false,
+            last_pd_report: Instant::now(),
+            last_split_check: Instant::now(),
+            last_compact_check: Instant::now(),
             split_self: None,
         })
     }
@@ -568,6 +585,7 @@ impl Peer {
                 && self.lease_until.is_some_and(|t| Instant::now() < t),
             transferring_leadership: self.is_leader() && self.raw.raft.lead_transferee.is_some(),
             staleness_bound: self.safe_time.map(|t| t.elapsed()),
+            hibernating: self.hibernating,
         }
     }
 
@@ -577,6 +595,7 @@ impl Peer {
 
     /// Takes a client request (answered through `tx`).
     pub fn on_kv(&mut self, mut req: KvRequest, tx: Responder) {
+        self.wake();
         if let Err(e) = self.validate(&req) {
             let _ = tx.send(e.into_response());
             return;
@@ -791,6 +810,12 @@ impl Peer {
 
     /// Steps a raft message from another replica.
     pub fn on_raft_message(&mut self, msg: RaftMessage) {
+        if msg.get_wake() {
+            self.wake();
+            if msg.get_message().is_empty() {
+                return;
+            }
+        }
         let m = match Message::parse_from_bytes(msg.get_message()) {
             Ok(m) => m,
             Err(e) => {
@@ -803,6 +828,14 @@ impl Peer {
             return;
         }
         let from = msg.get_from_peer().get_id();
+        if msg.get_hibernate() {
+            // The leader hibernates: follow it (its heartbeats keep coming, slowly).
+            if !self.is_leader() && m.term >= self.raw.raft.term {
+                self.set_hibernating(true);
+            }
+        } else if !(self.is_leader() && m.get_msg_type() == MessageType::MsgHeartbeatResponse) {
+            self.wake();
+        }
         if msg.get_seq() != 0 {
             let newest = self.seq_from.entry(from).or_insert(0);
             *newest = (*newest).max(msg.get_seq());
@@ -876,18 +909,111 @@ impl Peer {
             .retain(|_, r| !r.reads.is_empty() || r.started.elapsed() < read_timeout);
         self.serve_ryw(now);
         self.keep_lease_warm(now);
-        let split_every =
-            (self.ctx.cfg.split_check_interval_ms / self.ctx.cfg.tick_interval_ms).max(1);
-        if self.ticks.is_multiple_of(split_every) {
+        let cfg = self.ctx.cfg.clone();
+        if now.duration_since(self.last_split_check)
+            >= Duration::from_millis(cfg.split_check_interval_ms)
+        {
+            self.last_split_check = now;
             self.maybe_check_split();
         }
-        if self.ticks.is_multiple_of(20) {
+        if now.duration_since(self.last_compact_check) >= cfg.tick_interval() * 20 {
+            self.last_compact_check = now;
             self.maybe_compact();
         }
-        let every =
-            (self.ctx.cfg.region_heartbeat_interval_ms / self.ctx.cfg.tick_interval_ms).max(1);
-        if self.is_leader() && self.ticks.is_multiple_of(every) {
+        let report_every = Duration::from_millis(cfg.region_heartbeat_interval_ms);
+        if self.is_leader() && now.duration_since(self.last_pd_report) >= report_every {
             self.report_to_pd();
+        }
+        self.maybe_hibernate(now);
+    }
+
+    /// The raft clock period now: slow while the region hibernates.
+    pub fn tick_interval(&self) -> Duration {
+        if self.hibernating {
+            Duration::from_millis(self.ctx.cfg.hibernated_tick_interval_ms)
+        } else {
+            self.ctx.cfg.tick_interval()
+        }
+    }
+
+    /// Whether the actor must reschedule its clock (the pace changed); clears the flag.
+    pub fn take_tick_changed(&mut self) -> bool {
+        std::mem::take(&mut self.tick_changed)
+    }
+
+    /// A leader with nothing to do and every follower caught up hibernates.
+    fn maybe_hibernate(&mut self, now: Instant) {
+        let cfg = &self.ctx.cfg;
+        if self.hibernating
+            || cfg.hibernate_after_ms == 0
+            || !self.is_leader()
+            || now.duration_since(self.last_active) < Duration::from_millis(cfg.hibernate_after_ms)
+        {
+            return;
+        }
+        let raft = &self.raw.raft;
+        let last = raft.raft_log.last_index();
+        let quiet = raft.raft_log.committed == last
+            && self.raw.store().applied().0 == last
+            && raft.prs().iter().all(|(_, p)| p.matched == last)
+            && raft.lead_transferee.is_none()
+            && self.proposals.is_empty()
+            && self.pending_cmds.is_empty()
+            && self.new_reads.is_empty()
+            && self.reads_waiting_term.is_empty()
+            && self.reads_inflight.values().all(|r| r.reads.is_empty())
+            && self.reads_ready.is_empty()
+            && self.ryw_waiting.is_empty()
+            && self.inflight_writes == 0
+            && self.pending_snapshot.is_none()
+            && self.split_pending.is_none()
+            && !self.split_asked
+            && !self.split_checking;
+        if quiet {
+            debug!(self.logger, "hibernating");
+            self.set_hibernating(true);
+            // Tell the followers now rather than at the next heartbeat.
+            self.raw.ping();
+        }
+    }
+
+    fn set_hibernating(&mut self, on: bool) {
+        if self.hibernating != on {
+            self.hibernating = on;
+            self.tick_changed = true;
+        }
+    }
+
+    /// Work arrived: tick at full pace again; a follower also wakes its leader.
+    fn wake(&mut self) {
+        self.last_active = Instant::now();
+        if !self.hibernating {
+            return;
+        }
+        debug!(self.logger, "waking up");
+        self.set_hibernating(false);
+        if !self.is_leader() {
+            // Wake the leader (and the other followers: if the leader is gone, they must
+            // all tick at full pace to elect another one soon).
+            let others: Vec<PeerMeta> = self
+                .region()
+                .get_peers()
+                .iter()
+                .filter(|p| p.get_id() != self.peer_id)
+                .cloned()
+                .collect();
+            for to in others {
+                let mut rm = RaftMessage::new();
+                rm.set_region_id(self.region_id);
+                let mut from = PeerMeta::new();
+                from.set_id(self.peer_id);
+                from.set_store_id(self.ctx.store_id);
+                rm.set_from_peer(from);
+                rm.set_to_peer(to);
+                rm.set_region_epoch(self.region().get_region_epoch().clone());
+                rm.set_wake(true);
+                self.ctx.transport.send(rm);
+            }
         }
     }
 
@@ -895,7 +1021,8 @@ impl Peer {
     /// confirmation renews the lease, so lease reads and follower-read freshness (leader
     /// stamps need the lease) keep working without a read paying for the round trip.
     fn keep_lease_warm(&mut self, now: Instant) {
-        if self.ctx.lease_ms() == 0
+        if self.hibernating
+            || self.ctx.lease_ms() == 0
             || !self.is_leader()
             || !self.raw.raft.commit_to_current_term()
             || self.reads_inflight.values().any(|r| r.reads.is_empty())
@@ -909,7 +1036,8 @@ impl Peer {
         }
     }
 
-    fn report_to_pd(&self) {
+    fn report_to_pd(&mut self) {
+        self.last_pd_report = Instant::now();
         let mut hb = RegionHeartbeatRequest::new();
         hb.set_region(self.region().clone());
         if let Some(l) = self.leader_meta() {
@@ -1105,6 +1233,7 @@ impl Peer {
             }
             rm.set_echo_seq(self.seq_from.get(&m.to).copied().unwrap_or(0));
             rm.set_leader_commit(stamp);
+            rm.set_hibernate(self.hibernating && self.is_leader());
             rm.set_message(
                 m.write_to_bytes()
                     .expect("encoding an in-memory raft message cannot fail"),
@@ -1538,6 +1667,7 @@ pub(crate) fn read_from_engine(
 pub struct PeerActor {
     peer: Peer,
     flush_scheduled: bool,
+    tick_handle: Option<SpawnHandle>,
 }
 
 impl PeerActor {
@@ -1546,6 +1676,7 @@ impl PeerActor {
         PeerActor {
             peer,
             flush_scheduled: false,
+            tick_handle: None,
         }
     }
 
@@ -1554,6 +1685,25 @@ impl PeerActor {
             self.flush_scheduled = true;
             ctx.notify(Flush);
         }
+        if self.peer.take_tick_changed() {
+            self.schedule_tick(ctx);
+        }
+    }
+
+    /// (Re)arms the raft clock at the peer's current pace (slow while hibernating).
+    fn schedule_tick(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.tick_handle.take() {
+            ctx.cancel_future(h);
+        }
+        let interval = self.peer.tick_interval();
+        self.tick_handle = Some(ctx.run_later(interval, |act, ctx| {
+            act.tick_handle = None;
+            act.peer.tick();
+            act.schedule_flush(ctx);
+            if act.tick_handle.is_none() {
+                act.schedule_tick(ctx);
+            }
+        }));
     }
 }
 
@@ -1563,11 +1713,7 @@ impl Actor for PeerActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.peer.self_addr = Some(ctx.address().recipient());
         self.peer.split_self = Some(ctx.address().recipient());
-        let interval = self.peer.ctx.cfg.tick_interval();
-        ctx.run_interval(interval, |act, ctx| {
-            act.peer.tick();
-            act.schedule_flush(ctx);
-        });
+        self.schedule_tick(ctx);
     }
 }
 
