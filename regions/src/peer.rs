@@ -1003,14 +1003,7 @@ impl Peer {
                 .cloned()
                 .collect();
             for to in others {
-                let mut rm = RaftMessage::new();
-                rm.set_region_id(self.region_id);
-                let mut from = PeerMeta::new();
-                from.set_id(self.peer_id);
-                from.set_store_id(self.ctx.store_id);
-                rm.set_from_peer(from);
-                rm.set_to_peer(to);
-                rm.set_region_epoch(self.region().get_region_epoch().clone());
+                let mut rm = self.envelope(to);
                 rm.set_wake(true);
                 self.ctx.transport.send(rm);
             }
@@ -1193,6 +1186,19 @@ impl Peer {
         read_from_engine(self.raw.store().engine(), self.region(), req)
     }
 
+    /// A message from this replica to `to`, with no raft content yet.
+    fn envelope(&self, to: PeerMeta) -> RaftMessage {
+        let mut rm = RaftMessage::new();
+        rm.set_region_id(self.region_id);
+        let mut from = PeerMeta::new();
+        from.set_id(self.peer_id);
+        from.set_store_id(self.ctx.store_id);
+        rm.set_from_peer(from);
+        rm.set_to_peer(to);
+        rm.set_region_epoch(self.region().get_region_epoch().clone());
+        rm
+    }
+
     fn send_messages(&mut self, msgs: Vec<Message>) {
         if msgs.is_empty() {
             return;
@@ -1217,14 +1223,7 @@ impl Peer {
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 self.snapshot_reports.push(m.to);
             }
-            let mut rm = RaftMessage::new();
-            rm.set_region_id(self.region_id);
-            let mut from = PeerMeta::new();
-            from.set_id(self.peer_id);
-            from.set_store_id(self.ctx.store_id);
-            rm.set_from_peer(from);
-            rm.set_to_peer(to);
-            rm.set_region_epoch(self.region().get_region_epoch().clone());
+            let mut rm = self.envelope(to);
             self.out_seq += 1;
             rm.set_seq(self.out_seq);
             self.sent_times.push_back((self.out_seq, now));
