@@ -94,7 +94,9 @@ impl Playground {
         for id in 1..=pg.cfg.stores as u64 {
             pg.start_store(id).await?;
         }
-        pg.wait_for_leaders(Duration::from_secs(60)).await?;
+        // Thousands of regions take a while to elect on two cores.
+        let wait = Duration::from_secs(60).max(Duration::from_millis(20) * pg.cfg.regions as u32);
+        pg.wait_for_leaders(wait).await?;
         Ok(pg)
     }
 

@@ -2,7 +2,7 @@
 //! the fsync of PD's state file never stalls the stores' actors.
 
 use crate::state::PdState;
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
 use regatta_proto::pdpb::{PdRequest, PdResponse, RegionWithLeader};
 
 /// The placement driver as an actor.
@@ -19,6 +19,13 @@ impl PdActor {
 
 impl Actor for PdActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The region map is written lazily (see `PdState::flush_region_map`).
+        ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
+            act.state.flush_region_map();
+        });
+    }
 }
 
 /// One PD request; answered with its response.

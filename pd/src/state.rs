@@ -90,6 +90,8 @@ pub struct PdState {
     transfers: HashMap<u64, Instant>,
     /// region id -> (approximate size, keys) from its leader's last heartbeat (soft state).
     region_stats: HashMap<u64, (u64, u64)>,
+    /// The region map changed since it was last written.
+    map_dirty: bool,
     /// Leaders per store, recounted at most once a second (soft state).
     leader_counts: Option<(Instant, HashMap<u64, usize>)>,
 }
@@ -149,6 +151,7 @@ impl PdState {
             store_seen: HashMap::new(),
             transfers: HashMap::new(),
             region_stats: HashMap::new(),
+            map_dirty: false,
             leader_counts: None,
         };
         for s in persisted.get_stores() {
@@ -486,7 +489,10 @@ impl PdState {
             .filter(|p| p.get_store_id() != leader.get_store_id() && live(&p.get_store_id()))
             .min_by_key(|p| counts.get(&p.get_store_id()).copied().unwrap_or(0))?;
         let theirs = counts.get(&target.get_store_id()).copied().unwrap_or(0);
-        if mine <= theirs + 1 {
+        // Tolerance: one region, or 5% of an even share, whichever is more, so thousands
+        // of regions with leader counts PD learns late do not keep moving.
+        let even = counts.values().sum::<usize>() / counts.len().max(1);
+        if mine <= theirs + (even / 20).max(1) {
             return None;
         }
         self.transfers.insert(region.get_id(), now);
@@ -561,9 +567,18 @@ impl PdState {
         }
         self.insert_region(rl);
         self.region_terms.insert(id, req.get_term());
-        // The region map is a cache of what stores report: a failed persist loses nothing a
-        // later heartbeat would not bring back, so it is reported but not rolled back.
-        self.persist().map_err(|e| pd_error(e.to_string()))
+        // The region map is a cache of what stores report: it is written lazily (at most
+        // once a second), and one lost on a crash is rebuilt by the next heartbeats.
+        self.map_dirty = true;
+        Ok(())
+    }
+
+    /// Writes the region map if it changed since the last write (PD's actor calls this
+    /// every second). Ids, timestamps and bootstrap are written before they are answered.
+    pub fn flush_region_map(&mut self) {
+        if self.map_dirty && self.persist().is_ok() {
+            self.map_dirty = false;
+        }
     }
 
     fn store_heartbeat(&mut self, req: StoreHeartbeatRequest) -> StoreHeartbeatResponse {
@@ -610,6 +625,14 @@ impl PdState {
             .write_to_bytes()
             .expect("encoding an in-memory message cannot fail");
         write_atomically(&self.path, &bytes)
+    }
+}
+
+impl Drop for PdState {
+    /// A clean stop writes the region map's last changes (a crash loses at most a second
+    /// of them, which the next heartbeats bring back).
+    fn drop(&mut self) {
+        self.flush_region_map();
     }
 }
 
@@ -785,6 +808,7 @@ mod tests {
         let mut req = PdRequest::new();
         req.set_region_heartbeat(hb);
         assert!(!pd.handle(req).has_error());
+        drop(pd); // a clean stop writes the region map
         let pd = PdState::open(cfg(dir.path(), 1, 1)).unwrap();
         let now = &pd.regions()[0];
         assert_eq!(now.get_region(), &newer);

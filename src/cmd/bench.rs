@@ -24,6 +24,28 @@ enum Scenario {
     Kv(KvArgs),
     /// The 80:20 get/put mix once per read strategy: log, read-index, lease, follower, ryw.
     Reads(ReadsArgs),
+    /// Idle cost of many regions on 3 stores: CPU and memory once they hibernate.
+    Regions(RegionsArgs),
+}
+
+/// `regatta bench regions`.
+#[derive(Args)]
+struct RegionsArgs {
+    /// Region counts to run, comma-separated (each in a fresh process).
+    #[arg(long, default_value = "1000,10000", value_delimiter = ',')]
+    regions: Vec<usize>,
+    /// Seconds to let the regions settle (elect, then hibernate) before measuring.
+    #[arg(long, default_value_t = 15)]
+    settle: u64,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// One JSON object per result line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Print the result row only (used when one run spawns one process per count).
+    #[arg(long, hide = true)]
+    no_header: bool,
 }
 
 /// Settings every scenario shares.
@@ -119,6 +141,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             }
             execute(k.common.setup(Table::Kv), runs)
         }
+        Scenario::Regions(r) => regions_bench(r),
         Scenario::Reads(r) => {
             let mut runs = Vec::new();
             for name in &r.strategies {
@@ -331,6 +354,132 @@ fn execute(a: Setup, runs: Vec<KvBench>) -> Result<ExitCode> {
             );
         }
         clients_rt.shutdown_background();
+        pg.stop().await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// Resident memory of this process in MiB (from /proc/self/status).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// What one `bench regions` run measured.
+#[derive(serde::Serialize)]
+struct RegionsResult {
+    regions: usize,
+    stores: usize,
+    startup_seconds: f64,
+    hibernating_pct: f64,
+    idle_cpu_pct_per_store: f64,
+    rss_mib_per_store: f64,
+}
+
+fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
+    let header = || {
+        println!(
+            "{:>8} {:>7} {:>10} {:>12} {:>18} {:>14}",
+            "regions", "stores", "startup s", "hibernating", "idle CPU/store", "RSS/store MiB"
+        )
+    };
+    if a.regions.len() > 1 {
+        // One process per region count, so memory figures do not carry over.
+        let exe = std::env::current_exe().context("finding this executable")?;
+        if !a.json {
+            header();
+        }
+        for n in &a.regions {
+            let status = std::process::Command::new(&exe)
+                .args(["bench", "regions", "--regions", &n.to_string()])
+                .args(["--settle", &a.settle.to_string()])
+                .args(["--seconds", &a.seconds.to_string()])
+                .args(if a.json {
+                    vec!["--json"]
+                } else {
+                    vec!["--no-header"]
+                })
+                .status()
+                .context("running a region-count bench")?;
+            anyhow::ensure!(status.success(), "the run with {n} regions failed");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let n = *a.regions.first().context("--regions needs a count")?;
+    if !a.json && !a.no_header {
+        header();
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("regatta-bench-regions-")
+        .tempdir()
+        .context("creating a temporary data directory")?;
+    let cfg = PlaygroundConfig::local(3, n, dir.path().to_path_buf());
+    let logger = logging::logger();
+    let json = a.json;
+    actix::System::new().block_on(async move {
+        eprintln!("starting 3 stores with {n} regions");
+        let t0 = std::time::Instant::now();
+        let pg = Playground::start(cfg, logger).await?;
+        let startup = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "all {n} regions have leaders after {startup:.1} s; settling {} s",
+            a.settle
+        );
+        tokio::time::sleep(Duration::from_secs(a.settle)).await;
+        let (cpu0, w0) = (cpu_seconds(), std::time::Instant::now());
+        tokio::time::sleep(Duration::from_secs(a.seconds.max(1))).await;
+        let cpu = (cpu_seconds() - cpu0) / w0.elapsed().as_secs_f64();
+        let mut asleep = 0usize;
+        let mut replicas = 0usize;
+        let mut awake_leaders = 0usize;
+        for s in pg.stores() {
+            for st in s.region_statuses().await {
+                replicas += 1;
+                asleep += usize::from(st.hibernating);
+                awake_leaders += usize::from(!st.hibernating && st.leader_id == st.peer_id);
+            }
+        }
+        eprintln!("{asleep} of {replicas} replicas hibernate; {awake_leaders} leaders are awake");
+        let r = RegionsResult {
+            regions: n,
+            stores: 3,
+            startup_seconds: startup,
+            hibernating_pct: 100.0 * asleep as f64 / replicas.max(1) as f64,
+            idle_cpu_pct_per_store: 100.0 * cpu / 3.0,
+            rss_mib_per_store: rss_mib() / 3.0,
+        };
+        if json {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        } else {
+            println!(
+                "{:>8} {:>7} {:>10.1} {:>11.1}% {:>17.2}% {:>14.1}",
+                r.regions,
+                r.stores,
+                r.startup_seconds,
+                r.hibernating_pct,
+                r.idle_cpu_pct_per_store,
+                r.rss_mib_per_store
+            );
+        }
         pg.stop().await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
