@@ -180,3 +180,120 @@ async fn pd_spreads_leaders_across_stores() {
     )
     .await;
 }
+
+/// A CAS of `key` from absent to `new`, with an explicit session, sent straight to store
+/// `store`'s replica of `region`.
+async fn cas_direct(
+    cluster: &Cluster,
+    store: u64,
+    region: &regatta_proto::metapb::Region,
+    key: &[u8],
+    new: &[u8],
+    session: (u64, u64),
+) -> regatta_proto::kvrpcpb::KvResponse {
+    use regatta_proto::framepb::Frame_oneof_body;
+    use regatta_proto::kvrpcpb::{CasRequest, KvRequest, Request};
+    let mut kv = KvRequest::new();
+    kv.mut_context().set_region_id(region.get_id());
+    kv.mut_context()
+        .set_region_epoch(region.get_region_epoch().clone());
+    kv.mut_context().set_client_id(session.0);
+    kv.mut_context().set_seq(session.1);
+    let mut c = CasRequest::new();
+    c.set_key(key.to_vec());
+    c.set_expect_absent(true);
+    c.set_new_value(new.to_vec());
+    let mut req = Request::new();
+    req.set_cas(c);
+    kv.set_request(req);
+    let addr = cluster.pg.store(store).unwrap().addr.to_string();
+    let conn = regatta_proto::rpc::Connection::connect(&addr, Duration::from_secs(2))
+        .await
+        .unwrap();
+    match conn
+        .call(Frame_oneof_body::kv_request(kv), Duration::from_secs(20))
+        .await
+        .unwrap()
+        .body
+    {
+        Some(Frame_oneof_body::kv_response(r)) => r,
+        other => panic!("not a KV answer: {other:?}"),
+    }
+}
+
+/// Goal: a split under a partition. The old leader, cut off, keeps the old epoch: a write
+/// sent to it never takes effect. The majority splits and writes to both halves. After
+/// the heal the old leader's store applies the split, starts the new region's replica and
+/// catches up. A write retried with the same session after the split (on the new region)
+/// gets the original answer instead of running twice.
+#[actix_rt::test]
+async fn split_under_partition_and_retries_across_a_split_apply_once() {
+    let cluster = Cluster::new(3, 1).await;
+    let c = cluster.client().await;
+    c.put(b"a", b"1").await.unwrap();
+    let rid = cluster.region_of(b"a").await;
+
+    // A CAS with session (77, 1) on the whole region, before any split.
+    let leader = cluster.wait_leader(rid).await;
+    let region = cluster.status(leader, rid).await.unwrap().region;
+    let first = cas_direct(&cluster, leader, &region, b"q", b"x", (77, 1)).await;
+    assert!(first.get_response().get_cas().get_succeeded(), "{first:?}");
+
+    // Cut the leader off; the majority splits at "m" and writes on both sides.
+    let old = cluster.isolate_leader(rid).await;
+    let old_region = cluster.status(old, rid).await.unwrap().region;
+    let (left, right) = c.split(b"m").await.unwrap();
+    c.put(b"b", b"2").await.unwrap();
+    c.put(b"z", b"3").await.unwrap();
+    // The old leader still has the old epoch; a write sent to it must never apply.
+    let stale = cas_direct(&cluster, old, &old_region, b"s", b"stale", (78, 1)).await;
+    assert!(
+        stale.has_error(),
+        "a cut-off old leader acknowledged a write: {stale:?}"
+    );
+
+    // The retried CAS (same session) now routes to the new region: the cached answer.
+    let leader_right = cluster.wait_leader(right.get_id()).await;
+    let retried = cas_direct(&cluster, leader_right, &right, b"q", b"x", (77, 1)).await;
+    assert!(
+        retried.get_response().get_cas().get_succeeded(),
+        "the retry ran again instead of returning the first answer: {retried:?}"
+    );
+
+    cluster.heal();
+    wait_until(
+        "the old leader's store catches up on both regions",
+        Duration::from_secs(30),
+        || async {
+            for r in [&left, &right] {
+                let l = cluster.wait_leader(r.get_id()).await;
+                let (Some(ls), Some(os)) = (
+                    cluster.status(l, r.get_id()).await,
+                    cluster.status(old, r.get_id()).await,
+                ) else {
+                    return false;
+                };
+                if os.applied_index < ls.commit_index
+                    || os.region.get_region_epoch() != ls.region.get_region_epoch()
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    for (k, v) in [
+        (&b"a"[..], &b"1"[..]),
+        (b"b", b"2"),
+        (b"z", b"3"),
+        (b"q", b"x"),
+    ] {
+        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v));
+    }
+    assert_eq!(
+        c.get(b"s").await.unwrap(),
+        None,
+        "the stale write took effect"
+    );
+}
