@@ -267,8 +267,56 @@ impl Client {
             .await
     }
 
-    /// [`Client::scan`] with the given consistency for each region's part.
+    /// [`Client::scan`] with the given consistency for each region's part. Without a
+    /// limit, the regions the range spans (as PD knows them) are scanned in parallel.
     pub async fn scan_with(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        consistency: ReadConsistency,
+    ) -> Result<Vec<KvPair>> {
+        let regions = match limit {
+            0 => self
+                .inner
+                .pd
+                .scan_regions(start, end, 0)
+                .await
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if regions.len() < 2 {
+            return self.scan_part(start, end, limit, consistency).await;
+        }
+        // Cut the range at the region boundaries inside it; each part resumes across any
+        // split that happens meanwhile, so the parts still cover the whole range.
+        let mut cuts: Vec<Vec<u8>> = vec![start.to_vec()];
+        for (r, _) in &regions {
+            let k = r.get_start_key();
+            if k > start && (end.is_empty() || k < end) {
+                cuts.push(k.to_vec());
+            }
+        }
+        cuts.push(end.to_vec());
+        let mut tasks = Vec::with_capacity(cuts.len() - 1);
+        for w in cuts.windows(2) {
+            let (c, lo, hi) = (self.clone(), w[0].clone(), w[1].clone());
+            tasks.push(tokio::spawn(async move {
+                c.scan_part(&lo, &hi, 0, consistency).await
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            let part = t
+                .await
+                .map_err(|e| Error::Server(format!("scan task failed: {e}")))??;
+            out.extend(part);
+        }
+        Ok(out)
+    }
+
+    /// Scans `[start, end)` region by region, in order, resuming where each answer says.
+    async fn scan_part(
         &self,
         start: &[u8],
         end: &[u8],
@@ -281,16 +329,9 @@ impl Client {
             if !end.is_empty() && cursor.as_slice() >= end {
                 return Ok(out);
             }
-            let region = self.locate(&cursor).await?;
-            let region_end = region.region.get_end_key().to_vec();
-            let part_end = if region_end.is_empty() || (!end.is_empty() && end < &region_end[..]) {
-                end.to_vec()
-            } else {
-                region_end.clone()
-            };
             let mut s = ScanRequest::new();
             s.set_start_key(cursor.clone());
-            s.set_end_key(part_end.clone());
+            s.set_end_key(end.to_vec());
             let want = if limit == 0 { 0 } else { limit - out.len() };
             s.set_limit(want.min(u32::MAX as usize) as u32);
             let mut req = Request::new();
@@ -298,18 +339,26 @@ impl Client {
             let mut resp = self
                 .execute("scan", &cursor, req, consistency, false)
                 .await?;
-            for mut p in resp.mut_response().mut_scan().take_pairs().into_iter() {
+            let scan = resp.mut_response().mut_scan();
+            let resume = scan.take_scanned_end();
+            for mut p in scan.take_pairs().into_iter() {
                 out.push(KvPair {
                     key: p.take_key(),
                     value: p.take_value(),
                     version: p.get_version(),
                 });
             }
-            if (limit > 0 && out.len() >= limit) || part_end.is_empty() || part_end == end {
+            let finished = resume.is_empty() || (!end.is_empty() && resume.as_slice() >= end);
+            if (limit > 0 && out.len() >= limit) || finished {
                 out.truncate(if limit > 0 { limit } else { out.len() });
                 return Ok(out);
             }
-            cursor = part_end;
+            if resume <= cursor {
+                return Err(Error::Server(format!(
+                    "scan made no progress at {cursor:?} (the store answered resume point {resume:?})"
+                )));
+            }
+            cursor = resume;
         }
     }
 

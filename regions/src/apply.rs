@@ -477,6 +477,7 @@ pub fn scan_region(
         }
     }
     let mut resp = ScanResponse::new();
+    let full = merged.len() >= limit;
     for (k, v) in merged.into_iter().take(limit) {
         let mut p = KvPair::new();
         p.set_key(k);
@@ -484,12 +485,20 @@ pub fn scan_region(
         p.set_version(v.version);
         resp.mut_pairs().push(p);
     }
+    // Where the next scan must resume: after the last pair when the limit cut it short,
+    // else the end of what this region covers of the request (empty: unbounded).
+    let resume = match resp.get_pairs().last() {
+        Some(last) if full => {
+            let mut k = last.get_key().to_vec();
+            k.push(0);
+            k
+        }
+        _ => hi,
+    };
+    resp.set_scanned_end(resume);
     Ok(resp)
 }
 
-/// Split check: if `region` holds more than `max_keys` keys or `max_size` bytes (keys +
-/// values), the key to split it at — the middle one by count or by size, whichever limit
-/// it passed — else `None`. Two streaming passes, nothing buffered.
 /// What a split check found: the region's keys and bytes, and where to split it.
 #[derive(Debug, Clone, Default)]
 pub struct SplitCheck {
@@ -501,7 +510,9 @@ pub struct SplitCheck {
     pub split_key: Option<Vec<u8>>,
 }
 
-/// Scans `region` for [`SplitCheck`]: its size, and the split key if it is over a limit.
+/// Scans `region` for [`SplitCheck`]: its keys and bytes, and — if it holds more than
+/// `max_keys` keys or `max_size` bytes — the key to split it at, the middle one by count or
+/// by size, whichever limit it passed. Two streaming passes, nothing buffered.
 pub fn split_check(
     engine: &Engine,
     region: &Region,
