@@ -16,6 +16,7 @@
 //! is published only then.
 
 use crate::config::StoreConfig;
+use crate::metrics::StoreMetrics;
 use crate::peer::{read_from_engine, validate_request};
 use regatta_engine::Engine;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse, ReadConsistency, ReadInfo, Request_oneof_cmd};
@@ -45,6 +46,7 @@ pub(crate) struct ReadState {
 /// One replica's published read state, shared with the store's connections.
 pub struct ReadDelegate {
     store_id: u64,
+    metrics: Arc<StoreMetrics>,
     engine: Engine,
     cfg: Arc<StoreConfig>,
     state: RwLock<ReadState>,
@@ -56,12 +58,14 @@ pub struct ReadDelegate {
 impl ReadDelegate {
     pub(crate) fn new(
         store_id: u64,
+        metrics: Arc<StoreMetrics>,
         engine: Engine,
         cfg: Arc<StoreConfig>,
         region: Region,
     ) -> Self {
         ReadDelegate {
             store_id,
+            metrics,
             engine,
             cfg,
             state: RwLock::new(ReadState {
@@ -152,6 +156,12 @@ impl ReadDelegate {
         if resp.has_error() {
             return None; // let the actor answer with its own error handling
         }
+        let counter = if st.leader {
+            &self.metrics.local_reads_leader
+        } else {
+            &self.metrics.local_reads_follower
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         info.set_served_by_store(self.store_id);
         info.set_applied_index(applied);
         info.set_waited_us(started.elapsed().as_micros() as u64);

@@ -15,6 +15,12 @@ pub struct StoreMetrics {
     pub proposed_cmds: AtomicU64,
     /// Log entries proposed (one per actor turn with commands).
     pub proposed_entries: AtomicU64,
+    /// Reads answered on the connection thread by a leader's lease.
+    pub local_reads_leader: AtomicU64,
+    /// Reads answered on the connection thread by a follower (staleness or RYW).
+    pub local_reads_follower: AtomicU64,
+    /// Follower or read-your-writes reads a follower sent on to the leader.
+    pub follower_redirects: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -30,6 +36,12 @@ pub struct MetricsSnapshot {
     pub proposed_cmds: u64,
     /// Log entries proposed.
     pub proposed_entries: u64,
+    /// Reads answered locally by a leader's lease.
+    pub local_reads_leader: u64,
+    /// Reads answered locally by a follower.
+    pub local_reads_follower: u64,
+    /// Follower / RYW reads redirected to the leader.
+    pub follower_redirects: u64,
 }
 
 impl StoreMetrics {
@@ -47,6 +59,9 @@ impl StoreMetrics {
             synced_tasks: self.synced_tasks.load(Ordering::Relaxed),
             proposed_cmds: self.proposed_cmds.load(Ordering::Relaxed),
             proposed_entries: self.proposed_entries.load(Ordering::Relaxed),
+            local_reads_leader: self.local_reads_leader.load(Ordering::Relaxed),
+            local_reads_follower: self.local_reads_follower.load(Ordering::Relaxed),
+            follower_redirects: self.follower_redirects.load(Ordering::Relaxed),
         }
     }
 }

@@ -255,6 +255,7 @@ impl Peer {
             .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))?;
         let delegate = Arc::new(ReadDelegate::new(
             ctx.store_id,
+            ctx.metrics.clone(),
             storage.engine().clone(),
             ctx.cfg.clone(),
             storage.region().clone(),
@@ -712,6 +713,15 @@ impl Peer {
             }
             _ => {}
         }
+        if matches!(
+            ctx.get_consistency(),
+            ReadConsistency::FOLLOWER | ReadConsistency::READ_YOUR_WRITES
+        ) {
+            self.ctx
+                .metrics
+                .follower_redirects
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let _ = read.tx.send(self.not_leader().into_response());
     }
 
@@ -727,6 +737,10 @@ impl Peer {
             if applied >= want {
                 self.finish_read(read, applied);
             } else if read.deadline <= now || self.is_leader() {
+                self.ctx
+                    .metrics
+                    .follower_redirects
+                    .fetch_add(1, Ordering::Relaxed);
                 let _ = read.tx.send(self.not_leader().into_response());
             } else {
                 self.ryw_waiting.push((read, want));

@@ -164,6 +164,9 @@ fn sum(stores: &[MetricsSnapshot]) -> MetricsSnapshot {
             synced_tasks: a.synced_tasks + s.synced_tasks,
             proposed_cmds: a.proposed_cmds + s.proposed_cmds,
             proposed_entries: a.proposed_entries + s.proposed_entries,
+            local_reads_leader: a.local_reads_leader + s.local_reads_leader,
+            local_reads_follower: a.local_reads_follower + s.local_reads_follower,
+            follower_redirects: a.follower_redirects + s.follower_redirects,
         })
 }
 
@@ -346,6 +349,14 @@ fn execute(a: Setup, runs: Vec<KvBench>) -> Result<ExitCode> {
                 .spawn(async move { run_one(&c, &pd, &b).await })
                 .await??;
             let after = sum(&pg.stores().map(|s| s.metrics()).collect::<Vec<_>>());
+            if a.table == Table::Reads {
+                eprintln!(
+                    "  local reads: {} by leaders' leases, {} by followers; {} follower/RYW reads redirected to the leader",
+                    after.local_reads_leader - before.local_reads_leader,
+                    after.local_reads_follower - before.local_reads_follower,
+                    after.follower_redirects - before.follower_redirects
+                );
+            }
             report(
                 &r,
                 Some(&sync_figures(before, after, r.seconds)),
