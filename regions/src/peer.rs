@@ -205,6 +205,8 @@ pub struct Peer {
     split_checking: bool,
     /// The region's (keys, bytes) at the last split check, for PD.
     approximate: Option<(u64, u64)>,
+    /// Regions the last few splits of this region created (for `EpochNotMatch`).
+    recent_splits: VecDeque<Region>,
     /// Hibernation: whether the region ticks slowly, when it last saw work, and whether
     /// the actor must reschedule its clock.
     hibernating: bool,
@@ -310,6 +312,7 @@ impl Peer {
             written_since_check: 0,
             split_checking: false,
             approximate: None,
+            recent_splits: VecDeque::new(),
             hibernating: false,
             last_active: Instant::now(),
             tick_changed: false,
@@ -448,6 +451,8 @@ impl Peer {
         }
         self.written_since_check = 0;
         self.approximate = None;
+        self.recent_splits.push_front(right.clone());
+        self.recent_splits.truncate(4);
         let leader = self.is_leader();
         let _ = self.ctx.new_regions.send(NewRegion {
             region_id: right.get_id(),
@@ -591,7 +596,21 @@ impl Peer {
     }
 
     fn validate(&self, req: &KvRequest) -> Result<(), Error> {
-        validate_request(req, self.region(), &self.ctx.cfg)
+        validate_request(req, self.region(), &self.ctx.cfg).map_err(|e| self.with_siblings(e))
+    }
+
+    /// Adds the regions this replica's splits created to an `EpochNotMatch`, so a client
+    /// with an old epoch learns the new layout without asking PD.
+    fn with_siblings(&self, e: Error) -> Error {
+        match e {
+            Error::EpochNotMatch {
+                mut current_regions,
+            } => {
+                current_regions.extend(self.recent_splits.iter().cloned());
+                Error::EpochNotMatch { current_regions }
+            }
+            other => other,
+        }
     }
 
     /// Takes a client request (answered through `tx`).
@@ -751,9 +770,9 @@ impl Peer {
     /// Answers `read` from the applied state; `read_index` is the index it was served at.
     fn finish_read(&self, read: ReadReq, read_index: u64) {
         if read.version != self.region().get_region_epoch().get_version() {
-            let e = Error::EpochNotMatch {
+            let e = self.with_siblings(Error::EpochNotMatch {
                 current_regions: vec![self.region().clone()],
-            };
+            });
             let _ = read.tx.send(e.into_response());
             return;
         }
