@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use regatta::bench::{self, KvBench, KvBenchResult, ReadStrategy, Workload};
+use regatta::bench::{self, bench_key, KvBench, KvBenchResult, ReadStrategy, Workload};
 use regatta::logging;
 use regatta::playground::{Playground, PlaygroundConfig};
 use regatta_client::Client;
@@ -26,6 +26,28 @@ enum Scenario {
     Reads(ReadsArgs),
     /// Idle cost of many regions on 3 stores: CPU and memory once they hibernate.
     Regions(RegionsArgs),
+    /// Load while regions split: ops/s before, during and after, and client errors.
+    Split(SplitArgs),
+}
+
+/// `regatta bench split`.
+#[derive(Args)]
+struct SplitArgs {
+    /// Concurrent closed-loop clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds per phase (before, during, after the splits).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Manual splits during the middle phase (the region count goes 1 -> splits + 1).
+    #[arg(long, default_value_t = 7)]
+    splits: usize,
+    /// Workload: put, get or mixed.
+    #[arg(long, default_value = "mixed")]
+    workload: String,
+    /// One JSON object per result line instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `regatta bench regions`.
@@ -142,6 +164,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             execute(k.common.setup(Table::Kv), runs)
         }
         Scenario::Regions(r) => regions_bench(r),
+        Scenario::Split(s) => split_bench(s),
         Scenario::Reads(r) => {
             let mut runs = Vec::new();
             for name in &r.strategies {
@@ -493,5 +516,97 @@ fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
         }
         pg.stop().await;
         anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn split_bench(a: SplitArgs) -> Result<ExitCode> {
+    let workload = Workload::parse(&a.workload)
+        .with_context(|| format!("unknown workload {:?} (put, get, mixed)", a.workload))?;
+    anyhow::ensure!(a.clients >= 1, "--clients must be at least 1");
+    let keys = 10_000;
+    let dir = tempfile::Builder::new()
+        .prefix("regatta-bench-split-")
+        .tempdir()
+        .context("creating a temporary data directory")?;
+    let cfg = PlaygroundConfig::local(3, 1, dir.path().to_path_buf());
+    let logger = logging::logger();
+    actix::System::new().block_on(async move {
+        eprintln!("starting a 3-store playground with one region");
+        let pg = Playground::start(cfg, logger).await?;
+        let pd = pg.pd_addr();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the clients' runtime")?;
+        let results = rt
+            .spawn(async move {
+                let client = Client::connect(&[pd.as_str()]).await?;
+                eprintln!("preloading {keys} keys");
+                bench::preload(&client, keys, 128, 64).await?;
+                let b = KvBench {
+                    workload,
+                    clients: a.clients,
+                    duration: Duration::from_secs(a.seconds.max(1)),
+                    keys,
+                    value_size: 128,
+                    reads: ReadStrategy::ReadIndex,
+                };
+                let mut out = Vec::new();
+                for phase in ["before", "during", "after"] {
+                    eprint!("{phase}: ");
+                    let splitter = (phase == "during").then(|| {
+                        let (c, n, secs) = (client.clone(), a.splits, a.seconds.max(1));
+                        tokio::spawn(async move {
+                            let gap = Duration::from_millis(secs * 1000 / (n as u64 + 1));
+                            let mut done = 0;
+                            for i in 1..=n {
+                                tokio::time::sleep(gap).await;
+                                let key = bench_key(i * keys / (n + 1), keys);
+                                if c.split(&key).await.is_ok() {
+                                    done += 1;
+                                }
+                            }
+                            done
+                        })
+                    });
+                    let r = bench::run(std::slice::from_ref(&client), &b, |ops| eprint!("{ops} ")).await;
+                    eprintln!();
+                    let splits = match splitter {
+                        Some(t) => t.await.unwrap_or(0),
+                        None => 0,
+                    };
+                    let regions = client.pd().scan_regions(b"", b"", 0).await?.len();
+                    out.push((phase, r, splits, regions));
+                }
+                anyhow::Ok(out)
+            })
+            .await??;
+        if !a.json {
+            println!(
+                "{:<7} {:>7} {:>10} {:>8} {:>8} {:>7} {:>7} {:>8}",
+                "phase", "clients", "ops/s", "p50 ms", "p99 ms", "errors", "splits", "regions"
+            );
+        }
+        for (phase, r, splits, regions) in &results {
+            if a.json {
+                let v = serde_json::json!({"phase": phase, "result": r, "splits": splits, "regions": regions});
+                println!("{v}");
+            } else {
+                println!(
+                    "{:<7} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>7} {:>7} {:>8}",
+                    phase, r.clients, r.ops_per_sec, r.p50_ms, r.p99_ms, r.errors, splits, regions
+                );
+            }
+        }
+        rt.shutdown_background();
+        pg.stop().await;
+        let errors: u64 = results.iter().map(|(_, r, _, _)| r.errors).sum();
+        anyhow::Ok(if errors == 0 {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("clients saw {errors} error(s)");
+            ExitCode::from(1)
+        })
     })
 }
