@@ -314,3 +314,14 @@ pub fn background_playground(regions: usize) -> String {
     });
     rx.recv().expect("playground started")
 }
+
+/// A tokio runtime of its own (2 workers) for benchmark and demo clients, so they do not
+/// share a thread with an embedded playground's actors.
+pub fn clients_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the clients' runtime")
+}

@@ -346,11 +346,7 @@ fn execute(a: Setup, runs: Vec<KvBench>) -> Result<ExitCode> {
         eprintln!("starting a 3-store playground with {} region(s)", a.regions);
         let pg = Playground::start(cfg, logger).await?;
         let pd = pg.pd_addr();
-        let clients_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("starting the clients' runtime")?;
+        let clients_rt = regatta::bench::clients_runtime()?;
         let client = {
             let pd = pd.clone();
             clients_rt
@@ -534,11 +530,7 @@ fn split_bench(a: SplitArgs) -> Result<ExitCode> {
         eprintln!("starting a 3-store playground with one region");
         let pg = Playground::start(cfg, logger).await?;
         let pd = pg.pd_addr();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("starting the clients' runtime")?;
+        let rt = regatta::bench::clients_runtime()?;
         let results = rt
             .spawn(async move {
                 let client = Client::connect(&[pd.as_str()]).await?;

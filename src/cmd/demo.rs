@@ -90,11 +90,7 @@ fn split(a: SplitDemoArgs) -> Result<ExitCode> {
         );
         let pg = Playground::start(cfg, logger).await?;
         let pd = pg.pd_addr();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("starting the clients' runtime")?;
+        let rt = regatta::bench::clients_runtime()?;
         let code = rt.spawn(async move { run(a, pd).await }).await??;
         rt.shutdown_background();
         pg.stop().await;
