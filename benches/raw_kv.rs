@@ -10,11 +10,7 @@ const KEYS: usize = 10_000;
 
 fn raw_kv(c: &mut Criterion) {
     let pd = background_playground(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = regatta::bench::clients_runtime().expect("runtime");
     let client = rt
         .block_on(Client::connect(&[pd]))
         .expect("client connects");

@@ -120,16 +120,9 @@ impl PdClient {
         end: &[u8],
         limit: u32,
     ) -> Result<Vec<(Region, Option<Peer>)>> {
-        let mut r = ScanRegionsRequest::new();
-        r.set_start_key(start.to_vec());
-        r.set_end_key(end.to_vec());
-        r.set_limit(limit);
-        let mut req = PdRequest::new();
-        req.set_scan_regions(r);
-        let mut resp = self.call(req).await?;
-        Ok(resp
-            .mut_scan_regions()
-            .take_regions()
+        Ok(self
+            .scan_region_infos(start, end, limit)
+            .await?
             .into_iter()
             .map(|mut rl| {
                 let leader = if rl.has_leader() && rl.get_leader().get_id() != 0 {
