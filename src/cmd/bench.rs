@@ -426,6 +426,10 @@ struct RegionsResult {
 }
 
 fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
+    anyhow::ensure!(
+        a.regions.iter().all(|&n| n >= 1),
+        "--regions counts must be at least 1"
+    );
     let header = || {
         println!(
             "{:>8} {:>7} {:>10} {:>12} {:>18} {:>14}",
