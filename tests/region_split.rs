@@ -1,7 +1,8 @@
 //! Region splits: manual splits under concurrent clients are invisible to them (no error
 //! reaches the application) and keep histories linearizable; a client with a stale region
 //! cache reaches the right region after a retry; automatic splits by key count, then a
-//! crash and restart of every store, lose nothing.
+//! crash and restart of every store, lose nothing; a store that missed a split gets the
+//! new region by snapshot.
 
 mod common;
 
@@ -272,23 +273,7 @@ async fn split_under_partition_and_retries_across_a_split_apply_once() {
     wait_until(
         "the old leader's store catches up on both regions",
         Duration::from_secs(30),
-        || async {
-            for r in [&left, &right] {
-                let l = cluster.wait_leader(r.get_id()).await;
-                let (Some(ls), Some(os)) = (
-                    cluster.status(l, r.get_id()).await,
-                    cluster.status(old, r.get_id()).await,
-                ) else {
-                    return false;
-                };
-                if os.applied_index < ls.commit_index
-                    || os.region.get_region_epoch() != ls.region.get_region_epoch()
-                {
-                    return false;
-                }
-            }
-            true
-        },
+        || caught_up(&cluster, old, [&left, &right]),
     )
     .await;
     for (k, v) in [
@@ -304,4 +289,119 @@ async fn split_under_partition_and_retries_across_a_split_apply_once() {
         None,
         "the stale write took effect"
     );
+}
+
+/// Goal: a store that was down through a split and a log compaction catches up on the
+/// parent region by snapshot (so it never applies the split itself) and still gets a
+/// working replica of the region the split created: the new region's leader reaches it,
+/// the store starts an uninitialized replica, and a snapshot initializes it. Without that
+/// replica the new region would run on two stores for good. Checked by making the store
+/// indispensable: with a third store down, both regions must still take writes.
+#[actix_rt::test]
+async fn a_store_that_missed_a_split_gets_the_new_region_by_snapshot() {
+    let config = StoreConfig {
+        raft_log_gc_count_limit: 20,
+        ..StoreConfig::default()
+    };
+    let mut cluster = Cluster::with_config(3, 1, config).await;
+    let c = cluster.client().await;
+    let rid = cluster.region_of(b"a").await;
+    let leader = cluster.wait_leader(rid).await;
+    let behind = (1..=3).find(|&s| s != leader).expect("3 stores");
+    let other = (1..=3)
+        .find(|&s| s != leader && s != behind)
+        .expect("3 stores");
+    cluster.crash(behind).await;
+    for i in 0..40 {
+        c.put(format!("a{i:03}").as_bytes(), b"before")
+            .await
+            .unwrap();
+        c.put(format!("z{i:03}").as_bytes(), b"before")
+            .await
+            .unwrap();
+    }
+    let (left, right) = c.split(b"m").await.unwrap();
+    for i in 0..60 {
+        c.put(format!("b{i:03}").as_bytes(), b"after")
+            .await
+            .unwrap();
+        c.put(format!("y{i:03}").as_bytes(), b"after")
+            .await
+            .unwrap();
+    }
+    wait_until(
+        "both regions compact their logs past the split",
+        Duration::from_secs(30),
+        || async {
+            for r in [&left, &right] {
+                let l = cluster.wait_leader(r.get_id()).await;
+                if cluster
+                    .status(l, r.get_id())
+                    .await
+                    .is_none_or(|st| st.truncated_index <= 40)
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    cluster.restart(behind).await;
+    wait_until(
+        "the restarted store holds both regions, caught up",
+        Duration::from_secs(30),
+        || caught_up(&cluster, behind, [&left, &right]),
+    )
+    .await;
+    // With `other` down, every write needs the restarted store on both regions.
+    cluster.crash(other).await;
+    c.put(b"c", b"needs it (left)").await.unwrap();
+    c.put(b"x", b"needs it (right)").await.unwrap();
+    for i in 0..40 {
+        for k in [format!("a{i:03}"), format!("z{i:03}")] {
+            assert_eq!(
+                c.get(k.as_bytes()).await.unwrap().as_deref(),
+                Some(&b"before"[..])
+            );
+        }
+    }
+    for i in 0..60 {
+        for k in [format!("b{i:03}"), format!("y{i:03}")] {
+            assert_eq!(
+                c.get(k.as_bytes()).await.unwrap().as_deref(),
+                Some(&b"after"[..])
+            );
+        }
+    }
+    assert_eq!(
+        c.get(b"x").await.unwrap().as_deref(),
+        Some(&b"needs it (right)"[..])
+    );
+}
+
+/// Whether `store` hosts each of `regions` as its leader knows it (same range and epoch)
+/// and has applied everything the leader committed.
+async fn caught_up(
+    cluster: &Cluster,
+    store: u64,
+    regions: [&regatta_proto::metapb::Region; 2],
+) -> bool {
+    for r in regions {
+        let l = cluster.wait_leader(r.get_id()).await;
+        let (Some(ls), Some(st)) = (
+            cluster.status(l, r.get_id()).await,
+            cluster.status(store, r.get_id()).await,
+        ) else {
+            return false;
+        };
+        if st.applied_index < ls.commit_index
+            || st.region.get_region_epoch() != ls.region.get_region_epoch()
+            || st.region.get_start_key() != ls.region.get_start_key()
+            || st.region.get_end_key() != ls.region.get_end_key()
+        {
+            return false;
+        }
+    }
+    true
 }

@@ -161,6 +161,16 @@ pub struct DecodedSnapshot {
     pub sessions: Vec<DedupEntry>,
 }
 
+/// The region a snapshot carries, read without validating the data.
+pub fn decode_region(snap: &Snapshot) -> Result<Region> {
+    let mut data =
+        RegionSnapshotData::parse_from_bytes(&snap.data).map_err(|e| Error::BadSnapshot {
+            region_id: 0,
+            detail: format!("undecodable: {e}"),
+        })?;
+    Ok(data.take_region())
+}
+
 /// Decodes the data of a snapshot for `region_id` and validates it: right region, known
 /// column families, every key inside the region's range, apply state equal to the metadata.
 pub fn decode(region_id: u64, snap: &Snapshot) -> Result<DecodedSnapshot> {

@@ -220,6 +220,35 @@ impl PeerStorage {
         Ok(Some(s))
     }
 
+    /// The storage of a replica that knows nothing of its region yet but its id: no range,
+    /// no peers, no log, no state on disk (TiKV's uninitialized peer). A store makes one
+    /// when another store's leader of a region it does not host reaches it (it missed the
+    /// split that created the region); a snapshot from that leader initializes it. Nothing
+    /// is written until then, so a restart forgets it and the leader's next message makes
+    /// it again.
+    pub fn uninitialized(engine: Engine, region_id: u64, cache_limit: usize) -> Self {
+        let mut region = Region::new();
+        region.set_id(region_id);
+        PeerStorage {
+            engine,
+            region,
+            voters: Vec::new(),
+            raft_state: RaftLocalState::new(),
+            apply_state: RaftApplyState::new(),
+            truncated: RaftTruncatedState::new(),
+            last_term: 0,
+            cache: VecDeque::new(),
+            persisted_index: 0,
+            cache_limit,
+        }
+    }
+
+    /// Whether the replica knows its region (its range and peers): false only for an
+    /// [`uninitialized`](Self::uninitialized) replica still waiting for its first snapshot.
+    pub fn is_initialized(&self) -> bool {
+        !self.region.get_peers().is_empty()
+    }
+
     fn check_invariants(&self) -> Result<()> {
         let (tr, ap) = (
             self.truncated.get_index(),
@@ -396,12 +425,14 @@ impl PeerStorage {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         let mut wb = self.engine.batch();
-        // Old and new ranges are both cleared: the replica holds nothing outside the new one.
-        let mut ranges = snapshot::region_data_ranges(&self.region);
-        ranges.extend(snapshot::region_data_ranges(&decoded.region));
+        // Only the new range is cleared. Where the old range was wider, the rest belongs to
+        // regions split off meanwhile, whose replicas on this store may already hold newer
+        // data (installed from their own snapshots). Leftovers there are never read: every
+        // range a replica comes to own is either handed over by a split (then the data is
+        // current) or cleared by its own snapshot first.
         for cf in Cf::DATA {
-            for (lo, hi) in &ranges {
-                wb.delete_range(cf, lo, hi);
+            for (lo, hi) in snapshot::region_data_ranges(&decoded.region) {
+                wb.delete_range(cf, &lo, &hi);
             }
         }
         for (cf, kvs) in &decoded.cfs {

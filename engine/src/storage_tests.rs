@@ -257,6 +257,70 @@ fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
     );
 }
 
+/// An uninitialized replica (a store that missed the split making the region) has no
+/// range, peers, log or state on disk; a leader's snapshot makes it a full replica that a
+/// restart recovers — and installing it leaves data outside the snapshot's range alone
+/// (it may belong to another region hosted on the same store).
+#[test]
+fn uninitialized_replica_becomes_a_full_one_by_snapshot() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let le = Engine::open(leader_dir.path(), &Default::default()).unwrap();
+    let fe = Engine::open(dir.path(), &Default::default()).unwrap();
+    bootstrap_region(&le, &region(1)).unwrap();
+    let ls = open(&le, 1, 1024);
+    let mut wb = le.batch();
+    wb.put(
+        Cf::Default,
+        &keys::raw_data_key(b"b"),
+        &crate::encode_raw_value(6, b"v"),
+    );
+    ls.write_apply_state(&mut wb, 5, 5);
+    le.write(wb, false).unwrap();
+    let snap = ls.snapshot(0, 12).unwrap();
+
+    // Another region's data on the follower's store, outside region 1's range.
+    let mut wb = fe.batch();
+    wb.put(
+        Cf::Default,
+        &keys::raw_data_key(b"x"),
+        &crate::encode_raw_value(3, b"other region"),
+    );
+    fe.write(wb, false).unwrap();
+
+    let mut fs = PeerStorage::uninitialized(fe.clone(), 1, 1024);
+    assert!(!fs.is_initialized());
+    assert!(PeerStorage::open(fe.clone(), 1, 1024).unwrap().is_none());
+    let st = fs.initial_state().unwrap();
+    assert_eq!(st.hard_state.term, 0);
+    assert!(st.conf_state.voters.is_empty());
+    assert_eq!(
+        (fs.first_index().unwrap(), fs.last_index().unwrap()),
+        (1, 0)
+    );
+    assert_eq!(fs.term(0).unwrap(), 0);
+
+    let mut w = LogWrite {
+        region_id: 1,
+        ..LogWrite::default()
+    };
+    fs.apply_snapshot(&snap, &mut w).unwrap();
+    persist(&fe, &mut fs, w);
+    assert!(fs.is_initialized());
+    assert_eq!(fs.region(), &region(1));
+    drop(fs);
+    let fs = open(&fe, 1, 1024);
+    assert_eq!(fs.region(), &region(1));
+    assert_eq!(fs.voters(), &[11, 12, 13]);
+    assert_eq!(fs.applied(), (5, 5));
+    assert_eq!(fe.get_raw(b"b").unwrap().unwrap().value, b"v");
+    assert_eq!(
+        fe.get_raw(b"x").unwrap().unwrap().value,
+        b"other region",
+        "data outside the snapshot's range was removed"
+    );
+}
+
 #[test]
 fn corrupt_or_foreign_snapshots_are_rejected_not_applied() {
     let dir = tempfile::tempdir().unwrap();

@@ -98,6 +98,9 @@ pub struct PeerContext {
     pub new_regions: mpsc::UnboundedSender<NewRegion>,
     /// The store this peer lives on.
     pub store_id: u64,
+    /// The regions hosted on this store (an uninitialized replica checks a snapshot's range
+    /// against them).
+    pub router: crate::router::Router,
     /// The leader lease in ms (0: off); starts as `cfg.lease_ms`, changed only through
     /// [`crate::Store::set_lease`], which checks it is safe.
     pub lease_ms: Arc<AtomicU64>,
@@ -217,6 +220,8 @@ pub struct Peer {
     last_split_check: Instant,
     last_compact_check: Instant,
     split_self: Option<Recipient<SplitStep>>,
+    /// Stores of peers not (yet) in the region: how an uninitialized replica answers.
+    peer_cache: HashMap<u64, PeerMeta>,
 }
 
 fn now_ms() -> u64 {
@@ -320,7 +325,13 @@ impl Peer {
             last_split_check: Instant::now(),
             last_compact_check: Instant::now(),
             split_self: None,
+            peer_cache: HashMap::new(),
         })
+    }
+
+    /// The region's id.
+    pub fn region_id(&self) -> u64 {
+        self.region_id
     }
 
     /// A client asked to split at `key` (validated to be inside the region).
@@ -861,6 +872,9 @@ impl Peer {
             return;
         }
         let from = msg.get_from_peer().get_id();
+        if !self.raw.store().is_initialized() && !self.accept_while_uninitialized(&msg, &m) {
+            return;
+        }
         if msg.get_hibernate() {
             // The leader hibernates: follow it (its heartbeats keep coming, slowly).
             if !self.is_leader() && m.term >= self.raw.raft.term {
@@ -905,6 +919,39 @@ impl Peer {
         }
         if let Err(e) = self.raw.step(m) {
             debug!(self.logger, "raft step failed"; "error" => %e);
+        }
+    }
+
+    /// Whether an uninitialized replica takes `m`. It learns its peers' stores from their
+    /// messages; it never votes (it has no log, and a restart would forget the vote); it
+    /// installs a snapshot only if no region hosted here overlaps the snapshot's range (a
+    /// replica of the parent region that has not caught up yet must first give the range
+    /// up — the leader retries the snapshot).
+    fn accept_while_uninitialized(&mut self, msg: &RaftMessage, m: &Message) -> bool {
+        let from = msg.get_from_peer();
+        if from.get_id() != 0 && from.get_store_id() != 0 {
+            self.peer_cache.insert(from.get_id(), from.clone());
+        }
+        match m.get_msg_type() {
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => false,
+            MessageType::MsgSnapshot => {
+                let region = match regatta_engine::snapshot::decode_region(m.get_snapshot()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(self.logger, "undecodable snapshot dropped"; "error" => %e);
+                        return false;
+                    }
+                };
+                match self.ctx.router.overlapping(&region, self.region_id) {
+                    Some(other) => {
+                        info!(self.logger, "snapshot deferred: a hosted region overlaps it";
+                            "overlapping_region" => other.get_id());
+                        false
+                    }
+                    None => true,
+                }
+            }
+            _ => true,
         }
     }
 
@@ -1249,6 +1296,7 @@ impl Peer {
                 .get_peers()
                 .iter()
                 .find(|p| p.get_id() == m.to)
+                .or_else(|| self.peer_cache.get(&m.to))
                 .cloned()
             else {
                 continue;
@@ -1257,6 +1305,11 @@ impl Peer {
                 self.snapshot_reports.push(m.to);
             }
             let mut rm = self.envelope(to);
+            if m.get_msg_type() == MessageType::MsgHeartbeat {
+                // Lets a store that missed the split making this region start a replica.
+                rm.set_start_key(self.region().get_start_key().to_vec());
+                rm.set_end_key(self.region().get_end_key().to_vec());
+            }
             self.out_seq += 1;
             rm.set_seq(self.out_seq);
             self.sent_times.push_back((self.out_seq, now));
@@ -1565,6 +1618,11 @@ impl Peer {
                 self.raw.advance_apply_to(idx);
                 self.delegate.set_applied(idx);
                 self.pending_snapshot = None;
+                if !self.peer_cache.is_empty() {
+                    info!(self.logger, "initialized by snapshot"; "index" => idx,
+                        "region" => ?self.region());
+                    self.peer_cache.clear();
+                }
             }
         }
         while self
@@ -1585,6 +1643,10 @@ pub(crate) fn validate_request(
     region: &Region,
     cfg: &StoreConfig,
 ) -> Result<(), Error> {
+    if region.get_peers().is_empty() {
+        // An uninitialized replica: it does not know its range yet.
+        return Err(Error::RegionNotFound(region.get_id()));
+    }
     let ctx = req.get_context();
     let epoch = region.get_region_epoch();
     if ctx.get_region_epoch().get_version() != epoch.get_version()

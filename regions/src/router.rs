@@ -40,14 +40,36 @@ impl Router {
 
     /// The region hosted here whose range holds `key` (as its replica last published it).
     pub fn locate(&self, key: &[u8]) -> Option<regatta_proto::metapb::Region> {
+        self.find_initialized(|r| {
+            key >= r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key())
+        })
+    }
+
+    /// A hosted, initialized region other than `except` whose range overlaps `region`'s.
+    pub fn overlapping(
+        &self,
+        region: &regatta_proto::metapb::Region,
+        except: u64,
+    ) -> Option<regatta_proto::metapb::Region> {
+        let (start, end) = (region.get_start_key(), region.get_end_key());
+        self.find_initialized(|r| {
+            r.get_id() != except
+                && (end.is_empty() || r.get_start_key() < end)
+                && (r.get_end_key().is_empty() || start < r.get_end_key())
+        })
+    }
+
+    /// A hosted region, as last published, that knows its range and matches `pred`.
+    fn find_initialized(
+        &self,
+        pred: impl Fn(&regatta_proto::metapb::Region) -> bool,
+    ) -> Option<regatta_proto::metapb::Region> {
         self.delegates
             .read()
             .expect("router lock is never poisoned")
             .values()
             .map(|d| d.region())
-            .find(|r| {
-                key >= r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key())
-            })
+            .find(|r| !r.get_peers().is_empty() && pred(r))
     }
 
     /// How many hosted replicas lead their region (as last published).

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::peer::{KvCommand, RaftMessageIn};
 use crate::router::Router;
 use regatta_proto::framepb::{Frame, Frame_oneof_body};
+use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_proto::rpc::serve_connection;
 use slog::{debug, warn, Logger};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    unknown: mpsc::UnboundedSender<RaftMessage>,
     max_frame: usize,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
@@ -33,6 +35,7 @@ pub async fn serve(
                 tokio::spawn(handle_conn(
                     stream,
                     router.clone(),
+                    unknown.clone(),
                     max_frame,
                     shutdown.clone(),
                     logger,
@@ -49,12 +52,13 @@ pub async fn serve(
 async fn handle_conn(
     stream: TcpStream,
     router: Router,
+    unknown: mpsc::UnboundedSender<RaftMessage>,
     max_frame: usize,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
     let closed = serve_connection(stream, max_frame, shutdown, |frame, tx| {
-        on_frame(frame, tx, &router, &logger)
+        on_frame(frame, tx, &router, &unknown, &logger)
     })
     .await;
     // Bad input loudly, ordinary ends quietly.
@@ -69,6 +73,7 @@ fn on_frame(
     frame: Frame,
     tx: &mpsc::Sender<Vec<u8>>,
     router: &Router,
+    unknown: &mpsc::UnboundedSender<RaftMessage>,
     logger: &Logger,
 ) -> Result<(), String> {
     let id = frame.id;
@@ -78,7 +83,9 @@ fn on_frame(
                 match router.get(m.get_region_id()) {
                     Some(addr) => addr.do_send(RaftMessageIn(m)),
                     None => {
-                        debug!(logger, "raft message for unknown region"; "region_id" => m.get_region_id())
+                        debug!(logger, "raft message for unknown region"; "region_id" => m.get_region_id());
+                        // The store decides whether to start a replica for it.
+                        let _ = unknown.send(m);
                     }
                 }
             }

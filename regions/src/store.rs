@@ -10,15 +10,19 @@ use crate::log_writer::LogWriter;
 use crate::metrics::{MetricsSnapshot, StoreMetrics};
 use crate::pd::PdClient;
 use crate::peer::{
-    Campaign, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RegionStatus, TransferLeader,
+    Campaign, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RaftMessageIn, RegionStatus,
+    TransferLeader,
 };
 use crate::router::Router;
 use crate::server;
 use crate::transport::{TcpTransport, Transport};
 use actix::prelude::*;
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
 use regatta_engine::{bootstrap_region, Engine, EngineConfig, PeerStorage};
 use regatta_proto::metapb;
 use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest};
+use regatta_proto::raft_serverpb::RaftMessage;
 use slog::{info, o, warn, Logger};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,10 +100,58 @@ impl Shared {
             )));
         };
         let peer = Peer::new(storage, me.get_id(), self.ctx.clone())?;
+        self.start(peer);
+        Ok(true)
+    }
+
+    fn start(&self, peer: Peer) -> Addr<PeerActor> {
+        let region_id = peer.region_id();
         let delegate = peer.delegate();
         let addr = PeerActor::start_in_arbiter(&self.arbiter, move |_| PeerActor::new(peer));
-        self.router.register(region_id, addr, delegate);
-        Ok(true)
+        self.router.register(region_id, addr.clone(), delegate);
+        addr
+    }
+
+    /// A raft message for a region this store does not host. A leader's heartbeat whose
+    /// range no hosted region overlaps means this store missed the split that made the
+    /// region (it caught up on the parent by snapshot): start an uninitialized replica,
+    /// which the leader then initializes with a snapshot. If a hosted region overlaps, it
+    /// is the parent that has not applied the split yet and will start the replica itself.
+    fn on_unknown_region_message(&self, msg: RaftMessage) -> Result<(), Error> {
+        let region_id = msg.get_region_id();
+        if let Some(addr) = self.router.get(region_id) {
+            addr.do_send(RaftMessageIn(msg));
+            return Ok(());
+        }
+        let to = msg.get_to_peer();
+        let is_heartbeat = Message::parse_from_bytes(msg.get_message())
+            .is_ok_and(|m| m.get_msg_type() == MessageType::MsgHeartbeat);
+        // A split-made region never starts at the beginning of the key space.
+        if !is_heartbeat
+            || msg.get_start_key().is_empty()
+            || to.get_store_id() != self.store_id
+            || to.get_id() == 0
+            || msg.get_from_peer().get_id() == 0
+        {
+            return Ok(());
+        }
+        let mut range = metapb::Region::new();
+        range.set_start_key(msg.get_start_key().to_vec());
+        range.set_end_key(msg.get_end_key().to_vec());
+        if self.router.overlapping(&range, region_id).is_some() {
+            return Ok(());
+        }
+        let storage = PeerStorage::uninitialized(
+            self.engine.clone(),
+            region_id,
+            self.ctx.cfg.entry_cache_limit,
+        );
+        let peer = Peer::new(storage, to.get_id(), self.ctx.clone())?;
+        info!(self.ctx.logger, "starting an uninitialized replica for a region this store missed";
+            "region_id" => region_id, "peer_id" => to.get_id(),
+            "leader_store" => msg.get_from_peer().get_store_id());
+        self.start(peer).do_send(RaftMessageIn(msg));
+        Ok(())
     }
 }
 
@@ -179,6 +231,7 @@ impl Store {
                 pd: pd.clone(),
                 new_regions: new_regions_tx,
                 store_id: opts.store_id,
+                router: router.clone(),
                 lease_ms: lease_ms.clone(),
                 logger: logger.clone(),
             },
@@ -194,9 +247,11 @@ impl Store {
 
         let mut tasks = Vec::new();
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let (unknown_tx, mut unknown_rx) = mpsc::unbounded_channel::<RaftMessage>();
         tasks.push(tokio::spawn(server::serve(
             listener,
             router.clone(),
+            unknown_tx,
             cfg.max_frame_size,
             shutdown_rx,
             logger.clone(),
@@ -216,7 +271,20 @@ impl Store {
         }));
         let (shared2, log2) = (shared.clone(), logger.clone());
         tasks.push(tokio::spawn(async move {
-            while let Some(n) = new_regions_rx.recv().await {
+            // One task for both ways a replica starts, so they never race.
+            loop {
+                let n = tokio::select! {
+                    n = new_regions_rx.recv() => n,
+                    m = unknown_rx.recv() => {
+                        if let Some(m) = m {
+                            if let Err(e) = shared2.on_unknown_region_message(m) {
+                                warn!(log2, "starting an uninitialized replica failed"; "error" => %e);
+                            }
+                        }
+                        continue;
+                    }
+                };
+                let Some(n) = n else { return };
                 match shared2.create_peer(n.region_id) {
                     Ok(_) => {
                         if n.campaign {
