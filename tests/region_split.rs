@@ -405,3 +405,89 @@ async fn caught_up(
     }
     true
 }
+
+/// Goal: batch operations span regions and survive splits. One writer keeps putting a
+/// batch over the whole key space with a new generation of values and reads it back with
+/// a batch get, while the region splits three times under it: no batch fails, every batch
+/// get sees the whole generation just written (each region's part of a batch put is one
+/// command), and a batch delete removes every key across the regions.
+#[actix_rt::test]
+async fn batches_span_regions_and_survive_splits() {
+    let cluster = Cluster::new(3, 1).await;
+    let keys = common::spread_keys(200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (client, stop2, keys2) = (cluster.client().await, stop.clone(), keys.clone());
+    let writer = actix_rt::spawn(async move {
+        let mut generation = 0u64;
+        while !stop2.load(Ordering::Relaxed) || generation < 3 {
+            generation += 1;
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = keys2
+                .iter()
+                .map(|k| (k.clone(), format!("g{generation}").into_bytes()))
+                .collect();
+            client
+                .batch_put(&pairs)
+                .await
+                .expect("a batch put failed during splits");
+            let got = client
+                .batch_get(&keys2)
+                .await
+                .expect("a batch get failed during splits");
+            let want = Some(format!("g{generation}").into_bytes());
+            assert!(
+                got.iter().all(|v| *v == want),
+                "generation {generation}: a batch get missed part of the batch put before it"
+            );
+        }
+        generation
+    });
+    let admin = cluster.client().await;
+    for k in [&keys[50], &keys[100], &keys[150]] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        admin.split(k).await.expect("split");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let generations = writer.await.expect("writer");
+    let regions = admin.pd().scan_regions(b"", b"", 0).await.unwrap();
+    assert_eq!(regions.len(), 4, "three splits make four regions");
+
+    // Reads of keys with and without values, in the caller's order, on any strategy.
+    let mut probe = vec![b"absent-1".to_vec(), keys[199].clone(), keys[0].clone()];
+    probe.push(b"absent-2".to_vec());
+    let want = Some(format!("g{generations}").into_bytes());
+    for consistency in [
+        regatta_client::ReadConsistency::Linearizable,
+        regatta_client::ReadConsistency::Lease,
+        regatta_client::ReadConsistency::LogRead,
+    ] {
+        let got = admin.batch_get_with(&probe, consistency).await.unwrap();
+        assert_eq!(got, vec![None, want.clone(), want.clone(), None]);
+    }
+    assert_eq!(
+        admin.batch_get(&[]).await.unwrap(),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+    assert!(matches!(
+        admin.batch_put(&[(Vec::new(), b"v".to_vec())]).await,
+        Err(regatta_client::Error::InvalidArgument(_))
+    ));
+
+    // A client whose cache predates a split cuts its batch again.
+    let stale = cluster.client().await;
+    stale.batch_get(&keys[..50]).await.unwrap();
+    admin.split(&keys[25]).await.unwrap();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = keys[..50]
+        .iter()
+        .map(|k| (k.clone(), b"stale cache".to_vec()))
+        .collect();
+    stale.batch_put(&pairs).await.unwrap();
+    let got = admin.batch_get(&keys[..50]).await.unwrap();
+    assert!(got
+        .iter()
+        .all(|v| v.as_deref() == Some(&b"stale cache"[..])));
+
+    assert_eq!(admin.batch_delete(&keys).await.unwrap(), keys.len() as u64);
+    assert!(admin.scan(b"", b"", 0).await.unwrap().is_empty());
+    assert_eq!(admin.batch_delete(&keys[..10]).await.unwrap(), 0);
+}

@@ -1,4 +1,4 @@
-//! The client in five calls. Start a playground first (`cargo run --release -- playground`),
+//! The client in a few calls. Start a playground first (`cargo run --release -- playground`),
 //! then: `cargo run --release -p regatta-client --example basic [PD_ADDR]`.
 
 use regatta_client::Client;
@@ -36,5 +36,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let existed = client.delete(b"fruit/banana").await?;
     println!("delete fruit/banana: existed = {existed}");
+
+    // Batches: one request per region the keys fall in, sent in parallel.
+    let basket = [
+        (b"fruit/cherry".to_vec(), b"dark red".to_vec()),
+        (b"fruit/kiwi".to_vec(), b"brown".to_vec()),
+    ];
+    client.batch_put(&basket).await?;
+    let keys = [b"fruit/cherry".to_vec(), b"fruit/banana".to_vec()];
+    for (key, value) in keys.iter().zip(client.batch_get(&keys).await?) {
+        println!(
+            "batch_get {} -> {:?}",
+            String::from_utf8_lossy(key),
+            value.map(String::from_utf8)
+        );
+    }
     Ok(())
 }

@@ -8,14 +8,18 @@ use crate::session::SessionPool;
 use rand::Rng;
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::{
-    self, CasRequest, Context, DeleteRequest, GetRequest, KvRequest, KvResponse, PutRequest,
-    Request, Response, ScanRequest, SplitRegionRequest,
+    self, BatchDeleteRequest, BatchGetRequest, BatchPutRequest, CasRequest, Context, DeleteRequest,
+    GetRequest, KvRequest, KvResponse, PutRequest, Request, Response, ScanRequest,
+    SplitRegionRequest,
 };
 use regatta_proto::metapb::{Peer, Region};
 use regatta_proto::rpc::Connection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Most keys the client puts in one request (the store refuses bigger batches).
+const MAX_BATCH_KEYS: usize = 10_000;
 
 /// How a read is served. See `docs/ARCHITECTURE.md` ("Reads") and `docs/CLOCKS.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,6 +126,8 @@ enum Attempt {
         backoff: bool,
     },
     Fail(Error),
+    /// The keys of a batch no longer lie in one region (it split): cut the batch again.
+    Regroup,
 }
 
 impl Client {
@@ -239,6 +245,172 @@ impl Client {
             previous: c.get_found().then(|| c.previous.clone()),
             index: c.get_index(),
         })
+    }
+
+    /// Reads `keys` linearizably, across as many regions as they span: one request per
+    /// region, the regions in parallel. The values come back in the order of `keys`.
+    /// Each region's part is linearizable; the batch as a whole is not a snapshot.
+    pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.batch_get_with(keys, ReadConsistency::Linearizable)
+            .await
+    }
+
+    /// [`Client::batch_get`] with the given consistency for each region's part.
+    pub async fn batch_get_with(
+        &self,
+        keys: &[Vec<u8>],
+        consistency: ReadConsistency,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let parts = self
+            .run_batch("batch_get", keys, consistency, false, |idx| {
+                let mut b = BatchGetRequest::new();
+                b.set_keys(idx.iter().map(|&i| keys[i].clone()).collect());
+                let mut req = Request::new();
+                req.set_batch_get(b);
+                req
+            })
+            .await?;
+        let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        for mut resp in parts {
+            for mut p in resp
+                .mut_response()
+                .take_batch_get()
+                .take_pairs()
+                .into_iter()
+            {
+                found.insert(p.take_key(), p.take_value());
+            }
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    /// Writes every pair: one command per region (atomic within that region), the
+    /// regions in parallel. A batch spanning regions is not atomic as a whole: if this
+    /// fails, some regions' parts may have been applied. A key given twice gets its last
+    /// value.
+    pub async fn batch_put(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
+        self.run_batch(
+            "batch_put",
+            &keys,
+            ReadConsistency::Linearizable,
+            true,
+            |idx| {
+                let mut b = BatchPutRequest::new();
+                for &i in idx {
+                    let mut p = kvrpcpb::KvPair::new();
+                    p.set_key(pairs[i].0.clone());
+                    p.set_value(pairs[i].1.clone());
+                    b.mut_pairs().push(p);
+                }
+                let mut req = Request::new();
+                req.set_batch_put(b);
+                req
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes every key of `keys`: one command per region (atomic within that region),
+    /// the regions in parallel; returns how many had a value. Not atomic across regions.
+    pub async fn batch_delete(&self, keys: &[Vec<u8>]) -> Result<u64> {
+        let parts = self
+            .run_batch(
+                "batch_delete",
+                keys,
+                ReadConsistency::Linearizable,
+                true,
+                |idx| {
+                    let mut b = BatchDeleteRequest::new();
+                    b.set_keys(idx.iter().map(|&i| keys[i].clone()).collect());
+                    let mut req = Request::new();
+                    req.set_batch_delete(b);
+                    req
+                },
+            )
+            .await?;
+        Ok(parts
+            .iter()
+            .map(|r| u64::from(r.get_response().get_batch_delete().get_deleted()))
+            .sum())
+    }
+
+    /// Runs a batch over `keys`: cuts it by region (as the cache knows them), runs the
+    /// parts in parallel, and cuts again whatever a split made span two regions, until
+    /// every part is answered or the deadline passes. `build` makes the request for the
+    /// keys at the given indices.
+    async fn run_batch(
+        &self,
+        op: &'static str,
+        keys: &[Vec<u8>],
+        consistency: ReadConsistency,
+        write: bool,
+        build: impl Fn(&[usize]) -> Request,
+    ) -> Result<Vec<KvResponse>> {
+        if let Some(k) = keys.iter().find(|k| k.is_empty()) {
+            return Err(Error::InvalidArgument(format!(
+                "{op}: an empty key ({k:?}) cannot be stored"
+            )));
+        }
+        let started = Instant::now();
+        let deadline = started + self.inner.cfg.op_timeout;
+        let mut remaining: Vec<usize> = (0..keys.len()).collect();
+        let mut done = Vec::new();
+        while !remaining.is_empty() {
+            let mut groups: Vec<(Region, Vec<usize>)> = Vec::new();
+            for &i in &remaining {
+                match groups
+                    .iter_mut()
+                    .find(|(r, g)| g.len() < MAX_BATCH_KEYS && region_holds(r, &keys[i]))
+                {
+                    Some((_, g)) => g.push(i),
+                    None => {
+                        let region = loop {
+                            match self.locate(&keys[i]).await {
+                                Ok(c) => break c.region,
+                                // PD unreachable for now: the deadline bounds the wait.
+                                Err(Error::Pd(_)) if Instant::now() < deadline => {
+                                    tokio::time::sleep(self.inner.cfg.backoff_base).await
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        };
+                        groups.push((region, vec![i]));
+                    }
+                }
+            }
+            let mut tasks = Vec::with_capacity(groups.len());
+            for (_, idx) in &groups {
+                let c = self.clone();
+                let first = keys[idx[0]].clone();
+                let others: Vec<Vec<u8>> = idx[1..].iter().map(|&i| keys[i].clone()).collect();
+                let req = build(idx);
+                tasks.push(tokio::spawn(async move {
+                    c.execute_keys(op, &first, &others, req, consistency, write, deadline)
+                        .await
+                }));
+            }
+            let mut again = Vec::new();
+            for ((_, idx), t) in groups.into_iter().zip(tasks) {
+                let answer = t
+                    .await
+                    .map_err(|e| Error::Server(format!("{op} task failed: {e}")))??;
+                match answer {
+                    Some(resp) => done.push(resp),
+                    None => again.extend(idx),
+                }
+            }
+            if !again.is_empty() && Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    operation: op,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    last_error: "the keys kept moving between regions".into(),
+                });
+            }
+            remaining = again;
+        }
+        Ok(done)
     }
 
     /// Splits the region holding `key` at `key` (which must not already start a region);
@@ -418,18 +590,37 @@ impl Client {
         consistency: ReadConsistency,
         write: bool,
     ) -> Result<KvResponse> {
+        let deadline = Instant::now() + self.inner.cfg.op_timeout;
+        self.execute_keys(op, key, &[], req, consistency, write, deadline)
+            .await?
+            .ok_or_else(|| Error::Server("a one-key request cannot span regions".into()))
+    }
+
+    /// Runs one request on the region holding `key` and every key of `others`, retrying
+    /// until `deadline`; `None` when they are no longer in one region.
+    #[allow(clippy::too_many_arguments)]
+    async fn execute_keys(
+        &self,
+        op: &'static str,
+        key: &[u8],
+        others: &[Vec<u8>],
+        req: Request,
+        consistency: ReadConsistency,
+        write: bool,
+        deadline: Instant,
+    ) -> Result<Option<KvResponse>> {
         let session = write.then(|| self.inner.sessions.take());
         let started = Instant::now();
-        let deadline = started + self.inner.cfg.op_timeout;
         let mut backoff = self.inner.cfg.backoff_base;
         let mut attempt = 0usize;
         let result = loop {
             let outcome = self
-                .attempt(key, &req, consistency, session.as_ref(), attempt)
+                .attempt(key, others, &req, consistency, session.as_ref(), attempt)
                 .await;
             attempt += 1;
             let (error, sleep) = match outcome {
-                Attempt::Done(resp) => break Ok(*resp),
+                Attempt::Done(resp) => break Ok(Some(*resp)),
+                Attempt::Regroup => break Ok(None),
                 Attempt::Fail(e) => break Err(e),
                 Attempt::Retry { error, backoff } => (error, backoff),
             };
@@ -457,6 +648,7 @@ impl Client {
     async fn attempt(
         &self,
         key: &[u8],
+        others: &[Vec<u8>],
         req: &Request,
         consistency: ReadConsistency,
         session: Option<&crate::session::Session>,
@@ -472,6 +664,9 @@ impl Client {
             }
             Err(e) => return Attempt::Fail(e),
         };
+        if others.iter().any(|k| !region_holds(&region.region, k)) {
+            return Attempt::Regroup;
+        }
         let rid = region.region.get_id();
         let peers = region.region.get_peers();
         if peers.is_empty() {
@@ -644,9 +839,18 @@ impl Client {
     }
 }
 
+/// Whether `key` lies in `region`'s range.
+fn region_holds(region: &Region, key: &[u8]) -> bool {
+    key >= region.get_start_key() && (region.get_end_key().is_empty() || key < region.get_end_key())
+}
+
 /// The log index a write committed at, from its response.
 fn write_index(resp: &Response) -> u64 {
-    if resp.has_put() {
+    if resp.has_batch_put() {
+        resp.get_batch_put().get_index()
+    } else if resp.has_batch_delete() {
+        resp.get_batch_delete().get_index()
+    } else if resp.has_put() {
         resp.get_put().get_index()
     } else if resp.has_delete() {
         resp.get_delete().get_index()

@@ -18,6 +18,10 @@
 //! assert_eq!(client.get(b"greeting").await?, Some(b"hello".to_vec()));
 //! let swapped = client.cas(b"greeting", Some(b"hello"), b"bonjour").await?;
 //! assert!(swapped.succeeded);
+//! // Batches span regions: one request per region, the regions in parallel.
+//! client.batch_put(&[(b"a".to_vec(), b"1".to_vec()), (b"z".to_vec(), b"2".to_vec())]).await?;
+//! let values = client.batch_get(&[b"a".to_vec(), b"missing".to_vec()]).await?;
+//! assert_eq!(values, vec![Some(b"1".to_vec()), None]);
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]

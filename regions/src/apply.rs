@@ -16,8 +16,8 @@ use regatta_engine::write_initial_state;
 use regatta_engine::{keys, Cf, Engine, PeerStorage, RawValue, WriteBatch};
 use regatta_proto::kvrpcpb::SplitRegionResponse;
 use regatta_proto::kvrpcpb::{
-    CasResponse, DeleteResponse, GetResponse, KvPair, KvResponse, Request, Request_oneof_cmd,
-    Response, ScanResponse,
+    BatchDeleteResponse, BatchGetResponse, BatchPutResponse, CasResponse, DeleteResponse,
+    GetResponse, KvPair, KvResponse, Request, Request_oneof_cmd, Response, ScanResponse,
 };
 use regatta_proto::metapb::{Peer, Region};
 use regatta_proto::raft_serverpb::{AdminCmd, DedupEntry, RaftCmd, RaftCmdBatch, RegionLocalState};
@@ -50,6 +50,8 @@ pub fn is_write(req: &Request) -> bool {
         Some(Request_oneof_cmd::put(_))
             | Some(Request_oneof_cmd::delete(_))
             | Some(Request_oneof_cmd::cas(_))
+            | Some(Request_oneof_cmd::batch_put(_))
+            | Some(Request_oneof_cmd::batch_delete(_))
     )
 }
 
@@ -331,6 +333,14 @@ impl ApplyContext<'_> {
         );
     }
 
+    /// Deletes `key`; whether it had a value.
+    fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {
+        let existed = self.read(key)?.is_some();
+        self.wb.delete(Cf::Default, &keys::raw_data_key(key));
+        self.data.insert(key.to_vec(), None);
+        Ok(existed)
+    }
+
     fn execute(&mut self, req: Request, index: u64) -> Result<Response, Error> {
         let mut resp = Response::new();
         match req.cmd {
@@ -353,10 +363,7 @@ impl ApplyContext<'_> {
             }
             Some(Request_oneof_cmd::delete(d)) => {
                 self.check_key(d.get_key())?;
-                let existed = self.read(d.get_key())?.is_some();
-                self.wb
-                    .delete(Cf::Default, &keys::raw_data_key(d.get_key()));
-                self.data.insert(d.get_key().to_vec(), None);
+                let existed = self.delete(d.get_key())?;
                 let mut r = DeleteResponse::new();
                 r.set_existed(existed);
                 r.set_index(index);
@@ -381,6 +388,39 @@ impl ApplyContext<'_> {
                     self.put(c.get_key(), value, index);
                 }
                 resp.set_cas(r);
+            }
+            Some(Request_oneof_cmd::batch_get(b)) => {
+                let mut pairs = Vec::with_capacity(b.get_keys().len());
+                for k in b.get_keys() {
+                    self.check_key(k)?;
+                    pairs.push((k.clone(), self.read(k)?));
+                }
+                resp.set_batch_get(batch_get_response(pairs));
+            }
+            Some(Request_oneof_cmd::batch_put(mut b)) => {
+                for p in b.get_pairs() {
+                    self.check_key(p.get_key())?;
+                }
+                for mut p in b.take_pairs().into_iter() {
+                    let value = p.take_value();
+                    self.put(p.get_key(), value, index);
+                }
+                let mut r = BatchPutResponse::new();
+                r.set_index(index);
+                resp.set_batch_put(r);
+            }
+            Some(Request_oneof_cmd::batch_delete(b)) => {
+                for k in b.get_keys() {
+                    self.check_key(k)?;
+                }
+                let mut deleted = 0u32;
+                for k in b.get_keys() {
+                    deleted += u32::from(self.delete(k)?);
+                }
+                let mut r = BatchDeleteResponse::new();
+                r.set_index(index);
+                r.set_deleted(deleted);
+                resp.set_batch_delete(r);
             }
             Some(Request_oneof_cmd::scan(s)) => {
                 let pairs = scan_region(
@@ -435,6 +475,21 @@ pub fn get_response(v: Option<RawValue>) -> GetResponse {
         r.set_found(true);
         r.set_value(v.value);
         r.set_version(v.version);
+    }
+    r
+}
+
+/// The answer to a batch get: the pairs of the keys that have a value, in `reads` order.
+pub fn batch_get_response(reads: Vec<(Vec<u8>, Option<RawValue>)>) -> BatchGetResponse {
+    let mut r = BatchGetResponse::new();
+    for (key, v) in reads {
+        if let Some(v) = v {
+            let mut p = KvPair::new();
+            p.set_key(key);
+            p.set_value(v.value);
+            p.set_version(v.version);
+            r.mut_pairs().push(p);
+        }
     }
     r
 }

@@ -109,7 +109,9 @@ impl ReadDelegate {
     pub fn try_read(&self, req: &KvRequest) -> Option<KvResponse> {
         let is_read = matches!(
             req.get_request().cmd,
-            Some(Request_oneof_cmd::get(_)) | Some(Request_oneof_cmd::scan(_))
+            Some(Request_oneof_cmd::get(_))
+                | Some(Request_oneof_cmd::batch_get(_))
+                | Some(Request_oneof_cmd::scan(_))
         );
         let ctx = req.get_context();
         let consistency = ctx.get_consistency();

@@ -1478,7 +1478,8 @@ impl Peer {
                 // Committed: a quorum took an append sent after it was proposed.
                 self.renew_lease(p.proposed_at, p.term);
                 for (tx, mut resp) in p.responders.into_iter().zip(a.responses) {
-                    let is_read = resp.get_response().has_get() || resp.get_response().has_scan();
+                    let r = resp.get_response();
+                    let is_read = r.has_get() || r.has_scan() || r.has_batch_get();
                     if is_read && !resp.has_error() {
                         let mut info = ReadInfo::new();
                         info.set_linearizable(true);
@@ -1691,6 +1692,21 @@ pub(crate) fn validate_request(
             check_value(p.get_value())
         }
         Some(Request_oneof_cmd::delete(d)) => check_key(d.get_key()),
+        Some(Request_oneof_cmd::batch_get(b)) => {
+            check_batch_len(b.get_keys().len())?;
+            b.get_keys().iter().try_for_each(|k| check_key(k))
+        }
+        Some(Request_oneof_cmd::batch_put(b)) => {
+            check_batch_len(b.get_pairs().len())?;
+            b.get_pairs().iter().try_for_each(|p| {
+                check_key(p.get_key())?;
+                check_value(p.get_value())
+            })
+        }
+        Some(Request_oneof_cmd::batch_delete(b)) => {
+            check_batch_len(b.get_keys().len())?;
+            b.get_keys().iter().try_for_each(|k| check_key(k))
+        }
         Some(Request_oneof_cmd::cas(c)) => {
             check_key(c.get_key())?;
             check_value(c.get_expected())?;
@@ -1724,7 +1740,20 @@ pub(crate) fn validate_request(
     }
 }
 
-/// Serves a get or scan from the replica's applied state in `engine`.
+/// A batch holds at least one key and at most [`MAX_BATCH_KEYS`].
+fn check_batch_len(n: usize) -> Result<(), Error> {
+    if n == 0 || n > MAX_BATCH_KEYS {
+        return Err(Error::InvalidArgument(format!(
+            "a batch of {n} keys (must be 1..={MAX_BATCH_KEYS})"
+        )));
+    }
+    Ok(())
+}
+
+/// Most keys one batch request carries (the client cuts bigger batches).
+pub const MAX_BATCH_KEYS: usize = 10_000;
+
+/// Serves a get, batch get or scan from the replica's applied state in `engine`.
 pub(crate) fn read_from_engine(
     engine: &regatta_engine::Engine,
     region: &Region,
@@ -1736,6 +1765,12 @@ pub(crate) fn read_from_engine(
             .get_raw(g.get_key())
             .map(|v| resp.set_get(apply::get_response(v)))
             .map_err(Error::from),
+        Some(Request_oneof_cmd::batch_get(b)) => b
+            .get_keys()
+            .iter()
+            .map(|k| Ok((k.clone(), engine.get_raw(k)?)))
+            .collect::<Result<Vec<_>, Error>>()
+            .map(|reads| resp.set_batch_get(apply::batch_get_response(reads))),
         Some(Request_oneof_cmd::scan(s)) => apply::scan_region(
             engine,
             region,

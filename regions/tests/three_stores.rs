@@ -174,6 +174,62 @@ async fn three_stores_serve_linearizable_kv_with_at_most_once_writes() {
     wrong.mut_context().set_region_id(99);
     assert!(call(ls, wrong).await.get_error().has_region_not_found());
 
+    // A batch is one command: its writes apply together, a retry gets the cached answer.
+    let mut bp = BatchPutRequest::new();
+    for (k, v) in [("b1", "x"), ("b2", "y"), ("k", "v3")] {
+        let mut p = KvPair::new();
+        p.set_key(k.into());
+        p.set_value(v.into());
+        bp.mut_pairs().push(p);
+    }
+    let batch = Request_oneof_cmd::batch_put(bp);
+    let r = call(ls, request(batch.clone(), 8, 1)).await;
+    let at = r.get_response().get_batch_put().get_index();
+    assert!(at > index, "{r:?}");
+    let r = call(ls, request(batch, 8, 1)).await;
+    assert_eq!(
+        r.get_response().get_batch_put().get_index(),
+        at,
+        "applied twice"
+    );
+    let mut bg = BatchGetRequest::new();
+    bg.set_keys(vec![b"b2".to_vec(), b"none".to_vec(), b"k".to_vec()].into());
+    let r = call(ls, request(Request_oneof_cmd::batch_get(bg), 0, 0)).await;
+    let got: Vec<(Vec<u8>, Vec<u8>)> = r
+        .get_response()
+        .get_batch_get()
+        .get_pairs()
+        .iter()
+        .map(|p| (p.get_key().to_vec(), p.get_value().to_vec()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (b"b2".to_vec(), b"y".to_vec()),
+            (b"k".to_vec(), b"v3".to_vec())
+        ]
+    );
+    let mut bd = BatchDeleteRequest::new();
+    bd.set_keys(vec![b"b1".to_vec(), b"none".to_vec()].into());
+    let r = call(ls, request(Request_oneof_cmd::batch_delete(bd), 8, 2)).await;
+    assert_eq!(r.get_response().get_batch_delete().get_deleted(), 1);
+    assert_eq!(read(ls, "b1").await, None);
+    // Empty, oversized or bad-key batches are refused as a whole.
+    let empty = Request_oneof_cmd::batch_get(BatchGetRequest::new());
+    assert!(call(ls, request(empty, 0, 0))
+        .await
+        .get_error()
+        .has_invalid_argument());
+    let mut bg = BatchGetRequest::new();
+    bg.set_keys((0..10_001).map(|i| format!("k{i}").into_bytes()).collect());
+    let r = call(ls, request(Request_oneof_cmd::batch_get(bg), 0, 0)).await;
+    assert!(r.get_error().has_invalid_argument());
+    let mut bd = BatchDeleteRequest::new();
+    bd.set_keys(vec![b"k".to_vec(), Vec::new()].into());
+    let r = call(ls, request(Request_oneof_cmd::batch_delete(bd), 8, 3)).await;
+    assert!(r.get_error().has_invalid_argument());
+    assert_eq!(read(ls, "k").await.as_deref(), Some(&b"v3"[..]));
+
     // Restart every store from its data dir: the data is still there.
     for s in stores {
         s.stop().await;
@@ -185,7 +241,7 @@ async fn three_stores_serve_linearizable_kv_with_at_most_once_writes() {
     loop {
         let r = call(&stores[l], request(get("k"), 0, 0)).await;
         if !r.has_error() {
-            assert_eq!(r.get_response().get_get().get_value(), b"v2");
+            assert_eq!(r.get_response().get_get().get_value(), b"v3");
             break;
         }
         assert!(Instant::now() < deadline, "{:?}", r.get_error());

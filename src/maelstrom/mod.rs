@@ -269,6 +269,9 @@ fn request_key(req: &Request) -> Option<&[u8]> {
         C::cas(c) => Some(c.get_key()),
         C::scan(s) => Some(s.get_start_key()),
         C::split(s) => Some(s.get_split_key()),
+        C::batch_get(b) => b.get_keys().first().map(|k| k.as_slice()),
+        C::batch_put(b) => b.get_pairs().first().map(|p| p.get_key()),
+        C::batch_delete(b) => b.get_keys().first().map(|k| k.as_slice()),
     }
 }
 
