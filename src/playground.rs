@@ -51,8 +51,10 @@ impl PlaygroundConfig {
 /// A running playground. Must live inside an actix system.
 pub struct Playground {
     cfg: PlaygroundConfig,
-    /// PD.
-    pub pd: regatta_pd::PdHandle,
+    /// PD (`None` only while it restarts).
+    pd: Option<regatta_pd::PdHandle>,
+    /// PD's address (kept across PD restarts).
+    pd_addr: String,
     stores: Vec<Option<Store>>,
     /// Each store's address (kept across restarts so it comes back on the same port).
     store_addrs: Vec<String>,
@@ -87,7 +89,8 @@ impl Playground {
         let mut pg = Playground {
             stores: (0..cfg.stores).map(|_| None).collect(),
             cfg,
-            pd,
+            pd_addr: pd.addr.to_string(),
+            pd: Some(pd),
             store_addrs,
             logger,
         };
@@ -102,7 +105,35 @@ impl Playground {
 
     /// PD's address.
     pub fn pd_addr(&self) -> String {
-        self.pd.addr.to_string()
+        self.pd_addr.clone()
+    }
+
+    /// Stops PD and starts it again on the same address from its data directory, as
+    /// after a PD crash; the stores and clients reconnect by themselves.
+    pub async fn restart_pd(&mut self) -> Result<()> {
+        if let Some(pd) = self.pd.take() {
+            pd.stop().await;
+        }
+        let config = regatta_pd::PdConfig {
+            initial_stores: self.cfg.stores,
+            initial_regions: self.cfg.regions,
+            data_dir: self.cfg.data_dir.join("pd"),
+        };
+        // The old listener's port may take a moment to free up.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match regatta_pd::start(config.clone(), &self.pd_addr, self.logger.clone()).await {
+                Ok(pd) => {
+                    self.pd = Some(pd);
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline => {
+                    info!(self.logger, "PD restart: retrying"; "error" => %e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).context("restarting PD"),
+            }
+        }
     }
 
     /// The running stores.
@@ -197,6 +228,8 @@ impl Playground {
         for id in 1..=self.stores.len() as u64 {
             self.stop_store(id).await;
         }
-        self.pd.stop();
+        if let Some(pd) = self.pd.take() {
+            pd.stop().await;
+        }
     }
 }

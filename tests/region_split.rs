@@ -2,7 +2,8 @@
 //! reaches the application) and keep histories linearizable; a client with a stale region
 //! cache reaches the right region after a retry; automatic splits by key count, then a
 //! crash and restart of every store, lose nothing; a store that missed a split gets the
-//! new region by snapshot.
+//! new region by snapshot; batches span regions through splits; a PD restart keeps ids
+//! and timestamps monotonic.
 
 mod common;
 
@@ -490,4 +491,57 @@ async fn batches_span_regions_and_survive_splits() {
     assert_eq!(admin.batch_delete(&keys).await.unwrap(), keys.len() as u64);
     assert!(admin.scan(b"", b"", 0).await.unwrap().is_empty());
     assert_eq!(admin.batch_delete(&keys[..10]).await.unwrap(), 0);
+}
+
+/// Goal: a PD restart (from its data directory, on the same address) keeps timestamps and
+/// ids monotonic and the region map intact: timestamps after it are above every one
+/// before, a split after it gets ids no region or peer had, and the cluster serves both
+/// regions throughout.
+#[actix_rt::test]
+async fn pd_restart_keeps_ids_and_timestamps_monotonic() {
+    let mut cluster = Cluster::new(3, 1).await;
+    let c = cluster.client().await;
+    c.put(b"a", b"1").await.unwrap();
+    let (_, right) = c.split(b"m").await.unwrap();
+    let mut before_ts = 0;
+    for _ in 0..100 {
+        let ts = c.pd().get_ts().await.unwrap();
+        assert!(ts > before_ts);
+        before_ts = ts;
+    }
+    let mut ids: Vec<u64> = Vec::new();
+    for (r, _) in c.pd().scan_regions(b"", b"", 0).await.unwrap() {
+        ids.push(r.get_id());
+        ids.extend(r.get_peers().iter().map(|p| p.get_id()));
+    }
+
+    cluster.restart_pd().await;
+
+    let after_ts = c.pd().get_ts().await.unwrap();
+    assert!(
+        after_ts > before_ts,
+        "timestamp went back after a PD restart"
+    );
+    let regions = c.pd().scan_regions(b"", b"", 0).await.unwrap();
+    assert_eq!(regions.len(), 2, "PD forgot a region: {regions:?}");
+    let (_, newest) = c.split(b"t").await.unwrap();
+    assert!(newest.get_id() > right.get_id());
+    for id in std::iter::once(newest.get_id()).chain(newest.get_peers().iter().map(|p| p.get_id()))
+    {
+        assert!(!ids.contains(&id), "id {id} handed out twice");
+    }
+    for (k, v) in [(&b"b"[..], &b"2"[..]), (b"n", b"3"), (b"x", b"4")] {
+        c.put(k, v).await.unwrap();
+        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v));
+    }
+    assert_eq!(c.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    wait_until(
+        "PD learns the third region's leader",
+        Duration::from_secs(20),
+        || async {
+            let regions = c.pd().scan_regions(b"", b"", 0).await.unwrap();
+            regions.len() == 3 && regions.iter().all(|(_, l)| l.is_some())
+        },
+    )
+    .await;
 }

@@ -36,10 +36,14 @@ impl PdHandle {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Stops serving and stops the actor.
-    pub fn stop(self) {
+    /// Stops serving and stops the actor; returns once the actor is gone and its state
+    /// (the lazily written region map included) is on disk, so the same data directory
+    /// can be opened again at once.
+    pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         self.arbiter.stop();
+        let arbiter = self.arbiter;
+        let _ = tokio::task::spawn_blocking(move || arbiter.join()).await;
     }
 }
 

@@ -139,7 +139,7 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
         .with_context(|| format!("starting PD on {}", a.addr))?;
         println!("ready pd={}", pd.addr);
         shutdown_signal().await;
-        pd.stop();
+        pd.stop().await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -225,6 +225,11 @@ impl Cluster {
         self.pg.start_store(id).await.expect("store restarts");
     }
 
+    /// Stops PD and starts it again from its data directory on the same address.
+    pub async fn restart_pd(&mut self) {
+        self.pg.restart_pd().await.expect("PD restarts");
+    }
+
     /// The store leading region `region_id`, if a running store leads it.
     pub async fn leader_of(&self, region_id: u64) -> Option<u64> {
         for s in self.pg.stores() {
