@@ -21,6 +21,8 @@ pub struct StoreMetrics {
     pub local_reads_follower: AtomicU64,
     /// Follower or read-your-writes reads a follower sent on to the leader.
     pub follower_redirects: AtomicU64,
+    /// Raft messages this store's replicas sent (heartbeats, appends, votes, wakes...).
+    pub raft_messages_sent: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -42,6 +44,8 @@ pub struct MetricsSnapshot {
     pub local_reads_follower: u64,
     /// Follower / RYW reads redirected to the leader.
     pub follower_redirects: u64,
+    /// Raft messages sent.
+    pub raft_messages_sent: u64,
 }
 
 impl StoreMetrics {
@@ -62,6 +66,7 @@ impl StoreMetrics {
             local_reads_leader: self.local_reads_leader.load(Ordering::Relaxed),
             local_reads_follower: self.local_reads_follower.load(Ordering::Relaxed),
             follower_redirects: self.follower_redirects.load(Ordering::Relaxed),
+            raft_messages_sent: self.raft_messages_sent.load(Ordering::Relaxed),
         }
     }
 }

@@ -1086,6 +1086,10 @@ impl Peer {
                 let mut rm = self.envelope(to);
                 rm.set_wake(true);
                 self.ctx.transport.send(rm);
+                self.ctx
+                    .metrics
+                    .raft_messages_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -1324,6 +1328,10 @@ impl Peer {
                     .expect("encoding an in-memory raft message cannot fail"),
             );
             self.ctx.transport.send(rm);
+            self.ctx
+                .metrics
+                .raft_messages_sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

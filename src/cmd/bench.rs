@@ -24,7 +24,8 @@ enum Scenario {
     Kv(KvArgs),
     /// The 80:20 get/put mix once per read strategy: log, read-index, lease, follower, ryw.
     Reads(ReadsArgs),
-    /// Idle cost of many regions on 3 stores: CPU and memory once they hibernate.
+    /// Cost of many regions on 3 stores: CPU, memory and raft traffic once they hibernate,
+    /// then under a 64-client load spread over every region.
     Regions(RegionsArgs),
     /// Load while regions split: ops/s before, during and after, and client errors.
     Split(SplitArgs),
@@ -59,9 +60,13 @@ struct RegionsArgs {
     /// Seconds to let the regions settle (elect, then hibernate) before measuring.
     #[arg(long, default_value_t = 15)]
     settle: u64,
-    /// Seconds to measure.
+    /// Seconds to measure idle.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Seconds of load after the idle measurement: 64 clients, 80:20 get/put over keys
+    /// spread across every region (0: idle only).
+    #[arg(long, default_value_t = 10)]
+    load_seconds: u64,
     /// One JSON object per result line instead of a table.
     #[arg(long)]
     json: bool,
@@ -190,6 +195,7 @@ fn sum(stores: &[MetricsSnapshot]) -> MetricsSnapshot {
             local_reads_leader: a.local_reads_leader + s.local_reads_leader,
             local_reads_follower: a.local_reads_follower + s.local_reads_follower,
             follower_redirects: a.follower_redirects + s.follower_redirects,
+            raft_messages_sent: a.raft_messages_sent + s.raft_messages_sent,
         })
 }
 
@@ -422,7 +428,12 @@ struct RegionsResult {
     startup_seconds: f64,
     hibernating_pct: f64,
     idle_cpu_pct_per_store: f64,
+    idle_raft_msgs_per_sec_per_store: f64,
     rss_mib_per_store: f64,
+    load_ops_per_sec: f64,
+    load_cpu_pct_per_store: f64,
+    load_raft_msgs_per_sec_per_store: f64,
+    load_errors: u64,
 }
 
 fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
@@ -432,8 +443,18 @@ fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
     );
     let header = || {
         println!(
-            "{:>8} {:>7} {:>10} {:>12} {:>18} {:>14}",
-            "regions", "stores", "startup s", "hibernating", "idle CPU/store", "RSS/store MiB"
+            "{:>8} {:>7} {:>10} {:>12} {:>15} {:>15} {:>14} {:>10} {:>15} {:>15} {:>7}",
+            "regions",
+            "stores",
+            "startup s",
+            "hibernating",
+            "idle CPU/store",
+            "idle msgs/s/st",
+            "RSS/store MiB",
+            "load ops/s",
+            "load CPU/store",
+            "load msgs/s/st",
+            "errors"
         )
     };
     if a.regions.len() > 1 {
@@ -447,6 +468,7 @@ fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
                 .args(["bench", "regions", "--regions", &n.to_string()])
                 .args(["--settle", &a.settle.to_string()])
                 .args(["--seconds", &a.seconds.to_string()])
+                .args(["--load-seconds", &a.load_seconds.to_string()])
                 .args(if a.json {
                     vec!["--json"]
                 } else {
@@ -479,9 +501,12 @@ fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
             a.settle
         );
         tokio::time::sleep(Duration::from_secs(a.settle)).await;
-        let (cpu0, w0) = (cpu_seconds(), std::time::Instant::now());
+        let msgs = |pg: &Playground| sum(&pg.stores().map(|s| s.metrics()).collect::<Vec<_>>()).raft_messages_sent;
+        let (cpu0, m0, w0) = (cpu_seconds(), msgs(&pg), std::time::Instant::now());
         tokio::time::sleep(Duration::from_secs(a.seconds.max(1))).await;
-        let cpu = (cpu_seconds() - cpu0) / w0.elapsed().as_secs_f64();
+        let idle_secs = w0.elapsed().as_secs_f64();
+        let cpu = (cpu_seconds() - cpu0) / idle_secs;
+        let idle_msgs = (msgs(&pg) - m0) as f64 / idle_secs / 3.0;
         let mut asleep = 0usize;
         let mut replicas = 0usize;
         let mut awake_leaders = 0usize;
@@ -493,25 +518,65 @@ fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
             }
         }
         eprintln!("{asleep} of {replicas} replicas hibernate; {awake_leaders} leaders are awake");
+        let rss = rss_mib() / 3.0;
+        // Under load: every region gets keys (at least 4 each), so every region wakes.
+        let (mut load_ops, mut load_cpu, mut load_msgs, mut load_errors) = (0.0, 0.0, 0.0, 0);
+        if a.load_seconds > 0 {
+            let b = KvBench {
+                workload: Workload::Mixed,
+                clients: 64,
+                duration: Duration::from_secs(a.load_seconds),
+                keys: (4 * n).max(10_000),
+                value_size: 128,
+                reads: ReadStrategy::ReadIndex,
+            };
+            eprint!("load: 64 clients, 80:20 over {} keys: ", b.keys);
+            let pd = pg.pd_addr();
+            let clients_rt = regatta::bench::clients_runtime()?;
+            let (cpu0, m0, w0) = (cpu_seconds(), msgs(&pg), std::time::Instant::now());
+            let r = clients_rt
+                .spawn(async move {
+                    let c = Client::connect(&[pd]).await?;
+                    anyhow::Ok(bench::run(&[c], &b, |ops| eprint!("{ops} ")).await)
+                })
+                .await??;
+            eprintln!();
+            let secs = w0.elapsed().as_secs_f64();
+            load_cpu = 100.0 * (cpu_seconds() - cpu0) / secs / 3.0;
+            load_msgs = (msgs(&pg) - m0) as f64 / secs / 3.0;
+            load_ops = r.ops_per_sec;
+            load_errors = r.errors;
+            clients_rt.shutdown_background();
+        }
         let r = RegionsResult {
             regions: n,
             stores: 3,
             startup_seconds: startup,
             hibernating_pct: 100.0 * asleep as f64 / replicas.max(1) as f64,
             idle_cpu_pct_per_store: 100.0 * cpu / 3.0,
-            rss_mib_per_store: rss_mib() / 3.0,
+            idle_raft_msgs_per_sec_per_store: idle_msgs,
+            rss_mib_per_store: rss,
+            load_ops_per_sec: load_ops,
+            load_cpu_pct_per_store: load_cpu,
+            load_raft_msgs_per_sec_per_store: load_msgs,
+            load_errors,
         };
         if json {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         } else {
             println!(
-                "{:>8} {:>7} {:>10.1} {:>11.1}% {:>17.2}% {:>14.1}",
+                "{:>8} {:>7} {:>10.1} {:>11.1}% {:>14.2}% {:>15.0} {:>14.1} {:>10.0} {:>14.1}% {:>15.0} {:>7}",
                 r.regions,
                 r.stores,
                 r.startup_seconds,
                 r.hibernating_pct,
                 r.idle_cpu_pct_per_store,
-                r.rss_mib_per_store
+                r.idle_raft_msgs_per_sec_per_store,
+                r.rss_mib_per_store,
+                r.load_ops_per_sec,
+                r.load_cpu_pct_per_store,
+                r.load_raft_msgs_per_sec_per_store,
+                r.load_errors
             );
         }
         pg.stop().await;
