@@ -101,6 +101,9 @@ pub struct PeerContext {
     /// The regions hosted on this store (an uninitialized replica checks a snapshot's range
     /// against them).
     pub router: crate::router::Router,
+    /// The key count above which a region splits; starts as `cfg.region_split_keys`,
+    /// changed through [`crate::Store::set_split_keys`].
+    pub split_keys: Arc<AtomicU64>,
     /// The leader lease in ms (0: off); starts as `cfg.lease_ms`, changed only through
     /// [`crate::Store::set_lease`], which checks it is safe.
     pub lease_ms: Arc<AtomicU64>,
@@ -112,6 +115,11 @@ impl PeerContext {
     /// The current leader lease in ms (0: off).
     pub fn lease_ms(&self) -> u64 {
         self.lease_ms.load(Ordering::Relaxed)
+    }
+
+    /// The current split threshold in keys.
+    pub fn split_keys(&self) -> u64 {
+        self.split_keys.load(Ordering::Relaxed)
     }
 }
 
@@ -222,6 +230,8 @@ pub struct Peer {
     split_self: Option<Recipient<SplitStep>>,
     /// Stores of peers not (yet) in the region: how an uninitialized replica answers.
     peer_cache: HashMap<u64, PeerMeta>,
+    /// The split threshold the last split check used (a change triggers a new check).
+    checked_split_keys: u64,
 }
 
 fn now_ms() -> u64 {
@@ -326,6 +336,7 @@ impl Peer {
             last_compact_check: Instant::now(),
             split_self: None,
             peer_cache: HashMap::new(),
+            checked_split_keys: 0,
         })
     }
 
@@ -485,7 +496,9 @@ impl Peer {
             || self.split_checking
             || self.split_asked
             || self.split_pending.is_some()
-            || (self.written_since_check < cfg.split_check_diff_bytes && self.approximate.is_some())
+            || (self.written_since_check < cfg.split_check_diff_bytes
+                && self.approximate.is_some()
+                && self.checked_split_keys == self.ctx.split_keys())
         {
             return;
         }
@@ -494,9 +507,10 @@ impl Peer {
         };
         self.split_checking = true;
         self.written_since_check = 0;
+        self.checked_split_keys = self.ctx.split_keys();
         let engine = self.raw.store().engine().clone();
         let region = self.region().clone();
-        let (max_size, max_keys) = (cfg.region_split_size, cfg.region_split_keys);
+        let (max_size, max_keys) = (cfg.region_split_size, self.checked_split_keys);
         let logger = self.logger.clone();
         std::thread::spawn(move || {
             let version = region.get_region_epoch().get_version();

@@ -24,11 +24,12 @@ use regatta_proto::metapb;
 use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest};
 use regatta_proto::raft_serverpb::RaftMessage;
 use slog::{info, o, warn, Logger};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -64,6 +65,7 @@ pub struct Store {
     logger: Logger,
     cfg: Arc<StoreConfig>,
     lease_ms: Arc<AtomicU64>,
+    split_keys: Arc<AtomicU64>,
 }
 
 struct Shared {
@@ -72,7 +74,14 @@ struct Shared {
     router: Router,
     ctx: PeerContext,
     arbiter: ArbiterHandle,
+    /// Raft messages for regions not started here yet, kept a short while for the split
+    /// that is about to start them (see [`Shared::on_unknown_region_message`]).
+    early: std::sync::Mutex<HashMap<u64, (Instant, Vec<RaftMessage>)>>,
 }
+
+/// Messages kept per region not started yet, and for how long.
+const EARLY_MSGS_PER_REGION: usize = 16;
+const EARLY_MSGS_TTL: Duration = Duration::from_secs(10);
 
 impl Shared {
     fn create_peer(&self, region_id: u64) -> Result<bool, Error> {
@@ -100,8 +109,39 @@ impl Shared {
             )));
         };
         let peer = Peer::new(storage, me.get_id(), self.ctx.clone())?;
-        self.start(peer);
+        let addr = self.start(peer);
+        self.deliver_early(region_id, &addr);
         Ok(true)
+    }
+
+    /// Hands the messages that came before `region_id`'s replica started to it.
+    fn deliver_early(&self, region_id: u64, addr: &Addr<PeerActor>) {
+        let early = self
+            .early
+            .lock()
+            .expect("early-message lock is never poisoned")
+            .remove(&region_id);
+        for m in early.map(|(_, msgs)| msgs).unwrap_or_default() {
+            addr.do_send(RaftMessageIn(m));
+        }
+    }
+
+    /// Keeps `msg` for a region not started here yet. The usual case: a split's new
+    /// region campaigns on the old leader's store before this store has applied the
+    /// split; its vote requests wait here instead of being lost, so the region gets its
+    /// leader at once rather than after another election timeout.
+    fn keep_early(&self, msg: RaftMessage) {
+        let mut early = self
+            .early
+            .lock()
+            .expect("early-message lock is never poisoned");
+        early.retain(|_, (since, _)| since.elapsed() < EARLY_MSGS_TTL);
+        let (_, msgs) = early
+            .entry(msg.get_region_id())
+            .or_insert_with(|| (Instant::now(), Vec::new()));
+        if msgs.len() < EARLY_MSGS_PER_REGION {
+            msgs.push(msg);
+        }
     }
 
     fn start(&self, peer: Peer) -> Addr<PeerActor> {
@@ -124,21 +164,25 @@ impl Shared {
             return Ok(());
         }
         let to = msg.get_to_peer();
-        let is_heartbeat = Message::parse_from_bytes(msg.get_message())
-            .is_ok_and(|m| m.get_msg_type() == MessageType::MsgHeartbeat);
-        // A split-made region never starts at the beginning of the key space.
-        if !is_heartbeat
-            || msg.get_start_key().is_empty()
-            || to.get_store_id() != self.store_id
+        if to.get_store_id() != self.store_id
             || to.get_id() == 0
             || msg.get_from_peer().get_id() == 0
         {
+            return Ok(());
+        }
+        let is_heartbeat = Message::parse_from_bytes(msg.get_message())
+            .is_ok_and(|m| m.get_msg_type() == MessageType::MsgHeartbeat);
+        // A split-made region never starts at the beginning of the key space.
+        if !is_heartbeat || msg.get_start_key().is_empty() {
+            self.keep_early(msg);
             return Ok(());
         }
         let mut range = metapb::Region::new();
         range.set_start_key(msg.get_start_key().to_vec());
         range.set_end_key(msg.get_end_key().to_vec());
         if self.router.overlapping(&range, region_id).is_some() {
+            // The parent here has not applied the split yet: it will start the replica.
+            self.keep_early(msg);
             return Ok(());
         }
         let storage = PeerStorage::uninitialized(
@@ -150,7 +194,9 @@ impl Shared {
         info!(self.ctx.logger, "starting an uninitialized replica for a region this store missed";
             "region_id" => region_id, "peer_id" => to.get_id(),
             "leader_store" => msg.get_from_peer().get_store_id());
-        self.start(peer).do_send(RaftMessageIn(msg));
+        let addr = self.start(peer);
+        self.deliver_early(region_id, &addr);
+        addr.do_send(RaftMessageIn(msg));
         Ok(())
     }
 }
@@ -218,6 +264,7 @@ impl Store {
         let router = Router::default();
         let cfg = Arc::new(opts.config.clone());
         let lease_ms = Arc::new(AtomicU64::new(cfg.lease_ms));
+        let split_keys = Arc::new(AtomicU64::new(cfg.region_split_keys));
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
             engine: engine.clone(),
@@ -233,9 +280,11 @@ impl Store {
                 store_id: opts.store_id,
                 router: router.clone(),
                 lease_ms: lease_ms.clone(),
+                split_keys: split_keys.clone(),
                 logger: logger.clone(),
             },
             arbiter: arbiter.handle(),
+            early: std::sync::Mutex::default(),
         });
         let mut recovered = 0;
         for state in engine.region_states()? {
@@ -318,7 +367,21 @@ impl Store {
             logger,
             cfg,
             lease_ms,
+            split_keys,
         })
+    }
+
+    /// Changes the key count above which this store's regions split (at least 2); the
+    /// leaders check their regions against it at their next split check.
+    pub fn set_split_keys(&self, keys: u64) -> Result<(), String> {
+        if keys < 2 {
+            return Err(format!(
+                "a split threshold of {keys} keys (must be at least 2)"
+            ));
+        }
+        self.split_keys
+            .store(keys, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Changes the leader lease of every replica on this store (0: off) if it is safe with

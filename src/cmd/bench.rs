@@ -43,6 +43,11 @@ struct SplitArgs {
     /// Manual splits during the middle phase (the region count goes 1 -> splits + 1).
     #[arg(long, default_value_t = 7)]
     splits: usize,
+    /// Automatic splits instead of manual ones: when the middle phase starts, every
+    /// store's split threshold drops to this many keys (of the 10k loaded), so the
+    /// region splits by itself under the load (split checks run every second).
+    #[arg(long)]
+    auto: Option<u64>,
     /// Workload: put, get or mixed.
     #[arg(long, default_value = "mixed")]
     workload: String,
@@ -588,61 +593,77 @@ fn split_bench(a: SplitArgs) -> Result<ExitCode> {
     let workload = Workload::parse(&a.workload)
         .with_context(|| format!("unknown workload {:?} (put, get, mixed)", a.workload))?;
     anyhow::ensure!(a.clients >= 1, "--clients must be at least 1");
+    anyhow::ensure!(
+        a.auto.is_none_or(|k| k >= 2),
+        "--auto needs a threshold of at least 2 keys"
+    );
     let keys = 10_000;
     let dir = tempfile::Builder::new()
         .prefix("regatta-bench-split-")
         .tempdir()
         .context("creating a temporary data directory")?;
-    let cfg = PlaygroundConfig::local(3, 1, dir.path().to_path_buf());
+    let mut cfg = PlaygroundConfig::local(3, 1, dir.path().to_path_buf());
+    if a.auto.is_some() {
+        cfg.store_config.split_check_interval_ms = 1_000;
+    }
     let logger = logging::logger();
     actix::System::new().block_on(async move {
         eprintln!("starting a 3-store playground with one region");
         let pg = Playground::start(cfg, logger).await?;
         let pd = pg.pd_addr();
         let rt = regatta::bench::clients_runtime()?;
-        let results = rt
+        let client = rt
             .spawn(async move {
                 let client = Client::connect(&[pd.as_str()]).await?;
                 eprintln!("preloading {keys} keys");
                 bench::preload(&client, keys, 128, 64).await?;
-                let b = KvBench {
-                    workload,
-                    clients: a.clients,
-                    duration: Duration::from_secs(a.seconds.max(1)),
-                    keys,
-                    value_size: 128,
-                    reads: ReadStrategy::ReadIndex,
-                };
-                let mut out = Vec::new();
-                for phase in ["before", "during", "after"] {
-                    eprint!("{phase}: ");
-                    let splitter = (phase == "during").then(|| {
-                        let (c, n, secs) = (client.clone(), a.splits, a.seconds.max(1));
-                        tokio::spawn(async move {
-                            let gap = Duration::from_millis(secs * 1000 / (n as u64 + 1));
-                            let mut done = 0;
-                            for i in 1..=n {
-                                tokio::time::sleep(gap).await;
-                                let key = bench_key(i * keys / (n + 1), keys);
-                                if c.split(&key).await.is_ok() {
-                                    done += 1;
-                                }
-                            }
-                            done
-                        })
-                    });
-                    let r = bench::run(std::slice::from_ref(&client), &b, |ops| eprint!("{ops} ")).await;
-                    eprintln!();
-                    let splits = match splitter {
-                        Some(t) => t.await.unwrap_or(0),
-                        None => 0,
-                    };
-                    let regions = client.pd().scan_regions(b"", b"", 0).await?.len();
-                    out.push((phase, r, splits, regions));
-                }
-                anyhow::Ok(out)
+                anyhow::Ok(client)
             })
             .await??;
+        let b = KvBench {
+            workload,
+            clients: a.clients,
+            duration: Duration::from_secs(a.seconds.max(1)),
+            keys,
+            value_size: 128,
+            reads: ReadStrategy::ReadIndex,
+        };
+        let mut results = Vec::new();
+        for phase in ["before", "during", "after"] {
+            eprint!("{phase}: ");
+            let during = phase == "during";
+            if let (true, Some(threshold)) = (during, a.auto) {
+                for s in pg.stores() {
+                    s.set_split_keys(threshold).map_err(anyhow::Error::msg)?;
+                }
+            }
+            let (c, b) = (client.clone(), b.clone());
+            let (manual, splits) = (a.auto.is_none(), a.splits);
+            let (phase_result, regions) = rt
+                .spawn(async move {
+                    let regions_before = c.pd().scan_regions(b"", b"", 0).await?.len();
+                    let splitter = (during && manual).then(|| {
+                        let (c, secs) = (c.clone(), b.duration.as_secs());
+                        tokio::spawn(async move {
+                            let gap = Duration::from_millis(secs * 1000 / (splits as u64 + 1));
+                            for i in 1..=splits {
+                                tokio::time::sleep(gap).await;
+                                let _ = c.split(&bench_key(i * keys / (splits + 1), keys)).await;
+                            }
+                        })
+                    });
+                    let r = bench::run(std::slice::from_ref(&c), &b, |ops| eprint!("{ops} ")).await;
+                    eprintln!();
+                    if let Some(t) = splitter {
+                        let _ = t.await;
+                    }
+                    let regions = c.pd().scan_regions(b"", b"", 0).await?.len();
+                    anyhow::Ok((r, (regions_before, regions)))
+                })
+                .await??;
+            let (before, after) = regions;
+            results.push((phase, phase_result, after.saturating_sub(before), after));
+        }
         if !a.json {
             println!(
                 "{:<7} {:>7} {:>10} {:>8} {:>8} {:>7} {:>7} {:>8}",
