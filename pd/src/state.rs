@@ -64,6 +64,11 @@ pub fn static_split_keys(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Leader transfers PD orders per second at most, cluster-wide (PD's leader-schedule
+/// limit): each wakes a region's replicas, and thousands at once after a start could
+/// swamp the stores that carry them.
+pub const MAX_TRANSFERS_PER_SEC: usize = 64;
+
 /// PD's state: stores, the region map, the id allocator, the bootstrap record.
 pub struct PdState {
     cfg: PdConfig,
@@ -88,6 +93,8 @@ pub struct PdState {
     store_seen: HashMap<u64, Instant>,
     /// region id -> when PD last ordered a leader transfer for it (soft state).
     transfers: HashMap<u64, Instant>,
+    /// When the transfer orders of the last second were given (soft state).
+    recent_transfers: std::collections::VecDeque<Instant>,
     /// region id -> (approximate size, keys) from its leader's last heartbeat (soft state).
     region_stats: HashMap<u64, (u64, u64)>,
     /// The region map changed since it was last written.
@@ -150,6 +157,7 @@ impl PdState {
             tso: Tso::resume(persisted.get_tso_high_water_ms()),
             store_seen: HashMap::new(),
             transfers: HashMap::new(),
+            recent_transfers: std::collections::VecDeque::new(),
             region_stats: HashMap::new(),
             map_dirty: false,
             leader_counts: None,
@@ -453,7 +461,8 @@ impl PdState {
 
     /// Balance-leader: when the reporting leader's store leads more than one region more
     /// than the live store that leads the fewest, and that store holds a peer of this
-    /// region, ask for a transfer there (at most one order per region every 5 s).
+    /// region, ask for a transfer there (at most one order per region every 5 s, and at
+    /// most [`MAX_TRANSFERS_PER_SEC`] in the whole cluster).
     fn balance_leader(&mut self, region: &Region, leader: &Peer) -> Option<Peer> {
         let now = Instant::now();
         if self
@@ -461,6 +470,16 @@ impl PdState {
             .get(&region.get_id())
             .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(5))
         {
+            return None;
+        }
+        while self
+            .recent_transfers
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.recent_transfers.pop_front();
+        }
+        if self.recent_transfers.len() >= MAX_TRANSFERS_PER_SEC {
             return None;
         }
         let fresh = self
@@ -496,6 +515,7 @@ impl PdState {
             return None;
         }
         self.transfers.insert(region.get_id(), now);
+        self.recent_transfers.push_back(now);
         // Count the move now, so one round of heartbeats does not over-correct.
         if let Some((_, c)) = self.leader_counts.as_mut() {
             *c.entry(leader.get_store_id()).or_default() -= 1;

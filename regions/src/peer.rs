@@ -234,6 +234,9 @@ pub struct Peer {
     checked_split_keys: u64,
 }
 
+/// How many times less often a hibernating leader reports to PD.
+const HIBERNATED_REPORT_FACTOR: u32 = 6;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1014,7 +1017,12 @@ impl Peer {
             self.last_compact_check = now;
             self.maybe_compact();
         }
-        let report_every = Duration::from_millis(cfg.region_heartbeat_interval_ms);
+        // A hibernating region has nothing new to tell PD (a leader change or split wakes
+        // it and reports at once): it reports 6x less often, so idle regions cost PD little.
+        let mut report_every = Duration::from_millis(cfg.region_heartbeat_interval_ms);
+        if self.hibernating {
+            report_every *= HIBERNATED_REPORT_FACTOR;
+        }
         if self.is_leader() && now.duration_since(self.last_pd_report) >= report_every {
             self.report_to_pd();
         }

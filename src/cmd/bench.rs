@@ -506,23 +506,25 @@ fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
             a.settle
         );
         tokio::time::sleep(Duration::from_secs(a.settle)).await;
+        // Then until the cluster is quiet: every replica hibernating (PD's leader balancing
+        // wakes regions while it moves leaders), for at most another minute.
+        let quiet_deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (asleep, all) = hibernating(&pg).await;
+            if asleep == all || std::time::Instant::now() >= quiet_deadline {
+                eprintln!("{asleep} of {all} replicas hibernate; measuring");
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
         let msgs = |pg: &Playground| sum(&pg.stores().map(|s| s.metrics()).collect::<Vec<_>>()).raft_messages_sent;
         let (cpu0, m0, w0) = (cpu_seconds(), msgs(&pg), std::time::Instant::now());
         tokio::time::sleep(Duration::from_secs(a.seconds.max(1))).await;
         let idle_secs = w0.elapsed().as_secs_f64();
         let cpu = (cpu_seconds() - cpu0) / idle_secs;
         let idle_msgs = (msgs(&pg) - m0) as f64 / idle_secs / 3.0;
-        let mut asleep = 0usize;
-        let mut replicas = 0usize;
-        let mut awake_leaders = 0usize;
-        for s in pg.stores() {
-            for st in s.region_statuses().await {
-                replicas += 1;
-                asleep += usize::from(st.hibernating);
-                awake_leaders += usize::from(!st.hibernating && st.leader_id == st.peer_id);
-            }
-        }
-        eprintln!("{asleep} of {replicas} replicas hibernate; {awake_leaders} leaders are awake");
+        let (asleep, replicas) = hibernating(&pg).await;
+        eprintln!("after measuring, {asleep} of {replicas} replicas hibernate");
         let rss = rss_mib() / 3.0;
         // Under load: every region gets keys (at least 4 each), so every region wakes.
         let (mut load_ops, mut load_cpu, mut load_msgs, mut load_errors) = (0.0, 0.0, 0.0, 0);
@@ -587,6 +589,18 @@ fn regions_bench(a: RegionsArgs) -> Result<ExitCode> {
         pg.stop().await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// How many of the playground's replicas hibernate, of how many.
+async fn hibernating(pg: &Playground) -> (usize, usize) {
+    let (mut asleep, mut all) = (0, 0);
+    for s in pg.stores() {
+        for st in s.region_statuses().await {
+            all += 1;
+            asleep += usize::from(st.hibernating);
+        }
+    }
+    (asleep, all)
 }
 
 fn split_bench(a: SplitArgs) -> Result<ExitCode> {
