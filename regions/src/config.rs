@@ -62,7 +62,7 @@ pub struct StoreConfig {
     /// Default 8 MiB (0: check every interval).
     pub split_check_diff_bytes: u64,
     /// A leader idle this long, with every follower caught up, hibernates its region: the
-    /// replicas tick every `hibernated_tick_interval_ms` instead (0: never). Default 2 s.
+    /// replicas tick every `hibernated_tick_interval_ms` instead (0: never). Default 500 ms.
     pub hibernate_after_ms: u64,
     /// The raft clock period of a hibernating region. Default 5 s (heartbeats every 10 s,
     /// elections after 50-100 s of silence).
@@ -97,7 +97,7 @@ impl Default for StoreConfig {
             region_split_keys: 960_000,
             split_check_interval_ms: 10_000,
             split_check_diff_bytes: 8 << 20,
-            hibernate_after_ms: 2_000,
+            hibernate_after_ms: 500,
             hibernated_tick_interval_ms: 5_000,
         }
     }
