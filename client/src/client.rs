@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Most keys the client puts in one request (the store refuses bigger batches).
 const MAX_BATCH_KEYS: usize = 10_000;
+/// Most key and value bytes the client puts in one request (well under a frame's limit).
+const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// How a read is served. See `docs/ARCHITECTURE.md` ("Reads") and `docs/CLOCKS.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -262,13 +264,20 @@ impl Client {
         consistency: ReadConsistency,
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let parts = self
-            .run_batch("batch_get", keys, consistency, false, |idx| {
-                let mut b = BatchGetRequest::new();
-                b.set_keys(idx.iter().map(|&i| keys[i].clone()).collect());
-                let mut req = Request::new();
-                req.set_batch_get(b);
-                req
-            })
+            .run_batch(
+                "batch_get",
+                keys,
+                |i| keys[i].len(),
+                consistency,
+                false,
+                |idx| {
+                    let mut b = BatchGetRequest::new();
+                    b.set_keys(idx.iter().map(|&i| keys[i].clone()).collect());
+                    let mut req = Request::new();
+                    req.set_batch_get(b);
+                    req
+                },
+            )
             .await?;
         let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         for mut resp in parts {
@@ -289,18 +298,27 @@ impl Client {
     /// fails, some regions' parts may have been applied. A key given twice gets its last
     /// value.
     pub async fn batch_put(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
-        let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
+        // One pair per key (the last), so no two parts ever write the same key.
+        let mut last: HashMap<&[u8], usize> = HashMap::new();
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            last.insert(k.as_slice(), i);
+        }
+        let mut chosen: Vec<usize> = last.into_values().collect();
+        chosen.sort_unstable();
+        let keys: Vec<Vec<u8>> = chosen.iter().map(|&i| pairs[i].0.clone()).collect();
+        let pair = |i: usize| &pairs[chosen[i]];
         self.run_batch(
             "batch_put",
             &keys,
+            |i| pair(i).0.len() + pair(i).1.len(),
             ReadConsistency::Linearizable,
             true,
             |idx| {
                 let mut b = BatchPutRequest::new();
                 for &i in idx {
                     let mut p = kvrpcpb::KvPair::new();
-                    p.set_key(pairs[i].0.clone());
-                    p.set_value(pairs[i].1.clone());
+                    p.set_key(pair(i).0.clone());
+                    p.set_value(pair(i).1.clone());
                     b.mut_pairs().push(p);
                 }
                 let mut req = Request::new();
@@ -313,37 +331,44 @@ impl Client {
     }
 
     /// Deletes every key of `keys`: one command per region (atomic within that region),
-    /// the regions in parallel; returns how many had a value. Not atomic across regions.
-    pub async fn batch_delete(&self, keys: &[Vec<u8>]) -> Result<u64> {
-        let parts = self
-            .run_batch(
-                "batch_delete",
-                keys,
-                ReadConsistency::Linearizable,
-                true,
-                |idx| {
-                    let mut b = BatchDeleteRequest::new();
-                    b.set_keys(idx.iter().map(|&i| keys[i].clone()).collect());
-                    let mut req = Request::new();
-                    req.set_batch_delete(b);
-                    req
-                },
-            )
-            .await?;
-        Ok(parts
-            .iter()
-            .map(|r| u64::from(r.get_response().get_batch_delete().get_deleted()))
-            .sum())
+    /// the regions in parallel. Not atomic across regions.
+    pub async fn batch_delete(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let mut unique: Vec<Vec<u8>> = keys.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        self.run_batch(
+            "batch_delete",
+            &unique,
+            |i| unique[i].len(),
+            ReadConsistency::Linearizable,
+            true,
+            |idx| {
+                let mut b = BatchDeleteRequest::new();
+                b.set_keys(idx.iter().map(|&i| unique[i].clone()).collect());
+                let mut req = Request::new();
+                req.set_batch_delete(b);
+                req
+            },
+        )
+        .await?;
+        Ok(())
     }
 
-    /// Runs a batch over `keys`: cuts it by region (as the cache knows them), runs the
-    /// parts in parallel, and cuts again whatever a split made span two regions, until
-    /// every part is answered or the deadline passes. `build` makes the request for the
-    /// keys at the given indices.
+    /// Runs a batch over `keys` (`weight(i)`: the bytes key `i` adds to a request): cuts
+    /// it by region as the cache knows them (at most [`MAX_BATCH_KEYS`] keys and
+    /// [`MAX_BATCH_BYTES`] per part), runs the parts in parallel, and cuts again whatever a
+    /// split made span two regions, until every part is answered or the deadline passes.
+    /// `build` makes the request for the keys at the given indices.
+    ///
+    /// A write part keeps its session when it is cut again: the part may have been applied
+    /// before the split (its answer lost), and the regions a split makes both keep the
+    /// parent's sessions, so each piece is then recognised as applied instead of applied
+    /// twice. New parts get sessions of their own; all go back to the pool at the end.
     async fn run_batch(
         &self,
         op: &'static str,
         keys: &[Vec<u8>],
+        weight: impl Fn(usize) -> usize,
         consistency: ReadConsistency,
         write: bool,
         build: impl Fn(&[usize]) -> Request,
@@ -353,64 +378,101 @@ impl Client {
                 "{op}: an empty key ({k:?}) cannot be stored"
             )));
         }
+        if let Some(i) = (0..keys.len()).find(|&i| weight(i) > MAX_BATCH_BYTES) {
+            return Err(Error::InvalidArgument(format!(
+                "{op}: key {:?} with its value takes {} bytes, over a batch's {MAX_BATCH_BYTES}",
+                keys[i],
+                weight(i)
+            )));
+        }
         let started = Instant::now();
         let deadline = started + self.inner.cfg.op_timeout;
+        let mut sessions: Vec<Arc<crate::session::Session>> = Vec::new();
+        // Per key: the session of the write part it was last sent in.
+        let mut origin: Vec<Option<usize>> = vec![None; keys.len()];
         let mut remaining: Vec<usize> = (0..keys.len()).collect();
         let mut done = Vec::new();
-        while !remaining.is_empty() {
-            let mut groups: Vec<(Region, Vec<usize>)> = Vec::new();
+        let result = 'batch: loop {
+            if remaining.is_empty() {
+                break Ok(done);
+            }
+            // (region, session the keys already carry, bytes, key indices)
+            let mut groups: Vec<(Region, Option<usize>, usize, Vec<usize>)> = Vec::new();
             for &i in &remaining {
-                match groups
-                    .iter_mut()
-                    .find(|(r, g)| g.len() < MAX_BATCH_KEYS && region_holds(r, &keys[i]))
-                {
-                    Some((_, g)) => g.push(i),
-                    None => {
-                        let region = loop {
-                            match self.locate(&keys[i]).await {
-                                Ok(c) => break c.region,
-                                // PD unreachable for now: the deadline bounds the wait.
-                                Err(Error::Pd(_)) if Instant::now() < deadline => {
-                                    tokio::time::sleep(self.inner.cfg.backoff_base).await
-                                }
-                                Err(e) => return Err(e),
-                            }
-                        };
-                        groups.push((region, vec![i]));
-                    }
+                let w = weight(i);
+                let fits = |(r, o, bytes, g): &&mut (Region, Option<usize>, usize, Vec<usize>)| {
+                    *o == origin[i]
+                        && g.len() < MAX_BATCH_KEYS
+                        && *bytes + w <= MAX_BATCH_BYTES
+                        && region_holds(r, &keys[i])
+                };
+                if let Some((_, _, bytes, g)) = groups.iter_mut().find(fits) {
+                    *bytes += w;
+                    g.push(i);
+                    continue;
                 }
+                let region = loop {
+                    match self.locate(&keys[i]).await {
+                        Ok(c) => break c.region,
+                        // PD unreachable for now: the deadline bounds the wait.
+                        Err(Error::Pd(_)) if Instant::now() < deadline => {
+                            tokio::time::sleep(self.inner.cfg.backoff_base).await
+                        }
+                        Err(e) => break 'batch Err(e),
+                    }
+                };
+                groups.push((region, origin[i], w, vec![i]));
             }
             let mut tasks = Vec::with_capacity(groups.len());
-            for (_, idx) in &groups {
+            for (_, o, _, idx) in &mut groups {
+                if write && o.is_none() {
+                    sessions.push(Arc::new(self.inner.sessions.take()));
+                    *o = Some(sessions.len() - 1);
+                }
+                for &i in idx.iter() {
+                    origin[i] = *o;
+                }
+                let session = o.map(|s| sessions[s].clone());
                 let c = self.clone();
                 let first = keys[idx[0]].clone();
                 let others: Vec<Vec<u8>> = idx[1..].iter().map(|&i| keys[i].clone()).collect();
                 let req = build(idx);
                 tasks.push(tokio::spawn(async move {
-                    c.execute_keys(op, &first, &others, req, consistency, write, deadline)
+                    let session = session.as_deref();
+                    c.execute_keys(op, &first, &others, req, consistency, session, deadline)
                         .await
                 }));
             }
             let mut again = Vec::new();
-            for ((_, idx), t) in groups.into_iter().zip(tasks) {
-                let answer = t
-                    .await
-                    .map_err(|e| Error::Server(format!("{op} task failed: {e}")))??;
-                match answer {
-                    Some(resp) => done.push(resp),
-                    None => again.extend(idx),
+            let mut failed = None;
+            for ((_, _, _, idx), t) in groups.into_iter().zip(tasks) {
+                match t.await {
+                    Ok(Ok(Some(resp))) => done.push(resp),
+                    Ok(Ok(None)) => again.extend(idx),
+                    Ok(Err(e)) => failed = failed.or(Some(e)),
+                    Err(e) => {
+                        failed = failed.or(Some(Error::Server(format!("{op} task failed: {e}"))))
+                    }
                 }
             }
+            if let Some(e) = failed {
+                break Err(e);
+            }
             if !again.is_empty() && Instant::now() >= deadline {
-                return Err(Error::Timeout {
+                break Err(Error::Timeout {
                     operation: op,
                     elapsed_ms: started.elapsed().as_millis() as u64,
                     last_error: "the keys kept moving between regions".into(),
                 });
             }
             remaining = again;
+        };
+        for s in sessions {
+            if let Ok(s) = Arc::try_unwrap(s) {
+                self.inner.sessions.put_back(s);
+            }
         }
-        Ok(done)
+        result
     }
 
     /// Splits the region holding `key` at `key` (which must not already start a region);
@@ -591,13 +653,19 @@ impl Client {
         write: bool,
     ) -> Result<KvResponse> {
         let deadline = Instant::now() + self.inner.cfg.op_timeout;
-        self.execute_keys(op, key, &[], req, consistency, write, deadline)
-            .await?
-            .ok_or_else(|| Error::Server("a one-key request cannot span regions".into()))
+        let session = write.then(|| self.inner.sessions.take());
+        let result = self
+            .execute_keys(op, key, &[], req, consistency, session.as_ref(), deadline)
+            .await;
+        if let Some(s) = session {
+            self.inner.sessions.put_back(s);
+        }
+        result?.ok_or_else(|| Error::Server("a one-key request cannot span regions".into()))
     }
 
     /// Runs one request on the region holding `key` and every key of `others`, retrying
-    /// until `deadline`; `None` when they are no longer in one region.
+    /// until `deadline`, with `session` for a write (kept across all retries); `None`
+    /// when the keys are no longer in one region.
     #[allow(clippy::too_many_arguments)]
     async fn execute_keys(
         &self,
@@ -606,16 +674,15 @@ impl Client {
         others: &[Vec<u8>],
         req: Request,
         consistency: ReadConsistency,
-        write: bool,
+        session: Option<&crate::session::Session>,
         deadline: Instant,
     ) -> Result<Option<KvResponse>> {
-        let session = write.then(|| self.inner.sessions.take());
         let started = Instant::now();
         let mut backoff = self.inner.cfg.backoff_base;
         let mut attempt = 0usize;
         let result = loop {
             let outcome = self
-                .attempt(key, others, &req, consistency, session.as_ref(), attempt)
+                .attempt(key, others, &req, consistency, session, attempt)
                 .await;
             attempt += 1;
             let (error, sleep) = match outcome {
@@ -639,9 +706,6 @@ impl Client {
                 backoff = (backoff * 2).min(self.inner.cfg.backoff_max);
             }
         };
-        if let Some(s) = session {
-            self.inner.sessions.put_back(s);
-        }
         result
     }
 

@@ -223,9 +223,10 @@ impl PeerStorage {
     /// The storage of a replica that knows nothing of its region yet but its id: no range,
     /// no peers, no log, no state on disk (TiKV's uninitialized peer). A store makes one
     /// when another store's leader of a region it does not host reaches it (it missed the
-    /// split that created the region); a snapshot from that leader initializes it. Nothing
-    /// is written until then, so a restart forgets it and the leader's next message makes
-    /// it again.
+    /// split that created the region); a snapshot from that leader initializes it. Until
+    /// then no region state is written (raft-rs's term changes are, as its raft state), so
+    /// a restart forgets it and the leader's next message makes it again. The store makes
+    /// one only when no state of the region is on disk (a split applied here wrote one).
     pub fn uninitialized(engine: Engine, region_id: u64, cache_limit: usize) -> Self {
         let mut region = Region::new();
         region.set_id(region_id);

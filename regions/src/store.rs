@@ -74,12 +74,12 @@ struct Shared {
     router: Router,
     ctx: PeerContext,
     arbiter: ArbiterHandle,
-    /// Raft messages for regions not started here yet, kept a short while for the split
+    /// Vote requests for regions not started here yet, kept a short while for the split
     /// that is about to start them (see [`Shared::on_unknown_region_message`]).
     early: std::sync::Mutex<HashMap<u64, (Instant, Vec<RaftMessage>)>>,
 }
 
-/// Messages kept per region not started yet, and for how long.
+/// Vote requests kept per region not started yet, and for how long.
 const EARLY_MSGS_PER_REGION: usize = 16;
 const EARLY_MSGS_TTL: Duration = Duration::from_secs(10);
 
@@ -121,12 +121,16 @@ impl Shared {
             .lock()
             .expect("early-message lock is never poisoned")
             .remove(&region_id);
-        for m in early.map(|(_, msgs)| msgs).unwrap_or_default() {
-            addr.do_send(RaftMessageIn(m));
+        if let Some((since, msgs)) = early {
+            if since.elapsed() < EARLY_MSGS_TTL {
+                for m in msgs {
+                    addr.do_send(RaftMessageIn(m));
+                }
+            }
         }
     }
 
-    /// Keeps `msg` for a region not started here yet. The usual case: a split's new
+    /// Keeps a vote request for a region not started here yet. The usual case: a split's new
     /// region campaigns on the old leader's store before this store has applied the
     /// split; its vote requests wait here instead of being lost, so the region gets its
     /// leader at once rather than after another election timeout.
@@ -170,11 +174,25 @@ impl Shared {
         {
             return Ok(());
         }
-        let is_heartbeat = Message::parse_from_bytes(msg.get_message())
-            .is_ok_and(|m| m.get_msg_type() == MessageType::MsgHeartbeat);
+        let Ok(m) = Message::parse_from_bytes(msg.get_message()) else {
+            return Ok(());
+        };
+        let kind = m.get_msg_type();
         // A split-made region never starts at the beginning of the key space.
-        if !is_heartbeat || msg.get_start_key().is_empty() {
-            self.keep_early(msg);
+        if kind != MessageType::MsgHeartbeat || msg.get_start_key().is_empty() {
+            if matches!(
+                kind,
+                MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+            ) {
+                self.keep_early(msg);
+            }
+            return Ok(());
+        }
+        // A split applied here already wrote the region's state: start it from that.
+        if self.create_peer(region_id)? {
+            if let Some(addr) = self.router.get(region_id) {
+                addr.do_send(RaftMessageIn(msg));
+            }
             return Ok(());
         }
         let mut range = metapb::Region::new();
@@ -182,7 +200,6 @@ impl Shared {
         range.set_end_key(msg.get_end_key().to_vec());
         if self.router.overlapping(&range, region_id).is_some() {
             // The parent here has not applied the split yet: it will start the replica.
-            self.keep_early(msg);
             return Ok(());
         }
         let storage = PeerStorage::uninitialized(
@@ -322,7 +339,10 @@ impl Store {
         tasks.push(tokio::spawn(async move {
             // One task for both ways a replica starts, so they never race.
             loop {
+                // Splits first: a region whose parent already applied the split must be
+                // started from the split's state, never as an uninitialized replica.
                 let n = tokio::select! {
+                    biased;
                     n = new_regions_rx.recv() => n,
                     m = unknown_rx.recv() => {
                         if let Some(m) = m {
