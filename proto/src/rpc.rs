@@ -76,7 +76,8 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(
 const WRITE_BATCH_BYTES: usize = 1 << 20;
 
 /// Spawns the task that writes encoded frames from `rx` to `wr`, joining whatever is queued
-/// (up to 1 MiB) into one `write`. It ends when every sender is gone or a write fails.
+/// (up to 1 MiB) into one `write`; it yields once before gathering, so frames that other
+/// ready tasks are about to queue go in the same `write`. It ends when every sender is gone or a write fails.
 pub fn spawn_frame_writer<W>(
     mut wr: W,
     mut rx: mpsc::Receiver<Vec<u8>>,
@@ -89,6 +90,10 @@ where
         while let Some(first) = rx.recv().await {
             buf.clear();
             buf.extend_from_slice(&first);
+            // Let the tasks that are ready to send queue their frames first: one `write`
+            // for a whole turn's frames instead of one per frame (a closed loop of many
+            // callers otherwise writes each request alone, and the syscalls dominate).
+            tokio::task::yield_now().await;
             while buf.len() < WRITE_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(more) => buf.extend_from_slice(&more),

@@ -1,8 +1,10 @@
 //! [`Store`]: one node. Opens the RocksDB, starts the LogWriter, recovers every region
 //! replica from disk, registers with PD, creates the regions PD bootstrapped, serves TCP.
 //!
-//! Peers run as actors on the store's own arbiter (thread); the network and PD tasks run
-//! on the caller's actix system.
+//! Peers run as actors on the store's own arbiter (thread), and so do the store's network
+//! tasks (its server's connections and its raft senders): a message from the network
+//! reaches its region's actor, and an actor's message reaches its sender task, without a
+//! hop to another thread. PD and bookkeeping tasks run on the caller's actix system.
 
 use crate::config::StoreConfig;
 use crate::error::Error;
@@ -270,14 +272,22 @@ impl Store {
             metrics.clone(),
             logger.clone(),
         );
+        let arbiter = Arbiter::new();
+        let arbiter_rt = {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            arbiter.spawn(async move {
+                let _ = tx.send(tokio::runtime::Handle::current());
+            });
+            rx.await
+                .map_err(|_| Error::Engine("the store's arbiter did not start".into()))?
+        };
         let transport: Arc<dyn Transport> = wrap(TcpTransport::new(
             pd.clone(),
-            tokio::runtime::Handle::current(),
+            arbiter_rt.clone(),
             logger.clone(),
         ));
         let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<RegionHeartbeatRequest>();
         let (new_regions_tx, mut new_regions_rx) = mpsc::unbounded_channel::<NewRegion>();
-        let arbiter = Arbiter::new();
         let router = Router::default();
         let cfg = Arc::new(opts.config.clone());
         let lease_ms = Arc::new(AtomicU64::new(cfg.lease_ms));
@@ -314,14 +324,20 @@ impl Store {
         let mut tasks = Vec::new();
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let (unknown_tx, mut unknown_rx) = mpsc::unbounded_channel::<RaftMessage>();
-        tasks.push(tokio::spawn(server::serve(
-            listener,
-            router.clone(),
-            unknown_tx,
-            cfg.max_frame_size,
-            shutdown_rx,
-            logger.clone(),
-        )));
+        // The listener moves to the arbiter's runtime, whose thread then reads and writes
+        // every connection it accepts.
+        let listener = listener
+            .into_std()
+            .map_err(|e| Error::Engine(format!("listener: {e}")))?;
+        let (router1, max_frame, log1) = (router.clone(), cfg.max_frame_size, logger.clone());
+        tasks.push(arbiter_rt.spawn(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    server::serve(listener, router1, unknown_tx, max_frame, shutdown_rx, log1).await
+                }
+                Err(e) => warn!(log1, "cannot serve: listener lost"; "error" => %e),
+            }
+        }));
         let (pd2, router2) = (pd.clone(), router.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(hb) = reports_rx.recv().await {
