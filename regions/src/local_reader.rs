@@ -49,7 +49,8 @@ pub struct ReadDelegate {
     metrics: Arc<StoreMetrics>,
     engine: Engine,
     cfg: Arc<StoreConfig>,
-    state: RwLock<ReadState>,
+    /// Swapped whole on publish; a reader takes a reference, never a copy.
+    state: RwLock<Arc<ReadState>>,
     /// The applied index, updated right after each apply and before its answers go out,
     /// so a read that starts after an answer sees at least that answer's index.
     applied: AtomicU64,
@@ -68,10 +69,10 @@ impl ReadDelegate {
             metrics,
             engine,
             cfg,
-            state: RwLock::new(ReadState {
+            state: RwLock::new(Arc::new(ReadState {
                 region,
                 ..ReadState::default()
-            }),
+            })),
             applied: AtomicU64::new(0),
         }
     }
@@ -97,7 +98,7 @@ impl ReadDelegate {
             .clone()
     }
 
-    pub(crate) fn publish(&self, state: ReadState) {
+    pub(crate) fn publish(&self, state: Arc<ReadState>) {
         *self
             .state
             .write()

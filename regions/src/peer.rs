@@ -205,7 +205,7 @@ pub struct Peer {
     ryw_waiting: Vec<(ReadReq, u64)>,
     /// What local reads see (see `local_reader`), and what was last published there.
     delegate: Arc<ReadDelegate>,
-    published: ReadState,
+    published: Arc<ReadState>,
     /// Non-transfer votes are ignored until then (a restarted replica that saw a leader).
     vote_guard_until: Option<Instant>,
     /// Split: ids asked of PD (no second split meanwhile) / proposed at this index.
@@ -323,7 +323,7 @@ impl Peer {
             safe_time: None,
             ryw_waiting: Vec::new(),
             delegate,
-            published: ReadState::default(),
+            published: Arc::default(),
             vote_guard_until,
             split_asked: false,
             split_pending: None,
@@ -563,14 +563,14 @@ impl Peer {
         if !changed {
             return;
         }
-        let state = ReadState {
+        let state = Arc::new(ReadState {
             region: self.region().clone(),
             lease_until,
             commit_index: raft.raft_log.committed,
             safe_time: self.safe_time,
             applied_index: applied,
             leader,
-        };
+        });
         self.delegate.publish(state.clone());
         self.published = state;
     }
