@@ -7,49 +7,74 @@ use regatta_proto::pdpb::{
     RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest, StoreHeartbeatResponse,
 };
 use regatta_regions::pd::BoxFuture;
+use std::future::Future;
+use std::sync::Arc;
 
 /// The TCP PD client, as the store sees it.
-pub struct TcpPd(pub regatta_client::PdClient);
+///
+/// Every call runs on the runtime that created it, whichever thread calls: the PD
+/// connection (whose reader and writer tasks start on the runtime of the first call)
+/// then never lives on a store's arbiter, where a busy turn would delay every PD answer.
+pub struct TcpPd {
+    client: Arc<regatta_client::PdClient>,
+    rt: tokio::runtime::Handle,
+}
 
 impl TcpPd {
-    /// A PD client for `addrs` with the client's default deadlines.
+    /// A PD client for `addrs` with the client's default deadlines. Must be called from
+    /// within a tokio runtime (its calls run there).
     pub fn new(addrs: Vec<String>) -> anyhow::Result<TcpPd> {
-        Ok(TcpPd(regatta_client::PdClient::new(
-            addrs,
-            regatta_client::Config::default(),
-        )?))
+        Ok(TcpPd {
+            client: Arc::new(regatta_client::PdClient::new(
+                addrs,
+                regatta_client::Config::default(),
+            )?),
+            rt: tokio::runtime::Handle::try_current()
+                .map_err(|e| anyhow::anyhow!("the PD client needs a tokio runtime: {e}"))?,
+        })
+    }
+
+    /// Runs `call(client)` on the client's runtime.
+    fn run<T, F, Fut>(&self, call: F) -> BoxFuture<'_, Result<T, String>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<regatta_client::PdClient>) -> Fut,
+        Fut: Future<Output = Result<T, regatta_client::Error>> + Send + 'static,
+    {
+        let task = self.rt.spawn(call(self.client.clone()));
+        Box::pin(async move {
+            match task.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("PD call did not finish: {e}")),
+            }
+        })
     }
 }
 
 impl regatta_regions::PdClient for TcpPd {
     fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.0.put_store(store).await.map_err(|e| e.to_string()) })
+        self.run(|c| async move { c.put_store(store).await })
     }
 
     fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>> {
-        Box::pin(async move { self.0.get_store(store_id).await.map_err(|e| e.to_string()) })
+        self.run(move |c| async move { c.get_store(store_id).await })
     }
 
     fn store_heartbeat(
         &self,
         req: StoreHeartbeatRequest,
     ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>> {
-        Box::pin(async move { self.0.store_heartbeat(req).await.map_err(|e| e.to_string()) })
+        self.run(|c| async move { c.store_heartbeat(req).await })
     }
 
     fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
-        Box::pin(async move { self.0.alloc_id(count).await.map_err(|e| e.to_string()) })
+        self.run(move |c| async move { c.alloc_id(count).await })
     }
 
     fn region_heartbeat(
         &self,
         req: RegionHeartbeatRequest,
     ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
-        Box::pin(async move {
-            self.0
-                .region_heartbeat(req)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        self.run(|c| async move { c.region_heartbeat(req).await })
     }
 }

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Goal: while 6 clients write and read, the single region is split three times; no
-/// operation fails, the history is linearizable, and every acknowledged write is readable
-/// afterwards from the region that now holds its key.
+/// operation fails, and the history, with a final read of every written key from the
+/// region that now holds it, is linearizable (so no acknowledged write was lost behind an
+/// older value).
 #[actix_rt::test]
 async fn splits_under_load_are_invisible_to_clients() {
     let cluster = Cluster::new(3, 1).await;

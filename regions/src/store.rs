@@ -272,14 +272,29 @@ impl Store {
             metrics.clone(),
             logger.clone(),
         );
+        // The listener moves to the arbiter's runtime, whose thread then reads and writes
+        // every connection it accepts.
+        let listener = listener
+            .into_std()
+            .map_err(|e| Error::Engine(format!("listener: {e}")))?;
         let arbiter = Arbiter::new();
-        let arbiter_rt = {
+        let (arbiter_rt, listener) = {
             let (tx, rx) = tokio::sync::oneshot::channel();
             arbiter.spawn(async move {
-                let _ = tx.send(tokio::runtime::Handle::current());
+                let listener = TcpListener::from_std(listener);
+                let _ = tx.send((tokio::runtime::Handle::current(), listener));
             });
-            rx.await
-                .map_err(|_| Error::Engine("the store's arbiter did not start".into()))?
+            match rx.await {
+                Ok((rt, Ok(listener))) => (rt, listener),
+                Ok((_, Err(e))) => {
+                    arbiter.stop();
+                    return Err(Error::Engine(format!("listener: {e}")));
+                }
+                Err(_) => {
+                    arbiter.stop();
+                    return Err(Error::Engine("the store's arbiter did not start".into()));
+                }
+            }
         };
         let transport: Arc<dyn Transport> = wrap(TcpTransport::new(
             pd.clone(),
@@ -313,31 +328,28 @@ impl Store {
             arbiter: arbiter.handle(),
             early: std::sync::Mutex::default(),
         });
-        let mut recovered = 0;
-        for state in engine.region_states()? {
-            if shared.create_peer(state.get_region().get_id())? {
-                recovered += 1;
+        let recovered = match recover(&shared) {
+            Ok(n) => n,
+            Err(e) => {
+                // Stop the replicas already started (and with them the LogWriter and the
+                // RocksDB they hold), so that a retry can open the data directory.
+                arbiter.stop();
+                return Err(e);
             }
-        }
+        };
         info!(logger, "store started"; "addr" => %addr, "recovered_regions" => recovered);
 
         let mut tasks = Vec::new();
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let (unknown_tx, mut unknown_rx) = mpsc::unbounded_channel::<RaftMessage>();
-        // The listener moves to the arbiter's runtime, whose thread then reads and writes
-        // every connection it accepts.
-        let listener = listener
-            .into_std()
-            .map_err(|e| Error::Engine(format!("listener: {e}")))?;
-        let (router1, max_frame, log1) = (router.clone(), cfg.max_frame_size, logger.clone());
-        tasks.push(arbiter_rt.spawn(async move {
-            match TcpListener::from_std(listener) {
-                Ok(listener) => {
-                    server::serve(listener, router1, unknown_tx, max_frame, shutdown_rx, log1).await
-                }
-                Err(e) => warn!(log1, "cannot serve: listener lost"; "error" => %e),
-            }
-        }));
+        tasks.push(arbiter_rt.spawn(server::serve(
+            listener,
+            router.clone(),
+            unknown_tx,
+            cfg.max_frame_size,
+            shutdown_rx,
+            logger.clone(),
+        )));
         let (pd2, router2) = (pd.clone(), router.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(hb) = reports_rx.recv().await {
@@ -503,6 +515,17 @@ impl Store {
         }
         info!(logger, "store stopped");
     }
+}
+
+/// Starts a replica for every region with a state on disk; returns how many.
+fn recover(shared: &Shared) -> Result<usize, Error> {
+    let mut recovered = 0;
+    for state in shared.engine.region_states()? {
+        if shared.create_peer(state.get_region().get_id())? {
+            recovered += 1;
+        }
+    }
+    Ok(recovered)
 }
 
 async fn heartbeat_loop(
