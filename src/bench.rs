@@ -325,3 +325,96 @@ pub fn clients_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()
         .context("starting the clients' runtime")
 }
+
+/// One line per client count that ran the strategies being compared: read throughput of
+/// lease vs log and vs ReadIndex, and of follower vs lease (e.g. `64 clients: lease 1.63x
+/// log, 1.45x read-index; follower 0.90x lease`). Empty when no pair ran.
+pub fn read_ratios(results: &[KvBenchResult]) -> Vec<String> {
+    let mut counts: Vec<usize> = results.iter().map(|r| r.clients).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut lines = Vec::new();
+    for clients in counts {
+        let reads = |name: &str| {
+            results
+                .iter()
+                .find(|r| r.clients == clients && r.reads == name && r.read_ops_per_sec > 0.0)
+                .map(|r| r.read_ops_per_sec)
+        };
+        let (log, ri, lease, follower) = (
+            reads("log"),
+            reads("read-index"),
+            reads("lease"),
+            reads("follower"),
+        );
+        let mut parts = Vec::new();
+        if let Some(lease) = lease {
+            let of: Vec<String> = [(log, "log"), (ri, "read-index")]
+                .into_iter()
+                .filter_map(|(base, name)| base.map(|b| format!("{:.2}x {name}", lease / b)))
+                .collect();
+            if !of.is_empty() {
+                parts.push(format!("lease {}", of.join(", ")));
+            }
+            if let Some(f) = follower {
+                parts.push(format!("follower {:.2}x lease", f / lease));
+            }
+        }
+        if !parts.is_empty() {
+            lines.push(format!("{clients} clients: {} (reads/s)", parts.join("; ")));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod ratio_tests {
+    use super::*;
+
+    fn result(reads: &'static str, clients: usize, read_ops_per_sec: f64) -> KvBenchResult {
+        KvBenchResult {
+            workload: "mixed",
+            reads,
+            clients,
+            ops: 1,
+            errors: 0,
+            seconds: 1.0,
+            ops_per_sec: read_ops_per_sec,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            p999_ms: 0.0,
+            read_ops_per_sec,
+            read_p50_ms: 0.0,
+            read_p99_ms: 0.0,
+            write_ops_per_sec: 0.0,
+            write_p50_ms: 0.0,
+            write_p99_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn ratios_compare_lease_with_log_and_read_index_and_follower_with_lease() {
+        let rs = [
+            result("log", 64, 20_000.0),
+            result("read-index", 64, 25_000.0),
+            result("lease", 64, 50_000.0),
+            result("follower", 64, 45_000.0),
+            result("log", 4, 1_000.0),
+            result("lease", 4, 3_000.0),
+        ];
+        assert_eq!(
+            read_ratios(&rs),
+            vec![
+                "4 clients: lease 3.00x log (reads/s)".to_string(),
+                "64 clients: lease 2.50x log, 2.00x read-index; follower 0.90x lease (reads/s)"
+                    .to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_line_without_lease_or_a_baseline() {
+        assert!(read_ratios(&[result("log", 64, 1.0), result("ryw", 64, 2.0)]).is_empty());
+        assert!(read_ratios(&[result("lease", 64, 1.0)]).is_empty());
+    }
+}

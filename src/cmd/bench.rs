@@ -336,10 +336,13 @@ fn execute(a: Setup, runs: Vec<KvBench>) -> Result<ExitCode> {
             eprintln!("preloading {} keys", a.keys);
             bench::preload(&client, a.keys, a.value_size, 64).await?;
             header(false, a.json, a.table);
+            let mut all = Vec::new();
             for b in &runs {
                 let r = run_one(&client, &pd, b).await?;
                 report(&r, None, a.json, a.table);
+                all.push(r);
             }
+            print_ratios(&all, a.json, a.table);
             Ok(ExitCode::SUCCESS)
         });
     }
@@ -372,6 +375,7 @@ fn execute(a: Setup, runs: Vec<KvBench>) -> Result<ExitCode> {
                 .await??;
         }
         header(true, a.json, a.table);
+        let mut all = Vec::new();
         for b in runs {
             let before = sum(&pg.stores().map(|s| s.metrics()).collect::<Vec<_>>());
             let (c, pd) = (client.clone(), pd.clone());
@@ -393,11 +397,22 @@ fn execute(a: Setup, runs: Vec<KvBench>) -> Result<ExitCode> {
                 a.json,
                 a.table,
             );
+            all.push(r);
         }
+        print_ratios(&all, a.json, a.table);
         clients_rt.shutdown_background();
         pg.stop().await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// After a `bench reads` table: how the strategies' read throughputs compare.
+fn print_ratios(results: &[KvBenchResult], json: bool, table: Table) {
+    if table == Table::Reads && !json {
+        for line in bench::read_ratios(results) {
+            println!("{line}");
+        }
+    }
 }
 
 /// CPU seconds (user + system) this process has used.
