@@ -113,7 +113,10 @@ struct Inner {
     cfg: Config,
     cache: Mutex<RegionCache>,
     store_addrs: Mutex<HashMap<u64, String>>,
-    conns: tokio::sync::Mutex<HashMap<String, Connection>>,
+    /// Open connections by address (a plain lock: it is never held across an await).
+    conns: Mutex<HashMap<String, Connection>>,
+    /// Held while connecting, so that concurrent callers make one connection, not many.
+    connecting: tokio::sync::Mutex<()>,
     sessions: SessionPool,
     /// Read-your-writes: the log index of this client's last acknowledged write per region.
     last_write: Mutex<HashMap<u64, u64>>,
@@ -149,7 +152,8 @@ impl Client {
                 cfg,
                 cache: Mutex::new(RegionCache::default()),
                 store_addrs: Mutex::new(HashMap::new()),
-                conns: tokio::sync::Mutex::new(HashMap::new()),
+                conns: Mutex::new(HashMap::new()),
+                connecting: tokio::sync::Mutex::new(()),
                 sessions: SessionPool::default(),
                 last_write: Mutex::new(HashMap::new()),
             }),
@@ -413,7 +417,7 @@ impl Client {
                 }
                 let region = loop {
                     match self.locate(&keys[i]).await {
-                        Ok(c) => break c.region,
+                        Ok(c) => break c.region.clone(),
                         // PD unreachable for now: the deadline bounds the wait.
                         Err(Error::Pd(_)) if Instant::now() < deadline => {
                             tokio::time::sleep(self.inner.cfg.backoff_base).await
@@ -597,7 +601,7 @@ impl Client {
     }
 
     /// The cached region holding `key`, asking PD on a miss.
-    async fn locate(&self, key: &[u8]) -> Result<CachedRegion> {
+    async fn locate(&self, key: &[u8]) -> Result<Arc<CachedRegion>> {
         if let Some(c) = self.inner.cache.lock().expect("cache lock").get(key) {
             return Ok(c);
         }
@@ -629,17 +633,33 @@ impl Client {
         Ok(addr)
     }
 
+    fn open_connection(&self, addr: &str) -> Option<Connection> {
+        self.inner
+            .conns
+            .lock()
+            .expect("connection map lock")
+            .get(addr)
+            .filter(|c| !c.is_broken())
+            .cloned()
+    }
+
     async fn connection(&self, addr: &str) -> Result<Connection> {
-        let mut conns = self.inner.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
-            if !c.is_broken() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.open_connection(addr) {
+            return Ok(c);
+        }
+        let _connecting = self.inner.connecting.lock().await;
+        // Another caller may have connected while this one waited.
+        if let Some(c) = self.open_connection(addr) {
+            return Ok(c);
         }
         let c = Connection::connect(addr, self.inner.cfg.connect_timeout)
             .await
             .map_err(|e| Error::Server(e.to_string()))?;
-        conns.insert(addr.to_string(), c.clone());
+        self.inner
+            .conns
+            .lock()
+            .expect("connection map lock")
+            .insert(addr.to_string(), c.clone());
         Ok(c)
     }
 

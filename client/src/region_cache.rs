@@ -4,6 +4,7 @@
 use regatta_proto::metapb::{Peer, Region};
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// A cached region and its believed leader.
 #[derive(Debug, Clone)]
@@ -12,10 +13,12 @@ pub(crate) struct CachedRegion {
     pub leader: Option<Peer>,
 }
 
-/// Regions by start key; never two overlapping entries.
+/// Regions by start key; never two overlapping entries. A lookup hands out a shared
+/// reference (every request looks one up; copying the region's keys and peers each time
+/// showed in profiles).
 #[derive(Default)]
 pub(crate) struct RegionCache {
-    by_start: BTreeMap<Vec<u8>, CachedRegion>,
+    by_start: BTreeMap<Vec<u8>, Arc<CachedRegion>>,
 }
 
 fn contains(region: &Region, key: &[u8]) -> bool {
@@ -24,7 +27,7 @@ fn contains(region: &Region, key: &[u8]) -> bool {
 
 impl RegionCache {
     /// The cached region holding `key`.
-    pub fn get(&self, key: &[u8]) -> Option<CachedRegion> {
+    pub fn get(&self, key: &[u8]) -> Option<Arc<CachedRegion>> {
         self.by_start
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
@@ -53,7 +56,8 @@ impl RegionCache {
         for k in overlapping {
             self.by_start.remove(&k);
         }
-        self.by_start.insert(start, CachedRegion { region, leader });
+        self.by_start
+            .insert(start, Arc::new(CachedRegion { region, leader }));
     }
 
     /// Records that `leader` leads region `region_id` (if cached and a member).
@@ -63,13 +67,14 @@ impl RegionCache {
             .values_mut()
             .find(|c| c.region.get_id() == region_id)
         {
-            c.leader = leader.and_then(|l| {
+            let leader = leader.and_then(|l| {
                 c.region
                     .get_peers()
                     .iter()
                     .find(|p| p.get_id() == l.get_id())
                     .cloned()
             });
+            Arc::make_mut(c).leader = leader;
         }
     }
 
@@ -108,7 +113,7 @@ mod tests {
         assert!(c.get(b"n").is_none());
         assert_eq!(c.get(b"u").unwrap().region.get_id(), 3);
         c.set_leader(1, Some(region(1, b"", b"").get_peers()[0].clone()));
-        assert_eq!(c.get(b"a").unwrap().leader.unwrap().get_id(), 10);
+        assert_eq!(c.get(b"a").unwrap().leader.as_ref().unwrap().get_id(), 10);
         let mut stranger = Peer::new();
         stranger.set_id(99);
         c.set_leader(1, Some(stranger));
