@@ -2,7 +2,7 @@
 //! dropped when a store says they are wrong, and refilled from PD on the next lookup.
 
 use regatta_proto::metapb::{Peer, Region};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -19,6 +19,8 @@ pub(crate) struct CachedRegion {
 #[derive(Default)]
 pub(crate) struct RegionCache {
     by_start: BTreeMap<Vec<u8>, Arc<CachedRegion>>,
+    /// Region id -> its entry's start key (leader hints and evictions come by id).
+    by_id: HashMap<u64, Vec<u8>>,
 }
 
 fn contains(region: &Region, key: &[u8]) -> bool {
@@ -67,7 +69,15 @@ impl RegionCache {
                 .map(|(k, _)| k.clone()),
         );
         for k in overlapping {
-            self.by_start.remove(&k);
+            if let Some(old) = self.by_start.remove(&k) {
+                self.by_id.remove(&old.region.get_id());
+            }
+        }
+        if let Some(stale) = self.by_id.insert(region.get_id(), start.clone()) {
+            // The same region cached under another start key (an older range of it).
+            if stale != start {
+                self.by_start.remove(&stale);
+            }
         }
         self.by_start
             .insert(start, Arc::new(CachedRegion { region, leader }));
@@ -75,11 +85,10 @@ impl RegionCache {
 
     /// Records that `leader` leads region `region_id` (if cached and a member).
     pub fn set_leader(&mut self, region_id: u64, leader: Option<Peer>) {
-        if let Some(c) = self
-            .by_start
-            .values_mut()
-            .find(|c| c.region.get_id() == region_id)
-        {
+        let Some(start) = self.by_id.get(&region_id) else {
+            return;
+        };
+        if let Some(c) = self.by_start.get_mut(start) {
             let leader = leader.and_then(|l| {
                 c.region
                     .get_peers()
@@ -93,7 +102,9 @@ impl RegionCache {
 
     /// Forgets region `region_id`.
     pub fn evict(&mut self, region_id: u64) {
-        self.by_start.retain(|_, c| c.region.get_id() != region_id);
+        if let Some(start) = self.by_id.remove(&region_id) {
+            self.by_start.remove(&start);
+        }
     }
 }
 
@@ -106,6 +117,17 @@ mod tests {
         let a_before_b = !a.get_end_key().is_empty() && a.get_end_key() <= b.get_start_key();
         let b_before_a = !b.get_end_key().is_empty() && b.get_end_key() <= a.get_start_key();
         !a_before_b && !b_before_a
+    }
+
+    #[test]
+    fn a_region_cached_again_under_another_range_keeps_only_the_new_one() {
+        let mut c = RegionCache::default();
+        c.insert(region(5, b"a", b"c"), None);
+        c.insert(region(5, b"x", b""), None);
+        assert!(c.get(b"b").is_none());
+        assert_eq!(c.get(b"y").unwrap().region.get_id(), 5);
+        c.evict(5);
+        assert!(c.get(b"y").is_none() && c.by_start.is_empty() && c.by_id.is_empty());
     }
 
     #[test]
@@ -135,6 +157,10 @@ mod tests {
             let mut got: Vec<u64> = c.by_start.values().map(|x| x.region.get_id()).collect();
             got.sort_unstable();
             assert_eq!(got, expected, "after inserting [{s:?}, {e:?})");
+            assert_eq!(c.by_id.len(), c.by_start.len());
+            for (start, entry) in &c.by_start {
+                assert_eq!(c.by_id.get(&entry.region.get_id()), Some(start));
+            }
         }
     }
 
