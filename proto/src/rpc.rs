@@ -52,10 +52,12 @@ pub enum RpcError {
     },
 }
 
-/// Reads one frame; `Ok(None)` on a clean end of stream.
+/// Reads one frame, through `body` (a buffer the caller keeps between frames, so that
+/// reading a frame allocates nothing of its own); `Ok(None)` on a clean end of stream.
 pub async fn read_frame<R: AsyncReadExt + Unpin>(
     r: &mut R,
     limit: usize,
+    body: &mut Vec<u8>,
 ) -> std::io::Result<Option<Result<Frame, FrameError>>> {
     let mut header = [0u8; 4];
     match r.read_exact(&mut header).await {
@@ -67,10 +69,18 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(
         Ok(len) => len,
         Err(e) => return Ok(Some(Err(e))),
     };
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(Some(frame::decode(&body)))
+    body.resize(len, 0);
+    r.read_exact(&mut body[..len]).await?;
+    let frame = frame::decode(&body[..len]);
+    if body.capacity() > KEPT_READ_BUFFER {
+        // One huge frame does not pin its buffer for the connection's life.
+        *body = Vec::new();
+    }
+    Ok(Some(frame))
 }
+
+/// Largest read buffer a connection keeps between frames.
+const KEPT_READ_BUFFER: usize = 1 << 20;
 
 /// Bytes one writer turn gathers from its queue before it writes (bounds the buffer).
 const WRITE_BATCH_BYTES: usize = 1 << 20;
@@ -158,9 +168,10 @@ where
     let (tx, rx) = mpsc::channel::<Vec<u8>>(QUEUE_FRAMES);
     spawn_frame_writer(wr, rx);
     let mut rd = BufReader::new(rd);
+    let mut body = Vec::new();
     loop {
         let read = tokio::select! {
-            r = read_frame(&mut rd, max_frame) => r,
+            r = read_frame(&mut rd, max_frame, &mut body) => r,
             _ = shutdown.changed() => return Closed::Shutdown,
         };
         let frame = match read {
@@ -236,7 +247,8 @@ impl Connection {
         });
         tokio::spawn(async move {
             let mut rd = BufReader::new(rd);
-            while let Ok(Some(Ok(frame))) = read_frame(&mut rd, MAX_FRAME_LEN).await {
+            let mut body = Vec::new();
+            while let Ok(Some(Ok(frame))) = read_frame(&mut rd, MAX_FRAME_LEN, &mut body).await {
                 let waiter = pending
                     .lock()
                     .expect("pending map lock is never poisoned")

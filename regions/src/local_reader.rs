@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 /// What a replica publishes for local reads.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct ReadState {
-    /// The region as the replica knows it.
-    pub region: Region,
+    /// The region as the replica knows it (shared between publications while its epoch
+    /// stays the same: most publications only move the applied index).
+    pub region: Arc<Region>,
     /// Leader only: the end of a lease it may serve reads from (it has applied an entry
     /// of its term and transfers no leadership).
     pub lease_until: Option<Instant>,
@@ -70,7 +71,7 @@ impl ReadDelegate {
             engine,
             cfg,
             state: RwLock::new(Arc::new(ReadState {
-                region,
+                region: Arc::new(region),
                 ..ReadState::default()
             })),
             applied: AtomicU64::new(0),
@@ -95,6 +96,7 @@ impl ReadDelegate {
             .read()
             .expect("read delegate lock is never poisoned")
             .region
+            .as_ref()
             .clone()
     }
 

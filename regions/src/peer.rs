@@ -563,8 +563,15 @@ impl Peer {
         if !changed {
             return;
         }
+        let region = if self.published.region.get_id() == self.region().get_id()
+            && self.published.region.get_region_epoch() == self.region().get_region_epoch()
+        {
+            self.published.region.clone()
+        } else {
+            Arc::new(self.region().clone())
+        };
         let state = Arc::new(ReadState {
-            region: self.region().clone(),
+            region,
             lease_until,
             commit_index: raft.raft_log.committed,
             safe_time: self.safe_time,
