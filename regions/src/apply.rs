@@ -263,8 +263,12 @@ impl ApplyContext<'_> {
                 if seq == s.get_seq() {
                     return Ok(
                         KvResponse::parse_from_bytes(s.get_response()).unwrap_or_else(|e| {
-                            Error::Engine(format!("cached response undecodable: {e}"))
-                                .into_response()
+                            Error::from(regatta_engine::Error::Corrupt {
+                                what: "cached session response",
+                                region_id: self.region.get_id(),
+                                detail: e.to_string(),
+                            })
+                            .into_response()
                         }),
                     );
                 }

@@ -34,6 +34,10 @@ pub struct StoreConfig {
     pub max_frame_size: usize,
     /// At-most-once sessions idle longer than this (by the log's clock) are dropped. Default 10 min.
     pub dedup_session_ttl_ms: u64,
+    /// Messages from the network (client requests, raft messages) one replica's actor
+    /// holds queued; beyond it requests get `ServerIsBusy` and raft messages are dropped.
+    /// Default 4,096.
+    pub peer_inbox_capacity: usize,
     /// Tasks the LogWriter queue holds before peers block. Default 4,096.
     pub log_writer_queue: usize,
     /// Bytes of log entries one LogWriter batch takes before it syncs. Default 4 MiB.
@@ -86,6 +90,7 @@ impl Default for StoreConfig {
             max_value_size: 8 << 20,
             max_frame_size: 256 << 20,
             dedup_session_ttl_ms: 10 * 60 * 1000,
+            peer_inbox_capacity: 4096,
             log_writer_queue: 4096,
             log_writer_max_batch_bytes: 4 << 20,
             region_heartbeat_interval_ms: 10_000,
@@ -126,6 +131,9 @@ impl StoreConfig {
         }
         if self.max_frame_size < self.max_value_size + self.max_key_size + 1024 {
             return Err("max_frame_size must hold the largest key + value".into());
+        }
+        if self.peer_inbox_capacity == 0 {
+            return Err("peer_inbox_capacity must be > 0".into());
         }
         if self.log_writer_queue == 0 || self.log_writer_max_batch_bytes == 0 {
             return Err("LogWriter bounds must be > 0".into());

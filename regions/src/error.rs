@@ -2,6 +2,7 @@
 
 use regatta_proto::kvrpcpb;
 use regatta_proto::metapb::{Peer, Region};
+use std::sync::Arc;
 
 /// What went wrong serving a request or running a store. Variants are what a caller acts
 /// on: retry elsewhere, refresh routing, back off, or give up.
@@ -61,14 +62,42 @@ pub enum Error {
     /// The store stopped accepting writes after a storage failure.
     #[error("store poisoned: {0}")]
     StorePoisoned(String),
-    /// Storage failure.
+    /// The storage engine failed (RocksDB I/O, a corrupt record): its typed error.
     #[error("storage: {0}")]
-    Engine(String),
+    Engine(Arc<regatta_engine::Error>),
+    /// A region's state contradicts itself or this store (raft refuses to start it, it
+    /// has no peer here): corruption or a bug; the replica is not started.
+    #[error("region {region_id}: {detail}")]
+    RegionState {
+        /// The region.
+        region_id: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An I/O failure outside the engine (the data directory, a socket).
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done, with the path or address.
+        op: String,
+        /// The operating system's error.
+        source: Arc<std::io::Error>,
+    },
 }
 
 impl From<regatta_engine::Error> for Error {
     fn from(e: regatta_engine::Error) -> Self {
-        Error::Engine(e.to_string())
+        Error::Engine(Arc::new(e))
+    }
+}
+
+impl Error {
+    /// An I/O error while doing `op` (name the path or address in it).
+    pub fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let op = op.into();
+        move |source| Error::Io {
+            op,
+            source: Arc::new(source),
+        }
     }
 }
 
@@ -136,10 +165,18 @@ impl Error {
                 e.set_reason(reason.clone());
                 pb.set_invalid_argument(e);
             }
-            Error::StorePoisoned(reason) | Error::Engine(reason) => {
+            Error::StorePoisoned(reason) => {
                 let mut e = kvrpcpb::StorePoisoned::new();
                 e.set_reason(reason.clone());
                 pb.set_store_poisoned(e);
+            }
+            Error::Engine(_) | Error::RegionState { .. } | Error::Io { .. } => {
+                // Not a poisoned store: this request failed on this store's storage; the
+                // store still takes writes unless a sync failed (then it says
+                // StorePoisoned).
+                let mut e = kvrpcpb::StorageError::new();
+                e.set_reason(self.to_string());
+                pb.set_storage_error(e);
             }
         }
         pb

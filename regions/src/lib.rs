@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+mod clock;
 mod config;
 mod error;
 mod local_reader;
@@ -22,20 +23,22 @@ mod log_writer;
 mod metrics;
 pub mod pd;
 mod peer;
+mod request;
 mod router;
 mod server;
 mod store;
 mod transport;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{check_lease, StoreConfig};
 pub use error::{Error, Result};
-pub use local_reader::ReadDelegate;
-pub use log_writer::{LogWriter, Persisted, WriteTask};
+pub use local_reader::{ReadDelegate, ReadRegistry};
+pub use log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};
 pub use metrics::{MetricsSnapshot, StoreMetrics};
 pub use pd::{MemPd, PdClient};
 pub use peer::{
-    Campaign, CompactLog, GetStatus, KvCommand, NewRegion, Peer, PeerActor, PeerContext,
-    RaftMessageIn, RegionStatus, Responder, Seed, SplitStep,
+    Campaign, CompactLog, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer, PeerActor,
+    PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder, Seed, SplitStep,
 };
 pub use router::Router;
 pub use store::{Store, StoreOptions, TransportLayer};

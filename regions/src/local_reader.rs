@@ -15,12 +15,14 @@
 //! of its own term it has applied every entry a previous leader acknowledged: the lease
 //! is published only then.
 
+use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::metrics::StoreMetrics;
-use crate::peer::{read_from_engine, validate_request};
+use crate::request::{read_from_engine, validate_request};
 use regatta_engine::Engine;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse, ReadConsistency, ReadInfo, Request_oneof_cmd};
 use regatta_proto::metapb::Region;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -50,6 +52,7 @@ pub struct ReadDelegate {
     metrics: Arc<StoreMetrics>,
     engine: Engine,
     cfg: Arc<StoreConfig>,
+    clock: Arc<dyn Clock>,
     /// Swapped whole on publish; a reader takes a reference, never a copy.
     state: RwLock<Arc<ReadState>>,
     /// The applied index, updated right after each apply and before its answers go out,
@@ -63,6 +66,7 @@ impl ReadDelegate {
         metrics: Arc<StoreMetrics>,
         engine: Engine,
         cfg: Arc<StoreConfig>,
+        clock: Arc<dyn Clock>,
         region: Region,
     ) -> Self {
         ReadDelegate {
@@ -70,6 +74,7 @@ impl ReadDelegate {
             metrics,
             engine,
             cfg,
+            clock,
             state: RwLock::new(Arc::new(ReadState {
                 region: Arc::new(region),
                 ..ReadState::default()
@@ -125,7 +130,7 @@ impl ReadDelegate {
         if !is_read || !local_kind {
             return None;
         }
-        let started = Instant::now();
+        let started = self.clock.now();
         let st = self
             .state
             .read()
@@ -169,8 +174,85 @@ impl ReadDelegate {
         counter.fetch_add(1, Ordering::Relaxed);
         info.set_served_by_store(self.store_id);
         info.set_applied_index(applied);
-        info.set_waited_us(started.elapsed().as_micros() as u64);
+        info.set_waited_us(
+            self.clock
+                .now()
+                .saturating_duration_since(started)
+                .as_micros() as u64,
+        );
         resp.set_read_info(info);
         Some(resp)
+    }
+}
+
+/// The read delegates of the regions hosted on a store, by region id: what the store's
+/// connections read through, and what a replica checks overlapping ranges against. Apart
+/// from the actor router, so reads never depend on the actors.
+#[derive(Clone, Default)]
+pub struct ReadRegistry {
+    delegates: Arc<RwLock<HashMap<u64, Arc<ReadDelegate>>>>,
+}
+
+impl ReadRegistry {
+    /// Registers the delegate of `region_id` (replacing an older one).
+    pub fn insert(&self, region_id: u64, delegate: Arc<ReadDelegate>) {
+        self.delegates
+            .write()
+            .expect("registry lock is never poisoned")
+            .insert(region_id, delegate);
+    }
+
+    /// Removes `region_id`.
+    pub fn remove(&self, region_id: u64) {
+        self.delegates
+            .write()
+            .expect("registry lock is never poisoned")
+            .remove(&region_id);
+    }
+
+    /// The read delegate of `region_id`.
+    pub fn get(&self, region_id: u64) -> Option<Arc<ReadDelegate>> {
+        self.delegates
+            .read()
+            .expect("registry lock is never poisoned")
+            .get(&region_id)
+            .cloned()
+    }
+
+    /// The region hosted here whose range holds `key` (as its replica last published it).
+    pub fn locate(&self, key: &[u8]) -> Option<Region> {
+        self.find_initialized(|r| {
+            key >= r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key())
+        })
+    }
+
+    /// A hosted, initialized region other than `except` whose range overlaps `region`'s.
+    pub fn overlapping(&self, region: &Region, except: u64) -> Option<Region> {
+        let (start, end) = (region.get_start_key(), region.get_end_key());
+        self.find_initialized(|r| {
+            r.get_id() != except
+                && (end.is_empty() || r.get_start_key() < end)
+                && (r.get_end_key().is_empty() || start < r.get_end_key())
+        })
+    }
+
+    /// How many hosted replicas lead their region (as last published).
+    pub fn leader_count(&self) -> usize {
+        self.delegates
+            .read()
+            .expect("registry lock is never poisoned")
+            .values()
+            .filter(|d| d.is_leader())
+            .count()
+    }
+
+    /// A hosted region, as last published, that knows its range and matches `pred`.
+    fn find_initialized(&self, pred: impl Fn(&Region) -> bool) -> Option<Region> {
+        self.delegates
+            .read()
+            .expect("registry lock is never poisoned")
+            .values()
+            .map(|d| d.region())
+            .find(|r| !r.get_peers().is_empty() && pred(r))
     }
 }

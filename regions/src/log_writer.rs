@@ -9,7 +9,6 @@
 //! task is answered with the poison reason and nothing more is written.
 
 use crate::metrics::StoreMetrics;
-use actix::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
 use regatta_engine::{Engine, LogWrite};
 use slog::{error, Logger};
@@ -25,13 +24,17 @@ pub struct WriteTask {
     /// Last log index after this write (0 if the write holds no entries).
     pub last_index: u64,
     /// Where to report.
-    pub notify: Recipient<Persisted>,
+    pub notify: Arc<dyn PersistedSink>,
+}
+
+/// Who is told that a task is durable (or never will be): the peer that submitted it.
+pub trait PersistedSink: Send + Sync {
+    /// Delivers `p` to the peer (never blocks; called on the LogWriter thread).
+    fn persisted(&self, p: Persisted);
 }
 
 /// Tells a peer that its Readies through `ready_number` are durable (or that they never
 /// will be: `Err(reason)`).
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct Persisted {
     /// The Ready number.
     pub ready_number: u64,
@@ -74,7 +77,7 @@ impl LogWriter {
             let reason = self
                 .poison_reason()
                 .unwrap_or_else(|| "log writer stopped".into());
-            task.notify.do_send(Persisted {
+            task.notify.persisted(Persisted {
                 ready_number: task.ready_number,
                 last_index: task.last_index,
                 result: Err(reason),
@@ -124,7 +127,7 @@ fn run(
             *poisoned.lock().expect("poison lock is never poisoned") = Some(reason.clone());
         }
         for t in tasks.drain(..) {
-            t.notify.do_send(Persisted {
+            t.notify.persisted(Persisted {
                 ready_number: t.ready_number,
                 last_index: t.last_index,
                 result: result.clone(),
@@ -134,7 +137,7 @@ fn run(
             // Answer everything still queued, then stop: never write after a failed sync.
             let reason = result.err().unwrap_or_default();
             while let Ok(t) = rx.recv() {
-                t.notify.do_send(Persisted {
+                t.notify.persisted(Persisted {
                     ready_number: t.ready_number,
                     last_index: t.last_index,
                     result: Err(reason.clone()),

@@ -1,29 +1,37 @@
-//! [`Router`]: region id -> the `PeerActor` of that region on this store.
+//! [`Router`]: region id -> the `PeerActor` of that region on this store, beside the
+//! store's [`ReadRegistry`] of read delegates (kept apart: local reads never go through
+//! the actors).
 
-use crate::local_reader::ReadDelegate;
-use crate::peer::PeerActor;
+use crate::local_reader::{ReadDelegate, ReadRegistry};
+use crate::peer::{Inbox, PeerActor};
 use actix::Addr;
+use regatta_proto::metapb::Region;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-/// Shared map from region id to the local replica's actor and read delegate.
+/// Shared map from region id to the local replica's actor, with the read registry.
 #[derive(Clone, Default)]
 pub struct Router {
-    peers: Arc<RwLock<HashMap<u64, Addr<PeerActor>>>>,
-    delegates: Arc<RwLock<HashMap<u64, Arc<ReadDelegate>>>>,
+    peers: Arc<RwLock<HashMap<u64, Inbox>>>,
+    reads: ReadRegistry,
 }
 
 impl Router {
-    /// Registers the actor of `region_id` and its read delegate.
-    pub fn register(&self, region_id: u64, addr: Addr<PeerActor>, delegate: Arc<ReadDelegate>) {
+    /// A router whose replicas publish their read state into `reads`.
+    pub fn new(reads: ReadRegistry) -> Router {
+        Router {
+            peers: Arc::default(),
+            reads,
+        }
+    }
+
+    /// Registers the actor of `region_id` (its inbox) and its read delegate.
+    pub fn register(&self, region_id: u64, inbox: Inbox, delegate: Arc<ReadDelegate>) {
         self.peers
             .write()
             .expect("router lock is never poisoned")
-            .insert(region_id, addr);
-        self.delegates
-            .write()
-            .expect("router lock is never poisoned")
-            .insert(region_id, delegate);
+            .insert(region_id, inbox);
+        self.reads.insert(region_id, delegate);
     }
 
     /// Removes `region_id`.
@@ -32,67 +40,41 @@ impl Router {
             .write()
             .expect("router lock is never poisoned")
             .remove(&region_id);
-        self.delegates
-            .write()
-            .expect("router lock is never poisoned")
-            .remove(&region_id);
+        self.reads.remove(region_id);
+    }
+
+    /// The store's read delegates.
+    pub fn reads(&self) -> &ReadRegistry {
+        &self.reads
     }
 
     /// The region hosted here whose range holds `key` (as its replica last published it).
-    pub fn locate(&self, key: &[u8]) -> Option<regatta_proto::metapb::Region> {
-        self.find_initialized(|r| {
-            key >= r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key())
-        })
+    pub fn locate(&self, key: &[u8]) -> Option<Region> {
+        self.reads.locate(key)
     }
 
     /// A hosted, initialized region other than `except` whose range overlaps `region`'s.
-    pub fn overlapping(
-        &self,
-        region: &regatta_proto::metapb::Region,
-        except: u64,
-    ) -> Option<regatta_proto::metapb::Region> {
-        let (start, end) = (region.get_start_key(), region.get_end_key());
-        self.find_initialized(|r| {
-            r.get_id() != except
-                && (end.is_empty() || r.get_start_key() < end)
-                && (r.get_end_key().is_empty() || start < r.get_end_key())
-        })
-    }
-
-    /// A hosted region, as last published, that knows its range and matches `pred`.
-    fn find_initialized(
-        &self,
-        pred: impl Fn(&regatta_proto::metapb::Region) -> bool,
-    ) -> Option<regatta_proto::metapb::Region> {
-        self.delegates
-            .read()
-            .expect("router lock is never poisoned")
-            .values()
-            .map(|d| d.region())
-            .find(|r| !r.get_peers().is_empty() && pred(r))
+    pub fn overlapping(&self, region: &Region, except: u64) -> Option<Region> {
+        self.reads.overlapping(region, except)
     }
 
     /// How many hosted replicas lead their region (as last published).
     pub fn leader_count(&self) -> usize {
-        self.delegates
-            .read()
-            .expect("router lock is never poisoned")
-            .values()
-            .filter(|d| d.is_leader())
-            .count()
+        self.reads.leader_count()
     }
 
     /// The read delegate of `region_id`.
     pub fn delegate(&self, region_id: u64) -> Option<Arc<ReadDelegate>> {
-        self.delegates
-            .read()
-            .expect("router lock is never poisoned")
-            .get(&region_id)
-            .cloned()
+        self.reads.get(region_id)
     }
 
     /// The actor of `region_id`.
     pub fn get(&self, region_id: u64) -> Option<Addr<PeerActor>> {
+        self.inbox(region_id).map(|i| i.addr().clone())
+    }
+
+    /// The bounded way in to the actor of `region_id`, for messages from the network.
+    pub fn inbox(&self, region_id: u64) -> Option<Inbox> {
         self.peers
             .read()
             .expect("router lock is never poisoned")
@@ -119,7 +101,7 @@ impl Router {
             .read()
             .expect("router lock is never poisoned")
             .iter()
-            .map(|(k, v)| (*k, v.clone()))
+            .map(|(k, v)| (*k, v.addr().clone()))
             .collect()
     }
 }

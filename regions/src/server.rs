@@ -5,7 +5,6 @@
 //! one connection; a request for an unknown region gets `RegionNotFound`.
 
 use crate::error::Error;
-use crate::peer::{KvCommand, RaftMessageIn};
 use crate::router::Router;
 use regatta_proto::framepb::{Frame, Frame_oneof_body};
 use regatta_proto::raft_serverpb::RaftMessage;
@@ -18,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    unknown: mpsc::UnboundedSender<RaftMessage>,
+    unknown: mpsc::Sender<RaftMessage>,
     max_frame: usize,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
@@ -52,7 +51,7 @@ pub async fn serve(
 async fn handle_conn(
     stream: TcpStream,
     router: Router,
-    unknown: mpsc::UnboundedSender<RaftMessage>,
+    unknown: mpsc::Sender<RaftMessage>,
     max_frame: usize,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
@@ -73,19 +72,26 @@ fn on_frame(
     frame: Frame,
     tx: &mpsc::Sender<Vec<u8>>,
     router: &Router,
-    unknown: &mpsc::UnboundedSender<RaftMessage>,
+    unknown: &mpsc::Sender<RaftMessage>,
     logger: &Logger,
 ) -> Result<(), String> {
     let id = frame.id;
     match frame.body {
         Some(Frame_oneof_body::raft(mut batch)) => {
             for m in batch.take_msgs().into_iter() {
-                match router.get(m.get_region_id()) {
-                    Some(addr) => addr.do_send(RaftMessageIn(m)),
+                let rid = m.get_region_id();
+                match router.inbox(rid) {
+                    Some(inbox) => {
+                        if inbox.try_send_raft(m).is_err() {
+                            // Raft retransmits; a flood must not grow the mailbox.
+                            debug!(logger, "raft message dropped: the region's inbox is full"; "region_id" => rid);
+                        }
+                    }
                     None => {
-                        debug!(logger, "raft message for unknown region"; "region_id" => m.get_region_id());
-                        // The store decides whether to start a replica for it.
-                        let _ = unknown.send(m);
+                        debug!(logger, "raft message for unknown region"; "region_id" => rid);
+                        // The store decides whether to start a replica for it; a full
+                        // queue drops it (raft retransmits).
+                        let _ = unknown.try_send(m);
                     }
                 }
             }
@@ -114,14 +120,20 @@ fn on_frame(
             let tx = tx.clone();
             tokio::spawn(async move {
                 let rid = req.get_context().get_region_id();
-                let resp = match router.get(rid) {
-                    Some(addr) => {
+                let resp = match router.inbox(rid) {
+                    Some(inbox) => {
                         let (otx, orx) = oneshot::channel();
-                        addr.do_send(KvCommand { req, tx: otx });
-                        orx.await.unwrap_or_else(|_| {
-                            Error::Timeout(format!("region {rid} dropped the request"))
-                                .into_response()
-                        })
+                        match inbox.try_send_kv(req, otx) {
+                            Ok(()) => orx.await.unwrap_or_else(|_| {
+                                Error::Timeout(format!("region {rid} dropped the request"))
+                                    .into_response()
+                            }),
+                            Err(_) => Error::ServerIsBusy(format!(
+                                "region {rid}: {} requests and messages queued",
+                                inbox.queued()
+                            ))
+                            .into_response(),
+                        }
                     }
                     None => Error::RegionNotFound(rid).into_response(),
                 };

@@ -6,6 +6,7 @@
 //! reaches its region's actor, and an actor's message reaches its sender task, without a
 //! hop to another thread. PD and bookkeeping tasks run on the caller's actix system.
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::StoreConfig;
 use crate::error::Error;
 use crate::log_writer::LogWriter;
@@ -84,6 +85,9 @@ struct Shared {
 /// Vote requests kept per region not started yet, and for how long.
 const EARLY_MSGS_PER_REGION: usize = 16;
 const EARLY_MSGS_TTL: Duration = Duration::from_secs(10);
+/// Raft messages for regions not hosted here that wait for the store to look at them;
+/// more are dropped (raft retransmits).
+const UNKNOWN_REGION_QUEUE: usize = 1024;
 
 impl Shared {
     fn create_peer(&self, region_id: u64) -> Result<bool, Error> {
@@ -105,10 +109,10 @@ impl Shared {
             .find(|p| p.get_store_id() == self.store_id)
             .cloned()
         else {
-            return Err(Error::Engine(format!(
-                "region {region_id} has no peer on store {}",
-                self.store_id
-            )));
+            return Err(Error::RegionState {
+                region_id,
+                detail: format!("the region has no peer on store {}", self.store_id),
+            });
         };
         let peer = Peer::new(storage, me.get_id(), self.ctx.clone())?;
         let addr = self.start(peer);
@@ -153,8 +157,10 @@ impl Shared {
     fn start(&self, peer: Peer) -> Addr<PeerActor> {
         let region_id = peer.region_id();
         let delegate = peer.delegate();
-        let addr = PeerActor::start_in_arbiter(&self.arbiter, move |_| PeerActor::new(peer));
-        self.router.register(region_id, addr.clone(), delegate);
+        let cap = self.ctx.cfg.peer_inbox_capacity;
+        let inbox = PeerActor::start_with_inbox(peer, &self.arbiter, cap);
+        let addr = inbox.addr().clone();
+        self.router.register(region_id, inbox, delegate);
         addr
     }
 
@@ -244,14 +250,14 @@ impl Store {
         }
         let logger = logger.new(o!("store_id" => opts.store_id));
         std::fs::create_dir_all(&opts.data_dir)
-            .map_err(|e| Error::Engine(format!("create {}: {e}", opts.data_dir.display())))?;
+            .map_err(Error::io(format!("create {}", opts.data_dir.display())))?;
         let engine = Engine::open(opts.data_dir.join("db"), &EngineConfig::default())?;
         let listener = TcpListener::bind(&opts.listen_addr)
             .await
-            .map_err(|e| Error::InvalidArgument(format!("bind {}: {e}", opts.listen_addr)))?;
+            .map_err(Error::io(format!("bind {}", opts.listen_addr)))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Engine(format!("local addr: {e}")))?;
+            .map_err(Error::io("local address of the listener"))?;
         let mut me = metapb::Store::new();
         me.set_id(opts.store_id);
         me.set_address(addr.to_string());
@@ -274,9 +280,7 @@ impl Store {
         );
         // The listener moves to the arbiter's runtime, whose thread then reads and writes
         // every connection it accepts.
-        let listener = listener
-            .into_std()
-            .map_err(|e| Error::Engine(format!("listener: {e}")))?;
+        let listener = listener.into_std().map_err(Error::io("listener"))?;
         let arbiter = Arbiter::new();
         let (arbiter_rt, listener) = {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -288,11 +292,13 @@ impl Store {
                 Ok((rt, Ok(listener))) => (rt, listener),
                 Ok((_, Err(e))) => {
                     arbiter.stop();
-                    return Err(Error::Engine(format!("listener: {e}")));
+                    return Err(Error::io("listener")(e));
                 }
                 Err(_) => {
                     arbiter.stop();
-                    return Err(Error::Engine("the store's arbiter did not start".into()));
+                    return Err(Error::io("start the store's arbiter")(
+                        std::io::Error::other("the arbiter did not start"),
+                    ));
                 }
             }
         };
@@ -304,6 +310,7 @@ impl Store {
         let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<RegionHeartbeatRequest>();
         let (new_regions_tx, mut new_regions_rx) = mpsc::unbounded_channel::<NewRegion>();
         let router = Router::default();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let cfg = Arc::new(opts.config.clone());
         let lease_ms = Arc::new(AtomicU64::new(cfg.lease_ms));
         let split_keys = Arc::new(AtomicU64::new(cfg.region_split_keys));
@@ -320,9 +327,10 @@ impl Store {
                 pd: pd.clone(),
                 new_regions: new_regions_tx,
                 store_id: opts.store_id,
-                router: router.clone(),
+                reads: router.reads().clone(),
                 lease_ms: lease_ms.clone(),
                 split_keys: split_keys.clone(),
+                clock,
                 logger: logger.clone(),
             },
             arbiter: arbiter.handle(),
@@ -341,7 +349,7 @@ impl Store {
 
         let mut tasks = Vec::new();
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        let (unknown_tx, mut unknown_rx) = mpsc::unbounded_channel::<RaftMessage>();
+        let (unknown_tx, mut unknown_rx) = mpsc::channel::<RaftMessage>(UNKNOWN_REGION_QUEUE);
         tasks.push(arbiter_rt.spawn(server::serve(
             listener,
             router.clone(),

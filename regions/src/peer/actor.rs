@@ -1,0 +1,356 @@
+//! [`PeerActor`]: the actix shell around a [`Peer`], and the messages it takes. The only
+//! file of the peer that knows actix.
+//!
+//! A turn: messages (raft traffic, client commands, ticks, persist notices, split steps)
+//! update the peer; the first one schedules a `Flush` that runs after the mailbox batch,
+//! so all commands of a turn share one log entry and all reads one ReadIndex round. The
+//! raft clock is a timer re-armed at the peer's pace (slow while hibernating). The shell
+//! never blocks: fsyncs happen on the LogWriter thread, split checks on a thread of their
+//! own, PD calls as tasks on the store's arbiter.
+
+use super::{Peer, PeerMailbox, RegionStatus, SplitStep};
+use crate::error::Error;
+use crate::log_writer::{Persisted, PersistedSink};
+use crate::pd::BoxFuture;
+use crate::peer::Responder;
+use actix::prelude::*;
+use regatta_proto::kvrpcpb::KvRequest;
+use regatta_proto::raft_serverpb::RaftMessage;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The actix shell of a [`Peer`].
+pub struct PeerActor {
+    peer: Peer,
+    flush_scheduled: bool,
+    tick_handle: Option<SpawnHandle>,
+    /// Messages from the network queued for this actor (see [`Inbox`]).
+    inbox_queued: Arc<AtomicUsize>,
+}
+
+impl PeerActor {
+    /// Wraps `peer`.
+    pub fn new(peer: Peer) -> Self {
+        PeerActor {
+            peer,
+            flush_scheduled: false,
+            tick_handle: None,
+            inbox_queued: Arc::default(),
+        }
+    }
+
+    /// Starts `peer`'s actor on `arbiter`; the network reaches it through the returned
+    /// [`Inbox`], which holds at most `capacity` messages.
+    pub fn start_with_inbox(peer: Peer, arbiter: &ArbiterHandle, capacity: usize) -> Inbox {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
+        let addr = PeerActor::start_in_arbiter(arbiter, move |_| {
+            let mut a = PeerActor::new(peer);
+            a.inbox_queued = q;
+            a
+        });
+        Inbox {
+            addr,
+            queued,
+            capacity,
+        }
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+        if self.peer.take_tick_changed() {
+            self.schedule_tick(ctx);
+        }
+    }
+
+    /// (Re)arms the raft clock at the peer's current pace (slow while hibernating).
+    fn schedule_tick(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.tick_handle.take() {
+            ctx.cancel_future(h);
+        }
+        let interval = self.peer.tick_interval();
+        self.tick_handle = Some(ctx.run_later(interval, |act, ctx| {
+            act.tick_handle = None;
+            act.peer.tick();
+            act.schedule_flush(ctx);
+            if act.tick_handle.is_none() {
+                act.schedule_tick(ctx);
+            }
+        }));
+    }
+}
+
+/// How the peer core reaches its actor: split steps come back as messages, and PD calls
+/// run as tasks on the actor's arbiter.
+impl PeerMailbox for Addr<PeerActor> {
+    fn split_step(&self, step: SplitStep) {
+        self.do_send(step);
+    }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        actix::spawn(task);
+    }
+}
+
+impl PersistedSink for Addr<PeerActor> {
+    fn persisted(&self, p: Persisted) {
+        self.do_send(p);
+    }
+}
+
+impl Actor for PeerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let addr = ctx.address();
+        self.peer.persisted_sink = Some(Arc::new(addr.clone()));
+        self.peer.mailbox = Some(Arc::new(addr));
+        self.schedule_tick(ctx);
+    }
+}
+
+/// The network's way into a replica's actor, with a bound: at most `capacity` messages
+/// from the network wait in the actor's mailbox. A full inbox refuses a client request
+/// (the server answers `ServerIsBusy`, which clients back off from) and a raft message
+/// (dropped: raft retransmits), so a flood cannot grow a store's memory without end.
+#[derive(Clone)]
+pub struct Inbox {
+    addr: Addr<PeerActor>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl Inbox {
+    /// The actor, for messages that bypass the bound (the store's own).
+    pub fn addr(&self) -> &Addr<PeerActor> {
+        &self.addr
+    }
+
+    /// How many network messages wait in the actor's mailbox now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    fn admit(&self) -> bool {
+        admit(&self.queued, self.capacity)
+    }
+
+    /// Queues a raft message from another store; refused (dropped) when the inbox is full.
+    pub fn try_send_raft(&self, msg: RaftMessage) -> Result<(), InboxFull> {
+        if !self.admit() {
+            return Err(InboxFull);
+        }
+        self.addr.do_send(FromNetwork::Raft(msg));
+        Ok(())
+    }
+
+    /// Queues a client request; refused (and `tx` dropped) when the inbox is full.
+    pub fn try_send_kv(&self, req: KvRequest, tx: Responder) -> Result<(), InboxFull> {
+        if !self.admit() {
+            return Err(InboxFull);
+        }
+        self.addr.do_send(FromNetwork::Kv(req, tx));
+        Ok(())
+    }
+}
+
+/// A replica's inbox holds as many network messages as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxFull;
+
+/// Counts one more queued message unless `capacity` are queued already.
+fn admit(queued: &AtomicUsize, capacity: usize) -> bool {
+    if queued.fetch_add(1, Ordering::AcqRel) >= capacity {
+        queued.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
+
+/// A message that came through the [`Inbox`] (and counts against its bound).
+enum FromNetwork {
+    Raft(RaftMessage),
+    Kv(KvRequest, Responder),
+}
+
+impl Message for FromNetwork {
+    type Result = ();
+}
+
+impl Handler<FromNetwork> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: FromNetwork, ctx: &mut Context<Self>) {
+        self.inbox_queued.fetch_sub(1, Ordering::AcqRel);
+        match msg {
+            FromNetwork::Raft(m) => self.peer.on_raft_message(m),
+            FromNetwork::Kv(req, tx) => self.peer.on_kv(req, tx),
+        }
+        self.schedule_flush(ctx);
+    }
+}
+
+/// Runs the end-of-turn work.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Handler<Flush> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        self.peer.flush();
+    }
+}
+
+/// A raft message from another store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RaftMessageIn(pub RaftMessage);
+
+impl Handler<RaftMessageIn> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: RaftMessageIn, ctx: &mut Context<Self>) {
+        self.peer.on_raft_message(msg.0);
+        self.schedule_flush(ctx);
+    }
+}
+
+/// A client request and where to answer it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KvCommand {
+    /// The request.
+    pub req: KvRequest,
+    /// The answer channel.
+    pub tx: Responder,
+}
+
+impl Handler<KvCommand> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: KvCommand, ctx: &mut Context<Self>) {
+        self.peer.on_kv(msg.req, msg.tx);
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Message for Persisted {
+    type Result = ();
+}
+
+impl Handler<Persisted> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
+        self.peer.on_persisted(msg);
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Message for SplitStep {
+    type Result = ();
+}
+
+impl Handler<SplitStep> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: SplitStep, ctx: &mut Context<Self>) {
+        self.peer.on_split_step(msg);
+        self.schedule_flush(ctx);
+    }
+}
+
+/// Asks for the replica's [`RegionStatus`].
+#[derive(Message)]
+#[rtype(result = "RegionStatus")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for PeerActor {
+    type Result = MessageResult<GetStatus>;
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.peer.status())
+    }
+}
+
+/// Asks the replica to become leader (tests, `become_leader`): by leader transfer when a
+/// leader is known, else by campaigning. It wins only with a quorum's votes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Campaign;
+
+impl Handler<Campaign> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Campaign, ctx: &mut Context<Self>) {
+        self.peer.request_leadership();
+        self.schedule_flush(ctx);
+    }
+}
+
+/// PD asks the leader to hand leadership to peer `.0` (leader balance).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TransferLeader(pub u64);
+
+impl Handler<TransferLeader> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: TransferLeader, ctx: &mut Context<Self>) {
+        self.peer.transfer_leader(msg.0);
+        self.schedule_flush(ctx);
+    }
+}
+
+/// Seeds a replica that holds no data with a snapshot at `(index, term)` holding `pairs`
+/// (raw user key, value); see [`Peer::seed`].
+#[derive(Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Seed {
+    /// The state: raw user keys and values.
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The snapshot's index (the state's commit index).
+    pub index: u64,
+    /// The snapshot's term.
+    pub term: u64,
+}
+
+impl Handler<Seed> for PeerActor {
+    type Result = Result<(), Error>;
+    fn handle(&mut self, msg: Seed, ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.peer.seed(&msg.pairs, msg.index, msg.term);
+        self.schedule_flush(ctx);
+        r
+    }
+}
+
+/// Compacts the replica's raft log through an index (capped at the applied index);
+/// answers the `(index, term)` it is compacted through. See [`Peer::compact_log`].
+#[derive(Message)]
+#[rtype(result = "Result<(u64, u64), Error>")]
+pub struct CompactLog(pub u64);
+
+impl Handler<CompactLog> for PeerActor {
+    type Result = Result<(u64, u64), Error>;
+    fn handle(&mut self, msg: CompactLog, ctx: &mut Context<Self>) -> Self::Result {
+        let r = self.peer.compact_log(msg.0);
+        self.schedule_flush(ctx);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admit;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn the_inbox_admits_up_to_its_capacity_and_again_once_drained() {
+        let queued = AtomicUsize::new(0);
+        assert!(admit(&queued, 2));
+        assert!(admit(&queued, 2));
+        assert!(!admit(&queued, 2), "full");
+        assert!(!admit(&queued, 2), "still full; a refusal takes no place");
+        assert_eq!(queued.load(Ordering::Acquire), 2);
+        queued.fetch_sub(1, Ordering::AcqRel); // the actor handled one
+        assert!(admit(&queued, 2));
+        assert!(!admit(&queued, 2));
+    }
+}

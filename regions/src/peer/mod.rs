@@ -1,0 +1,433 @@
+//! One region replica: [`Peer`], a plain state machine around raft-rs's `RawNode`, inside
+//! [`PeerActor`], a thin actix shell that never blocks.
+//!
+//! The peer is cut by concern, one file each (TiKV's raftstore peer and openraft's
+//! engine/core split are the models):
+//!
+//! | file | concern |
+//! |---|---|
+//! | `mod.rs` | the replica's state, construction, status, validation, read-state publishing |
+//! | `ready.rs` | driving raft: propose, drain `Ready`, persist, apply, answer |
+//! | `messages.rs` | raft traffic in (guards) and out (envelope, freshness numbers) |
+//! | `requests.rs` | client requests: writes, log reads, lease and ReadIndex reads |
+//! | `read_index.rs` | the ReadIndex queue, as data |
+//! | `lease.rs` | the leader lease, as data |
+//! | `freshness.rs` | follower safe time, as data; follower and read-your-writes reads |
+//! | `split.rs` | split check, ids, proposal and apply; the split's progress as one enum |
+//! | `hibernate.rs` | the raft clock's pace, as data; hibernate and wake |
+//! | `tick.rs` | the raft clock and periodic work: deadlines, compaction, PD reports |
+//! | `admin.rs` | seeding, compaction on request, campaign and leader transfer |
+//! | `actor.rs` | the actix shell and its messages (the only file that knows actix) |
+//!
+//! Time is read only through the store's [`crate::Clock`], so the data parts are tested
+//! with a manual clock.
+//!
+//! Invariants: proposals are answered once; an answer of success means the entry was
+//! applied; `StaleCommand` means it never will be; `Timeout` means unknown.
+
+mod actor;
+mod admin;
+mod freshness;
+mod hibernate;
+mod lease;
+mod messages;
+mod read_index;
+mod ready;
+mod requests;
+mod split;
+mod tick;
+
+pub use actor::{
+    Campaign, CompactLog, GetStatus, Inbox, InboxFull, KvCommand, PeerActor, RaftMessageIn, Seed,
+    TransferLeader,
+};
+pub use split::SplitStep;
+
+use crate::clock::Clock;
+use crate::config::StoreConfig;
+use crate::error::Error;
+use crate::local_reader::{ReadDelegate, ReadRegistry, ReadState};
+use crate::log_writer::{LogWriter, PersistedSink};
+use crate::metrics::StoreMetrics;
+use crate::pd::{BoxFuture, PdClient};
+use crate::request::validate_request;
+use crate::transport::Transport;
+use freshness::Freshness;
+use hibernate::Hibernation;
+use lease::Lease;
+use raft::eraftpb::Message;
+use raft::{RawNode, ReadOnlyOption, StateRole};
+use read_index::{ReadIndexQueue, ReadReq};
+use regatta_engine::PeerStorage;
+use regatta_proto::kvrpcpb::{KvRequest, KvResponse};
+use regatta_proto::metapb::{Peer as PeerMeta, Region};
+use regatta_proto::pdpb::RegionHeartbeatRequest;
+use regatta_proto::raft_serverpb::RaftCmd;
+use slog::{o, Logger};
+use split::Splits;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where a request's answer goes.
+pub type Responder = oneshot::Sender<KvResponse>;
+
+/// Bytes of command data per log entry before a turn's commands spill into another entry.
+const MAX_ENTRY_DATA: usize = 1 << 20;
+
+/// How work done off the peer's turn comes back to it. The actor shell implements it; the
+/// core never names actix.
+pub trait PeerMailbox: Send + Sync {
+    /// Delivers a split step to the peer's next turn (from any thread).
+    fn split_step(&self, step: SplitStep);
+    /// Runs `task` on the peer's runtime (a PD call whose answer comes back as a step).
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+}
+
+struct Proposal {
+    index: u64,
+    term: u64,
+    responders: Vec<Responder>,
+    deadline: Instant,
+    /// When it was proposed: once it commits, a quorum heard from this leader after this.
+    proposed_at: Instant,
+}
+
+/// What the store needs from its environment to run a peer.
+#[derive(Clone)]
+pub struct PeerContext {
+    /// Store config.
+    pub cfg: Arc<StoreConfig>,
+    /// Raft transport.
+    pub transport: Arc<dyn Transport>,
+    /// The store's LogWriter.
+    pub log_writer: LogWriter,
+    /// Store counters.
+    pub metrics: Arc<StoreMetrics>,
+    /// Region reports for PD.
+    pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
+    /// PD, for the ids of split regions.
+    pub pd: Arc<dyn PdClient>,
+    /// Regions a split created on this store: the store starts their peers (and makes the
+    /// one on the old leader's store campaign at once).
+    pub new_regions: mpsc::UnboundedSender<NewRegion>,
+    /// The store this peer lives on.
+    pub store_id: u64,
+    /// The read delegates of the regions hosted on this store (an uninitialized replica
+    /// checks a snapshot's range against them).
+    pub reads: ReadRegistry,
+    /// The key count above which a region splits; starts as `cfg.region_split_keys`,
+    /// changed through [`crate::Store::set_split_keys`].
+    pub split_keys: Arc<AtomicU64>,
+    /// The leader lease in ms (0: off); starts as `cfg.lease_ms`, changed only through
+    /// [`crate::Store::set_lease`], which checks it is safe.
+    pub lease_ms: Arc<AtomicU64>,
+    /// Where time is read (the system clock, or a manual one in tests).
+    pub clock: Arc<dyn Clock>,
+    /// Logger.
+    pub logger: Logger,
+}
+
+impl PeerContext {
+    /// The current leader lease in ms (0: off).
+    pub fn lease_ms(&self) -> u64 {
+        self.lease_ms.load(Ordering::Relaxed)
+    }
+
+    /// The current split threshold in keys.
+    pub fn split_keys(&self) -> u64 {
+        self.split_keys.load(Ordering::Relaxed)
+    }
+}
+
+/// A region a split created, for the store to start its peer.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRegion {
+    /// The new region.
+    pub region_id: u64,
+    /// Whether its peer should campaign at once (it is on the old region's leader store).
+    pub campaign: bool,
+}
+
+/// A snapshot of a replica's state, for status pages and tests.
+#[derive(Debug, Clone)]
+pub struct RegionStatus {
+    /// The region as this replica knows it.
+    pub region: Region,
+    /// This replica's peer id.
+    pub peer_id: u64,
+    /// The leader's peer id (0 = unknown).
+    pub leader_id: u64,
+    /// The leader's store id (0 = unknown).
+    pub leader_store_id: u64,
+    /// Current term.
+    pub term: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Log compacted through this index.
+    pub truncated_index: u64,
+    /// Whether this replica leads and its lease holds now.
+    pub lease_valid: bool,
+    /// Whether this replica leads and is transferring leadership.
+    pub transferring_leadership: bool,
+    /// Follower reads: how stale this replica's applied state may be at most (`None`: it
+    /// has no proof of freshness).
+    pub staleness_bound: Option<Duration>,
+    /// Whether the region hibernates here (slow raft clock).
+    pub hibernating: bool,
+}
+
+/// The region replica state machine.
+pub struct Peer {
+    region_id: u64,
+    peer_id: u64,
+    raw: RawNode<PeerStorage>,
+    ctx: PeerContext,
+    logger: Logger,
+    // Driving raft (ready.rs).
+    pending_cmds: Vec<(RaftCmd, Responder)>,
+    pending_bytes: usize,
+    proposals: VecDeque<Proposal>,
+    persisted_msgs: VecDeque<(u64, Vec<Message>)>,
+    inflight_writes: usize,
+    pending_snapshot: Option<(u64, u64)>,
+    snapshot_reports: Vec<u64>,
+    poisoned: Option<String>,
+    was_leader: bool,
+    /// Where the LogWriter reports this peer's writes; set by the shell when it starts.
+    persisted_sink: Option<Arc<dyn PersistedSink>>,
+    /// How off-turn work comes back; set by the shell when it starts.
+    mailbox: Option<Arc<dyn PeerMailbox>>,
+    // Reads.
+    reads: ReadIndexQueue,
+    lease: Lease,
+    freshness: Freshness,
+    /// Read-your-writes reads waiting for the applied index to reach theirs.
+    ryw_waiting: Vec<(ReadReq, u64)>,
+    /// What local reads see (see `local_reader`), and what was last published there.
+    delegate: Arc<ReadDelegate>,
+    published: Arc<ReadState>,
+    /// Non-transfer votes are ignored until then (a restarted replica that saw a leader).
+    vote_guard_until: Option<Instant>,
+    // Splits, hibernation, periodic work.
+    splits: Splits,
+    hibernation: Hibernation,
+    last_pd_report: Instant,
+    last_split_check: Instant,
+    last_compact_check: Instant,
+    /// Stores of peers not (yet) in the region: how an uninitialized replica answers.
+    peer_cache: HashMap<u64, PeerMeta>,
+}
+
+impl Peer {
+    /// Builds the replica of `storage`'s region with peer id `peer_id`.
+    pub fn new(storage: PeerStorage, peer_id: u64, ctx: PeerContext) -> Result<Peer, Error> {
+        let region_id = storage.region().get_id();
+        let logger = ctx
+            .logger
+            .new(o!("region_id" => region_id, "peer_id" => peer_id));
+        let cfg = &ctx.cfg;
+        let raft_cfg = raft::Config {
+            id: peer_id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied: storage.applied().0,
+            max_size_per_msg: cfg.max_size_per_msg,
+            max_inflight_msgs: cfg.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            // Off: raft-rs 0.7's append batching merges entries into a queued *empty*
+            // MsgAppend without checking that they follow its index, so a probe answered
+            // out of order (reordered or duplicated messages) yields an append whose index
+            // and entries disagree; the follower then acks entries it does not have and
+            // panics on the next heartbeat. Found by tests/cluster_faults.rs. The TCP
+            // transport batches messages per frame anyway.
+            batch_append: false,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        raft_cfg
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))?;
+        let delegate = Arc::new(ReadDelegate::new(
+            ctx.store_id,
+            ctx.metrics.clone(),
+            storage.engine().clone(),
+            ctx.cfg.clone(),
+            ctx.clock.clone(),
+            storage.region().clone(),
+        ));
+        delegate.set_applied(storage.applied().0);
+        let now = ctx.clock.now();
+        // Only a replica that has seen an election (term above the initial one) can have
+        // acknowledged a leader's lease; fresh regions (bootstrap, split) elect at once.
+        let seen_leader = raft::Storage::initial_state(&storage)
+            .map(|s| s.hard_state.term > regatta_engine::RAFT_INIT_LOG_TERM)
+            .unwrap_or(true);
+        let vote_guard_until = (seen_leader && cfg.lease_ms > 0)
+            .then(|| now + Duration::from_millis(cfg.min_election_timeout_ms()));
+        let raw = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| Error::RegionState {
+            region_id,
+            detail: format!("raft refuses to start the replica: {e}"),
+        })?;
+        Ok(Peer {
+            region_id,
+            peer_id,
+            raw,
+            ctx,
+            logger,
+            pending_cmds: Vec::new(),
+            pending_bytes: 0,
+            proposals: VecDeque::new(),
+            persisted_msgs: VecDeque::new(),
+            inflight_writes: 0,
+            pending_snapshot: None,
+            snapshot_reports: Vec::new(),
+            poisoned: None,
+            was_leader: false,
+            persisted_sink: None,
+            mailbox: None,
+            reads: ReadIndexQueue::default(),
+            lease: Lease::default(),
+            // A random base: echoes meant for an earlier incarnation match nothing.
+            freshness: Freshness::new(rand::random::<u64>() >> 2),
+            ryw_waiting: Vec::new(),
+            delegate,
+            published: Arc::default(),
+            vote_guard_until,
+            splits: Splits::default(),
+            hibernation: Hibernation::new(now),
+            last_pd_report: now,
+            last_split_check: now,
+            last_compact_check: now,
+            peer_cache: HashMap::new(),
+        })
+    }
+
+    /// The region's id.
+    pub fn region_id(&self) -> u64 {
+        self.region_id
+    }
+
+    /// The read delegate the store's connections use for local reads.
+    pub fn delegate(&self) -> Arc<ReadDelegate> {
+        self.delegate.clone()
+    }
+
+    /// Publishes the state local reads rely on, when it changed. Called at the end of a
+    /// turn and before any message is sent: a leader transfer withdraws the lease before
+    /// `MsgTimeoutNow` leaves.
+    fn publish_read_state(&mut self) {
+        let (applied, applied_term) = self.raw.store().applied();
+        let raft = &self.raw.raft;
+        let leader = self.is_leader();
+        let lease_until = if leader
+            && self.ctx.lease_ms() > 0
+            && raft.lead_transferee.is_none()
+            && applied_term == raft.term
+            && !self.splits.progress.blocks_lease()
+        {
+            self.lease.until_in(raft.term)
+        } else {
+            None
+        };
+        let safe_time = self.freshness.safe_time();
+        let changed = self.published.leader != leader
+            || self.published.lease_until != lease_until
+            || self.published.safe_time != safe_time
+            || self.published.applied_index != applied
+            || self.published.region.get_region_epoch() != self.region().get_region_epoch();
+        if !changed {
+            return;
+        }
+        let region = if self.published.region.get_id() == self.region().get_id()
+            && self.published.region.get_region_epoch() == self.region().get_region_epoch()
+        {
+            self.published.region.clone()
+        } else {
+            Arc::new(self.region().clone())
+        };
+        let state = Arc::new(ReadState {
+            region,
+            lease_until,
+            commit_index: raft.raft_log.committed,
+            safe_time,
+            applied_index: applied,
+            leader,
+        });
+        self.delegate.publish(state.clone());
+        self.published = state;
+    }
+
+    fn region(&self) -> &Region {
+        self.raw.store().region()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn leader_meta(&self) -> Option<PeerMeta> {
+        let id = self.raw.raft.leader_id;
+        self.region()
+            .get_peers()
+            .iter()
+            .find(|p| p.get_id() == id && id != 0)
+            .cloned()
+    }
+
+    fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            region_id: self.region_id,
+            leader: self.leader_meta(),
+        }
+    }
+
+    /// The replica's status.
+    pub fn status(&self) -> RegionStatus {
+        let s = self.raw.store();
+        let now = self.ctx.clock.now();
+        RegionStatus {
+            region: s.region().clone(),
+            peer_id: self.peer_id,
+            leader_id: self.raw.raft.leader_id,
+            leader_store_id: self.leader_meta().map_or(0, |p| p.get_store_id()),
+            term: self.raw.raft.term,
+            applied_index: s.applied().0,
+            commit_index: self.raw.raft.raft_log.committed,
+            last_index: s.last_index_now(),
+            truncated_index: s.truncated_index(),
+            lease_valid: self.ctx.lease_ms() > 0
+                && self.is_leader()
+                && self.raw.raft.lead_transferee.is_none()
+                && self.lease.valid(now, self.raw.raft.term),
+            transferring_leadership: self.is_leader() && self.raw.raft.lead_transferee.is_some(),
+            staleness_bound: self.freshness.staleness(now),
+            hibernating: self.hibernation.is_hibernating(),
+        }
+    }
+
+    fn validate(&self, req: &KvRequest) -> Result<(), Error> {
+        validate_request(req, self.region(), &self.ctx.cfg).map_err(|e| self.with_siblings(e))
+    }
+
+    /// Adds the regions this replica's splits created to an `EpochNotMatch`, so a client
+    /// with an old epoch learns the new layout without asking PD.
+    fn with_siblings(&self, e: Error) -> Error {
+        match e {
+            Error::EpochNotMatch {
+                mut current_regions,
+            } => {
+                current_regions.extend(self.splits.recent.iter().cloned());
+                Error::EpochNotMatch { current_regions }
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Driving raft-rs: propose the turn's commands, drain `Ready` (send, persist through the
+//! LogWriter, apply), take persistence notices, and answer proposals.
+//!
+//! Async ready (raft-rs 0.7): leader messages go out at once (Raft thesis 10.2.1);
+//! entries, HardState and snapshot go to the LogWriter as one `WriteTask`; after its sync
+//! `Persisted` arrives and the messages held for that Ready are sent. Committed entries
+//! are never beyond the durable log (raft-rs caps them at the persisted index).
+//!
+//! Invariants: a proposal is answered once; success means its entry was applied;
+//! `StaleCommand` means it never will be; `Timeout` means unknown.
+
+use super::{Peer, Proposal};
+use crate::apply::{self, AppliedEntry};
+use crate::error::Error;
+use crate::log_writer::{Persisted, WriteTask};
+use protobuf::Message as _;
+use raft::eraftpb::Entry;
+use regatta_engine::LogWrite;
+use regatta_proto::kvrpcpb::ReadInfo;
+use regatta_proto::raft_serverpb::RaftCmdBatch;
+use slog::{error, info};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+impl Peer {
+    /// Proposes the turn's commands, starts its reads and drains raft's Ready.
+    pub fn flush(&mut self) {
+        self.propose_pending();
+        self.start_reads();
+        while self.raw.has_ready() {
+            self.handle_ready();
+        }
+        for to in std::mem::take(&mut self.snapshot_reports) {
+            self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+        }
+        self.serve_reads();
+        self.freshness.on_applied(self.raw.store().applied().0);
+        self.serve_ryw(self.ctx.clock.now());
+        self.publish_read_state();
+    }
+
+    /// Proposes the commands queued this turn as one log entry.
+    pub(super) fn propose_pending(&mut self) {
+        if self.pending_cmds.is_empty() {
+            return;
+        }
+        let cmds = std::mem::take(&mut self.pending_cmds);
+        self.pending_bytes = 0;
+        let n = cmds.len() as u64;
+        let mut batch = RaftCmdBatch::new();
+        batch.set_propose_time_ms(self.ctx.clock.wall_ms());
+        let mut responders = Vec::with_capacity(cmds.len());
+        for (cmd, tx) in cmds {
+            batch.mut_cmds().push(cmd);
+            responders.push(tx);
+        }
+        let data = batch
+            .write_to_bytes()
+            .expect("encoding an in-memory command batch cannot fail");
+        self.splits.written_since_check += data.len() as u64;
+        match self.raw.propose(vec![], data) {
+            Ok(()) => {
+                let now = self.ctx.clock.now();
+                self.proposals.push_back(Proposal {
+                    index: self.raw.raft.raft_log.last_index(),
+                    term: self.raw.raft.term,
+                    proposed_at: now,
+                    responders,
+                    deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
+                });
+                let m = &self.ctx.metrics;
+                m.proposed_cmds.fetch_add(n, Ordering::Relaxed);
+                m.proposed_entries.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                let e = self.not_leader();
+                for tx in responders {
+                    let _ = tx.send(e.clone().into_response());
+                }
+            }
+        }
+    }
+
+    fn handle_ready(&mut self) {
+        let mut rd = self.raw.ready();
+        let role_changed = rd.ss().is_some();
+        self.send_messages(rd.take_messages());
+        let mut w = LogWrite {
+            region_id: self.region_id,
+            ..LogWrite::default()
+        };
+        if !rd.snapshot().is_empty() {
+            let meta = rd.snapshot().get_metadata();
+            let (idx, term) = (meta.index, meta.term);
+            match self.raw.mut_store().apply_snapshot(rd.snapshot(), &mut w) {
+                Ok(()) => {
+                    info!(self.logger, "installing snapshot"; "index" => idx, "term" => term);
+                    self.pending_snapshot = Some((idx, term));
+                }
+                Err(e) => {
+                    // A leader sent a snapshot we cannot apply: continuing would diverge.
+                    panic!(
+                        "region {} peer {}: cannot apply snapshot at index {idx} term {term}: {e}",
+                        self.region_id, self.peer_id
+                    );
+                }
+            }
+        }
+        if let Some(hs) = rd.hs() {
+            let hs = hs.clone();
+            self.raw.mut_store().set_hard_state(&hs, &mut w);
+        }
+        let entries = rd.take_entries();
+        let last_index = entries.last().map_or(0, |e| e.index);
+        self.raw.mut_store().append(entries, &mut w);
+        for rs in rd.take_read_states() {
+            if let Some((started, term)) = self.reads.confirm(&rs.request_ctx, rs.index) {
+                // A quorum answered the heartbeat of this round, sent at its start.
+                self.renew_lease(started, term);
+            }
+        }
+        let committed = rd.take_committed_entries();
+        let persisted_msgs = rd.take_persisted_messages();
+        let number = rd.number();
+        if w.is_empty() && self.inflight_writes == 0 && self.pending_snapshot.is_none() {
+            self.send_messages(persisted_msgs);
+            let mut light = self.raw.advance_append(rd);
+            self.send_messages(light.take_messages());
+            self.apply(committed);
+            self.apply(light.take_committed_entries());
+        } else {
+            self.raw.advance_append_async(rd);
+            self.persisted_msgs.push_back((number, persisted_msgs));
+            self.inflight_writes += 1;
+            self.submit(w, number, last_index);
+            self.apply(committed);
+        }
+        if role_changed {
+            self.on_role_change();
+        }
+    }
+
+    /// Hands a write to the store's LogWriter, to be reported back to this peer.
+    fn submit(&self, write: LogWrite, ready_number: u64, last_index: u64) {
+        if let Some(sink) = &self.persisted_sink {
+            self.ctx.log_writer.submit(WriteTask {
+                write,
+                ready_number,
+                last_index,
+                notify: sink.clone(),
+            });
+        }
+    }
+
+    /// Sends a write that needs no Ready of its own (compaction) through the LogWriter
+    /// queue, so it stays ordered with log appends.
+    pub(super) fn submit_extra_write(&mut self, wb: regatta_engine::WriteBatch) {
+        let write = LogWrite {
+            region_id: self.region_id,
+            extra: Some(wb),
+            ..LogWrite::default()
+        };
+        self.submit(write, 0, 0);
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
+        let ttl = self.ctx.cfg.dedup_session_ttl_ms;
+        match apply::apply_entries(self.raw.mut_store(), entries, ttl, &self.logger) {
+            Ok(applied) => {
+                self.raw.advance_apply_to(last);
+                self.delegate.set_applied(last);
+                for a in applied {
+                    if let Some((_, right)) = &a.split {
+                        self.on_split_applied(a.index, right);
+                    }
+                    self.answer(a);
+                }
+            }
+            Err(e) => {
+                // Storage failure on apply: stop serving rather than diverge.
+                error!(self.logger, "apply failed; replica stops accepting writes"; "error" => %e);
+                self.poisoned = Some(e.to_string());
+            }
+        }
+    }
+
+    fn answer(&mut self, a: AppliedEntry) {
+        while let Some(p) = self.proposals.front() {
+            if p.index > a.index {
+                break;
+            }
+            let Some(p) = self.proposals.pop_front() else {
+                break;
+            };
+            if p.index == a.index && p.term == a.term && p.responders.len() == a.responses.len() {
+                // Committed: a quorum took an append sent after it was proposed.
+                self.renew_lease(p.proposed_at, p.term);
+                let waited = self
+                    .ctx
+                    .clock
+                    .now()
+                    .saturating_duration_since(p.proposed_at);
+                for (tx, mut resp) in p.responders.into_iter().zip(a.responses) {
+                    let r = resp.get_response();
+                    let is_read = r.has_get() || r.has_scan() || r.has_batch_get();
+                    if is_read && !resp.has_error() {
+                        let mut info = ReadInfo::new();
+                        info.set_linearizable(true);
+                        info.set_network_round_trips(1); // the append of its entry
+                        info.set_served_by_store(self.ctx.store_id);
+                        info.set_read_index(a.index);
+                        info.set_applied_index(a.index);
+                        info.set_waited_us(waited.as_micros() as u64);
+                        resp.set_read_info(info);
+                    }
+                    let _ = tx.send(resp);
+                }
+                return;
+            }
+            for tx in p.responders {
+                let _ = tx.send(Error::StaleCommand.into_response());
+            }
+        }
+    }
+
+    fn on_role_change(&mut self) {
+        let leader = self.is_leader();
+        if leader && !self.was_leader {
+            info!(self.logger, "became leader"; "term" => self.raw.raft.term);
+            self.report_to_pd();
+        }
+        if !leader && self.was_leader {
+            info!(self.logger, "stepped down"; "term" => self.raw.raft.term);
+            self.lease.clear();
+            self.splits.progress.stepped_down();
+            let e = self.not_leader();
+            for r in self.reads.take_unconfirmed() {
+                let _ = r.tx.send(e.clone().into_response());
+            }
+            // Reads whose index was confirmed while leader are still linearizable once applied.
+        }
+        self.was_leader = leader;
+    }
+
+    /// The LogWriter made Readies through `ready_number` durable (or failed).
+    pub fn on_persisted(&mut self, p: Persisted) {
+        if let Err(reason) = p.result {
+            error!(self.logger, "store poisoned; rejecting writes"; "reason" => &reason);
+            self.poisoned = Some(reason.clone());
+            for prop in self.proposals.drain(..) {
+                for tx in prop.responders {
+                    let _ = tx.send(Error::StorePoisoned(reason.clone()).into_response());
+                }
+            }
+            return;
+        }
+        if p.ready_number == 0 {
+            return; // a compaction
+        }
+        self.raw.on_persist_ready(p.ready_number);
+        self.inflight_writes = self.inflight_writes.saturating_sub(1);
+        if p.last_index > 0 {
+            self.raw.mut_store().on_persisted(p.last_index);
+        }
+        if let Some((idx, _)) = self.pending_snapshot {
+            if self.raw.raft.raft_log.persisted >= idx {
+                self.raw.advance_apply_to(idx);
+                self.delegate.set_applied(idx);
+                self.pending_snapshot = None;
+                if !self.peer_cache.is_empty() {
+                    info!(self.logger, "initialized by snapshot"; "index" => idx,
+                        "region" => ?self.region());
+                    self.peer_cache.clear();
+                }
+            }
+        }
+        while self
+            .persisted_msgs
+            .front()
+            .is_some_and(|(n, _)| *n <= p.ready_number)
+        {
+            if let Some((_, msgs)) = self.persisted_msgs.pop_front() {
+                self.send_messages(msgs);
+            }
+        }
+    }
+}

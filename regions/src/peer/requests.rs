@@ -1,0 +1,119 @@
+//! Client requests reaching the replica: validation, writes and log reads queued for the
+//! turn's proposal, reads routed to the lease, the ReadIndex queue or the follower paths.
+
+use super::read_index::ReadReq;
+use super::{Peer, Responder, MAX_ENTRY_DATA};
+use crate::apply;
+use crate::error::Error;
+use crate::request::read_from_engine;
+use protobuf::Message as _;
+use regatta_proto::kvrpcpb::{
+    KvRequest, KvResponse, ReadConsistency, ReadInfo, Request, Request_oneof_cmd,
+};
+use regatta_proto::raft_serverpb::RaftCmd;
+use std::time::Duration;
+
+impl Peer {
+    /// Takes a client request (answered through `tx`).
+    pub fn on_kv(&mut self, mut req: KvRequest, tx: Responder) {
+        self.wake();
+        if let Err(e) = self.validate(&req) {
+            let _ = tx.send(e.into_response());
+            return;
+        }
+        let request = req.take_request();
+        let write = apply::is_write(&request);
+        if write {
+            if let Some(reason) = &self.poisoned {
+                let _ = tx.send(Error::StorePoisoned(reason.clone()).into_response());
+                return;
+            }
+        }
+        if let Some(Request_oneof_cmd::split(sp)) = &request.cmd {
+            let key = sp.get_split_key().to_vec();
+            self.on_split_request(key, tx);
+            return;
+        }
+        let ctx = req.take_context();
+        let consistency = ctx.get_consistency();
+        if !self.is_leader() {
+            if !write {
+                self.follower_read(request, &ctx, tx);
+            } else {
+                let _ = tx.send(self.not_leader().into_response());
+            }
+            return;
+        }
+        if write || consistency == ReadConsistency::LOG_READ {
+            if self.proposals.len() + self.pending_cmds.len() >= self.ctx.cfg.max_inflight_proposals
+            {
+                let _ = tx.send(
+                    Error::ServerIsBusy(format!("region {}: too many proposals", self.region_id))
+                        .into_response(),
+                );
+                return;
+            }
+            let mut cmd = RaftCmd::new();
+            cmd.set_client_id(ctx.get_client_id());
+            cmd.set_seq(ctx.get_seq());
+            cmd.set_region_epoch(self.region().get_region_epoch().clone());
+            cmd.set_request(request);
+            self.pending_bytes += cmd.compute_size() as usize;
+            self.pending_cmds.push((cmd, tx));
+            if self.pending_bytes >= MAX_ENTRY_DATA {
+                self.propose_pending();
+            }
+            return;
+        }
+        let now = self.ctx.clock.now();
+        let mut read = ReadReq {
+            req: request,
+            tx,
+            deadline: now + Duration::from_millis(self.ctx.cfg.read_timeout_ms),
+            started: now,
+            info: ReadInfo::new(),
+            version: self.region().get_region_epoch().get_version(),
+        };
+        read.info.set_linearizable(true);
+        let lease_ok = consistency != ReadConsistency::LINEARIZABLE
+            && !self.splits.progress.blocks_lease()
+            && self.lease_valid(now)
+            && self.raw.raft.commit_to_current_term();
+        if lease_ok {
+            // No other leader can exist while the lease holds, so the commit index is the
+            // newest; serve once it is applied.
+            read.info.set_lease_used(true);
+            let index = self.raw.raft.raft_log.committed;
+            self.reads.push_ready(index, read);
+        } else {
+            read.info.set_network_round_trips(1);
+            self.reads.push(read);
+        }
+    }
+
+    /// Answers `read` from the applied state; `read_index` is the index it was served at.
+    pub(super) fn finish_read(&self, read: ReadReq, read_index: u64) {
+        if read.version != self.region().get_region_epoch().get_version() {
+            let e = self.with_siblings(Error::EpochNotMatch {
+                current_regions: vec![self.region().clone()],
+            });
+            let _ = read.tx.send(e.into_response());
+            return;
+        }
+        let mut resp = self.read_local(&read.req);
+        if !resp.has_error() {
+            let mut info = read.info;
+            info.set_served_by_store(self.ctx.store_id);
+            info.set_read_index(read_index);
+            info.set_applied_index(self.raw.store().applied().0);
+            let waited = self.ctx.clock.now().saturating_duration_since(read.started);
+            info.set_waited_us(waited.as_micros() as u64);
+            resp.set_read_info(info);
+        }
+        let _ = read.tx.send(resp);
+    }
+
+    fn read_local(&self, req: &Request) -> KvResponse {
+        read_from_engine(self.raw.store().engine(), self.region(), req)
+    }
+}

@@ -1,0 +1,384 @@
+//! Region splits on the leader: the split check, asking PD for ids, proposing the split
+//! entry, and what every replica does once it is applied (docs/ARCHITECTURE.md, "Region
+//! splits").
+//!
+//! The progress of a split is one state machine, [`SplitProgress`]:
+//!
+//! ```text
+//! Idle --check--> Checking --checked--> Idle
+//!   |                 |
+//!   +--ask ids--------+--ask ids--> AskingIds --ids--> Proposed{index} --applied/step down--> Idle
+//!                                       |
+//!                                       +--PD failed / not leader / epoch moved--> Idle
+//! ```
+//!
+//! Invariants: at most one split of a region is asked for or proposed at a time; while
+//! one is proposed the leader takes no lease (another store may elect the new region's
+//! leader before this one applies the split); a check's result only counts for the epoch
+//! it scanned.
+
+use super::{Peer, Responder};
+use crate::apply;
+use crate::error::Error;
+use crate::peer::NewRegion;
+use protobuf::Message as _;
+use regatta_proto::metapb::{Region, RegionEpoch};
+use regatta_proto::pdpb::RegionHeartbeatRequest;
+use regatta_proto::raft_serverpb::{AdminCmd, RaftCmdBatch, SplitCmd};
+use slog::{info, warn};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Where the region's split stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum SplitProgress {
+    /// Nothing in progress.
+    #[default]
+    Idle,
+    /// A split check scans the region on another thread.
+    Checking,
+    /// PD was asked for the new region's ids.
+    AskingIds,
+    /// The split entry was proposed at this index.
+    Proposed {
+        /// Its log index.
+        index: u64,
+    },
+}
+
+impl SplitProgress {
+    /// Whether a split check may start.
+    pub(crate) fn may_check(self) -> bool {
+        self == SplitProgress::Idle
+    }
+
+    /// Whether a split may be asked for (a running check does not stop a manual split).
+    pub(crate) fn may_ask(self) -> bool {
+        matches!(self, SplitProgress::Idle | SplitProgress::Checking)
+    }
+
+    /// Whether the leader must not use its lease (a split is proposed, not applied).
+    pub(crate) fn blocks_lease(self) -> bool {
+        matches!(self, SplitProgress::Proposed { .. })
+    }
+
+    /// A check finished.
+    pub(crate) fn checked(&mut self) {
+        if *self == SplitProgress::Checking {
+            *self = SplitProgress::Idle;
+        }
+    }
+
+    /// The ids arrived or could not be had.
+    pub(crate) fn ids_answered(&mut self) {
+        if *self == SplitProgress::AskingIds {
+            *self = SplitProgress::Idle;
+        }
+    }
+
+    /// A split entry at `index` was applied.
+    pub(crate) fn applied(&mut self, index: u64) {
+        if matches!(*self, SplitProgress::Proposed { index: i } if i <= index) {
+            *self = SplitProgress::Idle;
+        }
+    }
+
+    /// The replica stepped down: a proposed split is no longer this replica's to track
+    /// (it still applies if it commits). A PD call in flight comes back and is refused.
+    pub(crate) fn stepped_down(&mut self) {
+        if matches!(*self, SplitProgress::Proposed { .. }) {
+            *self = SplitProgress::Idle;
+        }
+    }
+}
+
+/// The leader's split bookkeeping.
+#[derive(Default)]
+pub(crate) struct Splits {
+    pub(crate) progress: SplitProgress,
+    /// Bytes proposed since the last split check.
+    pub(crate) written_since_check: u64,
+    /// The region's (keys, bytes) at the last split check, for PD.
+    pub(crate) approximate: Option<(u64, u64)>,
+    /// Regions the last few splits of this region created (for `EpochNotMatch`).
+    pub(crate) recent: VecDeque<Region>,
+    /// The split threshold the last split check used (a change triggers a new check).
+    pub(crate) checked_split_keys: u64,
+}
+
+/// A step of a split that comes back to the region's peer from another task.
+pub enum SplitStep {
+    /// A split check finished: split at `key` if it is still the region of `version`.
+    Checked {
+        /// Where to split (`None`: the region is small enough).
+        key: Option<Vec<u8>>,
+        /// The region's (keys, bytes) as scanned.
+        stats: (u64, u64),
+        /// The epoch version the check scanned.
+        version: u64,
+    },
+    /// PD handed out ids: propose the split.
+    Ids {
+        /// Where to split.
+        key: Vec<u8>,
+        /// The epoch the split was decided at.
+        epoch: RegionEpoch,
+        /// The new region's id; its peers take the next ids.
+        first_id: u64,
+        /// Who asked (a manual split), answered at apply.
+        tx: Option<Responder>,
+    },
+    /// PD could not hand out ids.
+    Failed {
+        /// Why.
+        reason: String,
+        /// Who asked.
+        tx: Option<Responder>,
+    },
+}
+
+impl Peer {
+    /// A client asked to split at `key` (validated to be inside the region).
+    pub(super) fn on_split_request(&mut self, key: Vec<u8>, tx: Responder) {
+        if !self.is_leader() {
+            let _ = tx.send(self.not_leader().into_response());
+            return;
+        }
+        if !self.splits.progress.may_ask() {
+            let e =
+                Error::ServerIsBusy(format!("region {}: a split is in progress", self.region_id));
+            let _ = tx.send(e.into_response());
+            return;
+        }
+        self.ask_split_ids(key, Some(tx));
+    }
+
+    /// Asks PD for the new region's id and peer ids, then comes back with `SplitStep::Ids`.
+    fn ask_split_ids(&mut self, key: Vec<u8>, tx: Option<Responder>) {
+        let Some(me) = self.mailbox.clone() else {
+            return;
+        };
+        self.splits.progress = SplitProgress::AskingIds;
+        let pd = self.ctx.pd.clone();
+        let count = self.region().get_peers().len() as u32 + 1;
+        let epoch = self.region().get_region_epoch().clone();
+        let back = me.clone();
+        me.spawn(Box::pin(async move {
+            let step = match pd.alloc_id(count).await {
+                Ok(first_id) => SplitStep::Ids {
+                    key,
+                    epoch,
+                    first_id,
+                    tx,
+                },
+                Err(reason) => SplitStep::Failed { reason, tx },
+            };
+            back.split_step(step);
+        }));
+    }
+
+    /// The next step of a split (see [`SplitStep`]).
+    pub fn on_split_step(&mut self, step: SplitStep) {
+        match step {
+            SplitStep::Checked {
+                key,
+                stats,
+                version,
+            } => {
+                self.splits.progress.checked();
+                self.splits.approximate = Some(stats);
+                let current = self.region().get_region_epoch().get_version();
+                if let Some(key) = key {
+                    if self.is_leader()
+                        && version == current
+                        && self.splits.progress == SplitProgress::Idle
+                    {
+                        info!(self.logger, "region too big; splitting"; "key" => ?key);
+                        self.ask_split_ids(key, None);
+                    }
+                }
+            }
+            SplitStep::Failed { reason, tx } => {
+                self.splits.progress.ids_answered();
+                warn!(self.logger, "split: PD gave no ids"; "error" => &reason);
+                if let Some(tx) = tx {
+                    let _ = tx
+                        .send(Error::ServerIsBusy(format!("split: PD: {reason}")).into_response());
+                }
+            }
+            SplitStep::Ids {
+                key,
+                epoch,
+                first_id,
+                tx,
+            } => {
+                self.splits.progress.ids_answered();
+                let tx = tx.unwrap_or_else(|| oneshot::channel().0);
+                if !self.is_leader() {
+                    let _ = tx.send(self.not_leader().into_response());
+                    return;
+                }
+                if &epoch != self.region().get_region_epoch() {
+                    let e = Error::EpochNotMatch {
+                        current_regions: vec![self.region().clone()],
+                    };
+                    let _ = tx.send(e.into_response());
+                    return;
+                }
+                self.propose_split(key, epoch, first_id, tx);
+            }
+        }
+    }
+
+    fn propose_split(&mut self, key: Vec<u8>, epoch: RegionEpoch, first_id: u64, tx: Responder) {
+        let mut split = SplitCmd::new();
+        split.set_split_key(key);
+        split.set_new_region_id(first_id);
+        let peers = self.region().get_peers().len() as u64;
+        split.set_new_peer_ids((first_id + 1..=first_id + peers).collect());
+        let mut admin = AdminCmd::new();
+        admin.set_region_epoch(epoch);
+        admin.set_split(split);
+        let mut batch = RaftCmdBatch::new();
+        batch.set_propose_time_ms(self.ctx.clock.wall_ms());
+        batch.set_admin(admin);
+        let data = batch
+            .write_to_bytes()
+            .expect("encoding an in-memory command batch cannot fail");
+        if self.raw.propose(vec![], data).is_err() {
+            let _ = tx.send(self.not_leader().into_response());
+            return;
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        self.splits.progress = SplitProgress::Proposed { index };
+        let now = self.ctx.clock.now();
+        self.proposals.push_back(super::Proposal {
+            index,
+            term: self.raw.raft.term,
+            proposed_at: now,
+            responders: vec![tx],
+            deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
+        });
+    }
+
+    /// Every replica, after applying a split: the store starts the new region's peer; the
+    /// leader reports both regions to PD at once.
+    pub(super) fn on_split_applied(&mut self, index: u64, right: &Region) {
+        info!(self.logger, "region split"; "index" => index, "new_region_id" => right.get_id(),
+            "split_key" => ?right.get_start_key());
+        self.splits.progress.applied(index);
+        self.splits.written_since_check = 0;
+        self.splits.approximate = None;
+        self.splits.recent.push_front(right.clone());
+        self.splits.recent.truncate(4);
+        let leader = self.is_leader();
+        let _ = self.ctx.new_regions.send(NewRegion {
+            region_id: right.get_id(),
+            campaign: leader,
+        });
+        if leader {
+            self.report_to_pd();
+            let mut hb = RegionHeartbeatRequest::new();
+            hb.set_region(right.clone());
+            let _ = self.ctx.pd_reports.send(hb);
+        }
+    }
+
+    /// Starts a split check on another thread when the leader wrote enough since the last.
+    pub(super) fn maybe_check_split(&mut self) {
+        let cfg = &self.ctx.cfg;
+        let s = &self.splits;
+        if !self.is_leader()
+            || !s.progress.may_check()
+            || (s.written_since_check < cfg.split_check_diff_bytes
+                && s.approximate.is_some()
+                && s.checked_split_keys == self.ctx.split_keys())
+        {
+            return;
+        }
+        let Some(me) = self.mailbox.clone() else {
+            return;
+        };
+        self.splits.progress = SplitProgress::Checking;
+        self.splits.written_since_check = 0;
+        self.splits.checked_split_keys = self.ctx.split_keys();
+        let engine = self.raw.store().engine().clone();
+        let region = self.region().clone();
+        let (max_size, max_keys) = (cfg.region_split_size, self.splits.checked_split_keys);
+        let logger = self.logger.clone();
+        std::thread::spawn(move || {
+            let version = region.get_region_epoch().get_version();
+            let check = match apply::split_check(&engine, &region, max_size, max_keys) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(logger, "split check failed"; "error" => %e);
+                    apply::SplitCheck::default()
+                }
+            };
+            me.split_step(SplitStep::Checked {
+                key: check.split_key,
+                stats: (check.keys, check.size),
+                version,
+            });
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SplitProgress::{self, *};
+
+    #[test]
+    fn a_check_then_a_split_walks_the_states_in_order() {
+        let mut p = SplitProgress::default();
+        assert!(p.may_check() && p.may_ask() && !p.blocks_lease());
+        p = Checking;
+        assert!(!p.may_check(), "one check at a time");
+        assert!(p.may_ask(), "a manual split may start while a check runs");
+        p.checked();
+        assert_eq!(p, Idle);
+        p = AskingIds;
+        assert!(!p.may_check() && !p.may_ask() && !p.blocks_lease());
+        p.ids_answered();
+        assert_eq!(p, Idle);
+        p = Proposed { index: 10 };
+        assert!(p.blocks_lease(), "no lease while a split is proposed");
+        assert!(!p.may_ask() && !p.may_check());
+        p.applied(9);
+        assert_eq!(
+            p,
+            Proposed { index: 10 },
+            "an earlier entry does not finish it"
+        );
+        p.applied(10);
+        assert_eq!(p, Idle);
+    }
+
+    #[test]
+    fn a_check_finishing_during_a_manual_split_leaves_the_split_alone() {
+        let mut p = Checking;
+        assert!(p.may_ask());
+        p = AskingIds; // the manual split's PD call
+        p.checked();
+        assert_eq!(p, AskingIds);
+        p.ids_answered();
+        p = Proposed { index: 3 };
+        p.checked();
+        p.ids_answered();
+        assert_eq!(p, Proposed { index: 3 }, "late answers change nothing");
+    }
+
+    #[test]
+    fn stepping_down_forgets_a_proposed_split_but_not_a_pd_call() {
+        let mut p = Proposed { index: 5 };
+        p.stepped_down();
+        assert_eq!(p, Idle);
+        let mut q = AskingIds;
+        q.stepped_down();
+        assert_eq!(q, AskingIds, "the PD answer comes back and is refused then");
+        let mut c = Checking;
+        c.stepped_down();
+        assert_eq!(c, Checking);
+    }
+}

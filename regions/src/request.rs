@@ -1,0 +1,165 @@
+//! Client requests checked and served against a region, with no replica state: request
+//! validation (epoch, key range, sizes) and reads from the engine's applied state.
+//!
+//! A leaf module: both the peer and the local reader use it, and it uses neither, so
+//! there is no import circle between them.
+
+use crate::apply;
+use crate::config::StoreConfig;
+use crate::error::Error;
+use regatta_proto::kvrpcpb::{KvRequest, KvResponse, Request, Request_oneof_cmd};
+use regatta_proto::metapb::Region;
+
+/// Checks a request against the replica's region (epoch, key range) and the size limits.
+pub(crate) fn validate_request(
+    req: &KvRequest,
+    region: &Region,
+    cfg: &StoreConfig,
+) -> Result<(), Error> {
+    if region.get_peers().is_empty() {
+        // An uninitialized replica: it does not know its range yet.
+        return Err(Error::RegionNotFound(region.get_id()));
+    }
+    let ctx = req.get_context();
+    let epoch = region.get_region_epoch();
+    if ctx.get_region_epoch().get_version() != epoch.get_version()
+        || ctx.get_region_epoch().get_conf_ver() != epoch.get_conf_ver()
+    {
+        return Err(Error::EpochNotMatch {
+            current_regions: vec![region.clone()],
+        });
+    }
+    let check_key = |key: &[u8]| -> Result<(), Error> {
+        if key.is_empty() || key.len() > cfg.max_key_size {
+            return Err(Error::InvalidArgument(format!(
+                "key of {} bytes (must be 1..={})",
+                key.len(),
+                cfg.max_key_size
+            )));
+        }
+        if !apply::key_in_region(key, region) {
+            return Err(Error::KeyNotInRegion {
+                key: key.to_vec(),
+                region_id: region.get_id(),
+                start_key: region.get_start_key().to_vec(),
+                end_key: region.get_end_key().to_vec(),
+            });
+        }
+        Ok(())
+    };
+    let check_value = |v: &[u8]| -> Result<(), Error> {
+        if v.len() > cfg.max_value_size {
+            return Err(Error::InvalidArgument(format!(
+                "value of {} bytes exceeds {}",
+                v.len(),
+                cfg.max_value_size
+            )));
+        }
+        Ok(())
+    };
+    match &req.get_request().cmd {
+        Some(Request_oneof_cmd::get(g)) => check_key(g.get_key()),
+        Some(Request_oneof_cmd::put(p)) => {
+            check_key(p.get_key())?;
+            check_value(p.get_value())
+        }
+        Some(Request_oneof_cmd::delete(d)) => check_key(d.get_key()),
+        Some(Request_oneof_cmd::batch_get(b)) => {
+            check_batch_len(b.get_keys().len())?;
+            b.get_keys().iter().try_for_each(|k| check_key(k))
+        }
+        Some(Request_oneof_cmd::batch_put(b)) => {
+            check_batch_len(b.get_pairs().len())?;
+            b.get_pairs().iter().try_for_each(|p| {
+                check_key(p.get_key())?;
+                check_value(p.get_value())
+            })
+        }
+        Some(Request_oneof_cmd::batch_delete(b)) => {
+            check_batch_len(b.get_keys().len())?;
+            b.get_keys().iter().try_for_each(|k| check_key(k))
+        }
+        Some(Request_oneof_cmd::cas(c)) => {
+            check_key(c.get_key())?;
+            check_value(c.get_expected())?;
+            check_value(c.get_new_value())
+        }
+        Some(Request_oneof_cmd::scan(s)) => {
+            let r = region;
+            let start_ok = r.get_end_key().is_empty() || s.get_start_key() < r.get_end_key();
+            let end_ok = s.get_end_key().is_empty() || s.get_end_key() > r.get_start_key();
+            if start_ok && end_ok {
+                Ok(())
+            } else {
+                Err(Error::KeyNotInRegion {
+                    key: s.get_start_key().to_vec(),
+                    region_id: region.get_id(),
+                    start_key: r.get_start_key().to_vec(),
+                    end_key: r.get_end_key().to_vec(),
+                })
+            }
+        }
+        Some(Request_oneof_cmd::split(sp)) => {
+            check_key(sp.get_split_key())?;
+            if sp.get_split_key() == region.get_start_key() {
+                return Err(Error::InvalidArgument(
+                    "the split key is the region's start: nothing to split".into(),
+                ));
+            }
+            Ok(())
+        }
+        None => Err(Error::InvalidArgument("request has no command".into())),
+    }
+}
+
+/// A batch holds at least one key and at most [`MAX_BATCH_KEYS`].
+fn check_batch_len(n: usize) -> Result<(), Error> {
+    if n == 0 || n > MAX_BATCH_KEYS {
+        return Err(Error::InvalidArgument(format!(
+            "a batch of {n} keys (must be 1..={MAX_BATCH_KEYS})"
+        )));
+    }
+    Ok(())
+}
+
+/// Most keys one batch request carries (the client cuts bigger batches).
+pub const MAX_BATCH_KEYS: usize = 10_000;
+
+/// Serves a get, batch get or scan from the replica's applied state in `engine`.
+pub(crate) fn read_from_engine(
+    engine: &regatta_engine::Engine,
+    region: &Region,
+    req: &Request,
+) -> KvResponse {
+    let mut resp = regatta_proto::kvrpcpb::Response::new();
+    let result = match &req.cmd {
+        Some(Request_oneof_cmd::get(g)) => engine
+            .get_raw(g.get_key())
+            .map(|v| resp.set_get(apply::get_response(v)))
+            .map_err(Error::from),
+        Some(Request_oneof_cmd::batch_get(b)) => b
+            .get_keys()
+            .iter()
+            .map(|k| Ok((k.clone(), engine.get_raw(k)?)))
+            .collect::<Result<Vec<_>, Error>>()
+            .map(|reads| resp.set_batch_get(apply::batch_get_response(reads))),
+        Some(Request_oneof_cmd::scan(s)) => apply::scan_region(
+            engine,
+            region,
+            s.get_start_key(),
+            s.get_end_key(),
+            s.get_limit() as usize,
+            None,
+        )
+        .map(|r| resp.set_scan(r)),
+        _ => Err(Error::InvalidArgument("not a read".into())),
+    };
+    match result {
+        Ok(()) => {
+            let mut out = KvResponse::new();
+            out.set_response(resp);
+            out
+        }
+        Err(e) => e.into_response(),
+    }
+}
