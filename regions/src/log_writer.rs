@@ -11,7 +11,7 @@
 use crate::metrics::StoreMetrics;
 use actix::prelude::*;
 use crossbeam_channel::{Receiver, Sender};
-use regatta_engine::{Engine, LogWrite};
+use regatta_engine::{Engine as _, LogWrite, RocksEngine, WriteBatch as _};
 use slog::{error, Logger};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -51,7 +51,7 @@ pub struct LogWriter {
 impl LogWriter {
     /// Starts the thread.
     pub fn start(
-        engine: Engine,
+        engine: RocksEngine,
         queue: usize,
         max_batch_bytes: usize,
         metrics: Arc<StoreMetrics>,
@@ -92,7 +92,7 @@ impl LogWriter {
 }
 
 fn run(
-    engine: Engine,
+    engine: RocksEngine,
     rx: Receiver<WriteTask>,
     max_batch_bytes: usize,
     metrics: Arc<StoreMetrics>,
@@ -146,11 +146,11 @@ fn run(
 }
 
 fn write_group(
-    engine: &Engine,
+    engine: &RocksEngine,
     tasks: &mut [WriteTask],
     metrics: &StoreMetrics,
 ) -> Result<(), String> {
-    let mut wb = engine.batch();
+    let mut wb = engine.write_batch();
     let mut entries = 0u64;
     let mut any = false;
     let sync = tasks.iter().any(|t| t.write.needs_sync());

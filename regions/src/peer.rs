@@ -26,7 +26,7 @@ use actix::prelude::*;
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{RawNode, ReadOnlyOption, StateRole};
-use regatta_engine::{LogWrite, PeerStorage};
+use regatta_engine::{Engine as _, LogWrite, PeerStorage, Snapshot as _};
 use regatta_proto::kvrpcpb::{
     KvRequest, KvResponse, ReadConsistency, ReadInfo, Request, Request_oneof_cmd,
 };
@@ -1296,7 +1296,7 @@ impl Peer {
     }
 
     fn read_local(&self, req: &Request) -> KvResponse {
-        read_from_engine(self.raw.store().engine(), self.region(), req)
+        read_from_engine(&self.raw.store().engine().snapshot(), self.region(), req)
     }
 
     /// A message from this replica to `to`, with no raft content yet.
@@ -1484,7 +1484,7 @@ impl Peer {
             return;
         };
         let ttl = self.ctx.cfg.dedup_session_ttl_ms;
-        match apply::apply_entries(self.raw.mut_store(), entries, ttl, &self.logger) {
+        match apply::apply_committed(self.raw.mut_store(), entries, ttl, &self.logger) {
             Ok(applied) => {
                 self.raw.advance_apply_to(last);
                 self.delegate.set_applied(last);
@@ -1550,6 +1550,7 @@ impl Peer {
         let store = self.raw.store();
         let has_data = !store
             .engine()
+            .snapshot()
             .scan_raw(
                 self.region().get_start_key(),
                 self.region().get_end_key(),
@@ -1599,7 +1600,7 @@ impl Peer {
 
     /// Sends a write that needs no Ready of its own (compaction) through the LogWriter
     /// queue, so it stays ordered with log appends.
-    fn submit_extra_write(&mut self, wb: regatta_engine::WriteBatch) {
+    fn submit_extra_write(&mut self, wb: regatta_engine::RocksWriteBatch) {
         let write = LogWrite {
             region_id: self.region_id,
             extra: Some(wb),
@@ -1702,7 +1703,7 @@ pub(crate) fn validate_request(
                 cfg.max_key_size
             )));
         }
-        if !apply::key_in_region(key, region) {
+        if !regatta_proto::region::key_in_range(region, key) {
             return Err(Error::KeyNotInRegion {
                 key: key.to_vec(),
                 region_id: region.get_id(),
@@ -1790,26 +1791,26 @@ fn check_batch_len(n: usize) -> Result<(), Error> {
 /// Most keys one batch request carries (the client cuts bigger batches).
 pub const MAX_BATCH_KEYS: usize = 10_000;
 
-/// Serves a get, batch get or scan from the replica's applied state in `engine`.
-pub(crate) fn read_from_engine(
-    engine: &regatta_engine::Engine,
+/// Serves a get, batch get or scan from the replica's applied state in `snap`.
+pub(crate) fn read_from_engine<S: regatta_engine::Snapshot>(
+    snap: &S,
     region: &Region,
     req: &Request,
 ) -> KvResponse {
     let mut resp = regatta_proto::kvrpcpb::Response::new();
     let result = match &req.cmd {
-        Some(Request_oneof_cmd::get(g)) => engine
+        Some(Request_oneof_cmd::get(g)) => snap
             .get_raw(g.get_key())
             .map(|v| resp.set_get(apply::get_response(v)))
             .map_err(Error::from),
         Some(Request_oneof_cmd::batch_get(b)) => b
             .get_keys()
             .iter()
-            .map(|k| Ok((k.clone(), engine.get_raw(k)?)))
+            .map(|k| Ok((k.clone(), snap.get_raw(k)?)))
             .collect::<Result<Vec<_>, Error>>()
             .map(|reads| resp.set_batch_get(apply::batch_get_response(reads))),
         Some(Request_oneof_cmd::scan(s)) => apply::scan_region(
-            engine,
+            snap,
             region,
             s.get_start_key(),
             s.get_end_key(),

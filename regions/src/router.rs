@@ -40,9 +40,7 @@ impl Router {
 
     /// The region hosted here whose range holds `key` (as its replica last published it).
     pub fn locate(&self, key: &[u8]) -> Option<regatta_proto::metapb::Region> {
-        self.find_initialized(|r| {
-            key >= r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key())
-        })
+        self.find_initialized(|r| regatta_proto::region::key_in_range(r, key))
     }
 
     /// A hosted, initialized region other than `except` whose range overlaps `region`'s.
