@@ -13,6 +13,7 @@ use regatta_proto::kvrpcpb::{
     SplitRegionRequest,
 };
 use regatta_proto::metapb::{Peer, Region};
+use regatta_proto::region::key_in_range;
 use regatta_proto::rpc::Connection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -408,7 +409,7 @@ impl Client {
                     *o == origin[i]
                         && g.len() < MAX_BATCH_KEYS
                         && *bytes + w <= MAX_BATCH_BYTES
-                        && region_holds(r, &keys[i])
+                        && key_in_range(r, &keys[i])
                 };
                 if let Some((_, _, bytes, g)) = groups.iter_mut().find(fits) {
                     *bytes += w;
@@ -748,7 +749,7 @@ impl Client {
             }
             Err(e) => return Attempt::Fail(e),
         };
-        if others.iter().any(|k| !region_holds(&region.region, k)) {
+        if others.iter().any(|k| !key_in_range(&region.region, k)) {
             return Attempt::Regroup;
         }
         let rid = region.region.get_id();
@@ -921,11 +922,6 @@ impl Client {
         }
         Attempt::Fail(Error::Server(error))
     }
-}
-
-/// Whether `key` lies in `region`'s range.
-fn region_holds(region: &Region, key: &[u8]) -> bool {
-    key >= region.get_start_key() && (region.get_end_key().is_empty() || key < region.get_end_key())
 }
 
 /// The log index a write committed at, from its response.

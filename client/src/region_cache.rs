@@ -2,6 +2,7 @@
 //! dropped when a store says they are wrong, and refilled from PD on the next lookup.
 
 use regatta_proto::metapb::{Peer, Region};
+use regatta_proto::region::key_in_range;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -23,10 +24,6 @@ pub(crate) struct RegionCache {
     by_id: HashMap<u64, Vec<u8>>,
 }
 
-fn contains(region: &Region, key: &[u8]) -> bool {
-    region.get_start_key() <= key && (region.get_end_key().is_empty() || key < region.get_end_key())
-}
-
 impl RegionCache {
     /// The cached region holding `key`.
     pub fn get(&self, key: &[u8]) -> Option<Arc<CachedRegion>> {
@@ -34,7 +31,7 @@ impl RegionCache {
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
             .map(|(_, c)| c)
-            .filter(|c| contains(&c.region, key))
+            .filter(|c| key_in_range(&c.region, key))
             .cloned()
     }
 

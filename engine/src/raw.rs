@@ -1,9 +1,9 @@
 //! Raw KV records: data key `r` + user key -> `version (u64 BE) | value`, where version is
-//! the log index of the write that produced the value (what OCC validates against).
+//! the log index of the write that produced the value (what OCC validates against). Read
+//! them with [`Snapshot::get_raw`](crate::Snapshot::get_raw) and
+//! [`Snapshot::scan_raw`](crate::Snapshot::scan_raw).
 
-use crate::engine::{Cf, Engine, EngineSnapshot};
 use crate::error::{Error, Result};
-use crate::keys;
 
 /// A raw value with its version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,39 +45,6 @@ pub struct RawPair {
     pub key: Vec<u8>,
     /// Its value and version.
     pub value: RawValue,
-}
-
-impl Engine {
-    /// Reads raw user key `key`.
-    pub fn get_raw(&self, key: &[u8]) -> Result<Option<RawValue>> {
-        self.get(Cf::Default, &keys::raw_data_key(key))?
-            .map(|b| decode_raw_value(&b))
-            .transpose()
-    }
-
-    /// Raw pairs with user key in `[start, end)` (empty end = unbounded), at most `limit`.
-    pub fn scan_raw(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<RawPair>> {
-        let (lo, hi) = keys::raw_data_range(start, end);
-        let mut out = Vec::new();
-        self.scan(Cf::Default, &lo, &hi, |k, v| {
-            let key = keys::raw_user_key(k).unwrap_or_default().to_vec();
-            out.push(RawPair {
-                key,
-                value: decode_raw_value(v)?,
-            });
-            Ok(out.len() < limit)
-        })?;
-        Ok(out)
-    }
-}
-
-impl EngineSnapshot<'_> {
-    /// Reads raw user key `key` at the snapshot.
-    pub fn get_raw(&self, key: &[u8]) -> Result<Option<RawValue>> {
-        self.get(Cf::Default, &keys::raw_data_key(key))?
-            .map(|b| decode_raw_value(&b))
-            .transpose()
-    }
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! same RocksDB snapshot as the data, because apply writes data and apply state in one
 //! batch. So a snapshot is the state machine after applying entry `index`, no more, no less.
 
-use crate::engine::{decode_msg, Cf, Engine};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::raw::encode_raw_value;
+use crate::traits::{decode_msg, Cf, Engine, Snapshot as _};
 use protobuf::Message;
 use raft::eraftpb::{ConfState, Snapshot};
 use regatta_proto::metapb::Region;
@@ -32,7 +32,7 @@ fn in_ranges(ranges: &[(Vec<u8>, Vec<u8>)], key: &[u8]) -> bool {
 }
 
 /// Builds the snapshot of `region_id` as of its current apply state.
-pub fn generate(engine: &Engine, region_id: u64) -> Result<Snapshot> {
+pub fn generate<E: Engine>(engine: &E, region_id: u64) -> Result<Snapshot> {
     let snap = engine.snapshot();
     let state: RegionLocalState = match snap.get(Cf::Raft, &keys::region_state_key(region_id))? {
         Some(b) => decode_msg(&b, "region state", region_id)?,
@@ -126,9 +126,7 @@ pub fn build_seed(
     let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = pairs.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     for (k, v) in sorted {
-        let in_region = k.as_slice() >= region.get_start_key()
-            && (region.get_end_key().is_empty() || k.as_slice() < region.get_end_key());
-        if !in_region {
+        if !regatta_proto::region::key_in_range(region, k) {
             return Err(Error::BadSnapshot {
                 region_id,
                 detail: format!("seed key {k:?} is outside the region"),

@@ -1,5 +1,5 @@
 //! [`PeerStorage`]: the raft log and raft states of one region replica, implementing
-//! `raft::Storage` on the shared [`Engine`].
+//! `raft::Storage` on the store's [`RocksEngine`].
 //!
 //! Writes are *staged*: [`PeerStorage::append`] and [`PeerStorage::set_hard_state`] update the
 //! in-memory view at once (raft-rs's async-ready contract requires appended entries to be
@@ -13,10 +13,11 @@
 //! - `truncated.index <= applied_index <= commit <= last_index` (a snapshot sets all four);
 //! - `term(truncated.index)` is always answerable (raft's matching needs it).
 
-use crate::engine::{decode_msg, Cf, Engine, WriteBatch};
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::rocks::{RocksEngine, RocksWriteBatch};
 use crate::snapshot;
+use crate::traits::{decode_msg, Cf, Engine, Snapshot as _, WriteBatch};
 use protobuf::Message;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -45,7 +46,7 @@ pub struct LogWrite {
     pub raft_state: Option<RaftLocalState>,
     /// A self-contained batch written (unsynced) before the group's synced batch:
     /// snapshot installs and log compaction.
-    pub extra: Option<WriteBatch>,
+    pub extra: Option<RocksWriteBatch>,
     /// Whether `raft_state` changed in term or vote (which must be durable before any
     /// message that depends on them is sent). A change of the commit index alone need not
     /// be synced: on restart the commit index is raised to the applied index, and raft
@@ -72,7 +73,7 @@ impl LogWrite {
     }
 
     /// Adds the entry/state part of this write to `wb` (the LogWriter's group batch).
-    pub fn write_into(&self, wb: &mut WriteBatch) {
+    pub fn write_into<W: WriteBatch>(&self, wb: &mut W) {
         if let Some((from, to)) = self.delete_entries {
             let (lo, hi) = keys::entry_range(self.region_id, from, to);
             wb.delete_range(Cf::Raft, &lo, &hi);
@@ -88,7 +89,7 @@ impl LogWrite {
 
 /// Raft log storage of one region replica.
 pub struct PeerStorage {
-    engine: Engine,
+    engine: RocksEngine,
     region: Region,
     voters: Vec<u64>,
     raft_state: RaftLocalState,
@@ -113,7 +114,7 @@ impl std::fmt::Debug for PeerStorage {
 
 /// Writes the initial states of `region` with voters = its peers, unless the region already
 /// has a state on this store. Returns whether it wrote. The write is synced.
-pub fn bootstrap_region(engine: &Engine, region: &Region) -> Result<bool> {
+pub fn bootstrap_region(engine: &RocksEngine, region: &Region) -> Result<bool> {
     let rid = region.get_id();
     if engine
         .get(Cf::Raft, &keys::region_state_key(rid))?
@@ -121,7 +122,7 @@ pub fn bootstrap_region(engine: &Engine, region: &Region) -> Result<bool> {
     {
         return Ok(false);
     }
-    let mut wb = engine.batch();
+    let mut wb = engine.write_batch();
     write_initial_state(&mut wb, region);
     engine.write(wb, true)?;
     Ok(true)
@@ -130,7 +131,7 @@ pub fn bootstrap_region(engine: &Engine, region: &Region) -> Result<bool> {
 /// Adds the initial raft states of `region` (voters = its peers, log at
 /// [`RAFT_INIT_LOG_INDEX`]) to `wb`: what bootstrap writes, and what a split writes for the
 /// new region in the same batch as the split itself.
-pub fn write_initial_state(wb: &mut WriteBatch, region: &Region) {
+pub fn write_initial_state<W: WriteBatch>(wb: &mut W, region: &Region) {
     let rid = region.get_id();
     let mut state = RegionLocalState::new();
     state.set_region(region.clone());
@@ -151,10 +152,19 @@ pub fn write_initial_state(wb: &mut WriteBatch, region: &Region) {
     wb.put_msg(Cf::Raft, &keys::truncated_state_key(rid), &tr);
 }
 
+/// Adds the apply state `(index, term)` of `region_id` to `wb`: the batch that carries the
+/// data of the entries through `index`.
+pub fn write_apply_state<W: WriteBatch>(wb: &mut W, region_id: u64, index: u64, term: u64) {
+    let mut st = RaftApplyState::new();
+    st.set_applied_index(index);
+    st.set_applied_term(term);
+    wb.put_msg(Cf::Raft, &keys::apply_state_key(region_id), &st);
+}
+
 impl PeerStorage {
     /// Loads the storage of `region_id`; `None` if the region has no state here or is a
     /// tombstone.
-    pub fn open(engine: Engine, region_id: u64, cache_limit: usize) -> Result<Option<Self>> {
+    pub fn open(engine: RocksEngine, region_id: u64, cache_limit: usize) -> Result<Option<Self>> {
         let Some(state): Option<RegionLocalState> = engine.get_msg(
             Cf::Raft,
             &keys::region_state_key(region_id),
@@ -227,7 +237,7 @@ impl PeerStorage {
     /// then no region state is written (raft-rs's term changes are, as its raft state), so
     /// a restart forgets it and the leader's next message makes it again. The store makes
     /// one only when no state of the region is on disk (a split applied here wrote one).
-    pub fn uninitialized(engine: Engine, region_id: u64, cache_limit: usize) -> Self {
+    pub fn uninitialized(engine: RocksEngine, region_id: u64, cache_limit: usize) -> Self {
         let mut region = Region::new();
         region.set_id(region_id);
         PeerStorage {
@@ -282,7 +292,7 @@ impl PeerStorage {
     }
 
     /// The engine.
-    pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &RocksEngine {
         &self.engine
     }
 
@@ -310,11 +320,8 @@ impl PeerStorage {
     }
 
     /// Adds the apply state `(index, term)` to an apply batch.
-    pub fn write_apply_state(&self, wb: &mut WriteBatch, index: u64, term: u64) {
-        let mut st = RaftApplyState::new();
-        st.set_applied_index(index);
-        st.set_applied_term(term);
-        wb.put_msg(Cf::Raft, &keys::apply_state_key(self.region.get_id()), &st);
+    pub fn write_apply_state<W: WriteBatch>(&self, wb: &mut W, index: u64, term: u64) {
+        write_apply_state(wb, self.region.get_id(), index, term);
     }
 
     /// Adopts `region` (a split narrowed it; the caller wrote its state in the apply batch).
@@ -425,7 +432,7 @@ impl PeerStorage {
         let decoded = snapshot::decode(rid, snap)?;
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
-        let mut wb = self.engine.batch();
+        let mut wb = self.engine.write_batch();
         // Only the new range is cleared. Where the old range was wider, the rest belongs to
         // regions split off meanwhile, whose replicas on this store may already hold newer
         // data (installed from their own snapshots). Leftovers there are never read: every
@@ -476,14 +483,14 @@ impl PeerStorage {
 
     /// Compacts the log through `index` (at most the applied index). Returns the write to
     /// hand to the LogWriter, or `None` when there is nothing to compact.
-    pub fn compact_to(&mut self, index: u64) -> Result<Option<WriteBatch>> {
+    pub fn compact_to(&mut self, index: u64) -> Result<Option<RocksWriteBatch>> {
         let index = index.min(self.apply_state.get_applied_index());
         if index <= self.truncated.get_index() {
             return Ok(None);
         }
         let term = self.stored_term(index)?;
         let rid = self.region.get_id();
-        let mut wb = self.engine.batch();
+        let mut wb = self.engine.write_batch();
         let (lo, hi) = keys::entry_range(rid, self.truncated.get_index() + 1, index + 1);
         wb.delete_range(Cf::Raft, &lo, &hi);
         let mut tr = RaftTruncatedState::new();
@@ -534,7 +541,7 @@ impl PeerStorage {
         let mut size = out.iter().map(|e| e.compute_size() as u64).sum::<u64>();
         let mut next = low;
         let mut complete = true;
-        self.engine.scan(Cf::Raft, &lo, &hi, |_, v| {
+        self.engine.snapshot().scan(Cf::Raft, &lo, &hi, |_, v| {
             let e: Entry = decode_msg(v, "log entry", rid)?;
             if e.index != next {
                 return Err(Error::Corrupt {

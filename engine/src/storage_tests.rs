@@ -32,25 +32,25 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
-fn open(engine: &Engine, id: u64, cache: usize) -> PeerStorage {
+fn open(engine: &RocksEngine, id: u64, cache: usize) -> PeerStorage {
     PeerStorage::open(engine.clone(), id, cache)
         .unwrap()
         .unwrap()
 }
 
 /// What the LogWriter does with a staged write.
-fn persist(engine: &Engine, s: &mut PeerStorage, mut w: LogWrite) {
+fn persist(engine: &RocksEngine, s: &mut PeerStorage, mut w: LogWrite) {
     if let Some(extra) = w.extra.take() {
         engine.write(extra, false).unwrap();
     }
-    let mut wb = engine.batch();
+    let mut wb = engine.write_batch();
     w.write_into(&mut wb);
     engine.write(wb, true).unwrap();
     let last = w.entries.last().map_or(0, |e| e.index);
     s.on_persisted(last);
 }
 
-fn append(engine: &Engine, s: &mut PeerStorage, entries: Vec<Entry>) {
+fn append(engine: &RocksEngine, s: &mut PeerStorage, entries: Vec<Entry>) {
     let mut w = LogWrite {
         region_id: s.region().get_id(),
         ..LogWrite::default()
@@ -66,7 +66,7 @@ fn ctx() -> GetEntriesContext {
 #[test]
 fn bootstrapped_region_starts_at_the_init_index_on_every_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
     assert!(bootstrap_region(&engine, &region(1)).unwrap());
     assert!(
         !bootstrap_region(&engine, &region(1)).unwrap(),
@@ -94,7 +94,7 @@ fn bootstrapped_region_starts_at_the_init_index_on_every_replica() {
 #[test]
 fn entries_read_back_from_cache_and_from_disk_after_eviction_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
     bootstrap_region(&engine, &region(1)).unwrap();
     let mut s = open(&engine, 1, 4);
     append(&engine, &mut s, (6..=30).map(|i| entry(i, 6)).collect());
@@ -136,7 +136,7 @@ fn entries_read_back_from_cache_and_from_disk_after_eviction_and_restart() {
 #[test]
 fn conflicting_append_replaces_the_suffix_in_memory_and_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
     bootstrap_region(&engine, &region(1)).unwrap();
     let mut s = open(&engine, 1, 1024);
     append(&engine, &mut s, (6..=12).map(|i| entry(i, 6)).collect());
@@ -155,6 +155,7 @@ fn conflicting_append_replaces_the_suffix_in_memory_and_on_disk() {
     let (lo, hi) = keys::entry_range(1, 11, 13);
     let mut stale = 0;
     engine
+        .snapshot()
         .scan(Cf::Raft, &lo, &hi, |_, _| {
             stale += 1;
             Ok(true)
@@ -166,7 +167,7 @@ fn conflicting_append_replaces_the_suffix_in_memory_and_on_disk() {
 #[test]
 fn compaction_moves_first_index_and_keeps_the_boundary_term() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
     bootstrap_region(&engine, &region(1)).unwrap();
     let mut s = open(&engine, 1, 1024);
     append(&engine, &mut s, (6..=20).map(|i| entry(i, 6)).collect());
@@ -174,7 +175,7 @@ fn compaction_moves_first_index_and_keeps_the_boundary_term() {
         s.compact_to(15).unwrap().is_none() || s.truncated_index() == 5,
         "nothing applied yet"
     );
-    let mut wb = engine.batch();
+    let mut wb = engine.write_batch();
     s.write_apply_state(&mut wb, 15, 6);
     engine.write(wb, false).unwrap();
     s.set_applied(15, 6);
@@ -197,14 +198,14 @@ fn compaction_moves_first_index_and_keeps_the_boundary_term() {
 fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
     let leader_dir = tempfile::tempdir().unwrap();
     let follower_dir = tempfile::tempdir().unwrap();
-    let le = Engine::open(leader_dir.path(), &Default::default()).unwrap();
-    let fe = Engine::open(follower_dir.path(), &Default::default()).unwrap();
+    let le = RocksEngine::open(leader_dir.path(), &Default::default()).unwrap();
+    let fe = RocksEngine::open(follower_dir.path(), &Default::default()).unwrap();
     bootstrap_region(&le, &region(1)).unwrap();
     bootstrap_region(&fe, &region(1)).unwrap();
     // Leader state: data applied through 40 of term 7.
     let mut ls = open(&le, 1, 1024);
     append(&le, &mut ls, (6..=40).map(|i| entry(i, 7)).collect());
-    let mut wb = le.batch();
+    let mut wb = le.write_batch();
     wb.put(
         Cf::Default,
         &keys::raw_data_key(b"b"),
@@ -228,7 +229,7 @@ fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
     // Follower: stale data and a divergent log.
     let mut fs = open(&fe, 1, 1024);
     append(&fe, &mut fs, (6..=8).map(|i| entry(i, 6)).collect());
-    let mut wb = fe.batch();
+    let mut wb = fe.write_batch();
     wb.put(
         Cf::Default,
         &keys::raw_data_key(b"c"),
@@ -249,10 +250,13 @@ fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
     let fs = open(&fe, 1, 1024);
     assert_eq!(fs.applied(), (40, 7));
     assert_eq!(fs.last_index().unwrap(), 40);
-    assert_eq!(fe.get_raw(b"b").unwrap().unwrap().value, b"v");
-    assert!(fe.get_raw(b"c").unwrap().is_none(), "stale key removed");
+    assert_eq!(fe.snapshot().get_raw(b"b").unwrap().unwrap().value, b"v");
     assert!(
-        fe.get_raw(b"z").unwrap().is_none(),
+        fe.snapshot().get_raw(b"c").unwrap().is_none(),
+        "stale key removed"
+    );
+    assert!(
+        fe.snapshot().get_raw(b"z").unwrap().is_none(),
         "key outside the region not carried"
     );
 }
@@ -265,11 +269,11 @@ fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
 fn uninitialized_replica_becomes_a_full_one_by_snapshot() {
     let leader_dir = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let le = Engine::open(leader_dir.path(), &Default::default()).unwrap();
-    let fe = Engine::open(dir.path(), &Default::default()).unwrap();
+    let le = RocksEngine::open(leader_dir.path(), &Default::default()).unwrap();
+    let fe = RocksEngine::open(dir.path(), &Default::default()).unwrap();
     bootstrap_region(&le, &region(1)).unwrap();
     let ls = open(&le, 1, 1024);
-    let mut wb = le.batch();
+    let mut wb = le.write_batch();
     wb.put(
         Cf::Default,
         &keys::raw_data_key(b"b"),
@@ -280,7 +284,7 @@ fn uninitialized_replica_becomes_a_full_one_by_snapshot() {
     let snap = ls.snapshot(0, 12).unwrap();
 
     // Another region's data on the follower's store, outside region 1's range.
-    let mut wb = fe.batch();
+    let mut wb = fe.write_batch();
     wb.put(
         Cf::Default,
         &keys::raw_data_key(b"x"),
@@ -313,9 +317,9 @@ fn uninitialized_replica_becomes_a_full_one_by_snapshot() {
     assert_eq!(fs.region(), &region(1));
     assert_eq!(fs.voters(), &[11, 12, 13]);
     assert_eq!(fs.applied(), (5, 5));
-    assert_eq!(fe.get_raw(b"b").unwrap().unwrap().value, b"v");
+    assert_eq!(fe.snapshot().get_raw(b"b").unwrap().unwrap().value, b"v");
     assert_eq!(
-        fe.get_raw(b"x").unwrap().unwrap().value,
+        fe.snapshot().get_raw(b"x").unwrap().unwrap().value,
         b"other region",
         "data outside the snapshot's range was removed"
     );
@@ -324,7 +328,7 @@ fn uninitialized_replica_becomes_a_full_one_by_snapshot() {
 #[test]
 fn corrupt_or_foreign_snapshots_are_rejected_not_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), &Default::default()).unwrap();
+    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
     bootstrap_region(&engine, &region(1)).unwrap();
     bootstrap_region(&engine, &region(2)).unwrap();
     let s2 = open(&engine, 2, 16);

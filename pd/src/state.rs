@@ -12,6 +12,7 @@ use regatta_proto::pdpb::{
     RegionHeartbeatRequest, RegionHeartbeatResponse, RegionWithLeader, ScanRegionsResponse,
     StoreHeartbeatRequest, StoreHeartbeatResponse, TsoResponse,
 };
+use regatta_proto::region::key_in_range;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::ops::Bound;
@@ -111,10 +112,6 @@ fn pd_error(message: String) -> PdError {
 
 fn epoch_older(a: &RegionEpoch, b: &RegionEpoch) -> bool {
     a.get_version() < b.get_version() || a.get_conf_ver() < b.get_conf_ver()
-}
-
-fn contains(region: &Region, key: &[u8]) -> bool {
-    region.get_start_key() <= key && (region.get_end_key().is_empty() || key < region.get_end_key())
 }
 
 impl PdState {
@@ -367,7 +364,7 @@ impl PdState {
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
             .map(|(_, r)| r)
-            .filter(|r| contains(r.get_region(), key));
+            .filter(|r| key_in_range(r.get_region(), key));
         match found {
             Some(rl) => Ok(Self::to_get_region(rl)),
             None => Err(pd_error(format!("no region holds key {key:?} yet"))),
@@ -763,7 +760,7 @@ mod tests {
         ] {
             let resp = region_of(&mut pd, key);
             assert!(!resp.has_error(), "key {key:?}: {:?}", resp.get_error());
-            assert!(contains(resp.get_get_region().get_region(), key));
+            assert!(key_in_range(resp.get_get_region().get_region(), key));
         }
         // Ranges tile the key space.
         assert!(regions[0].get_region().get_start_key().is_empty());

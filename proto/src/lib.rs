@@ -40,6 +40,7 @@ generated! {
 }
 
 pub mod frame;
+pub mod region;
 pub mod rpc;
 
 /// The protobuf runtime, so dependants encode with the same version.

@@ -5,15 +5,22 @@
 //! the raft CF, carried in snapshots), whose expiry uses the leader's clock *as written in
 //! the log* (`RaftCmdBatch.propose_time_ms`), never the local clock.
 //!
+//! Pure over the engine seam: [`apply_entries`] reads through a [`Snapshot`] and writes into
+//! a [`WriteBatch`], so the same code runs on RocksDB in a store and on the in-memory engine
+//! in its unit tests (`apply_tests.rs`). Within one call, reads see the snapshot overlaid
+//! with the writes of the entries before (data and sessions alike, deletions included), so
+//! applying entries in one call or one by one gives the same bytes and the same answers.
+//!
 //! The data, the sessions and the apply state of all entries of one call go in one
-//! unsynced batch: the entries are already durable in the log, and a crash before the
-//! batch lands just re-applies them (Raft thesis 3.8: the log is the source of truth).
+//! unsynced batch ([`apply_committed`]): the entries are already durable in the log, and a
+//! crash before the batch lands just re-applies them (Raft thesis 3.8: the log is the
+//! source of truth).
 
 use crate::error::Error;
 use protobuf::Message;
 use raft::eraftpb::{Entry, EntryType};
-use regatta_engine::write_initial_state;
-use regatta_engine::{keys, Cf, Engine, PeerStorage, RawValue, WriteBatch};
+use regatta_engine::{keys, Cf, Engine, PeerStorage, RawValue, Snapshot, WriteBatch};
+use regatta_engine::{write_apply_state, write_initial_state};
 use regatta_proto::kvrpcpb::SplitRegionResponse;
 use regatta_proto::kvrpcpb::{
     BatchDeleteResponse, BatchGetResponse, BatchPutResponse, CasResponse, DeleteResponse,
@@ -21,7 +28,9 @@ use regatta_proto::kvrpcpb::{
 };
 use regatta_proto::metapb::{Peer, Region};
 use regatta_proto::raft_serverpb::{AdminCmd, DedupEntry, RaftCmd, RaftCmdBatch, RegionLocalState};
+use regatta_proto::region::key_in_range;
 use slog::{error, Logger};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// Sessions are swept when the applied index is a multiple of this.
@@ -55,14 +64,11 @@ pub fn is_write(req: &Request) -> bool {
     )
 }
 
-/// Whether `key` is inside `region`'s range.
-pub fn key_in_region(key: &[u8], region: &Region) -> bool {
-    key >= region.get_start_key() && (region.get_end_key().is_empty() || key < region.get_end_key())
-}
-
-/// Applies `entries` (contiguous, committed) to `storage`'s region and records the new
-/// apply state. Returns the responses per entry.
-pub fn apply_entries(
+/// Applies `entries` (contiguous, committed) to the replica `storage`: runs
+/// [`apply_entries`] on a snapshot of its engine, writes the batch (unsynced), then adopts
+/// the region a split narrowed and records the applied index. Returns the responses per
+/// entry.
+pub fn apply_committed(
     storage: &mut PeerStorage,
     entries: Vec<Entry>,
     session_ttl_ms: u64,
@@ -72,13 +78,51 @@ pub fn apply_entries(
         return Ok(Vec::new());
     };
     let (last_index, last_term) = (last.index, last.term);
-    let engine = storage.engine().clone();
-    let region = storage.region().clone();
-    let voters = storage.voters().to_vec();
+    let engine = storage.engine();
+    let mut wb = engine.write_batch();
+    let applied = apply_entries(
+        &engine.snapshot(),
+        &mut wb,
+        storage.region(),
+        storage.voters(),
+        entries,
+        session_ttl_ms,
+        logger,
+    )?;
+    engine.write(wb, false)?;
+    if let Some((left, _)) = applied.iter().rev().find_map(|a| a.split.as_ref()) {
+        storage.set_region(left.clone());
+    }
+    storage.set_applied(last_index, last_term);
+    Ok(applied)
+}
+
+/// Applies `entries` (contiguous, committed) of `region` (with raft voters `voters`): reads
+/// through `snap`, which must see everything applied before `entries`, and adds every
+/// write — data, sessions, a split's new region, and the apply state of the last entry — to
+/// `wb`, which the caller writes in one piece. Returns one [`AppliedEntry`] per entry; the
+/// region afterwards is the left side of the last split among them, if any.
+///
+/// Invalid commands (stale epoch, key outside the region, bad split) answer an error and
+/// change nothing, identically on every replica. `Err` is only an engine failure: the
+/// batch must then be dropped unwritten.
+pub fn apply_entries<S: Snapshot, W: WriteBatch>(
+    snap: &S,
+    wb: &mut W,
+    region: &Region,
+    voters: &[u64],
+    entries: Vec<Entry>,
+    session_ttl_ms: u64,
+    logger: &Logger,
+) -> Result<Vec<AppliedEntry>, Error> {
+    let Some(last) = entries.last() else {
+        return Ok(Vec::new());
+    };
+    let (last_index, last_term) = (last.index, last.term);
     let mut ctx = ApplyContext {
-        engine: &engine,
-        region,
-        wb: engine.batch(),
+        snap,
+        wb,
+        region: Cow::Borrowed(region),
         data: HashMap::new(),
         sessions: HashMap::new(),
     };
@@ -94,7 +138,7 @@ pub fn apply_entries(
             match RaftCmdBatch::parse_from_bytes(&e.data) {
                 Ok(mut batch) if batch.has_admin() => {
                     let admin = batch.take_admin();
-                    let (resp, split) = ctx.apply_admin(admin, &voters)?;
+                    let (resp, split) = ctx.apply_admin(admin, voters)?;
                     applied.responses.push(resp);
                     applied.split = split;
                 }
@@ -116,27 +160,22 @@ pub fn apply_entries(
         }
         out.push(applied);
     }
-    let mut wb = ctx.wb;
-    if ctx.region != *storage.region() {
-        storage.set_region(ctx.region);
-    }
-    storage.write_apply_state(&mut wb, last_index, last_term);
-    engine.write(wb, false)?;
-    storage.set_applied(last_index, last_term);
+    write_apply_state(ctx.wb, ctx.region.get_id(), last_index, last_term);
     Ok(out)
 }
 
-struct ApplyContext<'a> {
-    engine: &'a Engine,
+struct ApplyContext<'a, S, W> {
+    snap: &'a S,
+    wb: &'a mut W,
     /// The region as of the entry being applied (a split narrows it mid-batch).
-    region: Region,
-    wb: WriteBatch,
-    /// Writes of this batch not yet visible in the engine (None = deleted).
+    region: Cow<'a, Region>,
+    /// Writes of this batch not yet visible in the snapshot (None = deleted).
     data: HashMap<Vec<u8>, Option<RawValue>>,
-    sessions: HashMap<u64, DedupEntry>,
+    /// Sessions written (Some) or expired (None) by this batch.
+    sessions: HashMap<u64, Option<DedupEntry>>,
 }
 
-impl ApplyContext<'_> {
+impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
     /// Applies an admin command. A split narrows this region and creates the new one's
     /// initial state and a copy of the at-most-once sessions (a write retried on the new
     /// region after `EpochNotMatch` must still be recognised), all in this batch. Invalid
@@ -149,7 +188,7 @@ impl ApplyContext<'_> {
         let epoch = self.region.get_region_epoch().clone();
         if admin.get_region_epoch() != &epoch {
             let e = Error::EpochNotMatch {
-                current_regions: vec![self.region.clone()],
+                current_regions: vec![self.region.as_ref().clone()],
             };
             return Ok((e.into_response(), None));
         }
@@ -160,8 +199,7 @@ impl ApplyContext<'_> {
         let split = admin.take_split();
         let key = split.get_split_key();
         let r = &self.region;
-        let inside =
-            key > r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key());
+        let inside = key_in_range(r, key) && key != r.get_start_key();
         if !inside
             || split.get_new_region_id() == 0
             || split.get_new_peer_ids().len() != r.get_peers().len()
@@ -173,7 +211,7 @@ impl ApplyContext<'_> {
             ));
             return Ok((e.into_response(), None));
         }
-        let mut left = self.region.clone();
+        let mut left = self.region.as_ref().clone();
         let mut new_epoch = epoch;
         new_epoch.set_version(new_epoch.get_version() + 1);
         left.set_end_key(key.to_vec());
@@ -194,22 +232,26 @@ impl ApplyContext<'_> {
         state.set_voters(voters.to_vec());
         self.wb
             .put_msg(Cf::Raft, &keys::region_state_key(left.get_id()), &state);
-        write_initial_state(&mut self.wb, &right);
+        write_initial_state(self.wb, &right);
+        // The sessions as of this entry: the snapshot's, overlaid with this batch's.
         let (lo, hi) = keys::dedup_range(left.get_id());
         let mut sessions: BTreeMap<u64, DedupEntry> = BTreeMap::new();
-        self.engine.scan(Cf::Raft, &lo, &hi, |_, v| {
+        self.snap.scan(Cf::Raft, &lo, &hi, |_, v| {
             let s: DedupEntry = regatta_engine::decode_msg(v, "dedup session", left.get_id())?;
             sessions.insert(s.get_client_id(), s);
             Ok(true)
         })?;
         for (cid, s) in &self.sessions {
-            sessions.insert(*cid, s.clone());
+            match s {
+                Some(s) => sessions.insert(*cid, s.clone()),
+                None => sessions.remove(cid),
+            };
         }
         for (cid, s) in &sessions {
             self.wb
                 .put_msg(Cf::Raft, &keys::dedup_key(right.get_id(), *cid), s);
         }
-        self.region = left.clone();
+        self.region = Cow::Owned(left.clone());
         let mut resp = SplitRegionResponse::new();
         resp.set_left(left.clone());
         resp.set_right(right.clone());
@@ -223,16 +265,16 @@ impl ApplyContext<'_> {
     fn read(&self, key: &[u8]) -> Result<Option<RawValue>, Error> {
         match self.data.get(key) {
             Some(v) => Ok(v.clone()),
-            None => Ok(self.engine.get_raw(key)?),
+            None => Ok(self.snap.get_raw(key)?),
         }
     }
 
     fn session(&self, client_id: u64) -> Result<Option<DedupEntry>, Error> {
         if let Some(s) = self.sessions.get(&client_id) {
-            return Ok(Some(s.clone()));
+            return Ok(s.clone());
         }
         let rid = self.region.get_id();
-        Ok(self.engine.get_msg(
+        Ok(self.snap.get_msg(
             Cf::Raft,
             &keys::dedup_key(rid, client_id),
             "dedup session",
@@ -251,7 +293,7 @@ impl ApplyContext<'_> {
             || cmd.get_region_epoch().get_conf_ver() != epoch.get_conf_ver()
         {
             return Ok(Error::EpochNotMatch {
-                current_regions: vec![self.region.clone()],
+                current_regions: vec![self.region.as_ref().clone()],
             }
             .into_response());
         }
@@ -304,13 +346,13 @@ impl ApplyContext<'_> {
                 &keys::dedup_key(self.region.get_id(), client_id),
                 &s,
             );
-            self.sessions.insert(client_id, s);
+            self.sessions.insert(client_id, Some(s));
         }
         Ok(resp)
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), Error> {
-        if key_in_region(key, &self.region) {
+        if key_in_range(&self.region, key) {
             Ok(())
         } else {
             Err(Error::KeyNotInRegion {
@@ -428,7 +470,7 @@ impl ApplyContext<'_> {
             }
             Some(Request_oneof_cmd::scan(s)) => {
                 let pairs = scan_region(
-                    self.engine,
+                    self.snap,
                     &self.region,
                     s.get_start_key(),
                     s.get_end_key(),
@@ -442,6 +484,9 @@ impl ApplyContext<'_> {
         Ok(resp)
     }
 
+    /// Expires the sessions last active before `older_than_ms`, judged on the sessions as
+    /// of this entry (the snapshot's overlaid with this batch's), so the outcome does not
+    /// depend on how entries were grouped into apply calls.
     fn gc_sessions(&mut self, older_than_ms: u64) -> Result<(), Error> {
         if older_than_ms == 0 {
             return Ok(());
@@ -449,24 +494,25 @@ impl ApplyContext<'_> {
         let rid = self.region.get_id();
         let (lo, hi) = keys::dedup_range(rid);
         let mut stale = Vec::new();
-        self.engine.scan(Cf::Raft, &lo, &hi, |k, v| {
+        let overlay = &self.sessions;
+        self.snap.scan(Cf::Raft, &lo, &hi, |_, v| {
             let s: DedupEntry = regatta_engine::decode_msg(v, "dedup session", rid)?;
-            if s.get_last_active_ms() < older_than_ms {
-                stale.push((k.to_vec(), s.get_client_id()));
+            let cid = s.get_client_id();
+            if !overlay.contains_key(&cid) && s.get_last_active_ms() < older_than_ms {
+                stale.push(cid);
             }
             Ok(true)
         })?;
-        for (k, cid) in stale {
-            // A session touched in this very batch is fresh.
-            if self
-                .sessions
-                .get(&cid)
-                .is_some_and(|s| s.get_last_active_ms() >= older_than_ms)
+        for (cid, s) in overlay {
+            if s.as_ref()
+                .is_some_and(|s| s.get_last_active_ms() < older_than_ms)
             {
-                continue;
+                stale.push(*cid);
             }
-            self.wb.delete(Cf::Raft, &k);
-            self.sessions.remove(&cid);
+        }
+        for cid in stale {
+            self.wb.delete(Cf::Raft, &keys::dedup_key(rid, cid));
+            self.sessions.insert(cid, None);
         }
         Ok(())
     }
@@ -500,8 +546,8 @@ pub fn batch_get_response(reads: Vec<(Vec<u8>, Option<RawValue>)>) -> BatchGetRe
 
 /// Scans `[start, end)` clipped to `region`, at most `limit` (0 = [`MAX_SCAN_LIMIT`]) pairs,
 /// seeing `overlay` (unwritten writes of the current apply batch) over the engine.
-pub fn scan_region(
-    engine: &Engine,
+pub fn scan_region<S: Snapshot>(
+    snap: &S,
     region: &Region,
     start: &[u8],
     end: &[u8],
@@ -520,9 +566,9 @@ pub fn scan_region(
         (false, true) => end.to_vec(),
         (false, false) => end.min(region.get_end_key()).to_vec(),
     };
-    let in_range = |k: &[u8]| k >= lo.as_slice() && (hi.is_empty() || k < hi.as_slice());
+    let in_range = |k: &[u8]| regatta_proto::region::key_in_bounds(&lo, &hi, k);
     let extra = overlay.map_or(0, |o| o.len());
-    let mut merged: BTreeMap<Vec<u8>, RawValue> = engine
+    let mut merged: BTreeMap<Vec<u8>, RawValue> = snap
         .scan_raw(&lo, &hi, limit + extra)?
         .into_iter()
         .map(|p| (p.key, p.value))
@@ -571,16 +617,18 @@ pub struct SplitCheck {
 
 /// Scans `region` for [`SplitCheck`]: its keys and bytes, and — if it holds more than
 /// `max_keys` keys or `max_size` bytes — the key to split it at, the middle one by count or
-/// by size, whichever limit it passed. Two streaming passes, nothing buffered.
-pub fn split_check(
-    engine: &Engine,
+/// by size, whichever limit it passed. Two streaming passes over one snapshot (so both
+/// see the same keys), nothing buffered.
+pub fn split_check<E: Engine>(
+    engine: &E,
     region: &Region,
     max_size: u64,
     max_keys: u64,
 ) -> Result<SplitCheck, Error> {
     let (lo, hi) = keys::raw_data_range(region.get_start_key(), region.get_end_key());
+    let snap = engine.snapshot();
     let (mut count, mut size) = (0u64, 0u64);
-    engine.scan(Cf::Default, &lo, &hi, |k, v| {
+    snap.scan(Cf::Default, &lo, &hi, |k, v| {
         count += 1;
         size += (k.len() + v.len()) as u64;
         Ok(true)
@@ -596,7 +644,7 @@ pub fn split_check(
     let by_keys = count > max_keys;
     let (mut seen_keys, mut seen_size) = (0u64, 0u64);
     let mut found = None;
-    engine.scan(Cf::Default, &lo, &hi, |k, v| {
+    snap.scan(Cf::Default, &lo, &hi, |k, v| {
         seen_keys += 1;
         seen_size += (k.len() + v.len()) as u64;
         let past_middle = if by_keys {
@@ -614,3 +662,7 @@ pub fn split_check(
     check.split_key = found;
     Ok(check)
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

@@ -9,7 +9,7 @@
 //! transfer's `MsgTimeoutNow` can leave. A request the delegate cannot serve goes to the
 //! actor as before, which also produces every typed error.
 //!
-//! Why reading the engine directly is enough: every answer (write or read) is given only
+//! Why reading a snapshot of the engine, taken when the read starts, is enough: every answer (write or read) is given only
 //! after its effects are applied, so the applied state holds everything acknowledged.
 //! While the lease holds no other leader exists, and once a leader has applied an entry
 //! of its own term it has applied every entry a previous leader acknowledged: the lease
@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::metrics::StoreMetrics;
 use crate::request::{read_from_engine, validate_request};
-use regatta_engine::Engine;
+use regatta_engine::{Engine as _, RocksEngine};
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse, ReadConsistency, ReadInfo, Request_oneof_cmd};
 use regatta_proto::metapb::Region;
 use std::collections::HashMap;
@@ -50,7 +50,7 @@ pub(crate) struct ReadState {
 pub struct ReadDelegate {
     store_id: u64,
     metrics: Arc<StoreMetrics>,
-    engine: Engine,
+    engine: RocksEngine,
     cfg: Arc<StoreConfig>,
     clock: Arc<dyn Clock>,
     /// Swapped whole on publish; a reader takes a reference, never a copy.
@@ -64,7 +64,7 @@ impl ReadDelegate {
     pub(crate) fn new(
         store_id: u64,
         metrics: Arc<StoreMetrics>,
-        engine: Engine,
+        engine: RocksEngine,
         cfg: Arc<StoreConfig>,
         clock: Arc<dyn Clock>,
         region: Region,
@@ -162,7 +162,7 @@ impl ReadDelegate {
             }
             info.set_read_index(applied);
         }
-        let mut resp = read_from_engine(&self.engine, &st.region, req.get_request());
+        let mut resp = read_from_engine(&self.engine.snapshot(), &st.region, req.get_request());
         if resp.has_error() {
             return None; // let the actor answer with its own error handling
         }
@@ -221,9 +221,7 @@ impl ReadRegistry {
 
     /// The region hosted here whose range holds `key` (as its replica last published it).
     pub fn locate(&self, key: &[u8]) -> Option<Region> {
-        self.find_initialized(|r| {
-            key >= r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key())
-        })
+        self.find_initialized(|r| regatta_proto::region::key_in_range(r, key))
     }
 
     /// A hosted, initialized region other than `except` whose range overlaps `region`'s.

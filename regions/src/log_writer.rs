@@ -10,7 +10,7 @@
 
 use crate::metrics::StoreMetrics;
 use crossbeam_channel::{Receiver, Sender};
-use regatta_engine::{Engine, LogWrite};
+use regatta_engine::{Engine as _, LogWrite, RocksEngine, WriteBatch as _};
 use slog::{error, Logger};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -54,7 +54,7 @@ pub struct LogWriter {
 impl LogWriter {
     /// Starts the thread.
     pub fn start(
-        engine: Engine,
+        engine: RocksEngine,
         queue: usize,
         max_batch_bytes: usize,
         metrics: Arc<StoreMetrics>,
@@ -95,7 +95,7 @@ impl LogWriter {
 }
 
 fn run(
-    engine: Engine,
+    engine: RocksEngine,
     rx: Receiver<WriteTask>,
     max_batch_bytes: usize,
     metrics: Arc<StoreMetrics>,
@@ -149,11 +149,11 @@ fn run(
 }
 
 fn write_group(
-    engine: &Engine,
+    engine: &RocksEngine,
     tasks: &mut [WriteTask],
     metrics: &StoreMetrics,
 ) -> Result<(), String> {
-    let mut wb = engine.batch();
+    let mut wb = engine.write_batch();
     let mut entries = 0u64;
     let mut any = false;
     let sync = tasks.iter().any(|t| t.write.needs_sync());

@@ -37,7 +37,7 @@ pub(crate) fn validate_request(
                 cfg.max_key_size
             )));
         }
-        if !apply::key_in_region(key, region) {
+        if !regatta_proto::region::key_in_range(region, key) {
             return Err(Error::KeyNotInRegion {
                 key: key.to_vec(),
                 region_id: region.get_id(),
@@ -125,26 +125,26 @@ fn check_batch_len(n: usize) -> Result<(), Error> {
 /// Most keys one batch request carries (the client cuts bigger batches).
 pub const MAX_BATCH_KEYS: usize = 10_000;
 
-/// Serves a get, batch get or scan from the replica's applied state in `engine`.
-pub(crate) fn read_from_engine(
-    engine: &regatta_engine::Engine,
+/// Serves a get, batch get or scan from the replica's applied state in `snap`.
+pub(crate) fn read_from_engine<S: regatta_engine::Snapshot>(
+    snap: &S,
     region: &Region,
     req: &Request,
 ) -> KvResponse {
     let mut resp = regatta_proto::kvrpcpb::Response::new();
     let result = match &req.cmd {
-        Some(Request_oneof_cmd::get(g)) => engine
+        Some(Request_oneof_cmd::get(g)) => snap
             .get_raw(g.get_key())
             .map(|v| resp.set_get(apply::get_response(v)))
             .map_err(Error::from),
         Some(Request_oneof_cmd::batch_get(b)) => b
             .get_keys()
             .iter()
-            .map(|k| Ok((k.clone(), engine.get_raw(k)?)))
+            .map(|k| Ok((k.clone(), snap.get_raw(k)?)))
             .collect::<Result<Vec<_>, Error>>()
             .map(|reads| resp.set_batch_get(apply::batch_get_response(reads))),
         Some(Request_oneof_cmd::scan(s)) => apply::scan_region(
-            engine,
+            snap,
             region,
             s.get_start_key(),
             s.get_end_key(),

@@ -22,7 +22,7 @@ use crate::transport::{TcpTransport, Transport};
 use actix::prelude::*;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
-use regatta_engine::{bootstrap_region, Engine, EngineConfig, PeerStorage};
+use regatta_engine::{bootstrap_region, EngineConfig, PeerStorage, RocksEngine};
 use regatta_proto::metapb;
 use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest};
 use regatta_proto::raft_serverpb::RaftMessage;
@@ -63,7 +63,7 @@ pub struct Store {
     arbiter: Arbiter,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    engine: Engine,
+    engine: RocksEngine,
     log_writer_thread: std::thread::JoinHandle<()>,
     logger: Logger,
     cfg: Arc<StoreConfig>,
@@ -73,7 +73,7 @@ pub struct Store {
 
 struct Shared {
     store_id: u64,
-    engine: Engine,
+    engine: RocksEngine,
     router: Router,
     ctx: PeerContext,
     arbiter: ArbiterHandle,
@@ -251,7 +251,7 @@ impl Store {
         let logger = logger.new(o!("store_id" => opts.store_id));
         std::fs::create_dir_all(&opts.data_dir)
             .map_err(Error::io(format!("create {}", opts.data_dir.display())))?;
-        let engine = Engine::open(opts.data_dir.join("db"), &EngineConfig::default())?;
+        let engine = RocksEngine::open(opts.data_dir.join("db"), &EngineConfig::default())?;
         let listener = TcpListener::bind(&opts.listen_addr)
             .await
             .map_err(Error::io(format!("bind {}", opts.listen_addr)))?;
@@ -483,7 +483,7 @@ impl Store {
     }
 
     /// The store's engine.
-    pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &RocksEngine {
         &self.engine
     }
 

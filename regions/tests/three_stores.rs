@@ -1,6 +1,7 @@
 //! Three real stores (TCP on loopback, RocksDB in temp dirs) with the in-memory PD:
 //! election, linearizable KV, leader hints, at-most-once retries, restart from disk.
 
+use regatta_engine::{Engine as _, Snapshot as _};
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::*;
 use regatta_proto::metapb::{Peer, Region, RegionEpoch};
@@ -306,6 +307,7 @@ async fn follower_down_while_the_log_compacts_catches_up_by_snapshot() {
     for i in [0u64, 59, 119] {
         let v = back
             .engine()
+            .snapshot()
             .get_raw(format!("key{i:03}").as_bytes())
             .unwrap();
         assert_eq!(v.unwrap().value, format!("v{i}").into_bytes());

@@ -4,6 +4,7 @@
 //! unbounded end is `""`.
 
 use super::{dec, enc, error_code, field, request, Fail, Node};
+use regatta_engine::{Cf, Engine as _, Snapshot as _};
 use regatta_proto::kvrpcpb::{PutRequest, SplitRegionRequest};
 use regatta_proto::metapb::Region;
 use serde_json::{json, Value};
@@ -65,7 +66,8 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
                 let _ = node
                     .store
                     .engine()
-                    .scan(regatta_engine::Cf::Default, &lo, &hi, |k, v| {
+                    .snapshot()
+                    .scan(Cf::Default, &lo, &hi, |k, v| {
                         size += (k.len() + v.len()) as u64;
                         Ok(true)
                     });

@@ -4,6 +4,7 @@
 use super::Peer;
 use crate::error::Error;
 use raft::StateRole;
+use regatta_engine::{Engine as _, Snapshot as _};
 use slog::{info, warn};
 
 impl Peer {
@@ -20,6 +21,7 @@ impl Peer {
         let store = self.raw.store();
         let has_data = !store
             .engine()
+            .snapshot()
             .scan_raw(
                 self.region().get_start_key(),
                 self.region().get_end_key(),

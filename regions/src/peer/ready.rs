@@ -154,7 +154,7 @@ impl Peer {
 
     /// Sends a write that needs no Ready of its own (compaction) through the LogWriter
     /// queue, so it stays ordered with log appends.
-    pub(super) fn submit_extra_write(&mut self, wb: regatta_engine::WriteBatch) {
+    pub(super) fn submit_extra_write(&mut self, wb: regatta_engine::RocksWriteBatch) {
         let write = LogWrite {
             region_id: self.region_id,
             extra: Some(wb),
@@ -168,7 +168,7 @@ impl Peer {
             return;
         };
         let ttl = self.ctx.cfg.dedup_session_ttl_ms;
-        match apply::apply_entries(self.raw.mut_store(), entries, ttl, &self.logger) {
+        match apply::apply_committed(self.raw.mut_store(), entries, ttl, &self.logger) {
             Ok(applied) => {
                 self.raw.advance_apply_to(last);
                 self.delegate.set_applied(last);

@@ -1,0 +1,286 @@
+//! The [`Engine`] contract (see `traits.rs`), one suite run against every implementation:
+//! each check is a generic function, and `conformance!` makes one test per engine of it.
+
+use crate::{Cf, Engine, MemEngine, RocksEngine, Snapshot, WriteBatch};
+
+/// A fresh engine of the kind under test; the guard keeps its files alive.
+trait Fresh: Engine {
+    type Guard;
+    fn fresh() -> (Self, Self::Guard);
+}
+
+impl Fresh for MemEngine {
+    type Guard = ();
+    fn fresh() -> (Self, ()) {
+        (MemEngine::new(), ())
+    }
+}
+
+impl Fresh for RocksEngine {
+    type Guard = tempfile::TempDir;
+    fn fresh() -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = RocksEngine::open(dir.path(), &Default::default()).expect("open");
+        (engine, dir)
+    }
+}
+
+fn write<E: Engine>(e: &E, build: impl FnOnce(&mut E::WriteBatch)) {
+    let mut wb = e.write_batch();
+    build(&mut wb);
+    e.write(wb, false).expect("write");
+}
+
+fn all<S: Snapshot>(s: &S, cf: Cf, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    s.scan(cf, start, end, |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        Ok(true)
+    })
+    .expect("scan");
+    out
+}
+
+fn pairs(kvs: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    kvs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+}
+
+const END: &[u8] = b"\xff\xff\xff";
+
+fn get_sees_puts_and_deletes_and_tells_empty_from_absent<E: Fresh>() {
+    let (e, _g) = E::fresh();
+    write(&e, |wb| {
+        wb.put(Cf::Default, b"a", b"1");
+        wb.put(Cf::Default, b"empty", b"");
+    });
+    let s = e.snapshot();
+    assert_eq!(s.get(Cf::Default, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(s.get(Cf::Default, b"empty").unwrap(), Some(Vec::new()));
+    assert_eq!(s.get(Cf::Default, b"missing").unwrap(), None);
+    drop(s);
+    write(&e, |wb| wb.delete(Cf::Default, b"a"));
+    write(&e, |wb| wb.delete(Cf::Default, b"never-there"));
+    assert_eq!(e.snapshot().get(Cf::Default, b"a").unwrap(), None);
+}
+
+fn column_families_are_separate_key_spaces<E: Fresh>() {
+    let (e, _g) = E::fresh();
+    write(&e, |wb| {
+        for (i, cf) in Cf::ALL.into_iter().enumerate() {
+            wb.put(cf, b"k", &[i as u8]);
+        }
+    });
+    write(&e, |wb| wb.delete(Cf::Write, b"k"));
+    let s = e.snapshot();
+    assert_eq!(s.get(Cf::Raft, b"k").unwrap(), Some(vec![0]));
+    assert_eq!(s.get(Cf::Default, b"k").unwrap(), Some(vec![1]));
+    assert_eq!(s.get(Cf::Write, b"k").unwrap(), None);
+    assert_eq!(s.get(Cf::Lock, b"k").unwrap(), Some(vec![3]));
+    assert_eq!(all(&s, Cf::Lock, b"", END), pairs(&[(b"k", &[3])]));
+}
+
+fn a_snapshot_sees_what_was_written_before_it_and_nothing_after<E: Fresh>() {
+    let (e, _g) = E::fresh();
+    write(&e, |wb| wb.put(Cf::Default, b"a", b"old"));
+    let before = e.snapshot();
+    let mut wb = e.write_batch();
+    wb.put(Cf::Default, b"a", b"new");
+    wb.put(Cf::Default, b"b", b"new");
+    assert_eq!(
+        e.snapshot().get(Cf::Default, b"a").unwrap(),
+        Some(b"old".to_vec()),
+        "a batch is invisible until written"
+    );
+    e.write(wb, true).unwrap();
+    let after = e.snapshot();
+    assert_eq!(
+        before.get(Cf::Default, b"a").unwrap(),
+        Some(b"old".to_vec())
+    );
+    assert_eq!(before.get(Cf::Default, b"b").unwrap(), None);
+    assert_eq!(
+        all(&before, Cf::Default, b"", END),
+        pairs(&[(b"a", b"old")])
+    );
+    assert_eq!(
+        all(&after, Cf::Default, b"", END),
+        pairs(&[(b"a", b"new"), (b"b", b"new")])
+    );
+}
+
+fn scan_is_ascending_bytewise_with_inclusive_start_and_exclusive_end<E: Fresh>() {
+    let (e, _g) = E::fresh();
+    let keys: [&[u8]; 7] = [b"\xff", b"b", b"a\x00", b"", b"a", b"c", b"b\xff"];
+    write(&e, |wb| {
+        for k in keys {
+            wb.put(Cf::Default, k, k);
+        }
+    });
+    let s = e.snapshot();
+    let got: Vec<Vec<u8>> = all(&s, Cf::Default, b"", END)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut want: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+    want.sort();
+    assert_eq!(got, want, "unsigned bytewise; a prefix sorts first");
+    assert_eq!(
+        all(&s, Cf::Default, b"a", b"b"),
+        pairs(&[(b"a", b"a"), (b"a\x00", b"a\x00")]),
+        "start inclusive, end exclusive"
+    );
+    assert!(all(&s, Cf::Default, b"b", b"b").is_empty(), "end == start");
+    assert!(all(&s, Cf::Default, b"c", b"a").is_empty(), "end < start");
+    assert!(
+        all(&s, Cf::Default, b"a", b"").is_empty(),
+        "an empty end is no bound"
+    );
+    assert!(
+        all(&s, Cf::Raft, b"", END).is_empty(),
+        "other cfs untouched"
+    );
+}
+
+fn scan_stops_when_told_and_returns_the_callers_error<E: Fresh>() {
+    let (e, _g) = E::fresh();
+    write(&e, |wb| {
+        for k in [b"a", b"b", b"c", b"d"] {
+            wb.put(Cf::Default, k, b"v");
+        }
+    });
+    let s = e.snapshot();
+    let mut seen = Vec::new();
+    s.scan(Cf::Default, b"", END, |k, _| {
+        seen.push(k.to_vec());
+        Ok(seen.len() < 2)
+    })
+    .unwrap();
+    assert_eq!(seen, vec![b"a".to_vec(), b"b".to_vec()]);
+    let err = s.scan(Cf::Default, b"", END, |k, _| {
+        if k == b"c" {
+            Err(crate::Error::BadSnapshot {
+                region_id: 7,
+                detail: "stop".into(),
+            })
+        } else {
+            Ok(true)
+        }
+    });
+    assert!(matches!(
+        err,
+        Err(crate::Error::BadSnapshot { region_id: 7, .. })
+    ));
+}
+
+fn seek_finds_the_first_key_at_or_after_start_below_end<E: Fresh>() {
+    let (e, _g) = E::fresh();
+    write(&e, |wb| {
+        wb.put(Cf::Write, b"k1", b"v1");
+        wb.put(Cf::Write, b"k3", b"v3");
+    });
+    let s = e.snapshot();
+    let seek = |start: &[u8], end: &[u8]| s.seek(Cf::Write, start, end).unwrap();
+    assert_eq!(seek(b"k1", END), Some((b"k1".to_vec(), b"v1".to_vec())));
+    assert_eq!(seek(b"k2", END), Some((b"k3".to_vec(), b"v3".to_vec())));
+    assert_eq!(seek(b"k2", b"k3"), None, "the end bound is exclusive");
+    assert_eq!(seek(b"k4", END), None);
+    assert_eq!(seek(b"k3", b"k1"), None, "inverted range");
+    assert_eq!(s.seek(Cf::Default, b"", END).unwrap(), None);
+}
+
+fn batch_operations_take_effect_in_order<E: Fresh>() {
+    let (e, _g) = E::fresh();
+    write(&e, |wb| {
+        for k in [b"a", b"b", b"c", b"d", b"e"] {
+            wb.put(Cf::Default, k, b"old");
+        }
+    });
+    let mut wb = e.write_batch();
+    assert!(wb.is_empty());
+    wb.put(Cf::Default, b"a", b"1");
+    wb.delete(Cf::Default, b"a"); // delete after put: gone
+    wb.delete(Cf::Default, b"b");
+    wb.put(Cf::Default, b"b", b"2"); // put after delete: there
+    wb.delete_range(Cf::Default, b"c", b"e"); // c, d
+    wb.put(Cf::Default, b"d", b"3"); // put after the range delete: there
+    wb.delete_range(Cf::Default, b"e", b"c"); // inverted: nothing
+    assert!(!wb.is_empty());
+    e.write(wb, false).unwrap();
+    assert_eq!(
+        all(&e.snapshot(), Cf::Default, b"", END),
+        pairs(&[(b"b", b"2"), (b"d", b"3"), (b"e", b"old")])
+    );
+}
+
+fn delete_range_removes_exactly_its_range_in_its_cf<E: Fresh>() {
+    let (e, _g) = E::fresh();
+    write(&e, |wb| {
+        for k in [&b"a"[..], b"b", b"b\x00", b"c", b"c\x00"] {
+            wb.put(Cf::Raft, k, b"v");
+            wb.put(Cf::Default, k, b"v");
+        }
+    });
+    write(&e, |wb| wb.delete_range(Cf::Raft, b"b", b"c"));
+    let s = e.snapshot();
+    assert_eq!(
+        all(&s, Cf::Raft, b"", END),
+        pairs(&[(b"a", b"v"), (b"c", b"v"), (b"c\x00", b"v")])
+    );
+    assert_eq!(all(&s, Cf::Default, b"", END).len(), 5);
+}
+
+fn messages_and_raw_records_read_back_through_a_snapshot<E: Fresh>() {
+    use regatta_proto::raft_serverpb::RaftApplyState;
+    let (e, _g) = E::fresh();
+    let mut st = RaftApplyState::new();
+    st.set_applied_index(9);
+    write(&e, |wb| {
+        wb.put_msg(Cf::Raft, b"state", &st);
+        wb.put(Cf::Raft, b"junk", b"\xff\xff");
+        for (i, k) in [&b"x"[..], b"y", b"z"].into_iter().enumerate() {
+            let v = crate::encode_raw_value(i as u64, k);
+            wb.put(Cf::Default, &crate::keys::raw_data_key(k), &v);
+        }
+    });
+    let s = e.snapshot();
+    let back: Option<RaftApplyState> = s.get_msg(Cf::Raft, b"state", "apply state", 1).unwrap();
+    assert_eq!(back, Some(st));
+    let junk = s.get_msg::<RaftApplyState>(Cf::Raft, b"junk", "apply state", 1);
+    assert!(matches!(
+        junk,
+        Err(crate::Error::Corrupt { region_id: 1, .. })
+    ));
+    assert_eq!(s.get_raw(b"y").unwrap().unwrap().version, 1);
+    let keys: Vec<Vec<u8>> = s
+        .scan_raw(b"y", b"", 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(keys, vec![b"y".to_vec(), b"z".to_vec()]);
+    assert_eq!(s.scan_raw(b"", b"", 2).unwrap().len(), 2);
+    assert!(s.scan_raw(b"", b"", 0).unwrap().is_empty());
+}
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod rocks {
+            $( #[test] fn $check() { super::$check::<crate::RocksEngine>(); } )*
+        }
+        mod mem {
+            $( #[test] fn $check() { super::$check::<crate::MemEngine>(); } )*
+        }
+    };
+}
+
+conformance!(
+    get_sees_puts_and_deletes_and_tells_empty_from_absent,
+    column_families_are_separate_key_spaces,
+    a_snapshot_sees_what_was_written_before_it_and_nothing_after,
+    scan_is_ascending_bytewise_with_inclusive_start_and_exclusive_end,
+    scan_stops_when_told_and_returns_the_callers_error,
+    seek_finds_the_first_key_at_or_after_start_below_end,
+    batch_operations_take_effect_in_order,
+    delete_range_removes_exactly_its_range_in_its_cf,
+    messages_and_raw_records_read_back_through_a_snapshot,
+);

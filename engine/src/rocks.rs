@@ -1,0 +1,223 @@
+//! [`RocksEngine`]: the one RocksDB of a store, with its four column families, behind the
+//! [`Engine`] seam ([`RocksSnapshot`], [`RocksWriteBatch`]).
+//!
+//! Writes go through batches; a batch is atomic, and `sync` decides whether the write
+//! waits for `fsync` of the WAL. Only the store's LogWriter thread writes with
+//! `sync = true` (raft log + HardState); applied data follows unsynced, after the log entries
+//! it came from are durable, so the WAL order makes a recovered state a prefix of the log.
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::traits::{decode_msg, Cf, Engine, Snapshot, WriteBatch};
+use protobuf::Message;
+use regatta_proto::raft_serverpb::RegionLocalState;
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, ReadOptions, WriteOptions, DB};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Tuning of the RocksDB instance.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Background flush/compaction threads.
+    pub max_background_jobs: i32,
+    /// Memtable size per column family, in bytes.
+    pub write_buffer_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_background_jobs: 2,
+            write_buffer_size: 64 << 20,
+        }
+    }
+}
+
+/// The RocksDB of one store, shared by all its regions. Cloning is cheap.
+#[derive(Clone)]
+pub struct RocksEngine {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RocksEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksEngine")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl RocksEngine {
+    /// Opens (or creates) the store's RocksDB at `path`.
+    pub fn open(path: impl AsRef<Path>, config: &EngineConfig) -> Result<RocksEngine> {
+        let path = path.as_ref().to_path_buf();
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(config.max_background_jobs);
+        // Lets unsynced apply writes proceed while the LogWriter's group syncs the WAL.
+        opts.set_enable_pipelined_write(true);
+        let cfs = Cf::ALL.iter().map(|cf| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_write_buffer_size(config.write_buffer_size);
+            ColumnFamilyDescriptor::new(cf.name(), cf_opts)
+        });
+        let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(Error::rocks("open"))?;
+        Ok(RocksEngine {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn handle(&self, cf: Cf) -> &ColumnFamily {
+        self.db
+            .cf_handle(cf.name())
+            .expect("every column family is created at open")
+    }
+
+    /// Point read of the latest state, without opening a snapshot (the raft log storage's
+    /// reads of its own states and entries, which nothing else writes concurrently).
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.handle(cf), key)
+            .map_err(Error::rocks("get"))
+    }
+
+    /// [`RocksEngine::get`] of a protobuf record; see [`Snapshot::get_msg`].
+    pub fn get_msg<M: Message>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        what: &'static str,
+        region_id: u64,
+    ) -> Result<Option<M>> {
+        match self.get(cf, key)? {
+            None => Ok(None),
+            Some(bytes) => decode_msg(&bytes, what, region_id).map(Some),
+        }
+    }
+
+    /// All regions with a state on this store (tombstones included).
+    pub fn region_states(&self) -> Result<Vec<RegionLocalState>> {
+        let (start, end) = keys::region_state_range();
+        let mut out = Vec::new();
+        self.snapshot().scan(Cf::Raft, &start, &end, |k, v| {
+            let region_id = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            out.push(decode_msg(v, "region state", region_id)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Approximate bytes stored in `cf` (RocksDB's estimate, for metrics).
+    pub fn approximate_size(&self, cf: Cf) -> u64 {
+        self.db
+            .property_int_value_cf(self.handle(cf), "rocksdb.estimate-live-data-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+}
+
+impl Engine for RocksEngine {
+    type Snapshot<'a> = RocksSnapshot<'a>;
+    type WriteBatch = RocksWriteBatch;
+
+    fn snapshot(&self) -> RocksSnapshot<'_> {
+        RocksSnapshot {
+            engine: self,
+            snap: self.db.snapshot(),
+        }
+    }
+
+    fn write_batch(&self) -> RocksWriteBatch {
+        RocksWriteBatch {
+            engine: self.clone(),
+            inner: rocksdb::WriteBatch::default(),
+        }
+    }
+
+    fn write(&self, batch: RocksWriteBatch, sync: bool) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db
+            .write_opt(batch.inner, &opts)
+            .map_err(Error::rocks("write"))
+    }
+}
+
+/// A RocksDB snapshot: a sequence number pinned until it is dropped (keep it short-lived:
+/// a live snapshot keeps compaction from dropping the versions it can see).
+pub struct RocksSnapshot<'a> {
+    engine: &'a RocksEngine,
+    snap: rocksdb::SnapshotWithThreadMode<'a, DB>,
+}
+
+impl Snapshot for RocksSnapshot<'_> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.snap
+            .get_cf(self.engine.handle(cf), key)
+            .map_err(Error::rocks("snapshot get"))
+    }
+
+    fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], mut f: F) -> Result<()>
+    where
+        F: FnMut(&[u8], &[u8]) -> Result<bool>,
+    {
+        if end <= start {
+            return Ok(());
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        // The raw iterator lends each pair: no allocation per key.
+        let mut iter = self.snap.raw_iterator_cf_opt(self.engine.handle(cf), ro);
+        iter.seek(start);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !f(k, v)? {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status().map_err(Error::rocks("snapshot scan"))?;
+        Ok(())
+    }
+}
+
+/// A RocksDB write batch.
+pub struct RocksWriteBatch {
+    engine: RocksEngine,
+    inner: rocksdb::WriteBatch,
+}
+
+impl WriteBatch for RocksWriteBatch {
+    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.engine.handle(cf), key, value);
+    }
+
+    fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.inner.delete_cf(self.engine.handle(cf), key);
+    }
+
+    fn delete_range(&mut self, cf: Cf, start: &[u8], end: &[u8]) {
+        // RocksDB treats an inverted range as an error at write time; the contract makes
+        // it empty.
+        if end > start {
+            self.inner
+                .delete_range_cf(self.engine.handle(cf), start, end);
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.inner.len()
+    }
+}
