@@ -24,6 +24,15 @@ pub enum Error {
         /// Why it does not decode.
         detail: String,
     },
+    /// A fault injected for a test or drill ([`crate::RocksEngine::fail_writes`]); handled
+    /// like a RocksDB I/O error.
+    #[error("{op}: injected fault: {reason}")]
+    Injected {
+        /// What was refused.
+        op: &'static str,
+        /// The error it stands for.
+        reason: String,
+    },
     /// A snapshot sent by a peer does not decode or does not fit this region.
     #[error("bad snapshot for region {region_id}: {detail}")]
     BadSnapshot {

@@ -13,7 +13,8 @@ use protobuf::Message;
 use regatta_proto::raft_serverpb::RegionLocalState;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, ReadOptions, WriteOptions, DB};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Tuning of the RocksDB instance.
 #[derive(Clone, Debug)]
@@ -38,6 +39,15 @@ impl Default for EngineConfig {
 pub struct RocksEngine {
     db: Arc<DB>,
     path: PathBuf,
+    /// An injected write failure (see [`RocksEngine::fail_writes`]); `None` in production.
+    write_fault: Arc<WriteFault>,
+}
+
+/// An injected write failure: one atomic load per write when off.
+#[derive(Default)]
+struct WriteFault {
+    on: AtomicBool,
+    reason: Mutex<String>,
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -67,6 +77,33 @@ impl RocksEngine {
         Ok(RocksEngine {
             db: Arc::new(db),
             path,
+            write_fault: Arc::default(),
+        })
+    }
+
+    /// Fault injection for tests and drills: while `Some(reason)`, every write of this
+    /// engine (and of its clones) fails with `reason` as RocksDB's I/O error would (e.g.
+    /// `"IO error: No space left on device"`) and writes nothing; `None` lifts it. Reads
+    /// are not affected, as with a full disk.
+    pub fn fail_writes(&self, reason: Option<String>) {
+        let f = &self.write_fault;
+        let mut r = f.reason.lock().expect("fault lock is never poisoned");
+        f.on.store(reason.is_some(), Ordering::Release);
+        *r = reason.unwrap_or_default();
+    }
+
+    fn injected_fault(&self) -> Result<()> {
+        let f = &self.write_fault;
+        if !f.on.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(Error::Injected {
+            op: "write",
+            reason: f
+                .reason
+                .lock()
+                .expect("fault lock is never poisoned")
+                .clone(),
         })
     }
 
@@ -148,6 +185,7 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, batch: RocksWriteBatch, sync: bool) -> Result<()> {
+        self.injected_fault()?;
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         self.db

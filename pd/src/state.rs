@@ -493,10 +493,15 @@ impl PdState {
             self.leader_counts = Some((now, counts));
         }
         let counts = &self.leader_counts.as_ref()?.1;
+        // Live, and able to write: a poisoned store must never be given leaders.
         let live = |s: &u64| {
             self.store_seen
                 .get(s)
                 .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(5))
+                && self
+                    .store_heartbeats
+                    .get(s)
+                    .is_none_or(|hb| hb.get_poisoned_reason().is_empty())
         };
         let mine = counts.get(&leader.get_store_id()).copied().unwrap_or(0);
         let target = region
@@ -887,5 +892,59 @@ mod tests {
             PdState::open(cfg(dir.path(), 1, 1)),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    fn store_hb(pd: &mut PdState, id: u64, poisoned: &str) {
+        let mut hb = StoreHeartbeatRequest::new();
+        hb.set_store_id(id);
+        hb.set_poisoned_reason(poisoned.into());
+        let mut req = PdRequest::new();
+        req.set_store_heartbeat(hb);
+        assert!(!pd.handle(req).has_error());
+    }
+
+    /// Leader heartbeats of every region, led by store 1; how many got a transfer order.
+    fn transfer_orders(pd: &mut PdState) -> usize {
+        let mut orders = 0;
+        for rl in pd.regions() {
+            let region = rl.get_region().clone();
+            let leader = region
+                .get_peers()
+                .iter()
+                .find(|p| p.get_store_id() == 1)
+                .cloned()
+                .unwrap();
+            let mut hb = RegionHeartbeatRequest::new();
+            hb.set_region(region);
+            hb.set_leader(leader);
+            hb.set_term(2);
+            let mut req = PdRequest::new();
+            req.set_region_heartbeat(hb);
+            let resp = pd.handle(req);
+            assert!(!resp.has_error());
+            if resp.get_region_heartbeat().has_transfer_leader() {
+                orders += 1;
+            }
+        }
+        orders
+    }
+
+    #[test]
+    fn no_leader_is_moved_to_a_poisoned_store() {
+        // Goal: a store that can no longer write (it reports a poison reason) never gets
+        // leaders from balance-leader, though it leads the fewest regions.
+        let dir = tempfile::tempdir().unwrap();
+        let mut pd = PdState::open(cfg(dir.path(), 2, 8)).unwrap();
+        put_store(&mut pd, 1);
+        put_store(&mut pd, 2);
+        store_hb(&mut pd, 1, "");
+        store_hb(&mut pd, 2, "raft log write failed: No space left on device");
+        transfer_orders(&mut pd); // PD learns that store 1 leads all 8 regions
+        pd.leader_counts = None; // recount now rather than after a second
+        assert_eq!(transfer_orders(&mut pd), 0, "store 2 is poisoned");
+        // Restarted with space again, it reports no reason: balance resumes.
+        store_hb(&mut pd, 2, "");
+        pd.leader_counts = None;
+        assert!(transfer_orders(&mut pd) > 0, "8 leaders against 0 are balanced");
     }
 }

@@ -152,9 +152,17 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
                     }
                 }
                 Err(err) => {
-                    // Every replica sees the same bytes and skips them the same way.
-                    error!(logger, "undecodable committed entry skipped";
-                        "region_id" => ctx.region.get_id(), "index" => e.index, "error" => %err);
+                    // A committed entry that does not decode is corruption (or a bug):
+                    // skipping it could diverge from a replica that decodes it, so apply
+                    // stops here and the replica stops (see `peer/fence.rs`).
+                    error!(logger, "committed entry does not decode";
+                        "region_id" => ctx.region.get_id(), "index" => e.index, "term" => e.term,
+                        "error" => %err);
+                    return Err(Error::from(regatta_engine::Error::Corrupt {
+                        what: "committed raft entry",
+                        region_id: ctx.region.get_id(),
+                        detail: format!("index {} term {}: {err}", e.index, e.term),
+                    }));
                 }
             }
         }

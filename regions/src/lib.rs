@@ -37,8 +37,8 @@ pub use log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};
 pub use metrics::{MetricsSnapshot, StoreMetrics};
 pub use pd::{MemPd, PdClient};
 pub use peer::{
-    Campaign, CompactLog, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer, PeerActor,
-    PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder, Seed, SplitStep,
+    Campaign, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer,
+    PeerActor, PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder, Seed, SplitStep,
 };
 pub use router::Router;
 pub use store::{Store, StoreOptions, TransportLayer};

@@ -44,6 +44,8 @@ pub(crate) struct ReadState {
     pub applied_index: u64,
     /// Whether this replica leads.
     pub leader: bool,
+    /// The replica stopped (it can no longer write): nothing is served locally.
+    pub fenced: bool,
 }
 
 /// One replica's published read state, shared with the store's connections.
@@ -136,6 +138,9 @@ impl ReadDelegate {
             .read()
             .expect("read delegate lock is never poisoned")
             .clone();
+        if st.fenced {
+            return None; // the actor answers StorePoisoned
+        }
         validate_request(req, &st.region, &self.cfg).ok()?;
         // Read before the data: the state read below holds at least this much.
         let applied = self.applied.load(Ordering::Acquire).max(st.applied_index);

@@ -85,6 +85,16 @@ impl LogWriter {
         }
     }
 
+    /// Poisons the store from outside the LogWriter (an apply write failed: the disk is
+    /// as bad for the log): every later task is refused with `reason`. The first reason
+    /// stays.
+    pub fn poison(&self, reason: String) {
+        let mut p = self.poisoned.lock().expect("poison lock is never poisoned");
+        if p.is_none() {
+            *p = Some(reason);
+        }
+    }
+
     /// Why the store is poisoned, if it is.
     pub fn poison_reason(&self) -> Option<String> {
         self.poisoned
@@ -121,7 +131,15 @@ fn run(
                 Err(_) => break,
             }
         }
-        let result = write_group(&engine, &mut tasks, &metrics);
+        // Poisoned from outside (a failed apply write): write nothing more.
+        let outside = poisoned
+            .lock()
+            .expect("poison lock is never poisoned")
+            .clone();
+        let result = match outside {
+            Some(reason) => Err(reason),
+            None => write_group(&engine, &mut tasks, &metrics),
+        };
         if let Err(reason) = &result {
             error!(logger, "raft log write failed; store poisoned, refusing writes"; "error" => reason);
             *poisoned.lock().expect("poison lock is never poisoned") = Some(reason.clone());

@@ -13,8 +13,8 @@ use crate::log_writer::LogWriter;
 use crate::metrics::{MetricsSnapshot, StoreMetrics};
 use crate::pd::PdClient;
 use crate::peer::{
-    Campaign, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RaftMessageIn, RegionStatus,
-    TransferLeader,
+    Campaign, Fence, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RaftMessageIn,
+    RegionStatus, TransferLeader,
 };
 use crate::router::Router;
 use crate::server;
@@ -26,7 +26,7 @@ use regatta_engine::{bootstrap_region, EngineConfig, PeerStorage, RocksEngine};
 use regatta_proto::metapb;
 use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest};
 use regatta_proto::raft_serverpb::RaftMessage;
-use slog::{info, o, warn, Logger};
+use slog::{error, info, o, warn, Logger};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +64,7 @@ pub struct Store {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     engine: RocksEngine,
+    log_writer: LogWriter,
     log_writer_thread: std::thread::JoinHandle<()>,
     logger: Logger,
     cfg: Arc<StoreConfig>,
@@ -419,6 +420,7 @@ impl Store {
             tasks,
             shutdown,
             engine,
+            log_writer: shared.ctx.log_writer.clone(),
             log_writer_thread,
             logger,
             cfg,
@@ -453,6 +455,19 @@ impl Store {
         self.lease_ms
             .store(lease_ms, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Fault injection for tests and drills: while `Some(reason)`, every write to this
+    /// store's RocksDB fails as on a full disk (see `RocksEngine::fail_writes`); the store
+    /// then poisons itself and stops its replicas. `None` lifts the fault for writes made
+    /// after a restart (a poisoned store stays poisoned until it restarts).
+    pub fn inject_write_failure(&self, reason: Option<String>) {
+        self.engine.fail_writes(reason);
+    }
+
+    /// Why the store refuses writes, if it does (its LogWriter failed).
+    pub fn poison_reason(&self) -> Option<String> {
+        self.log_writer.poison_reason()
     }
 
     /// The store's configuration.
@@ -497,6 +512,7 @@ impl Store {
             shutdown,
             arbiter,
             engine,
+            log_writer,
             log_writer_thread,
             logger,
             router,
@@ -514,6 +530,7 @@ impl Store {
         arbiter.stop();
         drop(router);
         drop(engine);
+        drop(log_writer);
         let joined = tokio::task::spawn_blocking(move || {
             arbiter.join().is_ok() && log_writer_thread.join().is_ok()
         })
@@ -543,11 +560,24 @@ async fn heartbeat_loop(
     logger: Logger,
 ) {
     let mut bootstrapped = false;
+    let mut fenced = false;
     loop {
+        let poisoned = shared.ctx.log_writer.poison_reason();
+        if let (Some(reason), false) = (&poisoned, fenced) {
+            // The LogWriter failed: every replica stops (a leader hands over first), not
+            // only those that happen to write next. Said once.
+            fenced = true;
+            error!(logger, "store poisoned: stopping every replica; restart the store once the disk is healthy";
+                "reason" => reason.as_str(), "replicas" => shared.router.region_ids().len());
+            for (_, addr) in shared.router.all() {
+                addr.do_send(Fence(format!("the store's log writer failed: {reason}")));
+            }
+        }
         let mut hb = StoreHeartbeatRequest::new();
         hb.set_store_id(shared.store_id);
         hb.set_region_count(shared.router.region_ids().len() as u32);
         hb.set_leader_count(shared.router.leader_count() as u32);
+        hb.set_poisoned_reason(poisoned.unwrap_or_default());
         match pd.store_heartbeat(hb).await {
             Ok(resp) => {
                 for region in resp.get_bootstrap_regions() {

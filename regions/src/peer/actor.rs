@@ -260,6 +260,19 @@ impl Handler<SplitStep> for PeerActor {
     }
 }
 
+/// The store can no longer write (its LogWriter failed): stop the replica (see
+/// [`Peer::fence`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fence(pub String);
+
+impl Handler<Fence> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Fence, _: &mut Context<Self>) {
+        self.peer.fence(msg.0);
+    }
+}
+
 /// Asks for the replica's [`RegionStatus`].
 #[derive(Message)]
 #[rtype(result = "RegionStatus")]

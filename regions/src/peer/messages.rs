@@ -13,6 +13,9 @@ use std::sync::atomic::Ordering;
 impl Peer {
     /// Steps a raft message from another replica.
     pub fn on_raft_message(&mut self, msg: RaftMessage) {
+        if self.is_fenced() {
+            return; // no votes, no acks: the others elect a leader among themselves
+        }
         if msg.get_wake() {
             self.wake();
             if msg.get_message().is_empty() {

@@ -17,6 +17,7 @@
 //! | `hibernate.rs` | the raft clock's pace, as data; hibernate and wake |
 //! | `tick.rs` | the raft clock and periodic work: deadlines, compaction, PD reports |
 //! | `admin.rs` | seeding, compaction on request, campaign and leader transfer |
+//! | `fence.rs` | stopping a replica that can no longer write |
 //! | `actor.rs` | the actix shell and its messages (the only file that knows actix) |
 //!
 //! Time is read only through the store's [`crate::Clock`], so the data parts are tested
@@ -27,6 +28,7 @@
 
 mod actor;
 mod admin;
+mod fence;
 mod freshness;
 mod hibernate;
 mod lease;
@@ -38,8 +40,8 @@ mod split;
 mod tick;
 
 pub use actor::{
-    Campaign, CompactLog, GetStatus, Inbox, InboxFull, KvCommand, PeerActor, RaftMessageIn, Seed,
-    TransferLeader,
+    Campaign, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, PeerActor, RaftMessageIn,
+    Seed, TransferLeader,
 };
 pub use split::SplitStep;
 
@@ -198,7 +200,8 @@ pub struct Peer {
     inflight_writes: usize,
     pending_snapshot: Option<(u64, u64)>,
     snapshot_reports: Vec<u64>,
-    poisoned: Option<String>,
+    /// Why this replica stopped (see `fence`): it serves nothing until a restart.
+    fenced: Option<String>,
     was_leader: bool,
     /// Where the LogWriter reports this peer's writes; set by the shell when it starts.
     persisted_sink: Option<Arc<dyn PersistedSink>>,
@@ -289,7 +292,7 @@ impl Peer {
             inflight_writes: 0,
             pending_snapshot: None,
             snapshot_reports: Vec::new(),
-            poisoned: None,
+            fenced: None,
             was_leader: false,
             persisted_sink: None,
             mailbox: None,
@@ -326,8 +329,9 @@ impl Peer {
     fn publish_read_state(&mut self) {
         let (applied, applied_term) = self.raw.store().applied();
         let raft = &self.raw.raft;
-        let leader = self.is_leader();
+        let leader = self.is_leader() && !self.is_fenced();
         let lease_until = if leader
+            && !self.is_fenced()
             && self.ctx.lease_ms() > 0
             && raft.lead_transferee.is_none()
             && applied_term == raft.term
@@ -337,8 +341,10 @@ impl Peer {
         } else {
             None
         };
-        let safe_time = self.freshness.safe_time();
-        let changed = self.published.leader != leader
+        let safe_time = self.freshness.safe_time().filter(|_| !self.is_fenced());
+        let fenced = self.is_fenced();
+        let changed = self.published.fenced != fenced
+            || self.published.leader != leader
             || self.published.lease_until != lease_until
             || self.published.safe_time != safe_time
             || self.published.applied_index != applied
@@ -360,6 +366,7 @@ impl Peer {
             safe_time,
             applied_index: applied,
             leader,
+            fenced,
         });
         self.delegate.publish(state.clone());
         self.published = state;
@@ -393,11 +400,17 @@ impl Peer {
     pub fn status(&self) -> RegionStatus {
         let s = self.raw.store();
         let now = self.ctx.clock.now();
+        // A fenced replica knows no leader: it hears nothing.
+        let leader = if self.is_fenced() {
+            None
+        } else {
+            self.leader_meta()
+        };
         RegionStatus {
             region: s.region().clone(),
             peer_id: self.peer_id,
-            leader_id: self.raw.raft.leader_id,
-            leader_store_id: self.leader_meta().map_or(0, |p| p.get_store_id()),
+            leader_id: leader.as_ref().map_or(0, |p| p.get_id()),
+            leader_store_id: leader.map_or(0, |p| p.get_store_id()),
             term: self.raw.raft.term,
             applied_index: s.applied().0,
             commit_index: self.raw.raft.raft_log.committed,
@@ -405,6 +418,7 @@ impl Peer {
             truncated_index: s.truncated_index(),
             lease_valid: self.ctx.lease_ms() > 0
                 && self.is_leader()
+                && !self.is_fenced()
                 && self.raw.raft.lead_transferee.is_none()
                 && self.lease.valid(now, self.raw.raft.term),
             transferring_leadership: self.is_leader() && self.raw.raft.lead_transferee.is_some(),

@@ -151,6 +151,16 @@ impl ReadIndexQueue {
         out
     }
 
+    /// Removes and returns every read in the queue (the replica stops serving).
+    pub(crate) fn take_all(&mut self) -> Vec<ReadReq> {
+        let mut out = self.take_unconfirmed();
+        out.append(&mut self.new);
+        for (_, reads) in self.ready.drain(..) {
+            out.extend(reads);
+        }
+        out
+    }
+
     /// Whether no read is anywhere in the queue (renewal rounds do not count).
     pub(crate) fn is_idle(&self) -> bool {
         self.new.is_empty()

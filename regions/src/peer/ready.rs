@@ -18,13 +18,16 @@ use raft::eraftpb::Entry;
 use regatta_engine::LogWrite;
 use regatta_proto::kvrpcpb::ReadInfo;
 use regatta_proto::raft_serverpb::RaftCmdBatch;
-use slog::{error, info};
+use slog::info;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 impl Peer {
     /// Proposes the turn's commands, starts its reads and drains raft's Ready.
     pub fn flush(&mut self) {
+        if self.is_fenced() {
+            return;
+        }
         self.propose_pending();
         self.start_reads();
         while self.raw.has_ready() {
@@ -180,9 +183,14 @@ impl Peer {
                 }
             }
             Err(e) => {
-                // Storage failure on apply: stop serving rather than diverge.
-                error!(self.logger, "apply failed; replica stops accepting writes"; "error" => %e);
-                self.poisoned = Some(e.to_string());
+                // Applying later entries over a hole would diverge: stop the replica. A
+                // failed write means the disk is bad for every region: poison the store.
+                let reason = format!("apply failed: {e}");
+                if matches!(&e, Error::Engine(inner) if !matches!(**inner, regatta_engine::Error::Corrupt { .. }))
+                {
+                    self.ctx.log_writer.poison(reason.clone());
+                }
+                self.fence(reason);
             }
         }
     }
@@ -248,13 +256,10 @@ impl Peer {
     /// The LogWriter made Readies through `ready_number` durable (or failed).
     pub fn on_persisted(&mut self, p: Persisted) {
         if let Err(reason) = p.result {
-            error!(self.logger, "store poisoned; rejecting writes"; "reason" => &reason);
-            self.poisoned = Some(reason.clone());
-            for prop in self.proposals.drain(..) {
-                for tx in prop.responders {
-                    let _ = tx.send(Error::StorePoisoned(reason.clone()).into_response());
-                }
-            }
+            self.fence(format!("raft log write failed: {reason}"));
+            return;
+        }
+        if self.is_fenced() {
             return;
         }
         if p.ready_number == 0 {

@@ -17,6 +17,10 @@ use std::time::Duration;
 impl Peer {
     /// Takes a client request (answered through `tx`).
     pub fn on_kv(&mut self, mut req: KvRequest, tx: Responder) {
+        if let Some(reason) = &self.fenced {
+            let _ = tx.send(Error::StorePoisoned(reason.clone()).into_response());
+            return;
+        }
         self.wake();
         if let Err(e) = self.validate(&req) {
             let _ = tx.send(e.into_response());
@@ -24,12 +28,6 @@ impl Peer {
         }
         let request = req.take_request();
         let write = apply::is_write(&request);
-        if write {
-            if let Some(reason) = &self.poisoned {
-                let _ = tx.send(Error::StorePoisoned(reason.clone()).into_response());
-                return;
-            }
-        }
         if let Some(Request_oneof_cmd::split(sp)) = &request.cmd {
             let key = sp.get_split_key().to_vec();
             self.on_split_request(key, tx);

@@ -15,6 +15,9 @@ impl Peer {
     /// Advances the raft clock; expires reads and proposals past their deadline; compacts
     /// the log when it grew past the limit; reports to PD.
     pub fn tick(&mut self) {
+        if self.is_fenced() {
+            return; // no heartbeats, no campaigns
+        }
         self.raw.tick();
         let now = self.ctx.clock.now();
         while self.proposals.front().is_some_and(|p| p.deadline <= now) {
