@@ -39,9 +39,9 @@ pub enum Error {
     /// PD could not be reached or refused the request. Retryable.
     #[error("placement driver: {0}")]
     Pd(String),
-    /// A store answered with an error that retrying does not fix: a refused stale
-    /// session sequence, an answer of the wrong kind, an untyped error (a server-side
-    /// bug). Not retried.
+    /// A store answered with an error that retrying does not fix: a storage failure on
+    /// that request (an I/O error or a corrupt record), a refused stale session sequence,
+    /// an answer of the wrong kind, an untyped error (a server-side bug). Not retried.
     #[error("server error: {0}")]
     Server(String),
 }

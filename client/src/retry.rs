@@ -9,9 +9,9 @@
 //! - load and transient errors are retried after a backoff (`ServerIsBusy`, `Timeout`,
 //!   `StaleCommand`), and so is `StorePoisoned`, on another replica: it is one store's
 //!   failure, and a write keeps its session, so a retry is never applied twice;
-//! - `InvalidArgument` fails as [`Error::InvalidArgument`]; `StaleSequence` and an error
-//!   with no typed field (`message` only: not retryable, says the proto) fail as
-//!   [`Error::Server`].
+//! - `InvalidArgument` fails as [`Error::InvalidArgument`]; `StorageError` (this request
+//!   failed on the store's storage: not retried, says the proto), `StaleSequence` and an
+//!   error with no typed field (`message` only: not retryable) fail as [`Error::Server`].
 
 use crate::error::Error;
 use regatta_proto::kvrpcpb;
@@ -77,6 +77,7 @@ pub(crate) fn classify(mut e: kvrpcpb::Error, target: &Peer, any_replica: bool) 
             e.get_invalid_argument().get_reason().to_string(),
         ));
     }
+    // StorageError, StaleSequence, and anything untyped or unknown to this client.
     Step::Fail(Error::Server(describe(&e)))
 }
 
@@ -221,9 +222,10 @@ mod tests {
             Step::Fail(Error::InvalidArgument(reason)) => assert_eq!(reason, "key too large"),
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
+        let storage = error(|e| e.set_storage_error(kvrpcpb::StorageError::new()));
         let stale_seq = error(|e| e.set_stale_sequence(kvrpcpb::StaleSequence::new()));
         let untyped = error(|_| {});
-        for e in [stale_seq, untyped] {
+        for e in [storage, stale_seq, untyped] {
             let step = classify(e.clone(), &peer(1), false);
             assert!(
                 matches!(step, Step::Fail(Error::Server(_))),

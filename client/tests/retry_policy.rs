@@ -193,6 +193,8 @@ async fn errors_the_docs_call_not_retryable_end_the_operation_after_one_request(
     let stale_sequence: KvScript =
         Arc::new(|_| failed(|e| e.set_stale_sequence(kvrpcpb::StaleSequence::new())));
     let untyped: KvScript = Arc::new(|_| failed(|_| {}));
+    let storage: KvScript =
+        Arc::new(|_| failed(|e| e.set_storage_error(kvrpcpb::StorageError::new())));
     for (script, is_expected) in [
         (
             invalid,
@@ -200,6 +202,7 @@ async fn errors_the_docs_call_not_retryable_end_the_operation_after_one_request(
         ),
         (stale_sequence, |e| matches!(e, Error::Server(_))),
         (untyped, |e| matches!(e, Error::Server(_))),
+        (storage, |e| matches!(e, Error::Server(_))),
     ] {
         let node = Node::start(None, 0, script).await;
         let c = Client::connect_with(&[&node.addr], config(Duration::from_secs(10)))
