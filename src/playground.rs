@@ -175,7 +175,10 @@ impl Playground {
                 .await
             {
                 Ok(s) => break s,
-                Err(e) if Instant::now() < deadline && e.to_string().contains("bind") => {
+                Err(regatta_regions::Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e).with_context(|| format!("starting store {id}")),

@@ -136,7 +136,7 @@ async fn crash_and_restart_of_any_store_loses_no_acknowledged_write() {
     }
     for key in &acked {
         assert_eq!(
-            c.get(key).await.unwrap(),
+            c.get(key).await.unwrap().map(|v| v.value),
             Some(b"v".to_vec()),
             "acknowledged write of {:?} lost",
             String::from_utf8_lossy(key)
@@ -151,7 +151,10 @@ async fn crash_and_restart_of_any_store_loses_no_acknowledged_write() {
         cluster.restart(s).await;
     }
     for key in &acked {
-        assert_eq!(c.get(key).await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            c.get(key).await.unwrap().map(|v| v.value),
+            Some(b"v".to_vec())
+        );
     }
 }
 
@@ -206,12 +209,15 @@ async fn follower_down_during_compaction_catches_up_by_snapshot() {
     cluster.restart(other).await;
     for i in 0..100 {
         assert_eq!(
-            c.get(format!("x{i:03}").as_bytes()).await.unwrap(),
+            c.get(format!("x{i:03}").as_bytes())
+                .await
+                .unwrap()
+                .map(|v| v.value),
             Some(b"v".to_vec())
         );
     }
     assert_eq!(
-        c.get(b"y").await.unwrap(),
+        c.get(b"y").await.unwrap().map(|v| v.value),
         Some(b"needs the follower".to_vec())
     );
     assert_eq!(cluster.wait_leader(rid).await, follower);
@@ -289,5 +295,8 @@ async fn retried_writes_are_applied_once() {
         }
     }
     cluster.heal();
-    assert_eq!(client.get(b"counter").await.unwrap(), Some(b"20".to_vec()));
+    assert_eq!(
+        client.get(b"counter").await.unwrap().map(|v| v.value),
+        Some(b"20".to_vec())
+    );
 }

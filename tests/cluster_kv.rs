@@ -5,6 +5,7 @@
 mod common;
 
 use common::{run_workload, spread_keys, Cluster, Recorder};
+use regatta_client::{ReadConsistency, Versioned};
 use std::time::Duration;
 
 /// Goal: the client's get/put/delete/cas/scan behave as documented on a healthy cluster.
@@ -12,9 +13,12 @@ use std::time::Duration;
 async fn basic_operations_behave_as_documented() {
     let cluster = Cluster::new(3, 1).await;
     let c = cluster.client().await;
-    assert_eq!(c.get(b"k").await.unwrap(), None);
+    assert_eq!(c.get(b"k").await.unwrap().map(|v| v.value), None);
     let i1 = c.put(b"k", b"v1").await.unwrap();
-    assert_eq!(c.get(b"k").await.unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(
+        c.get(b"k").await.unwrap().map(|v| v.value),
+        Some(b"v1".to_vec())
+    );
     let i2 = c.put(b"k", b"v2").await.unwrap();
     assert!(i2 > i1, "commit indexes grow");
     let miss = c.cas(b"k", Some(b"v1"), b"x").await.unwrap();
@@ -27,7 +31,7 @@ async fn basic_operations_behave_as_documented() {
     assert!(!c.cas(b"new", None, b"z").await.unwrap().succeeded);
     assert!(c.delete(b"k").await.unwrap());
     assert!(!c.delete(b"k").await.unwrap());
-    assert_eq!(c.get(b"k").await.unwrap(), None);
+    assert_eq!(c.get(b"k").await.unwrap().map(|v| v.value), None);
     for i in 0..10 {
         c.put(format!("s{i}").as_bytes(), b"x").await.unwrap();
     }
@@ -68,7 +72,10 @@ async fn bad_input_is_rejected_and_the_cluster_keeps_serving() {
         "{err}"
     );
     c.put(b"k", b"fine").await.unwrap();
-    assert_eq!(c.get(b"k").await.unwrap(), Some(b"fine".to_vec()));
+    assert_eq!(
+        c.get(b"k").await.unwrap().map(|v| v.value),
+        Some(b"fine".to_vec())
+    );
 }
 
 /// Goal: many concurrent clients on few keys produce a linearizable history.
@@ -107,4 +114,63 @@ async fn several_regions_serve_at_once() {
     let mut want = keys.clone();
     want.sort();
     assert_eq!(got, want);
+}
+
+/// Goal: a read returns the key's version, the log index of its last write (what
+/// optimistic concurrency control compares), on every read path. Method: write, read back
+/// through get, every consistency, batch_get and scan, and compare with the indexes the
+/// writes returned.
+#[actix_rt::test]
+async fn reads_return_the_version_of_the_last_write() {
+    let cluster = Cluster::new(3, 1).await;
+    let c = cluster.client().await;
+    let first = c.put(b"k", b"v1").await.unwrap();
+    let got = c.get(b"k").await.unwrap().expect("just written");
+    assert_eq!((got.value.as_slice(), got.version), (&b"v1"[..], first));
+
+    let second = c.put(b"k", b"v2").await.unwrap();
+    assert!(second > first);
+    for consistency in [
+        ReadConsistency::Linearizable,
+        ReadConsistency::Lease,
+        ReadConsistency::LogRead,
+        ReadConsistency::ReadYourWrites,
+    ] {
+        let got = c.get_with(b"k", consistency).await.unwrap();
+        assert_eq!(
+            got,
+            Some(Versioned {
+                value: b"v2".to_vec(),
+                version: second
+            }),
+            "{consistency:?}"
+        );
+    }
+
+    // A failed compare-and-swap leaves the version; a successful one moves it to its index.
+    assert!(!c.cas(b"k", Some(b"v1"), b"x").await.unwrap().succeeded);
+    assert_eq!(c.get(b"k").await.unwrap().unwrap().version, second);
+    let swapped = c.cas(b"k", Some(b"v2"), b"v3").await.unwrap();
+    assert!(swapped.succeeded);
+    assert_eq!(c.get(b"k").await.unwrap().unwrap().version, swapped.index);
+
+    let other = c.put(b"other", b"o").await.unwrap();
+    let both = c
+        .batch_get(&[b"k".to_vec(), b"missing".to_vec(), b"other".to_vec()])
+        .await
+        .unwrap();
+    let versions: Vec<Option<u64>> = both.iter().map(|v| v.as_ref().map(|v| v.version)).collect();
+    assert_eq!(versions, vec![Some(swapped.index), None, Some(other)]);
+    let scanned: Vec<u64> = c
+        .scan(b"", b"", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.version)
+        .collect();
+    assert_eq!(scanned, vec![swapped.index, other]);
+
+    // Deleted: no value, so no version.
+    c.delete(b"k").await.unwrap();
+    assert_eq!(c.get(b"k").await.unwrap(), None);
 }

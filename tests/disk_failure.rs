@@ -49,7 +49,11 @@ async fn check_all(c: &regatta_client::Client, range: std::ops::Range<usize>) {
             .get(&key(i))
             .await
             .unwrap_or_else(|e| panic!("get {i}: {e}"));
-        assert_eq!(got, Some(value(i)), "acknowledged write {i} lost");
+        assert_eq!(
+            got.map(|v| v.value),
+            Some(value(i)),
+            "acknowledged write {i} lost"
+        );
     }
 }
 

@@ -38,9 +38,15 @@ async fn idle_regions_hibernate_wake_on_requests_and_fail_over() {
     .await;
 
     // A request wakes its region.
-    assert_eq!(c.get(&keys[5]).await.unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(
+        c.get(&keys[5]).await.unwrap().map(|v| v.value),
+        Some(b"v1".to_vec())
+    );
     c.put(&keys[5], b"v2").await.unwrap();
-    assert_eq!(c.get(&keys[5]).await.unwrap(), Some(b"v2".to_vec()));
+    assert_eq!(
+        c.get(&keys[5]).await.unwrap().map(|v| v.value),
+        Some(b"v2".to_vec())
+    );
     wait_until(
         "everything sleeps again",
         Duration::from_secs(30),
@@ -53,7 +59,10 @@ async fn idle_regions_hibernate_wake_on_requests_and_fail_over() {
     let leader = cluster.wait_leader(rid).await;
     cluster.crash(leader).await;
     c.put(&keys[17], b"v3").await.unwrap();
-    assert_eq!(c.get(&keys[17]).await.unwrap(), Some(b"v3".to_vec()));
+    assert_eq!(
+        c.get(&keys[17]).await.unwrap().map(|v| v.value),
+        Some(b"v3".to_vec())
+    );
     let new_leader = cluster.wait_leader(rid).await;
     assert_ne!(new_leader, leader);
     cluster.restart(leader).await;
@@ -63,6 +72,10 @@ async fn idle_regions_hibernate_wake_on_requests_and_fail_over() {
             17 => b"v3",
             _ => b"v1",
         };
-        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(want), "key {i}");
+        assert_eq!(
+            c.get(k).await.unwrap().map(|v| v.value).as_deref(),
+            Some(want),
+            "key {i}"
+        );
     }
 }

@@ -148,7 +148,10 @@ async fn sigkill_of_the_leader_process_loses_no_acknowledged_write() {
         );
     }
     for key in acked.iter().take(100).chain(acked.iter().rev().take(100)) {
-        assert_eq!(client.get(key).await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            client.get(key).await.unwrap().map(|v| v.value),
+            Some(b"v".to_vec())
+        );
     }
     // The killed store rejoins from its data dir and the cluster keeps serving.
     stores[victim as usize - 1] = Some(spawn_ready(&store_args(
@@ -159,7 +162,7 @@ async fn sigkill_of_the_leader_process_loses_no_acknowledged_write() {
     )));
     client.put(b"after", b"restart").await.unwrap();
     assert_eq!(
-        client.get(b"after").await.unwrap(),
+        client.get(b"after").await.unwrap().map(|v| v.value),
         Some(b"restart".to_vec())
     );
 }

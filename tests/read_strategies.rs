@@ -8,7 +8,7 @@ mod common;
 
 use common::{run_workload_with, wait_until, Cluster, Recorder};
 use regatta::playground::{Playground, PlaygroundConfig};
-use regatta_client::ReadConsistency;
+use regatta_client::{ReadConsistency, Versioned};
 use regatta_proto::kvrpcpb::ReadConsistency as Wire;
 use regatta_regions::StoreConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -225,7 +225,7 @@ async fn follower_reads_respect_their_staleness_bound() {
             .unwrap();
         let seen: u64 = read
             .value
-            .map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap());
+            .map_or(0, |v| String::from_utf8(v.value).unwrap().parse().unwrap());
         let must_see = acked
             .lock()
             .unwrap()
@@ -293,8 +293,11 @@ async fn read_your_writes_sees_own_writes_across_a_follower_restart() {
                 .unwrap();
             assert_eq!(
                 read.value,
-                Some(value),
-                "a read missed the client's own write"
+                Some(Versioned {
+                    value,
+                    version: index
+                }),
+                "a read missed the client's own write (or its version is not the write's index)"
             );
             assert!(read.applied_index >= index);
             if !read.linearizable {

@@ -44,7 +44,7 @@ async fn splits_under_load_are_invisible_to_clients() {
                 if i.is_multiple_of(3) {
                     rec.record(&key, async {
                         let v = client.get(&key).await.expect("a get failed during splits");
-                        common::Outcome::Known(Op::Get(v))
+                        common::Outcome::Known(Op::Get(v.map(|v| v.value)))
                     })
                     .await;
                 } else {
@@ -84,7 +84,11 @@ async fn splits_under_load_are_invisible_to_clients() {
     for key in &written {
         let outcome = rec
             .record(key, async {
-                let v = admin.get(key).await.expect("a final get failed");
+                let v = admin
+                    .get(key)
+                    .await
+                    .expect("a final get failed")
+                    .map(|v| v.value);
                 common::Outcome::Known(Op::Get(v))
             })
             .await;
@@ -106,8 +110,14 @@ async fn splits_under_load_are_invisible_to_clients() {
     stale.put(&keys[10], b"before").await.unwrap();
     admin.split(&keys[11]).await.unwrap();
     stale.put(&keys[11], b"after").await.unwrap();
-    assert_eq!(stale.get(&keys[11]).await.unwrap(), Some(b"after".to_vec()));
-    assert_eq!(admin.get(&keys[11]).await.unwrap(), Some(b"after".to_vec()));
+    assert_eq!(
+        stale.get(&keys[11]).await.unwrap().map(|v| v.value),
+        Some(b"after".to_vec())
+    );
+    assert_eq!(
+        admin.get(&keys[11]).await.unwrap().map(|v| v.value),
+        Some(b"after".to_vec())
+    );
 }
 
 /// Goal: with tiny thresholds, loading keys makes regions split by themselves; then every
@@ -143,7 +153,11 @@ async fn automatic_splits_survive_a_restart_of_every_store() {
         } else {
             format!("v{i}").into_bytes()
         };
-        assert_eq!(c.get(k).await.unwrap(), Some(want), "key {i}");
+        assert_eq!(
+            c.get(k).await.unwrap().map(|v| v.value),
+            Some(want),
+            "key {i}"
+        );
     }
     // Every region has a leader again, and the map covers the whole key space.
     let regions = c.pd().scan_regions(b"", b"", 0).await.unwrap();
@@ -296,10 +310,10 @@ async fn split_under_partition_and_retries_across_a_split_apply_once() {
         (b"z", b"3"),
         (b"q", b"x"),
     ] {
-        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v));
+        assert_eq!(c.get(k).await.unwrap().map(|v| v.value).as_deref(), Some(v));
     }
     assert_eq!(
-        c.get(b"s").await.unwrap(),
+        c.get(b"s").await.unwrap().map(|v| v.value),
         None,
         "the stale write took effect"
     );
@@ -375,7 +389,11 @@ async fn a_store_that_missed_a_split_gets_the_new_region_by_snapshot() {
     for i in 0..40 {
         for k in [format!("a{i:03}"), format!("z{i:03}")] {
             assert_eq!(
-                c.get(k.as_bytes()).await.unwrap().as_deref(),
+                c.get(k.as_bytes())
+                    .await
+                    .unwrap()
+                    .map(|v| v.value)
+                    .as_deref(),
                 Some(&b"before"[..])
             );
         }
@@ -383,13 +401,17 @@ async fn a_store_that_missed_a_split_gets_the_new_region_by_snapshot() {
     for i in 0..60 {
         for k in [format!("b{i:03}"), format!("y{i:03}")] {
             assert_eq!(
-                c.get(k.as_bytes()).await.unwrap().as_deref(),
+                c.get(k.as_bytes())
+                    .await
+                    .unwrap()
+                    .map(|v| v.value)
+                    .as_deref(),
                 Some(&b"after"[..])
             );
         }
     }
     assert_eq!(
-        c.get(b"x").await.unwrap().as_deref(),
+        c.get(b"x").await.unwrap().map(|v| v.value).as_deref(),
         Some(&b"needs it (right)"[..])
     );
 }
@@ -447,9 +469,10 @@ async fn batches_span_regions_and_survive_splits() {
                 .batch_get(&keys2)
                 .await
                 .expect("a batch get failed during splits");
-            let want = Some(format!("g{generation}").into_bytes());
+            let want = format!("g{generation}").into_bytes();
             assert!(
-                got.iter().all(|v| *v == want),
+                got.iter()
+                    .all(|v| v.as_ref().map(|v| &v.value) == Some(&want)),
                 "generation {generation}: a batch get missed part of the batch put before it"
             );
         }
@@ -476,12 +499,10 @@ async fn batches_span_regions_and_survive_splits() {
         regatta_client::ReadConsistency::LogRead,
     ] {
         let got = admin.batch_get_with(&probe, consistency).await.unwrap();
-        assert_eq!(got, vec![None, want.clone(), want.clone(), None]);
+        let values: Vec<Option<Vec<u8>>> = got.into_iter().map(|v| v.map(|v| v.value)).collect();
+        assert_eq!(values, vec![None, want.clone(), want.clone(), None]);
     }
-    assert_eq!(
-        admin.batch_get(&[]).await.unwrap(),
-        Vec::<Option<Vec<u8>>>::new()
-    );
+    assert_eq!(admin.batch_get(&[]).await.unwrap(), Vec::new());
     assert!(matches!(
         admin.batch_put(&[(Vec::new(), b"v".to_vec())]).await,
         Err(regatta_client::Error::InvalidArgument(_))
@@ -499,7 +520,7 @@ async fn batches_span_regions_and_survive_splits() {
     let got = admin.batch_get(&keys[..50]).await.unwrap();
     assert!(got
         .iter()
-        .all(|v| v.as_deref() == Some(&b"stale cache"[..])));
+        .all(|v| v.as_ref().map(|v| v.value.as_slice()) == Some(&b"stale cache"[..])));
 
     // Duplicates are fine; a key given twice to a batch put gets its last value.
     let mut dup = keys.clone();
@@ -512,7 +533,12 @@ async fn batches_span_regions_and_survive_splits() {
     ];
     admin.batch_put(&twice).await.unwrap();
     assert_eq!(
-        admin.get(&keys[0]).await.unwrap().as_deref(),
+        admin
+            .get(&keys[0])
+            .await
+            .unwrap()
+            .map(|v| v.value)
+            .as_deref(),
         Some(&b"last"[..])
     );
 }
@@ -556,9 +582,12 @@ async fn pd_restart_keeps_ids_and_timestamps_monotonic() {
     }
     for (k, v) in [(&b"b"[..], &b"2"[..]), (b"n", b"3"), (b"x", b"4")] {
         c.put(k, v).await.unwrap();
-        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v));
+        assert_eq!(c.get(k).await.unwrap().map(|v| v.value).as_deref(), Some(v));
     }
-    assert_eq!(c.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        c.get(b"a").await.unwrap().map(|v| v.value).as_deref(),
+        Some(&b"1"[..])
+    );
     wait_until(
         "PD learns the third region's leader",
         Duration::from_secs(20),

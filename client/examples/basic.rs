@@ -14,8 +14,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("put fruit/apple = red (committed at log index {index})");
     client.put(b"fruit/banana", b"yellow").await?;
 
-    let apple = client.get(b"fruit/apple").await?;
-    println!("get fruit/apple -> {:?}", apple.map(String::from_utf8));
+    // A read returns the value and its version: the log index of the key's last write.
+    if let Some(apple) = client.get(b"fruit/apple").await? {
+        println!(
+            "get fruit/apple -> {} (version {})",
+            String::from_utf8_lossy(&apple.value),
+            apple.version
+        );
+    }
 
     // Compare-and-swap: only succeeds if the current value is what we expect.
     let swap = client.cas(b"fruit/apple", Some(b"red"), b"green").await?;
@@ -48,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "batch_get {} -> {:?}",
             String::from_utf8_lossy(key),
-            value.map(String::from_utf8)
+            value.map(|v| String::from_utf8(v.value))
         );
     }
     Ok(())

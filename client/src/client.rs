@@ -3,7 +3,9 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pd::PdClient;
+use crate::read::{KvPair, ReadConsistency, ReadOutcome, Versioned};
 use crate::region_cache::{CachedRegion, RegionCache};
+use crate::retry::{self, CacheUpdate, Step};
 use crate::session::SessionPool;
 use rand::Rng;
 use regatta_proto::framepb::Frame_oneof_body;
@@ -23,73 +25,6 @@ use std::time::{Duration, Instant};
 const MAX_BATCH_KEYS: usize = 10_000;
 /// Most key and value bytes the client puts in one request (well under a frame's limit).
 const MAX_BATCH_BYTES: usize = 8 << 20;
-
-/// How a read is served. See `docs/ARCHITECTURE.md` ("Reads") and `docs/CLOCKS.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReadConsistency {
-    /// Linearizable, by ReadIndex on the leader (one heartbeat round, no log write).
-    #[default]
-    Linearizable,
-    /// Linearizable under the clock assumption of `docs/CLOCKS.md`: served by the leader
-    /// from its lease with no network round trip; ReadIndex when the lease does not hold.
-    Lease,
-    /// Linearizable, by putting the read through the raft log (slowest; for comparison).
-    LogRead,
-    /// Bounded staleness: any replica (spread across stores) whose state is at most
-    /// `max_staleness` old; the leader serves it when none is fresh enough or the bound is 0.
-    Follower {
-        /// The oldest state the reader accepts.
-        max_staleness: Duration,
-    },
-    /// The state includes every write this client has had acknowledged in the key's
-    /// region: any replica that has applied the client's last write there; one that is
-    /// behind waits briefly, then the leader serves it.
-    ReadYourWrites,
-}
-
-impl ReadConsistency {
-    /// Whether a replica other than the leader may serve the read.
-    fn any_replica(self) -> bool {
-        matches!(
-            self,
-            ReadConsistency::Follower { .. } | ReadConsistency::ReadYourWrites
-        )
-    }
-}
-
-/// A read's value and how it was served (measured by the serving replica).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadOutcome {
-    /// The value (`None`: the key has no value).
-    pub value: Option<Vec<u8>>,
-    /// The store whose replica answered.
-    pub served_by_store: u64,
-    /// Whether the answer is linearizable (served by the leader).
-    pub linearizable: bool,
-    /// Whether the leader served it from its lease, with no network round trip.
-    pub lease_used: bool,
-    /// Heartbeat round trips the read waited for.
-    pub network_round_trips: u32,
-    /// The log index the read was served at.
-    pub read_index: u64,
-    /// The serving replica's applied index.
-    pub applied_index: u64,
-    /// Follower reads: the most the served state may lag behind acknowledged writes.
-    pub staleness: Duration,
-    /// How long the read waited on the replica.
-    pub waited: Duration,
-}
-
-/// A key-value pair from [`Client::scan`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KvPair {
-    /// The key.
-    pub key: Vec<u8>,
-    /// Its value.
-    pub value: Vec<u8>,
-    /// Log index of the last write to this key.
-    pub version: u64,
-}
 
 /// What a compare-and-swap did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,11 +61,16 @@ struct Inner {
 /// What one attempt's outcome means for the retry loop.
 enum Attempt {
     Done(Box<KvResponse>),
-    /// Retry; `backoff` false when the error told us exactly where to go next.
+    /// Retry; `backoff` false when the error told us exactly where to go next; `sent`
+    /// when the request reached the wire (it may have been applied).
     Retry {
         error: String,
         backoff: bool,
+        sent: bool,
     },
+    /// The store could not be connected to (an [`Error::Connection`]): nothing was sent.
+    /// Retried with backoff, on another replica where the request allows.
+    Unreachable(Error),
     Fail(Error),
     /// The keys of a batch no longer lie in one region (it split): cut the batch again.
     Regroup,
@@ -142,11 +82,33 @@ impl Client {
         Self::connect_with(pd_addrs, Config::default()).await
     }
 
-    /// Connects with explicit settings. Fails if PD cannot be reached.
+    /// Connects with explicit settings. Waits for PD to answer, retrying with backoff
+    /// (PD may still be starting), for at most `cfg.op_timeout`; then fails with
+    /// [`Error::Timeout`] (operation `connect`) carrying PD's last error. Bad addresses or
+    /// settings fail at once with [`Error::InvalidArgument`].
     pub async fn connect_with<S: AsRef<str>>(pd_addrs: &[S], cfg: Config) -> Result<Client> {
         let addrs = pd_addrs.iter().map(|a| a.as_ref().to_string()).collect();
         let pd = PdClient::new(addrs, cfg.clone())?;
-        pd.get_all_stores().await?;
+        let started = Instant::now();
+        let deadline = started + cfg.op_timeout;
+        let mut backoff = cfg.backoff_base;
+        loop {
+            let error = match pd.get_all_stores().await {
+                Ok(_) => break,
+                Err(e @ Error::Pd(_)) => e,
+                Err(e) => return Err(e),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    operation: "connect",
+                    elapsed_ms: elapsed_ms(started),
+                    last_error: error.to_string(),
+                });
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(cfg.backoff_max);
+        }
         Ok(Client {
             inner: Arc::new(Inner {
                 pd,
@@ -166,17 +128,18 @@ impl Client {
         &self.inner.pd
     }
 
-    /// Reads `key` linearizably; `None` if it has no value.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// Reads `key` linearizably: its value and version, `None` if it has no value.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
         self.get_with(key, ReadConsistency::Linearizable).await
     }
 
-    /// Reads `key` with the given consistency.
+    /// Reads `key` with the given consistency: its value and version, `None` if it has no
+    /// value.
     pub async fn get_with(
         &self,
         key: &[u8],
         consistency: ReadConsistency,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<Versioned>> {
         Ok(self.get_detailed(key, consistency).await?.value)
     }
 
@@ -194,7 +157,10 @@ impl Client {
         let info = resp.take_read_info();
         let g = resp.mut_response().take_get();
         Ok(ReadOutcome {
-            value: g.get_found().then_some(g.value),
+            value: g.get_found().then(|| Versioned {
+                version: g.get_version(),
+                value: g.value,
+            }),
             served_by_store: info.get_served_by_store(),
             linearizable: info.get_linearizable(),
             lease_used: info.get_lease_used(),
@@ -255,9 +221,10 @@ impl Client {
     }
 
     /// Reads `keys` linearizably, across as many regions as they span: one request per
-    /// region, the regions in parallel. The values come back in the order of `keys`.
-    /// Each region's part is linearizable; the batch as a whole is not a snapshot.
-    pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+    /// region, the regions in parallel. The values (with their versions; `None`: no value)
+    /// come back in the order of `keys`. Each region's part is linearizable; the batch as
+    /// a whole is not a snapshot.
+    pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Versioned>>> {
         self.batch_get_with(keys, ReadConsistency::Linearizable)
             .await
     }
@@ -267,7 +234,7 @@ impl Client {
         &self,
         keys: &[Vec<u8>],
         consistency: ReadConsistency,
-    ) -> Result<Vec<Option<Vec<u8>>>> {
+    ) -> Result<Vec<Option<Versioned>>> {
         let parts = self
             .run_batch(
                 "batch_get",
@@ -284,7 +251,7 @@ impl Client {
                 },
             )
             .await?;
-        let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut found: HashMap<Vec<u8>, Versioned> = HashMap::new();
         for mut resp in parts {
             for mut p in resp
                 .mut_response()
@@ -292,7 +259,11 @@ impl Client {
                 .take_pairs()
                 .into_iter()
             {
-                found.insert(p.take_key(), p.take_value());
+                let v = Versioned {
+                    value: p.take_value(),
+                    version: p.get_version(),
+                };
+                found.insert(p.take_key(), v);
             }
         }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
@@ -378,6 +349,7 @@ impl Client {
         write: bool,
         build: impl Fn(&[usize]) -> Request,
     ) -> Result<Vec<KvResponse>> {
+        consistency.validate()?;
         if let Some(k) = keys.iter().find(|k| k.is_empty()) {
             return Err(Error::InvalidArgument(format!(
                 "{op}: an empty key ({k:?}) cannot be stored"
@@ -397,6 +369,7 @@ impl Client {
         let mut origin: Vec<Option<usize>> = vec![None; keys.len()];
         let mut remaining: Vec<usize> = (0..keys.len()).collect();
         let mut done = Vec::new();
+        let mut round = 0usize;
         let result = 'batch: loop {
             if remaining.is_empty() {
                 break Ok(done);
@@ -422,6 +395,14 @@ impl Client {
                         // PD unreachable for now: the deadline bounds the wait.
                         Err(Error::Pd(_)) if Instant::now() < deadline => {
                             tokio::time::sleep(self.inner.cfg.backoff_base).await
+                        }
+                        // Past the deadline: an earlier round may have sent these keys.
+                        Err(e @ Error::Pd(_)) => {
+                            break 'batch Err(Error::Timeout {
+                                operation: op,
+                                elapsed_ms: elapsed_ms(started),
+                                last_error: e.to_string(),
+                            })
                         }
                         Err(e) => break 'batch Err(e),
                     }
@@ -454,6 +435,15 @@ impl Client {
                 match t.await {
                     Ok(Ok(Some(resp))) => done.push(resp),
                     Ok(Ok(None)) => again.extend(idx),
+                    // "Nothing was sent" holds for this round only: an earlier round may
+                    // have sent these keys before a split cut them again.
+                    Ok(Err(Error::Connection { addr, reason })) if round > 0 => {
+                        failed = failed.or(Some(Error::Timeout {
+                            operation: op,
+                            elapsed_ms: elapsed_ms(started),
+                            last_error: Error::Connection { addr, reason }.to_string(),
+                        }))
+                    }
                     Ok(Err(e)) => failed = failed.or(Some(e)),
                     Err(e) => {
                         failed = failed.or(Some(Error::Server(format!("{op} task failed: {e}"))))
@@ -466,11 +456,12 @@ impl Client {
             if !again.is_empty() && Instant::now() >= deadline {
                 break Err(Error::Timeout {
                     operation: op,
-                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    elapsed_ms: elapsed_ms(started),
                     last_error: "the keys kept moving between regions".into(),
                 });
             }
             remaining = again;
+            round += 1;
         };
         for s in sessions {
             if let Ok(s) = Arc::try_unwrap(s) {
@@ -655,7 +646,10 @@ impl Client {
         }
         let c = Connection::connect(addr, self.inner.cfg.connect_timeout)
             .await
-            .map_err(|e| Error::Server(e.to_string()))?;
+            .map_err(|e| Error::Connection {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
         self.inner
             .conns
             .lock()
@@ -673,6 +667,7 @@ impl Client {
         consistency: ReadConsistency,
         write: bool,
     ) -> Result<KvResponse> {
+        consistency.validate()?;
         let deadline = Instant::now() + self.inner.cfg.op_timeout;
         let session = write.then(|| self.inner.sessions.take());
         let result = self
@@ -686,7 +681,9 @@ impl Client {
 
     /// Runs one request on the region holding `key` and every key of `others`, retrying
     /// until `deadline`, with `session` for a write (kept across all retries); `None`
-    /// when the keys are no longer in one region.
+    /// when the keys are no longer in one region. At the deadline: [`Error::Connection`]
+    /// if no attempt got as far as sending (the last failed to connect), else
+    /// [`Error::Timeout`].
     #[allow(clippy::too_many_arguments)]
     async fn execute_keys(
         &self,
@@ -701,6 +698,7 @@ impl Client {
         let started = Instant::now();
         let mut backoff = self.inner.cfg.backoff_base;
         let mut attempt = 0usize;
+        let mut sent_any = false;
         let result = loop {
             let outcome = self
                 .attempt(key, others, &req, consistency, session, attempt)
@@ -710,14 +708,25 @@ impl Client {
                 Attempt::Done(resp) => break Ok(Some(*resp)),
                 Attempt::Regroup => break Ok(None),
                 Attempt::Fail(e) => break Err(e),
-                Attempt::Retry { error, backoff } => (error, backoff),
+                Attempt::Retry {
+                    error,
+                    backoff,
+                    sent,
+                } => {
+                    sent_any |= sent;
+                    (Err(error), backoff)
+                }
+                Attempt::Unreachable(e) => (Ok(e), true),
             };
             let now = Instant::now();
             if now >= deadline {
-                break Err(Error::Timeout {
-                    operation: op,
-                    elapsed_ms: now.duration_since(started).as_millis() as u64,
-                    last_error: error,
+                break Err(match error {
+                    Ok(unreachable) if !sent_any => unreachable,
+                    last => Error::Timeout {
+                        operation: op,
+                        elapsed_ms: elapsed_ms(started),
+                        last_error: last.map_or_else(|s| s, |e| e.to_string()),
+                    },
                 });
             }
             if sleep {
@@ -741,10 +750,11 @@ impl Client {
     ) -> Attempt {
         let region = match self.locate(key).await {
             Ok(r) => r,
-            Err(Error::Pd(e)) => {
+            Err(e @ Error::Pd(_)) => {
                 return Attempt::Retry {
-                    error: e,
+                    error: e.to_string(),
                     backoff: true,
+                    sent: false,
                 }
             }
             Err(e) => return Attempt::Fail(e),
@@ -759,6 +769,7 @@ impl Client {
             return Attempt::Retry {
                 error: format!("region {rid} has no peers"),
                 backoff: true,
+                sent: false,
             };
         }
         // Reads any replica may serve go to a random one at first (spreading load across
@@ -778,6 +789,7 @@ impl Client {
                 return Attempt::Retry {
                     error: e.to_string(),
                     backoff: true,
+                    sent: false,
                 }
             }
         };
@@ -793,7 +805,7 @@ impl Client {
             ReadConsistency::Lease => kvrpcpb::ReadConsistency::LEASE,
             ReadConsistency::LogRead => kvrpcpb::ReadConsistency::LOG_READ,
             ReadConsistency::Follower { max_staleness } => {
-                ctx.set_max_staleness_ms(max_staleness.as_millis() as u64);
+                ctx.set_max_staleness_ms(ReadConsistency::max_staleness_ms(max_staleness));
                 kvrpcpb::ReadConsistency::FOLLOWER
             }
             ReadConsistency::ReadYourWrites => {
@@ -810,12 +822,16 @@ impl Client {
             Ok(conn) => conn
                 .call(Frame_oneof_body::kv_request(kv), self.inner.cfg.rpc_timeout)
                 .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .map_err(|e| Attempt::Retry {
+                    error: format!("{addr}: {e}"),
+                    backoff: true,
+                    sent: true,
+                }),
+            Err(e) => Err(Attempt::Unreachable(e)),
         };
         let frame = match sent {
             Ok(f) => f,
-            Err(error) => {
+            Err(retry) => {
                 // The store may be down or moved: try another peer, re-resolve its address.
                 self.inner
                     .cache
@@ -827,10 +843,7 @@ impl Client {
                     .lock()
                     .expect("addr lock")
                     .remove(&target.get_store_id());
-                return Attempt::Retry {
-                    error,
-                    backoff: true,
-                };
+                return retry;
             }
         };
         let mut resp = match frame.body {
@@ -846,7 +859,30 @@ impl Client {
             }
             return Attempt::Done(Box::new(resp));
         }
-        self.classify(rid, &target, resp.take_error(), consistency.any_replica())
+        let error = resp.take_error();
+        let text = retry::describe(&error);
+        match retry::classify(error, &target, consistency.any_replica()) {
+            Step::Fail(e) => Attempt::Fail(e),
+            Step::Retry { backoff, update } => {
+                let mut cache = self.inner.cache.lock().expect("cache lock");
+                match update {
+                    CacheUpdate::Keep => {}
+                    CacheUpdate::SetLeader(leader) => cache.set_leader(rid, leader),
+                    CacheUpdate::Evict => cache.evict(rid),
+                    CacheUpdate::Replace(current) => {
+                        cache.evict(rid);
+                        for r in current {
+                            cache.insert(r, None);
+                        }
+                    }
+                }
+                Attempt::Retry {
+                    error: text,
+                    backoff,
+                    sent: true,
+                }
+            }
+        }
     }
 
     /// The log index of this client's last acknowledged write in `region_id` (0: none).
@@ -859,69 +895,11 @@ impl Client {
             .copied()
             .unwrap_or(0)
     }
+}
 
-    /// Turns a store's error into the next step, updating the cache as it says.
-    fn classify(
-        &self,
-        rid: u64,
-        target: &Peer,
-        mut e: kvrpcpb::Error,
-        any_replica: bool,
-    ) -> Attempt {
-        let error = if e.get_message().is_empty() {
-            format!("{e:?}")
-        } else {
-            e.get_message().to_string()
-        };
-        let mut cache = self.inner.cache.lock().expect("cache lock");
-        if e.has_not_leader() {
-            let hint = e.mut_not_leader().take_leader();
-            let useful = hint.get_id() != 0 && hint.get_id() != target.get_id();
-            if useful || !any_replica {
-                cache.set_leader(rid, useful.then_some(hint));
-            }
-            return Attempt::Retry {
-                error,
-                backoff: !useful,
-            };
-        }
-        if e.has_epoch_not_match() {
-            cache.evict(rid);
-            for r in e.mut_epoch_not_match().take_current_regions().into_iter() {
-                cache.insert(r, None);
-            }
-            return Attempt::Retry {
-                error,
-                backoff: false,
-            };
-        }
-        if e.has_key_not_in_region() || e.has_region_not_found() {
-            cache.evict(rid);
-            return Attempt::Retry {
-                error,
-                backoff: true,
-            };
-        }
-        if e.has_store_poisoned() {
-            cache.set_leader(rid, None);
-            return Attempt::Retry {
-                error,
-                backoff: true,
-            };
-        }
-        if e.has_server_is_busy() || e.has_timeout() || e.has_stale_command() {
-            return Attempt::Retry {
-                error,
-                backoff: true,
-            };
-        }
-        if e.has_invalid_argument() {
-            return Attempt::Fail(Error::InvalidArgument(
-                e.get_invalid_argument().get_reason().to_string(),
-            ));
-        }
-        Attempt::Fail(Error::Server(error))
-    }
+/// Milliseconds since `started`, for an error.
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The log index a write committed at, from its response.

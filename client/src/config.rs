@@ -7,7 +7,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Deadline of one whole operation, retries included (default 20 s). When it passes,
-    /// the operation fails with [`crate::Error::Timeout`].
+    /// the operation fails with [`crate::Error::Timeout`] (or [`crate::Error::Connection`]
+    /// when no request of it could be sent). It also bounds how long
+    /// [`crate::Client::connect_with`] waits for PD to answer.
     pub op_timeout: Duration,
     /// Deadline of one request to one node (default 5 s).
     pub rpc_timeout: Duration,

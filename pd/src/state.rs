@@ -945,6 +945,9 @@ mod tests {
         // Restarted with space again, it reports no reason: balance resumes.
         store_hb(&mut pd, 2, "");
         pd.leader_counts = None;
-        assert!(transfer_orders(&mut pd) > 0, "8 leaders against 0 are balanced");
+        assert!(
+            transfer_orders(&mut pd) > 0,
+            "8 leaders against 0 are balanced"
+        );
     }
 }

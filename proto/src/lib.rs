@@ -4,11 +4,14 @@
 //! protobuf: cluster metadata (`metapb`), client requests and typed errors (`kvrpcpb`),
 //! raft traffic, the replicated command format and persisted states (`raft_serverpb`),
 //! placement-driver calls (`pdpb`) and the TCP envelope (`framepb`). It is compiled with
-//! rust-protobuf 2, the codec raft-rs 0.7 uses, so raft's own `eraftpb` types (re-exported
-//! here) travel inside our messages as bytes.
+//! rust-protobuf 2 by its pure-Rust codegen (no `protoc`), the codec raft-rs 0.7 uses, so
+//! raft's own `eraftpb` messages travel inside ours as bytes: the crates that decode them
+//! (engine, regions, the binary) take `raft::eraftpb` from raft-rs themselves.
 //!
-//! It depends on no other workspace crate. Frames are bounded ([`frame::MAX_FRAME_LEN`]):
-//! a length prefix above the bound is rejected before any allocation.
+//! It depends on no other workspace crate and not on raft-rs, so the client links the wire
+//! types without raft; it uses tokio only for the RPC connection (`rpc`: TCP, timeouts,
+//! tasks). Frames are bounded ([`frame::MAX_FRAME_LEN`]): a length prefix above the bound
+//! is rejected before any allocation.
 #![deny(missing_docs)]
 
 macro_rules! generated {
@@ -45,5 +48,3 @@ pub mod rpc;
 
 /// The protobuf runtime, so dependants encode with the same version.
 pub use protobuf;
-/// raft-rs's own protobuf types (messages, entries, snapshots, states).
-pub use raft::eraftpb;

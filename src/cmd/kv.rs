@@ -149,12 +149,15 @@ pub fn get(a: GetArgs) -> Result<ExitCode> {
                     read.staleness.as_secs_f64() * 1e3
                 );
             }
+            if let Some(v) = &read.value {
+                how += &format!(", version {}", v.version);
+            }
             eprintln!("{how}, waited {:.2} ms)", read.waited.as_secs_f64() * 1e3);
         }
         match read.value {
             Some(v) => {
                 let mut out = std::io::stdout().lock();
-                print_bytes(&mut out, &v)?;
+                print_bytes(&mut out, &v.value)?;
                 writeln!(out)?;
                 Ok(ExitCode::SUCCESS)
             }

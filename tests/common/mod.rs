@@ -440,7 +440,7 @@ pub async fn random_op_with(
     rec.record(key, async {
         match choice {
             0..=3 => match client.get_with(key, reads).await {
-                Ok(v) => Outcome::Known(Op::Get(v)),
+                Ok(v) => Outcome::Known(Op::Get(v.map(|v| v.value))),
                 Err(_) => Outcome::Failed, // a failed read changes nothing
             },
             4..=6 => settle(
@@ -449,7 +449,7 @@ pub async fn random_op_with(
             ),
             7 => settle(client.delete(key).await.map(|_| ()), Op::Delete),
             _ => {
-                let expected = client.get(key).await.ok().flatten();
+                let expected = client.get(key).await.ok().flatten().map(|v| v.value);
                 match client.cas(key, expected.as_deref(), &value).await {
                     Ok(out) => Outcome::Known(Op::Cas {
                         expected,
