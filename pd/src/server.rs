@@ -1,21 +1,21 @@
 //! PD's TCP service: `pd_request` frames in, `pd_response` frames out (same framing as
-//! store traffic). A bad frame closes only its connection.
+//! store traffic). A bad frame closes only its connection; so does one that stays idle or
+//! stalls mid-frame past [`PdConfig::inbound`]'s deadlines. All connections buffer their
+//! frames in one read budget, so clients that declare large frames and never send them
+//! cannot pin PD's memory.
 
 use crate::actor::{AllRegions, PdActor, PdCall};
 use crate::error::Error;
 use crate::state::{PdConfig, PdState};
 use actix::{Actor, Addr, Arbiter};
-use regatta_proto::frame::{self, MAX_FRAME_LEN};
+use regatta_proto::frame;
 use regatta_proto::framepb::{Frame, Frame_oneof_body};
 use regatta_proto::pdpb::{PdError, PdResponse, RegionWithLeader};
-use regatta_proto::rpc::serve_connection;
+use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
 use slog::{debug, info, warn, Logger};
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-/// PD frames are small; anything near this is garbage.
-const PD_MAX_FRAME: usize = 64 << 20;
 
 /// A running PD.
 pub struct PdHandle {
@@ -68,7 +68,13 @@ pub async fn start(config: PdConfig, addr: &str, logger: Logger) -> Result<PdHan
     let logger = logger.new(slog::o!("component" => "pd"));
     info!(logger, "PD started"; "addr" => %local, "bootstrapped" => bootstrapped,
         "initial_stores" => config.initial_stores, "initial_regions" => config.initial_regions);
-    tokio::spawn(serve(listener, actor.clone(), shutdown_rx, logger));
+    tokio::spawn(serve(
+        listener,
+        actor.clone(),
+        config.inbound.clone(),
+        shutdown_rx,
+        logger,
+    ));
     Ok(PdHandle {
         addr: local,
         actor,
@@ -80,9 +86,11 @@ pub async fn start(config: PdConfig, addr: &str, logger: Logger) -> Result<PdHan
 async fn serve(
     listener: TcpListener,
     actor: Addr<PdActor>,
+    limits: InboundLimits,
     mut shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
+    let budget = ReadBudget::new(limits.max_buffered);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -91,7 +99,14 @@ async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let logger = logger.new(slog::o!("conn" => peer.to_string()));
-                tokio::spawn(handle_conn(stream, actor.clone(), shutdown.clone(), logger));
+                tokio::spawn(handle_conn(
+                    stream,
+                    actor.clone(),
+                    limits.clone(),
+                    budget.clone(),
+                    shutdown.clone(),
+                    logger,
+                ));
             }
             Err(e) => {
                 warn!(logger, "accept failed"; "error" => %e);
@@ -104,37 +119,34 @@ async fn serve(
 async fn handle_conn(
     stream: TcpStream,
     actor: Addr<PdActor>,
+    limits: InboundLimits,
+    budget: ReadBudget,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
-    let closed = serve_connection(
-        stream,
-        PD_MAX_FRAME.min(MAX_FRAME_LEN),
-        shutdown,
-        |frame, tx| {
-            let id = frame.id;
-            let Some(Frame_oneof_body::pd_request(req)) = frame.body else {
-                return Err("not a PD request".into());
-            };
-            let (actor, tx) = (actor.clone(), tx.clone());
-            tokio::spawn(async move {
-                let resp = actor.send(PdCall(req)).await.unwrap_or_else(|_| {
-                    let mut e = PdError::new();
-                    e.set_message("PD is shutting down".into());
-                    let mut r = PdResponse::new();
-                    r.set_error(e);
-                    r
-                });
-                let mut out = Frame::new();
-                out.id = id;
-                out.set_pd_response(resp);
-                if let Ok(bytes) = frame::encode(&out) {
-                    let _ = tx.send(bytes).await;
-                }
+    let closed = serve_connection(stream, &limits, &budget, shutdown, |frame, tx| {
+        let id = frame.id;
+        let Some(Frame_oneof_body::pd_request(req)) = frame.body else {
+            return Err("not a PD request".into());
+        };
+        let (actor, tx) = (actor.clone(), tx.clone());
+        tokio::spawn(async move {
+            let resp = actor.send(PdCall(req)).await.unwrap_or_else(|_| {
+                let mut e = PdError::new();
+                e.set_message("PD is shutting down".into());
+                let mut r = PdResponse::new();
+                r.set_error(e);
+                r
             });
-            Ok(())
-        },
-    )
+            let mut out = Frame::new();
+            out.id = id;
+            out.set_pd_response(resp);
+            if let Ok(bytes) = frame::encode(&out) {
+                let _ = tx.send(bytes).await;
+            }
+        });
+        Ok(())
+    })
     .await;
     if closed.is_bad_input() {
         warn!(logger, "connection closed"; "reason" => %closed);

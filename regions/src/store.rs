@@ -346,7 +346,7 @@ impl Store {
             listener,
             router.clone(),
             unknown_tx,
-            cfg.max_frame_size,
+            cfg.inbound_limits(),
             shutdown_rx,
             logger.clone(),
         )));
