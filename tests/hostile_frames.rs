@@ -208,3 +208,45 @@ async fn stalled_and_idle_connections_are_closed_by_the_server() {
     client.put(b"after", b"1").await.unwrap();
     assert_eq!(client.get(b"after").await.unwrap(), Some(b"1".to_vec()));
 }
+
+/// Goal: a client that sends requests and never reads the answers cannot make PD hold an
+/// unbounded number of them. Method: one raw connection writes up to 2 million
+/// `get_all_stores` requests without reading; PD must close it (a write fails) before
+/// they are all written. Before the bound, PD read them all, each request a task holding
+/// its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_disconnected() {
+    use regatta_proto::framepb::Frame;
+    use regatta_proto::pdpb::{GetAllStoresRequest, PdRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let (_pd, _store, pd_addr, _) = cluster(dir.path(), &[]);
+    let mut batch = Vec::new();
+    for id in 0..1000u64 {
+        let mut req = PdRequest::new();
+        req.set_get_all_stores(GetAllStoresRequest::new());
+        let mut f = Frame::new();
+        f.id = id + 1;
+        f.set_pd_request(req);
+        regatta_proto::frame::encode_into(&f, &mut batch).unwrap();
+    }
+    let mut conn = TcpStream::connect(pd_addr.as_str()).await.unwrap();
+    let mut written = 0u64;
+    let closed = loop {
+        if written >= 2_000_000 {
+            break false;
+        }
+        let write = tokio::time::timeout(Duration::from_secs(30), conn.write_all(&batch)).await;
+        match write {
+            Ok(Ok(())) => written += 1000,
+            Ok(Err(_)) => break true, // reset by PD
+            Err(_) => panic!("PD stopped reading without closing, after {written} requests"),
+        }
+    };
+    assert!(
+        closed,
+        "PD read {written} requests none of whose answers were read"
+    );
+    // PD itself is fine.
+    let client = connect_client(&pd_addr).await;
+    client.put(b"after", b"1").await.unwrap();
+}

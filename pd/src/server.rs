@@ -2,7 +2,9 @@
 //! store traffic). A bad frame closes only its connection; so does one that stays idle or
 //! stalls mid-frame past [`PdConfig::inbound`]'s deadlines. All connections buffer their
 //! frames in one read budget, so clients that declare large frames and never send them
-//! cannot pin PD's memory.
+//! cannot pin PD's memory. A connection has at most [`MAX_INFLIGHT_PER_CONN`] requests in
+//! PD at once; beyond it requests are answered "busy", and a client that does not even
+//! read those answers is disconnected.
 
 use crate::actor::{AllRegions, PdActor, PdCall};
 use crate::error::Error;
@@ -14,8 +16,9 @@ use regatta_proto::pdpb::{PdError, PdResponse, RegionWithLeader};
 use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
 use slog::{debug, info, warn, Logger};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// A running PD.
 pub struct PdHandle {
@@ -116,6 +119,28 @@ async fn serve(
     }
 }
 
+/// Requests one connection may have in PD at once (sent to the actor, or answered but
+/// waiting for room in the connection's writer queue); beyond it a request is answered
+/// "busy" at once.
+const MAX_INFLIGHT_PER_CONN: usize = 4096;
+
+/// The response frame `id` carrying `resp`.
+fn answer(id: u64, resp: PdResponse) -> Frame {
+    let mut out = Frame::new();
+    out.id = id;
+    out.set_pd_response(resp);
+    out
+}
+
+/// A response that carries only the error `message`.
+fn pd_error(message: &str) -> PdResponse {
+    let mut e = PdError::new();
+    e.set_message(message.into());
+    let mut r = PdResponse::new();
+    r.set_error(e);
+    r
+}
+
 async fn handle_conn(
     stream: TcpStream,
     actor: Addr<PdActor>,
@@ -124,26 +149,38 @@ async fn handle_conn(
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONN));
     let closed = serve_connection(stream, &limits, &budget, shutdown, |frame, tx| {
         let id = frame.id;
         let Some(Frame_oneof_body::pd_request(req)) = frame.body else {
             return Err("not a PD request".into());
         };
+        let Ok(permit) = inflight.clone().try_acquire_owned() else {
+            // Over the bound: answer at once, queuing no work. A client whose answers
+            // cannot even be queued is not reading them: close its connection.
+            return match frame::encode(&answer(
+                id,
+                pd_error("PD is busy: too many requests in flight on this connection"),
+            )) {
+                Ok(bytes) => tx.try_send(bytes).map_err(|_| {
+                    format!(
+                        "{MAX_INFLIGHT_PER_CONN} requests in flight and the answer queue is \
+                         full: the client does not read its answers"
+                    )
+                }),
+                Err(e) => Err(e.to_string()),
+            };
+        };
         let (actor, tx) = (actor.clone(), tx.clone());
         tokio::spawn(async move {
-            let resp = actor.send(PdCall(req)).await.unwrap_or_else(|_| {
-                let mut e = PdError::new();
-                e.set_message("PD is shutting down".into());
-                let mut r = PdResponse::new();
-                r.set_error(e);
-                r
-            });
-            let mut out = Frame::new();
-            out.id = id;
-            out.set_pd_response(resp);
-            if let Ok(bytes) = frame::encode(&out) {
+            let resp = actor
+                .send(PdCall(req))
+                .await
+                .unwrap_or_else(|_| pd_error("PD is shutting down"));
+            if let Ok(bytes) = frame::encode(&answer(id, resp)) {
                 let _ = tx.send(bytes).await;
             }
+            drop(permit); // the answer is queued (or the connection is gone)
         });
         Ok(())
     })
