@@ -66,11 +66,7 @@ impl Playground {
     pub async fn start(cfg: PlaygroundConfig, logger: Logger) -> Result<Playground> {
         anyhow::ensure!(cfg.stores >= 1, "a playground needs at least one store");
         let pd = regatta_pd::start(
-            regatta_pd::PdConfig {
-                initial_stores: cfg.stores,
-                initial_regions: cfg.regions,
-                data_dir: cfg.data_dir.join("pd"),
-            },
+            regatta_pd::PdConfig::new(cfg.stores, cfg.regions, cfg.data_dir.join("pd")),
             &cfg.pd_addr,
             logger.clone(),
         )
@@ -114,11 +110,11 @@ impl Playground {
         if let Some(pd) = self.pd.take() {
             pd.stop().await;
         }
-        let config = regatta_pd::PdConfig {
-            initial_stores: self.cfg.stores,
-            initial_regions: self.cfg.regions,
-            data_dir: self.cfg.data_dir.join("pd"),
-        };
+        let config = regatta_pd::PdConfig::new(
+            self.cfg.stores,
+            self.cfg.regions,
+            self.cfg.data_dir.join("pd"),
+        );
         // The old listener's port may take a moment to free up.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -11,7 +11,7 @@ use regatta_proto::framepb::{Frame, Frame_oneof_body};
 use regatta_proto::kvrpcpb::{self, KvResponse};
 use regatta_proto::metapb::{Peer, Region, Store};
 use regatta_proto::pdpb::{PdRequest_oneof_req, PdResponse};
-use regatta_proto::rpc::serve_connection;
+use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,11 +48,11 @@ impl Node {
                     continue; // dropped: closed with no answer
                 }
                 let (store_addr, seen, kv) = (store_addr.clone(), seen.clone(), kv.clone());
-                tokio::spawn(serve_connection(
-                    stream,
-                    MAX_FRAME_LEN,
-                    shutdown.clone(),
-                    move |frame, tx| {
+                let limits = InboundLimits::new(MAX_FRAME_LEN);
+                let budget = ReadBudget::unlimited();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    serve_connection(stream, &limits, &budget, shutdown, move |frame, tx| {
                         let body = match frame.body {
                             Some(Frame_oneof_body::pd_request(r)) => {
                                 Frame_oneof_body::pd_response(pd_answer(r.req, &store_addr))
@@ -68,8 +68,9 @@ impl Node {
                         out.body = Some(body);
                         let bytes = encode(&out).map_err(|e| e.to_string())?;
                         tx.try_send(bytes).map_err(|e| e.to_string())
-                    },
-                ));
+                    })
+                    .await;
+                });
             }
         });
         Node { addr, kv_requests }

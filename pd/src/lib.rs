@@ -19,11 +19,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), regatta_pd::Error> {
 //! let logger = slog::Logger::root(slog::Discard, slog::o!());
-//! let config = regatta_pd::PdConfig {
-//!     initial_stores: 3,
-//!     initial_regions: 4,
-//!     data_dir: "/tmp/regatta-pd".into(),
-//! };
+//! let config = regatta_pd::PdConfig::new(3, 4, "/tmp/regatta-pd".into());
 //! let pd = regatta_pd::start(config, "127.0.0.1:2379", logger).await?;
 //! println!("PD listening on {}", pd.addr);
 //! # Ok(()) }
@@ -39,4 +35,4 @@ pub mod tso;
 pub use actor::{PdActor, PdCall};
 pub use error::Error;
 pub use server::{start, PdHandle};
-pub use state::{static_split_keys, PdConfig, PdState};
+pub use state::{static_split_keys, PdConfig, PdState, PD_MAX_FRAME};

@@ -1,21 +1,24 @@
 //! PD's TCP service: `pd_request` frames in, `pd_response` frames out (same framing as
-//! store traffic). A bad frame closes only its connection.
+//! store traffic). A bad frame closes only its connection; so does one that stays idle or
+//! stalls mid-frame past [`PdConfig::inbound`]'s deadlines. All connections buffer their
+//! frames in one read budget, so clients that declare large frames and never send them
+//! cannot pin PD's memory. A connection has at most [`MAX_INFLIGHT_PER_CONN`] requests in
+//! PD at once; beyond it requests are answered "busy", and a client that does not even
+//! read those answers is disconnected.
 
 use crate::actor::{AllRegions, PdActor, PdCall};
 use crate::error::Error;
 use crate::state::{PdConfig, PdState};
 use actix::{Actor, Addr, Arbiter};
-use regatta_proto::frame::{self, MAX_FRAME_LEN};
+use regatta_proto::frame;
 use regatta_proto::framepb::{Frame, Frame_oneof_body};
 use regatta_proto::pdpb::{PdError, PdResponse, RegionWithLeader};
-use regatta_proto::rpc::serve_connection;
+use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
 use slog::{debug, info, warn, Logger};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// PD frames are small; anything near this is garbage.
-const PD_MAX_FRAME: usize = 64 << 20;
+use tokio::sync::{watch, Semaphore};
 
 /// A running PD.
 pub struct PdHandle {
@@ -68,7 +71,13 @@ pub async fn start(config: PdConfig, addr: &str, logger: Logger) -> Result<PdHan
     let logger = logger.new(slog::o!("component" => "pd"));
     info!(logger, "PD started"; "addr" => %local, "bootstrapped" => bootstrapped,
         "initial_stores" => config.initial_stores, "initial_regions" => config.initial_regions);
-    tokio::spawn(serve(listener, actor.clone(), shutdown_rx, logger));
+    tokio::spawn(serve(
+        listener,
+        actor.clone(),
+        config.inbound.clone(),
+        shutdown_rx,
+        logger,
+    ));
     Ok(PdHandle {
         addr: local,
         actor,
@@ -80,9 +89,11 @@ pub async fn start(config: PdConfig, addr: &str, logger: Logger) -> Result<PdHan
 async fn serve(
     listener: TcpListener,
     actor: Addr<PdActor>,
+    limits: InboundLimits,
     mut shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
+    let budget = ReadBudget::new(limits.max_buffered);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -91,7 +102,14 @@ async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let logger = logger.new(slog::o!("conn" => peer.to_string()));
-                tokio::spawn(handle_conn(stream, actor.clone(), shutdown.clone(), logger));
+                tokio::spawn(handle_conn(
+                    stream,
+                    actor.clone(),
+                    limits.clone(),
+                    budget.clone(),
+                    shutdown.clone(),
+                    logger,
+                ));
             }
             Err(e) => {
                 warn!(logger, "accept failed"; "error" => %e);
@@ -101,40 +119,71 @@ async fn serve(
     }
 }
 
+/// Requests one connection may have in PD at once (sent to the actor, or answered but
+/// waiting for room in the connection's writer queue); beyond it a request is answered
+/// "busy" at once.
+const MAX_INFLIGHT_PER_CONN: usize = 4096;
+
+/// The response frame `id` carrying `resp`.
+fn answer(id: u64, resp: PdResponse) -> Frame {
+    let mut out = Frame::new();
+    out.id = id;
+    out.set_pd_response(resp);
+    out
+}
+
+/// A response that carries only the error `message`.
+fn pd_error(message: &str) -> PdResponse {
+    let mut e = PdError::new();
+    e.set_message(message.into());
+    let mut r = PdResponse::new();
+    r.set_error(e);
+    r
+}
+
 async fn handle_conn(
     stream: TcpStream,
     actor: Addr<PdActor>,
+    limits: InboundLimits,
+    budget: ReadBudget,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
-    let closed = serve_connection(
-        stream,
-        PD_MAX_FRAME.min(MAX_FRAME_LEN),
-        shutdown,
-        |frame, tx| {
-            let id = frame.id;
-            let Some(Frame_oneof_body::pd_request(req)) = frame.body else {
-                return Err("not a PD request".into());
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_CONN));
+    let closed = serve_connection(stream, &limits, &budget, shutdown, |frame, tx| {
+        let id = frame.id;
+        let Some(Frame_oneof_body::pd_request(req)) = frame.body else {
+            return Err("not a PD request".into());
+        };
+        let Ok(permit) = inflight.clone().try_acquire_owned() else {
+            // Over the bound: answer at once, queuing no work. A client whose answers
+            // cannot even be queued is not reading them: close its connection.
+            return match frame::encode(&answer(
+                id,
+                pd_error("PD is busy: too many requests in flight on this connection"),
+            )) {
+                Ok(bytes) => tx.try_send(bytes).map_err(|_| {
+                    format!(
+                        "{MAX_INFLIGHT_PER_CONN} requests in flight and the answer queue is \
+                         full: the client does not read its answers"
+                    )
+                }),
+                Err(e) => Err(e.to_string()),
             };
-            let (actor, tx) = (actor.clone(), tx.clone());
-            tokio::spawn(async move {
-                let resp = actor.send(PdCall(req)).await.unwrap_or_else(|_| {
-                    let mut e = PdError::new();
-                    e.set_message("PD is shutting down".into());
-                    let mut r = PdResponse::new();
-                    r.set_error(e);
-                    r
-                });
-                let mut out = Frame::new();
-                out.id = id;
-                out.set_pd_response(resp);
-                if let Ok(bytes) = frame::encode(&out) {
-                    let _ = tx.send(bytes).await;
-                }
-            });
-            Ok(())
-        },
-    )
+        };
+        let (actor, tx) = (actor.clone(), tx.clone());
+        tokio::spawn(async move {
+            let resp = actor
+                .send(PdCall(req))
+                .await
+                .unwrap_or_else(|_| pd_error("PD is shutting down"));
+            if let Ok(bytes) = frame::encode(&answer(id, resp)) {
+                let _ = tx.send(bytes).await;
+            }
+            drop(permit); // the answer is queued (or the connection is gone)
+        });
+        Ok(())
+    })
     .await;
     if closed.is_bad_input() {
         warn!(logger, "connection closed"; "reason" => %closed);

@@ -13,6 +13,7 @@ use regatta_proto::pdpb::{
     StoreHeartbeatRequest, StoreHeartbeatResponse, TsoResponse,
 };
 use regatta_proto::region::key_in_range;
+use regatta_proto::rpc::InboundLimits;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::ops::Bound;
@@ -36,9 +37,27 @@ pub struct PdConfig {
     pub initial_regions: usize,
     /// PD's own data directory (holds `pd.state`).
     pub data_dir: PathBuf,
+    /// What PD's server reads from a connection, and how long it waits (default:
+    /// [`InboundLimits::new`] of [`PD_MAX_FRAME`]).
+    pub inbound: InboundLimits,
 }
 
+/// PD's frames are small (a region map of thousands of regions fits in a few MiB); anything
+/// near this is garbage.
+pub const PD_MAX_FRAME: usize = 64 << 20;
+
 impl PdConfig {
+    /// A PD that bootstraps `initial_regions` regions on the first `initial_stores` stores,
+    /// keeping its state in `data_dir`, with the default network bounds.
+    pub fn new(initial_stores: usize, initial_regions: usize, data_dir: PathBuf) -> PdConfig {
+        PdConfig {
+            initial_stores,
+            initial_regions,
+            data_dir,
+            inbound: InboundLimits::new(PD_MAX_FRAME),
+        }
+    }
+
     /// Rejects unusable settings.
     pub fn validate(&self) -> Result<(), Error> {
         if self.initial_stores == 0 {
@@ -52,6 +71,7 @@ impl PdConfig {
                 self.initial_regions
             )));
         }
+        self.inbound.validate().map_err(Error::InvalidConfig)?;
         Ok(())
     }
 }
@@ -686,11 +706,7 @@ mod tests {
     };
 
     fn cfg(dir: &Path, stores: usize, regions: usize) -> PdConfig {
-        PdConfig {
-            initial_stores: stores,
-            initial_regions: regions,
-            data_dir: dir.to_path_buf(),
-        }
+        PdConfig::new(stores, regions, dir.to_path_buf())
     }
 
     fn put_store(pd: &mut PdState, id: u64) -> PdResponse {

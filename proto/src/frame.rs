@@ -2,7 +2,9 @@
 //!
 //! The codec is I/O-free so that the TCP transport, the client and the tests share it.
 //! A declared length above [`MAX_FRAME_LEN`] (or the caller's tighter bound) is an error
-//! before anything is allocated: a peer cannot make us reserve memory it never sends.
+//! before anything is allocated; below it, the reader in [`crate::rpc`] grows a frame's
+//! buffer with the bytes that arrive, within a per-server budget and deadlines: a peer
+//! cannot make us reserve memory it never sends.
 
 use crate::framepb::Frame;
 use protobuf::Message;

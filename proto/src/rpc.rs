@@ -5,13 +5,18 @@
 //! reader task routes responses. When the connection dies every pending call fails with
 //! [`RpcError::Disconnected`] and the connection reports itself broken, so callers reconnect.
 
+mod inbound;
+
+pub use inbound::{InboundLimits, ReadBudget};
+
 use crate::frame::{self, FrameError, MAX_FRAME_LEN};
 use crate::framepb::{Frame, Frame_oneof_body};
+use inbound::{FrameReader, ReadError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -51,36 +56,6 @@ pub enum RpcError {
         source: FrameError,
     },
 }
-
-/// Reads one frame, through `body` (a buffer the caller keeps between frames, so that
-/// reading a frame allocates nothing of its own); `Ok(None)` on a clean end of stream.
-pub async fn read_frame<R: AsyncReadExt + Unpin>(
-    r: &mut R,
-    limit: usize,
-    body: &mut Vec<u8>,
-) -> std::io::Result<Option<Result<Frame, FrameError>>> {
-    let mut header = [0u8; 4];
-    match r.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = match frame::check_len(header, limit) {
-        Ok(len) => len,
-        Err(e) => return Ok(Some(Err(e))),
-    };
-    body.resize(len, 0);
-    r.read_exact(&mut body[..len]).await?;
-    let frame = frame::decode(&body[..len]);
-    if body.capacity() > KEPT_READ_BUFFER {
-        // One huge frame does not pin its buffer for the connection's life.
-        *body = Vec::new();
-    }
-    Ok(Some(frame))
-}
-
-/// Largest read buffer a connection keeps between frames.
-const KEPT_READ_BUFFER: usize = 1 << 20;
 
 /// Bytes one writer turn gathers from its queue before it writes (bounds the buffer).
 const WRITE_BATCH_BYTES: usize = 1 << 20;
@@ -124,8 +99,20 @@ pub enum Closed {
     Eof,
     /// The server is shutting down.
     Shutdown,
-    /// Reading failed.
+    /// Reading failed (an end of stream in the middle of a frame included).
     Io(std::io::Error),
+    /// No frame started within the idle deadline.
+    Idle(Duration),
+    /// The peer stopped sending in the middle of a frame, or the server's read budget
+    /// stayed exhausted, for the stall deadline.
+    Stalled {
+        /// Bytes of the frame that arrived.
+        got: usize,
+        /// Bytes the frame declared (0 when its length prefix was incomplete).
+        declared: usize,
+        /// The deadline.
+        after: Duration,
+    },
     /// The peer sent something that is not a frame (or an oversized one).
     BadFrame(FrameError),
     /// The handler refused a frame.
@@ -135,7 +122,10 @@ pub enum Closed {
 impl Closed {
     /// Whether the peer sent bad input (worth a warning), as opposed to an ordinary end.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, Closed::BadFrame(_) | Closed::Refused(_))
+        matches!(
+            self,
+            Closed::BadFrame(_) | Closed::Refused(_) | Closed::Stalled { .. }
+        )
     }
 }
 
@@ -145,18 +135,29 @@ impl std::fmt::Display for Closed {
             Closed::Eof => write!(f, "closed by peer"),
             Closed::Shutdown => write!(f, "server shutting down"),
             Closed::Io(e) => write!(f, "read failed: {e}"),
+            Closed::Idle(after) => write!(f, "idle for {after:?}"),
+            Closed::Stalled {
+                got,
+                declared,
+                after,
+            } => write!(
+                f,
+                "stalled for {after:?} mid-frame ({got} of {declared} bytes arrived)"
+            ),
             Closed::BadFrame(e) => write!(f, "bad frame: {e}"),
             Closed::Refused(why) => write!(f, "refused: {why}"),
         }
     }
 }
 
-/// Serves one accepted connection: reads frames (at most `max_frame` bytes each) and hands
-/// each to `on_frame` with the sender of the connection's writer task, until the peer
-/// closes, a frame is bad, `on_frame` refuses one, or `shutdown` turns true.
+/// Serves one accepted connection: reads frames within `limits` (buffering them in
+/// `budget`, shared by the server's connections) and hands each to `on_frame` with the
+/// sender of the connection's writer task, until the peer closes, goes idle or stalls, a
+/// frame is bad, `on_frame` refuses one, or `shutdown` turns true.
 pub async fn serve_connection<F>(
     stream: TcpStream,
-    max_frame: usize,
+    limits: &InboundLimits,
+    budget: &ReadBudget,
     mut shutdown: watch::Receiver<bool>,
     mut on_frame: F,
 ) -> Closed
@@ -167,18 +168,29 @@ where
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Vec<u8>>(QUEUE_FRAMES);
     spawn_frame_writer(wr, rx);
-    let mut rd = BufReader::new(rd);
-    let mut body = Vec::new();
+    let mut reader = FrameReader::bounded(BufReader::new(rd), limits, budget.clone());
     loop {
         let read = tokio::select! {
-            r = read_frame(&mut rd, max_frame, &mut body) => r,
+            r = reader.next() => r,
             _ = shutdown.changed() => return Closed::Shutdown,
         };
         let frame = match read {
-            Ok(Some(Ok(f))) => f,
-            Ok(Some(Err(e))) => return Closed::BadFrame(e),
+            Ok(Some(f)) => f,
             Ok(None) => return Closed::Eof,
-            Err(e) => return Closed::Io(e),
+            Err(ReadError::Frame(e)) => return Closed::BadFrame(e),
+            Err(ReadError::Io(e)) => return Closed::Io(e),
+            Err(ReadError::Idle(after)) => return Closed::Idle(after),
+            Err(ReadError::Stalled {
+                got,
+                declared,
+                after,
+            }) => {
+                return Closed::Stalled {
+                    got,
+                    declared,
+                    after,
+                }
+            }
         };
         if let Err(reason) = on_frame(frame, &tx) {
             return Closed::Refused(reason);
@@ -246,9 +258,10 @@ impl Connection {
             wbroken.store(true, Ordering::SeqCst);
         });
         tokio::spawn(async move {
-            let mut rd = BufReader::new(rd);
-            let mut body = Vec::new();
-            while let Ok(Some(Ok(frame))) = read_frame(&mut rd, MAX_FRAME_LEN, &mut body).await {
+            // The answers of a server we chose to call: the frame limit, no deadlines (each
+            // call has its own).
+            let mut reader = FrameReader::unbounded(BufReader::new(rd), MAX_FRAME_LEN);
+            while let Ok(Some(frame)) = reader.next().await {
                 let waiter = pending
                     .lock()
                     .expect("pending map lock is never poisoned")

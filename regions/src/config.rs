@@ -1,6 +1,7 @@
 //! [`StoreConfig`]: every bound and timing of a store, with documented defaults and a
 //! `validate()` that rejects unsafe combinations.
 
+use regatta_proto::rpc::InboundLimits;
 use std::time::Duration;
 
 /// Configuration of a store and its region replicas.
@@ -32,6 +33,15 @@ pub struct StoreConfig {
     pub max_value_size: usize,
     /// Largest frame accepted from a client or peer. Default 64 MiB + snapshot headroom.
     pub max_frame_size: usize,
+    /// Bytes of frame buffers all of the store's connections may hold at once (bodies in
+    /// progress and the buffer each keeps between frames); must be at least
+    /// `max_frame_size`. Default 512 MiB.
+    pub max_inbound_buffer_bytes: usize,
+    /// A connection that starts no frame for this long is closed. Default 10 min.
+    pub conn_idle_timeout_ms: u64,
+    /// A connection that sends nothing for this long in the middle of a frame is closed.
+    /// Default 30 s.
+    pub frame_stall_timeout_ms: u64,
     /// At-most-once sessions idle longer than this (by the log's clock) are dropped. Default 10 min.
     pub dedup_session_ttl_ms: u64,
     /// Messages from the network (client requests, raft messages) one replica's actor
@@ -89,6 +99,9 @@ impl Default for StoreConfig {
             max_key_size: 4 << 10,
             max_value_size: 8 << 20,
             max_frame_size: 256 << 20,
+            max_inbound_buffer_bytes: 512 << 20,
+            conn_idle_timeout_ms: 600_000,
+            frame_stall_timeout_ms: 30_000,
             dedup_session_ttl_ms: 10 * 60 * 1000,
             peer_inbox_capacity: 4096,
             log_writer_queue: 4096,
@@ -135,6 +148,7 @@ impl StoreConfig {
         if self.peer_inbox_capacity == 0 {
             return Err("peer_inbox_capacity must be > 0".into());
         }
+        self.inbound_limits().validate()?;
         if self.log_writer_queue == 0 || self.log_writer_max_batch_bytes == 0 {
             return Err("LogWriter bounds must be > 0".into());
         }
@@ -159,6 +173,16 @@ impl StoreConfig {
     /// the leader's last message, and the first of them may come right after it.
     pub fn min_election_timeout_ms(&self) -> u64 {
         (self.election_ticks as u64).saturating_sub(1) * self.tick_interval_ms
+    }
+
+    /// What the store's server reads from a connection, and for how long it waits.
+    pub fn inbound_limits(&self) -> InboundLimits {
+        InboundLimits {
+            max_frame: self.max_frame_size,
+            max_buffered: self.max_inbound_buffer_bytes,
+            idle_timeout: Duration::from_millis(self.conn_idle_timeout_ms),
+            stall_timeout: Duration::from_millis(self.frame_stall_timeout_ms),
+        }
     }
 
     /// The leader lease (zero: off).
@@ -208,6 +232,16 @@ mod tests {
         assert!(bad.validate().is_err());
         let bad = StoreConfig {
             max_frame_size: 1024,
+            ..StoreConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = StoreConfig {
+            max_inbound_buffer_bytes: 1 << 20,
+            ..StoreConfig::default()
+        };
+        assert!(bad.validate().is_err(), "a budget below one frame");
+        let bad = StoreConfig {
+            frame_stall_timeout_ms: 0,
             ..StoreConfig::default()
         };
         assert!(bad.validate().is_err());

@@ -2,13 +2,15 @@
 //! same port, as length-prefixed [`Frame`]s.
 //!
 //! Bad input never takes the store down: an undecodable or oversized frame closes that
-//! one connection; a request for an unknown region gets `RegionNotFound`.
+//! one connection; a request for an unknown region gets `RegionNotFound`. What a connection
+//! may buffer, and how long it may stay idle or stall mid-frame, is bounded by
+//! [`InboundLimits`] (one read budget for all the store's connections).
 
 use crate::error::Error;
 use crate::router::Router;
 use regatta_proto::framepb::{Frame, Frame_oneof_body};
 use regatta_proto::raft_serverpb::RaftMessage;
-use regatta_proto::rpc::serve_connection;
+use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
 use slog::{debug, warn, Logger};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,10 +20,11 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     unknown: mpsc::Sender<RaftMessage>,
-    max_frame: usize,
+    limits: InboundLimits,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
+    let budget = ReadBudget::new(limits.max_buffered);
     let mut stop = shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -35,7 +38,8 @@ pub async fn serve(
                     stream,
                     router.clone(),
                     unknown.clone(),
-                    max_frame,
+                    limits.clone(),
+                    budget.clone(),
                     shutdown.clone(),
                     logger,
                 ));
@@ -52,11 +56,12 @@ async fn handle_conn(
     stream: TcpStream,
     router: Router,
     unknown: mpsc::Sender<RaftMessage>,
-    max_frame: usize,
+    limits: InboundLimits,
+    budget: ReadBudget,
     shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
-    let closed = serve_connection(stream, max_frame, shutdown, |frame, tx| {
+    let closed = serve_connection(stream, &limits, &budget, shutdown, |frame, tx| {
         on_frame(frame, tx, &router, &unknown, &logger)
     })
     .await;

@@ -262,12 +262,17 @@ impl Store {
         let mut me = metapb::Store::new();
         me.set_id(opts.store_id);
         me.set_address(addr.to_string());
+        // While PD is down, back off (200 ms doubling to 2 s) rather than retry and log at
+        // a fixed pace.
+        let mut backoff = Duration::from_millis(200);
         loop {
             match pd.put_store(me.clone()).await {
                 Ok(_) => break,
                 Err(e) => {
-                    warn!(logger, "registering with PD failed; retrying"; "error" => e);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    warn!(logger, "registering with PD failed; retrying";
+                        "error" => e, "retry_in_ms" => backoff.as_millis() as u64);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
@@ -355,7 +360,7 @@ impl Store {
             listener,
             router.clone(),
             unknown_tx,
-            cfg.max_frame_size,
+            cfg.inbound_limits(),
             shutdown_rx,
             logger.clone(),
         )));

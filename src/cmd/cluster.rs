@@ -45,6 +45,32 @@ pub struct PdArgs {
     /// Regions to bootstrap.
     #[arg(long, default_value_t = 1)]
     regions: usize,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// Deadlines of the server's connections (`regatta pd` and `regatta store`).
+#[derive(Args)]
+pub struct NetArgs {
+    /// Close a connection that starts no frame for this long (default: 10 min).
+    #[arg(long)]
+    conn_idle_timeout_ms: Option<u64>,
+    /// Close a connection that sends nothing for this long in the middle of a frame
+    /// (default: 30 s).
+    #[arg(long)]
+    frame_stall_timeout_ms: Option<u64>,
+}
+
+impl NetArgs {
+    /// `limits` with the deadlines given on the command line.
+    fn apply(&self, limits: &mut regatta_proto::rpc::InboundLimits) {
+        if let Some(ms) = self.conn_idle_timeout_ms {
+            limits.idle_timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.frame_stall_timeout_ms {
+            limits.stall_timeout = std::time::Duration::from_millis(ms);
+        }
+    }
 }
 
 /// `regatta store`.
@@ -62,6 +88,8 @@ pub struct StoreArgs {
     /// The store's data directory.
     #[arg(long)]
     data_dir: PathBuf,
+    #[command(flatten)]
+    net: NetArgs,
 }
 
 async fn shutdown_signal() {
@@ -126,17 +154,11 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
     let logger = logging::logger();
     let sys = actix::System::new();
     sys.block_on(async move {
-        let pd = regatta_pd::start(
-            regatta_pd::PdConfig {
-                initial_stores: a.initial_stores,
-                initial_regions: a.regions,
-                data_dir: a.data_dir.clone(),
-            },
-            &a.addr,
-            logger.clone(),
-        )
-        .await
-        .with_context(|| format!("starting PD on {}", a.addr))?;
+        let mut config = regatta_pd::PdConfig::new(a.initial_stores, a.regions, a.data_dir.clone());
+        a.net.apply(&mut config.inbound);
+        let pd = regatta_pd::start(config, &a.addr, logger.clone())
+            .await
+            .with_context(|| format!("starting PD on {}", a.addr))?;
         println!("ready pd={}", pd.addr);
         shutdown_signal().await;
         pd.stop().await;
@@ -150,11 +172,18 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
     let logger = logging::logger();
     let sys = actix::System::new();
     sys.block_on(async move {
+        let mut config = StoreConfig::default();
+        if let Some(ms) = a.net.conn_idle_timeout_ms {
+            config.conn_idle_timeout_ms = ms;
+        }
+        if let Some(ms) = a.net.frame_stall_timeout_ms {
+            config.frame_stall_timeout_ms = ms;
+        }
         let opts = StoreOptions {
             store_id: a.id,
             listen_addr: a.addr.clone(),
             data_dir: a.data_dir.clone(),
-            config: StoreConfig::default(),
+            config,
         };
         let pd_client: Arc<dyn PdClient> = Arc::new(TcpPd::new(a.pd.clone())?);
         let store = Store::start(opts, pd_client, logger.clone())

@@ -1,11 +1,15 @@
 //! Client subcommands: get, put, delete, cas, scan.
 //!
 //! Exit codes: 0 success; 1 the answer is "no" (missing key, CAS mismatch); 2 failure.
+//!
+//! A value argument of `-` is read from stdin, and `--value-file` (`--expected-file`,
+//! `--new-file`) reads one from a file: an argument holds at most 128 KiB on Linux.
 
 use anyhow::{Context, Result};
 use clap::Args;
 use regatta_client::{Client, ReadConsistency};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -55,8 +59,12 @@ pub struct GetArgs {
 pub struct PutArgs {
     /// The key.
     key: String,
-    /// The value.
-    value: String,
+    /// The value; `-` reads it from stdin.
+    #[arg(required_unless_present = "value_file", conflicts_with = "value_file")]
+    value: Option<String>,
+    /// Read the value from this file instead (`-`: stdin).
+    #[arg(long)]
+    value_file: Option<PathBuf>,
     #[command(flatten)]
     target: Target,
 }
@@ -75,12 +83,19 @@ pub struct DeleteArgs {
 pub struct CasArgs {
     /// The key.
     key: String,
-    /// The expected current value (omit with --absent), then the new value.
-    #[arg(num_args = 1..=2, required = true)]
+    /// The expected current value (omit with --absent or --expected-file), then the new
+    /// value (omit with --new-file); `-` reads one of them from stdin.
+    #[arg(num_args = 0..=2)]
     values: Vec<String>,
     /// Succeed only if the key has no value.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "expected_file")]
     absent: bool,
+    /// Read the expected value from this file (`-`: stdin).
+    #[arg(long)]
+    expected_file: Option<PathBuf>,
+    /// Read the new value from this file (`-`: stdin).
+    #[arg(long)]
+    new_file: Option<PathBuf>,
     #[command(flatten)]
     target: Target,
 }
@@ -98,6 +113,70 @@ pub struct ScanArgs {
     limit: usize,
     #[command(flatten)]
     target: Target,
+}
+
+/// The most bytes a value read from stdin or a file may have (the store refuses values
+/// above its `max_value_size`, 8 MiB by default, with a clear error of its own).
+const MAX_VALUE_INPUT: u64 = 256 << 20;
+
+/// Where one value comes from.
+enum ValueFrom {
+    Arg(String),
+    Stdin,
+    File(PathBuf),
+}
+
+impl ValueFrom {
+    /// A positional value: `-` is stdin.
+    fn arg(v: &str) -> ValueFrom {
+        if v == "-" {
+            ValueFrom::Stdin
+        } else {
+            ValueFrom::Arg(v.to_string())
+        }
+    }
+
+    /// A `--*-file` path: `-` is stdin.
+    fn file(p: &Path) -> ValueFrom {
+        if p == Path::new("-") {
+            ValueFrom::Stdin
+        } else {
+            ValueFrom::File(p.to_path_buf())
+        }
+    }
+}
+
+/// Reads the values in order; at most one may come from stdin.
+fn read_values(from: Vec<ValueFrom>) -> Result<Vec<Vec<u8>>> {
+    let stdin_uses = from
+        .iter()
+        .filter(|f| matches!(f, ValueFrom::Stdin))
+        .count();
+    anyhow::ensure!(stdin_uses <= 1, "only one value can be read from stdin (-)");
+    from.into_iter()
+        .map(|f| match f {
+            ValueFrom::Arg(s) => Ok(s.into_bytes()),
+            ValueFrom::Stdin => read_all(std::io::stdin().lock(), "stdin"),
+            ValueFrom::File(p) => {
+                let file = std::fs::File::open(&p)
+                    .with_context(|| format!("opening value file {}", p.display()))?;
+                read_all(file, &p.display().to_string())
+            }
+        })
+        .collect()
+}
+
+/// All of `r`, refusing more than [`MAX_VALUE_INPUT`] bytes.
+fn read_all(r: impl Read, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(MAX_VALUE_INPUT + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading the value from {what}"))?;
+    anyhow::ensure!(
+        buf.len() as u64 <= MAX_VALUE_INPUT,
+        "the value in {what} is larger than {MAX_VALUE_INPUT} bytes"
+    );
+    Ok(buf)
 }
 
 /// A current-thread runtime for one CLI command.
@@ -171,9 +250,15 @@ pub fn get(a: GetArgs) -> Result<ExitCode> {
 
 /// Runs `regatta put`.
 pub fn put(a: PutArgs) -> Result<ExitCode> {
+    let from = match (&a.value, &a.value_file) {
+        (Some(v), None) => ValueFrom::arg(v),
+        (None, Some(p)) => ValueFrom::file(p),
+        _ => anyhow::bail!("give the value as VALUE, - (stdin) or --value-file PATH"),
+    };
+    let value = read_values(vec![from])?.remove(0);
     runtime()?.block_on(async {
         let c = connect(&a.target).await?;
-        let index = c.put(a.key.as_bytes(), a.value.as_bytes()).await?;
+        let index = c.put(a.key.as_bytes(), &value).await?;
         eprintln!("ok (log index {index})");
         Ok(ExitCode::SUCCESS)
     })
@@ -198,21 +283,34 @@ pub fn delete(a: DeleteArgs) -> Result<ExitCode> {
 
 /// Runs `regatta cas`.
 pub fn cas(a: CasArgs) -> Result<ExitCode> {
-    let (expected, new) = match (a.absent, a.values.as_slice()) {
-        (true, [new]) => (None, new.clone()),
-        (false, [exp, new]) => (Some(exp.clone()), new.clone()),
-        (true, _) => anyhow::bail!("with --absent give only KEY NEW"),
-        (false, _) => anyhow::bail!("give KEY EXPECTED NEW (or KEY --absent NEW)"),
+    // The positional values fill whichever of EXPECTED and NEW no flag gave.
+    let wants_expected = !a.absent && a.expected_file.is_none();
+    let wants_new = a.new_file.is_none();
+    let needed = usize::from(wants_expected) + usize::from(wants_new);
+    anyhow::ensure!(
+        a.values.len() == needed,
+        "give KEY EXPECTED NEW (or KEY --absent NEW); --expected-file and --new-file replace \
+         EXPECTED and NEW, and - reads one of them from stdin"
+    );
+    let mut positional = a.values.iter().map(|v| ValueFrom::arg(v));
+    let expected = match (&a.expected_file, wants_expected) {
+        (Some(p), _) => Some(ValueFrom::file(p)),
+        (None, true) => positional.next(),
+        (None, false) => None,
     };
+    let new = match &a.new_file {
+        Some(p) => Some(ValueFrom::file(p)),
+        None => positional.next(),
+    };
+    let has_expected = expected.is_some();
+    let mut values = read_values(expected.into_iter().chain(new).collect())?.into_iter();
+    let expected = if has_expected { values.next() } else { None };
+    let new = values
+        .next()
+        .context("the new value is missing (give NEW or --new-file)")?;
     runtime()?.block_on(async {
         let c = connect(&a.target).await?;
-        let out = c
-            .cas(
-                a.key.as_bytes(),
-                expected.as_deref().map(str::as_bytes),
-                new.as_bytes(),
-            )
-            .await?;
+        let out = c.cas(a.key.as_bytes(), expected.as_deref(), &new).await?;
         if out.succeeded {
             eprintln!("ok");
             return Ok(ExitCode::SUCCESS);
@@ -227,6 +325,14 @@ pub fn cas(a: CasArgs) -> Result<ExitCode> {
 
 /// Runs `regatta scan`.
 pub fn scan(a: ScanArgs) -> Result<ExitCode> {
+    // An empty END is the end of the key space; any other END must not precede START.
+    anyhow::ensure!(
+        a.end.is_empty() || a.start.as_bytes() <= a.end.as_bytes(),
+        "reversed range: START {:?} comes after END {:?} (keys compare as bytes; an empty END \
+         means to the end of the key space)",
+        a.start,
+        a.end
+    );
     runtime()?.block_on(async {
         let c = connect(&a.target).await?;
         let pairs = c

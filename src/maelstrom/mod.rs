@@ -8,10 +8,13 @@
 //! answered by the node that received them. Error codes follow the protocol: 11 only when
 //! the request was certainly not proposed, 0 when the outcome is unknown.
 
+mod fields;
+mod input;
 mod reads;
 mod regions;
 
 use anyhow::{Context, Result};
+use fields::{field, key, num, opt_bool, text};
 use protobuf::Message as _;
 use regatta_proto::kvrpcpb::{
     CasRequest, DeleteRequest, GetRequest, KvRequest, KvResponse, PutRequest, Request,
@@ -25,7 +28,7 @@ use regatta_regions::{
 use serde_json::{json, Value};
 use slog::{warn, Logger};
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,12 +37,37 @@ use tokio::sync::oneshot;
 
 /// Lines to stdout go through one writer thread.
 #[derive(Clone)]
-struct Out(std::sync::mpsc::Sender<String>);
+struct Out {
+    tx: std::sync::mpsc::Sender<String>,
+    /// The `msg_id` of the next reply (0, 1, 2, ... over every reply, before `init` too).
+    next_msg_id: Arc<AtomicU64>,
+}
 
 impl Out {
     fn send(&self, src: &str, dest: &str, body: Value) {
         let line = json!({"src": src, "dest": dest, "body": body}).to_string();
-        let _ = self.0.send(line);
+        let _ = self.tx.send(line);
+    }
+
+    /// Sends `body` from `src` to `to` as the reply to the message `in_reply_to`.
+    fn reply(&self, src: &str, to: &str, in_reply_to: &Value, mut body: Value) {
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("in_reply_to".into(), in_reply_to.clone());
+            obj.insert(
+                "msg_id".into(),
+                json!(self.next_msg_id.fetch_add(1, Ordering::Relaxed)),
+            );
+        }
+        self.send(src, to, body);
+    }
+
+    fn fail(&self, src: &str, to: &str, in_reply_to: &Value, f: Fail) {
+        self.reply(
+            src,
+            to,
+            in_reply_to,
+            json!({"type": "error", "code": f.0, "text": f.1}),
+        );
     }
 }
 
@@ -85,7 +113,6 @@ struct Node {
     store: Store,
     region: Region,
     out: Out,
-    next_msg_id: AtomicU64,
     next_fwd: AtomicU64,
     forwards: Mutex<HashMap<u64, oneshot::Sender<KvResponse>>>,
 }
@@ -94,23 +121,12 @@ struct Node {
 struct Fail(u64, String);
 
 impl Node {
-    fn reply(&self, to: &str, req_msg_id: &Value, mut body: Value) {
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("in_reply_to".into(), req_msg_id.clone());
-            obj.insert(
-                "msg_id".into(),
-                json!(self.next_msg_id.fetch_add(1, Ordering::Relaxed)),
-            );
-        }
-        self.out.send(&self.me, to, body);
+    fn reply(&self, to: &str, req_msg_id: &Value, body: Value) {
+        self.out.reply(&self.me, to, req_msg_id, body);
     }
 
     fn fail(&self, to: &str, req_msg_id: &Value, f: Fail) {
-        self.reply(
-            to,
-            req_msg_id,
-            json!({"type": "error", "code": f.0, "text": f.1}),
-        );
+        self.out.fail(&self.me, to, req_msg_id, f);
     }
 
     /// The actor of this node's replica.
@@ -225,12 +241,7 @@ async fn seed_state(node: &Node, body: &Value) -> Result<Value, Fail> {
     let state = field(body, "state")?
         .as_object()
         .ok_or_else(|| Fail(12, "state must be an object".into()))?;
-    let num = |name: &str| -> Result<u64, Fail> {
-        field(body, name)?
-            .as_u64()
-            .ok_or_else(|| Fail(12, format!("{name} must be a number")))
-    };
-    let (index, term) = (num("commit_index")?, num("term")?);
+    let (index, term) = (num(body, "commit_index")?, num(body, "term")?);
     if index == 0 || term == 0 {
         return Err(Fail(12, "commit_index and term must be positive".into()));
     }
@@ -298,11 +309,6 @@ fn error_code(resp: &KvResponse) -> Fail {
     Fail(code, text)
 }
 
-fn field<'a>(body: &'a Value, name: &str) -> Result<&'a Value, Fail> {
-    body.get(name)
-        .ok_or_else(|| Fail(12, format!("missing field {name:?}")))
-}
-
 /// A JSON value as stored bytes (its canonical JSON text).
 fn enc(v: &Value) -> Vec<u8> {
     v.to_string().into_bytes()
@@ -352,21 +358,19 @@ async fn serve_client(node: Arc<Node>, src: String, body: Value) {
 async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Value, Fail> {
     match kind {
         "read" => {
-            let value = node.get_value(enc(field(body, "key")?)).await?;
+            let value = node.get_value(key(body, "key")?).await?;
             Ok(json!({"type": "read_ok", "value": value}))
         }
         "write" => {
-            let (key, value) = (enc(field(body, "key")?), enc(field(body, "value")?));
+            let (key, value) = (key(body, "key")?, enc(field(body, "value")?));
             let mut kv = request(|r| {
                 let mut p = PutRequest::new();
                 p.set_key(key);
                 p.set_value(value);
                 r.set_put(p);
             });
-            if let (Some(c), Some(seq)) = (body.get("client_id"), body.get("seq")) {
-                let seq = seq
-                    .as_u64()
-                    .ok_or_else(|| Fail(12, "seq must be a number".into()))?;
+            if let (Some(c), Some(_)) = (body.get("client_id"), body.get("seq")) {
+                let seq = num(body, "seq")?;
                 kv.mut_context().set_client_id(session_id(c));
                 kv.mut_context().set_seq(seq);
             }
@@ -378,7 +382,7 @@ async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Val
             Ok(json!({"type": "write_ok", "commit_index": index}))
         }
         "delete" => {
-            let key = enc(field(body, "key")?);
+            let key = key(body, "key")?;
             let resp = node
                 .execute(request(|r| {
                     let mut d = DeleteRequest::new();
@@ -392,13 +396,10 @@ async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Val
             Ok(json!({"type": "delete_ok"}))
         }
         "cas" => {
-            let key = enc(field(body, "key")?);
+            let key = key(body, "key")?;
             let from = enc(field(body, "from")?);
             let to = enc(field(body, "to")?);
-            let create = body
-                .get("create_if_not_exists")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let create = opt_bool(body, "create_if_not_exists")?.unwrap_or(false);
             // `create_if_not_exists` is "equals from, or absent": two atomic CASes, tried in
             // turn until one succeeds or one observes a present value other than `from`.
             let mut expect_absent = false;
@@ -475,9 +476,7 @@ async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Val
         }
         "seed_state" => seed_state(node, body).await,
         "take_snapshot" => {
-            let up_to = field(body, "up_to_index")?
-                .as_u64()
-                .ok_or_else(|| Fail(12, "up_to_index must be a number".into()))?;
+            let up_to = num(body, "up_to_index")?;
             let addr = node.replica()?;
             match addr.send(CompactLog(up_to)).await {
                 Ok(Ok((index, term))) => Ok(json!({
@@ -517,16 +516,7 @@ async fn init(
     out: &Out,
     logger: &Logger,
 ) -> Result<Arc<Node>, Fail> {
-    let me = field(body, "node_id")?
-        .as_str()
-        .ok_or_else(|| Fail(12, "node_id must be a string".into()))?
-        .to_string();
-    let names: Vec<String> = field(body, "node_ids")?
-        .as_array()
-        .ok_or_else(|| Fail(12, "node_ids must be a list".into()))?
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let (me, names) = membership(body)?;
     let idx = names
         .iter()
         .position(|n| *n == me)
@@ -570,10 +560,16 @@ async fn init(
         store,
         region,
         out: out.clone(),
-        next_msg_id: AtomicU64::new(0),
         next_fwd: AtomicU64::new(1),
         forwards: Mutex::new(HashMap::new()),
     }))
+}
+
+/// `init`'s `node_id` and `node_ids`.
+fn membership(body: &Value) -> Result<(String, Vec<String>), Fail> {
+    let me = text(body, "node_id")?.to_string();
+    let names = fields::strings(field(body, "node_ids")?, "node_ids")?;
+    Ok((me, names))
 }
 
 /// Runs the node until stdin closes.
@@ -589,112 +585,49 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
         }
     };
     let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
+    let out_log = logger.clone();
     std::thread::spawn(move || {
         let mut stdout = std::io::stdout().lock();
         while let Ok(line) = out_rx.recv() {
-            if writeln!(stdout, "{line}")
-                .and_then(|_| stdout.flush())
-                .is_err()
-            {
+            if let Err(e) = writeln!(stdout, "{line}").and_then(|_| stdout.flush()) {
+                warn!(out_log, "writing stdout failed; no more output"; "error" => %e);
                 return;
             }
         }
     });
-    let out = Out(out_tx);
-    let (in_tx, mut in_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::stdin()
-            .lock()
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            if in_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let out = Out {
+        tx: out_tx,
+        next_msg_id: Arc::new(AtomicU64::new(0)),
+    };
+    let mut lines = input::spawn_reader(
+        std::io::BufReader::with_capacity(64 << 10, std::io::stdin()),
+        logger.clone(),
+    );
     actix::System::new().block_on(async move {
         let mut node: Option<Arc<Node>> = None;
-        while let Some(line) = in_rx.recv().await {
-            let msg: Value = match serde_json::from_str(&line) {
-                Ok(v) => v,
-                Err(e) => {
-                    warn!(logger, "malformed JSON line ignored"; "error" => %e);
+        while let Some(line) = lines.recv().await {
+            let msg = match line {
+                input::Line::Text(text) => match serde_json::from_str::<Value>(&text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        if !text.trim().is_empty() {
+                            warn!(logger, "line skipped: not JSON"; "error" => %e,
+                                "bytes" => text.len());
+                        }
+                        continue;
+                    }
+                },
+                input::Line::NotUtf8(bytes) => {
+                    answer_not_utf8(&bytes, &out, &logger);
+                    continue;
+                }
+                input::Line::TooLong(len) => {
+                    warn!(logger, "line skipped: too long"; "bytes" => len,
+                        "limit" => input::MAX_LINE_BYTES);
                     continue;
                 }
             };
-            let src = msg.get("src").and_then(Value::as_str).unwrap_or("").to_string();
-            let body = msg.get("body").cloned().unwrap_or(Value::Null);
-            let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
-            let msg_id = body.get("msg_id").cloned().unwrap_or(Value::Null);
-            match (kind, &node) {
-                ("init", None) => match init(&body, &dir, &out, &logger).await {
-                    Ok(n) => {
-                        n.reply(&src, &msg_id, json!({"type": "init_ok"}));
-                        node = Some(n);
-                    }
-                    Err(Fail(code, text)) => out.send(
-                        "",
-                        &src,
-                        json!({"type": "error", "in_reply_to": msg_id, "code": code, "text": text}),
-                    ),
-                },
-                ("init", Some(n)) => n.reply(&src, &msg_id, json!({"type": "init_ok"})),
-                (_, None) => out.send(
-                    "",
-                    &src,
-                    json!({"type": "error", "in_reply_to": msg_id, "code": 11, "text": "not initialized"}),
-                ),
-                ("raft", Some(n)) => {
-                    let Some(bytes) = body.get("data").and_then(Value::as_str).and_then(unhex)
-                    else {
-                        continue;
-                    };
-                    let Ok(m) = RaftMessage::parse_from_bytes(&bytes) else {
-                        continue;
-                    };
-                    if let Some(addr) = n.store.router().get(m.get_region_id()) {
-                        addr.do_send(RaftMessageIn(m));
-                    }
-                }
-                ("forward", Some(n)) => {
-                    let n = n.clone();
-                    tokio::spawn(async move {
-                        let fwd_id = body.get("fwd_id").cloned().unwrap_or(Value::Null);
-                        let Some(kv) = body
-                            .get("req")
-                            .and_then(Value::as_str)
-                            .and_then(unhex)
-                            .and_then(|b| KvRequest::parse_from_bytes(&b).ok())
-                        else {
-                            return;
-                        };
-                        // Executed here only: a forward is never forwarded again.
-                        let resp = n.local(kv).await;
-                        let bytes = resp.write_to_bytes().unwrap_or_default();
-                        n.out.send(
-                            &n.me,
-                            &src,
-                            json!({"type": "forward_ok", "fwd_id": fwd_id, "resp": hex(&bytes)}),
-                        );
-                    });
-                }
-                ("forward_ok", Some(n)) => {
-                    let id = body.get("fwd_id").and_then(Value::as_u64).unwrap_or(0);
-                    let resp = body
-                        .get("resp")
-                        .and_then(Value::as_str)
-                        .and_then(unhex)
-                        .and_then(|b| KvResponse::parse_from_bytes(&b).ok());
-                    let waiter = n.forwards.lock().expect("forwards lock").remove(&id);
-                    if let (Some(w), Some(resp)) = (waiter, resp) {
-                        let _ = w.send(resp);
-                    }
-                }
-                (_, Some(n)) => {
-                    tokio::spawn(serve_client(n.clone(), src, body));
-                }
-            }
+            on_message(msg, &mut node, &dir, &out, &logger).await;
         }
         if let Some(n) = node {
             if let Ok(n) = Arc::try_unwrap(n) {
@@ -703,4 +636,148 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// A line that is not UTF-8: answered with error 12 when, read leniently, it names its
+/// sender and `msg_id`; logged either way.
+fn answer_not_utf8(bytes: &[u8], out: &Out, logger: &Logger) {
+    let lossy = String::from_utf8_lossy(bytes);
+    let msg = serde_json::from_str::<Value>(&lossy).unwrap_or(Value::Null);
+    let src = msg.get("src").and_then(Value::as_str);
+    let msg_id = msg.get("body").and_then(|b| b.get("msg_id"));
+    warn!(logger, "line skipped: not UTF-8"; "bytes" => bytes.len(),
+        "src" => src.unwrap_or("?"));
+    if let (Some(src), Some(msg_id)) = (src, msg_id) {
+        let me = msg.get("dest").and_then(Value::as_str).unwrap_or("");
+        out.fail(
+            me,
+            src,
+            msg_id,
+            Fail(12, "message is not valid UTF-8".into()),
+        );
+    }
+}
+
+/// Handles one message from stdin.
+async fn on_message(
+    msg: Value,
+    node: &mut Option<Arc<Node>>,
+    dir: &std::path::Path,
+    out: &Out,
+    logger: &Logger,
+) {
+    let Some(src) = msg.get("src").and_then(Value::as_str).map(str::to_string) else {
+        warn!(logger, "message skipped: no string src"; "message" => %short(&msg));
+        return;
+    };
+    let body = msg.get("body").cloned().unwrap_or(Value::Null);
+    if !body.is_object() {
+        warn!(logger, "message skipped: body is not an object"; "src" => &src);
+        return;
+    }
+    // Before `init` the node has no name of its own: it answers as the `dest` it was sent to.
+    let dest = msg.get("dest").and_then(Value::as_str).unwrap_or("");
+    let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
+    let msg_id = body.get("msg_id").cloned().unwrap_or(Value::Null);
+    match (kind, &*node) {
+        ("init", None) => match init(&body, dir, out, logger).await {
+            Ok(n) => {
+                n.reply(&src, &msg_id, json!({"type": "init_ok"}));
+                *node = Some(n);
+            }
+            Err(f) => out.fail(dest, &src, &msg_id, f),
+        },
+        ("init", Some(n)) => match membership(&body) {
+            Ok((me, names)) if me == n.me && names == n.names => {
+                n.reply(&src, &msg_id, json!({"type": "init_ok"}));
+            }
+            Ok((me, names)) => n.fail(
+                &src,
+                &msg_id,
+                Fail(
+                    22,
+                    format!(
+                        "already initialized as {} of {:?}; refusing to become {me} of {names:?}",
+                        n.me, n.names
+                    ),
+                ),
+            ),
+            Err(f) => n.fail(&src, &msg_id, f),
+        },
+        (_, None) => out.fail(dest, &src, &msg_id, Fail(11, "not initialized".into())),
+        ("raft", Some(n)) => {
+            let m = body
+                .get("data")
+                .and_then(Value::as_str)
+                .and_then(unhex)
+                .and_then(|bytes| RaftMessage::parse_from_bytes(&bytes).ok());
+            match m {
+                Some(m) => {
+                    if let Some(addr) = n.store.router().get(m.get_region_id()) {
+                        addr.do_send(RaftMessageIn(m));
+                    }
+                }
+                None => warn!(logger, "raft message skipped: data is not a hex RaftMessage";
+                    "src" => &src),
+            }
+        }
+        ("forward", Some(n)) => {
+            let fwd_id = body.get("fwd_id").cloned().unwrap_or(Value::Null);
+            let Some(kv) = body
+                .get("req")
+                .and_then(Value::as_str)
+                .and_then(unhex)
+                .and_then(|b| KvRequest::parse_from_bytes(&b).ok())
+            else {
+                // The forwarding node times out and answers its client 0 (unknown).
+                warn!(logger, "forward skipped: req is not a hex KvRequest"; "src" => &src);
+                return;
+            };
+            let n = n.clone();
+            tokio::spawn(async move {
+                // Executed here only: a forward is never forwarded again.
+                let resp = n.local(kv).await;
+                let bytes = resp.write_to_bytes().unwrap_or_default();
+                n.out.send(
+                    &n.me,
+                    &src,
+                    json!({"type": "forward_ok", "fwd_id": fwd_id, "resp": hex(&bytes)}),
+                );
+            });
+        }
+        ("forward_ok", Some(n)) => {
+            let id = body.get("fwd_id").and_then(Value::as_u64).unwrap_or(0);
+            let resp = body
+                .get("resp")
+                .and_then(Value::as_str)
+                .and_then(unhex)
+                .and_then(|b| KvResponse::parse_from_bytes(&b).ok());
+            let waiter = n.forwards.lock().expect("forwards lock").remove(&id);
+            match (waiter, resp) {
+                (Some(w), Some(resp)) => {
+                    let _ = w.send(resp);
+                }
+                (_, None) => warn!(logger, "forward_ok skipped: resp is not a hex KvResponse";
+                    "src" => &src, "fwd_id" => id),
+                (None, Some(_)) => {} // its waiter gave up already
+            }
+        }
+        (_, Some(n)) => {
+            tokio::spawn(serve_client(n.clone(), src, body));
+        }
+    }
+}
+
+/// A message shortened for a log line.
+fn short(msg: &Value) -> String {
+    let mut s = msg.to_string();
+    if s.len() > 200 {
+        let mut cut = 200;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
 }

@@ -2,7 +2,8 @@
 //! each runs a real read through the store with one `ReadConsistency` and reports what the
 //! serving replica measured (`ReadInfo`): nothing here is assumed or constant.
 
-use super::{dec, enc, error_code, field, request, Fail, Node};
+use super::fields::{key, num, opt_bool, opt_key, opt_num, opt_strings};
+use super::{dec, enc, error_code, request, Fail, Node};
 use regatta_proto::kvrpcpb::{GetRequest, KvResponse, PutRequest, ReadConsistency, ReadInfo};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -72,17 +73,11 @@ impl Node {
 }
 
 fn key_of(body: &Value) -> Result<Vec<u8>, Fail> {
-    Ok(enc(field(body, "key")?))
+    key(body, "key")
 }
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-fn num(body: &Value, name: &str) -> Result<u64, Fail> {
-    field(body, name)?
-        .as_u64()
-        .ok_or_else(|| Fail(12, format!("{name} must be a non-negative integer")))
 }
 
 /// Handles one read-strategy message.
@@ -115,9 +110,7 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
         }
         "compare_read_methods" => {
             let n = num(body, "num_reads")?.clamp(1, MAX_BENCH_OPS);
-            let key = body
-                .get("key")
-                .map_or_else(|| enc(&json!("__compare")), enc);
+            let key = opt_key(body, "key")?.unwrap_or_else(|| enc(&json!("__compare")));
             let mut both = true;
             let mut avg = [0f64; 2];
             for (slot, c) in [ReadConsistency::LINEARIZABLE, ReadConsistency::LOG_READ]
@@ -178,10 +171,7 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
         }
         "ryw_read" => {
             let index = num(body, "last_write_index")?;
-            let prefer_follower = body
-                .get("prefer_follower")
-                .and_then(Value::as_bool)
-                .unwrap_or(true);
+            let prefer_follower = opt_bool(body, "prefer_follower")?.unwrap_or(true);
             let consistency = if prefer_follower {
                 ReadConsistency::READ_YOUR_WRITES
             } else {
@@ -271,19 +261,9 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 /// concurrent workers through this node, over 1,000 keys, measured end to end.
 async fn read_benchmark(node: &Arc<Node>, body: &Value) -> Result<Value, Fail> {
     let total = num(body, "total_ops")?.clamp(1, MAX_BENCH_OPS);
-    let read_pct = body
-        .get("read_pct")
-        .and_then(Value::as_u64)
-        .unwrap_or(80)
-        .min(100);
-    let strategies: Vec<String> = match body.get("strategies").and_then(Value::as_array) {
-        Some(a) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        None => vec!["linearizable".into(), "lease".into(), "follower".into()],
-    };
+    let read_pct = opt_num(body, "read_pct")?.unwrap_or(80).min(100);
+    let strategies: Vec<String> = opt_strings(body, "strategies")?
+        .unwrap_or_else(|| vec!["linearizable".into(), "lease".into(), "follower".into()]);
     let mut results = Vec::new();
     for strategy in strategies {
         let (consistency, label) = match strategy.as_str() {

@@ -3,7 +3,8 @@
 //! Keys are stored as their JSON text, so region boundaries are JSON values too; an
 //! unbounded end is `""`.
 
-use super::{dec, enc, error_code, field, request, Fail, Node};
+use super::fields::{field, key, opt_num};
+use super::{dec, enc, error_code, request, Fail, Node};
 use regatta_engine::{Cf, Engine as _, Snapshot as _};
 use regatta_proto::kvrpcpb::{PutRequest, SplitRegionRequest};
 use regatta_proto::metapb::Region;
@@ -26,7 +27,7 @@ fn range(r: &Region) -> Value {
 pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Value, Fail> {
     match kind {
         "region_put" => {
-            let (key, value) = (enc(field(body, "key")?), enc(field(body, "value")?));
+            let (key, value) = (key(body, "key")?, enc(field(body, "value")?));
             let k = key.clone();
             let resp = node
                 .execute(request(|r| {
@@ -48,7 +49,7 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
             }))
         }
         "region_get" => {
-            let key = enc(field(body, "key")?);
+            let key = key(body, "key")?;
             let value = node.get_value(key.clone()).await?;
             Ok(json!({
                 "type": "region_get_ok",
@@ -87,8 +88,8 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
             Ok(json!({"type": "region_info_ok", "regions": regions}))
         }
         "region_split" => {
-            let key = enc(field(body, "split_key")?);
-            if let Some(want) = body.get("region_id").and_then(Value::as_u64) {
+            let key = key(body, "split_key")?;
+            if let Some(want) = opt_num(body, "region_id")? {
                 let holder = node.region_of(&key).get_id();
                 if holder != want {
                     return Err(Fail(

@@ -1,0 +1,138 @@
+//! The `regatta` command line against a playground process: values too large for an
+//! argument come from stdin (`-`) or a file, and a reversed scan range is refused.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The playground process; killed when dropped.
+struct Playground(Child);
+
+impl Drop for Playground {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a one-store playground and waits (bounded) for its `ready` line.
+fn playground(pd: &str) -> Playground {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
+        .args([
+            "playground",
+            "--stores",
+            "1",
+            "--store-port",
+            "0",
+            "--pd-addr",
+            pd,
+        ])
+        .env("REGATTA_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("regatta starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ready") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the playground printed its ready line");
+    Playground(child)
+}
+
+/// Runs `regatta ARGS --pd PD` with `stdin` on its standard input.
+fn regatta(pd: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
+        .args(args)
+        .args(["--pd", pd])
+        .env("REGATTA_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("regatta starts");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let bytes = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes); // the command may not read it all
+    });
+    let out = child.wait_with_output().expect("regatta ran");
+    let _ = writer.join();
+    out
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Goal: values past the 128 KiB an argument can hold go in through stdin or a file, for
+/// `put` and both sides of `cas`. Method: a 1 MiB value by `put KEY -`, read back whole;
+/// then a CAS whose expected value comes from a file and new value from stdin.
+#[test]
+fn put_and_cas_read_large_values_from_stdin_and_files() {
+    let pd = format!("127.0.0.1:{}", free_port());
+    let _pg = playground(&pd);
+    let big: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    ok(&regatta(&pd, &["put", "big", "-"], &big));
+    let got = regatta(&pd, &["get", "big"], b"");
+    ok(&got);
+    assert_eq!(
+        got.stdout.len(),
+        big.len() + 1,
+        "the whole value and a newline"
+    );
+    assert!(got.stdout.starts_with(&big));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("expected");
+    std::fs::write(&file, &big).unwrap();
+    let newer = vec![b'z'; 300 << 10];
+    let path = file.display().to_string();
+    ok(&regatta(
+        &pd,
+        &["cas", "big", "--expected-file", &path, "-"],
+        &newer,
+    ));
+    let got = regatta(&pd, &["get", "big"], b"");
+    ok(&got);
+    assert_eq!(&got.stdout[..got.stdout.len() - 1], &newer[..]);
+
+    ok(&regatta(&pd, &["put", "small", "--value-file", &path], b""));
+    let got = regatta(&pd, &["get", "small"], b"");
+    assert_eq!(got.stdout.len(), big.len() + 1);
+}
+
+/// Goal: `scan z a` is an error, not an empty success. Method: write a key inside neither
+/// range order can miss, then scan with START after END.
+#[test]
+fn a_reversed_scan_range_is_refused() {
+    let pd = format!("127.0.0.1:{}", free_port());
+    let _pg = playground(&pd);
+    ok(&regatta(&pd, &["put", "m", "1"], b""));
+    let out = regatta(&pd, &["scan", "z", "a"], b"");
+    assert_eq!(out.status.code(), Some(2), "a reversed range fails");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reversed range"), "{err}");
+    let out = regatta(&pd, &["scan", "a", "z"], b"");
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "m\t1\n");
+}
