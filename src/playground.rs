@@ -1,6 +1,7 @@
 //! [`Playground`]: PD and N stores in one process, talking real TCP on loopback — the
 //! embedded cluster behind `regatta playground`, the benches and the integration tests.
-//! Stores can be stopped and started again from their data directories.
+//! Stores can be stopped (gracefully) or crashed (as by SIGKILL) and started again from
+//! their data directories.
 
 use crate::pd_seam::TcpPd;
 use anyhow::{Context, Result};
@@ -160,7 +161,7 @@ impl Playground {
             let opts = StoreOptions {
                 store_id: id,
                 listen_addr: self.store_addrs[idx].clone(),
-                data_dir: self.cfg.data_dir.join(format!("store{id}")),
+                data_dir: self.store_dir(id),
                 config: self.cfg.store_config.clone(),
             };
             let layer: regatta_regions::TransportLayer = match wrap.clone() {
@@ -185,11 +186,30 @@ impl Playground {
         Ok(())
     }
 
-    /// Stops store `id` (its data stays on disk); a no-op if it is not running.
+    /// Stops store `id` gracefully (its LogWriter writes what is queued; the data stays on
+    /// disk); a no-op if it is not running.
     pub async fn stop_store(&mut self, id: u64) {
-        if let Some(s) = self.stores.get_mut(id as usize - 1).and_then(Option::take) {
+        if let Some(s) = self.take_store(id) {
             s.stop().await;
         }
+    }
+
+    /// Crashes store `id` as a SIGKILL of its process would ([`Store::crash`]: raft writes
+    /// not yet handed to RocksDB are lost); a no-op if it is not running.
+    pub async fn crash_store(&mut self, id: u64) {
+        if let Some(s) = self.take_store(id) {
+            s.crash().await;
+        }
+    }
+
+    /// The data directory of store `id` (RocksDB lives in its `db/`).
+    pub fn store_dir(&self, id: u64) -> PathBuf {
+        self.cfg.data_dir.join(format!("store{id}"))
+    }
+
+    fn take_store(&mut self, id: u64) -> Option<Store> {
+        let idx = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.stores.get_mut(idx).and_then(Option::take)
     }
 
     /// Waits until every region has a leader on a running store.

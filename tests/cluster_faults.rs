@@ -25,7 +25,18 @@ async fn unreliable_network_keeps_histories_linearizable() {
     let keys = common::spread_keys(6);
     let known = run_workload(&cluster, &rec, 8, 25, &keys, Duration::from_secs(15)).await;
     cluster.heal();
-    assert!(known > 0, "some operations complete despite the faults");
+    // Raft retransmits what is lost, and clients retry within their deadline: most
+    // operations get through the faults, and all of them once the network heals.
+    assert!(
+        known >= 8 * 25 * 3 / 4,
+        "only {known} of 200 operations answered through the faults"
+    );
+    let healed = run_workload(&cluster, &rec, 4, 25, &keys, Duration::from_secs(15)).await;
+    assert_eq!(
+        healed,
+        4 * 25,
+        "the healed cluster left operations unanswered"
+    );
     rec.assert_linearizable();
 }
 
@@ -86,7 +97,12 @@ async fn leader_in_minority_cannot_serve_stale_reads_or_lose_writes() {
     let keys: Vec<Vec<u8>> = vec![b"k2".to_vec(), b"j".to_vec()];
     run_workload(&cluster, &rec, 4, 10, &keys, Duration::from_secs(15)).await;
     cluster.heal();
-    run_workload(&cluster, &rec, 4, 10, &keys, Duration::from_secs(15)).await;
+    let healed = run_workload(&cluster, &rec, 4, 10, &keys, Duration::from_secs(15)).await;
+    assert_eq!(
+        healed,
+        4 * 10,
+        "the healed cluster left operations unanswered"
+    );
     rec.assert_linearizable();
     // Once healed, the old leader's replica serves the new value too.
     wait_until(

@@ -336,12 +336,13 @@ fn maelstrom_history_is_linearizable_under_partitions() {
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let keys = 3u64;
+    let seed = common::test_seed();
     let mut workers = Vec::new();
     for c in 0..4 {
         let (h, events, stop) = (h.clone(), events.clone(), stop.clone());
+        let mut rng = common::seeded_rng(seed, c);
         workers.push(std::thread::spawn(move || {
             let client = format!("c{}", c + 10);
-            let mut rng = rand::thread_rng();
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
@@ -400,16 +401,36 @@ fn maelstrom_history_is_linearizable_under_partitions() {
             }
         }));
     }
-    let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
-    pause(1500);
+    // Fault windows last a fixed time; before the first and after each heal, the clients
+    // must get 20 more writes acknowledged (within 60 s): the liveness check.
+    let acked = || {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.returned.is_some() && matches!(e.op, Op::Put(_)))
+            .count()
+    };
+    let more_acked_writes = |what: &str| {
+        let (before, deadline) = (acked(), Instant::now() + Duration::from_secs(60));
+        while acked() < before + 20 {
+            assert!(
+                Instant::now() < deadline,
+                "no 20 more acknowledged writes {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let window = |ms| std::thread::sleep(Duration::from_millis(ms));
+    more_acked_writes("before the first partition");
     h.isolate("n1"); // the leader, alone in a minority
-    pause(4000);
+    window(4000);
     h.heal();
-    pause(1500);
+    more_acked_writes("after the first partition healed");
     h.isolate("n2");
-    pause(3000);
+    window(3000);
     h.heal();
-    pause(1500);
+    more_acked_writes("after the second partition healed");
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
@@ -429,11 +450,6 @@ fn maelstrom_history_is_linearizable_under_partitions() {
             });
         }
     }
-    let acked = all
-        .iter()
-        .filter(|e| e.returned.is_some() && matches!(e.op, Op::Put(_)))
-        .count();
-    assert!(acked > 0, "no write was acknowledged at all");
     if let Err(e) = check(&all) {
         panic!(
             "history of {} operations is not linearizable: {e}",

@@ -11,7 +11,7 @@ use common::linearizability::Op;
 use common::{wait_until, Cluster, Recorder};
 use regatta_regions::StoreConfig;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,17 +63,27 @@ async fn splits_under_load_are_invisible_to_clients() {
         }));
     }
     let admin = cluster.client().await;
+    // Each split, and the end, comes after 60 more answered operations: the splits fall
+    // amid the traffic, and the clients keep going through every one of them.
+    let progress = |what: String| {
+        let answered = rec.answered();
+        let rec = &rec;
+        async move {
+            wait_until(&what, Duration::from_secs(30), || async {
+                rec.answered() >= answered + 60
+            })
+            .await
+        }
+    };
     for k in [&keys[3], &keys[6], &keys[9]] {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        progress(format!("60 answers before the split at {k:?}")).await;
         admin.split(k).await.expect("split");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    progress("60 answers after the last split".into()).await;
     stop.store(true, Ordering::Relaxed);
-    let mut done = 0;
     for w in workers {
-        done += w.await.expect("worker");
+        w.await.expect("worker");
     }
-    assert!(done > 0);
     let regions = admin.pd().scan_regions(b"", b"", 0).await.unwrap();
     assert_eq!(regions.len(), 4, "three splits make four regions");
     // Every written key is read once more, after every writer stopped; the reads join
@@ -452,10 +462,17 @@ async fn batches_span_regions_and_survive_splits() {
     let cluster = Cluster::new(3, 1).await;
     let keys = common::spread_keys(200);
     let stop = Arc::new(AtomicBool::new(false));
-    let (client, stop2, keys2) = (cluster.client().await, stop.clone(), keys.clone());
+    // Generations written and read back in full.
+    let generation = Arc::new(AtomicU64::new(0));
+    let (client, stop2, keys2, checked) = (
+        cluster.client().await,
+        stop.clone(),
+        keys.clone(),
+        generation.clone(),
+    );
     let writer = actix_rt::spawn(async move {
         let mut generation = 0u64;
-        while !stop2.load(Ordering::Relaxed) || generation < 3 {
+        while !stop2.load(Ordering::Relaxed) {
             generation += 1;
             let pairs: Vec<(Vec<u8>, Vec<u8>)> = keys2
                 .iter()
@@ -475,15 +492,27 @@ async fn batches_span_regions_and_survive_splits() {
                     .all(|v| v.as_ref().map(|v| &v.value) == Some(&want)),
                 "generation {generation}: a batch get missed part of the batch put before it"
             );
+            checked.store(generation, Ordering::Relaxed);
         }
         generation
     });
     let admin = cluster.client().await;
+    // Each split, and the end, comes after two more checked generations.
+    let progress = |what: String| {
+        let before = generation.load(Ordering::Relaxed);
+        let generation = &generation;
+        async move {
+            wait_until(&what, Duration::from_secs(30), || async {
+                generation.load(Ordering::Relaxed) >= before + 2
+            })
+            .await
+        }
+    };
     for k in [&keys[50], &keys[100], &keys[150]] {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        progress(format!("two generations before the split at {k:?}")).await;
         admin.split(k).await.expect("split");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    progress("two generations after the last split".into()).await;
     stop.store(true, Ordering::Relaxed);
     let generations = writer.await.expect("writer");
     let regions = admin.pd().scan_regions(b"", b"", 0).await.unwrap();

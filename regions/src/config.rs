@@ -81,6 +81,9 @@ pub struct StoreConfig {
     /// The raft clock period of a hibernating region. Default 5 s (heartbeats every 10 s,
     /// elections after 50-100 s of silence).
     pub hibernated_tick_interval_ms: u64,
+    /// A starting store retries registering with PD for this long (PD may come up after
+    /// the store), then fails with `Error::PdUnavailable`. Default 60 s.
+    pub pd_register_timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -117,6 +120,7 @@ impl Default for StoreConfig {
             split_check_diff_bytes: 8 << 20,
             hibernate_after_ms: 500,
             hibernated_tick_interval_ms: 5_000,
+            pd_register_timeout_ms: 60_000,
         }
     }
 }
@@ -161,6 +165,9 @@ impl StoreConfig {
         if self.split_check_interval_ms < self.tick_interval_ms {
             return Err("split_check_interval_ms must be at least one tick".into());
         }
+        if self.pd_register_timeout_ms == 0 {
+            return Err("pd_register_timeout_ms must be > 0 (one attempt needs time)".into());
+        }
         check_lease(
             self.lease_ms,
             self.max_clock_drift_ms,
@@ -193,6 +200,11 @@ impl StoreConfig {
     /// The tick period.
     pub fn tick_interval(&self) -> Duration {
         Duration::from_millis(self.tick_interval_ms)
+    }
+
+    /// How long a starting store tries to register with PD.
+    pub fn pd_register_timeout(&self) -> Duration {
+        Duration::from_millis(self.pd_register_timeout_ms)
     }
 }
 
@@ -245,6 +257,14 @@ mod tests {
             ..StoreConfig::default()
         };
         assert!(bad.validate().is_err());
+        let bad = StoreConfig {
+            pd_register_timeout_ms: 0,
+            ..StoreConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("pd_register_timeout_ms"));
     }
 
     #[test]

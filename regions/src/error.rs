@@ -82,6 +82,19 @@ pub enum Error {
         /// The operating system's error.
         source: Arc<std::io::Error>,
     },
+    /// PD did not take a request in time (e.g. registering a store at start): check that
+    /// PD runs and that the address given for it is right.
+    #[error("PD unavailable: {operation} failed {attempts} times in {waited_ms} ms; last error: {last_error}")]
+    PdUnavailable {
+        /// What was asked of PD, with the ids involved.
+        operation: String,
+        /// How long it was tried.
+        waited_ms: u64,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error.
+        last_error: String,
+    },
 }
 
 impl From<regatta_engine::Error> for Error {
@@ -164,6 +177,12 @@ impl Error {
                 let mut e = kvrpcpb::InvalidArgument::new();
                 e.set_reason(reason.clone());
                 pb.set_invalid_argument(e);
+            }
+            Error::PdUnavailable { .. } => {
+                // Only a store's start meets it; a caller elsewhere backs off and retries.
+                let mut e = kvrpcpb::ServerIsBusy::new();
+                e.set_reason(self.to_string());
+                pb.set_server_is_busy(e);
             }
             Error::StorePoisoned(reason) => {
                 let mut e = kvrpcpb::StorePoisoned::new();

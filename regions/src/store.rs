@@ -262,20 +262,7 @@ impl Store {
         let mut me = metapb::Store::new();
         me.set_id(opts.store_id);
         me.set_address(addr.to_string());
-        // While PD is down, back off (200 ms doubling to 2 s) rather than retry and log at
-        // a fixed pace.
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match pd.put_store(me.clone()).await {
-                Ok(_) => break,
-                Err(e) => {
-                    warn!(logger, "registering with PD failed; retrying";
-                        "error" => e, "retry_in_ms" => backoff.as_millis() as u64);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+        register(&*pd, me, opts.config.pd_register_timeout(), &logger).await?;
         let metrics = Arc::new(StoreMetrics::default());
         let (log_writer, log_writer_thread) = LogWriter::start(
             engine.clone(),
@@ -327,7 +314,7 @@ impl Store {
             ctx: PeerContext {
                 cfg: cfg.clone(),
                 transport,
-                log_writer,
+                log_writer: log_writer.clone(),
                 metrics: metrics.clone(),
                 pd_reports: reports_tx,
                 pd: pd.clone(),
@@ -425,7 +412,7 @@ impl Store {
             tasks,
             shutdown,
             engine,
-            log_writer: shared.ctx.log_writer.clone(),
+            log_writer,
             log_writer_thread,
             logger,
             cfg,
@@ -507,11 +494,42 @@ impl Store {
         &self.engine
     }
 
+    /// Fault injection: stalls (or resumes) this store's disk as its LogWriter sees it —
+    /// raft writes queue up unwritten and unreported (see [`LogWriter::set_stalled`]).
+    pub fn stall_log_writer(&self, stalled: bool) {
+        self.log_writer.set_stalled(stalled);
+    }
+
     /// Stops serving: the listener and every connection close, region actors stop, the
     /// LogWriter finishes what it was given and exits, and RocksDB is closed when this
     /// returns — so the same data directory can be opened again at once. Data stays on
-    /// disk; anything not yet synced was never acknowledged.
+    /// disk; anything not yet synced was never acknowledged. A stalled disk
+    /// ([`Store::stall_log_writer`]) resumes first, or the stop would wait for ever.
     pub async fn stop(self) {
+        self.log_writer.set_stalled(false);
+        self.shut_down(false).await;
+    }
+
+    /// Abandons the store as a SIGKILL of its process would, for crash tests: first the
+    /// LogWriter stops at once, dropping the raft writes queued or gathered and not yet
+    /// handed to RocksDB, and never reports them `Persisted` (so no message or answer
+    /// that depends on them goes out); then the network and the region actors stop where
+    /// they are, with whatever they held in memory (proposals, unapplied entries, queued
+    /// messages). A handler running at that moment still ends its turn (threads cannot be
+    /// cut mid-call), but nothing it submits reaches the log; an apply write it makes is
+    /// of entries already durable, which a later kill could equally have let through.
+    ///
+    /// What it does not lose, like a real SIGKILL: every write already handed to RocksDB,
+    /// synced or not — it is in the WAL file, which the OS keeps when a process dies
+    /// (only a power loss drops unsynced WAL, and that is not simulated here). RocksDB is
+    /// closed before this returns (its memtables are not flushed; the reopen replays the
+    /// WAL), so the directory can be opened again at once.
+    pub async fn crash(self) {
+        self.log_writer.crash();
+        self.shut_down(true).await;
+    }
+
+    async fn shut_down(self, crashed: bool) {
         let Store {
             tasks,
             shutdown,
@@ -531,7 +549,8 @@ impl Store {
             let _ = t.await;
         }
         // The actors (and their LogWriter handles) go with the arbiter's thread; then the
-        // LogWriter's channel closes and its thread ends.
+        // LogWriter's channel closes and its thread ends (after writing what is queued,
+        // unless it crashed).
         arbiter.stop();
         drop(router);
         drop(engine);
@@ -543,9 +562,54 @@ impl Store {
         if !matches!(joined, Ok(true)) {
             warn!(logger, "a store thread panicked before stopping");
         }
-        info!(logger, "store stopped");
+        if crashed {
+            info!(logger, "store crashed (simulated)");
+        } else {
+            info!(logger, "store stopped");
+        }
     }
 }
+
+/// Registers the store with PD, retrying until `timeout`: PD may start after the store,
+/// but a store that cannot reach PD at all (a wrong address, PD down) fails with an error
+/// that says so rather than waiting for ever.
+async fn register(
+    pd: &dyn PdClient,
+    me: metapb::Store,
+    timeout: Duration,
+    logger: &Logger,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let last_error = match tokio::time::timeout(left, pd.put_store(me.clone())).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        let now = Instant::now();
+        if now + PD_REGISTER_RETRY >= deadline {
+            return Err(Error::PdUnavailable {
+                operation: format!("registering store {} ({})", me.get_id(), me.get_address()),
+                waited_ms: now.duration_since(started).as_millis() as u64,
+                attempts,
+                last_error,
+            });
+        }
+        if attempts == 1 || attempts.is_multiple_of(25) {
+            warn!(logger, "registering with PD failed; retrying";
+                "error" => &last_error, "attempts" => attempts,
+                "gives_up_in_ms" => deadline.duration_since(now).as_millis() as u64);
+        }
+        tokio::time::sleep(PD_REGISTER_RETRY).await;
+    }
+}
+
+/// Pause between two attempts to register with PD.
+const PD_REGISTER_RETRY: Duration = Duration::from_millis(200);
 
 /// Starts a replica for every region with a state on disk; returns how many.
 fn recover(shared: &Shared) -> Result<usize, Error> {

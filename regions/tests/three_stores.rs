@@ -231,11 +231,11 @@ async fn three_stores_serve_linearizable_kv_with_at_most_once_writes() {
     assert!(r.get_error().has_invalid_argument());
     assert_eq!(read(ls, "k").await.as_deref(), Some(&b"v3"[..]));
 
-    // Restart every store from its data dir: the data is still there.
+    // Restart every store from its data dir: the data is still there. (A stop returns once
+    // RocksDB is closed, so the directories open again at once.)
     for s in stores {
         s.stop().await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let stores = start_stores(dir.path(), pd).await;
     let l = leader(&stores).await;
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,22 +1,71 @@
 //! The cluster harness of the integration tests: a [`Cluster`] of real stores (TCP on
 //! loopback, RocksDB in a temp dir) with a real PD, whose raft traffic passes through a
 //! fault-injecting [`Network`] (drop, delay, duplicate, partition — TiKV's transport
-//! filters), whose stores can crash and restart from disk, and a [`Recorder`] that logs
-//! client operations for the [`linearizability`] checker.
+//! filters), whose stores can crash (as by SIGKILL: raft writes not yet handed to RocksDB
+//! are lost) or stop gracefully and restart from disk, and a [`Recorder`] that logs client
+//! operations for the [`linearizability`] checker.
+//!
+//! Seeds: every random choice of the harness and the tests — the transport's drops,
+//! delays and duplicates, the workloads' operations and keys, the nemesis schedules —
+//! comes from RNGs seeded by [`test_seed`]: `REGATTA_TEST_SEED` if set, else a fresh seed,
+//! printed to stderr (`cargo test` shows it when a test fails). Running a test again with
+//! that seed replays its random choices; thread timing is not replayed, so a replay takes
+//! the same decisions but not necessarily in the same interleaving. The cluster's own
+//! randomness (raft-rs election timeouts, the client's backoff jitter) is not seeded.
+//!
+//! Waiting: tests wait for a condition with a deadline ([`wait_until`]); the fixed
+//! durations left are fault windows (how long a partition lasts), never stand-ins for a
+//! condition.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod linearizability;
 
 use linearizability::{Event, Op};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use regatta::playground::{Playground, PlaygroundConfig, TransportWrap};
 use regatta_client::{Client, Config, ReadConsistency};
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_regions::{StoreConfig, TcpTransport, Transport};
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The seed of this test run (one per test binary): `REGATTA_TEST_SEED` if set, else one
+/// drawn from the clock. Printed to stderr on every call, so that the output of each test
+/// that uses it (which `cargo test` shows on failure) names the seed that replays it.
+pub fn test_seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    let seed = *SEED.get_or_init(|| match std::env::var("REGATTA_TEST_SEED") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("REGATTA_TEST_SEED={v:?} is not a u64")),
+        Err(_) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("the clock is after 1970");
+            mix(now.as_nanos() as u64, u64::from(std::process::id()))
+        }
+    });
+    eprintln!("REGATTA_TEST_SEED={seed} (set it to replay this run's random choices)");
+    seed
+}
+
+/// An RNG for `stream` of this run: the same seed and stream give the same sequence.
+pub fn seeded_rng(seed: u64, stream: u64) -> StdRng {
+    StdRng::seed_from_u64(mix(seed, stream))
+}
+
+/// Mixes two words into a seed (splitmix64's finalizer over both).
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_add(0x9e37_79b9_7f4a_7c15).rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 /// The faults currently injected into raft traffic between stores.
 #[derive(Default)]
@@ -49,6 +98,8 @@ struct FaultyTransport {
     inner: TcpTransport,
     net: Arc<Network>,
     rt: tokio::runtime::Handle,
+    /// Draws the faults; seeded from the run's seed.
+    rng: Mutex<StdRng>,
 }
 
 impl Transport for FaultyTransport {
@@ -58,7 +109,7 @@ impl Transport for FaultyTransport {
         if rules.blocked.contains(&(self.store_id, to)) {
             return;
         }
-        let mut rng = rand::thread_rng();
+        let mut rng = self.rng.lock().expect("rng lock");
         if rules.drop_prob > 0.0 && rng.gen_bool(rules.drop_prob) {
             return;
         }
@@ -86,6 +137,10 @@ impl Transport for FaultyTransport {
 pub struct Cluster {
     pub pg: Playground,
     pub net: Arc<Network>,
+    /// The run's seed ([`test_seed`]).
+    pub seed: u64,
+    /// RNGs handed out so far (each gets its own stream).
+    rngs: AtomicU64,
     _dir: tempfile::TempDir,
 }
 
@@ -107,15 +162,20 @@ impl Cluster {
     /// With a given store configuration.
     pub async fn with_config(stores: usize, regions: usize, config: StoreConfig) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let seed = test_seed();
         let net = Arc::new(Network::default());
         let n = net.clone();
         let rt = tokio::runtime::Handle::current();
+        // Each (re)start of a store draws its transport's seed from this one, in order.
+        let transport_seeds = Mutex::new(seeded_rng(seed, u64::MAX));
         let wrap: TransportWrap = Arc::new(move |store_id, tcp| {
+            let seed = transport_seeds.lock().expect("rng lock").gen();
             Arc::new(FaultyTransport {
                 store_id,
                 inner: tcp,
                 net: n.clone(),
                 rt: rt.clone(),
+                rng: Mutex::new(StdRng::seed_from_u64(seed)),
             }) as Arc<dyn Transport>
         });
         let mut cfg = PlaygroundConfig::local(stores, regions, dir.path().to_path_buf());
@@ -124,7 +184,19 @@ impl Cluster {
         let pg = Playground::start(cfg, test_logger())
             .await
             .expect("cluster starts");
-        Cluster { pg, net, _dir: dir }
+        Cluster {
+            pg,
+            net,
+            seed,
+            rngs: AtomicU64::new(0),
+            _dir: dir,
+        }
+    }
+
+    /// A new RNG from the run's seed, with a stream of its own: the n-th RNG a test asks
+    /// for is the same in every run with the same seed.
+    pub fn rng(&self) -> StdRng {
+        seeded_rng(self.seed, self.rngs.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A client of this cluster with short retry delays and the given op deadline.
@@ -215,9 +287,25 @@ impl Cluster {
         });
     }
 
-    /// Stops store `id` abruptly (data stays on disk).
+    /// Crashes store `id` as SIGKILL would: its raft writes queued for the LogWriter and
+    /// not yet written are lost, nothing is reported or flushed on the way out; what was
+    /// handed to RocksDB stays (see `Store::crash`).
     pub async fn crash(&mut self, id: u64) {
+        self.pg.crash_store(id).await;
+    }
+
+    /// Stops store `id` gracefully: its LogWriter writes everything queued first.
+    pub async fn stop(&mut self, id: u64) {
         self.pg.stop_store(id).await;
+    }
+
+    /// Stalls (or resumes) store `id`'s disk: its raft writes queue up unwritten, so its
+    /// replicas acknowledge nothing new (`Store::stall_log_writer`).
+    pub fn stall_disk(&self, id: u64, stalled: bool) {
+        self.pg
+            .store(id)
+            .expect("store running")
+            .stall_log_writer(stalled);
     }
 
     /// Starts store `id` again from its data directory.
@@ -405,6 +493,16 @@ impl Recorder {
         outcome
     }
 
+    /// How many recorded operations got an answer (for progress checks).
+    pub fn answered(&self) -> usize {
+        self.events
+            .lock()
+            .expect("events lock")
+            .iter()
+            .filter(|e| e.returned.is_some())
+            .count()
+    }
+
     /// Every recorded event.
     pub fn events(&self) -> Vec<Event> {
         self.events.lock().expect("events lock").clone()
@@ -422,20 +520,17 @@ impl Recorder {
     }
 }
 
-/// One random operation on `key` through `client`, recorded. A put writes a unique value.
-pub async fn random_op(client: &Client, rec: &Recorder, key: &[u8], unique: u64) -> Outcome {
-    random_op_with(client, rec, key, unique, ReadConsistency::Linearizable).await
-}
-
-/// [`random_op`] whose gets use `reads`.
+/// One random operation (drawn from `rng`) on `key` through `client`, recorded; gets use
+/// `reads`. A put writes a unique value.
 pub async fn random_op_with(
     client: &Client,
     rec: &Recorder,
     key: &[u8],
     unique: u64,
     reads: ReadConsistency,
+    rng: &mut StdRng,
 ) -> Outcome {
-    let choice = rand::thread_rng().gen_range(0..10);
+    let choice = rng.gen_range(0..10);
     let value = format!("v{unique}").into_bytes();
     rec.record(key, async {
         match choice {
@@ -521,18 +616,17 @@ pub async fn run_workload_with(
     op_timeout: Duration,
     reads: ReadConsistency,
 ) -> usize {
-    // Values are unique across every workload of the process.
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..clients {
         let client = cluster.client_with_deadline(op_timeout).await;
-        let (rec, keys) = (rec.clone(), keys.to_vec());
+        let (rec, keys, mut rng) = (rec.clone(), keys.to_vec(), cluster.rng());
         set.spawn(async move {
             let mut known = 0;
             for _ in 0..ops {
-                let key = &keys[rand::thread_rng().gen_range(0..keys.len())];
-                let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Outcome::Known(_) = random_op_with(&client, &rec, key, unique, reads).await {
+                let key = &keys[rng.gen_range(0..keys.len())];
+                let unique = next_unique();
+                let op = random_op_with(&client, &rec, key, unique, reads, &mut rng);
+                if let Outcome::Known(_) = op.await {
                     known += 1;
                 }
             }
@@ -544,6 +638,12 @@ pub async fn run_workload_with(
         known += r.expect("client task");
     }
     known
+}
+
+/// A number no other call in this process returns: makes every written value unique.
+pub fn next_unique() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
 /// `n` keys spread over the whole key space (so that every region gets some).
