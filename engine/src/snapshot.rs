@@ -18,11 +18,12 @@ use regatta_proto::raft_serverpb::{
 
 /// Data-key ranges (every mode prefix) of the user-key range of `region`.
 pub fn region_data_ranges(region: &Region) -> Vec<(Vec<u8>, Vec<u8>)> {
-    // Raw ('r') data; the transactional prefix joins here when MVCC lands.
-    vec![keys::raw_data_range(
-        region.get_start_key(),
-        region.get_end_key(),
-    )]
+    // Raw ('r') and transactional ('x', memcomparable user keys with their versions).
+    let (start, end) = (region.get_start_key(), region.get_end_key());
+    vec![
+        keys::raw_data_range(start, end),
+        keys::txn_data_range(start, end),
+    ]
 }
 
 fn in_ranges(ranges: &[(Vec<u8>, Vec<u8>)], key: &[u8]) -> bool {
