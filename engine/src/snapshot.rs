@@ -213,3 +213,34 @@ pub fn decode(region_id: u64, snap: &Snapshot) -> Result<DecodedSnapshot> {
         sessions: data.take_sessions().into_vec(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_data_ranges_cover_the_raw_and_txn_keys_of_the_region_only() {
+        let mut region = Region::new();
+        region.set_start_key(b"b".to_vec());
+        region.set_end_key(b"d".to_vec());
+        let ranges = region_data_ranges(&region);
+        let mut version = keys::txn_data_key(b"c\xff");
+        version.extend_from_slice(&[0xFF; 8]);
+        for inside in [
+            keys::raw_data_key(b"b"),
+            keys::raw_data_key(b"c"),
+            keys::txn_data_key(b"b"),
+            version,
+        ] {
+            assert!(in_ranges(&ranges, &inside), "{inside:?}");
+        }
+        for outside in [
+            keys::raw_data_key(b"d"),
+            keys::raw_data_key(b"a"),
+            keys::txn_data_key(b"d"),
+            keys::txn_data_key(b"a\xff"),
+        ] {
+            assert!(!in_ranges(&ranges, &outside), "{outside:?}");
+        }
+    }
+}

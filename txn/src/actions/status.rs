@@ -29,6 +29,13 @@ pub enum TxnStatus {
         /// The commit timestamp.
         commit_ts: u64,
     },
+    /// An async-commit primary whose TTL ran out. It is not rolled back here: the
+    /// transaction committed if every prewrite landed, so its fate is decided by its
+    /// secondaries ([`check_secondary_locks`] on `lock.secondaries`), as in TiKV.
+    AsyncCommitUndecided {
+        /// The primary's lock.
+        lock: Lock,
+    },
     /// Rolled back before this check.
     RolledBack,
     /// The primary lock's TTL ran out; this check rolled it back.
@@ -38,7 +45,8 @@ pub enum TxnStatus {
 }
 
 /// Checks transaction `lock_ts` on its `primary` at `current_ts` (TiKV's
-/// `check_txn_status`): rolls back an expired lock; pushes a live lock's `min_commit_ts`
+/// `check_txn_status`): rolls back an expired lock (except an async-commit one, see
+/// [`TxnStatus::AsyncCommitUndecided`]); pushes a live lock's `min_commit_ts`
 /// above `caller_start_ts` (0: no push) so the caller's read need not wait, except for
 /// async-commit and pessimistic locks; with nothing on the key, rolls back if
 /// `rollback_if_not_exist`, else [`Error::TxnNotFound`]. On `Err` discard the batch.
@@ -54,6 +62,9 @@ pub fn check_txn_status<S: Snapshot, W: WriteBatch>(
     let reader = MvccReader::new(snap);
     if let Some(mut lock) = reader.load_lock(primary)? {
         if lock.start_ts == lock_ts {
+            if lock.is_expired(current_ts) && lock.use_async_commit {
+                return Ok(TxnStatus::AsyncCommitUndecided { lock });
+            }
             if lock.is_expired(current_ts) {
                 rollback_lock(&reader, wb, primary, &lock)?;
                 return Ok(TxnStatus::TtlExpiredRolledBack);

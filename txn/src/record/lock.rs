@@ -65,7 +65,8 @@ pub struct Lock {
     /// The smallest commit ts the transaction may use; readers push it above their own ts
     /// so they need not wait (0: no floor beyond `start_ts + 1`).
     pub min_commit_ts: u64,
-    /// The value, if a `Put` of at most 255 bytes (else it is in the `default` CF).
+    /// The value, if a `Put` of at most 255 bytes (else it is in the `default` CF;
+    /// [`Lock::encode`] panics on a longer one).
     pub short_value: Option<Vec<u8>>,
     /// Whether the transaction uses async commit (its commit ts is then decided by the
     /// `min_commit_ts` of its locks, and readers may not push it).

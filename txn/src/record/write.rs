@@ -74,7 +74,8 @@ pub struct Write {
     pub kind: WriteKind,
     /// The transaction's start timestamp (where its large value lives in `default`).
     pub start_ts: u64,
-    /// The value of a `Put` of at most 255 bytes.
+    /// The value of a `Put` of at most 255 bytes ([`Write::encode`] panics on a longer
+    /// one; longer values live in the `default` CF).
     pub short_value: Option<Vec<u8>>,
     /// A `Rollback` that must not be dropped or overwritten (see the module doc).
     pub protected: bool,

@@ -111,7 +111,7 @@ fn a_missing_primary_is_rolled_back_only_when_asked<E: Fresh>() {
     ));
 }
 
-fn async_commit_locks_are_not_pushed<E: Fresh>() {
+fn async_commit_locks_are_neither_pushed_nor_rolled_back_on_expiry<E: Fresh>() {
     let env = Env::<E>::new();
     let start = at_ms(1_000);
     let mut req = env.request(
@@ -128,6 +128,12 @@ fn async_commit_locks_are_not_pushed<E: Fresh>() {
         } => assert_eq!(lock.min_commit_ts, start + 1),
         other => panic!("expected an unpushed Alive, got {other:?}"),
     }
+    // Expired, it is left for its secondaries to decide: it may already be committed.
+    match status(&env, b"p", start, 0, at_ms(1_000 + TTL_MS), true).unwrap() {
+        TxnStatus::AsyncCommitUndecided { lock } => assert_eq!(lock.start_ts, start),
+        other => panic!("expected AsyncCommitUndecided, got {other:?}"),
+    }
+    assert!(env.lock(b"p").is_some(), "not rolled back");
 }
 
 fn heartbeat_extends_but_never_shortens_the_ttl<E: Fresh>() {
@@ -200,7 +206,7 @@ on_both!(
 
 on_mem!(
     a_missing_primary_is_rolled_back_only_when_asked,
-    async_commit_locks_are_not_pushed,
+    async_commit_locks_are_neither_pushed_nor_rolled_back_on_expiry,
     heartbeat_extends_but_never_shortens_the_ttl,
     secondary_locks_report_locked_committed_or_rolled_back,
 );
