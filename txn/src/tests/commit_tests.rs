@@ -170,6 +170,25 @@ fn a_rollback_on_another_txns_commit_slot_marks_it_overlapped<E: Fresh>() {
     ));
 }
 
+fn rollback_over_another_txns_lock_records_ours_and_keeps_theirs<E: Fresh>() {
+    // Goal: TinyKV 4C "rollback other txn". Our prewrite never landed because another
+    // txn holds the key; rolling us back must not touch their lock.
+    let env = Env::<E>::new();
+    env.prewrite(vec![Mutation::put(b"k".to_vec(), vec![5; 300])], 20)
+        .unwrap();
+    env.rollback(&[b"k"], 10).unwrap();
+    let theirs = env.lock(b"k").unwrap();
+    assert_eq!(theirs.start_ts, 20);
+    let w = env.write_at(b"k", 10).unwrap();
+    assert_eq!(
+        (w.kind, w.start_ts, w.protected),
+        (WriteKind::Rollback, 10, true)
+    );
+    assert_eq!(env.count(Cf::Default), 1, "their large value stays");
+    env.commit(&[b"k"], 20, 30).unwrap();
+    assert_eq!(env.value(b"k", 30), Some(vec![5; 300]));
+}
+
 fn cleanup_rolls_back_only_an_expired_lock<E: Fresh>() {
     let env = Env::<E>::new();
     let start = at_ms(1_000);
@@ -244,5 +263,6 @@ on_mem!(
     commit_of_a_pessimistic_lock_is_refused,
     rollback_drops_lock_and_value_and_leaves_a_record,
     a_rollback_on_another_txns_commit_slot_marks_it_overlapped,
+    rollback_over_another_txns_lock_records_ours_and_keeps_theirs,
     cleanup_rolls_back_only_an_expired_lock,
 );

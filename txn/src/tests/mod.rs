@@ -5,6 +5,7 @@
 
 mod commit_tests;
 mod gc_tests;
+mod model_tests;
 mod pessimistic_tests;
 mod prewrite_tests;
 mod read_tests;
