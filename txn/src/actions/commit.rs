@@ -12,9 +12,10 @@
 //! its primary: commit or roll back that transaction's locks on the given keys. Keys that
 //! no longer hold its lock are skipped, so resolving twice is harmless.
 
-use super::{commit_lock, ensure_distinct, rollback_lock};
+use super::{commit_lock, delete_lock, ensure_distinct, rollback_lock};
 use crate::error::{Error, Result};
 use crate::reader::{MvccReader, TxnCommitRecord};
+use crate::record::LockKind;
 use regatta_engine::{Snapshot, WriteBatch};
 
 /// Commits transaction `start_ts` at `commit_ts` on `keys`. On `Err` discard the batch.
@@ -59,7 +60,8 @@ pub fn commit<S: Snapshot, W: WriteBatch>(
 }
 
 /// Resolves the locks of transaction `start_ts` on `keys`: commits them at `commit_ts`,
-/// or rolls them back when `commit_ts` is 0. Returns how many locks it resolved. On `Err`
+/// or rolls them back when `commit_ts` is 0. When committing, a pessimistic lock the
+/// transaction never prewrote is removed without a record. Returns how many locks it resolved. On `Err`
 /// discard the batch.
 pub fn resolve_lock<S: Snapshot, W: WriteBatch>(
     snap: &S,
@@ -83,6 +85,11 @@ pub fn resolve_lock<S: Snapshot, W: WriteBatch>(
         };
         if commit_ts == 0 {
             rollback_lock(&reader, wb, key, &lock)?;
+        } else if lock.kind == LockKind::Pessimistic {
+            // Locked but never prewritten: the committed transaction did not write this
+            // key (a statement retried after a conflict), so the lock just goes. TiKV
+            // leaves such locks behind; dropping them spares a second resolve.
+            delete_lock(wb, key);
         } else {
             commit_lock(&reader, wb, key, lock, commit_ts)?;
         }

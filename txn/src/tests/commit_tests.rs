@@ -249,6 +249,39 @@ fn resolve_lock_commits_or_rolls_back_only_that_txns_locks<E: Fresh>() {
     );
 }
 
+fn resolving_a_committed_txn_drops_its_unprewritten_pessimistic_locks<E: Fresh>() {
+    let env = Env::<E>::new();
+    let req = PessimisticLockRequest {
+        primary: b"p".to_vec(),
+        start_ts: 10,
+        for_update_ts: 10,
+        lock_ttl_ms: TTL_MS,
+        need_value: false,
+        keys: keys(&[b"p", b"extra"]),
+    };
+    env.run(|s, wb| acquire_pessimistic_lock(s, wb, &req))
+        .unwrap();
+    let mut pw = env.request(
+        b"p",
+        10,
+        vec![Mutation::put(b"p".to_vec(), b"v".to_vec()).pessimistic()],
+    );
+    pw.for_update_ts = 10;
+    env.run(|s, wb| prewrite(s, wb, &pw)).unwrap();
+    env.commit(&[b"p"], 10, 20).unwrap();
+    let extra = keys(&[b"extra"]);
+    assert_eq!(
+        env.run(|s, wb| resolve_lock(s, wb, &extra, 10, 20))
+            .unwrap(),
+        1
+    );
+    assert!(env.lock(b"extra").is_none());
+    assert!(
+        env.writes(b"extra").is_empty(),
+        "the txn wrote nothing there"
+    );
+}
+
 on_both!(
     commit_makes_the_value_visible_from_its_commit_ts_and_drops_the_lock,
     commit_after_rollback_is_refused,
@@ -264,5 +297,6 @@ on_mem!(
     rollback_drops_lock_and_value_and_leaves_a_record,
     a_rollback_on_another_txns_commit_slot_marks_it_overlapped,
     rollback_over_another_txns_lock_records_ours_and_keeps_theirs,
+    resolving_a_committed_txn_drops_its_unprewritten_pessimistic_locks,
     cleanup_rolls_back_only_an_expired_lock,
 );

@@ -232,4 +232,4 @@ fn reads_match_the_model_under_generated_interleavings<E: Fresh>() {
     );
 }
 
-on_mem!(reads_match_the_model_under_generated_interleavings);
+on_both!(reads_match_the_model_under_generated_interleavings);
