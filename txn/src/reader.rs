@@ -121,6 +121,9 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
     /// Up to `limit` `(key, value)` pairs of the keys in `[start, end)` (empty end =
     /// unbounded) as of `read_ts`, ascending; deleted keys are left out. Fails with
     /// [`Error::KeyIsLocked`] on the first key in the scanned part that a lock blocks.
+    /// It walks every version in the range (TiKV's scanner seeks past old versions
+    /// instead; worth doing once GC leaves long histories) and reads every lock of the
+    /// range.
     pub fn scan(
         &self,
         start: &[u8],
