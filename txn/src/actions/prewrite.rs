@@ -197,8 +197,8 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
     let async_commit = req.async_commit_secondaries.is_some();
     let lock_min_commit_ts = if async_commit {
         req.min_commit_ts
-            .max(req.start_ts + 1)
-            .max(req.for_update_ts + 1)
+            .max(req.start_ts.saturating_add(1))
+            .max(req.for_update_ts.saturating_add(1))
     } else {
         req.min_commit_ts
     };
