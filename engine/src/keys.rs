@@ -9,7 +9,15 @@
 //! - `0x02 rid`            -> `RegionLocalState` (a separate prefix so listing regions
 //!   never walks the logs)
 //!
-//! Data CFs: user keys behind a mode byte, `r` for raw KV (`x` is reserved for MVCC).
+//! Data CFs: user keys behind a mode byte, `r` for raw KV (`r` + user key), `x` for
+//! transactional (MVCC) data (`x` + memcomparable(user key), see [`memcomparable`]; the
+//! MVCC layer, `regatta-txn`, appends the version timestamp). The memcomparable encoding
+//! keeps the versions of one key contiguous and in key order, so a user-key range maps to
+//! one data-key range in both modes.
+//!
+//! [`memcomparable`]: crate::memcomparable
+
+use crate::memcomparable;
 
 /// Prefix of all per-region raft keys.
 const REGION_RAFT_PREFIX: u8 = 0x01;
@@ -24,6 +32,8 @@ const DEDUP_SUFFIX: u8 = 0x06;
 
 /// Mode byte of raw KV data keys.
 pub const RAW_PREFIX: u8 = b'r';
+/// Mode byte of transactional (MVCC) data keys.
+pub const TXN_PREFIX: u8 = b'x';
 
 fn region_key(region_id: u64, suffix: u8, extra: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(10 + extra.len());
@@ -129,6 +139,41 @@ pub fn raw_data_range(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
+/// Transactional data key of user key `key`: `x` + memcomparable(`key`). It is the key of
+/// `key`'s lock (`lock` CF) and the prefix of all its versions (`default`, `write` CFs).
+pub fn txn_data_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + memcomparable::encoded_len(key.len()) + 8);
+    k.push(TXN_PREFIX);
+    memcomparable::encode_bytes(key, &mut k);
+    k
+}
+
+/// Splits a transactional data key into its user key and what follows the encoded user
+/// key (a version key's timestamp). A key without the `x` prefix or with a malformed
+/// encoding is [`Error::Corrupt`](crate::Error::Corrupt).
+pub fn txn_user_key(data_key: &[u8]) -> crate::Result<(Vec<u8>, &[u8])> {
+    match data_key.strip_prefix(&[TXN_PREFIX]) {
+        Some(rest) => memcomparable::decode_bytes(rest),
+        None => Err(crate::Error::Corrupt {
+            what: "transactional data key",
+            region_id: 0,
+            detail: format!("no 'x' prefix: {data_key:?}"),
+        }),
+    }
+}
+
+/// `[start, end)` of the transactional data keys (every version included) of the user-key
+/// range `[start, end)` (empty end = unbounded).
+pub fn txn_data_range(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let lo = txn_data_key(start);
+    let hi = if end.is_empty() {
+        vec![TXN_PREFIX + 1]
+    } else {
+        txn_data_key(end)
+    };
+    (lo, hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +226,36 @@ mod tests {
         assert!(lo <= raw_data_key(b"") && raw_data_key(b"l\xff") < hi);
         assert!(raw_data_key(b"m") >= hi);
         assert_eq!(raw_user_key(&raw_data_key(b"abc")), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn txn_ranges_hold_every_version_of_their_keys_and_no_other() {
+        let version = |k: &[u8], suffix: &[u8]| {
+            let mut d = txn_data_key(k);
+            d.extend_from_slice(suffix);
+            d
+        };
+        let (lo, hi) = txn_data_range(b"b", b"d");
+        for k in [
+            &b"b"[..],
+            b"b\x00",
+            b"c\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        ] {
+            for suffix in [&[0u8; 8][..], &[0xFF; 8]] {
+                let d = version(k, suffix);
+                assert!(lo <= d && d < hi, "{k:?}");
+                assert_eq!(txn_user_key(&d).unwrap(), (k.to_vec(), suffix));
+            }
+        }
+        for k in [&b"a\xff"[..], b"d", b"d\x00"] {
+            assert!(!(lo <= version(k, &[0; 8]) && version(k, &[0; 8]) < hi));
+        }
+        let (lo, hi) = txn_data_range(b"", b"");
+        assert!(lo <= txn_data_key(b"") && version(&[0xFF; 20], &[0xFF; 8]) < hi);
+        assert!(
+            raw_data_key(&[0xFF; 4]) < lo,
+            "raw keys sort before every txn key"
+        );
+        assert!(txn_user_key(&raw_data_key(b"a")).is_err());
     }
 }

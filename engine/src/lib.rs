@@ -36,6 +36,7 @@
 mod error;
 pub mod keys;
 mod mem;
+pub mod memcomparable;
 mod raw;
 mod rocks;
 pub mod snapshot;

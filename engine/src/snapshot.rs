@@ -18,11 +18,12 @@ use regatta_proto::raft_serverpb::{
 
 /// Data-key ranges (every mode prefix) of the user-key range of `region`.
 pub fn region_data_ranges(region: &Region) -> Vec<(Vec<u8>, Vec<u8>)> {
-    // Raw ('r') data; the transactional prefix joins here when MVCC lands.
-    vec![keys::raw_data_range(
-        region.get_start_key(),
-        region.get_end_key(),
-    )]
+    // Raw ('r') and transactional ('x', memcomparable user keys with their versions).
+    let (start, end) = (region.get_start_key(), region.get_end_key());
+    vec![
+        keys::raw_data_range(start, end),
+        keys::txn_data_range(start, end),
+    ]
 }
 
 fn in_ranges(ranges: &[(Vec<u8>, Vec<u8>)], key: &[u8]) -> bool {
@@ -211,4 +212,35 @@ pub fn decode(region_id: u64, snap: &Snapshot) -> Result<DecodedSnapshot> {
         cfs,
         sessions: data.take_sessions().into_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_data_ranges_cover_the_raw_and_txn_keys_of_the_region_only() {
+        let mut region = Region::new();
+        region.set_start_key(b"b".to_vec());
+        region.set_end_key(b"d".to_vec());
+        let ranges = region_data_ranges(&region);
+        let mut version = keys::txn_data_key(b"c\xff");
+        version.extend_from_slice(&[0xFF; 8]);
+        for inside in [
+            keys::raw_data_key(b"b"),
+            keys::raw_data_key(b"c"),
+            keys::txn_data_key(b"b"),
+            version,
+        ] {
+            assert!(in_ranges(&ranges, &inside), "{inside:?}");
+        }
+        for outside in [
+            keys::raw_data_key(b"d"),
+            keys::raw_data_key(b"a"),
+            keys::txn_data_key(b"d"),
+            keys::txn_data_key(b"a\xff"),
+        ] {
+            assert!(!in_ranges(&ranges, &outside), "{outside:?}");
+        }
+    }
 }

@@ -1,0 +1,287 @@
+//! Prewrite (Percolator step 1 of 2PC) and 1PC.
+//!
+//! Prewrite puts a lock naming the primary on every key and stores large values in
+//! `default` at `key + start_ts`. It fails on a lock of another transaction
+//! ([`Error::KeyIsLocked`]) and on a write of another transaction committed at or after
+//! `start_ts` ([`Error::WriteConflict`]; in a pessimistic transaction only after
+//! `for_update_ts`, as TiKV). It is idempotent: a key that already holds this
+//! transaction's prewrite lock, or its commit record, is left alone; a key with its
+//! rollback record fails ([`Error::AlreadyRolledBack`]) — the protected rollback is what
+//! stops a late prewrite. A pessimistic prewrite turns the transaction's own pessimistic
+//! lock into a prewrite lock without a conflict check (holding the lock excluded writers).
+//!
+//! 1PC (TiKV's `try_one_pc`) runs the same checks and writes the write records at the
+//! given commit ts at once, with no lock left behind: for transactions whose keys all lie
+//! in one region and go in one batch.
+
+use super::{delete_lock, ensure_distinct, put_commit_write, put_lock};
+use crate::error::{Error, Result};
+use crate::key;
+use crate::reader::{MvccReader, TxnCommitRecord};
+use crate::record::{Lock, LockKind, Write, WriteKind, SHORT_VALUE_MAX_LEN};
+use regatta_engine::{Cf, Snapshot, WriteBatch};
+
+/// What a transaction does to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Write this value.
+    Put(Vec<u8>),
+    /// Delete the key.
+    Delete,
+    /// Lock the key without changing it (a read the transaction depends on).
+    Lock,
+}
+
+/// One key's part of a prewrite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mutation {
+    /// The user key.
+    pub key: Vec<u8>,
+    /// What to do to it.
+    pub op: Op,
+    /// Whether the transaction holds a pessimistic lock on the key that this prewrite
+    /// must find (TiKV's `is_pessimistic_lock`).
+    pub pessimistic: bool,
+}
+
+impl Mutation {
+    /// Writes `value` at `key`.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Mutation {
+        Mutation {
+            key: key.into(),
+            op: Op::Put(value.into()),
+            pessimistic: false,
+        }
+    }
+
+    /// Deletes `key`.
+    pub fn delete(key: impl Into<Vec<u8>>) -> Mutation {
+        Mutation {
+            key: key.into(),
+            op: Op::Delete,
+            pessimistic: false,
+        }
+    }
+
+    /// Locks `key` without changing it.
+    pub fn lock(key: impl Into<Vec<u8>>) -> Mutation {
+        Mutation {
+            key: key.into(),
+            op: Op::Lock,
+            pessimistic: false,
+        }
+    }
+
+    /// The same mutation over the transaction's pessimistic lock on the key.
+    pub fn pessimistic(self) -> Mutation {
+        Mutation {
+            pessimistic: true,
+            ..self
+        }
+    }
+}
+
+/// A prewrite (or 1PC) of some of a transaction's keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrewriteRequest {
+    /// The transaction's primary key (named in every lock).
+    pub primary: Vec<u8>,
+    /// The transaction's start timestamp.
+    pub start_ts: u64,
+    /// Lock time to live in milliseconds.
+    pub lock_ttl_ms: u64,
+    /// A pessimistic transaction's `for_update_ts`; 0 for optimistic ones.
+    pub for_update_ts: u64,
+    /// Floor of the commit ts: the caller's `max_ts + 1` (concurrency manager) for async
+    /// commit and 1PC; may be 0 otherwise.
+    pub min_commit_ts: u64,
+    /// Async commit: every secondary key, stored in the primary's lock. `None`: 2PC.
+    pub async_commit_secondaries: Option<Vec<Vec<u8>>>,
+    /// The keys and what to do to each (each key at most once).
+    pub mutations: Vec<Mutation>,
+}
+
+/// What a successful prewrite tells the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrewriteOutcome {
+    /// Async commit: the largest `min_commit_ts` of the locks (the transaction commits at
+    /// the maximum over all its prewrites). 0 for 2PC.
+    pub min_commit_ts: u64,
+}
+
+/// What a key already holds for this transaction.
+enum Prior {
+    Nothing,
+    OwnPessimisticLock(Lock),
+    OwnPrewriteLock(Lock),
+    Committed,
+}
+
+fn check<S: Snapshot>(
+    reader: &MvccReader<'_, S>,
+    req: &PrewriteRequest,
+    m: &Mutation,
+) -> Result<Prior> {
+    if let Some(lock) = reader.load_lock(&m.key)? {
+        if lock.start_ts != req.start_ts {
+            return Err(Error::KeyIsLocked {
+                key: m.key.clone(),
+                lock: Box::new(lock),
+            });
+        }
+        return Ok(match lock.kind {
+            LockKind::Pessimistic => Prior::OwnPessimisticLock(lock),
+            _ => Prior::OwnPrewriteLock(lock),
+        });
+    }
+    let since = reader.writes_since(&m.key, req.start_ts)?;
+    match since.own {
+        TxnCommitRecord::Committed { .. } => return Ok(Prior::Committed),
+        TxnCommitRecord::RolledBack => {
+            return Err(Error::AlreadyRolledBack {
+                key: m.key.clone(),
+                start_ts: req.start_ts,
+            })
+        }
+        TxnCommitRecord::None => {}
+    }
+    if m.pessimistic {
+        return Err(Error::PessimisticLockNotFound {
+            key: m.key.clone(),
+            start_ts: req.start_ts,
+        });
+    }
+    if let Some((commit_ts, conflict_start_ts)) = since.newest_other {
+        // `newest_other` is committed at or after start_ts; a pessimistic transaction read
+        // at for_update_ts, so only commits after it conflict.
+        if req.for_update_ts == 0 || commit_ts > req.for_update_ts {
+            return Err(Error::WriteConflict {
+                key: m.key.clone(),
+                start_ts: req.start_ts,
+                conflict_start_ts,
+                conflict_commit_ts: commit_ts,
+            });
+        }
+    }
+    Ok(Prior::Nothing)
+}
+
+/// Stores a large value in `default`; returns the short value to inline, if any.
+fn store_value(wb: &mut impl WriteBatch, key: &[u8], start_ts: u64, op: &Op) -> Option<Vec<u8>> {
+    match op {
+        Op::Put(v) if v.len() <= SHORT_VALUE_MAX_LEN => Some(v.clone()),
+        Op::Put(v) => {
+            wb.put(Cf::Default, &key::version_key(key, start_ts), v);
+            None
+        }
+        Op::Delete | Op::Lock => None,
+    }
+}
+
+fn lock_kind(op: &Op) -> LockKind {
+    match op {
+        Op::Put(_) => LockKind::Put,
+        Op::Delete => LockKind::Delete,
+        Op::Lock => LockKind::Lock,
+    }
+}
+
+/// Prewrites `req.mutations`: see the module doc. On `Err` discard the batch.
+pub fn prewrite<S: Snapshot, W: WriteBatch>(
+    snap: &S,
+    wb: &mut W,
+    req: &PrewriteRequest,
+) -> Result<PrewriteOutcome> {
+    ensure_distinct(req.mutations.iter().map(|m| m.key.as_slice()))?;
+    let reader = MvccReader::new(snap);
+    let async_commit = req.async_commit_secondaries.is_some();
+    let lock_min_commit_ts = if async_commit {
+        req.min_commit_ts
+            .max(req.start_ts.saturating_add(1))
+            .max(req.for_update_ts.saturating_add(1))
+    } else {
+        req.min_commit_ts
+    };
+    let mut outcome = PrewriteOutcome { min_commit_ts: 0 };
+    for m in &req.mutations {
+        let ttl_ms = match check(&reader, req, m)? {
+            Prior::Committed => continue,
+            Prior::OwnPrewriteLock(lock) => {
+                if async_commit {
+                    outcome.min_commit_ts = outcome.min_commit_ts.max(lock.min_commit_ts);
+                }
+                continue;
+            }
+            Prior::OwnPessimisticLock(lock) => req.lock_ttl_ms.max(lock.ttl_ms),
+            Prior::Nothing => req.lock_ttl_ms,
+        };
+        let mut lock = Lock::new(lock_kind(&m.op), req.primary.clone(), req.start_ts, ttl_ms);
+        lock.for_update_ts = req.for_update_ts;
+        lock.min_commit_ts = lock_min_commit_ts;
+        lock.short_value = store_value(wb, &m.key, req.start_ts, &m.op);
+        if let Some(secondaries) = &req.async_commit_secondaries {
+            lock.use_async_commit = true;
+            if m.key == req.primary {
+                lock.secondaries = secondaries.clone();
+            }
+            outcome.min_commit_ts = outcome.min_commit_ts.max(lock_min_commit_ts);
+        }
+        put_lock(wb, &m.key, &lock);
+    }
+    Ok(outcome)
+}
+
+/// Prewrites and commits `req.mutations` at `commit_ts` in one step (1PC): the checks of
+/// [`prewrite`], then write records at `commit_ts` (and large values at `start_ts`), and
+/// the transaction's pessimistic locks removed. A key already committed by this
+/// transaction is left alone, so a retried 1PC is idempotent. On `Err` discard the batch.
+pub fn one_pc<S: Snapshot, W: WriteBatch>(
+    snap: &S,
+    wb: &mut W,
+    req: &PrewriteRequest,
+    commit_ts: u64,
+) -> Result<()> {
+    ensure_distinct(req.mutations.iter().map(|m| m.key.as_slice()))?;
+    if commit_ts <= req.start_ts || commit_ts <= req.for_update_ts {
+        return Err(Error::InvalidRequest(format!(
+            "1PC commit ts {commit_ts} not after start ts {} / for_update_ts {}",
+            req.start_ts, req.for_update_ts
+        )));
+    }
+    let reader = MvccReader::new(snap);
+    for m in &req.mutations {
+        match check(&reader, req, m)? {
+            Prior::Committed => continue,
+            Prior::OwnPrewriteLock(_) => {
+                return Err(Error::InvalidRequest(format!(
+                    "1PC of txn {} over its own prewrite lock on {:?}",
+                    req.start_ts, m.key
+                )))
+            }
+            Prior::OwnPessimisticLock(_) => delete_lock(wb, &m.key),
+            Prior::Nothing => {}
+        }
+        if commit_ts < req.min_commit_ts {
+            return Err(Error::CommitTsExpired {
+                key: m.key.clone(),
+                start_ts: req.start_ts,
+                commit_ts,
+                min_commit_ts: req.min_commit_ts,
+            });
+        }
+        let kind = match m.op {
+            Op::Put(_) => WriteKind::Put,
+            Op::Delete => WriteKind::Delete,
+            Op::Lock => WriteKind::Lock,
+        };
+        let short = store_value(wb, &m.key, req.start_ts, &m.op);
+        put_commit_write(
+            &reader,
+            wb,
+            &m.key,
+            commit_ts,
+            Write::new(kind, req.start_ts, short),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! Pessimistic locks: acquire (conflicts after for_update_ts, values, re-acquire) and
+//! pessimistic rollback.
+
+use super::*;
+
+fn lock_req(
+    ks: &[&[u8]],
+    start_ts: u64,
+    for_update_ts: u64,
+    need_value: bool,
+) -> PessimisticLockRequest {
+    PessimisticLockRequest {
+        primary: ks.first().map(|k| k.to_vec()).unwrap_or_default(),
+        start_ts,
+        for_update_ts,
+        lock_ttl_ms: TTL_MS,
+        need_value,
+        keys: keys(ks),
+    }
+}
+
+fn acquire_locks_and_returns_the_newest_values<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.committed(vec![Mutation::put(b"a".to_vec(), b"1".to_vec())], 10, 20);
+    env.committed(vec![Mutation::put(b"a".to_vec(), vec![2; 300])], 30, 40);
+    let req = lock_req(&[b"a", b"b"], 50, 50, true);
+    let values = env
+        .run(|s, wb| acquire_pessimistic_lock(s, wb, &req))
+        .unwrap();
+    assert_eq!(values, vec![Some(vec![2; 300]), None]);
+    let l = env.lock(b"a").unwrap();
+    assert_eq!(
+        (l.kind, l.start_ts, l.for_update_ts),
+        (LockKind::Pessimistic, 50, 50)
+    );
+    assert!(
+        matches!(
+            env.prewrite(vec![Mutation::put(b"a".to_vec(), b"x".to_vec())], 60),
+            Err(Error::KeyIsLocked { .. })
+        ),
+        "a pessimistic lock blocks writers"
+    );
+    let other = lock_req(&[b"b"], 60, 60, false);
+    assert!(matches!(
+        env.run(|s, wb| acquire_pessimistic_lock(s, wb, &other)),
+        Err(Error::KeyIsLocked { .. })
+    ));
+    let quiet = lock_req(&[b"a"], 50, 50, false);
+    assert_eq!(
+        env.run(|s, wb| acquire_pessimistic_lock(s, wb, &quiet))
+            .unwrap(),
+        vec![None]
+    );
+}
+
+fn acquire_conflicts_only_with_writes_after_for_update_ts<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.committed(vec![Mutation::put(b"k".to_vec(), b"v".to_vec())], 20, 30);
+    let late = lock_req(&[b"k"], 10, 25, false);
+    match env.run(|s, wb| acquire_pessimistic_lock(s, wb, &late)) {
+        Err(Error::WriteConflict {
+            start_ts,
+            conflict_start_ts,
+            conflict_commit_ts,
+            ..
+        }) => assert_eq!(
+            (start_ts, conflict_start_ts, conflict_commit_ts),
+            (10, 20, 30)
+        ),
+        other => panic!("expected WriteConflict, got {other:?}"),
+    }
+    assert!(env.lock(b"k").is_none());
+    let retried = lock_req(&[b"k"], 10, 30, false);
+    env.run(|s, wb| acquire_pessimistic_lock(s, wb, &retried))
+        .expect("a newer for_update_ts sees the write");
+}
+
+fn re_acquire_raises_for_update_ts<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.run(|s, wb| acquire_pessimistic_lock(s, wb, &lock_req(&[b"k"], 10, 10, false)))
+        .unwrap();
+    env.run(|s, wb| acquire_pessimistic_lock(s, wb, &lock_req(&[b"k"], 10, 30, false)))
+        .unwrap();
+    assert_eq!(env.lock(b"k").unwrap().for_update_ts, 30);
+    let (out, writes) =
+        env.run_counted(|s, wb| acquire_pessimistic_lock(s, wb, &lock_req(&[b"k"], 10, 20, false)));
+    out.unwrap();
+    assert_eq!((writes, env.lock(b"k").unwrap().for_update_ts), (0, 30));
+}
+
+fn acquire_after_rollback_is_refused<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.rollback(&[b"k"], 10).unwrap();
+    assert!(matches!(
+        env.run(|s, wb| acquire_pessimistic_lock(s, wb, &lock_req(&[b"k"], 10, 10, false))),
+        Err(Error::AlreadyRolledBack { .. })
+    ));
+}
+
+fn pessimistic_rollback_removes_only_its_own_older_pessimistic_locks<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.run(|s, wb| acquire_pessimistic_lock(s, wb, &lock_req(&[b"a", b"b"], 10, 20, false)))
+        .unwrap();
+    env.prewrite(vec![Mutation::put(b"c".to_vec(), b"v".to_vec())], 10)
+        .unwrap();
+    env.prewrite(vec![Mutation::put(b"d".to_vec(), b"v".to_vec())], 11)
+        .unwrap();
+    let all = keys(&[b"a", b"b", b"c", b"d"]);
+    assert_eq!(
+        env.run(|s, wb| pessimistic_rollback(s, wb, &all, 10, 19))
+            .unwrap(),
+        0,
+        "locks of a newer statement stay"
+    );
+    assert_eq!(
+        env.run(|s, wb| pessimistic_rollback(s, wb, &all, 10, 20))
+            .unwrap(),
+        2
+    );
+    assert!(env.lock(b"a").is_none() && env.lock(b"b").is_none());
+    assert!(env.lock(b"c").is_some() && env.lock(b"d").is_some());
+    assert_eq!(env.count(Cf::Write), 0, "no record is left");
+}
+
+on_both!(acquire_conflicts_only_with_writes_after_for_update_ts);
+
+on_mem!(
+    acquire_locks_and_returns_the_newest_values,
+    re_acquire_raises_for_update_ts,
+    acquire_after_rollback_is_refused,
+    pessimistic_rollback_removes_only_its_own_older_pessimistic_locks,
+);

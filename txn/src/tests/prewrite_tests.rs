@@ -1,0 +1,262 @@
+//! Prewrite and 1PC (TinyKV 4B "prewrite": locked, written, older write, empty; TiKV's
+//! idempotence, late prewrite, pessimistic and async-commit variants).
+
+use super::*;
+
+fn prewrite_locks_each_key_naming_the_primary<E: Fresh>() {
+    let env = Env::<E>::new();
+    let big = vec![1u8; 1000];
+    env.prewrite(
+        vec![
+            Mutation::put(b"p".to_vec(), b"v".to_vec()),
+            Mutation::put(b"s1".to_vec(), big.clone()),
+            Mutation::delete(b"s2".to_vec()),
+            Mutation::lock(b"s3".to_vec()),
+        ],
+        10,
+    )
+    .unwrap();
+    let kinds = [
+        (&b"p"[..], LockKind::Put, Some(b"v".to_vec())),
+        (b"s1", LockKind::Put, None),
+        (b"s2", LockKind::Delete, None),
+        (b"s3", LockKind::Lock, None),
+    ];
+    for (k, kind, short) in kinds {
+        let l = env.lock(k).expect("locked");
+        assert_eq!(
+            (l.kind, l.primary.as_slice(), l.start_ts),
+            (kind, &b"p"[..], 10)
+        );
+        assert_eq!((l.ttl_ms, l.short_value), (TTL_MS, short));
+    }
+    assert_eq!(env.count(Cf::Default), 1, "the large value only");
+    assert_eq!(env.count(Cf::Write), 0, "nothing committed");
+}
+
+fn prewrite_with_no_mutations_writes_nothing<E: Fresh>() {
+    let env = Env::<E>::new();
+    let req = env.request(b"p", 10, vec![]);
+    let (out, writes) = env.run_counted(|s, wb| prewrite(s, wb, &req));
+    out.unwrap();
+    assert_eq!(writes, 0);
+}
+
+fn prewrite_meets_another_txns_lock<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.prewrite(vec![Mutation::put(b"k".to_vec(), b"a".to_vec())], 10)
+        .unwrap();
+    for start_ts in [5, 20] {
+        match env.prewrite(vec![Mutation::put(b"k".to_vec(), b"b".to_vec())], start_ts) {
+            Err(e @ Error::KeyIsLocked { .. }) => assert!(e.is_retryable()),
+            other => panic!("expected KeyIsLocked, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        env.lock(b"k").unwrap().start_ts,
+        10,
+        "the lock holder is untouched"
+    );
+}
+
+fn prewrite_meets_a_write_committed_at_or_after_its_start_ts<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.committed(vec![Mutation::put(b"k".to_vec(), b"a".to_vec())], 10, 20);
+    for start_ts in [15, 20] {
+        match env.prewrite(vec![Mutation::put(b"k".to_vec(), b"b".to_vec())], start_ts) {
+            Err(e @ Error::WriteConflict { .. }) => {
+                assert!(e.is_retryable());
+                let Error::WriteConflict {
+                    start_ts: s,
+                    conflict_start_ts,
+                    conflict_commit_ts,
+                    ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    (s, conflict_start_ts, conflict_commit_ts),
+                    (start_ts, 10, 20)
+                );
+            }
+            other => panic!("start {start_ts}: expected WriteConflict, got {other:?}"),
+        }
+    }
+    assert!(env.lock(b"k").is_none());
+    env.prewrite(vec![Mutation::put(b"k".to_vec(), b"c".to_vec())], 21)
+        .expect("an older write is no conflict");
+}
+
+fn another_txns_rollback_record_is_no_conflict<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.rollback(&[b"k"], 30).unwrap();
+    env.prewrite(vec![Mutation::put(b"k".to_vec(), b"v".to_vec())], 20)
+        .expect("a rollback changes no data");
+}
+
+fn re_prewrite_of_own_lock_is_idempotent<E: Fresh>() {
+    let env = Env::<E>::new();
+    let req = env.request(b"k", 10, vec![Mutation::put(b"k".to_vec(), vec![2; 400])]);
+    env.run(|s, wb| prewrite(s, wb, &req)).unwrap();
+    let (out, writes) = env.run_counted(|s, wb| prewrite(s, wb, &req));
+    out.unwrap();
+    assert_eq!(writes, 0, "the second prewrite writes nothing");
+    env.commit(&[b"k"], 10, 20).unwrap();
+    let (out, writes) = env.run_counted(|s, wb| prewrite(s, wb, &req));
+    out.expect("a prewrite after the commit is a stale duplicate");
+    assert_eq!(writes, 0);
+    assert!(env.lock(b"k").is_none());
+}
+
+fn a_late_prewrite_after_rollback_cannot_land<E: Fresh>() {
+    // Goal: Percolator's protected rollback. Method: roll back a txn on a key it never
+    // prewrote (the prewrite is "in flight"), then let the prewrite arrive.
+    let env = Env::<E>::new();
+    env.rollback(&[b"k"], 10).unwrap();
+    let w = env.write_at(b"k", 10).expect("rollback record");
+    assert_eq!((w.kind, w.protected), (WriteKind::Rollback, true));
+    match env.prewrite(vec![Mutation::put(b"k".to_vec(), b"v".to_vec())], 10) {
+        Err(e @ Error::AlreadyRolledBack { .. }) => assert!(!e.is_retryable()),
+        other => panic!("expected AlreadyRolledBack, got {other:?}"),
+    }
+    assert!(env.lock(b"k").is_none());
+}
+
+fn a_key_twice_in_one_prewrite_is_refused<E: Fresh>() {
+    let env = Env::<E>::new();
+    let r = env.prewrite(
+        vec![
+            Mutation::put(b"k".to_vec(), b"1".to_vec()),
+            Mutation::delete(b"k".to_vec()),
+        ],
+        10,
+    );
+    assert!(matches!(r, Err(Error::InvalidRequest(_))));
+    assert!(env.lock(b"k").is_none());
+}
+
+fn async_commit_prewrite_records_secondaries_and_min_commit_ts<E: Fresh>() {
+    let env = Env::<E>::new();
+    let mut req = env.request(
+        b"p",
+        10,
+        vec![
+            Mutation::put(b"p".to_vec(), b"1".to_vec()),
+            Mutation::put(b"s".to_vec(), b"2".to_vec()),
+        ],
+    );
+    req.async_commit_secondaries = Some(keys(&[b"s"]));
+    req.min_commit_ts = 25;
+    let out = env.run(|s, wb| prewrite(s, wb, &req)).unwrap();
+    assert_eq!(out.min_commit_ts, 25);
+    let p = env.lock(b"p").unwrap();
+    assert!(p.use_async_commit);
+    assert_eq!(
+        (p.secondaries.clone(), p.min_commit_ts),
+        (keys(&[b"s"]), 25)
+    );
+    assert!(env.lock(b"s").unwrap().secondaries.is_empty());
+    req.min_commit_ts = 0;
+    let again = env.run(|s, wb| prewrite(s, wb, &req)).unwrap();
+    assert_eq!(
+        again.min_commit_ts, 25,
+        "a retry reports the locks' min_commit_ts"
+    );
+    match env.commit(&[b"p", b"s"], 10, 24) {
+        Err(e @ Error::CommitTsExpired { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected CommitTsExpired, got {other:?}"),
+    }
+    env.commit(&[b"p", b"s"], 10, 25).unwrap();
+}
+
+fn pessimistic_prewrite_converts_its_own_lock_without_conflict_check<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.committed(vec![Mutation::put(b"k".to_vec(), b"old".to_vec())], 10, 20);
+    let lock_req = PessimisticLockRequest {
+        primary: b"k".to_vec(),
+        start_ts: 15,
+        for_update_ts: 25,
+        lock_ttl_ms: TTL_MS,
+        need_value: false,
+        keys: keys(&[b"k"]),
+    };
+    env.run(|s, wb| acquire_pessimistic_lock(s, wb, &lock_req))
+        .unwrap();
+    let mut req = env.request(
+        b"k",
+        15,
+        vec![Mutation::put(b"k".to_vec(), b"new".to_vec()).pessimistic()],
+    );
+    req.for_update_ts = 25;
+    env.run(|s, wb| prewrite(s, wb, &req))
+        .expect("commit at 20 is below for_update_ts: no conflict");
+    let l = env.lock(b"k").unwrap();
+    assert_eq!((l.kind, l.for_update_ts), (LockKind::Put, 25));
+    env.commit(&[b"k"], 15, 30).unwrap();
+    assert_eq!(env.value(b"k", 30), Some(b"new".to_vec()));
+
+    let mut lost = env.request(
+        b"q",
+        40,
+        vec![Mutation::put(b"q".to_vec(), b"x".to_vec()).pessimistic()],
+    );
+    lost.for_update_ts = 40;
+    match env.run(|s, wb| prewrite(s, wb, &lost)) {
+        Err(Error::PessimisticLockNotFound { key, start_ts }) => {
+            assert_eq!((key.as_slice(), start_ts), (&b"q"[..], 40))
+        }
+        other => panic!("expected PessimisticLockNotFound, got {other:?}"),
+    }
+}
+
+fn one_pc_writes_commit_records_directly<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.committed(vec![Mutation::put(b"c".to_vec(), b"0".to_vec())], 1, 2);
+    let req = env.request(
+        b"a",
+        10,
+        vec![
+            Mutation::put(b"a".to_vec(), b"1".to_vec()),
+            Mutation::put(b"b".to_vec(), vec![3; 600]),
+            Mutation::delete(b"c".to_vec()),
+        ],
+    );
+    env.run(|s, wb| one_pc(s, wb, &req, 15)).unwrap();
+    assert_eq!(env.count(Cf::Lock), 0, "1PC leaves no lock");
+    assert_eq!(env.value(b"a", 15), Some(b"1".to_vec()));
+    assert_eq!(env.value(b"b", 15), Some(vec![3; 600]));
+    assert_eq!(
+        (env.value(b"c", 14), env.value(b"c", 15)),
+        (Some(b"0".to_vec()), None)
+    );
+    let (out, writes) = env.run_counted(|s, wb| one_pc(s, wb, &req, 15));
+    out.expect("a retried 1PC is idempotent");
+    assert_eq!(writes, 0);
+    assert!(matches!(
+        env.run(|s, wb| one_pc(s, wb, &req, 10)),
+        Err(Error::InvalidRequest(_))
+    ));
+    let conflicting = env.request(b"a", 12, vec![Mutation::put(b"a".to_vec(), b"x".to_vec())]);
+    assert!(matches!(
+        env.run(|s, wb| one_pc(s, wb, &conflicting, 20)),
+        Err(Error::WriteConflict { .. })
+    ));
+}
+
+on_both!(
+    prewrite_meets_another_txns_lock,
+    prewrite_meets_a_write_committed_at_or_after_its_start_ts,
+    a_late_prewrite_after_rollback_cannot_land,
+    one_pc_writes_commit_records_directly,
+);
+
+on_mem!(
+    prewrite_locks_each_key_naming_the_primary,
+    prewrite_with_no_mutations_writes_nothing,
+    another_txns_rollback_record_is_no_conflict,
+    re_prewrite_of_own_lock_is_idempotent,
+    a_key_twice_in_one_prewrite_is_refused,
+    async_commit_prewrite_records_secondaries_and_min_commit_ts,
+    pessimistic_prewrite_converts_its_own_lock_without_conflict_check,
+);
