@@ -5,7 +5,14 @@
 
 use std::{env, fs, path::PathBuf};
 
-const FILES: &[&str] = &["metapb", "kvrpcpb", "raft_serverpb", "pdpb", "framepb"];
+const FILES: &[&str] = &[
+    "metapb",
+    "txnpb",
+    "kvrpcpb",
+    "raft_serverpb",
+    "pdpb",
+    "framepb",
+];
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));

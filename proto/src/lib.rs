@@ -32,6 +32,8 @@ macro_rules! generated {
 generated! {
     /// Cluster metadata: stores, regions, peers, epochs.
     metapb,
+    /// Transactional (Percolator) commands, answers and key errors.
+    txnpb,
     /// Client requests, responses and typed errors.
     kvrpcpb,
     /// Raft traffic, the replicated command format and persisted raft states.

@@ -398,6 +398,13 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
     fn execute(&mut self, req: Request, index: u64) -> Result<Response, Error> {
         let mut resp = Response::new();
         match req.cmd {
+            Some(Request_oneof_cmd::txn(_)) => {
+                // Refused by validation before proposal; an old entry carrying one is
+                // answered the same way on every replica.
+                return Err(Error::InvalidArgument(
+                    "transactional commands are not served by this store yet".into(),
+                ));
+            }
             Some(Request_oneof_cmd::split(_)) => {
                 return Err(Error::InvalidArgument(
                     "a split is an admin command, not a data command".into(),

@@ -108,6 +108,9 @@ pub(crate) fn validate_request(
             }
             Ok(())
         }
+        Some(Request_oneof_cmd::txn(_)) => Err(Error::InvalidArgument(
+            "transactional commands are not served by this store yet".into(),
+        )),
         None => Err(Error::InvalidArgument("request has no command".into())),
     }
 }

@@ -283,6 +283,8 @@ fn request_key(req: &Request) -> Option<&[u8]> {
         C::batch_get(b) => b.get_keys().first().map(|k| k.as_slice()),
         C::batch_put(b) => b.get_pairs().first().map(|p| p.get_key()),
         C::batch_delete(b) => b.get_keys().first().map(|k| k.as_slice()),
+        // The JSON node sends no transactional command (yet).
+        C::txn(_) => None,
     }
 }
 
