@@ -32,6 +32,26 @@ async fn applied_on(cluster: &Cluster, store: u64, region_id: u64) -> u64 {
         .map_or(0, |st| st.applied_index)
 }
 
+/// The disk is healthy again: the store `bad` is restarted (as an operator would) and
+/// must catch up with the leader of `region_id`.
+async fn restart_healed(cluster: &mut Cluster, bad: u64, region_id: u64) {
+    cluster
+        .pg
+        .store(bad)
+        .expect("still running")
+        .inject_write_failure(None);
+    cluster.crash(bad).await;
+    cluster.restart(bad).await;
+    let leader = cluster.wait_leader(region_id).await;
+    let target = applied_on(cluster, leader, region_id).await;
+    wait_until(
+        "the restarted store catches up",
+        Duration::from_secs(30),
+        || async { applied_on(cluster, bad, region_id).await >= target },
+    )
+    .await;
+}
+
 /// Writes keys `range` one by one; every one must be acknowledged (the client retries
 /// within its deadline).
 async fn write_all(c: &regatta_client::Client, range: std::ops::Range<usize>) {
@@ -90,20 +110,7 @@ async fn a_leader_whose_disk_fails_hands_over_and_the_cluster_keeps_serving() {
     assert_ne!(cluster.wait_leader(rid).await, bad);
 
     // Space comes back; the operator restarts the store; it catches up.
-    cluster
-        .pg
-        .store(bad)
-        .expect("still running")
-        .inject_write_failure(None);
-    cluster.crash(bad).await;
-    cluster.restart(bad).await;
-    let target = applied_on(&cluster, cluster.wait_leader(rid).await, rid).await;
-    wait_until(
-        "the restarted store catches up",
-        Duration::from_secs(30),
-        || async { applied_on(&cluster, bad, rid).await >= target },
-    )
-    .await;
+    restart_healed(&mut cluster, bad, rid).await;
     assert!(cluster
         .pg
         .store(bad)
@@ -149,18 +156,5 @@ async fn a_follower_whose_disk_fails_stops_and_catches_up_after_a_restart() {
         "a fenced replica applies nothing more"
     );
     check_all(&c, 0..140).await;
-    cluster
-        .pg
-        .store(bad)
-        .expect("still running")
-        .inject_write_failure(None);
-    cluster.crash(bad).await;
-    cluster.restart(bad).await;
-    let target = applied_on(&cluster, cluster.wait_leader(rid).await, rid).await;
-    wait_until(
-        "the restarted follower catches up",
-        Duration::from_secs(30),
-        || async { applied_on(&cluster, bad, rid).await >= target },
-    )
-    .await;
+    restart_healed(&mut cluster, bad, rid).await;
 }

@@ -2,68 +2,13 @@
 //! declare frames just under the limit and then go quiet must not pin the memory they
 //! declare, must not stop ordinary clients, and are closed once they stall or idle.
 
+mod common;
+
+use common::process::{free_port, spawn_ready, Proc};
 use regatta_client::{Client, Config};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// The process's resident memory, in bytes (`VmRSS` of /proc/<pid>/status).
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
-            .expect("the process is alive");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/<pid>/status");
-        kib * 1024
-    }
-}
-
-/// Starts `regatta ARGS` and waits (bounded) for its `ready` line on stdout.
-fn spawn_ready(args: &[String]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
-        .args(args)
-        .env("REGATTA_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("regatta starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("ready") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("`regatta {}` printed no ready line", args.join(" ")));
-    Proc(child)
-}
 
 /// PD and one store on loopback (with `extra` flags for both); returns them, PD's address
 /// and the store's.
@@ -82,7 +27,7 @@ fn cluster(dir: &std::path::Path, extra: &[&str]) -> (Proc, Proc, String, String
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    let pd = spawn_ready(&args);
+    let pd = spawn_ready(&args, "error");
     let store_addr = format!("127.0.0.1:{}", free_port());
     let mut args: Vec<String> = [
         "store",
@@ -99,7 +44,7 @@ fn cluster(dir: &std::path::Path, extra: &[&str]) -> (Proc, Proc, String, String
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    let store = spawn_ready(&args);
+    let store = spawn_ready(&args, "error");
     (pd, store, pd_addr, store_addr)
 }
 

@@ -4,55 +4,13 @@
 
 mod common;
 
+use common::process::{free_port, spawn_ready, Proc};
 use common::wait_until;
 use regatta_client::{Client, Config};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `regatta ARGS` and waits (bounded) for its `ready` line on stdout.
-fn spawn_ready(args: &[String]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
-        .args(args)
-        .env("REGATTA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("regatta starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("ready") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("`regatta {}` printed no ready line", args.join(" ")));
-    Proc(child)
-}
 
 fn store_args(id: u64, port: u16, pd: &str, dir: &Path) -> Vec<String> {
     vec![
@@ -74,26 +32,27 @@ fn store_args(id: u64, port: u16, pd: &str, dir: &Path) -> Vec<String> {
 async fn sigkill_of_the_leader_process_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let pd_addr = format!("127.0.0.1:{}", free_port());
-    let _pd = spawn_ready(&[
-        "pd".into(),
-        "--addr".into(),
-        pd_addr.clone(),
-        "--data-dir".into(),
-        dir.path().join("pd").display().to_string(),
-        "--initial-stores".into(),
-        "3".into(),
-        "--regions".into(),
-        "2".into(),
-    ]);
+    let _pd = spawn_ready(
+        &[
+            "pd".into(),
+            "--addr".into(),
+            pd_addr.clone(),
+            "--data-dir".into(),
+            dir.path().join("pd").display().to_string(),
+            "--initial-stores".into(),
+            "3".into(),
+            "--regions".into(),
+            "2".into(),
+        ],
+        "warn",
+    );
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut stores: Vec<Option<Proc>> = (1..=3u64)
         .map(|id| {
-            Some(spawn_ready(&store_args(
-                id,
-                ports[id as usize - 1],
-                &pd_addr,
-                dir.path(),
-            )))
+            Some(spawn_ready(
+                &store_args(id, ports[id as usize - 1], &pd_addr, dir.path()),
+                "warn",
+            ))
         })
         .collect();
     let cfg = Config {
@@ -173,12 +132,10 @@ async fn sigkill_of_the_leader_process_loses_no_acknowledged_write() {
         );
     }
     // The killed store rejoins from its data dir and the cluster keeps serving.
-    stores[victim as usize - 1] = Some(spawn_ready(&store_args(
-        victim,
-        ports[victim as usize - 1],
-        &pd_addr,
-        dir.path(),
-    )));
+    stores[victim as usize - 1] = Some(spawn_ready(
+        &store_args(victim, ports[victim as usize - 1], &pd_addr, dir.path()),
+        "warn",
+    ));
     client.put(b"after", b"restart").await.unwrap();
     assert_eq!(
         client.get(b"after").await.unwrap().map(|v| v.value),
