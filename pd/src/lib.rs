@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod actor;
+pub mod deadlock;
 mod error;
 mod server;
 mod state;

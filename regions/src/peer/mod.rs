@@ -18,6 +18,7 @@
 //! | `tick.rs` | the raft clock and periodic work: deadlines, compaction, PD reports |
 //! | `admin.rs` | seeding, compaction on request, campaign and leader transfer |
 //! | `fence.rs` | stopping a replica that can no longer write |
+//! | `lock_wait.rs` | the pessimistic lock-wait queue (FIFO per key, handed over on release), as data |
 //! | `actor.rs` | the actix shell and its messages (the only file that knows actix) |
 //!
 //! Time is read only through the store's [`crate::Clock`], so the data parts are tested
@@ -32,6 +33,7 @@ mod fence;
 mod freshness;
 mod hibernate;
 mod lease;
+mod lock_wait;
 mod messages;
 mod read_index;
 mod ready;

@@ -1,0 +1,285 @@
+//! The pessimistic lock-wait queue of a region's leader, as data (issue: pessimistic locking
+//! that beats TiKV on a hot key).
+//!
+//! TiKV wakes the waiters of a released lock in no particular order and makes each retry
+//! its request, so on a hot row most wake-ups meet the lock again (`WriteConflict` on
+//! wake-up, useless retries: tikv#13298, tikv#13330). Here the waiters of a key queue in
+//! arrival order, and when the holder releases the key the head waiter is *handed* the
+//! lock in the same step: the caller proposes the head's lock at once, so no retry round
+//! trip, and no waiter can overtake another.
+//!
+//! Invariants kept here:
+//! - per key, waiters leave in FIFO order, except those whose wait timed out or that were
+//!   cancelled (their transaction ended);
+//! - a transaction waits for at most one key at a time on this queue (a pessimistic lock
+//!   request waits for its first conflicting key);
+//! - every waiter leaves exactly once: granted, timed out, or cancelled.
+//!
+//! Deadlocks are not this queue's business: a wait that would close a cycle is refused
+//! before it is queued (by the waits-for detector), and every wait has a deadline, so no
+//! waiter can wait for ever.
+
+// The queue is built and tested here first; the leader's pessimistic lock path takes it
+// up when pessimistic waits are wired in (see docs/ARCHITECTURE.md, "Transactions").
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+/// One transaction waiting for a key; `T` is what the caller needs to answer or resume it.
+#[derive(Debug)]
+pub(crate) struct Waiter<T> {
+    /// The waiting transaction.
+    pub(crate) start_ts: u64,
+    /// When it gives up (answered `LockWaitTimeout`).
+    pub(crate) deadline: Instant,
+    /// The caller's request (the lock request to propose when granted, and its answer).
+    pub(crate) request: T,
+}
+
+/// The waiters of one key and the transaction holding it.
+#[derive(Debug)]
+struct KeyQueue<T> {
+    holder_ts: u64,
+    waiters: VecDeque<Waiter<T>>,
+}
+
+/// The leader's lock waits, by key.
+#[derive(Debug)]
+pub(crate) struct LockWaitQueue<T> {
+    keys: HashMap<Vec<u8>, KeyQueue<T>>,
+    /// The key each waiting transaction waits for.
+    waiting: HashMap<u64, Vec<u8>>,
+    /// Most waiters per key; beyond it a request is refused (the caller answers busy).
+    max_per_key: usize,
+}
+
+/// Why a wait was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The transaction already waits for another key.
+    AlreadyWaiting,
+    /// The key's queue is full.
+    QueueFull,
+}
+
+impl<T> LockWaitQueue<T> {
+    /// An empty queue holding at most `max_per_key` waiters per key.
+    pub(crate) fn new(max_per_key: usize) -> LockWaitQueue<T> {
+        LockWaitQueue {
+            keys: HashMap::new(),
+            waiting: HashMap::new(),
+            max_per_key,
+        }
+    }
+
+    /// Queues `waiter` behind the transaction `holder_ts` that holds `key`; gives the
+    /// waiter back when it cannot wait.
+    pub(crate) fn wait(
+        &mut self,
+        key: &[u8],
+        holder_ts: u64,
+        waiter: Waiter<T>,
+    ) -> Result<(), (Refused, Waiter<T>)> {
+        if self.waiting.contains_key(&waiter.start_ts) {
+            return Err((Refused::AlreadyWaiting, waiter));
+        }
+        let q = self.keys.entry(key.to_vec()).or_insert_with(|| KeyQueue {
+            holder_ts,
+            waiters: VecDeque::new(),
+        });
+        if q.waiters.len() >= self.max_per_key {
+            return Err((Refused::QueueFull, waiter));
+        }
+        q.holder_ts = holder_ts;
+        self.waiting.insert(waiter.start_ts, key.to_vec());
+        q.waiters.push_back(waiter);
+        Ok(())
+    }
+
+    /// The transaction `holder_ts` released `key` (committed, rolled back, or its lock was
+    /// resolved): the head waiter, if any, is handed the key and becomes its holder (the
+    /// caller proposes its lock now). A release by another transaction than the holder the
+    /// queue knows changes nothing.
+    pub(crate) fn release(&mut self, key: &[u8], holder_ts: u64) -> Option<Waiter<T>> {
+        let q = self.keys.get_mut(key)?;
+        if q.holder_ts != holder_ts {
+            return None;
+        }
+        let head = q.waiters.pop_front();
+        match &head {
+            Some(w) => {
+                q.holder_ts = w.start_ts;
+                self.waiting.remove(&w.start_ts);
+            }
+            None => {
+                self.keys.remove(key);
+            }
+        }
+        head
+    }
+
+    /// The granted waiter `holder_ts` could not take the key after all (its lock request
+    /// failed): the key goes to the next waiter, as on a release.
+    pub(crate) fn pass_on(&mut self, key: &[u8], holder_ts: u64) -> Option<Waiter<T>> {
+        self.release(key, holder_ts)
+    }
+
+    /// Removes the waiters whose deadline passed at `now` (answer them `LockWaitTimeout`).
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Waiter<T>> {
+        let mut out = Vec::new();
+        for q in self.keys.values_mut() {
+            let mut i = 0;
+            while i < q.waiters.len() {
+                if q.waiters[i].deadline <= now {
+                    if let Some(w) = q.waiters.remove(i) {
+                        out.push(w);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for w in &out {
+            self.waiting.remove(&w.start_ts);
+        }
+        out
+    }
+
+    /// Removes the waiter of transaction `start_ts` (it ended or was told it deadlocks).
+    pub(crate) fn cancel(&mut self, start_ts: u64) -> Option<Waiter<T>> {
+        let key = self.waiting.remove(&start_ts)?;
+        let q = self.keys.get_mut(&key)?;
+        let i = q.waiters.iter().position(|w| w.start_ts == start_ts)?;
+        q.waiters.remove(i)
+    }
+
+    /// Removes every waiter (the replica stepped down or stopped): answer them so their
+    /// clients retry on the new leader.
+    pub(crate) fn drain(&mut self) -> Vec<Waiter<T>> {
+        self.waiting.clear();
+        self.keys
+            .drain()
+            .flat_map(|(_, q)| q.waiters.into_iter())
+            .collect()
+    }
+
+    /// How many transactions wait.
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether no transaction waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use std::time::Duration;
+
+    fn waiter(clock: &ManualClock, start_ts: u64, wait_ms: u64) -> Waiter<u64> {
+        Waiter {
+            start_ts,
+            deadline: clock.now() + Duration::from_millis(wait_ms),
+            request: start_ts,
+        }
+    }
+
+    #[test]
+    fn a_released_key_is_handed_to_the_waiters_in_arrival_order() {
+        let clock = ManualClock::new();
+        let mut q = LockWaitQueue::new(16);
+        // Transaction 10 holds the hot key; 30, 20 and 40 queue in that order.
+        for ts in [30, 20, 40] {
+            q.wait(b"hot", 10, waiter(&clock, ts, 1000)).unwrap();
+        }
+        assert_eq!(q.len(), 3);
+        let mut order = Vec::new();
+        let mut holder = 10;
+        while let Some(w) = q.release(b"hot", holder) {
+            order.push(w.request); // the request to resume, given back whole
+            holder = w.start_ts;
+        }
+        assert_eq!(
+            order,
+            vec![30, 20, 40],
+            "FIFO, not by timestamp, not random"
+        );
+        assert!(q.is_empty());
+        assert!(q.release(b"hot", holder).is_none());
+    }
+
+    #[test]
+    fn a_release_by_a_transaction_that_does_not_hold_the_key_grants_nothing() {
+        let clock = ManualClock::new();
+        let mut q = LockWaitQueue::new(16);
+        q.wait(b"k", 10, waiter(&clock, 20, 1000)).unwrap();
+        assert!(q.release(b"k", 99).is_none());
+        assert_eq!(q.release(b"k", 10).map(|w| w.start_ts), Some(20));
+    }
+
+    #[test]
+    fn waits_past_their_deadline_leave_and_the_order_of_the_rest_holds() {
+        let clock = ManualClock::new();
+        let mut q = LockWaitQueue::new(16);
+        q.wait(b"k", 1, waiter(&clock, 2, 100)).unwrap();
+        q.wait(b"k", 1, waiter(&clock, 3, 50)).unwrap();
+        q.wait(b"k", 1, waiter(&clock, 4, 100)).unwrap();
+        clock.advance_ms(49);
+        assert!(q.expire(clock.now()).is_empty());
+        clock.advance_ms(1);
+        let gone: Vec<u64> = q.expire(clock.now()).iter().map(|w| w.start_ts).collect();
+        assert_eq!(gone, vec![3]);
+        assert_eq!(q.release(b"k", 1).map(|w| w.start_ts), Some(2));
+        assert_eq!(q.release(b"k", 2).map(|w| w.start_ts), Some(4));
+        clock.advance_ms(1000);
+        assert!(q.expire(clock.now()).is_empty(), "granted waiters are gone");
+    }
+
+    #[test]
+    fn a_transaction_waits_for_one_key_at_a_time_and_queues_are_bounded() {
+        let clock = ManualClock::new();
+        let mut q = LockWaitQueue::new(2);
+        q.wait(b"a", 1, waiter(&clock, 5, 100)).unwrap();
+        let (why, _) = q.wait(b"b", 2, waiter(&clock, 5, 100)).unwrap_err();
+        assert_eq!(why, Refused::AlreadyWaiting);
+        q.wait(b"a", 1, waiter(&clock, 6, 100)).unwrap();
+        let (why, _) = q.wait(b"a", 1, waiter(&clock, 7, 100)).unwrap_err();
+        assert_eq!(why, Refused::QueueFull);
+        q.wait(b"b", 2, waiter(&clock, 7, 100)).unwrap();
+        assert_eq!(q.len(), 3);
+    }
+
+    #[test]
+    fn a_cancelled_waiter_leaves_and_a_failed_grant_passes_the_key_on() {
+        let clock = ManualClock::new();
+        let mut q = LockWaitQueue::new(16);
+        for ts in [2, 3, 4] {
+            q.wait(b"k", 1, waiter(&clock, ts, 100)).unwrap();
+        }
+        assert_eq!(q.cancel(3).map(|w| w.start_ts), Some(3));
+        assert!(q.cancel(3).is_none(), "once");
+        let granted = q.release(b"k", 1).unwrap();
+        assert_eq!(granted.start_ts, 2);
+        // Transaction 2's lock request failed (say it was rolled back meanwhile).
+        assert_eq!(q.pass_on(b"k", 2).map(|w| w.start_ts), Some(4));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn stepping_down_answers_every_waiter() {
+        let clock = ManualClock::new();
+        let mut q = LockWaitQueue::new(16);
+        q.wait(b"a", 1, waiter(&clock, 2, 100)).unwrap();
+        q.wait(b"b", 1, waiter(&clock, 3, 100)).unwrap();
+        let mut all: Vec<u64> = q.drain().iter().map(|w| w.start_ts).collect();
+        all.sort_unstable();
+        assert_eq!(all, vec![2, 3]);
+        assert!(q.is_empty());
+        q.wait(b"a", 1, waiter(&clock, 2, 100)).unwrap();
+    }
+}
