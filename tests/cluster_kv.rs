@@ -47,6 +47,12 @@ async fn basic_operations_behave_as_documented() {
         ]
     );
     assert_eq!(c.scan(b"s", b"", 2).await.unwrap().len(), 2);
+    let reversed = c.scan(b"s7", b"s3", 0).await.unwrap_err();
+    assert!(
+        matches!(reversed, regatta_client::Error::InvalidArgument(_)),
+        "{reversed}"
+    );
+    assert!(c.scan(b"s3", b"s3", 0).await.unwrap().is_empty());
 }
 
 /// Goal: bad input gets a clear error and the cluster keeps serving.

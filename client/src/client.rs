@@ -491,7 +491,9 @@ impl Client {
 
     /// Reads the pairs with `start <= key < end` (empty `end`: no upper bound) in key
     /// order, at most `limit` (0: no limit), across as many regions as the range spans.
-    /// Each region's part is linearizable; the scan as a whole is not a snapshot.
+    /// Each region's part is linearizable; the scan as a whole is not a snapshot. A
+    /// reversed range (`end` non-empty and below `start`) is refused with
+    /// [`Error::InvalidArgument`]; `start == end` is an empty range.
     pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>> {
         self.scan_with(start, end, limit, ReadConsistency::Linearizable)
             .await
@@ -506,6 +508,11 @@ impl Client {
         limit: usize,
         consistency: ReadConsistency,
     ) -> Result<Vec<KvPair>> {
+        if !end.is_empty() && end < start {
+            return Err(Error::InvalidArgument(format!(
+                "reversed scan range: end {end:?} is below start {start:?}"
+            )));
+        }
         let regions = match limit {
             0 => self
                 .inner
