@@ -46,7 +46,7 @@ mod traits;
 pub use error::{Error, Result};
 pub use mem::{MemEngine, MemSnapshot, MemWriteBatch};
 pub use raw::{decode_raw_value, encode_raw_value, RawPair, RawValue};
-pub use rocks::{EngineConfig, RocksEngine, RocksSnapshot, RocksWriteBatch};
+pub use rocks::{EngineConfig, RocksEngine, RocksLive, RocksSnapshot, RocksWriteBatch};
 pub use storage::{
     bootstrap_region, write_apply_state, write_initial_state, LogWrite, PeerStorage,
     RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,

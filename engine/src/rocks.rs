@@ -12,7 +12,7 @@ use crate::traits::{decode_msg, Cf, Engine, Snapshot, WriteBatch};
 use protobuf::Message;
 use regatta_proto::raft_serverpb::RegionLocalState;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, ReadOptions, WriteOptions, DB};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +38,7 @@ impl Default for EngineConfig {
 #[derive(Clone)]
 pub struct RocksEngine {
     db: Arc<DB>,
-    path: PathBuf,
+    path: Arc<Path>,
     /// An injected write failure (see [`RocksEngine::fail_writes`]); `None` in production.
     write_fault: Arc<WriteFault>,
 }
@@ -76,7 +76,7 @@ impl RocksEngine {
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(Error::rocks("open"))?;
         Ok(RocksEngine {
             db: Arc::new(db),
-            path,
+            path: path.into(),
             write_fault: Arc::default(),
         })
     }
@@ -110,6 +110,16 @@ impl RocksEngine {
     /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A reader of the live database, without opening a snapshot (opening and releasing
+    /// one takes RocksDB's DB mutex and allocates). Each `get` sees the latest write; each
+    /// `scan` is consistent in itself (its iterator pins an implicit snapshot); two reads
+    /// may see different states. Use it where nothing else writes the keys read
+    /// meanwhile: apply (only a region's actor writes its data) and single requests served
+    /// from the applied state; use [`Engine::snapshot`] where several reads must agree.
+    pub fn live(&self) -> RocksLive<'_> {
+        RocksLive { engine: self }
     }
 
     fn handle(&self, cf: Cf) -> &ColumnFamily {
@@ -191,6 +201,45 @@ impl Engine for RocksEngine {
         self.db
             .write_opt(batch.inner, &opts)
             .map_err(Error::rocks("write"))
+    }
+}
+
+/// A reader of the live database ([`RocksEngine::live`]).
+pub struct RocksLive<'a> {
+    engine: &'a RocksEngine,
+}
+
+impl Snapshot for RocksLive<'_> {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.engine
+            .db
+            .get_cf(self.engine.handle(cf), key)
+            .map_err(Error::rocks("get"))
+    }
+
+    fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], mut f: F) -> Result<()>
+    where
+        F: FnMut(&[u8], &[u8]) -> Result<bool>,
+    {
+        if end <= start {
+            return Ok(());
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        // The iterator pins an implicit snapshot of its own: the scan is consistent.
+        let mut iter = self
+            .engine
+            .db
+            .raw_iterator_cf_opt(self.engine.handle(cf), ro);
+        iter.seek(start);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !f(k, v)? {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status().map_err(Error::rocks("scan"))?;
+        Ok(())
     }
 }
 

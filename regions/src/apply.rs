@@ -79,9 +79,23 @@ pub fn apply_committed(
     };
     let (last_index, last_term) = (last.index, last.term);
     let engine = storage.engine();
+    let (applied_index, _) = storage.applied();
+    if entries[0].index != applied_index + 1 {
+        // Applying over a hole would diverge from the other replicas.
+        return Err(Error::from(regatta_engine::Error::Corrupt {
+            what: "committed entries to apply",
+            region_id: storage.region().get_id(),
+            detail: format!(
+                "entries start at index {} but the applied index is {applied_index}",
+                entries[0].index
+            ),
+        }));
+    }
     let mut wb = engine.write_batch();
+    // Only this region's actor writes its data, so the live database is as good as a
+    // snapshot here, without the DB mutex a snapshot takes.
     let applied = apply_entries(
-        &engine.snapshot(),
+        &engine.live(),
         &mut wb,
         storage.region(),
         storage.voters(),

@@ -44,9 +44,9 @@ pub struct StoreConfig {
     pub frame_stall_timeout_ms: u64,
     /// At-most-once sessions idle longer than this (by the log's clock) are dropped. Default 10 min.
     pub dedup_session_ttl_ms: u64,
-    /// Messages from the network (client requests, raft messages) one replica's actor
-    /// holds queued; beyond it requests get `ServerIsBusy` and raft messages are dropped.
-    /// Default 4,096.
+    /// Client requests from the network one replica's actor holds queued (beyond it they
+    /// get `ServerIsBusy`), and, counted apart, raft messages (beyond it they are dropped).
+    /// Default 4,096 each.
     pub peer_inbox_capacity: usize,
     /// Tasks the LogWriter queue holds before peers block. Default 4,096.
     pub log_writer_queue: usize,

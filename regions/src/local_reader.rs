@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::metrics::StoreMetrics;
 use crate::request::{read_from_engine, validate_request};
-use regatta_engine::{Engine as _, RocksEngine};
+use regatta_engine::RocksEngine;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse, ReadConsistency, ReadInfo, Request_oneof_cmd};
 use regatta_proto::metapb::Region;
 use std::collections::HashMap;
@@ -167,7 +167,7 @@ impl ReadDelegate {
             }
             info.set_read_index(applied);
         }
-        let mut resp = read_from_engine(&self.engine.snapshot(), &st.region, req.get_request());
+        let mut resp = read_from_engine(&self.engine.live(), &st.region, req.get_request());
         if resp.has_error() {
             return None; // let the actor answer with its own error handling
         }

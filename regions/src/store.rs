@@ -86,6 +86,9 @@ struct Shared {
 /// Vote requests kept per region not started yet, and for how long.
 const EARLY_MSGS_PER_REGION: usize = 16;
 const EARLY_MSGS_TTL: Duration = Duration::from_secs(10);
+/// How often the store looks whether its LogWriter was poisoned (then it stops every
+/// replica; a replica that meets the failure itself stops at once).
+const POISON_POLL: Duration = Duration::from_millis(50);
 /// Raft messages for regions not hosted here that wait for the store to look at them;
 /// more are dropped (raft retransmits).
 const UNKNOWN_REGION_QUEUE: usize = 1024;
@@ -162,7 +165,29 @@ impl Shared {
         let inbox = PeerActor::start_with_inbox(peer, &self.arbiter, cap);
         let addr = inbox.addr().clone();
         self.router.register(region_id, inbox, delegate);
+        if let Some(reason) = self.ctx.log_writer.poison_reason() {
+            // Started after the store was poisoned (a split, a missed region): it stops
+            // at once too.
+            addr.do_send(Fence(format!("the store's log writer failed: {reason}")));
+        }
         addr
+    }
+
+    /// Waits until the LogWriter is poisoned, then stops every replica at once (not only
+    /// those that happen to write next: an idle leader would keep leading on a dead
+    /// disk). Said once.
+    async fn fence_when_poisoned(self: Arc<Self>, logger: Logger) {
+        let reason = loop {
+            if let Some(reason) = self.ctx.log_writer.poison_reason() {
+                break reason;
+            }
+            tokio::time::sleep(POISON_POLL).await;
+        };
+        error!(logger, "store poisoned: stopping every replica; restart the store once the disk is healthy";
+            "reason" => reason.as_str(), "replicas" => self.router.region_ids().len());
+        for (_, addr) in self.router.all() {
+            addr.do_send(Fence(format!("the store's log writer failed: {reason}")));
+        }
     }
 
     /// A raft message for a region this store does not host. A leader's heartbeat whose
@@ -403,6 +428,9 @@ impl Store {
         tasks.push(tokio::spawn(async move {
             heartbeat_loop(pd3, shared3, interval, log3).await;
         }));
+        tasks.push(tokio::spawn(
+            shared.clone().fence_when_poisoned(logger.clone()),
+        ));
         Ok(Store {
             store_id: opts.store_id,
             addr,
@@ -629,19 +657,8 @@ async fn heartbeat_loop(
     logger: Logger,
 ) {
     let mut bootstrapped = false;
-    let mut fenced = false;
     loop {
         let poisoned = shared.ctx.log_writer.poison_reason();
-        if let (Some(reason), false) = (&poisoned, fenced) {
-            // The LogWriter failed: every replica stops (a leader hands over first), not
-            // only those that happen to write next. Said once.
-            fenced = true;
-            error!(logger, "store poisoned: stopping every replica; restart the store once the disk is healthy";
-                "reason" => reason.as_str(), "replicas" => shared.router.region_ids().len());
-            for (_, addr) in shared.router.all() {
-                addr.do_send(Fence(format!("the store's log writer failed: {reason}")));
-            }
-        }
         let mut hb = StoreHeartbeatRequest::new();
         hb.set_store_id(shared.store_id);
         hb.set_region_count(shared.router.region_ids().len() as u32);

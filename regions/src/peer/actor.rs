@@ -25,7 +25,7 @@ pub struct PeerActor {
     flush_scheduled: bool,
     tick_handle: Option<SpawnHandle>,
     /// Messages from the network queued for this actor (see [`Inbox`]).
-    inbox_queued: Arc<AtomicUsize>,
+    inbox_queued: Arc<Queued>,
 }
 
 impl PeerActor {
@@ -40,9 +40,10 @@ impl PeerActor {
     }
 
     /// Starts `peer`'s actor on `arbiter`; the network reaches it through the returned
-    /// [`Inbox`], which holds at most `capacity` messages.
+    /// [`Inbox`], which holds at most `capacity` client requests and, apart from them, at
+    /// most `capacity` raft messages.
     pub fn start_with_inbox(peer: Peer, arbiter: &ArbiterHandle, capacity: usize) -> Inbox {
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(Queued::default());
         let q = queued.clone();
         let addr = PeerActor::start_in_arbiter(arbiter, move |_| {
             let mut a = PeerActor::new(peer);
@@ -112,15 +113,24 @@ impl Actor for PeerActor {
     }
 }
 
-/// The network's way into a replica's actor, with a bound: at most `capacity` messages
-/// from the network wait in the actor's mailbox. A full inbox refuses a client request
-/// (the server answers `ServerIsBusy`, which clients back off from) and a raft message
-/// (dropped: raft retransmits), so a flood cannot grow a store's memory without end.
+/// The network's way into a replica's actor, with bounds: at most `capacity` client
+/// requests and, counted apart, at most `capacity` raft messages wait in the actor's
+/// mailbox. A full inbox refuses a client request (the server answers `ServerIsBusy`,
+/// which clients back off from) or drops a raft message (raft retransmits), so a flood
+/// cannot grow a store's memory without end; and since the two are counted apart, a
+/// flood of client requests never crowds out the heartbeats that keep leaders leading.
 #[derive(Clone)]
 pub struct Inbox {
     addr: Addr<PeerActor>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     capacity: usize,
+}
+
+/// Network messages waiting in one actor's mailbox, by kind.
+#[derive(Debug, Default)]
+struct Queued {
+    kv: AtomicUsize,
+    raft: AtomicUsize,
 }
 
 impl Inbox {
@@ -129,18 +139,14 @@ impl Inbox {
         &self.addr
     }
 
-    /// How many network messages wait in the actor's mailbox now.
+    /// How many client requests from the network wait in the actor's mailbox now.
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
-    }
-
-    fn admit(&self) -> bool {
-        admit(&self.queued, self.capacity)
+        self.queued.kv.load(Ordering::Acquire)
     }
 
     /// Queues a raft message from another store; refused (dropped) when the inbox is full.
     pub fn try_send_raft(&self, msg: RaftMessage) -> Result<(), InboxFull> {
-        if !self.admit() {
+        if !admit(&self.queued.raft, self.capacity) {
             return Err(InboxFull);
         }
         self.addr.do_send(FromNetwork::Raft(msg));
@@ -149,7 +155,7 @@ impl Inbox {
 
     /// Queues a client request; refused (and `tx` dropped) when the inbox is full.
     pub fn try_send_kv(&self, req: KvRequest, tx: Responder) -> Result<(), InboxFull> {
-        if !self.admit() {
+        if !admit(&self.queued.kv, self.capacity) {
             return Err(InboxFull);
         }
         self.addr.do_send(FromNetwork::Kv(req, tx));
@@ -183,10 +189,15 @@ impl Message for FromNetwork {
 impl Handler<FromNetwork> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: FromNetwork, ctx: &mut Context<Self>) {
-        self.inbox_queued.fetch_sub(1, Ordering::AcqRel);
         match msg {
-            FromNetwork::Raft(m) => self.peer.on_raft_message(m),
-            FromNetwork::Kv(req, tx) => self.peer.on_kv(req, tx),
+            FromNetwork::Raft(m) => {
+                self.inbox_queued.raft.fetch_sub(1, Ordering::AcqRel);
+                self.peer.on_raft_message(m);
+            }
+            FromNetwork::Kv(req, tx) => {
+                self.inbox_queued.kv.fetch_sub(1, Ordering::AcqRel);
+                self.peer.on_kv(req, tx);
+            }
         }
         self.schedule_flush(ctx);
     }

@@ -18,6 +18,9 @@ impl Peer {
         index: u64,
         term: u64,
     ) -> Result<(), Error> {
+        if let Some(reason) = &self.fenced {
+            return Err(Error::StorePoisoned(reason.clone()));
+        }
         let store = self.raw.store();
         let has_data = !store
             .engine()
@@ -59,6 +62,9 @@ impl Peer {
     /// machine in RocksDB is the snapshot) and returns the `(index, term)` the log is now
     /// compacted through.
     pub fn compact_log(&mut self, up_to: u64) -> Result<(u64, u64), Error> {
+        if let Some(reason) = &self.fenced {
+            return Err(Error::StorePoisoned(reason.clone()));
+        }
         if let Some(wb) = self.raw.mut_store().compact_to(up_to)? {
             info!(self.logger, "raft log compacted on request"; "through" => self.raw.store().truncated_index());
             self.submit_extra_write(wb);
@@ -74,7 +80,7 @@ impl Peer {
     /// when none is: with pre-vote and check-quorum a plain campaign against a live leader
     /// would lose.
     pub fn request_leadership(&mut self) {
-        if self.is_leader() {
+        if self.is_leader() || self.is_fenced() {
             return;
         }
         let leader = self.raw.raft.leader_id;
@@ -89,7 +95,7 @@ impl Peer {
     /// this replica does not lead or `to` is not another member of the region.
     pub fn transfer_leader(&mut self, to: u64) {
         let member = self.region().get_peers().iter().any(|p| p.get_id() == to);
-        if self.is_leader() && member && to != self.peer_id {
+        if self.is_leader() && !self.is_fenced() && member && to != self.peer_id {
             info!(self.logger, "transferring leadership (PD balance)"; "to" => to);
             self.raw.transfer_leader(to);
         }

@@ -102,6 +102,7 @@ impl Peer {
             && self.inflight_writes == 0
             && self.pending_snapshot.is_none()
             && self.splits.progress == super::split::SplitProgress::Idle
+            && !self.splits.checking
     }
 
     /// A leader with nothing to do and every follower caught up hibernates.

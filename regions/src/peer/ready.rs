@@ -30,7 +30,7 @@ impl Peer {
         }
         self.propose_pending();
         self.start_reads();
-        while self.raw.has_ready() {
+        while !self.is_fenced() && self.raw.has_ready() {
             self.handle_ready();
         }
         for to in std::mem::take(&mut self.snapshot_reports) {
@@ -101,11 +101,12 @@ impl Peer {
                     self.pending_snapshot = Some((idx, term));
                 }
                 Err(e) => {
-                    // A leader sent a snapshot we cannot apply: continuing would diverge.
-                    panic!(
-                        "region {} peer {}: cannot apply snapshot at index {idx} term {term}: {e}",
-                        self.region_id, self.peer_id
-                    );
+                    // A snapshot we cannot install (malformed, or not this region's):
+                    // continuing would diverge. Stop this replica, not the whole store.
+                    self.fence(format!(
+                        "cannot install the snapshot at index {idx} term {term}: {e}"
+                    ));
+                    return;
                 }
             }
         }
@@ -167,6 +168,9 @@ impl Peer {
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
+        if self.is_fenced() {
+            return; // never apply past a failed apply
+        }
         let Some(last) = entries.last().map(|e| e.index) else {
             return;
         };

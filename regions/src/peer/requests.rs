@@ -7,7 +7,6 @@ use crate::apply;
 use crate::error::Error;
 use crate::request::read_from_engine;
 use protobuf::Message as _;
-use regatta_engine::Engine as _;
 use regatta_proto::kvrpcpb::{
     KvRequest, KvResponse, ReadConsistency, ReadInfo, Request, Request_oneof_cmd,
 };
@@ -113,6 +112,6 @@ impl Peer {
     }
 
     fn read_local(&self, req: &Request) -> KvResponse {
-        read_from_engine(&self.raw.store().engine().snapshot(), self.region(), req)
+        read_from_engine(&self.raw.store().engine().live(), self.region(), req)
     }
 }

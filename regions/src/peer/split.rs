@@ -2,14 +2,13 @@
 //! entry, and what every replica does once it is applied (docs/ARCHITECTURE.md, "Region
 //! splits").
 //!
-//! The progress of a split is one state machine, [`SplitProgress`]:
+//! The progress of a split is one state machine, [`SplitProgress`]; the size check that
+//! may start one runs beside it on a thread of its own (`Splits::checking`):
 //!
 //! ```text
-//! Idle --check--> Checking --checked--> Idle
-//!   |                 |
-//!   +--ask ids--------+--ask ids--> AskingIds --ids--> Proposed{index} --applied/step down--> Idle
-//!                                       |
-//!                                       +--PD failed / not leader / epoch moved--> Idle
+//! Idle --ask ids--> AskingIds --ids--> Proposed{index} --applied / step down--> Idle
+//!                       |
+//!                       +--PD failed / not leader / epoch moved--> Idle
 //! ```
 //!
 //! Invariants: at most one split of a region is asked for or proposed at a time; while
@@ -36,8 +35,6 @@ pub(crate) enum SplitProgress {
     /// Nothing in progress.
     #[default]
     Idle,
-    /// A split check scans the region on another thread.
-    Checking,
     /// PD was asked for the new region's ids.
     AskingIds,
     /// The split entry was proposed at this index.
@@ -48,26 +45,14 @@ pub(crate) enum SplitProgress {
 }
 
 impl SplitProgress {
-    /// Whether a split check may start.
-    pub(crate) fn may_check(self) -> bool {
-        self == SplitProgress::Idle
-    }
-
-    /// Whether a split may be asked for (a running check does not stop a manual split).
+    /// Whether a split may be asked for (a running size check does not stop one).
     pub(crate) fn may_ask(self) -> bool {
-        matches!(self, SplitProgress::Idle | SplitProgress::Checking)
+        self == SplitProgress::Idle
     }
 
     /// Whether the leader must not use its lease (a split is proposed, not applied).
     pub(crate) fn blocks_lease(self) -> bool {
         matches!(self, SplitProgress::Proposed { .. })
-    }
-
-    /// A check finished.
-    pub(crate) fn checked(&mut self) {
-        if *self == SplitProgress::Checking {
-            *self = SplitProgress::Idle;
-        }
     }
 
     /// The ids arrived or could not be had.
@@ -97,6 +82,8 @@ impl SplitProgress {
 #[derive(Default)]
 pub(crate) struct Splits {
     pub(crate) progress: SplitProgress,
+    /// A size check runs on its own thread (at most one at a time).
+    pub(crate) checking: bool,
     /// Bytes proposed since the last split check.
     pub(crate) written_since_check: u64,
     /// The region's (keys, bytes) at the last split check, for PD.
@@ -180,13 +167,23 @@ impl Peer {
 
     /// The next step of a split (see [`SplitStep`]).
     pub fn on_split_step(&mut self, step: SplitStep) {
+        if let Some(reason) = &self.fenced {
+            // A stopped replica proposes nothing: answer whoever asked.
+            self.splits.checking = false;
+            if let SplitStep::Ids { tx: Some(tx), .. } | SplitStep::Failed { tx: Some(tx), .. } =
+                step
+            {
+                let _ = tx.send(Error::StorePoisoned(reason.clone()).into_response());
+            }
+            return;
+        }
         match step {
             SplitStep::Checked {
                 key,
                 stats,
                 version,
             } => {
-                self.splits.progress.checked();
+                self.splits.checking = false;
                 self.splits.approximate = Some(stats);
                 let current = self.region().get_region_epoch().get_version();
                 if let Some(key) = key {
@@ -290,7 +287,8 @@ impl Peer {
         let cfg = &self.ctx.cfg;
         let s = &self.splits;
         if !self.is_leader()
-            || !s.progress.may_check()
+            || s.checking
+            || s.progress != SplitProgress::Idle
             || (s.written_since_check < cfg.split_check_diff_bytes
                 && s.approximate.is_some()
                 && s.checked_split_keys == self.ctx.split_keys())
@@ -300,7 +298,7 @@ impl Peer {
         let Some(me) = self.mailbox.clone() else {
             return;
         };
-        self.splits.progress = SplitProgress::Checking;
+        self.splits.checking = true;
         self.splits.written_since_check = 0;
         self.splits.checked_split_keys = self.ctx.split_keys();
         let engine = self.raw.store().engine().clone();
@@ -330,21 +328,16 @@ mod tests {
     use super::SplitProgress::{self, *};
 
     #[test]
-    fn a_check_then_a_split_walks_the_states_in_order() {
+    fn a_split_walks_the_states_in_order() {
         let mut p = SplitProgress::default();
-        assert!(p.may_check() && p.may_ask() && !p.blocks_lease());
-        p = Checking;
-        assert!(!p.may_check(), "one check at a time");
-        assert!(p.may_ask(), "a manual split may start while a check runs");
-        p.checked();
-        assert_eq!(p, Idle);
+        assert!(p.may_ask() && !p.blocks_lease());
         p = AskingIds;
-        assert!(!p.may_check() && !p.may_ask() && !p.blocks_lease());
+        assert!(!p.may_ask() && !p.blocks_lease(), "one split at a time");
         p.ids_answered();
         assert_eq!(p, Idle);
         p = Proposed { index: 10 };
         assert!(p.blocks_lease(), "no lease while a split is proposed");
-        assert!(!p.may_ask() && !p.may_check());
+        assert!(!p.may_ask());
         p.applied(9);
         assert_eq!(
             p,
@@ -356,17 +349,12 @@ mod tests {
     }
 
     #[test]
-    fn a_check_finishing_during_a_manual_split_leaves_the_split_alone() {
-        let mut p = Checking;
-        assert!(p.may_ask());
-        p = AskingIds; // the manual split's PD call
-        p.checked();
-        assert_eq!(p, AskingIds);
+    fn late_answers_do_not_move_a_proposed_split() {
+        let mut p = Proposed { index: 3 };
         p.ids_answered();
-        p = Proposed { index: 3 };
-        p.checked();
-        p.ids_answered();
-        assert_eq!(p, Proposed { index: 3 }, "late answers change nothing");
+        assert_eq!(p, Proposed { index: 3 });
+        p.applied(2);
+        assert_eq!(p, Proposed { index: 3 });
     }
 
     #[test]
@@ -377,8 +365,5 @@ mod tests {
         let mut q = AskingIds;
         q.stepped_down();
         assert_eq!(q, AskingIds, "the PD answer comes back and is refused then");
-        let mut c = Checking;
-        c.stepped_down();
-        assert_eq!(c, Checking);
     }
 }
