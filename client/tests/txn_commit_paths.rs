@@ -305,3 +305,62 @@ async fn timestamp_requests_made_together_share_pd_calls() {
         fake.count("tso")
     );
 }
+
+/// A client whose operations give up quickly (for answers that never come).
+async fn impatient(fake: &FakeCluster) -> TxnClient {
+    let cfg = Config {
+        op_timeout: Duration::from_millis(400),
+        rpc_timeout: Duration::from_millis(50),
+        ..config()
+    };
+    TxnClient::connect_with(&[&fake.addr], cfg)
+        .await
+        .expect("connect to the fake")
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_a_one_pc_commit_is_undetermined_and_run_does_not_retry_it() {
+    let fake = FakeCluster::start(&[]).await;
+    let txns = impatient(&fake).await;
+    fake.mute("prewrite_1pc");
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let count = attempts.clone();
+    let err = txns
+        .run(TxnOptions::optimistic(), move |t| {
+            let count = count.clone();
+            Box::pin(async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                t.put(b"k", b"once");
+                Ok(())
+            })
+        })
+        .await
+        .expect_err("the answer never comes");
+    assert!(matches!(err, Error::CommitUndetermined { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "an unknown outcome is not retried"
+    );
+    // The store did commit it: exactly once.
+    assert_eq!(read(&txns, b"k").await, Some(b"once".to_vec()));
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_the_primary_commit_leaves_the_secondaries_for_readers_to_commit() {
+    let fake = FakeCluster::start(&[b"m"]).await;
+    let txns = impatient(&fake).await;
+    fake.mute("commit");
+    let mut t = txns.begin_optimistic().await.expect("begin");
+    t.put(b"a", b"1");
+    t.put(b"z", b"2");
+    let err = t.commit().await.expect_err("the answer never comes");
+    assert!(matches!(err, Error::CommitUndetermined { .. }), "{err:?}");
+    drop(t);
+    // The primary committed; nothing was rolled back, so a reader resolves the
+    // secondary's lock to committed.
+    assert!(fake.lock_on(b"a").is_none());
+    assert_eq!(read(&txns, b"z").await, Some(b"2".to_vec()));
+    assert_eq!(fake.count("rollback"), 0);
+}

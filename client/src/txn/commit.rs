@@ -87,7 +87,7 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
     });
     let mut min_commit_ts = 0;
     let mut one_pc_commit_ts = 0;
-    run_resolving(
+    let prewritten = run_resolving(
         shared,
         "prewrite",
         keys.clone(),
@@ -100,7 +100,18 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
             one_pc_commit_ts = one_pc_commit_ts.max(p.get_one_pc_commit_ts());
         },
     )
-    .await?;
+    .await;
+    match prewritten {
+        Ok(()) => {}
+        // A 1PC prewrite is a commit: one sent and not answered may have committed.
+        Err(Error::Timeout { last_error, .. }) if one_pc => {
+            return Err(Error::CommitUndetermined {
+                start_ts,
+                reason: format!("the 1PC prewrite went unanswered: {last_error}"),
+            })
+        }
+        Err(e) => return Err(e),
+    }
     if one_pc_commit_ts != 0 {
         return Ok(Committed {
             commit_ts: one_pc_commit_ts,

@@ -203,3 +203,85 @@ pub(crate) fn key_error(e: &KeyError, start_ts: u64, primary: &[u8]) -> Error {
 pub(crate) fn failure(resp: &TxnResponse) -> Option<&KeyError> {
     resp.has_key_error().then(|| resp.get_key_error())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regatta_proto::txnpb::{Deadlock, LockInfo, WriteConflict};
+
+    fn with(set: impl FnOnce(&mut KeyError)) -> Error {
+        let mut e = KeyError::new();
+        set(&mut e);
+        key_error(&e, 7, b"primary")
+    }
+
+    #[test]
+    fn every_key_error_becomes_its_typed_error_with_the_documented_retryability() {
+        let retryable = [
+            with(|e| {
+                let mut l = LockInfo::new();
+                l.set_key(b"k".to_vec());
+                l.set_start_ts(3);
+                e.set_locked(l);
+            }),
+            with(|e| {
+                let mut c = WriteConflict::new();
+                c.set_key(b"k".to_vec());
+                c.set_conflict_commit_ts(9);
+                e.set_conflict(c);
+            }),
+            with(|e| e.set_deadlock(Deadlock::new())),
+            with(|e| e.set_lock_wait_timeout(true)),
+            with(|e| e.set_txn_lock_not_found(true)),
+            with(|e| e.set_txn_not_found(true)),
+            with(|e| e.set_already_rolled_back(true)),
+            with(|e| e.set_commit_ts_expired_min(11)),
+            with(|e| e.set_pessimistic_lock_not_found(true)),
+        ];
+        let kinds: Vec<&str> = retryable
+            .iter()
+            .map(|e| match e {
+                Error::KeyIsLocked { lock_ts: 3, .. } => "locked",
+                Error::WriteConflict {
+                    start_ts: 7,
+                    conflict_commit_ts: 9,
+                    primary,
+                    ..
+                } if primary == b"primary" => "conflict",
+                Error::Deadlock { .. } => "deadlock",
+                Error::LockWaitTimeout { .. } => "lock_wait_timeout",
+                Error::TxnLockNotFound { .. } => "txn_lock_not_found",
+                Error::TxnNotFound { .. } => "txn_not_found",
+                Error::AlreadyRolledBack { .. } => "already_rolled_back",
+                Error::CommitTsExpired {
+                    min_commit_ts: 11, ..
+                } => "commit_ts_expired",
+                Error::PessimisticLockNotFound { .. } => "pessimistic_lock_not_found",
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds.len(), 9);
+        for e in &retryable {
+            assert!(e.is_retryable(), "{e}");
+        }
+        let answers = [
+            with(|e| e.set_committed_ts(5)),
+            with(|e| e.set_invalid("duplicate key".into())),
+            with(|e| e.set_below_gc_safe_point(4)),
+            with(|_| {}),
+        ];
+        assert!(matches!(
+            answers[0],
+            Error::AlreadyCommitted { commit_ts: 5, .. }
+        ));
+        assert!(matches!(answers[1], Error::InvalidArgument(_)));
+        assert!(matches!(
+            answers[2],
+            Error::BelowGcSafePoint { safe_point: 4, .. }
+        ));
+        assert!(matches!(answers[3], Error::Server(_)));
+        for e in &answers {
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
+}

@@ -28,6 +28,11 @@ enum Buffered {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Active,
+    /// `commit` is running (or its future was dropped while it ran): the primary's commit
+    /// may have been sent, so nothing may be rolled back from here — a rollback of a
+    /// secondary of a committed transaction would lose its write. Locks left behind
+    /// expire with their TTL and are resolved through the primary.
+    Committing,
     Committed,
     RolledBack,
     /// The primary's commit went unanswered: leave everything as it is.
@@ -241,6 +246,9 @@ impl Transaction {
         keys: &[Vec<u8>],
         need_value: bool,
     ) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut unique: Vec<Vec<u8>> = keys.to_vec();
         unique.sort_unstable();
         unique.dedup();
@@ -377,6 +385,7 @@ impl Transaction {
                 "commit: an empty key ({k:?})"
             )));
         }
+        self.state = State::Committing;
         let result = self.commit_buffered().await;
         self.stop_heartbeat();
         self.state = match &result {
@@ -384,6 +393,8 @@ impl Transaction {
             Err(Error::CommitUndetermined { .. }) | Err(Error::AlreadyCommitted { .. }) => {
                 State::Undetermined
             }
+            // Not committed, and the primary's commit will never be sent: rolling the
+            // locks back is safe (and spares readers the wait for their TTL).
             Err(_) => {
                 self.rollback_in_background();
                 State::RolledBack

@@ -12,7 +12,7 @@ use regatta_proto::region::key_in_range;
 use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
 use regatta_proto::txnpb::{TxnRequest_oneof_cmd as Cmd, TxnResponse};
 use regatta_txn as txn;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -68,6 +68,8 @@ pub(super) struct State {
     pub(super) regions: Vec<Region>,
     pub(super) last_ts: u64,
     pub(super) counts: HashMap<&'static str, usize>,
+    /// Commands served but never answered (a lost answer).
+    pub(super) muted: HashSet<&'static str>,
 }
 
 /// The fake cluster (PD + one store on one port).
@@ -118,6 +120,7 @@ impl FakeCluster {
                 regions,
                 last_ts: 0,
                 counts: HashMap::new(),
+                muted: HashSet::new(),
             })),
             gate: Arc::new(Gate::default()),
         };
@@ -139,7 +142,10 @@ impl FakeCluster {
                                     Frame_oneof_body::pd_response(me.pd_answer(r.req))
                                 }
                                 Some(Frame_oneof_body::kv_request(r)) => {
-                                    Frame_oneof_body::kv_response(me.kv_answer(r).await)
+                                    match me.kv_answer(r).await {
+                                        Some(answer) => Frame_oneof_body::kv_response(answer),
+                                        None => return, // muted: served, never answered
+                                    }
                                 }
                                 _ => return,
                             };
@@ -164,6 +170,12 @@ impl FakeCluster {
     pub fn count(&self, name: &str) -> usize {
         let s = self.state.lock().expect("fake state");
         s.counts.get(name).copied().unwrap_or(0)
+    }
+
+    /// From now on, commands named `name` (as in [`FakeCluster::count`]) are applied but
+    /// never answered, as if every answer were lost.
+    pub fn mute(&self, name: &'static str) {
+        self.state.lock().expect("fake state").muted.insert(name);
     }
 
     /// Holds prewrites until `n` are in flight at once (for at most a few seconds).
@@ -305,14 +317,18 @@ impl FakeCluster {
         resp
     }
 
-    async fn kv_answer(&self, mut req: KvRequest) -> KvResponse {
+    async fn kv_answer(&self, mut req: KvRequest) -> Option<KvResponse> {
         let ctx = req.take_context();
         let cmd = match req.take_request().cmd {
             Some(kvrpcpb::Request_oneof_cmd::txn(t)) => t.cmd,
-            _ => return kv_error(|e| e.set_message("the fake serves txn commands only".into())),
+            _ => {
+                return Some(kv_error(|e| {
+                    e.set_message("the fake serves txn commands only".into())
+                }))
+            }
         };
         let Some(cmd) = cmd else {
-            return kv_error(|e| e.set_message("empty txn command".into()));
+            return Some(kv_error(|e| e.set_message("empty txn command".into())));
         };
         let is_prewrite = matches!(cmd, Cmd::prewrite(_));
         if is_prewrite {
@@ -325,7 +341,7 @@ impl FakeCluster {
         resp
     }
 
-    fn serve(&self, ctx: &kvrpcpb::Context, cmd: Cmd) -> KvResponse {
+    fn serve(&self, ctx: &kvrpcpb::Context, cmd: Cmd) -> Option<KvResponse> {
         let mut s = self.state.lock().expect("fake state");
         let Some(region) = s
             .regions
@@ -333,27 +349,32 @@ impl FakeCluster {
             .find(|r| r.get_id() == ctx.get_region_id())
             .cloned()
         else {
-            return kv_error(|e| {
+            return Some(kv_error(|e| {
                 e.mut_region_not_found().set_region_id(ctx.get_region_id());
-            });
+            }));
         };
         if region.get_region_epoch().get_version() != ctx.get_region_epoch().get_version() {
             *s.counts.entry("epoch_not_match").or_insert(0) += 1;
             let current = s.regions.clone();
-            return kv_error(move |e| e.mut_epoch_not_match().set_current_regions(current.into()));
+            return Some(kv_error(move |e| {
+                e.mut_epoch_not_match().set_current_regions(current.into())
+            }));
         }
         if let Some(k) = keys_of(&cmd)
             .into_iter()
             .find(|k| !key_in_range(&region, k))
         {
-            return kv_error(|e| e.mut_key_not_in_region().set_key(k.clone()));
+            return Some(kv_error(|e| e.mut_key_not_in_region().set_key(k.clone())));
         }
         let mut txn_resp = TxnResponse::new();
         let name = run(&mut s, &region, cmd, &mut txn_resp);
         *s.counts.entry(name).or_insert(0) += 1;
+        if s.muted.contains(name) {
+            return None;
+        }
         let mut resp = KvResponse::new();
         resp.mut_response().set_txn(txn_resp);
-        resp
+        Some(resp)
     }
 }
 
