@@ -449,7 +449,11 @@ impl Transaction {
         let primary = self.primary.clone().unwrap_or(first);
         self.primary = Some(primary.clone());
         self.touched.extend(mutations.keys().cloned());
-        self.start_heartbeat();
+        // No heartbeat for an optimistic commit (client-go's small transactions): its
+        // locks live from prewrite to the primary's commit, one TSO call and one request
+        // later, under a TTL counted from now. Were it kept alive while its prewrite waits
+        // on another's lock, two commits waiting on each other would wait out their
+        // deadlines; with the TTL, the first to expire is rolled back and the other goes on.
         let plan = CommitPlan {
             primary,
             mutations: mutations.into_values().collect(),
