@@ -143,3 +143,41 @@ async fn a_long_transaction_keeps_its_primary_alive_by_heartbeats() {
     t.put(b"p", b"done");
     t.commit().await.expect("commit");
 }
+
+#[tokio::test]
+async fn a_scan_across_regions_resolves_the_locks_it_meets() {
+    let fake = FakeCluster::start(&[b"m"]).await;
+    let txns = connect(&fake, Duration::from_secs(10)).await;
+    let mut seed = txns.begin_optimistic().await.expect("begin");
+    seed.put(b"a", b"1");
+    seed.put(b"y", b"2");
+    seed.commit().await.expect("seed");
+    // A dead transaction committed its primary "b"; its secondary "z" is still locked.
+    let start_ts = fake.ts();
+    fake.prewrite_directly(b"b", &[(b"b", b"3")], start_ts, 60_000);
+    fake.prewrite_directly(b"b", &[(b"z", b"4")], start_ts, 60_000);
+    fake.commit_directly(&[b"b"], start_ts, fake.ts())
+        .expect("commit the primary");
+    let snap = snapshot_now(&txns).await;
+    let all = snap.scan(b"", b"", 0).await.expect("scan");
+    let keys: Vec<&[u8]> = all.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(keys, vec![&b"a"[..], b"b", b"y", b"z"]);
+    assert!(fake.lock_on(b"z").is_none());
+}
+
+#[tokio::test]
+async fn an_explicit_rollback_releases_pessimistic_locks_and_fences_the_transaction() {
+    let fake = FakeCluster::start(&[]).await;
+    let txns = connect(&fake, Duration::from_secs(10)).await;
+    let mut t = txns.begin_pessimistic().await.expect("begin");
+    assert_eq!(t.get_for_update(b"k").await.expect("lock"), None);
+    assert!(fake.lock_on(b"k").is_some());
+    t.rollback().await.expect("rollback");
+    assert!(fake.lock_on(b"k").is_none());
+    assert!(matches!(t.commit().await, Err(Error::InvalidArgument(_))));
+    // Another transaction may now take the key at once.
+    let mut other = txns.begin_pessimistic().await.expect("begin");
+    other.lock_keys(&[b"k".to_vec()]).await.expect("lock");
+    other.put(b"k", b"v");
+    other.commit().await.expect("commit");
+}
