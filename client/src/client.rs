@@ -128,6 +128,11 @@ impl Client {
         &self.inner.pd
     }
 
+    /// The settings this client runs with.
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
     /// Reads `key` linearizably: its value and version, `None` if it has no value.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
         self.get_with(key, ReadConsistency::Linearizable).await
@@ -600,7 +605,7 @@ impl Client {
     }
 
     /// The cached region holding `key`, asking PD on a miss.
-    async fn locate(&self, key: &[u8]) -> Result<Arc<CachedRegion>> {
+    pub(crate) async fn locate(&self, key: &[u8]) -> Result<Arc<CachedRegion>> {
         if let Some(c) = self.inner.cache.lock().expect("cache lock").get(key) {
             return Ok(c);
         }
@@ -666,7 +671,7 @@ impl Client {
     }
 
     /// Runs one request on the region holding `key`, retrying until the deadline.
-    async fn execute(
+    pub(crate) async fn execute(
         &self,
         op: &'static str,
         key: &[u8],
@@ -692,7 +697,7 @@ impl Client {
     /// if no attempt got as far as sending (the last failed to connect), else
     /// [`Error::Timeout`].
     #[allow(clippy::too_many_arguments)]
-    async fn execute_keys(
+    pub(crate) async fn execute_keys(
         &self,
         op: &'static str,
         key: &[u8],

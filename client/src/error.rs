@@ -44,6 +44,134 @@ pub enum Error {
     /// an answer of the wrong kind, an untyped error (a server-side bug). Not retried.
     #[error("server error: {0}")]
     Server(String),
+    /// A transaction met a write to `key` committed by another transaction after it
+    /// started (optimistic), or after its lock's `for_update_ts` (pessimistic). The
+    /// transaction did not commit. Retryable: run it again with a new start ts.
+    #[error(
+        "write conflict on {key:?}: txn {start_ts} meets txn {conflict_start_ts} committed at {conflict_commit_ts}"
+    )]
+    WriteConflict {
+        /// The key written by both.
+        key: Vec<u8>,
+        /// This transaction's primary key.
+        primary: Vec<u8>,
+        /// This transaction's start ts.
+        start_ts: u64,
+        /// The transaction that committed first.
+        conflict_start_ts: u64,
+        /// Its commit ts.
+        conflict_commit_ts: u64,
+    },
+    /// `key` is locked by another transaction that stayed alive (its TTL kept running, or
+    /// it kept heartbeating) until this operation's deadline. Retryable: the lock goes
+    /// once that transaction ends or its TTL runs out.
+    #[error("key {key:?} is locked by txn {lock_ts} (primary {primary:?}, ttl {ttl_ms} ms)")]
+    KeyIsLocked {
+        /// The locked key.
+        key: Vec<u8>,
+        /// The lock holder's primary key.
+        primary: Vec<u8>,
+        /// The lock holder's start ts.
+        lock_ts: u64,
+        /// The lock's time to live in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Waiting for a pessimistic lock on `key` would have closed a cycle of waiting
+    /// transactions; this transaction was chosen to give up. Retryable.
+    #[error("deadlock: txn {start_ts} waiting on {key:?} for txn {blocker_start_ts}")]
+    Deadlock {
+        /// The key this transaction waited for.
+        key: Vec<u8>,
+        /// This transaction's start ts.
+        start_ts: u64,
+        /// The transaction it waited for.
+        blocker_start_ts: u64,
+    },
+    /// A pessimistic lock on `key` was not granted within the lock-wait timeout.
+    /// Retryable.
+    #[error("lock wait on {key:?} by txn {start_ts} timed out")]
+    LockWaitTimeout {
+        /// The key.
+        key: Vec<u8>,
+        /// This transaction's start ts.
+        start_ts: u64,
+    },
+    /// The transaction's primary holds neither its lock nor a record of it: it was never
+    /// prewritten there, or was cleaned up. Retryable: run the transaction again.
+    #[error("txn {start_ts} not found on its primary {primary:?}")]
+    TxnNotFound {
+        /// The transaction.
+        start_ts: u64,
+        /// Its primary key.
+        primary: Vec<u8>,
+    },
+    /// A commit found neither the transaction's lock nor its record on `key`: another
+    /// client rolled it back and the record is gone. The transaction did not commit.
+    /// Retryable: run it again.
+    #[error("txn {start_ts} has no lock on {key:?} to commit")]
+    TxnLockNotFound {
+        /// The transaction.
+        start_ts: u64,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The commit ts is below a lock's `min_commit_ts`. The client retries this itself
+    /// with a newer ts; it surfaces only when that fails too. Retryable.
+    #[error("commit ts {commit_ts} of txn {start_ts} is below min_commit_ts {min_commit_ts}")]
+    CommitTsExpired {
+        /// The transaction.
+        start_ts: u64,
+        /// The commit ts tried.
+        commit_ts: u64,
+        /// The smallest allowed.
+        min_commit_ts: u64,
+    },
+    /// The transaction was rolled back (by this client, or by another that found its
+    /// locks expired); it can never commit. Retryable: run it again.
+    #[error("txn {start_ts} was rolled back (met on {key:?})")]
+    AlreadyRolledBack {
+        /// The transaction.
+        start_ts: u64,
+        /// Where the rollback was met.
+        key: Vec<u8>,
+    },
+    /// A pessimistic transaction's lock on `key` was gone at prewrite (another client
+    /// rolled it back). Retryable: run the transaction again.
+    #[error("txn {start_ts} lost its pessimistic lock on {key:?}")]
+    PessimisticLockNotFound {
+        /// The transaction.
+        start_ts: u64,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The transaction is already committed at `commit_ts`, so it cannot be rolled back.
+    /// Not retryable: it is the answer.
+    #[error("txn {start_ts} is already committed at {commit_ts}")]
+    AlreadyCommitted {
+        /// The transaction.
+        start_ts: u64,
+        /// Its commit ts.
+        commit_ts: u64,
+    },
+    /// A read at `read_ts` below the GC safe point: the versions it needs may be gone.
+    /// Not retryable at that ts.
+    #[error("read at ts {read_ts} is below the GC safe point {safe_point}")]
+    BelowGcSafePoint {
+        /// The read's ts.
+        read_ts: u64,
+        /// The safe point.
+        safe_point: u64,
+    },
+    /// The commit of the primary key was sent but its answer never came (deadline, lost
+    /// connection): the transaction **may or may not have committed**. Not retryable,
+    /// since running it again could apply it twice; read the data to find out.
+    #[error("commit of txn {start_ts} is undetermined: {reason}")]
+    CommitUndetermined {
+        /// The transaction.
+        start_ts: u64,
+        /// What happened to the commit request.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -52,10 +180,31 @@ impl Error {
     /// [`Error::InvalidArgument`] and [`Error::Server`]. A write that timed out may already
     /// have been applied, so calling it again may apply it twice: a new call is a new
     /// write, with a session of its own.
+    ///
+    /// For a transaction, `true` means running the whole transaction again, with a new
+    /// start ts, may succeed (what [`crate::TxnClient::run`] does): conflicts, locks, lock
+    /// waits, deadlocks, and a transaction rolled back by someone else.
+    /// [`Error::CommitUndetermined`], [`Error::AlreadyCommitted`] and
+    /// [`Error::BelowGcSafePoint`] are not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Connection { .. } | Error::Pd(_) | Error::Timeout { .. } => true,
-            Error::InvalidArgument(_) | Error::Server(_) => false,
+            Error::Connection { .. }
+            | Error::Pd(_)
+            | Error::Timeout { .. }
+            | Error::WriteConflict { .. }
+            | Error::KeyIsLocked { .. }
+            | Error::Deadlock { .. }
+            | Error::LockWaitTimeout { .. }
+            | Error::TxnNotFound { .. }
+            | Error::TxnLockNotFound { .. }
+            | Error::CommitTsExpired { .. }
+            | Error::AlreadyRolledBack { .. }
+            | Error::PessimisticLockNotFound { .. } => true,
+            Error::InvalidArgument(_)
+            | Error::Server(_)
+            | Error::AlreadyCommitted { .. }
+            | Error::BelowGcSafePoint { .. }
+            | Error::CommitUndetermined { .. } => false,
         }
     }
 }

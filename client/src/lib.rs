@@ -41,9 +41,11 @@ mod read;
 mod region_cache;
 mod retry;
 mod session;
+mod txn;
 
 pub use client::{CasOutcome, Client};
 pub use config::Config;
 pub use error::Error;
 pub use pd::PdClient;
 pub use read::{KvPair, ReadConsistency, ReadOutcome, Versioned};
+pub use txn::{Snapshot, Transaction, TxnBody, TxnClient, TxnMode, TxnOptions};

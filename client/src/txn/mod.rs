@@ -1,0 +1,183 @@
+//! Transactions: snapshot-isolated, multi-key, multi-region, in the Percolator design as
+//! TiKV's client builds it ([`TxnClient`], [`Transaction`], [`Snapshot`]).
+//!
+//! A transaction reads at its `start_ts` (from PD's TSO) and buffers its writes in the
+//! client. At commit it picks a primary key (the first key it locked or wrote, else its
+//! smallest key) and:
+//! - if every key lies in one region and [`TxnOptions::try_one_pc`] holds, sends one
+//!   prewrite with `try_one_pc`: the store prewrites and commits in one step (**1PC**);
+//! - otherwise runs **2PC**: prewrites every region's keys in parallel (locks naming the
+//!   primary), takes a `commit_ts` from the TSO, commits the primary — the commit point —
+//!   and answers; the secondaries are committed in the background (a reader that meets
+//!   one first resolves it through the primary).
+//!
+//! Invariants the client keeps:
+//! - a transaction commits only by committing its primary, after every prewrite
+//!   succeeded, with a `commit_ts` taken from the TSO after them (so above every
+//!   `start_ts` that could have read the keys unlocked);
+//! - an error that leaves the outcome unknown (the primary's commit sent, no answer) is
+//!   [`crate::Error::CommitUndetermined`], never a retryable error: `run` must not apply a
+//!   transaction twice;
+//! - a lock is resolved only from its primary's status (see `resolve.rs`);
+//! - every wait (TSO, locks, routing) is bounded by the client's operation deadline, and
+//!   [`TxnClient::run`]'s retries by [`TxnOptions::retry_timeout`].
+//!
+//! Transactional keys live in their own key space on the stores: a key written through
+//! [`TxnClient`] is not visible to [`crate::Client`]'s raw reads, and the reverse.
+
+mod client;
+mod commit;
+mod read;
+mod resolve;
+mod rpc;
+mod transaction;
+mod tso;
+
+pub use client::{TxnBody, TxnClient};
+pub use read::Snapshot;
+pub use transaction::Transaction;
+
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// How a transaction detects conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnMode {
+    /// Conflicts are found at commit: a write committed by another transaction after this
+    /// one's start fails the commit with [`Error::WriteConflict`].
+    Optimistic,
+    /// Keys are locked as they are read for update ([`Transaction::get_for_update`],
+    /// [`Transaction::lock_keys`]) and before commit for every other written key, each at
+    /// a fresh `for_update_ts`: the commit does not fail on write conflicts.
+    Pessimistic,
+}
+
+/// The settings of one transaction.
+#[derive(Debug, Clone)]
+pub struct TxnOptions {
+    /// Optimistic (default) or pessimistic.
+    pub mode: TxnMode,
+    /// Commit by 1PC when every key lies in one region (default true).
+    pub try_one_pc: bool,
+    /// Time to live of the transaction's locks, from its start, in ms (default 3,000). A
+    /// lock older than this whose transaction stopped heartbeating may be rolled back by
+    /// any client that meets it.
+    pub lock_ttl_ms: u64,
+    /// How often a transaction holding locks extends its primary's TTL (default 1 s;
+    /// below `lock_ttl_ms`).
+    pub heartbeat_interval: Duration,
+    /// Pessimistic: how long the store may queue a lock request behind another
+    /// transaction's lock, in ms (default 1,000), before [`Error::LockWaitTimeout`].
+    pub lock_wait_timeout_ms: u64,
+    /// [`TxnClient::run`]: no new attempt starts after this long (default 20 s).
+    pub retry_timeout: Duration,
+}
+
+impl Default for TxnOptions {
+    fn default() -> Self {
+        TxnOptions {
+            mode: TxnMode::Optimistic,
+            try_one_pc: true,
+            lock_ttl_ms: 3_000,
+            heartbeat_interval: Duration::from_secs(1),
+            lock_wait_timeout_ms: 1_000,
+            retry_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl TxnOptions {
+    /// Optimistic, with the defaults.
+    pub fn optimistic() -> TxnOptions {
+        TxnOptions::default()
+    }
+
+    /// Pessimistic, with the defaults.
+    pub fn pessimistic() -> TxnOptions {
+        TxnOptions {
+            mode: TxnMode::Pessimistic,
+            ..TxnOptions::default()
+        }
+    }
+
+    /// Rejects settings that cannot work: a zero TTL, or a heartbeat that does not come
+    /// before the TTL runs out.
+    pub fn validate(&self) -> Result<()> {
+        if self.lock_ttl_ms == 0 {
+            return Err(Error::InvalidArgument(
+                "lock_ttl_ms must be positive".into(),
+            ));
+        }
+        if self.heartbeat_interval.is_zero()
+            || self.heartbeat_interval.as_millis() >= u128::from(self.lock_ttl_ms)
+        {
+            return Err(Error::InvalidArgument(
+                "heartbeat_interval must be positive and below lock_ttl_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a [`TxnClient`] and its transactions share: the raw client (routing, retries,
+/// connections) and the TSO batcher.
+pub(crate) struct Shared {
+    client: crate::Client,
+    tso: tso::TsoBatcher,
+}
+
+impl Shared {
+    /// A fresh timestamp from the TSO (batched with concurrent requests), retrying PD
+    /// failures with backoff until the operation deadline.
+    pub(crate) async fn timestamp(&self) -> Result<u64> {
+        let cfg = self.client.config();
+        let started = std::time::Instant::now();
+        let mut backoff = cfg.backoff_base;
+        loop {
+            match self.tso.get().await {
+                Ok(ts) => return Ok(ts),
+                Err(Error::Pd(_)) if started.elapsed() < cfg.op_timeout => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(cfg.backoff_max);
+                }
+                Err(e @ Error::Pd(_)) => {
+                    return Err(Error::Timeout {
+                        operation: "get_ts",
+                        elapsed_ms: started.elapsed().as_millis() as u64,
+                        last_error: e.to_string(),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Refuses an empty key (it cannot be stored).
+fn check_key(op: &str, key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidArgument(format!("{op}: an empty key")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_refuse_a_heartbeat_slower_than_the_ttl() {
+        assert!(TxnOptions::default().validate().is_ok());
+        assert!(TxnOptions::pessimistic().validate().is_ok());
+        let slow = TxnOptions {
+            heartbeat_interval: Duration::from_secs(3),
+            ..TxnOptions::default()
+        };
+        assert!(matches!(slow.validate(), Err(Error::InvalidArgument(_))));
+        let no_ttl = TxnOptions {
+            lock_ttl_ms: 0,
+            ..TxnOptions::default()
+        };
+        assert!(matches!(no_ttl.validate(), Err(Error::InvalidArgument(_))));
+    }
+}

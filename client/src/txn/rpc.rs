@@ -1,0 +1,287 @@
+//! Sending transactional commands (`txnpb`) through the client's routing and retry
+//! machinery: the region cache, `NotLeader` hints, `EpochNotMatch` refreshes and the
+//! backoff of [`crate::retry::classify`] all apply as for raw requests. A command's
+//! `KeyError` is not a routing error: it comes back inside the answer for the caller to
+//! act on ([`key_error`] turns it into a typed [`Error`]).
+//!
+//! Commands carry no at-most-once session: Percolator's commands are idempotent on the
+//! store (a repeated prewrite, commit or rollback of the same transaction finds its own
+//! lock or record and does nothing), so a retry after a lost answer is safe.
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::read::ReadConsistency;
+use regatta_proto::kvrpcpb::{KvResponse, Request};
+use regatta_proto::txnpb::{KeyError, TxnRequest, TxnResponse};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Runs one command on the region holding `key`, retrying routing and transient errors
+/// until the client's operation deadline.
+pub(crate) async fn call(
+    client: &Client,
+    op: &'static str,
+    key: &[u8],
+    cmd: TxnRequest,
+) -> Result<TxnResponse> {
+    let mut req = Request::new();
+    req.set_txn(cmd);
+    let resp = client
+        .execute(op, key, req, ReadConsistency::Linearizable, false)
+        .await?;
+    take_txn(op, resp)
+}
+
+fn take_txn(op: &'static str, mut resp: KvResponse) -> Result<TxnResponse> {
+    if !resp.get_response().has_txn() {
+        return Err(Error::Server(format!(
+            "{op}: the store answered with something that is not a transactional answer"
+        )));
+    }
+    Ok(resp.mut_response().take_txn())
+}
+
+/// Makes one region's command from that region's keys.
+pub(crate) type Builder = Arc<dyn Fn(&[Vec<u8>]) -> TxnRequest + Send + Sync>;
+
+/// Runs a command over `keys`, cut by region as the cache knows them, one request per
+/// region (built by `build` from that region's keys), the regions in parallel; a part
+/// whose keys a split moved apart is cut again. Returns each part's keys with its answer.
+/// Fails with the first part's error that retrying could not fix before the deadline.
+pub(crate) async fn call_grouped(
+    client: &Client,
+    op: &'static str,
+    keys: Vec<Vec<u8>>,
+    build: Builder,
+) -> Result<Vec<(Vec<Vec<u8>>, TxnResponse)>> {
+    let deadline = Instant::now() + client.config().op_timeout;
+    let mut remaining = keys;
+    let mut done = Vec::new();
+    while !remaining.is_empty() {
+        let groups = group_by_region(client, remaining).await?;
+        let mut tasks = Vec::with_capacity(groups.len());
+        for group in groups {
+            let (c, build) = (client.clone(), build.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut req = Request::new();
+                req.set_txn(build(&group));
+                let answer = c
+                    .execute_keys(
+                        op,
+                        &group[0],
+                        &group[1..],
+                        req,
+                        ReadConsistency::Linearizable,
+                        None,
+                        deadline,
+                    )
+                    .await;
+                (group, answer)
+            }));
+        }
+        remaining = Vec::new();
+        let mut failed = None;
+        for t in tasks {
+            match t.await {
+                Ok((group, Ok(Some(resp)))) => match take_txn(op, resp) {
+                    Ok(txn) => done.push((group, txn)),
+                    Err(e) => failed = failed.or(Some(e)),
+                },
+                // A split moved some of the part's keys out of its region: cut again.
+                Ok((group, Ok(None))) => remaining.extend(group),
+                Ok((_, Err(e))) => failed = failed.or(Some(e)),
+                Err(e) => failed = failed.or(Some(Error::Server(format!("{op} task: {e}")))),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if !remaining.is_empty() && Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                operation: op,
+                elapsed_ms: client.config().op_timeout.as_millis() as u64,
+                last_error: "the keys kept moving between regions".into(),
+            });
+        }
+    }
+    Ok(done)
+}
+
+/// `keys` cut by the region each lies in (as the cache knows them, asking PD on a miss),
+/// keeping their order within each part.
+pub(crate) async fn group_by_region(
+    client: &Client,
+    keys: Vec<Vec<u8>>,
+) -> Result<Vec<Vec<Vec<u8>>>> {
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut groups: Vec<Vec<Vec<u8>>> = Vec::new();
+    for k in keys {
+        let region = client.locate(&k).await?.region.get_id();
+        let i = *index.entry(region).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(k);
+    }
+    Ok(groups)
+}
+
+/// The typed error for a command's `KeyError` (`start_ts`, `primary`: the caller's
+/// transaction, for the error's fields). A `locked` error is [`Error::KeyIsLocked`]; the
+/// callers that resolve locks look at `KeyError.locked` before calling this.
+pub(crate) fn key_error(e: &KeyError, start_ts: u64, primary: &[u8]) -> Error {
+    if e.has_locked() {
+        let l = e.get_locked();
+        return Error::KeyIsLocked {
+            key: l.get_key().to_vec(),
+            primary: l.get_primary().to_vec(),
+            lock_ts: l.get_start_ts(),
+            ttl_ms: l.get_ttl_ms(),
+        };
+    }
+    if e.has_conflict() {
+        let c = e.get_conflict();
+        return Error::WriteConflict {
+            key: c.get_key().to_vec(),
+            primary: if c.get_primary().is_empty() {
+                primary.to_vec()
+            } else {
+                c.get_primary().to_vec()
+            },
+            start_ts,
+            conflict_start_ts: c.get_conflict_start_ts(),
+            conflict_commit_ts: c.get_conflict_commit_ts(),
+        };
+    }
+    if e.has_deadlock() {
+        let d = e.get_deadlock();
+        return Error::Deadlock {
+            key: d.get_key().to_vec(),
+            start_ts,
+            blocker_start_ts: d.get_blocker_start_ts(),
+        };
+    }
+    let key = primary.to_vec();
+    if e.get_lock_wait_timeout() {
+        Error::LockWaitTimeout { key, start_ts }
+    } else if e.get_txn_lock_not_found() {
+        Error::TxnLockNotFound { start_ts, key }
+    } else if e.get_txn_not_found() {
+        Error::TxnNotFound {
+            start_ts,
+            primary: key,
+        }
+    } else if e.get_committed_ts() != 0 {
+        Error::AlreadyCommitted {
+            start_ts,
+            commit_ts: e.get_committed_ts(),
+        }
+    } else if e.get_already_rolled_back() {
+        Error::AlreadyRolledBack { start_ts, key }
+    } else if e.get_commit_ts_expired_min() != 0 {
+        Error::CommitTsExpired {
+            start_ts,
+            commit_ts: 0,
+            min_commit_ts: e.get_commit_ts_expired_min(),
+        }
+    } else if e.get_pessimistic_lock_not_found() {
+        Error::PessimisticLockNotFound { start_ts, key }
+    } else if !e.get_invalid().is_empty() {
+        Error::InvalidArgument(e.get_invalid().to_string())
+    } else if e.get_below_gc_safe_point() != 0 {
+        Error::BelowGcSafePoint {
+            read_ts: start_ts,
+            safe_point: e.get_below_gc_safe_point(),
+        }
+    } else {
+        Error::Server(format!("unknown key error: {e:?}"))
+    }
+}
+
+/// The command's key error, if it failed for a transactional reason.
+pub(crate) fn failure(resp: &TxnResponse) -> Option<&KeyError> {
+    resp.has_key_error().then(|| resp.get_key_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regatta_proto::txnpb::{Deadlock, LockInfo, WriteConflict};
+
+    fn with(set: impl FnOnce(&mut KeyError)) -> Error {
+        let mut e = KeyError::new();
+        set(&mut e);
+        key_error(&e, 7, b"primary")
+    }
+
+    #[test]
+    fn every_key_error_becomes_its_typed_error_with_the_documented_retryability() {
+        let retryable = [
+            with(|e| {
+                let mut l = LockInfo::new();
+                l.set_key(b"k".to_vec());
+                l.set_start_ts(3);
+                e.set_locked(l);
+            }),
+            with(|e| {
+                let mut c = WriteConflict::new();
+                c.set_key(b"k".to_vec());
+                c.set_conflict_commit_ts(9);
+                e.set_conflict(c);
+            }),
+            with(|e| e.set_deadlock(Deadlock::new())),
+            with(|e| e.set_lock_wait_timeout(true)),
+            with(|e| e.set_txn_lock_not_found(true)),
+            with(|e| e.set_txn_not_found(true)),
+            with(|e| e.set_already_rolled_back(true)),
+            with(|e| e.set_commit_ts_expired_min(11)),
+            with(|e| e.set_pessimistic_lock_not_found(true)),
+        ];
+        let kinds: Vec<&str> = retryable
+            .iter()
+            .map(|e| match e {
+                Error::KeyIsLocked { lock_ts: 3, .. } => "locked",
+                Error::WriteConflict {
+                    start_ts: 7,
+                    conflict_commit_ts: 9,
+                    primary,
+                    ..
+                } if primary == b"primary" => "conflict",
+                Error::Deadlock { .. } => "deadlock",
+                Error::LockWaitTimeout { .. } => "lock_wait_timeout",
+                Error::TxnLockNotFound { .. } => "txn_lock_not_found",
+                Error::TxnNotFound { .. } => "txn_not_found",
+                Error::AlreadyRolledBack { .. } => "already_rolled_back",
+                Error::CommitTsExpired {
+                    min_commit_ts: 11, ..
+                } => "commit_ts_expired",
+                Error::PessimisticLockNotFound { .. } => "pessimistic_lock_not_found",
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds.len(), 9);
+        for e in &retryable {
+            assert!(e.is_retryable(), "{e}");
+        }
+        let answers = [
+            with(|e| e.set_committed_ts(5)),
+            with(|e| e.set_invalid("duplicate key".into())),
+            with(|e| e.set_below_gc_safe_point(4)),
+            with(|_| {}),
+        ];
+        assert!(matches!(
+            answers[0],
+            Error::AlreadyCommitted { commit_ts: 5, .. }
+        ));
+        assert!(matches!(answers[1], Error::InvalidArgument(_)));
+        assert!(matches!(
+            answers[2],
+            Error::BelowGcSafePoint { safe_point: 4, .. }
+        ));
+        assert!(matches!(answers[3], Error::Server(_)));
+        for e in &answers {
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
+}

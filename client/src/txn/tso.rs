@@ -1,0 +1,98 @@
+//! [`TsoBatcher`]: timestamps from PD's oracle, with concurrent requests sharing one PD
+//! call (TiKV client-go's `tsoDispatcher`, without its long-lived stream).
+//!
+//! Invariant: every caller gets a distinct timestamp that PD handed out, so each is greater
+//! than any timestamp handed out before the call began (PD's TSO is strictly increasing,
+//! across its restarts too). How: a caller queues a one-shot slot; one flusher task at a
+//! time takes every queued slot (at most [`MAX_TSO_BATCH`]), asks PD for that many
+//! consecutive timestamps and hands them out in queue order, then looks for slots queued
+//! meanwhile. The flusher is a task of its own, so a caller that gives up (its future
+//! dropped) never strands the others.
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// Most timestamps asked of PD in one call (PD's own bound).
+pub(crate) const MAX_TSO_BATCH: usize = 65_536;
+
+type Slot = oneshot::Sender<Result<u64>>;
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Slot>,
+    /// Whether a flusher task is running (it will see every slot queued before it exits).
+    flushing: bool,
+}
+
+/// Batches timestamp requests of one client.
+#[derive(Clone)]
+pub(crate) struct TsoBatcher {
+    client: Client,
+    queue: Arc<Mutex<Queue>>,
+}
+
+impl TsoBatcher {
+    /// A batcher asking the PD of `client`.
+    pub(crate) fn new(client: Client) -> TsoBatcher {
+        TsoBatcher {
+            client,
+            queue: Arc::default(),
+        }
+    }
+
+    /// One fresh timestamp (one attempt: a PD failure is [`Error::Pd`]).
+    pub(crate) async fn get(&self) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        let start_flusher = {
+            let mut q = self.queue.lock().expect("tso queue lock");
+            q.waiting.push(tx);
+            !std::mem::replace(&mut q.flushing, true)
+        };
+        if start_flusher {
+            let me = self.clone();
+            tokio::spawn(async move { me.flush().await });
+        }
+        rx.await
+            .map_err(|_| Error::Pd("the timestamp request was dropped".into()))?
+    }
+
+    /// Serves queued slots until the queue is empty.
+    async fn flush(self) {
+        loop {
+            let batch: Vec<Slot> = {
+                let mut q = self.queue.lock().expect("tso queue lock");
+                if q.waiting.is_empty() {
+                    q.flushing = false;
+                    return;
+                }
+                let n = q.waiting.len().min(MAX_TSO_BATCH);
+                q.waiting.drain(..n).collect()
+            };
+            let count = u32::try_from(batch.len()).expect("a batch is at most 65,536 slots");
+            match self.client.pd().get_ts_batch(count).await {
+                Ok(first) => {
+                    for (i, slot) in batch.into_iter().enumerate() {
+                        // A caller that gave up dropped its receiver: nothing to do.
+                        let _ = slot.send(Ok(first + i as u64));
+                    }
+                }
+                Err(e) => {
+                    for slot in batch {
+                        let _ = slot.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bits of the logical counter in a TSO timestamp (`physical_ms << 18 | logical`).
+const LOGICAL_BITS: u32 = 18;
+
+/// The milliseconds (physical part) of timestamp `ts`: only this part means time, so lock
+/// TTLs are judged on it.
+pub(crate) fn physical_ms(ts: u64) -> u64 {
+    ts >> LOGICAL_BITS
+}

@@ -1,0 +1,417 @@
+//! The fake's network face: PD's answers, the TSO, the region map with its epochs and
+//! the store's routing checks; commands that pass them go to `actions`.
+
+use super::actions::run;
+use regatta_engine::{Engine, MemEngine};
+use regatta_proto::frame::{encode, MAX_FRAME_LEN};
+use regatta_proto::framepb::{Frame, Frame_oneof_body};
+use regatta_proto::kvrpcpb::{self, KvRequest, KvResponse};
+use regatta_proto::metapb::{Peer, Region, Store};
+use regatta_proto::pdpb::{PdRequest_oneof_req, PdResponse};
+use regatta_proto::region::key_in_range;
+use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
+use regatta_proto::txnpb::{TxnRequest_oneof_cmd as Cmd, TxnResponse};
+use regatta_txn as txn;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// Holds prewrites until `want` are in flight at once (or a bound passes), to show that
+/// the client sends a transaction's prewrites in parallel.
+#[derive(Default)]
+struct Gate {
+    want: AtomicUsize,
+    released: AtomicBool,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    notify: Notify,
+}
+
+/// How long a held prewrite waits for the others before it is answered anyway (a client
+/// that sends them one by one then shows `max_in_flight == 1`, and the test fails instead
+/// of hanging).
+const GATE_BOUND: Duration = Duration::from_secs(3);
+
+impl Gate {
+    async fn pass(&self) {
+        let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(n, Ordering::SeqCst);
+        let want = self.want.load(Ordering::SeqCst);
+        if want == 0 || n >= want {
+            self.released.store(true, Ordering::SeqCst);
+            self.notify.notify_waiters();
+            return;
+        }
+        let wait = async {
+            loop {
+                let notified = self.notify.notified();
+                if self.released.load(Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(GATE_BOUND, wait).await;
+        self.released.store(true, Ordering::SeqCst);
+    }
+
+    fn done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(super) struct State {
+    pub(super) engine: MemEngine,
+    pub(super) regions: Vec<Region>,
+    pub(super) last_ts: u64,
+    pub(super) counts: HashMap<&'static str, usize>,
+    /// Commands served but never answered (a lost answer).
+    pub(super) muted: HashSet<&'static str>,
+}
+
+/// The fake cluster (PD + one store on one port).
+#[derive(Clone)]
+pub struct FakeCluster {
+    /// PD's (and the store's) address.
+    pub addr: String,
+    state: Arc<Mutex<State>>,
+    gate: Arc<Gate>,
+}
+
+fn store_peer() -> Peer {
+    let mut p = Peer::new();
+    p.set_id(11);
+    p.set_store_id(1);
+    p
+}
+
+fn region(id: u64, start: &[u8], end: &[u8], version: u64) -> Region {
+    let mut r = Region::new();
+    r.set_id(id);
+    r.set_start_key(start.to_vec());
+    r.set_end_key(end.to_vec());
+    r.mut_region_epoch().set_version(version);
+    r.mut_region_epoch().set_conf_ver(1);
+    r.mut_peers().push(store_peer());
+    r
+}
+
+impl FakeCluster {
+    /// Serves regions cut at `split_keys` (ascending) on a fresh loopback port.
+    pub async fn start(split_keys: &[&[u8]]) -> FakeCluster {
+        let mut regions = Vec::new();
+        let mut start: Vec<u8> = Vec::new();
+        for (i, k) in split_keys.iter().enumerate() {
+            regions.push(region(i as u64 + 1, &start, k, 1));
+            start = k.to_vec();
+        }
+        regions.push(region(split_keys.len() as u64 + 1, &start, b"", 1));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let cluster = FakeCluster {
+            addr: addr.clone(),
+            state: Arc::new(Mutex::new(State {
+                engine: MemEngine::new(),
+                regions,
+                last_ts: 0,
+                counts: HashMap::new(),
+                muted: HashSet::new(),
+            })),
+            gate: Arc::new(Gate::default()),
+        };
+        let (keep, shutdown) = tokio::sync::watch::channel(false);
+        let me = cluster.clone();
+        tokio::spawn(async move {
+            let _keep = keep;
+            while let Ok((stream, _)) = listener.accept().await {
+                let me = me.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let limits = InboundLimits::new(MAX_FRAME_LEN);
+                    let budget = ReadBudget::unlimited();
+                    serve_connection(stream, &limits, &budget, shutdown, move |frame, tx| {
+                        let (me, tx) = (me.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let body = match frame.body {
+                                Some(Frame_oneof_body::pd_request(r)) => {
+                                    Frame_oneof_body::pd_response(me.pd_answer(r.req))
+                                }
+                                Some(Frame_oneof_body::kv_request(r)) => {
+                                    match me.kv_answer(r).await {
+                                        Some(answer) => Frame_oneof_body::kv_response(answer),
+                                        None => return, // muted: served, never answered
+                                    }
+                                }
+                                _ => return,
+                            };
+                            let mut out = Frame::new();
+                            out.set_id(frame.id);
+                            out.body = Some(body);
+                            if let Ok(bytes) = encode(&out) {
+                                let _ = tx.send(bytes).await;
+                            }
+                        });
+                        Ok(())
+                    })
+                    .await;
+                });
+            }
+        });
+        cluster
+    }
+
+    /// How many commands named `name` the store served (`prewrite` counts 2PC prewrites,
+    /// `prewrite_1pc` the ones asking for 1PC; `epoch_not_match` counts refusals).
+    pub fn count(&self, name: &str) -> usize {
+        let s = self.state.lock().expect("fake state");
+        s.counts.get(name).copied().unwrap_or(0)
+    }
+
+    /// From now on, commands named `name` (as in [`FakeCluster::count`]) are applied but
+    /// never answered, as if every answer were lost.
+    pub fn mute(&self, name: &'static str) {
+        self.state.lock().expect("fake state").muted.insert(name);
+    }
+
+    /// Holds prewrites until `n` are in flight at once (for at most a few seconds).
+    pub fn hold_prewrites_until(&self, n: usize) {
+        self.gate.want.store(n, Ordering::SeqCst);
+    }
+
+    /// The most prewrites that were in flight at once.
+    pub fn max_prewrites_in_flight(&self) -> usize {
+        self.gate.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Splits the region holding `key` at `key`: both halves get a newer epoch, so a
+    /// client's cached region is refused with `EpochNotMatch`.
+    pub fn split(&self, key: &[u8]) {
+        let mut s = self.state.lock().expect("fake state");
+        let next_id = s.regions.iter().map(|r| r.get_id()).max().unwrap_or(0) + 1;
+        let i = s
+            .regions
+            .iter()
+            .position(|r| key_in_range(r, key))
+            .expect("some region holds every key");
+        let old = s.regions[i].clone();
+        let version = old.get_region_epoch().get_version() + 1;
+        s.regions[i] = region(old.get_id(), old.get_start_key(), key, version);
+        s.regions
+            .insert(i + 1, region(next_id, key, old.get_end_key(), version));
+    }
+
+    /// A fresh timestamp from the fake TSO (as a client that then died would take one).
+    pub fn ts(&self) -> u64 {
+        next_ts(&mut self.state.lock().expect("fake state"), 1)
+    }
+
+    /// Runs `f` on the store's engine, between commands (to play a client that died).
+    pub fn with_engine<T>(&self, f: impl FnOnce(&MemEngine) -> T) -> T {
+        f(&self.state.lock().expect("fake state").engine)
+    }
+
+    /// The lock on `key`, if any.
+    pub fn lock_on(&self, key: &[u8]) -> Option<txn::Lock> {
+        self.with_engine(|e| {
+            let snap = e.snapshot();
+            txn::MvccReader::new(&snap)
+                .load_lock(key)
+                .expect("lock decodes")
+        })
+    }
+
+    /// Prewrites `pairs` as transaction `start_ts` with `primary` and `ttl_ms`, straight
+    /// on the engine: a client that prewrote and then died.
+    pub fn prewrite_directly(
+        &self,
+        primary: &[u8],
+        pairs: &[(&[u8], &[u8])],
+        start_ts: u64,
+        ttl_ms: u64,
+    ) {
+        self.with_engine(|e| {
+            let req = txn::PrewriteRequest {
+                primary: primary.to_vec(),
+                start_ts,
+                lock_ttl_ms: ttl_ms,
+                for_update_ts: 0,
+                min_commit_ts: 0,
+                async_commit_secondaries: None,
+                mutations: pairs
+                    .iter()
+                    .map(|(k, v)| txn::Mutation::put(k.to_vec(), v.to_vec()))
+                    .collect(),
+            };
+            let snap = e.snapshot();
+            let mut wb = e.write_batch();
+            txn::prewrite(&snap, &mut wb, &req).expect("prewrite on a fresh key");
+            drop(snap);
+            e.write(wb, false).expect("the memory engine writes");
+        })
+    }
+
+    /// Commits transaction `start_ts` on `keys` at `commit_ts`, straight on the engine.
+    pub fn commit_directly(
+        &self,
+        keys: &[&[u8]],
+        start_ts: u64,
+        commit_ts: u64,
+    ) -> txn::Result<()> {
+        self.with_engine(|e| {
+            let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+            let snap = e.snapshot();
+            let mut wb = e.write_batch();
+            txn::commit(&snap, &mut wb, &keys, start_ts, commit_ts)?;
+            drop(snap);
+            e.write(wb, false).expect("the memory engine writes");
+            Ok(())
+        })
+    }
+
+    fn pd_answer(&self, req: Option<PdRequest_oneof_req>) -> PdResponse {
+        let mut resp = PdResponse::new();
+        let mut s = self.state.lock().expect("fake state");
+        let find = |s: &State, key: &[u8]| {
+            s.regions
+                .iter()
+                .find(|r| key_in_range(r, key))
+                .cloned()
+                .expect("regions cover every key")
+        };
+        match req {
+            Some(PdRequest_oneof_req::get_all_stores(_)) => {
+                resp.mut_get_all_stores();
+            }
+            Some(PdRequest_oneof_req::get_region(r)) => {
+                let g = resp.mut_get_region();
+                g.set_region(find(&s, r.get_key()));
+                g.set_leader(store_peer());
+            }
+            Some(PdRequest_oneof_req::get_region_by_id(r)) => {
+                if let Some(found) = s.regions.iter().find(|x| x.get_id() == r.get_region_id()) {
+                    let g = resp.mut_get_region();
+                    g.set_region(found.clone());
+                    g.set_leader(store_peer());
+                }
+            }
+            Some(PdRequest_oneof_req::get_store(_)) => {
+                let mut store = Store::new();
+                store.set_id(1);
+                store.set_address(self.addr.clone());
+                resp.mut_get_store().set_store(store);
+            }
+            Some(PdRequest_oneof_req::tso(t)) => {
+                let first = next_ts(&mut s, u64::from(t.get_count().max(1)));
+                resp.mut_tso().set_first(first);
+                *s.counts.entry("tso").or_insert(0) += 1;
+            }
+            _ => resp
+                .mut_error()
+                .set_message("not served by the fake".into()),
+        }
+        resp
+    }
+
+    async fn kv_answer(&self, mut req: KvRequest) -> Option<KvResponse> {
+        let ctx = req.take_context();
+        let cmd = match req.take_request().cmd {
+            Some(kvrpcpb::Request_oneof_cmd::txn(t)) => t.cmd,
+            _ => {
+                return Some(kv_error(|e| {
+                    e.set_message("the fake serves txn commands only".into())
+                }))
+            }
+        };
+        let Some(cmd) = cmd else {
+            return Some(kv_error(|e| e.set_message("empty txn command".into())));
+        };
+        let is_prewrite = matches!(cmd, Cmd::prewrite(_));
+        if is_prewrite {
+            self.gate.pass().await;
+        }
+        let resp = self.serve(&ctx, cmd);
+        if is_prewrite {
+            self.gate.done();
+        }
+        resp
+    }
+
+    fn serve(&self, ctx: &kvrpcpb::Context, cmd: Cmd) -> Option<KvResponse> {
+        let mut s = self.state.lock().expect("fake state");
+        let Some(region) = s
+            .regions
+            .iter()
+            .find(|r| r.get_id() == ctx.get_region_id())
+            .cloned()
+        else {
+            return Some(kv_error(|e| {
+                e.mut_region_not_found().set_region_id(ctx.get_region_id());
+            }));
+        };
+        if region.get_region_epoch().get_version() != ctx.get_region_epoch().get_version() {
+            *s.counts.entry("epoch_not_match").or_insert(0) += 1;
+            let current = s.regions.clone();
+            return Some(kv_error(move |e| {
+                e.mut_epoch_not_match().set_current_regions(current.into())
+            }));
+        }
+        if let Some(k) = keys_of(&cmd)
+            .into_iter()
+            .find(|k| !key_in_range(&region, k))
+        {
+            return Some(kv_error(|e| e.mut_key_not_in_region().set_key(k.clone())));
+        }
+        let mut txn_resp = TxnResponse::new();
+        let name = run(&mut s, &region, cmd, &mut txn_resp);
+        *s.counts.entry(name).or_insert(0) += 1;
+        if s.muted.contains(name) {
+            return None;
+        }
+        let mut resp = KvResponse::new();
+        resp.mut_response().set_txn(txn_resp);
+        Some(resp)
+    }
+}
+
+pub(super) fn next_ts(s: &mut State, count: u64) -> u64 {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    let first = (s.last_ts + 1).max(now_ms << 18);
+    s.last_ts = first + count - 1;
+    first
+}
+
+fn kv_error(set: impl FnOnce(&mut kvrpcpb::Error)) -> KvResponse {
+    let mut resp = KvResponse::new();
+    set(resp.mut_error());
+    resp
+}
+
+fn keys_of(cmd: &Cmd) -> Vec<Vec<u8>> {
+    match cmd {
+        Cmd::get(g) => vec![g.get_key().to_vec()],
+        Cmd::batch_get(b) => b.get_keys().to_vec(),
+        Cmd::scan(s) => vec![s.get_start_key().to_vec()],
+        Cmd::prewrite(p) => p
+            .get_mutations()
+            .iter()
+            .map(|m| m.get_key().to_vec())
+            .collect(),
+        Cmd::commit(c) => c.get_keys().to_vec(),
+        Cmd::rollback(r) => r.get_keys().to_vec(),
+        Cmd::cleanup(c) => vec![c.get_key().to_vec()],
+        Cmd::check_txn_status(c) => vec![c.get_primary().to_vec()],
+        Cmd::resolve_lock(r) => r.get_keys().to_vec(),
+        Cmd::heartbeat(h) => vec![h.get_primary().to_vec()],
+        Cmd::pessimistic_lock(l) => l.get_keys().to_vec(),
+        Cmd::pessimistic_rollback(r) => r.get_keys().to_vec(),
+        Cmd::check_secondary_locks(c) => c.get_keys().to_vec(),
+    }
+}
