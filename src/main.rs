@@ -35,6 +35,8 @@ enum Command {
     Cas(cmd::kv::CasArgs),
     /// Print the pairs with START <= key < END (empty END = to the end).
     Scan(cmd::kv::ScanArgs),
+    /// Run a small script as one transaction: `get K`, `put K V`, `delete K` ...
+    Txn(cmd::txn::TxnArgs),
     /// Print the region map: id, range, epoch (conf_ver/version), leader store, peers.
     Regions(cmd::regions::RegionsArgs),
     /// Split the region holding KEY at KEY.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Delete(a) => cmd::kv::delete(a),
         Command::Cas(a) => cmd::kv::cas(a),
         Command::Scan(a) => cmd::kv::scan(a),
+        Command::Txn(a) => cmd::txn::txn(a),
         Command::Bench(a) => cmd::bench::bench(a),
         Command::Demo(a) => cmd::demo::demo(a),
         Command::Regions(a) => cmd::regions::regions(a),

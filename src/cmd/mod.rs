@@ -5,3 +5,4 @@ pub mod cluster;
 pub mod demo;
 pub mod kv;
 pub mod regions;
+pub mod txn;
