@@ -28,6 +28,9 @@ pub struct DemoArgs {
 enum Demo {
     /// Load keys into one region and watch it split into many, led from every store.
     Split(SplitDemoArgs),
+    /// The multi-region bank: concurrent transfers in transactions, the total checked in
+    /// a snapshot every second (--chaos: a split and a store restart meanwhile).
+    Txn(super::demo_txn::TxnDemoArgs),
 }
 
 /// `regatta demo split`.
@@ -51,6 +54,7 @@ struct SplitDemoArgs {
 pub fn demo(a: DemoArgs) -> Result<ExitCode> {
     match a.demo {
         Demo::Split(s) => split(s),
+        Demo::Txn(t) => super::demo_txn::txn_demo(t),
     }
 }
 
