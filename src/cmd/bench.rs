@@ -29,6 +29,9 @@ enum Scenario {
     Regions(RegionsArgs),
     /// Load while regions split: ops/s before, during and after, and client errors.
     Split(SplitArgs),
+    /// Uncontended 2-account transfers: optimistic / pessimistic, one region (1PC) or two
+    /// (2PC): commits/s, latency, aborts, raft entries per commit.
+    Txn(super::bench_txn::TxnBenchArgs),
 }
 
 /// `regatta bench split`.
@@ -175,6 +178,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         }
         Scenario::Regions(r) => regions_bench(r),
         Scenario::Split(s) => split_bench(s),
+        Scenario::Txn(t) => super::bench_txn::bench_txn(t),
         Scenario::Reads(r) => {
             let mut runs = Vec::new();
             for name in &r.strategies {

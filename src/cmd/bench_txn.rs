@@ -1,0 +1,381 @@
+//! `regatta bench txn`: uncontended transfers (read 2 accounts, write 2) over many
+//! accounts, optimistic and pessimistic, with both accounts in one region (1PC) or in two
+//! (2PC): commits/s, commit latency p50/p99, abort rate and, on the embedded playground,
+//! raft entries proposed per commit.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rand::Rng;
+use regatta::logging;
+use regatta::playground::{Playground, PlaygroundConfig};
+use regatta_client::{Error, TxnClient, TxnOptions};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Regions of the embedded playground: accounts spread over all of them.
+const REGIONS: usize = 4;
+
+/// `regatta bench txn`.
+#[derive(Args)]
+pub struct TxnBenchArgs {
+    /// Client counts to run, comma-separated.
+    #[arg(long, default_value = "1,64", value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Accounts (16-byte keys).
+    #[arg(long, default_value_t = 10_000)]
+    accounts: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 128)]
+    value_size: usize,
+    /// Modes, comma-separated: optimistic, pessimistic.
+    #[arg(long, default_value = "optimistic,pessimistic", value_delimiter = ',')]
+    modes: Vec<String>,
+    /// Where a transfer's two accounts live, comma-separated: same (one region: 1PC),
+    /// cross (two regions: 2PC).
+    #[arg(long, default_value = "same,cross", value_delimiter = ',')]
+    placement: Vec<String>,
+    /// Benchmark an existing cluster (PD address) instead of an embedded playground.
+    #[arg(long)]
+    pd: Option<String>,
+    /// One JSON object per result line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One configuration to run.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    pessimistic: bool,
+    cross: bool,
+    clients: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, serde::Serialize)]
+struct TxnResult {
+    mode: &'static str,
+    placement: &'static str,
+    clients: usize,
+    commits: u64,
+    aborts: u64,
+    errors: u64,
+    commits_per_sec: f64,
+    abort_rate_pct: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Raft entries proposed per commit (embedded playground only).
+    entries_per_commit: Option<f64>,
+    /// Share of commits done by 1PC.
+    one_pc_pct: f64,
+}
+
+/// Account `i` of `n`, 16 bytes: a two-byte prefix spreads them over the key space.
+fn account(i: usize, n: usize) -> Vec<u8> {
+    regatta::bench::bench_key(i, n)
+}
+
+fn parse_runs(a: &TxnBenchArgs) -> Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for m in &a.modes {
+        let pessimistic = match m.as_str() {
+            "optimistic" => false,
+            "pessimistic" => true,
+            other => bail!("unknown mode {other:?} (optimistic, pessimistic)"),
+        };
+        for p in &a.placement {
+            let cross = match p.as_str() {
+                "same" => false,
+                "cross" => true,
+                other => bail!("unknown placement {other:?} (same, cross)"),
+            };
+            for &clients in &a.clients {
+                if clients == 0 {
+                    bail!("--clients must be at least 1");
+                }
+                runs.push(Run {
+                    pessimistic,
+                    cross,
+                    clients,
+                });
+            }
+        }
+    }
+    if a.accounts < 2 * REGIONS {
+        bail!("--accounts must be at least {}", 2 * REGIONS);
+    }
+    Ok(runs)
+}
+
+/// Runs `regatta bench txn`.
+pub fn bench_txn(a: TxnBenchArgs) -> Result<ExitCode> {
+    let runs = parse_runs(&a)?;
+    let a = Arc::new(a);
+    if let Some(pd) = a.pd.clone() {
+        let rt = regatta::bench::clients_runtime()?;
+        return rt.block_on(async move {
+            let txns = TxnClient::connect(&[pd.as_str()]).await?;
+            open_accounts(&txns, &a).await?;
+            header(a.json);
+            for r in runs {
+                let res = run_one(&txns, &a, r).await?;
+                report(&res, a.json);
+            }
+            Ok(ExitCode::SUCCESS)
+        });
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("regatta-bench-txn-")
+        .tempdir()
+        .context("creating a temporary data directory")?;
+    let cfg = PlaygroundConfig::local(3, REGIONS, dir.path().to_path_buf());
+    let logger = logging::logger();
+    actix::System::new().block_on(async move {
+        eprintln!("starting a 3-store playground with {REGIONS} regions");
+        let pg = Playground::start(cfg, logger).await?;
+        let pd = pg.pd_addr();
+        let rt = regatta::bench::clients_runtime()?;
+        let txns = {
+            let a = a.clone();
+            rt.spawn(async move {
+                let txns = TxnClient::connect(&[pd.as_str()]).await?;
+                open_accounts(&txns, &a).await?;
+                anyhow::Ok(txns)
+            })
+            .await??
+        };
+        header(a.json);
+        for r in runs {
+            let entries = |pg: &Playground| {
+                pg.stores()
+                    .map(|s| s.metrics().proposed_entries)
+                    .sum::<u64>()
+            };
+            let before = entries(&pg);
+            let (t, a2) = (txns.clone(), a.clone());
+            let mut res = rt.spawn(async move { run_one(&t, &a2, r).await }).await??;
+            let proposed = entries(&pg) - before;
+            res.entries_per_commit =
+                (res.commits > 0).then(|| proposed as f64 / res.commits as f64);
+            report(&res, a.json);
+        }
+        rt.shutdown_background();
+        pg.stop().await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Opens every account (in transactions of 500 keys), with a progress line on stderr.
+async fn open_accounts(txns: &TxnClient, a: &TxnBenchArgs) -> Result<()> {
+    eprintln!("opening {} accounts", a.accounts);
+    let value = vec![b'0'; a.value_size.max(1)];
+    for (n, chunk) in (0..a.accounts).collect::<Vec<_>>().chunks(500).enumerate() {
+        let mut t = txns.begin_optimistic().await?;
+        for &i in chunk {
+            t.put(&account(i, a.accounts), &value);
+        }
+        t.commit().await.context("opening accounts")?;
+        if (n + 1) % 4 == 0 {
+            eprint!(".");
+        }
+    }
+    eprintln!();
+    Ok(())
+}
+
+/// Two distinct accounts, in one quarter of the key space (one static region) or in two.
+fn pick(n: usize, cross: bool) -> (usize, usize) {
+    let mut rng = rand::thread_rng();
+    let per = n / REGIONS;
+    let q1 = rng.gen_range(0..REGIONS);
+    let q2 = if cross {
+        (q1 + rng.gen_range(1..REGIONS)) % REGIONS
+    } else {
+        q1
+    };
+    let a = q1 * per + rng.gen_range(0..per);
+    let mut b = q2 * per + rng.gen_range(0..per);
+    if b == a {
+        b = q2 * per + (b - q2 * per + 1) % per;
+    }
+    (a, b)
+}
+
+async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult> {
+    eprintln!(
+        "{} transfers, {} region(s) each, {} client(s), {} s",
+        if r.pessimistic {
+            "pessimistic"
+        } else {
+            "optimistic"
+        },
+        if r.cross { "two" } else { "one" },
+        r.clients,
+        a.seconds
+    );
+    let deadline = Instant::now() + Duration::from_secs(a.seconds.max(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..r.clients {
+        let (txns, n, vs) = (txns.clone(), a.accounts, a.value_size.max(1));
+        tasks.push(tokio::spawn(async move {
+            let opts = if r.pessimistic {
+                TxnOptions::pessimistic()
+            } else {
+                TxnOptions::optimistic()
+            };
+            let (mut lat, mut aborts, mut errors, mut one_pc) = (Vec::new(), 0u64, 0u64, 0u64);
+            let value = vec![b'1'; vs];
+            while Instant::now() < deadline {
+                let (x, y) = pick(n, r.cross);
+                let t0 = Instant::now();
+                match transfer(&txns, &opts, &account(x, n), &account(y, n), &value).await {
+                    Ok(by_1pc) => {
+                        lat.push(t0.elapsed());
+                        one_pc += u64::from(by_1pc);
+                    }
+                    Err(e) if e.is_retryable() => aborts += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (lat, aborts, errors, one_pc)
+        }));
+    }
+    let (mut lat, mut aborts, mut errors, mut one_pc) = (Vec::new(), 0, 0, 0);
+    for t in tasks {
+        let (l, ab, er, op) = t.await?;
+        lat.extend(l);
+        aborts += ab;
+        errors += er;
+        one_pc += op;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let commits = lat.len() as u64;
+    Ok(TxnResult {
+        mode: if r.pessimistic {
+            "pessimistic"
+        } else {
+            "optimistic"
+        },
+        placement: if r.cross { "cross" } else { "same" },
+        clients: r.clients,
+        commits,
+        aborts,
+        errors,
+        commits_per_sec: commits as f64 / secs,
+        abort_rate_pct: if commits + aborts > 0 {
+            aborts as f64 * 100.0 / (commits + aborts) as f64
+        } else {
+            0.0
+        },
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        entries_per_commit: None,
+        one_pc_pct: if commits > 0 {
+            one_pc as f64 * 100.0 / commits as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+/// One transfer: read both accounts (locking them when pessimistic), write both.
+/// Returns whether it committed by 1PC.
+async fn transfer(
+    txns: &TxnClient,
+    opts: &TxnOptions,
+    from: &[u8],
+    to: &[u8],
+    value: &[u8],
+) -> Result<bool, Error> {
+    let mut t = txns.begin_with(opts.clone()).await?;
+    let pessimistic = opts.mode == regatta_client::TxnMode::Pessimistic;
+    let read = async {
+        if pessimistic {
+            t.get_for_update(from).await?;
+            t.get_for_update(to).await?;
+        } else {
+            t.get(from).await?;
+            t.get(to).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    if let Err(e) = read.await {
+        let _ = t.rollback().await;
+        return Err(e);
+    }
+    t.put(from, value);
+    t.put(to, value);
+    t.commit().await?;
+    Ok(t.committed_by_one_pc())
+}
+
+fn header(json: bool) {
+    if !json {
+        println!(
+            "{:<12} {:<6} {:>7} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8}",
+            "mode",
+            "place",
+            "clients",
+            "commits/s",
+            "p50 ms",
+            "p99 ms",
+            "abort %",
+            "entries/c",
+            "1PC %"
+        );
+    }
+}
+
+fn report(r: &TxnResult, json: bool) {
+    if json {
+        if let Ok(line) = serde_json::to_string(r) {
+            println!("{line}");
+        }
+        return;
+    }
+    println!(
+        "{:<12} {:<6} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8.0}",
+        r.mode,
+        r.placement,
+        r.clients,
+        r.commits_per_sec,
+        r.p50_ms,
+        r.p99_ms,
+        r.abort_rate_pct,
+        r.entries_per_commit
+            .map_or_else(|| "-".to_string(), |e| format!("{e:.2}")),
+        r.one_pc_pct
+    );
+    if r.errors > 0 {
+        eprintln!(
+            "  {} transfer(s) failed with errors that are not retryable",
+            r.errors
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_land_in_one_quarter_or_in_two_and_never_twice_the_same_account() {
+        let n = 10_000;
+        for _ in 0..2_000 {
+            let (a, b) = pick(n, false);
+            assert_ne!(a, b);
+            assert_eq!(a / (n / REGIONS), b / (n / REGIONS), "same region");
+            let (a, b) = pick(n, true);
+            assert_ne!(a / (n / REGIONS), b / (n / REGIONS), "two regions");
+        }
+    }
+}
