@@ -26,9 +26,9 @@ pub struct TxnArgs {
     /// Read-only: read at this timestamp (a snapshot) instead of a new transaction.
     #[arg(long)]
     read_ts: Option<u64>,
-    /// The script: `get K`, `put K V`, `delete K`, ... (run in order; flags go before it,
-    /// since a value may start with `-`).
-    #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+    /// The script: `get K`, `put K V`, `delete K`, ... (run in order; put a script whose
+    /// keys or values start with `-` after `--`).
+    #[arg(required = true, num_args = 1..)]
     ops: Vec<String>,
     #[command(flatten)]
     target: Target,
