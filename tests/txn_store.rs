@@ -151,6 +151,24 @@ async fn prewrite_and_commit_are_visible_to_a_read_at_a_later_ts_only() {
         Ok(None),
         "committed after mid"
     );
+    let r = send(&cluster, b"a", get_req(b"a", later)).await;
+    assert_eq!(
+        r.get_get().get_commit_ts(),
+        commit,
+        "a get names the version's commit ts"
+    );
+    let mut sc = TxnScanRequest::new();
+    sc.set_start_ts(later);
+    let mut req = TxnRequest::new();
+    req.set_scan(sc);
+    let r = send(&cluster, b"a", req).await;
+    let pairs: Vec<_> = r
+        .get_scan()
+        .get_pairs()
+        .iter()
+        .map(|p| (p.get_key(), p.get_value()))
+        .collect();
+    assert_eq!(pairs, vec![(&b"a"[..], &b"1"[..]), (&b"b"[..], &b"2"[..])]);
     // A repeated commit is idempotent.
     ok(&send(&cluster, b"a", commit_req(&[b"a", b"b"], start, commit)).await);
 }

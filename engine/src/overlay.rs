@@ -14,7 +14,9 @@
 //! `delete_range` covers the base's keys in its range as of the call and every pending key
 //! in it. The base never changes (it is a snapshot), so that is exact. Checked against
 //! both engines by the conformance suite (`engine_tests.rs`, an overlay written over a
-//! snapshot must read like the engine after the same batch).
+//! snapshot must read like the engine after the same batch). A base read that fails
+//! inside `delete_range` (a batch operation cannot return it) makes every later read of
+//! the overlay fail with [`Error::Deferred`](crate::Error::Deferred).
 
 use crate::error::Result;
 use crate::traits::{Cf, Snapshot, WriteBatch};
@@ -78,6 +80,9 @@ pub struct Overlay<'a, S: Snapshot> {
     /// deleted.
     pending: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Cf::ALL.len()],
     ops: Vec<OverlayOp>,
+    /// A base read that failed inside `delete_range` (which cannot return it): every
+    /// later read returns it.
+    failed: Option<String>,
 }
 
 impl<'a, S: Snapshot> Overlay<'a, S> {
@@ -87,6 +92,7 @@ impl<'a, S: Snapshot> Overlay<'a, S> {
             base,
             pending: Default::default(),
             ops: Vec::new(),
+            failed: None,
         }
     }
 
@@ -105,10 +111,21 @@ impl<'a, S: Snapshot> Overlay<'a, S> {
     fn map(&self, cf: Cf) -> &BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         &self.pending[cf.index()]
     }
+
+    fn check(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(detail) => Err(crate::Error::Deferred {
+                op: "overlay delete_range scanning its base",
+                detail: detail.clone(),
+            }),
+        }
+    }
 }
 
 impl<S: Snapshot> Snapshot for Overlay<'_, S> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check()?;
         match self.map(cf).get(key) {
             Some(v) => Ok(v.clone()),
             None => self.base.get(cf, key),
@@ -119,6 +136,7 @@ impl<S: Snapshot> Snapshot for Overlay<'_, S> {
     where
         F: FnMut(&[u8], &[u8]) -> Result<bool>,
     {
+        self.check()?;
         if end <= start {
             return Ok(());
         }
@@ -191,9 +209,11 @@ impl<S: Snapshot> WriteBatch for Overlay<'_, S> {
             base_keys.push(k.to_vec());
             Ok(true)
         });
-        // `WriteBatch` methods cannot fail; a base that fails to scan will fail the
-        // caller's next read of this range too, so the error is not lost.
-        let _ = scanned;
+        // `WriteBatch` methods cannot fail: the error is kept and every later read
+        // returns it (`check`), so it is never lost.
+        if let Err(e) = scanned {
+            self.failed.get_or_insert_with(|| e.to_string());
+        }
         let map = &mut self.pending[cf.index()];
         let range = (Bound::Included(start), Bound::Excluded(end));
         let pending: Vec<Vec<u8>> = map

@@ -72,6 +72,11 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
     /// The value of `key` as of `read_ts` (snapshot isolation): [`Error::KeyIsLocked`] if
     /// a lock that may commit at or below `read_ts` is on it.
     pub fn get(&self, key: &[u8], read_ts: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_versioned(key, read_ts)?.map(|(_, v)| v))
+    }
+
+    /// As [`MvccReader::get`], with the commit ts of the version read.
+    pub fn get_versioned(&self, key: &[u8], read_ts: u64) -> Result<Option<(u64, Vec<u8>)>> {
         if let Some(lock) = self.load_lock(key)? {
             if lock.blocks_read_at(read_ts) {
                 return Err(Error::KeyIsLocked {
@@ -80,25 +85,34 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
                 });
             }
         }
-        self.committed_value(key, read_ts)
+        self.committed_version(key, read_ts)
     }
 
     /// The value of the newest `Put`/`Delete` of `key` committed at or below `ts`,
     /// ignoring locks.
     pub(crate) fn committed_value(&self, key: &[u8], ts: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.committed_version(key, ts)?.map(|(_, v)| v))
+    }
+
+    /// As [`MvccReader::committed_value`], with the commit ts.
+    fn committed_version(&self, key: &[u8], ts: u64) -> Result<Option<(u64, Vec<u8>)>> {
         let start = key::version_key(key, ts);
-        let mut found: Result<Option<Write>> = Ok(None);
+        let mut found: Result<Option<(u64, Write)>> = Ok(None);
         self.snap
             .scan(Cf::Write, &start, &key::versions_end(key), |k, v| {
                 match decode_write(k, v) {
                     Ok(w) if !w.is_data() => return Ok(true),
-                    Ok(w) => found = Ok(Some(w)),
+                    Ok(w) => {
+                        found = key::split_version_key(k).map(|(_, commit_ts)| Some((commit_ts, w)))
+                    }
                     Err(e) => found = Err(e),
                 }
                 Ok(false)
             })?;
         match found? {
-            Some(w) if w.kind == WriteKind::Put => self.load_value(key, &w).map(Some),
+            Some((commit_ts, w)) if w.kind == WriteKind::Put => {
+                self.load_value(key, &w).map(|v| Some((commit_ts, v)))
+            }
             _ => Ok(None),
         }
     }

@@ -47,24 +47,29 @@ pub(crate) fn read_txn<S: Snapshot>(
     let reader = MvccReader::new(snap);
     let mut resp = TxnResponse::new();
     let result = match &req.cmd {
-        Some(Cmd::get(g)) => reader.get(g.get_key(), g.get_start_ts()).map(|v| {
-            let mut r = TxnGetResponse::new();
-            if let Some(v) = v {
-                r.set_found(true);
-                r.set_value(v);
-            }
-            resp.set_get(r);
-        }),
+        Some(Cmd::get(g)) => reader
+            .get_versioned(g.get_key(), g.get_start_ts())
+            .map(|v| {
+                let mut r = TxnGetResponse::new();
+                if let Some((commit_ts, v)) = v {
+                    r.set_found(true);
+                    r.set_value(v);
+                    r.set_commit_ts(commit_ts);
+                }
+                resp.set_get(r);
+            }),
         Some(Cmd::batch_get(b)) => b
             .get_keys()
             .iter()
-            .map(|k| Ok((k, reader.get(k, b.get_start_ts())?)))
+            .map(|k| Ok((k, reader.get_versioned(k, b.get_start_ts())?)))
             .collect::<regatta_txn::Result<Vec<_>>>()
             .map(|reads| {
                 let mut r = TxnBatchGetResponse::new();
                 for (k, v) in reads {
-                    if let Some(v) = v {
-                        r.mut_pairs().push(pair(k.clone(), v));
+                    if let Some((commit_ts, v)) = v {
+                        let mut p = pair(k.clone(), v);
+                        p.set_commit_ts(commit_ts);
+                        r.mut_pairs().push(p);
                     }
                 }
                 resp.set_batch_get(r);
