@@ -502,3 +502,89 @@ async fn malformed_commands_are_refused_with_the_documented_errors() {
     let r = send_raw(&cluster, b"k", get_req(b"", start)).await;
     assert!(r.get_error().has_invalid_argument(), "an empty key: {r:?}");
 }
+
+/// Goal: transactional reads are the leader's (its max_ts must see them): a follower
+/// answers `NotLeader` whatever consistency is asked, and a lease read on the leader is
+/// served. Pessimistic locks do not wait yet: a conflicting one answers `locked` at once.
+#[actix_rt::test]
+async fn followers_refuse_txn_reads_and_pessimistic_locks_answer_locked_without_waiting() {
+    use regatta_proto::kvrpcpb::ReadConsistency;
+    let cluster = Cluster::new(3, 1).await;
+    let start = ts(&cluster).await;
+    ok(&send(
+        &cluster,
+        b"k",
+        prewrite_req(b"k", &[(b"k", b"v")], start, 3000),
+    )
+    .await);
+    ok(&send(
+        &cluster,
+        b"k",
+        commit_req(&[b"k"], start, ts(&cluster).await),
+    )
+    .await);
+    let (leader, region) = leader_for(&cluster, b"k").await.expect("a leader");
+    let follower = cluster
+        .pg
+        .stores()
+        .map(|s| s.store_id)
+        .find(|s| *s != leader)
+        .expect("a follower");
+    let read_at = ts(&cluster).await;
+    for consistency in [ReadConsistency::FOLLOWER, ReadConsistency::LEASE] {
+        let mut r = Request::new();
+        r.set_txn(get_req(b"k", read_at));
+        let resp = cluster
+            .direct_request(follower, region.get_id(), r, |ctx| {
+                ctx.set_consistency(consistency);
+                ctx.set_max_staleness_ms(60_000);
+            })
+            .await;
+        assert!(
+            resp.get_error().has_not_leader(),
+            "{consistency:?}: {resp:?}"
+        );
+    }
+    let mut r = Request::new();
+    r.set_txn(get_req(b"k", read_at));
+    let lease_read = cluster
+        .direct_request(leader, region.get_id(), r, |ctx| {
+            ctx.set_consistency(ReadConsistency::LEASE)
+        })
+        .await;
+    let got = lease_read.get_response().get_txn().get_get().get_value();
+    assert_eq!(got, b"v", "{lease_read:?}");
+
+    let lock_req = |start_ts: u64, primary: &[u8]| {
+        let mut p = PessimisticLockRequest::new();
+        p.set_keys(vec![b"k".to_vec()].into());
+        p.set_primary(primary.to_vec());
+        p.set_start_ts(start_ts);
+        p.set_for_update_ts(start_ts);
+        p.set_lock_ttl_ms(10_000);
+        p.set_return_values(true);
+        p.set_wait_timeout_ms(5_000);
+        let mut r = TxnRequest::new();
+        r.set_pessimistic_lock(p);
+        r
+    };
+    let first = ts(&cluster).await;
+    let r = send(&cluster, b"k", lock_req(first, b"k")).await;
+    ok(&r);
+    let values = r.get_pessimistic_lock().get_values();
+    assert!(
+        values[0].get_found() && values[0].get_value() == b"v",
+        "{r:?}"
+    );
+    let second = ts(&cluster).await;
+    let r = send(&cluster, b"k", lock_req(second, b"k")).await;
+    assert_eq!(
+        r.get_key_error().get_locked().get_start_ts(),
+        first,
+        "{r:?}"
+    );
+    assert_eq!(
+        r.get_key_error().get_locked().get_kind(),
+        LockKind::LOCK_PESSIMISTIC
+    );
+}
