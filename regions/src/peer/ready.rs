@@ -281,6 +281,11 @@ impl Peer {
             self.report_to_pd();
             self.max_ts.set_leader_term(self.raw.raft.term);
             self.sync_max_ts();
+            // 1PC entries of an earlier term of this replica are either committed (every
+            // read of this term waits for the term's first commit, which follows them)
+            // or gone; their index may not even be in this log any more, so a floor kept
+            // from then could hold reads until some later write fills it.
+            self.txn_read_floor = 0;
         }
         if !leader && self.was_leader {
             info!(self.logger, "stepped down"; "term" => self.raw.raft.term);
