@@ -166,9 +166,15 @@ async fn prewrite_and_commit_are_visible_to_a_read_at_a_later_ts_only() {
         .get_scan()
         .get_pairs()
         .iter()
-        .map(|p| (p.get_key(), p.get_value()))
+        .map(|p| (p.get_key(), p.get_value(), p.get_commit_ts()))
         .collect();
-    assert_eq!(pairs, vec![(&b"a"[..], &b"1"[..]), (&b"b"[..], &b"2"[..])]);
+    assert_eq!(
+        pairs,
+        vec![
+            (&b"a"[..], &b"1"[..], commit),
+            (&b"b"[..], &b"2"[..], commit)
+        ]
+    );
     // A repeated commit is idempotent.
     ok(&send(&cluster, b"a", commit_req(&[b"a", b"b"], start, commit)).await);
 }

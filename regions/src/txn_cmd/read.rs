@@ -80,25 +80,29 @@ pub(crate) fn read_txn<S: Snapshot>(
                 n => n.min(MAX_SCAN_LIMIT),
             };
             let (lo, hi) = clip(region, s.get_start_key(), s.get_end_key());
-            reader.scan(&lo, &hi, s.get_start_ts(), limit).map(|pairs| {
-                let mut r = TxnScanResponse::new();
-                let full = pairs.len() >= limit;
-                // Where to resume: after the last pair when the limit cut the scan short,
-                // else the end of what this region covers (as raw scans answer).
-                let resume = match pairs.last() {
-                    Some((last, _)) if full => {
-                        let mut k = last.clone();
-                        k.push(0);
-                        k
+            reader
+                .scan_versioned(&lo, &hi, s.get_start_ts(), limit)
+                .map(|pairs| {
+                    let mut r = TxnScanResponse::new();
+                    let full = pairs.len() >= limit;
+                    // Where to resume: after the last pair when the limit cut the scan short,
+                    // else the end of what this region covers (as raw scans answer).
+                    let resume = match pairs.last() {
+                        Some((last, _, _)) if full => {
+                            let mut k = last.clone();
+                            k.push(0);
+                            k
+                        }
+                        _ => hi.clone(),
+                    };
+                    for (k, commit_ts, v) in pairs {
+                        let mut p = pair(k, v);
+                        p.set_commit_ts(commit_ts);
+                        r.mut_pairs().push(p);
                     }
-                    _ => hi.clone(),
-                };
-                for (k, v) in pairs {
-                    r.mut_pairs().push(pair(k, v));
-                }
-                r.set_scanned_end(resume);
-                resp.set_scan(r);
-            })
+                    r.set_scanned_end(resume);
+                    resp.set_scan(r);
+                })
         }
         _ => return Err(Error::InvalidArgument("not a transactional read".into())),
     };
