@@ -71,6 +71,10 @@ impl regatta_regions::PdClient for TcpPd {
         self.run(move |c| async move { c.alloc_id(count).await })
     }
 
+    fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+        self.run(|c| async move { c.get_ts().await })
+    }
+
     fn region_heartbeat(
         &self,
         req: RegionHeartbeatRequest,

@@ -262,6 +262,88 @@ fn messages_and_raw_records_read_back_through_a_snapshot<E: Fresh>() {
     assert!(s.scan_raw(b"", b"", 0).unwrap().is_empty());
 }
 
+/// The same operations added to an engine's batch and to an [`Overlay`] over a snapshot
+/// taken before: the overlay reads (get, scan, seek, early stop) what the engine reads
+/// after the batch is written.
+fn an_overlay_reads_like_the_engine_after_the_same_batch<E: Fresh>() {
+    use crate::overlay::Overlay;
+    let (e, _g) = E::fresh();
+    write(&e, |wb| {
+        for k in [&b"a"[..], b"b", b"c", b"d", b"e", b"f"] {
+            wb.put(Cf::Write, k, b"old");
+        }
+        wb.put(Cf::Lock, b"c", b"other cf");
+    });
+    // (op, key, value or range end): 0 put, 1 delete, 2 delete_range.
+    type OverlayCase<'a> = (u8, &'a [u8], &'a [u8]);
+    const OPS: [OverlayCase<'static>; 7] = [
+        (0, b"a", b"1"),  // put over a base key
+        (1, b"b", b""),   // delete a base key
+        (0, b"bb", b"2"), // put a new key between base keys
+        (2, b"c", b"e"),  // range delete: c, d
+        (0, b"d", b"3"),  // put after the range delete
+        (0, b"z", b"4"),  // a new key after every base key
+        (1, b"zz", b""),  // delete an absent key
+    ];
+    fn add<W: WriteBatch>(wb: &mut W) {
+        for (op, k, v) in OPS {
+            match op {
+                0 => wb.put(Cf::Write, k, v),
+                1 => wb.delete(Cf::Write, k),
+                _ => wb.delete_range(Cf::Write, k, v),
+            }
+        }
+    }
+    let snap = e.snapshot();
+    let mut overlay = Overlay::new(&snap);
+    add(&mut overlay);
+    let mut wb = e.write_batch();
+    add(&mut wb);
+    assert_eq!(overlay.count(), wb.count());
+    e.write(wb, false).unwrap();
+    let after = e.snapshot();
+    for (lo, hi) in [
+        (&b""[..], END),
+        (b"b", b"d"),
+        (b"bb", b"z"),
+        (b"d", b"d"),
+        (b"z", END),
+    ] {
+        assert_eq!(
+            all(&overlay, Cf::Write, lo, hi),
+            all(&after, Cf::Write, lo, hi),
+            "scan [{lo:?}, {hi:?})"
+        );
+        assert_eq!(
+            overlay.seek(Cf::Write, lo, hi).unwrap(),
+            after.seek(Cf::Write, lo, hi).unwrap()
+        );
+    }
+    for k in [&b"a"[..], b"b", b"bb", b"c", b"d", b"e", b"f", b"z", b"zz"] {
+        assert_eq!(
+            overlay.get(Cf::Write, k).unwrap(),
+            after.get(Cf::Write, k).unwrap()
+        );
+    }
+    assert_eq!(
+        all(&overlay, Cf::Lock, b"", END),
+        all(&after, Cf::Lock, b"", END)
+    );
+    let mut firsts = Vec::new();
+    overlay
+        .scan(Cf::Write, b"", END, |k, _| {
+            firsts.push(k.to_vec());
+            Ok(firsts.len() < 3)
+        })
+        .unwrap();
+    assert_eq!(firsts, vec![b"a".to_vec(), b"bb".to_vec(), b"d".to_vec()]);
+    assert_eq!(
+        snap.get(Cf::Write, b"b").unwrap(),
+        Some(b"old".to_vec()),
+        "the base is untouched"
+    );
+}
+
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
         mod rocks {
@@ -283,4 +365,5 @@ conformance!(
     batch_operations_take_effect_in_order,
     delete_range_removes_exactly_its_range_in_its_cf,
     messages_and_raw_records_read_back_through_a_snapshot,
+    an_overlay_reads_like_the_engine_after_the_same_batch,
 );

@@ -33,6 +33,16 @@ pub enum Error {
         /// The error it stands for.
         reason: String,
     },
+    /// A read failed where it could not be reported (an [`Overlay`](crate::Overlay)'s
+    /// `delete_range` scanning its base: a batch operation cannot fail); every later read
+    /// of that overlay fails with this, so the failure is never lost.
+    #[error("{op} failed earlier: {detail}")]
+    Deferred {
+        /// What failed.
+        op: &'static str,
+        /// The original error.
+        detail: String,
+    },
     /// A snapshot sent by a peer does not decode or does not fit this region.
     #[error("bad snapshot for region {region_id}: {detail}")]
     BadSnapshot {

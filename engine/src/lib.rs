@@ -37,6 +37,7 @@ mod error;
 pub mod keys;
 mod mem;
 pub mod memcomparable;
+mod overlay;
 mod raw;
 mod rocks;
 pub mod snapshot;
@@ -45,6 +46,7 @@ mod traits;
 
 pub use error::{Error, Result};
 pub use mem::{MemEngine, MemSnapshot, MemWriteBatch};
+pub use overlay::{OpBatch, Overlay, OverlayOp};
 pub use raw::{decode_raw_value, encode_raw_value, RawPair, RawValue};
 pub use rocks::{EngineConfig, RocksEngine, RocksLive, RocksSnapshot, RocksWriteBatch};
 pub use storage::{

@@ -19,7 +19,7 @@
 use crate::error::Error;
 use protobuf::Message;
 use raft::eraftpb::{Entry, EntryType};
-use regatta_engine::{keys, Cf, Engine, PeerStorage, RawValue, Snapshot, WriteBatch};
+use regatta_engine::{keys, Cf, Engine, Overlay, PeerStorage, RawValue, Snapshot, WriteBatch};
 use regatta_engine::{write_apply_state, write_initial_state};
 use regatta_proto::kvrpcpb::SplitRegionResponse;
 use regatta_proto::kvrpcpb::{
@@ -32,6 +32,8 @@ use regatta_proto::region::key_in_range;
 use slog::{error, Logger};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+
+pub use crate::split_check::{split_check, SplitCheck};
 
 /// Sessions are swept when the applied index is a multiple of this.
 const SESSION_GC_EVERY: u64 = 256;
@@ -54,14 +56,15 @@ pub struct AppliedEntry {
 
 /// Whether a request changes data (and so is deduplicated).
 pub fn is_write(req: &Request) -> bool {
-    matches!(
-        req.cmd,
+    match &req.cmd {
         Some(Request_oneof_cmd::put(_))
-            | Some(Request_oneof_cmd::delete(_))
-            | Some(Request_oneof_cmd::cas(_))
-            | Some(Request_oneof_cmd::batch_put(_))
-            | Some(Request_oneof_cmd::batch_delete(_))
-    )
+        | Some(Request_oneof_cmd::delete(_))
+        | Some(Request_oneof_cmd::cas(_))
+        | Some(Request_oneof_cmd::batch_put(_))
+        | Some(Request_oneof_cmd::batch_delete(_)) => true,
+        Some(Request_oneof_cmd::txn(t)) => crate::txn_cmd::is_txn_write(t),
+        _ => false,
+    }
 }
 
 /// Applies `entries` (contiguous, committed) to the replica `storage`: runs
@@ -139,6 +142,7 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
         region: Cow::Borrowed(region),
         data: HashMap::new(),
         sessions: HashMap::new(),
+        txn: Overlay::new(snap),
     };
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
@@ -186,7 +190,7 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
     Ok(out)
 }
 
-struct ApplyContext<'a, S, W> {
+struct ApplyContext<'a, S: Snapshot, W> {
     snap: &'a S,
     wb: &'a mut W,
     /// The region as of the entry being applied (a split narrows it mid-batch).
@@ -195,6 +199,9 @@ struct ApplyContext<'a, S, W> {
     data: HashMap<Vec<u8>, Option<RawValue>>,
     /// Sessions written (Some) or expired (None) by this batch.
     sessions: HashMap<u64, Option<DedupEntry>>,
+    /// The transactional (`x` space) writes of this batch over the snapshot, so each
+    /// transactional command sees the ones before it (see `txn_cmd`).
+    txn: Overlay<'a, S>,
 }
 
 impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
@@ -319,7 +326,7 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
             }
             .into_response());
         }
-        let req = cmd.take_request();
+        let mut req = cmd.take_request();
         let (client_id, seq) = (cmd.get_client_id(), cmd.get_seq());
         let dedup = client_id != 0 && is_write(&req);
         if dedup {
@@ -346,7 +353,23 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
                 }
             }
         }
-        let resp = match self.execute(req, index) {
+        let result = match req.cmd.take() {
+            Some(Request_oneof_cmd::txn(t)) if crate::txn_cmd::is_txn_write(&t) => {
+                let one_pc_ts = cmd.get_one_pc_commit_ts();
+                crate::txn_cmd::apply_txn(&mut self.txn, self.wb, &self.region, &t, one_pc_ts)?.map(
+                    |t| {
+                        let mut r = Response::new();
+                        r.set_txn(t);
+                        r
+                    },
+                )
+            }
+            cmd => {
+                req.cmd = cmd;
+                self.execute(req, index)
+            }
+        };
+        let resp = match result {
             Ok(r) => {
                 let mut resp = KvResponse::new();
                 resp.set_response(r);
@@ -412,12 +435,19 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
     fn execute(&mut self, req: Request, index: u64) -> Result<Response, Error> {
         let mut resp = Response::new();
         match req.cmd {
-            Some(Request_oneof_cmd::txn(_)) => {
-                // Refused by validation before proposal; an old entry carrying one is
-                // answered the same way on every replica.
-                return Err(Error::InvalidArgument(
-                    "transactional commands are not served by this store yet".into(),
-                ));
+            Some(Request_oneof_cmd::txn(t)) => {
+                // A transactional read that reached the log (the leader serves them by
+                // ReadIndex or lease and does not propose them): answered from this
+                // point of the log, the same on every replica.
+                use regatta_proto::txnpb::TxnRequest_oneof_cmd as T;
+                match &t.cmd {
+                    Some(T::get(g)) => self.check_key(g.get_key())?,
+                    Some(T::batch_get(b)) => {
+                        b.get_keys().iter().try_for_each(|k| self.check_key(k))?
+                    }
+                    _ => {}
+                }
+                resp.set_txn(crate::txn_cmd::read_txn(&self.txn, &self.region, &t)?);
             }
             Some(Request_oneof_cmd::split(_)) => {
                 return Err(Error::InvalidArgument(
@@ -631,65 +661,6 @@ pub fn scan_region<S: Snapshot>(
     };
     resp.set_scanned_end(resume);
     Ok(resp)
-}
-
-/// What a split check found: the region's keys and bytes, and where to split it.
-#[derive(Debug, Clone, Default)]
-pub struct SplitCheck {
-    /// Keys in the region.
-    pub keys: u64,
-    /// Bytes of keys and values in the region.
-    pub size: u64,
-    /// Where to split (`None`: within both limits).
-    pub split_key: Option<Vec<u8>>,
-}
-
-/// Scans `region` for [`SplitCheck`]: its keys and bytes, and — if it holds more than
-/// `max_keys` keys or `max_size` bytes — the key to split it at, the middle one by count or
-/// by size, whichever limit it passed. Two streaming passes over one snapshot (so both
-/// see the same keys), nothing buffered.
-pub fn split_check<E: Engine>(
-    engine: &E,
-    region: &Region,
-    max_size: u64,
-    max_keys: u64,
-) -> Result<SplitCheck, Error> {
-    let (lo, hi) = keys::raw_data_range(region.get_start_key(), region.get_end_key());
-    let snap = engine.snapshot();
-    let (mut count, mut size) = (0u64, 0u64);
-    snap.scan(Cf::Default, &lo, &hi, |k, v| {
-        count += 1;
-        size += (k.len() + v.len()) as u64;
-        Ok(true)
-    })?;
-    let mut check = SplitCheck {
-        keys: count,
-        size,
-        split_key: None,
-    };
-    if count < 2 || (count <= max_keys && size <= max_size) {
-        return Ok(check);
-    }
-    let by_keys = count > max_keys;
-    let (mut seen_keys, mut seen_size) = (0u64, 0u64);
-    let mut found = None;
-    snap.scan(Cf::Default, &lo, &hi, |k, v| {
-        seen_keys += 1;
-        seen_size += (k.len() + v.len()) as u64;
-        let past_middle = if by_keys {
-            seen_keys > count / 2
-        } else {
-            seen_size > size / 2
-        };
-        let user = keys::raw_user_key(k).unwrap_or_default();
-        if past_middle && user > region.get_start_key() {
-            found = Some(user.to_vec());
-            return Ok(false);
-        }
-        Ok(true)
-    })?;
-    check.split_key = found;
-    Ok(check)
 }
 
 #[cfg(test)]

@@ -59,6 +59,11 @@ pub enum Error {
     /// The request is malformed or over a limit.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A transactional command is malformed as a transaction (ts 0, a key twice, no
+    /// keys, a commit not after its start): answered in `TxnResponse.key_error.invalid`,
+    /// as `txnpb.KeyError` says, not in `kvrpcpb.Error`.
+    #[error("invalid transactional command: {0}")]
+    TxnInvalid(String),
     /// The store stopped accepting writes after a storage failure.
     #[error("store poisoned: {0}")]
     StorePoisoned(String),
@@ -173,7 +178,7 @@ impl Error {
                 e.set_latest_seq(*latest_seq);
                 pb.set_stale_sequence(e);
             }
-            Error::InvalidArgument(reason) => {
+            Error::InvalidArgument(reason) | Error::TxnInvalid(reason) => {
                 let mut e = kvrpcpb::InvalidArgument::new();
                 e.set_reason(reason.clone());
                 pb.set_invalid_argument(e);
@@ -204,6 +209,14 @@ impl Error {
     /// A response carrying this error.
     pub fn into_response(self) -> kvrpcpb::KvResponse {
         let mut resp = kvrpcpb::KvResponse::new();
+        if let Error::TxnInvalid(reason) = self {
+            let mut ke = regatta_proto::txnpb::KeyError::new();
+            ke.set_invalid(reason);
+            let mut t = regatta_proto::txnpb::TxnResponse::new();
+            t.set_key_error(ke);
+            resp.mut_response().set_txn(t);
+            return resp;
+        }
         resp.set_error(self.to_pb());
         resp
     }

@@ -2,7 +2,8 @@
 //! inside an actix actor ([`PeerActor`]); all of them persist through one RocksDB via the
 //! store's [`LogWriter`] (one synced batch for every region's raft writes: group commit).
 //!
-//! Layering: depends on `regatta-engine` (storage) and `regatta-proto` (wire); PD is
+//! Layering: depends on `regatta-engine` (storage), `regatta-txn` (Percolator actions,
+//! run at apply) and `regatta-proto` (wire); PD is
 //! reached through the [`pd::PdClient`] seam; nothing here is visible to clients except through the
 //! wire protocol.
 //!
@@ -26,8 +27,10 @@ mod peer;
 mod request;
 mod router;
 mod server;
+mod split_check;
 mod store;
 mod transport;
+mod txn_cmd;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{check_lease, StoreConfig};

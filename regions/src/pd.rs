@@ -35,6 +35,10 @@ pub trait PdClient: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>>;
     /// `count` fresh, consecutive ids (for split regions and their peers); the first.
     fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>>;
+    /// One timestamp from PD's oracle (`physical_ms << 18 | logical`), greater than every
+    /// timestamp it handed out before the call (a new leader raises its `max_ts` with it
+    /// before it chooses 1PC commit timestamps).
+    fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>>;
 }
 
 /// In-memory PD for tests: stores register, and `bootstrap_regions` are handed to the
@@ -46,6 +50,8 @@ pub struct MemPd {
     leaders: Mutex<HashMap<u64, RegionHeartbeatRequest>>,
     next_id: std::sync::atomic::AtomicU64,
     id_base: u64,
+    /// The last timestamp handed out.
+    last_ts: std::sync::atomic::AtomicU64,
 }
 
 impl MemPd {
@@ -119,5 +125,22 @@ impl PdClient for MemPd {
                 .next_id
                 .fetch_add(u64::from(count), std::sync::atomic::Ordering::Relaxed);
         Box::pin(async move { Ok(first) })
+    }
+
+    fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+        // Wall-clock milliseconds in the TSO layout, strictly increasing within this PD
+        // (one in-memory PD per process: enough for tests).
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let ordering = std::sync::atomic::Ordering::AcqRel;
+        let prev = self
+            .last_ts
+            .fetch_update(ordering, ordering, |last| {
+                Some((last + 1).max(now_ms << 18))
+            })
+            .unwrap_or_else(|last| last);
+        let ts = (prev + 1).max(now_ms << 18);
+        Box::pin(async move { Ok(ts) })
     }
 }

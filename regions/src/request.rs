@@ -1,5 +1,6 @@
 //! Client requests checked and served against a region, with no replica state: request
-//! validation (epoch, key range, sizes) and reads from the engine's applied state.
+//! validation (epoch, key range, sizes; transactional commands in `txn_cmd::validate`)
+//! and reads from the engine's applied state (raw, and MVCC reads at a ts).
 //!
 //! A leaf module: both the peer and the local reader use it, and it uses neither, so
 //! there is no import circle between them.
@@ -7,8 +8,10 @@
 use crate::apply;
 use crate::config::StoreConfig;
 use crate::error::Error;
+use crate::txn_cmd;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse, Request, Request_oneof_cmd};
 use regatta_proto::metapb::Region;
+use regatta_proto::txnpb::TxnRequest_oneof_cmd;
 
 /// Checks a request against the replica's region (epoch, key range) and the size limits.
 pub(crate) fn validate_request(
@@ -85,19 +88,7 @@ pub(crate) fn validate_request(
             check_value(c.get_new_value())
         }
         Some(Request_oneof_cmd::scan(s)) => {
-            let r = region;
-            let start_ok = r.get_end_key().is_empty() || s.get_start_key() < r.get_end_key();
-            let end_ok = s.get_end_key().is_empty() || s.get_end_key() > r.get_start_key();
-            if start_ok && end_ok {
-                Ok(())
-            } else {
-                Err(Error::KeyNotInRegion {
-                    key: s.get_start_key().to_vec(),
-                    region_id: region.get_id(),
-                    start_key: r.get_start_key().to_vec(),
-                    end_key: r.get_end_key().to_vec(),
-                })
-            }
+            check_scan_range(region, s.get_start_key(), s.get_end_key())
         }
         Some(Request_oneof_cmd::split(sp)) => {
             check_key(sp.get_split_key())?;
@@ -108,10 +99,33 @@ pub(crate) fn validate_request(
             }
             Ok(())
         }
-        Some(Request_oneof_cmd::txn(_)) => Err(Error::InvalidArgument(
-            "transactional commands are not served by this store yet".into(),
-        )),
+        Some(Request_oneof_cmd::txn(t)) => {
+            if let Some(TxnRequest_oneof_cmd::scan(s)) = &t.cmd {
+                check_scan_range(region, s.get_start_key(), s.get_end_key())?;
+            }
+            let checks = txn_cmd::Checks {
+                key: &check_key,
+                value: &check_value,
+            };
+            txn_cmd::validate_txn(t, &checks)
+        }
         None => Err(Error::InvalidArgument("request has no command".into())),
+    }
+}
+
+/// A scan's `[start, end)` (empty end: unbounded) must overlap the region.
+fn check_scan_range(r: &Region, start: &[u8], end: &[u8]) -> Result<(), Error> {
+    let start_ok = r.get_end_key().is_empty() || start < r.get_end_key();
+    let end_ok = end.is_empty() || end > r.get_start_key();
+    if start_ok && end_ok {
+        Ok(())
+    } else {
+        Err(Error::KeyNotInRegion {
+            key: start.to_vec(),
+            region_id: r.get_id(),
+            start_key: r.get_start_key().to_vec(),
+            end_key: r.get_end_key().to_vec(),
+        })
     }
 }
 
@@ -155,6 +169,9 @@ pub(crate) fn read_from_engine<S: regatta_engine::Snapshot>(
             None,
         )
         .map(|r| resp.set_scan(r)),
+        Some(Request_oneof_cmd::txn(t)) if txn_cmd::is_txn_read(t) => {
+            txn_cmd::read_txn(snap, region, t).map(|r| resp.set_txn(r))
+        }
         _ => Err(Error::InvalidArgument("not a read".into())),
     };
     match result {

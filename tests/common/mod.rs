@@ -373,20 +373,36 @@ impl Cluster {
         consistency: regatta_proto::kvrpcpb::ReadConsistency,
         tune: impl FnOnce(&mut regatta_proto::kvrpcpb::Context),
     ) -> regatta_proto::kvrpcpb::KvResponse {
+        use regatta_proto::kvrpcpb::{GetRequest, Request};
+        let mut g = GetRequest::new();
+        g.set_key(key.to_vec());
+        let mut req = Request::new();
+        req.set_get(g);
+        self.direct_request(store_id, region_id, req, |ctx| {
+            ctx.set_consistency(consistency);
+            tune(ctx);
+        })
+        .await
+    }
+
+    /// Sends `req` straight to store `store_id`'s replica of `region_id`, with that
+    /// replica's current epoch (no client routing, no retries): what the replica answers.
+    pub async fn direct_request(
+        &self,
+        store_id: u64,
+        region_id: u64,
+        req: regatta_proto::kvrpcpb::Request,
+        tune: impl FnOnce(&mut regatta_proto::kvrpcpb::Context),
+    ) -> regatta_proto::kvrpcpb::KvResponse {
         use regatta_proto::framepb::Frame_oneof_body;
-        use regatta_proto::kvrpcpb::{GetRequest, KvRequest, Request};
+        use regatta_proto::kvrpcpb::KvRequest;
         let store = self.pg.store(store_id).expect("store running");
         let status = self.status(store_id, region_id).await.expect("replica");
         let mut kv = KvRequest::new();
         kv.mut_context().set_region_id(region_id);
         kv.mut_context()
             .set_region_epoch(status.region.get_region_epoch().clone());
-        kv.mut_context().set_consistency(consistency);
         tune(kv.mut_context());
-        let mut g = GetRequest::new();
-        g.set_key(key.to_vec());
-        let mut req = Request::new();
-        req.set_get(g);
         kv.set_request(req);
         let conn = regatta_proto::rpc::Connection::connect(
             &store.addr.to_string(),

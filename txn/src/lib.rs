@@ -68,7 +68,7 @@ pub use actions::{
 };
 pub use error::{Error, Result};
 pub use gc::gc;
-pub use reader::MvccReader;
+pub use reader::{MvccReader, VersionedPair};
 pub use record::{Lock, LockKind, Write, WriteKind, SHORT_VALUE_MAX_LEN};
 
 #[cfg(test)]

@@ -37,6 +37,9 @@ pub(crate) struct WritesSince {
     pub(crate) newest_other: Option<(u64, u64)>,
 }
 
+/// A pair read at a timestamp with its version: `(user key, commit_ts, value)`.
+pub type VersionedPair = (Vec<u8>, u64, Vec<u8>);
+
 /// Reads MVCC data (locks, writes, values) through one snapshot.
 pub struct MvccReader<'a, S: Snapshot> {
     snap: &'a S,
@@ -72,6 +75,11 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
     /// The value of `key` as of `read_ts` (snapshot isolation): [`Error::KeyIsLocked`] if
     /// a lock that may commit at or below `read_ts` is on it.
     pub fn get(&self, key: &[u8], read_ts: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_versioned(key, read_ts)?.map(|(_, v)| v))
+    }
+
+    /// As [`MvccReader::get`], with the commit ts of the version read.
+    pub fn get_versioned(&self, key: &[u8], read_ts: u64) -> Result<Option<(u64, Vec<u8>)>> {
         if let Some(lock) = self.load_lock(key)? {
             if lock.blocks_read_at(read_ts) {
                 return Err(Error::KeyIsLocked {
@@ -80,25 +88,34 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
                 });
             }
         }
-        self.committed_value(key, read_ts)
+        self.committed_version(key, read_ts)
     }
 
     /// The value of the newest `Put`/`Delete` of `key` committed at or below `ts`,
     /// ignoring locks.
     pub(crate) fn committed_value(&self, key: &[u8], ts: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.committed_version(key, ts)?.map(|(_, v)| v))
+    }
+
+    /// As [`MvccReader::committed_value`], with the commit ts.
+    fn committed_version(&self, key: &[u8], ts: u64) -> Result<Option<(u64, Vec<u8>)>> {
         let start = key::version_key(key, ts);
-        let mut found: Result<Option<Write>> = Ok(None);
+        let mut found: Result<Option<(u64, Write)>> = Ok(None);
         self.snap
             .scan(Cf::Write, &start, &key::versions_end(key), |k, v| {
                 match decode_write(k, v) {
                     Ok(w) if !w.is_data() => return Ok(true),
-                    Ok(w) => found = Ok(Some(w)),
+                    Ok(w) => {
+                        found = key::split_version_key(k).map(|(_, commit_ts)| Some((commit_ts, w)))
+                    }
                     Err(e) => found = Err(e),
                 }
                 Ok(false)
             })?;
         match found? {
-            Some(w) if w.kind == WriteKind::Put => self.load_value(key, &w).map(Some),
+            Some((commit_ts, w)) if w.kind == WriteKind::Put => {
+                self.load_value(key, &w).map(|v| Some((commit_ts, v)))
+            }
             _ => Ok(None),
         }
     }
@@ -131,6 +148,18 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
         read_ts: u64,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let pairs = self.scan_versioned(start, end, read_ts, limit)?;
+        Ok(pairs.into_iter().map(|(k, _, v)| (k, v)).collect())
+    }
+
+    /// As [`MvccReader::scan`], with each value's commit ts: `(key, commit_ts, value)`.
+    pub fn scan_versioned(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        read_ts: u64,
+        limit: usize,
+    ) -> Result<Vec<VersionedPair>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -151,7 +180,7 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
             return Err(e);
         }
         // Newest data write at or below read_ts of each key: (encoded prefix, write).
-        let mut picked: Vec<(Vec<u8>, Write)> = Vec::new();
+        let mut picked: Vec<(Vec<u8>, u64, Write)> = Vec::new();
         let mut done: Option<Vec<u8>> = None;
         self.snap.scan(Cf::Write, &lo, &hi, |k, v| {
             let (prefix, commit_ts) = match key::split_version_key(k) {
@@ -176,7 +205,7 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
             }
             done = Some(prefix.to_vec());
             if w.kind == WriteKind::Put {
-                picked.push((prefix.to_vec(), w));
+                picked.push((prefix.to_vec(), commit_ts, w));
             }
             Ok(picked.len() < limit)
         })?;
@@ -187,7 +216,7 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
             let covered = picked.len() < limit
                 || picked
                     .last()
-                    .is_some_and(|(last, _)| lock_key.as_slice() <= last.as_slice());
+                    .is_some_and(|(last, _, _)| lock_key.as_slice() <= last.as_slice());
             if covered {
                 return Err(Error::KeyIsLocked {
                     key: key::user_key(&lock_key)?,
@@ -197,10 +226,10 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
         }
         picked
             .into_iter()
-            .map(|(prefix, w)| {
+            .map(|(prefix, commit_ts, w)| {
                 let user_key = key::user_key(&prefix)?;
                 let value = self.load_value(&user_key, &w)?;
-                Ok((user_key, value))
+                Ok((user_key, commit_ts, value))
             })
             .collect()
     }

@@ -112,6 +112,7 @@ impl Peer {
             started: now,
             info: ReadInfo::new(),
             version: self.region().get_region_epoch().get_version(),
+            floor: 0,
         };
         match ctx.get_consistency() {
             ReadConsistency::FOLLOWER if ctx.get_max_staleness_ms() > 0 => {

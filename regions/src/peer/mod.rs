@@ -12,6 +12,7 @@
 //! | `requests.rs` | client requests: writes, log reads, lease and ReadIndex reads |
 //! | `read_index.rs` | the ReadIndex queue, as data |
 //! | `lease.rs` | the leader lease, as data |
+//! | `max_ts.rs` | the leader's `max_ts` for 1PC / async commit, as data |
 //! | `freshness.rs` | follower safe time, as data; follower and read-your-writes reads |
 //! | `split.rs` | split check, ids, proposal and apply; the split's progress as one enum |
 //! | `hibernate.rs` | the raft clock's pace, as data; hibernate and wake |
@@ -34,6 +35,7 @@ mod freshness;
 mod hibernate;
 mod lease;
 mod lock_wait;
+mod max_ts;
 mod messages;
 mod read_index;
 mod ready;
@@ -228,6 +230,12 @@ pub struct Peer {
     last_compact_check: Instant,
     /// Stores of peers not (yet) in the region: how an uninitialized replica answers.
     peer_cache: HashMap<u64, PeerMeta>,
+    // Transactions (see `max_ts.rs`).
+    max_ts: max_ts::MaxTs,
+    /// The index of the last entry this leader proposed with a 1PC or async-commit
+    /// prewrite: a transactional read is served only once that is applied, so it cannot
+    /// miss a commit whose ts was chosen below its own before it arrived.
+    txn_read_floor: u64,
 }
 
 impl Peer {
@@ -312,6 +320,8 @@ impl Peer {
             last_split_check: now,
             last_compact_check: now,
             peer_cache: HashMap::new(),
+            max_ts: max_ts::MaxTs::default(),
+            txn_read_floor: 0,
         })
     }
 

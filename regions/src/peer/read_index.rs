@@ -32,6 +32,9 @@ pub(crate) struct ReadReq {
     /// The region's epoch version when the read was accepted; a split before it is served
     /// sends it back with `EpochNotMatch` (its key may have moved to another region).
     pub(crate) version: u64,
+    /// Served only once this index is applied too (a transactional read: the last 1PC or
+    /// async-commit entry proposed before it arrived; 0 otherwise).
+    pub(crate) floor: u64,
 }
 
 /// A ReadIndex round in flight: its reads, and when and in which term it started (a
@@ -60,6 +63,7 @@ impl ReadIndexQueue {
 
     /// Takes a read whose index is already known (a lease read at the commit index).
     pub(crate) fn push_ready(&mut self, index: u64, read: ReadReq) {
+        let index = index.max(read.floor);
         self.ready.push_back((index, vec![read]));
     }
 
@@ -108,6 +112,7 @@ impl ReadIndexQueue {
         let id = ctx.try_into().map(u64::from_be_bytes).ok()?;
         let round = self.inflight.remove(&id)?;
         if !round.reads.is_empty() {
+            let index = round.reads.iter().map(|r| r.floor).fold(index, u64::max);
             self.ready.push_back((index, round.reads));
         }
         Some((round.started, round.term))
@@ -227,6 +232,7 @@ mod tests {
             started: now,
             info: ReadInfo::new(),
             version: 1,
+            floor: 0,
         };
         (r, rx)
     }
@@ -251,6 +257,29 @@ mod tests {
         assert_eq!(served[0].0, 42);
         assert_eq!(served[0].1.len(), 2);
         assert!(q.is_idle());
+    }
+
+    #[test]
+    fn a_read_with_a_floor_waits_for_it_past_its_round_or_lease_index() {
+        // A transactional read must not be served before the last 1PC entry proposed
+        // before it arrived is applied, whatever its round (or lease) index says.
+        let clock = ManualClock::new();
+        let mut q = ReadIndexQueue::default();
+        let (mut a, _ra) = read(&clock, 1000);
+        a.floor = 50;
+        let (b, _rb) = read(&clock, 1000);
+        let ctx = q.start_round(vec![a, b], clock.now(), 3);
+        q.confirm(&ctx, 42);
+        assert!(
+            q.take_servable(49).is_empty(),
+            "the floor 50 is not applied"
+        );
+        assert_eq!(q.take_servable(50)[0].0, 50);
+        let (mut lease, _rl) = read(&clock, 1000);
+        lease.floor = 60;
+        q.push_ready(55, lease);
+        assert!(q.take_servable(59).is_empty());
+        assert_eq!(q.take_servable(60)[0].0, 60);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use protobuf::Message as _;
 use raft::eraftpb::Entry;
 use regatta_engine::LogWrite;
 use regatta_proto::kvrpcpb::ReadInfo;
-use regatta_proto::raft_serverpb::RaftCmdBatch;
+use regatta_proto::raft_serverpb::{RaftCmd, RaftCmdBatch};
 use slog::info;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -53,7 +53,10 @@ impl Peer {
         let mut batch = RaftCmdBatch::new();
         batch.set_propose_time_ms(self.ctx.clock.wall_ms());
         let mut responders = Vec::with_capacity(cmds.len());
-        for (cmd, tx) in cmds {
+        let mut floor_txn = false;
+        for (mut cmd, tx) in cmds {
+            // Chosen now, after every read of this turn raised max_ts (see max_ts.rs).
+            floor_txn |= self.choose_txn_timestamps(&mut cmd);
             batch.mut_cmds().push(cmd);
             responders.push(tx);
         }
@@ -64,6 +67,9 @@ impl Peer {
         match self.raw.propose(vec![], data) {
             Ok(()) => {
                 let now = self.ctx.clock.now();
+                if floor_txn {
+                    self.txn_read_floor = self.raw.raft.raft_log.last_index();
+                }
                 self.proposals.push_back(Proposal {
                     index: self.raw.raft.raft_log.last_index(),
                     term: self.raw.raft.term,
@@ -82,6 +88,40 @@ impl Peer {
                 }
             }
         }
+    }
+
+    /// A 1PC prewrite gets its commit ts, an async-commit prewrite its `min_commit_ts`
+    /// floor, both above `max_ts` (see `max_ts.rs`); a 1PC prewrite stays a plain
+    /// prewrite while `max_ts` is not synced in this term. Returns whether reads arriving
+    /// from now on must wait for this command's entry.
+    fn choose_txn_timestamps(&mut self, cmd: &mut RaftCmd) -> bool {
+        use regatta_proto::kvrpcpb::Request_oneof_cmd;
+        use regatta_proto::txnpb::TxnRequest_oneof_cmd;
+        let term = self.raw.raft.term;
+        let Some(Request_oneof_cmd::txn(t)) = &mut cmd.mut_request().cmd else {
+            return false;
+        };
+        let Some(TxnRequest_oneof_cmd::prewrite(p)) = &mut t.cmd else {
+            return false;
+        };
+        let mut floor = false;
+        if p.get_try_one_pc() {
+            let commit_ts = self.max_ts.one_pc_commit_ts(
+                term,
+                p.get_start_ts(),
+                p.get_for_update_ts(),
+                p.get_min_commit_ts(),
+            );
+            if let Some(ts) = commit_ts {
+                cmd.set_one_pc_commit_ts(ts);
+                floor = true;
+            }
+        } else if p.get_use_async_commit() {
+            let min = self.max_ts.get().max(p.get_start_ts()).saturating_add(1);
+            p.set_min_commit_ts(p.get_min_commit_ts().max(min));
+            floor = true;
+        }
+        floor
     }
 
     fn handle_ready(&mut self) {
@@ -243,10 +283,18 @@ impl Peer {
         if leader && !self.was_leader {
             info!(self.logger, "became leader"; "term" => self.raw.raft.term);
             self.report_to_pd();
+            self.max_ts.set_leader_term(self.raw.raft.term);
+            self.sync_max_ts();
+            // 1PC entries of an earlier term of this replica are either committed (every
+            // read of this term waits for the term's first commit, which follows them)
+            // or gone; their index may not even be in this log any more, so a floor kept
+            // from then could hold reads until some later write fills it.
+            self.txn_read_floor = 0;
         }
         if !leader && self.was_leader {
             info!(self.logger, "stepped down"; "term" => self.raw.raft.term);
             self.lease.clear();
+            self.max_ts.set_leader_term(0);
             self.splits.progress.stepped_down();
             let e = self.not_leader();
             for r in self.reads.take_unconfirmed() {
@@ -255,6 +303,38 @@ impl Peer {
             // Reads whose index was confirmed while leader are still linearizable once applied.
         }
         self.was_leader = leader;
+    }
+
+    /// Fetches a TSO timestamp for the term just won and raises `max_ts` with it (see
+    /// `max_ts.rs`): until it arrives the leader does no 1PC. Retried with backoff while
+    /// PD does not answer, and given up once the replica is no longer leader of the term.
+    fn sync_max_ts(&self) {
+        let Some(me) = self.mailbox.clone() else {
+            return;
+        };
+        let (pd, max_ts, term, logger) = (
+            self.ctx.pd.clone(),
+            self.max_ts.clone(),
+            self.raw.raft.term,
+            self.logger.clone(),
+        );
+        me.spawn(Box::pin(async move {
+            let mut backoff = Duration::from_millis(50);
+            while max_ts.leader_term() == term {
+                match pd.get_ts().await {
+                    Ok(ts) => {
+                        max_ts.synced(term, ts);
+                        return;
+                    }
+                    Err(e) => {
+                        slog::warn!(logger, "cannot sync max_ts with the TSO"; "term" => term,
+                            "error" => %e);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }));
     }
 
     /// The LogWriter made Readies through `ready_number` durable (or failed).

@@ -1,16 +1,20 @@
 //! Client requests reaching the replica: validation, writes and log reads queued for the
 //! turn's proposal, reads routed to the lease, the ReadIndex queue or the follower paths.
+//! Transactional commands: reads go to the leader's lease or ReadIndex path only, after
+//! raising `max_ts` (see `max_ts.rs`); writes are proposed like raw writes.
 
 use super::read_index::ReadReq;
 use super::{Peer, Responder, MAX_ENTRY_DATA};
 use crate::apply;
 use crate::error::Error;
 use crate::request::read_from_engine;
+use crate::txn_cmd;
 use protobuf::Message as _;
 use regatta_proto::kvrpcpb::{
     KvRequest, KvResponse, ReadConsistency, ReadInfo, Request, Request_oneof_cmd,
 };
 use regatta_proto::raft_serverpb::RaftCmd;
+use regatta_proto::txnpb::TxnRequest_oneof_cmd;
 use std::time::Duration;
 
 impl Peer {
@@ -33,7 +37,40 @@ impl Peer {
             return;
         }
         let ctx = req.take_context();
-        let consistency = ctx.get_consistency();
+        let mut consistency = ctx.get_consistency();
+        let txn = match &request.cmd {
+            Some(Request_oneof_cmd::txn(t)) => Some(t),
+            _ => None,
+        };
+        if let Some(t) = txn {
+            // Transactional reads are served by the leader only (ReadIndex or lease), never
+            // by a follower nor through the log: the leader's max_ts must see every read.
+            if !self.is_leader() {
+                let _ = tx.send(self.not_leader().into_response());
+                return;
+            }
+            if let Some(ts) = txn_cmd::read_ts(t) {
+                self.max_ts.observe(ts);
+            }
+            if txn_cmd::is_txn_read(t) && consistency != ReadConsistency::LEASE {
+                consistency = ReadConsistency::LINEARIZABLE;
+            }
+            if let Some(TxnRequest_oneof_cmd::prewrite(p)) = &t.cmd {
+                if p.get_use_async_commit() && !self.max_ts.ready(self.raw.raft.term) {
+                    let e = Error::ServerIsBusy(format!(
+                        "region {}: new leader, max_ts not synced with the TSO yet",
+                        self.region_id
+                    ));
+                    let _ = tx.send(e.into_response());
+                    return;
+                }
+            }
+        }
+        let floor = if txn.is_some() {
+            self.txn_read_floor
+        } else {
+            0
+        };
         if !self.is_leader() {
             if !write {
                 self.follower_read(request, &ctx, tx);
@@ -71,6 +108,7 @@ impl Peer {
             started: now,
             info: ReadInfo::new(),
             version: self.region().get_region_epoch().get_version(),
+            floor,
         };
         read.info.set_linearizable(true);
         let lease_ok = consistency != ReadConsistency::LINEARIZABLE

@@ -1,0 +1,139 @@
+//! Transactional reads (get, batch get, scan at `start_ts`) from a replica's applied
+//! state through `regatta_txn::MvccReader`. They never go through the log: the leader
+//! serves them like linearizable raw reads (ReadIndex or its lease), after raising its
+//! `max_ts` to the read's ts (see `peer/max_ts.rs`).
+
+use super::wire::{failure, Failure};
+use crate::apply::MAX_SCAN_LIMIT;
+use crate::error::Error;
+use regatta_engine::Snapshot;
+use regatta_proto::metapb::Region;
+use regatta_proto::txnpb::{
+    TxnBatchGetResponse, TxnGetResponse, TxnKvPair, TxnRequest, TxnRequest_oneof_cmd as Cmd,
+    TxnResponse, TxnScanResponse,
+};
+use regatta_txn::MvccReader;
+
+/// Whether `req` is a transactional read (served without the log).
+pub(crate) fn is_txn_read(req: &TxnRequest) -> bool {
+    matches!(
+        req.cmd,
+        Some(Cmd::get(_)) | Some(Cmd::batch_get(_)) | Some(Cmd::scan(_))
+    )
+}
+
+/// The timestamp a command reads at, which the leader's `max_ts` must cover: a read's
+/// `start_ts`, and `check_txn_status`'s `caller_start_ts` (a reader that pushes a lock's
+/// `min_commit_ts` reads at it next), as TiKV's concurrency manager does.
+pub(crate) fn read_ts(req: &TxnRequest) -> Option<u64> {
+    match &req.cmd {
+        Some(Cmd::get(g)) => Some(g.get_start_ts()),
+        Some(Cmd::batch_get(b)) => Some(b.get_start_ts()),
+        Some(Cmd::scan(s)) => Some(s.get_start_ts()),
+        Some(Cmd::check_txn_status(c)) if c.get_caller_start_ts() != 0 => {
+            Some(c.get_caller_start_ts())
+        }
+        _ => None,
+    }
+}
+
+/// Serves a transactional read from `snap`, the applied state of `region`. A lock met
+/// is the answer `key_error.locked`; corruption or an engine failure is `Err`.
+pub(crate) fn read_txn<S: Snapshot>(
+    snap: &S,
+    region: &Region,
+    req: &TxnRequest,
+) -> Result<TxnResponse, Error> {
+    let reader = MvccReader::new(snap);
+    let mut resp = TxnResponse::new();
+    let result = match &req.cmd {
+        Some(Cmd::get(g)) => reader
+            .get_versioned(g.get_key(), g.get_start_ts())
+            .map(|v| {
+                let mut r = TxnGetResponse::new();
+                if let Some((commit_ts, v)) = v {
+                    r.set_found(true);
+                    r.set_value(v);
+                    r.set_commit_ts(commit_ts);
+                }
+                resp.set_get(r);
+            }),
+        Some(Cmd::batch_get(b)) => b
+            .get_keys()
+            .iter()
+            .map(|k| Ok((k, reader.get_versioned(k, b.get_start_ts())?)))
+            .collect::<regatta_txn::Result<Vec<_>>>()
+            .map(|reads| {
+                let mut r = TxnBatchGetResponse::new();
+                for (k, v) in reads {
+                    if let Some((commit_ts, v)) = v {
+                        let mut p = pair(k.clone(), v);
+                        p.set_commit_ts(commit_ts);
+                        r.mut_pairs().push(p);
+                    }
+                }
+                resp.set_batch_get(r);
+            }),
+        Some(Cmd::scan(s)) => {
+            let limit = match s.get_limit() as usize {
+                0 => MAX_SCAN_LIMIT,
+                n => n.min(MAX_SCAN_LIMIT),
+            };
+            let (lo, hi) = clip(region, s.get_start_key(), s.get_end_key());
+            reader
+                .scan_versioned(&lo, &hi, s.get_start_ts(), limit)
+                .map(|pairs| {
+                    let mut r = TxnScanResponse::new();
+                    let full = pairs.len() >= limit;
+                    // Where to resume: after the last pair when the limit cut the scan short,
+                    // else the end of what this region covers (as raw scans answer).
+                    let resume = match pairs.last() {
+                        Some((last, _, _)) if full => {
+                            let mut k = last.clone();
+                            k.push(0);
+                            k
+                        }
+                        _ => hi.clone(),
+                    };
+                    for (k, commit_ts, v) in pairs {
+                        let mut p = pair(k, v);
+                        p.set_commit_ts(commit_ts);
+                        r.mut_pairs().push(p);
+                    }
+                    r.set_scanned_end(resume);
+                    resp.set_scan(r);
+                })
+        }
+        _ => return Err(Error::InvalidArgument("not a transactional read".into())),
+    };
+    match result {
+        Ok(()) => Ok(resp),
+        Err(e) => match failure(e, region.get_id(), &[]) {
+            Failure::Key(ke) => {
+                let mut r = TxnResponse::new();
+                r.set_key_error(ke);
+                Ok(r)
+            }
+            Failure::Store(e) => Err(e),
+        },
+    }
+}
+
+fn pair(key: Vec<u8>, value: Vec<u8>) -> TxnKvPair {
+    let mut p = TxnKvPair::new();
+    p.set_key(key);
+    p.set_value(value);
+    p
+}
+
+/// `[start, end)` clipped to the region (an empty end: unbounded).
+fn clip(region: &Region, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let lo = start.max(region.get_start_key()).to_vec();
+    let hi = match (end.is_empty(), region.get_end_key().is_empty()) {
+        (true, true) => Vec::new(),
+        (true, false) => region.get_end_key().to_vec(),
+        (false, true) => end.to_vec(),
+        (false, false) => end.min(region.get_end_key()).to_vec(),
+    };
+    (lo, hi)
+}

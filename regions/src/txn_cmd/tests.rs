@@ -1,0 +1,224 @@
+//! Transactional commands at apply, as data on the in-memory engine: several commands of
+//! one entry (and entries of one call) see each other's writes through the overlay; a
+//! failed command writes nothing; 1PC commits at the ts the command carries; grouping
+//! entries into apply calls does not change the outcome.
+
+use crate::apply::apply_entries;
+use protobuf::Message;
+use raft::eraftpb::Entry;
+use regatta_engine::{write_initial_state, Cf, Engine, MemEngine, Snapshot};
+use regatta_proto::kvrpcpb::{KvResponse, Request};
+use regatta_proto::metapb::{Region, RegionEpoch};
+use regatta_proto::raft_serverpb::{RaftCmd, RaftCmdBatch};
+use regatta_proto::txnpb::*;
+use regatta_txn::MvccReader;
+use slog::Logger;
+
+fn region() -> Region {
+    let mut r = Region::new();
+    r.set_id(1);
+    r.set_start_key(b"a".to_vec());
+    r.set_end_key(b"m".to_vec());
+    let mut e = RegionEpoch::new();
+    e.set_conf_ver(1);
+    e.set_version(1);
+    r.set_region_epoch(e);
+    let mut p = regatta_proto::metapb::Peer::new();
+    p.set_id(11);
+    p.set_store_id(1);
+    r.mut_peers().push(p);
+    r
+}
+
+fn engine() -> MemEngine {
+    let e = MemEngine::new();
+    let mut wb = e.write_batch();
+    write_initial_state(&mut wb, &region());
+    e.write(wb, false).expect("write");
+    e
+}
+
+fn cmd(t: TxnRequest, one_pc_ts: u64) -> RaftCmd {
+    let mut r = Request::new();
+    r.set_txn(t);
+    let mut c = RaftCmd::new();
+    c.set_region_epoch(region().get_region_epoch().clone());
+    c.set_request(r);
+    c.set_one_pc_commit_ts(one_pc_ts);
+    c
+}
+
+fn entry(index: u64, cmds: Vec<RaftCmd>) -> Entry {
+    let mut b = RaftCmdBatch::new();
+    b.set_cmds(cmds.into());
+    let mut e = Entry::new();
+    e.index = index;
+    e.term = 6;
+    e.data = b.write_to_bytes().expect("encode").into();
+    e
+}
+
+/// Applies `entries` in one call; the responses of each.
+fn apply(e: &MemEngine, entries: Vec<Entry>) -> Vec<Vec<KvResponse>> {
+    let mut wb = e.write_batch();
+    let logger = Logger::root(slog::Discard, slog::o!());
+    let out = apply_entries(
+        &e.snapshot(),
+        &mut wb,
+        &region(),
+        &[11],
+        entries,
+        60_000,
+        &logger,
+    )
+    .expect("apply");
+    e.write(wb, false).expect("write");
+    out.into_iter().map(|a| a.responses).collect()
+}
+
+fn prewrite(key: &[u8], value: &[u8], start_ts: u64, one_pc: bool) -> TxnRequest {
+    let mut m = Mutation::new();
+    m.set_key(key.to_vec());
+    m.set_value(value.to_vec());
+    let mut p = PrewriteRequest::new();
+    p.set_primary(key.to_vec());
+    p.set_start_ts(start_ts);
+    p.set_lock_ttl_ms(3000);
+    p.set_try_one_pc(one_pc);
+    p.mut_mutations().push(m);
+    let mut t = TxnRequest::new();
+    t.set_prewrite(p);
+    t
+}
+
+fn commit(key: &[u8], start_ts: u64, commit_ts: u64) -> TxnRequest {
+    let mut c = CommitRequest::new();
+    c.mut_keys().push(key.to_vec());
+    c.set_start_ts(start_ts);
+    c.set_commit_ts(commit_ts);
+    let mut t = TxnRequest::new();
+    t.set_commit(c);
+    t
+}
+
+fn txn(r: &KvResponse) -> &TxnResponse {
+    assert!(!r.has_error(), "store error: {:?}", r.get_error());
+    r.get_response().get_txn()
+}
+
+fn dump(e: &MemEngine) -> Vec<(Cf, Vec<u8>, Vec<u8>)> {
+    let snap = e.snapshot();
+    let mut out = Vec::new();
+    for cf in [Cf::Default, Cf::Write, Cf::Lock] {
+        snap.scan(cf, b"", &[0xff; 8], |k, v| {
+            out.push((cf, k.to_vec(), v.to_vec()));
+            Ok(true)
+        })
+        .expect("scan");
+    }
+    out
+}
+
+fn history() -> Vec<Entry> {
+    vec![
+        // One entry: prewrite, a conflicting prewrite (sees the first one's lock), commit.
+        entry(
+            6,
+            vec![
+                cmd(prewrite(b"b", b"1", 10, false), 0),
+                cmd(prewrite(b"b", b"x", 11, false), 0),
+                cmd(commit(b"b", 10, 12), 0),
+            ],
+        ),
+        // The next entry: a write conflict with that commit; a 1PC at the carried ts.
+        entry(
+            7,
+            vec![
+                cmd(prewrite(b"b", b"2", 11, false), 0),
+                cmd(prewrite(b"c", b"3", 20, true), 25),
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn commands_of_one_apply_call_see_each_others_writes() {
+    let e = engine();
+    let out = apply(&e, history());
+    assert!(!txn(&out[0][0]).has_key_error());
+    let locked = txn(&out[0][1]).get_key_error().get_locked();
+    assert_eq!(
+        locked.get_start_ts(),
+        10,
+        "the second prewrite met the first's lock"
+    );
+    assert!(
+        !txn(&out[0][2]).has_key_error(),
+        "the commit found the lock of its entry"
+    );
+    let conflict = txn(&out[1][0]).get_key_error().get_conflict();
+    assert_eq!(conflict.get_conflict_commit_ts(), 12);
+    assert_eq!(txn(&out[1][1]).get_prewrite().get_one_pc_commit_ts(), 25);
+    let snap = e.snapshot();
+    let reader = MvccReader::new(&snap);
+    assert_eq!(reader.get(b"b", 12).expect("read"), Some(b"1".to_vec()));
+    assert_eq!(reader.get(b"b", 11).expect("read"), None);
+    assert_eq!(reader.get(b"c", 25).expect("read"), Some(b"3".to_vec()));
+    assert_eq!(
+        reader.get(b"c", 24).expect("read"),
+        None,
+        "1PC at the carried ts"
+    );
+    assert!(reader.load_lock(b"b").expect("lock").is_none());
+    assert!(
+        reader.load_lock(b"c").expect("lock").is_none(),
+        "1PC leaves no lock"
+    );
+}
+
+#[test]
+fn grouping_entries_into_apply_calls_does_not_change_the_outcome() {
+    let (together, apart) = (engine(), engine());
+    let a = apply(&together, history());
+    let mut b = Vec::new();
+    for e in history() {
+        b.extend(apply(&apart, vec![e]));
+    }
+    assert_eq!(a, b);
+    assert_eq!(dump(&together), dump(&apart));
+}
+
+#[test]
+fn a_one_pc_prewrite_without_a_carried_ts_is_a_plain_prewrite() {
+    let e = engine();
+    let out = apply(
+        &e,
+        vec![entry(6, vec![cmd(prewrite(b"b", b"1", 10, true), 0)])],
+    );
+    let r = txn(&out[0][0]);
+    assert!(!r.has_key_error());
+    assert_eq!(r.get_prewrite().get_one_pc_commit_ts(), 0);
+    let snap = e.snapshot();
+    assert!(MvccReader::new(&snap)
+        .load_lock(b"b")
+        .expect("lock")
+        .is_some());
+}
+
+#[test]
+fn a_command_with_a_key_outside_the_region_or_a_stale_epoch_writes_nothing() {
+    let e = engine();
+    let before = dump(&e);
+    let mut stale = cmd(prewrite(b"b", b"1", 10, false), 0);
+    stale.mut_region_epoch().set_version(0);
+    let out = apply(
+        &e,
+        vec![entry(
+            6,
+            vec![cmd(prewrite(b"z", b"1", 10, false), 0), stale],
+        )],
+    );
+    assert!(out[0][0].get_error().has_key_not_in_region());
+    assert!(out[0][1].get_error().has_epoch_not_match());
+    assert_eq!(dump(&e), before);
+}

@@ -1,0 +1,255 @@
+//! Transactional writes at apply: each command runs its `regatta-txn` action on every
+//! replica, over the same state, so every replica ends in the same state and the answer
+//! comes from apply.
+//!
+//! Several commands of one apply call see each other's writes through an [`Overlay`]
+//! (the batch's transactional writes layered over the apply snapshot): an action reads
+//! the overlay and writes into an [`OpBatch`] of its own; on success its operations are
+//! added to the overlay and to the real batch, on failure they are dropped. That keeps
+//! `regatta-txn`'s rule "one action per key per batch" without flushing the batch between
+//! commands. Timestamps that decide anything (`current_ts` of cleanup and
+//! check_txn_status, the 1PC commit ts) come from the command, never a local clock.
+
+use super::wire::{failure, lock_info, prewrite_request, Failure};
+use crate::error::Error;
+use regatta_engine::{OpBatch, Overlay, Snapshot, WriteBatch};
+use regatta_proto::metapb::Region;
+use regatta_proto::region::key_in_range;
+use regatta_proto::txnpb::{
+    CheckSecondaryLocksResponse, CheckTxnStatusResponse, CleanupResponse, CommitResponse,
+    PessimisticLockResponse, PessimisticRollbackResponse, PrewriteResponse, ResolveLockResponse,
+    RollbackResponse, TxnHeartbeatResponse, TxnRequest, TxnRequest_oneof_cmd as Cmd, TxnResponse,
+    TxnStatusKind, TxnValue,
+};
+use regatta_txn::{SecondaryLocksStatus, TxnStatus};
+
+/// Whether `req` is a transactional write (proposed through the log).
+pub(crate) fn is_txn_write(req: &TxnRequest) -> bool {
+    req.cmd.is_some() && !super::is_txn_read(req)
+}
+
+/// The keys a write command touches in its region (to check them against the region as
+/// of apply: a split may have moved some out).
+fn keys_of(req: &TxnRequest) -> Vec<&[u8]> {
+    match &req.cmd {
+        Some(Cmd::prewrite(p)) => p.get_mutations().iter().map(|m| m.get_key()).collect(),
+        Some(Cmd::commit(c)) => slices(c.get_keys()),
+        Some(Cmd::rollback(r)) => slices(r.get_keys()),
+        Some(Cmd::cleanup(c)) => vec![c.get_key()],
+        Some(Cmd::check_txn_status(c)) => vec![c.get_primary()],
+        Some(Cmd::resolve_lock(r)) => slices(r.get_keys()),
+        Some(Cmd::heartbeat(h)) => vec![h.get_primary()],
+        Some(Cmd::pessimistic_lock(p)) => slices(p.get_keys()),
+        Some(Cmd::pessimistic_rollback(p)) => slices(p.get_keys()),
+        Some(Cmd::check_secondary_locks(c)) => slices(c.get_keys()),
+        Some(Cmd::get(g)) => vec![g.get_key()],
+        Some(Cmd::batch_get(b)) => slices(b.get_keys()),
+        Some(Cmd::scan(_)) | None => Vec::new(),
+    }
+}
+
+/// Applies transactional write `req` of `region` over `overlay` (the earlier commands'
+/// transactional writes of this apply call), adding its writes to `overlay` and `wb` if it
+/// succeeds. `one_pc_commit_ts`: the commit ts the leader chose for a 1PC prewrite (0: a
+/// plain prewrite).
+///
+/// Returns `Ok(Ok(answer))` (which may carry a `key_error`), `Ok(Err(e))` for a store
+/// error to answer (a key no longer in the region), and `Err` for corruption or an engine
+/// failure, which stops the replica.
+pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
+    overlay: &mut Overlay<'_, S>,
+    wb: &mut W,
+    region: &Region,
+    req: &TxnRequest,
+    one_pc_commit_ts: u64,
+) -> Result<Result<TxnResponse, Error>, Error> {
+    if let Some(k) = keys_of(req).into_iter().find(|k| !key_in_range(region, k)) {
+        return Ok(Err(Error::KeyNotInRegion {
+            key: k.to_vec(),
+            region_id: region.get_id(),
+            start_key: region.get_start_key().to_vec(),
+            end_key: region.get_end_key().to_vec(),
+        }));
+    }
+    let mut ops = OpBatch::default();
+    let mut resp = TxnResponse::new();
+    let snap = &*overlay;
+    let b = &mut ops;
+    let (result, primary): (regatta_txn::Result<()>, &[u8]) = match &req.cmd {
+        Some(Cmd::prewrite(p)) => {
+            let tr = prewrite_request(p);
+            let r = if p.get_try_one_pc() && one_pc_commit_ts != 0 {
+                regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts).map(|()| {
+                    let mut r = PrewriteResponse::new();
+                    r.set_one_pc_commit_ts(one_pc_commit_ts);
+                    resp.set_prewrite(r);
+                })
+            } else {
+                regatta_txn::prewrite(snap, b, &tr).map(|o| {
+                    let mut r = PrewriteResponse::new();
+                    r.set_min_commit_ts(o.min_commit_ts);
+                    resp.set_prewrite(r);
+                })
+            };
+            (r, p.get_primary())
+        }
+        Some(Cmd::commit(c)) => (
+            regatta_txn::commit(snap, b, c.get_keys(), c.get_start_ts(), c.get_commit_ts())
+                .map(|()| resp.set_commit(CommitResponse::new())),
+            &[],
+        ),
+        Some(Cmd::rollback(r)) => (
+            regatta_txn::rollback(snap, b, r.get_keys(), r.get_start_ts())
+                .map(|()| resp.set_rollback(RollbackResponse::new())),
+            &[],
+        ),
+        Some(Cmd::cleanup(c)) => (
+            regatta_txn::cleanup(snap, b, c.get_key(), c.get_start_ts(), c.get_current_ts())
+                .map(|()| resp.set_cleanup(CleanupResponse::new())),
+            &[],
+        ),
+        Some(Cmd::check_txn_status(c)) => (
+            regatta_txn::check_txn_status(
+                snap,
+                b,
+                c.get_primary(),
+                c.get_lock_ts(),
+                c.get_caller_start_ts(),
+                c.get_current_ts(),
+                c.get_rollback_if_not_exist(),
+            )
+            .map(|st| resp.set_check_txn_status(status_response(c.get_primary(), st))),
+            &[],
+        ),
+        Some(Cmd::resolve_lock(r)) => (
+            regatta_txn::resolve_lock(snap, b, r.get_keys(), r.get_start_ts(), r.get_commit_ts())
+                .map(|n| {
+                    let mut out = ResolveLockResponse::new();
+                    out.set_resolved(n as u32);
+                    resp.set_resolve_lock(out);
+                }),
+            &[],
+        ),
+        Some(Cmd::heartbeat(h)) => (
+            regatta_txn::txn_heartbeat(
+                snap,
+                b,
+                h.get_primary(),
+                h.get_start_ts(),
+                h.get_advise_ttl_ms(),
+            )
+            .map(|ttl| {
+                let mut out = TxnHeartbeatResponse::new();
+                out.set_lock_ttl_ms(ttl);
+                resp.set_heartbeat(out);
+            }),
+            &[],
+        ),
+        Some(Cmd::pessimistic_lock(p)) => {
+            // No lock-wait queue yet: a conflicting lock is answered `locked` at once,
+            // whatever `wait_timeout_ms` says (the FIFO queue is separate work).
+            let tr = regatta_txn::PessimisticLockRequest {
+                primary: p.get_primary().to_vec(),
+                start_ts: p.get_start_ts(),
+                for_update_ts: p.get_for_update_ts(),
+                lock_ttl_ms: p.get_lock_ttl_ms(),
+                need_value: p.get_return_values(),
+                keys: p.get_keys().to_vec(),
+            };
+            let r = regatta_txn::acquire_pessimistic_lock(snap, b, &tr).map(|values| {
+                let mut out = PessimisticLockResponse::new();
+                if p.get_return_values() {
+                    for v in values {
+                        let mut tv = TxnValue::new();
+                        if let Some(v) = v {
+                            tv.set_found(true);
+                            tv.set_value(v);
+                        }
+                        out.mut_values().push(tv);
+                    }
+                }
+                resp.set_pessimistic_lock(out);
+            });
+            (r, p.get_primary())
+        }
+        Some(Cmd::pessimistic_rollback(p)) => (
+            regatta_txn::pessimistic_rollback(
+                snap,
+                b,
+                p.get_keys(),
+                p.get_start_ts(),
+                p.get_for_update_ts(),
+            )
+            .map(|_| resp.set_pessimistic_rollback(PessimisticRollbackResponse::new())),
+            &[],
+        ),
+        Some(Cmd::check_secondary_locks(c)) => (
+            regatta_txn::check_secondary_locks(snap, b, c.get_keys(), c.get_start_ts()).map(|st| {
+                let mut out = CheckSecondaryLocksResponse::new();
+                match st {
+                    SecondaryLocksStatus::Locked(locks) => {
+                        for (k, l) in c.get_keys().iter().zip(&locks) {
+                            out.mut_locks().push(lock_info(k, l));
+                        }
+                    }
+                    SecondaryLocksStatus::Committed { commit_ts } => out.set_commit_ts(commit_ts),
+                    SecondaryLocksStatus::RolledBack => out.set_rolled_back(true),
+                }
+                resp.set_check_secondary_locks(out);
+            }),
+            &[],
+        ),
+        Some(Cmd::get(_)) | Some(Cmd::batch_get(_)) | Some(Cmd::scan(_)) | None => {
+            return Ok(Err(Error::InvalidArgument(
+                "not a transactional write".into(),
+            )))
+        }
+    };
+    match result {
+        Ok(()) => {
+            for op in &ops.ops {
+                op.replay(wb);
+            }
+            overlay.extend(&ops.ops);
+            Ok(Ok(resp))
+        }
+        Err(e) => match failure(e, region.get_id(), primary) {
+            Failure::Key(ke) => {
+                let mut r = TxnResponse::new();
+                r.set_key_error(ke);
+                Ok(Ok(r))
+            }
+            Failure::Store(e) => Err(e),
+        },
+    }
+}
+
+fn status_response(primary: &[u8], st: TxnStatus) -> CheckTxnStatusResponse {
+    let mut r = CheckTxnStatusResponse::new();
+    match st {
+        TxnStatus::Alive {
+            lock,
+            min_commit_ts_pushed,
+        } => {
+            r.set_status(TxnStatusKind::ALIVE);
+            r.set_lock(lock_info(primary, &lock));
+            r.set_min_commit_ts_pushed(min_commit_ts_pushed);
+        }
+        TxnStatus::Committed { commit_ts } => {
+            r.set_status(TxnStatusKind::COMMITTED);
+            r.set_commit_ts(commit_ts);
+        }
+        TxnStatus::AsyncCommitUndecided { lock } => {
+            r.set_status(TxnStatusKind::ASYNC_COMMIT_UNDECIDED);
+            r.set_lock(lock_info(primary, &lock));
+        }
+        TxnStatus::RolledBack => r.set_status(TxnStatusKind::ROLLED_BACK),
+        TxnStatus::TtlExpiredRolledBack => r.set_status(TxnStatusKind::TTL_EXPIRED_ROLLED_BACK),
+        TxnStatus::NotFoundRolledBack => r.set_status(TxnStatusKind::NOT_FOUND_ROLLED_BACK),
+    }
+    r
+}
+
+fn slices(ks: &[Vec<u8>]) -> Vec<&[u8]> {
+    ks.iter().map(Vec::as_slice).collect()
+}
