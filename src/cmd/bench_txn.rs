@@ -1,7 +1,7 @@
 //! `regatta bench txn`: uncontended transfers (read 2 accounts, write 2) over many
 //! accounts, optimistic and pessimistic, with both accounts in one region (1PC) or in two
-//! (2PC): commits/s, commit latency p50/p99, abort rate and, on the embedded playground,
-//! raft entries proposed per commit.
+//! (2PC): commits/s, latency p50/p99 of the whole transfer and of the commit call alone,
+//! abort rate and, on the embedded playground, raft entries proposed per commit.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -67,6 +67,10 @@ struct TxnResult {
     abort_rate_pct: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The commit call alone (prewrite + commit, or the 1PC prewrite), median.
+    commit_p50_ms: f64,
+    /// The commit call alone, 99th percentile.
+    commit_p99_ms: f64,
     /// Raft entries proposed per commit (embedded playground only).
     entries_per_commit: Option<f64>,
     /// Share of commits done by 1PC.
@@ -228,34 +232,39 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
                 TxnOptions::optimistic()
             };
             let (mut lat, mut aborts, mut errors, mut one_pc) = (Vec::new(), 0u64, 0u64, 0u64);
+            let mut commit_lat = Vec::new();
             let value = vec![b'1'; vs];
             while Instant::now() < deadline {
                 let (x, y) = pick(n, r.cross);
                 let t0 = Instant::now();
                 match transfer(&txns, &opts, &account(x, n), &account(y, n), &value).await {
-                    Ok(by_1pc) => {
+                    Ok((by_1pc, commit)) => {
                         lat.push(t0.elapsed());
+                        commit_lat.push(commit);
                         one_pc += u64::from(by_1pc);
                     }
                     Err(e) if e.is_retryable() => aborts += 1,
                     Err(_) => errors += 1,
                 }
             }
-            (lat, aborts, errors, one_pc)
+            (lat, commit_lat, aborts, errors, one_pc)
         }));
     }
-    let (mut lat, mut aborts, mut errors, mut one_pc) = (Vec::new(), 0, 0, 0);
+    let (mut lat, mut commit_lat, mut aborts, mut errors, mut one_pc) =
+        (Vec::new(), Vec::new(), 0, 0, 0);
     for t in tasks {
-        let (l, ab, er, op) = t.await?;
+        let (l, cl, ab, er, op) = t.await?;
         lat.extend(l);
+        commit_lat.extend(cl);
         aborts += ab;
         errors += er;
         one_pc += op;
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+    commit_lat.sort_unstable();
+    let pct = |v: &[Duration], p: f64| -> f64 {
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     let commits = lat.len() as u64;
@@ -276,8 +285,10 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
         } else {
             0.0
         },
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+        p50_ms: pct(&lat, 0.50),
+        p99_ms: pct(&lat, 0.99),
+        commit_p50_ms: pct(&commit_lat, 0.50),
+        commit_p99_ms: pct(&commit_lat, 0.99),
         entries_per_commit: None,
         one_pc_pct: if commits > 0 {
             one_pc as f64 * 100.0 / commits as f64
@@ -288,14 +299,14 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
 }
 
 /// One transfer: read both accounts (locking them when pessimistic), write both.
-/// Returns whether it committed by 1PC.
+/// Returns whether it committed by 1PC, and how long the commit call took.
 async fn transfer(
     txns: &TxnClient,
     opts: &TxnOptions,
     from: &[u8],
     to: &[u8],
     value: &[u8],
-) -> Result<bool, Error> {
+) -> Result<(bool, Duration), Error> {
     let mut t = txns.begin_with(opts.clone()).await?;
     let pessimistic = opts.mode == regatta_client::TxnMode::Pessimistic;
     let read = async {
@@ -314,8 +325,9 @@ async fn transfer(
     }
     t.put(from, value);
     t.put(to, value);
+    let c0 = Instant::now();
     t.commit().await?;
-    Ok(t.committed_by_one_pc())
+    Ok((t.committed_by_one_pc(), c0.elapsed()))
 }
 
 fn header(json: bool) {
@@ -343,13 +355,15 @@ fn report(r: &TxnResult, json: bool) {
         return;
     }
     println!(
-        "{:<12} {:<6} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>8.0}",
+        "{:<12} {:<6} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>8.2} {:>9} {:>6.0}",
         r.mode,
         r.placement,
         r.clients,
         r.commits_per_sec,
         r.p50_ms,
         r.p99_ms,
+        r.commit_p50_ms,
+        r.commit_p99_ms,
         r.abort_rate_pct,
         r.entries_per_commit
             .map_or_else(|| "-".to_string(), |e| format!("{e:.2}")),
