@@ -1,32 +1,16 @@
 //! The `regatta` command line against a playground process: values too large for an
 //! argument come from stdin (`-`) or a file, and a reversed scan range is refused.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+mod common;
 
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The playground process; killed when dropped.
-struct Playground(Child);
-
-impl Drop for Playground {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::process::{free_port, spawn_ready, Proc};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 /// Starts a one-store playground and waits (bounded) for its `ready` line.
-fn playground(pd: &str) -> Playground {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
-        .args([
+fn playground(pd: &str) -> Proc {
+    spawn_ready(
+        &[
             "playground",
             "--stores",
             "1",
@@ -34,24 +18,9 @@ fn playground(pd: &str) -> Playground {
             "0",
             "--pd-addr",
             pd,
-        ])
-        .env("REGATTA_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("regatta starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("ready") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the playground printed its ready line");
-    Playground(child)
+        ],
+        "error",
+    )
 }
 
 /// Runs `regatta ARGS --pd PD` with `stdin` on its standard input.

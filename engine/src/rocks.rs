@@ -204,6 +204,34 @@ impl Engine for RocksEngine {
     }
 }
 
+/// Read options that stop iteration at `end` (exclusive).
+fn bounded(end: &[u8]) -> ReadOptions {
+    let mut ro = ReadOptions::default();
+    ro.set_iterate_upper_bound(end.to_vec());
+    ro
+}
+
+/// Calls `f` on each pair from `start` until it says stop or the iterator's bound. The raw
+/// iterator lends each pair: no allocation per key.
+fn drive<F>(
+    mut iter: rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
+    start: &[u8],
+    mut f: F,
+    op: &'static str,
+) -> Result<()>
+where
+    F: FnMut(&[u8], &[u8]) -> Result<bool>,
+{
+    iter.seek(start);
+    while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+        if !f(k, v)? {
+            return Ok(());
+        }
+        iter.next();
+    }
+    iter.status().map_err(Error::rocks(op))
+}
+
 /// A reader of the live database ([`RocksEngine::live`]).
 pub struct RocksLive<'a> {
     engine: &'a RocksEngine,
@@ -217,29 +245,19 @@ impl Snapshot for RocksLive<'_> {
             .map_err(Error::rocks("get"))
     }
 
-    fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], mut f: F) -> Result<()>
+    fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], f: F) -> Result<()>
     where
         F: FnMut(&[u8], &[u8]) -> Result<bool>,
     {
         if end <= start {
             return Ok(());
         }
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(end.to_vec());
         // The iterator pins an implicit snapshot of its own: the scan is consistent.
-        let mut iter = self
+        let iter = self
             .engine
             .db
-            .raw_iterator_cf_opt(self.engine.handle(cf), ro);
-        iter.seek(start);
-        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if !f(k, v)? {
-                return Ok(());
-            }
-            iter.next();
-        }
-        iter.status().map_err(Error::rocks("scan"))?;
-        Ok(())
+            .raw_iterator_cf_opt(self.engine.handle(cf), bounded(end));
+        drive(iter, start, f, "scan")
     }
 }
 
@@ -257,26 +275,17 @@ impl Snapshot for RocksSnapshot<'_> {
             .map_err(Error::rocks("snapshot get"))
     }
 
-    fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], mut f: F) -> Result<()>
+    fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], f: F) -> Result<()>
     where
         F: FnMut(&[u8], &[u8]) -> Result<bool>,
     {
         if end <= start {
             return Ok(());
         }
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(end.to_vec());
-        // The raw iterator lends each pair: no allocation per key.
-        let mut iter = self.snap.raw_iterator_cf_opt(self.engine.handle(cf), ro);
-        iter.seek(start);
-        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if !f(k, v)? {
-                return Ok(());
-            }
-            iter.next();
-        }
-        iter.status().map_err(Error::rocks("snapshot scan"))?;
-        Ok(())
+        let iter = self
+            .snap
+            .raw_iterator_cf_opt(self.engine.handle(cf), bounded(end));
+        drive(iter, start, f, "snapshot scan")
     }
 }
 
