@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pd::PdClient;
-use crate::read::{KvPair, ReadConsistency, ReadOutcome, Versioned};
+use crate::read::{scan_resume, KvPair, ReadConsistency, ReadOutcome, Versioned};
 use crate::region_cache::{CachedRegion, RegionCache};
 use crate::retry::{self, CacheUpdate, Step};
 use crate::session::SessionPool;
@@ -341,17 +341,10 @@ impl Client {
                     version: p.get_version(),
                 });
             }
-            let finished = resume.is_empty() || (!end.is_empty() && resume.as_slice() >= end);
-            if (limit > 0 && out.len() >= limit) || finished {
-                out.truncate(if limit > 0 { limit } else { out.len() });
-                return Ok(out);
+            match scan_resume(&mut out, limit, end, &cursor, resume, "scan")? {
+                Some(next) => cursor = next,
+                None => return Ok(out),
             }
-            if resume <= cursor {
-                return Err(Error::Server(format!(
-                    "scan made no progress at {cursor:?} (the store answered resume point {resume:?})"
-                )));
-            }
-            cursor = resume;
         }
     }
 

@@ -111,6 +111,32 @@ pub struct KvPair {
     pub version: u64,
 }
 
+/// One region's part of a scan came back with `out` gathered so far and the store's
+/// resume point (`scanned_end`; empty: the end of the key space). `Ok(None)`: the scan is
+/// done (`out` cut to `limit`, 0 meaning none); `Ok(Some(next))`: go on from `next`. A
+/// resume point that does not move past `cursor` is a store bug, refused rather than
+/// looped on (`what` names the operation).
+pub(crate) fn scan_resume<T>(
+    out: &mut Vec<T>,
+    limit: usize,
+    end: &[u8],
+    cursor: &[u8],
+    resume: Vec<u8>,
+    what: &str,
+) -> Result<Option<Vec<u8>>> {
+    let finished = resume.is_empty() || (!end.is_empty() && resume.as_slice() >= end);
+    if (limit > 0 && out.len() >= limit) || finished {
+        out.truncate(if limit > 0 { limit } else { out.len() });
+        return Ok(None);
+    }
+    if resume.as_slice() <= cursor {
+        return Err(Error::Server(format!(
+            "{what} made no progress at {cursor:?} (the store answered resume point {resume:?})"
+        )));
+    }
+    Ok(Some(resume))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +181,25 @@ mod tests {
         assert_eq!(ms(Duration::from_micros(1999)), 1);
         assert_eq!(ms(Duration::from_millis(250)), 250);
         assert_eq!(ms(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_scan_resumes_until_its_end_or_limit_and_refuses_a_resume_point_that_does_not_move() {
+        let mut out = vec![1, 2];
+        let next = super::scan_resume(&mut out, 0, b"z", b"a", b"m".to_vec(), "scan");
+        assert_eq!(next.unwrap(), Some(b"m".to_vec()));
+        let done = super::scan_resume(&mut out, 0, b"z", b"m", b"z".to_vec(), "scan");
+        assert_eq!(done.unwrap(), None, "the resume point reached the end");
+        let done = super::scan_resume(&mut out, 0, b"", b"m", Vec::new(), "scan");
+        assert_eq!(done.unwrap(), None, "the end of the key space");
+        let mut many = vec![1, 2, 3];
+        let cut = super::scan_resume(&mut many, 2, b"", b"a", b"b".to_vec(), "scan");
+        assert_eq!(cut.unwrap(), None);
+        assert_eq!(many, vec![1, 2], "cut to the limit");
+        let stuck = super::scan_resume(&mut out, 0, b"", b"m", b"m".to_vec(), "txn_scan");
+        assert!(stuck
+            .unwrap_err()
+            .to_string()
+            .contains("txn_scan made no progress"));
     }
 }

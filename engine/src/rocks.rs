@@ -131,9 +131,7 @@ impl RocksEngine {
     /// Point read of the latest state, without opening a snapshot (the raft log storage's
     /// reads of its own states and entries, which nothing else writes concurrently).
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db
-            .get_cf(self.handle(cf), key)
-            .map_err(Error::rocks("get"))
+        self.live().get(cf, key)
     }
 
     /// [`RocksEngine::get`] of a protobuf record; see [`Snapshot::get_msg`].
@@ -144,10 +142,7 @@ impl RocksEngine {
         what: &'static str,
         region_id: u64,
     ) -> Result<Option<M>> {
-        match self.get(cf, key)? {
-            None => Ok(None),
-            Some(bytes) => decode_msg(&bytes, what, region_id).map(Some),
-        }
+        self.live().get_msg(cf, key, what, region_id)
     }
 
     /// All regions with a state on this store (tombstones included).

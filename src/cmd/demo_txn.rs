@@ -148,8 +148,9 @@ async fn run(a: TxnDemoArgs, pd: String, restart: Option<Arc<AtomicBool>>) -> Re
             let at = account(rand::thread_rng().gen_range(1..n), n);
             match raw.split(&at).await {
                 Ok((l, r)) => eprintln!(
-                    "chaos: split region {} at {at:?} (new region {})",
+                    "chaos: split region {} at {:?} (new region {})",
                     l.get_id(),
+                    String::from_utf8_lossy(&at),
                     r.get_id()
                 ),
                 Err(e) => eprintln!("chaos: split refused: {e}"),

@@ -7,7 +7,7 @@
 use super::resolve::{resolve_locks, run_resolving, wait};
 use super::rpc::{call, failure, key_error};
 use super::{check_key, Shared};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use regatta_proto::txnpb::{TxnBatchGetRequest, TxnGetRequest, TxnRequest, TxnScanRequest};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -182,16 +182,9 @@ pub(crate) async fn scan(
         for mut p in scan.take_pairs().into_iter() {
             out.push((p.take_key(), p.take_value()));
         }
-        let finished = resume.is_empty() || (!end.is_empty() && resume.as_slice() >= end);
-        if (limit > 0 && out.len() >= limit) || finished {
-            out.truncate(if limit > 0 { limit } else { out.len() });
-            return Ok(out);
+        match crate::read::scan_resume(&mut out, limit, end, &cursor, resume, "txn_scan")? {
+            Some(next) => cursor = next,
+            None => return Ok(out),
         }
-        if resume <= cursor {
-            return Err(Error::Server(format!(
-                "txn_scan made no progress at {cursor:?} (the store answered resume point {resume:?})"
-            )));
-        }
-        cursor = resume;
     }
 }
