@@ -5,97 +5,21 @@
 
 mod common;
 
-use common::{wait_until, Cluster};
-use regatta_proto::kvrpcpb::{KvResponse, Request};
-use regatta_proto::metapb::Region;
-use regatta_proto::region::key_in_range;
+use common::{commit_req, prewrite_req, wait_until, Cluster};
+use regatta_proto::kvrpcpb::Request;
 use regatta_proto::txnpb::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The leader replica (store id, region) whose region holds `key`, if one claims it.
-async fn leader_for(cluster: &Cluster, key: &[u8]) -> Option<(u64, Region)> {
-    for s in cluster.pg.stores() {
-        for st in s.region_statuses().await {
-            if st.leader_id != 0 && st.leader_id == st.peer_id && key_in_range(&st.region, key) {
-                return Some((s.store_id, st.region));
-            }
-        }
-    }
-    None
-}
-
-/// Whether a store error is routing or back-pressure (retry), not an answer.
-fn retryable(resp: &KvResponse) -> bool {
-    let e = resp.get_error();
-    resp.has_error()
-        && (e.has_not_leader()
-            || e.has_epoch_not_match()
-            || e.has_region_not_found()
-            || e.has_server_is_busy()
-            || e.has_stale_command()
-            || e.has_timeout())
-}
-
-/// Sends `req` to the leader of the region holding `route_key`, retrying routing errors
-/// (a leader change, a split) until an answer comes; returns the whole response.
-async fn send_raw(cluster: &Cluster, route_key: &[u8], req: TxnRequest) -> KvResponse {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((store, region)) = leader_for(cluster, route_key).await {
-            let mut r = Request::new();
-            r.set_txn(req.clone());
-            let resp = cluster
-                .direct_request(store, region.get_id(), r, |_| {})
-                .await;
-            if !retryable(&resp) {
-                return resp;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer for a txn command on {route_key:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// As [`send_raw`], for a command that must not fail at the store level.
+/// As [`Cluster::send_txn`], for a command that must not fail at the store level.
 async fn send(cluster: &Cluster, route_key: &[u8], req: TxnRequest) -> TxnResponse {
-    let mut resp = send_raw(cluster, route_key, req).await;
+    let mut resp = cluster.send_txn(route_key, req).await;
     assert!(!resp.has_error(), "store error: {:?}", resp.get_error());
     resp.mut_response().take_txn()
 }
 
 async fn ts(cluster: &Cluster) -> u64 {
     cluster.client().await.pd().get_ts().await.expect("TSO")
-}
-
-fn prewrite_req(primary: &[u8], puts: &[(&[u8], &[u8])], start_ts: u64, ttl_ms: u64) -> TxnRequest {
-    let mut p = PrewriteRequest::new();
-    p.set_primary(primary.to_vec());
-    p.set_start_ts(start_ts);
-    p.set_lock_ttl_ms(ttl_ms);
-    for (k, v) in puts {
-        let mut m = Mutation::new();
-        m.set_op(MutationOp::PUT);
-        m.set_key(k.to_vec());
-        m.set_value(v.to_vec());
-        p.mut_mutations().push(m);
-    }
-    let mut r = TxnRequest::new();
-    r.set_prewrite(p);
-    r
-}
-
-fn commit_req(keys: &[&[u8]], start_ts: u64, commit_ts: u64) -> TxnRequest {
-    let mut c = CommitRequest::new();
-    c.set_keys(keys.iter().map(|k| k.to_vec()).collect());
-    c.set_start_ts(start_ts);
-    c.set_commit_ts(commit_ts);
-    let mut r = TxnRequest::new();
-    r.set_commit(c);
-    r
 }
 
 fn get_req(key: &[u8], start_ts: u64) -> TxnRequest {
@@ -420,7 +344,9 @@ async fn a_split_between_prewrite_and_commit_keeps_the_transaction() {
     assert_ne!(left.get_id(), right.get_id());
     // The old command over both keys is now refused by the region that holds `a`.
     let commit = ts(&cluster).await;
-    let stale = send_raw(&cluster, b"a", commit_req(&[b"a", b"z"], start, commit)).await;
+    let stale = cluster
+        .send_txn(b"a", commit_req(&[b"a", b"z"], start, commit))
+        .await;
     assert!(stale.get_error().has_key_not_in_region(), "{stale:?}");
     // The lock of `z` travelled with its key into the new region.
     let lock = get(&cluster, b"z", ts(&cluster).await)
@@ -448,7 +374,7 @@ async fn a_leader_change_between_prewrite_and_commit_keeps_the_transaction() {
         prewrite_req(b"k", &[(b"k", b"v")], start, 10_000),
     )
     .await);
-    let (old, region) = leader_for(&cluster, b"k").await.expect("a leader");
+    let (old, region) = cluster.leader_for_key(b"k").await.expect("a leader");
     let target = cluster
         .pg
         .stores()
@@ -457,7 +383,8 @@ async fn a_leader_change_between_prewrite_and_commit_keeps_the_transaction() {
         .expect("another store");
     wait_until("leadership moves", Duration::from_secs(30), || async {
         cluster.request_leadership(target, region.get_id());
-        leader_for(&cluster, b"k")
+        cluster
+            .leader_for_key(b"k")
             .await
             .is_some_and(|(s, _)| s != old)
     })
@@ -505,7 +432,7 @@ async fn malformed_commands_are_refused_with_the_documented_errors() {
     assert!(r.get_key_error().get_invalid().contains("twice"), "{r:?}");
     let r = send(&cluster, b"k", commit_req(&[b"k"], start, start)).await;
     assert!(!r.get_key_error().get_invalid().is_empty(), "{r:?}");
-    let r = send_raw(&cluster, b"k", get_req(b"", start)).await;
+    let r = cluster.send_txn(b"k", get_req(b"", start)).await;
     assert!(r.get_error().has_invalid_argument(), "an empty key: {r:?}");
 }
 
@@ -529,7 +456,7 @@ async fn followers_refuse_txn_reads_and_pessimistic_locks_answer_locked_without_
         commit_req(&[b"k"], start, ts(&cluster).await),
     )
     .await);
-    let (leader, region) = leader_for(&cluster, b"k").await.expect("a leader");
+    let (leader, region) = cluster.leader_for_key(b"k").await.expect("a leader");
     let follower = cluster
         .pg
         .stores()

@@ -26,7 +26,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use regatta::playground::{Playground, PlaygroundConfig, TransportWrap};
 use regatta_client::{Client, Config, ReadConsistency};
+use regatta_proto::kvrpcpb::{KvResponse, Request};
+use regatta_proto::metapb::Region;
 use regatta_proto::raft_serverpb::RaftMessage;
+use regatta_proto::region::key_in_range;
+use regatta_proto::txnpb::{CommitRequest, Mutation, MutationOp, PrewriteRequest, TxnRequest};
 use regatta_regions::{StoreConfig, TcpTransport, Transport};
 use std::collections::HashSet;
 use std::future::Future;
@@ -448,12 +452,95 @@ impl Cluster {
         old
     }
 
+    /// The running store leading the region that holds `key`, and its region, if one
+    /// claims it.
+    pub async fn leader_for_key(&self, key: &[u8]) -> Option<(u64, Region)> {
+        for s in self.pg.stores() {
+            for st in s.region_statuses().await {
+                if st.leader_id != 0 && st.leader_id == st.peer_id && key_in_range(&st.region, key)
+                {
+                    return Some((s.store_id, st.region));
+                }
+            }
+        }
+        None
+    }
+
+    /// Sends the transactional command `req` to the leader of the region holding
+    /// `route_key`, retrying routing errors and back-pressure (a leader change, a split)
+    /// for up to 30 s until an answer comes; returns the whole response.
+    pub async fn send_txn(&self, route_key: &[u8], req: TxnRequest) -> KvResponse {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((store, region)) = self.leader_for_key(route_key).await {
+                let mut r = Request::new();
+                r.set_txn(req.clone());
+                let resp = self.direct_request(store, region.get_id(), r, |_| {}).await;
+                if !is_routing_error(&resp) {
+                    return resp;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer for a txn command on {route_key:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Cuts raft traffic from `from` to `to` only.
     pub fn cut_one_way(&self, from: u64, to: u64) {
         self.net.update(|r| {
             r.blocked.insert((from, to));
         });
     }
+}
+
+/// A prewrite of `puts` (as raw commands a client sends).
+pub fn prewrite_req(
+    primary: &[u8],
+    puts: &[(&[u8], &[u8])],
+    start_ts: u64,
+    ttl_ms: u64,
+) -> TxnRequest {
+    let mut p = PrewriteRequest::new();
+    p.set_primary(primary.to_vec());
+    p.set_start_ts(start_ts);
+    p.set_lock_ttl_ms(ttl_ms);
+    for (k, v) in puts {
+        let mut m = Mutation::new();
+        m.set_op(MutationOp::PUT);
+        m.set_key(k.to_vec());
+        m.set_value(v.to_vec());
+        p.mut_mutations().push(m);
+    }
+    let mut r = TxnRequest::new();
+    r.set_prewrite(p);
+    r
+}
+
+/// A commit of `keys`.
+pub fn commit_req(keys: &[&[u8]], start_ts: u64, commit_ts: u64) -> TxnRequest {
+    let mut c = CommitRequest::new();
+    c.set_keys(keys.iter().map(|k| k.to_vec()).collect());
+    c.set_start_ts(start_ts);
+    c.set_commit_ts(commit_ts);
+    let mut r = TxnRequest::new();
+    r.set_commit(c);
+    r
+}
+
+/// Whether a store's answer is a routing error or back-pressure (retry elsewhere or later),
+/// not an answer to the command.
+pub fn is_routing_error(resp: &KvResponse) -> bool {
+    let e = resp.get_error();
+    resp.has_error()
+        && (e.has_not_leader()
+            || e.has_epoch_not_match()
+            || e.has_region_not_found()
+            || e.has_server_is_busy()
+            || e.has_stale_command()
+            || e.has_timeout())
 }
 
 /// Polls `cond` every 20 ms until it holds; panics naming `what` after `timeout`.

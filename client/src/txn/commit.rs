@@ -151,7 +151,12 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
             Err(e) => return Err(e),
         };
         match failure(&resp) {
-            None => break commit_ts,
+            // The store's word wins: an earlier attempt (a 1PC whose answer was lost,
+            // retried here as 2PC) may have committed the keys at another ts.
+            None => match resp.get_commit().get_commit_ts() {
+                0 => break commit_ts,
+                at => break at,
+            },
             Some(e) if e.get_commit_ts_expired_min() != 0 && Instant::now() < deadline => {
                 floor = e.get_commit_ts_expired_min();
             }

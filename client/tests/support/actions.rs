@@ -151,7 +151,7 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
                 let r = txn::one_pc(&snap, &mut wb, &req, commit_ts);
                 (
                     "prewrite_1pc",
-                    r.map(|()| out.mut_prewrite().set_one_pc_commit_ts(commit_ts)),
+                    r.map(|at| out.mut_prewrite().set_one_pc_commit_ts(at)),
                 )
             } else {
                 let r = txn::prewrite(&snap, &mut wb, &req);
@@ -170,9 +170,7 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
                 c.get_start_ts(),
                 c.get_commit_ts(),
             )
-            .map(|()| {
-                out.mut_commit();
-            }),
+            .map(|at| out.mut_commit().set_commit_ts(at)),
         ),
         Cmd::rollback(r) => (
             "rollback",

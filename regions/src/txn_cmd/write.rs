@@ -79,9 +79,9 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
         Some(Cmd::prewrite(p)) => {
             let tr = prewrite_request(p);
             let r = if p.get_try_one_pc() && one_pc_commit_ts != 0 {
-                regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts).map(|()| {
+                regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts).map(|committed_at| {
                     let mut r = PrewriteResponse::new();
-                    r.set_one_pc_commit_ts(one_pc_commit_ts);
+                    r.set_one_pc_commit_ts(committed_at);
                     resp.set_prewrite(r);
                 })
             } else {
@@ -94,8 +94,13 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
             (r, p.get_primary())
         }
         Some(Cmd::commit(c)) => (
-            regatta_txn::commit(snap, b, c.get_keys(), c.get_start_ts(), c.get_commit_ts())
-                .map(|()| resp.set_commit(CommitResponse::new())),
+            regatta_txn::commit(snap, b, c.get_keys(), c.get_start_ts(), c.get_commit_ts()).map(
+                |committed_at| {
+                    let mut r = CommitResponse::new();
+                    r.set_commit_ts(committed_at);
+                    resp.set_commit(r)
+                },
+            ),
             &[],
         ),
         Some(Cmd::rollback(r)) => (

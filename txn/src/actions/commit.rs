@@ -18,14 +18,17 @@ use crate::reader::{MvccReader, TxnCommitRecord};
 use crate::record::LockKind;
 use regatta_engine::{Snapshot, WriteBatch};
 
-/// Commits transaction `start_ts` at `commit_ts` on `keys`. On `Err` discard the batch.
+/// Commits transaction `start_ts` at `commit_ts` on `keys`. Returns the ts the keys are
+/// committed at: `commit_ts`, unless a key was already committed by the transaction at
+/// another ts (an earlier attempt: a 1PC whose answer was lost), whose ts it returns.
+/// On `Err` discard the batch.
 pub fn commit<S: Snapshot, W: WriteBatch>(
     snap: &S,
     wb: &mut W,
     keys: &[Vec<u8>],
     start_ts: u64,
     commit_ts: u64,
-) -> Result<()> {
+) -> Result<u64> {
     ensure_distinct(keys.iter().map(Vec::as_slice))?;
     if commit_ts <= start_ts {
         return Err(Error::InvalidRequest(format!(
@@ -33,6 +36,7 @@ pub fn commit<S: Snapshot, W: WriteBatch>(
         )));
     }
     let reader = MvccReader::new(snap);
+    let mut committed_at = commit_ts;
     for key in keys {
         match reader.load_lock(key)? {
             Some(lock) if lock.start_ts == start_ts => {
@@ -40,7 +44,7 @@ pub fn commit<S: Snapshot, W: WriteBatch>(
             }
             // No lock of ours: a repeated commit, or something went wrong.
             _ => match reader.txn_commit_record(key, start_ts)? {
-                TxnCommitRecord::Committed { .. } => {}
+                TxnCommitRecord::Committed { commit_ts: at } => committed_at = at,
                 TxnCommitRecord::RolledBack => {
                     return Err(Error::AlreadyRolledBack {
                         key: key.clone(),
@@ -56,7 +60,7 @@ pub fn commit<S: Snapshot, W: WriteBatch>(
             },
         }
     }
-    Ok(())
+    Ok(committed_at)
 }
 
 /// Resolves the locks of transaction `start_ts` on `keys`: commits them at `commit_ts`,

@@ -114,7 +114,8 @@ enum Prior {
     Nothing,
     OwnPessimisticLock(Lock),
     OwnPrewriteLock(Lock),
-    Committed,
+    /// Committed by this transaction, at this ts.
+    Committed(u64),
 }
 
 fn check<S: Snapshot>(
@@ -136,7 +137,7 @@ fn check<S: Snapshot>(
     }
     let since = reader.writes_since(&m.key, req.start_ts)?;
     match since.own {
-        TxnCommitRecord::Committed { .. } => return Ok(Prior::Committed),
+        TxnCommitRecord::Committed { commit_ts } => return Ok(Prior::Committed(commit_ts)),
         TxnCommitRecord::RolledBack => {
             return Err(Error::AlreadyRolledBack {
                 key: m.key.clone(),
@@ -205,7 +206,7 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
     let mut outcome = PrewriteOutcome { min_commit_ts: 0 };
     for m in &req.mutations {
         let ttl_ms = match check(&reader, req, m)? {
-            Prior::Committed => continue,
+            Prior::Committed(_) => continue,
             Prior::OwnPrewriteLock(lock) => {
                 if async_commit {
                     outcome.min_commit_ts = outcome.min_commit_ts.max(lock.min_commit_ts);
@@ -233,14 +234,16 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
 
 /// Prewrites and commits `req.mutations` at `commit_ts` in one step (1PC): the checks of
 /// [`prewrite`], then write records at `commit_ts` (and large values at `start_ts`), and
-/// the transaction's pessimistic locks removed. A key already committed by this
-/// transaction is left alone, so a retried 1PC is idempotent. On `Err` discard the batch.
+/// the transaction's pessimistic locks removed. Returns the ts the transaction committed
+/// at: `commit_ts`, or, for a retried 1PC that finds every key already committed by this
+/// transaction, the ts of that earlier commit (nothing is written; a retry must not
+/// report a commit ts the data does not carry). On `Err` discard the batch.
 pub fn one_pc<S: Snapshot, W: WriteBatch>(
     snap: &S,
     wb: &mut W,
     req: &PrewriteRequest,
     commit_ts: u64,
-) -> Result<()> {
+) -> Result<u64> {
     ensure_distinct(req.mutations.iter().map(|m| m.key.as_slice()))?;
     if commit_ts <= req.start_ts || commit_ts <= req.for_update_ts {
         return Err(Error::InvalidRequest(format!(
@@ -249,9 +252,14 @@ pub fn one_pc<S: Snapshot, W: WriteBatch>(
         )));
     }
     let reader = MvccReader::new(snap);
+    let mut earlier: Option<u64> = None;
+    let mut fresh = 0;
     for m in &req.mutations {
         match check(&reader, req, m)? {
-            Prior::Committed => continue,
+            Prior::Committed(ts) => {
+                earlier = Some(ts);
+                continue;
+            }
             Prior::OwnPrewriteLock(_) => {
                 return Err(Error::InvalidRequest(format!(
                     "1PC of txn {} over its own prewrite lock on {:?}",
@@ -282,6 +290,15 @@ pub fn one_pc<S: Snapshot, W: WriteBatch>(
             commit_ts,
             Write::new(kind, req.start_ts, short),
         )?;
+        fresh += 1;
     }
-    Ok(())
+    match earlier {
+        None => Ok(commit_ts),
+        // A 1PC writes all its keys in one step: a retry finds all or none committed.
+        Some(ts) if fresh == 0 => Ok(ts),
+        Some(ts) => Err(Error::InvalidRequest(format!(
+            "1PC of txn {} finds some keys committed (at {ts}) and others not",
+            req.start_ts
+        ))),
+    }
 }

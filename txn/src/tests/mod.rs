@@ -133,7 +133,7 @@ impl<E: Fresh> Env<E> {
         self.run(|s, wb| prewrite(s, wb, &req))
     }
 
-    pub(crate) fn commit(&self, ks: &[&[u8]], start_ts: u64, commit_ts: u64) -> Result<()> {
+    pub(crate) fn commit(&self, ks: &[&[u8]], start_ts: u64, commit_ts: u64) -> Result<u64> {
         let ks = keys(ks);
         self.run(|s, wb| commit(s, wb, &ks, start_ts, commit_ts))
     }

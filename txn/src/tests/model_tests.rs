@@ -199,7 +199,13 @@ impl<E: Fresh> Sim<E> {
             let req = self.request(i, t.muts.clone());
             let commit_ts = self.tick();
             match self.env.run(|s, wb| one_pc(s, wb, &req, commit_ts)) {
-                Ok(()) => self.record_commit(i, commit_ts),
+                Ok(at) => {
+                    assert_eq!(
+                        at, commit_ts,
+                        "seed {seed} step {step}: a first 1PC commits at its ts"
+                    );
+                    self.record_commit(i, commit_ts)
+                }
                 Err(Error::KeyIsLocked { .. } | Error::WriteConflict { .. }) => {
                     self.txns[i].state = State::Aborted // nothing was written
                 }
@@ -257,7 +263,11 @@ impl<E: Fresh> Sim<E> {
             .env
             .run(|s, wb| commit(s, wb, &ks[..1], start_ts, commit_ts))
         {
-            Ok(()) => {
+            Ok(at) => {
+                assert_eq!(
+                    at, commit_ts,
+                    "seed {seed} step {step}: a first commit is at its ts"
+                );
                 self.record_commit(i, commit_ts);
                 if self.rng.below(2) == 0 {
                     self.env

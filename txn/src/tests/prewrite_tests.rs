@@ -230,8 +230,13 @@ fn one_pc_writes_commit_records_directly<E: Fresh>() {
         (env.value(b"c", 14), env.value(b"c", 15)),
         (Some(b"0".to_vec()), None)
     );
-    let (out, writes) = env.run_counted(|s, wb| one_pc(s, wb, &req, 15));
-    out.expect("a retried 1PC is idempotent");
+    // A retry, at the new ts the leader chose for it, writes nothing and reports the ts
+    // the data carries; so does a commit of its keys by a 2PC fallback.
+    let (out, writes) = env.run_counted(|s, wb| one_pc(s, wb, &req, 18));
+    assert_eq!(out.expect("a retried 1PC is idempotent"), 15);
+    assert_eq!(writes, 0);
+    let (out, writes) = env.run_counted(|s, wb| commit(s, wb, &[b"a".to_vec()], 10, 30));
+    assert_eq!(out.expect("a commit after the 1PC is idempotent"), 15);
     assert_eq!(writes, 0);
     assert!(matches!(
         env.run(|s, wb| one_pc(s, wb, &req, 10)),
