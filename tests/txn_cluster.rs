@@ -5,29 +5,19 @@
 //! by others once their TTL ran out; a committed primary whose secondaries were never
 //! committed, resolved to committed.
 
+#[path = "common/bank.rs"]
+mod bank;
 mod common;
 #[path = "common/si.rs"]
 mod si;
 
+use bank::{account, Bank, ACCOUNTS};
 use common::{commit_req, prewrite_req, wait_until, Cluster};
-use rand::Rng;
-use regatta_client::{Config, Error, Transaction, TxnClient, TxnMode, TxnOptions};
+use regatta_client::{Config, Error, TxnClient, TxnMode, TxnOptions};
 use regatta_proto::txnpb::TxnRequest;
-use si::{Outcome, SnapshotRead, Txn};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-
-const ACCOUNTS: usize = 12;
-const INITIAL: i64 = 100;
-
-fn account(i: usize) -> Vec<u8> {
-    format!("bank/{i:03}").into_bytes()
-}
-
-fn accounts() -> Vec<Vec<u8>> {
-    (0..ACCOUNTS).map(account).collect()
-}
 
 async fn txn_client(cluster: &Cluster) -> TxnClient {
     let cfg = Config {
@@ -38,89 +28,6 @@ async fn txn_client(cluster: &Cluster) -> TxnClient {
     TxnClient::connect_with(&[cluster.pg.pd_addr()], cfg)
         .await
         .expect("transaction client connects")
-}
-
-/// The writer and balance of a tagged account value.
-fn read_account(value: Option<Vec<u8>>) -> (i64, u64) {
-    let v = value.expect("an account is never deleted");
-    let (payload, writer) = si::untag(&v);
-    (payload.parse().expect("a balance"), writer)
-}
-
-/// One transfer attempt, recorded whatever its end. Reads both accounts, moves `amount`
-/// if the source has it (writing both, tagged with `id`), commits.
-async fn transfer(txns: &TxnClient, mode: TxnMode, id: u64, from: usize, to: usize) -> Txn {
-    let opts = TxnOptions {
-        mode,
-        ..TxnOptions::default()
-    };
-    let mut rec = Txn {
-        id,
-        start_ts: 0,
-        reads_at_start: mode == TxnMode::Optimistic,
-        reads: Vec::new(),
-        writes: Vec::new(),
-        outcome: Outcome::Aborted,
-    };
-    let mut t = match txns.begin_with(opts).await {
-        Ok(t) => t,
-        Err(_) => return rec,
-    };
-    rec.start_ts = t.start_ts();
-    async fn read(t: &mut Transaction, mode: TxnMode, key: &[u8]) -> Result<(i64, u64), Error> {
-        let v = match mode {
-            TxnMode::Optimistic => t.get(key).await?,
-            TxnMode::Pessimistic => t.get_for_update(key).await?,
-        };
-        Ok(read_account(v))
-    }
-    let (a, b) = (account(from), account(to));
-    let reads = async {
-        let ra = read(&mut t, mode, &a).await?;
-        let rb = read(&mut t, mode, &b).await?;
-        Ok::<_, Error>((ra, rb))
-    }
-    .await;
-    let ((bal_a, wa), (bal_b, wb)) = match reads {
-        Ok(r) => r,
-        Err(_) => {
-            let _ = t.rollback().await;
-            return rec;
-        }
-    };
-    rec.reads = vec![(a.clone(), wa), (b.clone(), wb)];
-    let amount = 1 + (id % 7) as i64;
-    if bal_a >= amount {
-        t.put(&a, &si::tag(&(bal_a - amount).to_string(), id));
-        t.put(&b, &si::tag(&(bal_b + amount).to_string(), id));
-        rec.writes = vec![a, b];
-    }
-    rec.outcome = match t.commit().await {
-        Ok(ts) => Outcome::Committed(ts),
-        Err(Error::CommitUndetermined { .. }) => Outcome::Unknown,
-        Err(_) => Outcome::Aborted,
-    };
-    rec
-}
-
-/// Reads every account in one snapshot at a fresh ts; `None` if the read failed (a fault
-/// window). Asserts the total.
-async fn audit(txns: &TxnClient) -> Option<SnapshotRead> {
-    let ts = txns.current_timestamp().await.ok()?;
-    let values = txns.snapshot(ts).batch_get(&accounts()).await.ok()?;
-    let mut total = 0;
-    let mut reads = Vec::new();
-    for (key, v) in accounts().into_iter().zip(values) {
-        let (bal, writer) = read_account(v);
-        total += bal;
-        reads.push((key, writer));
-    }
-    assert_eq!(
-        total,
-        INITIAL * ACCOUNTS as i64,
-        "a snapshot at {ts} does not sum to the total"
-    );
-    Some(SnapshotRead { ts, reads })
 }
 
 /// Goal: the bank's history stays snapshot-isolated, every snapshot sums to the total and
@@ -135,137 +42,42 @@ async fn bank_history_is_snapshot_isolated_through_partitions_crashes_and_splits
     let admin = cluster.client().await;
     admin.split(&account(ACCOUNTS / 2)).await.expect("split");
     let txns = txn_client(&cluster).await;
+    let setup_ts = bank::open(&txns).await;
+    let bank = Bank::start(&txns, (0..6).map(|_| cluster.rng()).collect(), setup_ts);
 
-    // Open the accounts in one 2PC transaction across both regions.
-    let mut open = txns.begin_optimistic().await.unwrap();
-    for key in accounts() {
-        open.put(&key, &si::tag(&INITIAL.to_string(), si::SETUP_TXN));
-    }
-    let setup_ts = open.commit().await.expect("accounts open");
-
-    let history = Arc::new(Mutex::new(Vec::<Txn>::new()));
-    let snapshots = Arc::new(Mutex::new(Vec::<SnapshotRead>::new()));
-    let commits = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let next_id = Arc::new(AtomicU64::new(1));
-    let mut tasks = Vec::new();
-    for c in 0..6u64 {
-        let (txns, history, commits, stop, next_id) = (
-            txns.clone(),
-            history.clone(),
-            commits.clone(),
-            stop.clone(),
-            next_id.clone(),
-        );
-        let mut rng = cluster.rng();
-        let mode = if c % 2 == 0 {
-            TxnMode::Optimistic
-        } else {
-            TxnMode::Pessimistic
-        };
-        tasks.push(actix_rt::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let from = rng.gen_range(0..ACCOUNTS);
-                let to = (from + rng.gen_range(1..ACCOUNTS)) % ACCOUNTS;
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                let rec = transfer(&txns, mode, id, from, to).await;
-                if matches!(rec.outcome, Outcome::Committed(_)) {
-                    commits.fetch_add(1, Ordering::Relaxed);
-                }
-                history.lock().unwrap().push(rec);
-            }
-        }));
-    }
-    {
-        let (txns, snapshots, stop) = (txns.clone(), snapshots.clone(), stop.clone());
-        tasks.push(actix_rt::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(s) = audit(&txns).await {
-                    snapshots.lock().unwrap().push(s);
-                }
-                tokio::time::sleep(Duration::from_millis(30)).await;
-            }
-        }));
-    }
-    // Each nemesis step waits for `n` more commits and one more audited snapshot.
-    let more_commits = |n: u64| {
-        let (commits, snapshots) = (commits.clone(), snapshots.clone());
-        let target = commits.load(Ordering::Relaxed) + n;
-        let audited = snapshots.lock().unwrap().len() + 1;
-        async move {
-            wait_until(
-                &format!("{target} commits and {audited} snapshots"),
-                Duration::from_secs(90),
-                || async {
-                    commits.load(Ordering::Relaxed) >= target
-                        && snapshots.lock().unwrap().len() >= audited
-                },
-            )
-            .await
-        }
-    };
-
-    more_commits(25).await;
+    bank.progress(25).await;
     let left = cluster.region_of(&account(0)).await;
     let right = cluster.region_of(&account(ACCOUNTS - 1)).await;
     // 1. The left region's leader cut off until the majority elects another.
     cluster.isolate_leader(left).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.heal();
-    more_commits(25).await;
+    bank.progress(25).await;
     // 2. The right region's leader's store crashes, then restarts from disk.
     let victim = cluster.wait_leader(right).await;
     cluster.crash(victim).await;
-    more_commits(15).await;
+    bank.progress(15).await;
     cluster.restart(victim).await;
-    more_commits(25).await;
+    bank.progress(25).await;
     // 3. A split in the middle of the left region's accounts.
     admin
         .split(&account(ACCOUNTS / 4))
         .await
         .expect("split under load");
-    more_commits(25).await;
+    bank.progress(25).await;
     // 4. A leader transfer in the right region.
     let leader = cluster.wait_leader(right).await;
     let other = if leader == 1 { 2 } else { 1 };
     cluster.request_leadership(other, right);
-    more_commits(25).await;
+    bank.progress(25).await;
     // 5. A minority partition: one store cut from the other two, then healed.
     cluster.partition(&[3], &[1, 2]);
     tokio::time::sleep(Duration::from_millis(800)).await;
     cluster.heal();
-    more_commits(25).await;
+    bank.progress(25).await;
 
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    // The final state, in one snapshot after every client stopped.
-    let last = audit(&txns).await.expect("final read");
-    let history = history.lock().unwrap().clone();
-    let snapshots = snapshots.lock().unwrap().clone();
-    let committed = history
-        .iter()
-        .filter(|t| matches!(t.outcome, Outcome::Committed(_)))
-        .count();
+    let committed = bank.finish(&txns, cluster.seed).await;
     assert!(committed >= 165, "only {committed} commits");
-    let count = |o: fn(&Outcome) -> bool| history.iter().filter(|t| o(&t.outcome)).count();
-    eprintln!(
-        "bank: {} attempts, {committed} committed, {} aborted, {} undetermined, {} snapshots",
-        history.len(),
-        count(|o| *o == Outcome::Aborted),
-        count(|o| *o == Outcome::Unknown),
-        snapshots.len()
-    );
-    let errors = si::check(&history, &snapshots, setup_ts, &last.reads);
-    assert!(
-        errors.is_empty(),
-        "{} violations of snapshot isolation in {} transactions (seed {}), first: {:#?}",
-        errors.len(),
-        history.len(),
-        cluster.seed,
-        &errors[..errors.len().min(10)]
-    );
 }
 
 /// Goal: concurrent read-modify-write increments of one key, optimistic and pessimistic,

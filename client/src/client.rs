@@ -361,6 +361,26 @@ impl Client {
             .ok_or_else(|| Error::Pd(format!("PD answered a region that does not hold {key:?}")))
     }
 
+    /// As [`Client::locate`], retrying PD's errors (PD unreachable, or a region it has not
+    /// heard of yet just after a split) with backoff until `deadline`; past it, the last
+    /// error.
+    pub(crate) async fn locate_until(
+        &self,
+        key: &[u8],
+        deadline: Instant,
+    ) -> Result<Arc<CachedRegion>> {
+        let mut backoff = self.inner.cfg.backoff_base;
+        loop {
+            match self.locate(key).await {
+                Err(Error::Pd(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.inner.cfg.backoff_max);
+                }
+                r => return r,
+            }
+        }
+    }
+
     async fn store_addr(&self, store_id: u64) -> Result<String> {
         if let Some(a) = self
             .inner

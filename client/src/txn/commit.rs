@@ -57,7 +57,12 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
         .map(|m| m.get_key().to_vec())
         .collect();
     let total = keys.len();
-    let one_pc = plan.try_one_pc && group_by_region(&shared.client, keys.clone()).await?.len() == 1;
+    let route_deadline = Instant::now() + shared.client.config().op_timeout;
+    let one_pc = plan.try_one_pc
+        && group_by_region(&shared.client, keys.clone(), route_deadline)
+            .await?
+            .len()
+            == 1;
 
     // Step 1/2: prewrite (with 1PC when every key went in one request).
     let by_key: Arc<HashMap<Vec<u8>, Mutation>> = Arc::new(

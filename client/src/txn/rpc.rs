@@ -59,7 +59,7 @@ pub(crate) async fn call_grouped(
     let mut remaining = keys;
     let mut done = Vec::new();
     while !remaining.is_empty() {
-        let groups = group_by_region(client, remaining).await?;
+        let groups = group_by_region(client, remaining, deadline).await?;
         let mut tasks = Vec::with_capacity(groups.len());
         for group in groups {
             let (c, build) = (client.clone(), build.clone());
@@ -108,16 +108,17 @@ pub(crate) async fn call_grouped(
     Ok(done)
 }
 
-/// `keys` cut by the region each lies in (as the cache knows them, asking PD on a miss),
-/// keeping their order within each part.
+/// `keys` cut by the region each lies in (as the cache knows them, asking PD on a miss,
+/// until `deadline` while PD cannot answer), keeping their order within each part.
 pub(crate) async fn group_by_region(
     client: &Client,
     keys: Vec<Vec<u8>>,
+    deadline: Instant,
 ) -> Result<Vec<Vec<Vec<u8>>>> {
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Vec<Vec<u8>>> = Vec::new();
     for k in keys {
-        let region = client.locate(&k).await?.region.get_id();
+        let region = client.locate_until(&k, deadline).await?.region.get_id();
         let i = *index.entry(region).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
