@@ -157,6 +157,9 @@ pub struct KvBenchResult {
     pub write_p50_ms: f64,
     /// 99th percentile put latency (ms).
     pub write_p99_ms: f64,
+    /// CPU time of this process per operation, in µs (clients, stores and PD together on
+    /// an embedded playground; see [`process_cpu_time`]).
+    pub cpu_us_per_op: f64,
 }
 
 /// Key `i` of the benchmark's key space: 16 bytes, its first two spread evenly over the
@@ -166,6 +169,82 @@ pub fn bench_key(i: usize, keys: usize) -> Vec<u8> {
     let mut k = prefix.to_vec();
     k.extend_from_slice(format!("{i:014}").as_bytes());
     k
+}
+
+/// Two distinct accounts of `n` (keys [`bench_key`]`(i, n)`), both in one of `regions`
+/// equal slices of the key space (one static region of a playground with that many) or,
+/// when `cross`, in two different slices.
+pub fn transfer_pair(
+    n: usize,
+    regions: usize,
+    cross: bool,
+    rng: &mut impl rand::Rng,
+) -> (usize, usize) {
+    let per = n / regions;
+    let q1 = rng.gen_range(0..regions);
+    let q2 = if cross {
+        (q1 + rng.gen_range(1..regions)) % regions
+    } else {
+        q1
+    };
+    let a = q1 * per + rng.gen_range(0..per);
+    let mut b = q2 * per + rng.gen_range(0..per);
+    if b == a {
+        b = q2 * per + (b - q2 * per + 1) % per;
+    }
+    (a, b)
+}
+
+/// One transfer of `regatta bench txn` and the criterion bench: reads both accounts
+/// (locking them when pessimistic), writes both, commits. Returns whether it committed by
+/// 1PC, and how long the commit call took.
+pub async fn transfer(
+    txns: &regatta_client::TxnClient,
+    opts: &regatta_client::TxnOptions,
+    from: &[u8],
+    to: &[u8],
+    value: &[u8],
+) -> Result<(bool, std::time::Duration), regatta_client::Error> {
+    let mut t = txns.begin_with(opts.clone()).await?;
+    let pessimistic = opts.mode == regatta_client::TxnMode::Pessimistic;
+    let read = async {
+        if pessimistic {
+            t.get_for_update(from).await?;
+            t.get_for_update(to).await?;
+        } else {
+            t.get(from).await?;
+            t.get(to).await?;
+        }
+        Ok::<(), regatta_client::Error>(())
+    };
+    if let Err(e) = read.await {
+        let _ = t.rollback().await;
+        return Err(e);
+    }
+    t.put(from, value);
+    t.put(to, value);
+    let c0 = std::time::Instant::now();
+    t.commit().await?;
+    Ok((t.committed_by_one_pc(), c0.elapsed()))
+}
+
+/// CPU time (user + system) this process has used so far: with an embedded playground,
+/// clients, stores and PD together. Divided by the operations run in between, it is the
+/// cost model of a benchmark on this machine: `cores / cpu_per_op` bounds the throughput
+/// whatever the concurrency.
+pub fn process_cpu_time() -> std::time::Duration {
+    // Fields 14 and 15 of /proc/self/stat (after the parenthesised command name): user and
+    // system time of every thread, in USER_HZ ticks, which Linux fixes at 100 per second
+    // for user space. Zero where there is no /proc.
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    std::time::Duration::from_millis(ticks * 10)
 }
 
 /// Writes every key once (so that gets find values), with `concurrency` writers.
@@ -214,6 +293,7 @@ pub async fn run(clients: &[Client], bench: &KvBench, progress: impl Fn(u64)) ->
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let cpu_before = process_cpu_time();
     let mut tasks = Vec::new();
     for c in 0..bench.clients {
         let client = clients[c % clients.len()].clone();
@@ -264,6 +344,7 @@ pub async fn run(clients: &[Client], bench: &KvBench, progress: impl Fn(u64)) ->
     stop.store(true, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let ops = done.load(Ordering::Relaxed);
+    let cpu = process_cpu_time().saturating_sub(cpu_before);
     let (mut reads, mut writes) = (Vec::new(), Vec::new());
     for t in tasks {
         if let Ok((mut r, mut w)) = t.await {
@@ -292,6 +373,11 @@ pub async fn run(clients: &[Client], bench: &KvBench, progress: impl Fn(u64)) ->
         p50_ms: percentile(&all, 0.50),
         p99_ms: percentile(&all, 0.99),
         p999_ms: percentile(&all, 0.999),
+        cpu_us_per_op: if ops > 0 {
+            cpu.as_secs_f64() * 1e6 / ops as f64
+        } else {
+            0.0
+        },
     }
 }
 
@@ -389,6 +475,7 @@ mod ratio_tests {
             write_ops_per_sec: 0.0,
             write_p50_ms: 0.0,
             write_p99_ms: 0.0,
+            cpu_us_per_op: 0.0,
         }
     }
 
@@ -416,5 +503,37 @@ mod ratio_tests {
     fn no_line_without_lease_or_a_baseline() {
         assert!(read_ratios(&[result("log", 64, 1.0), result("ryw", 64, 2.0)]).is_empty());
         assert!(read_ratios(&[result("lease", 64, 1.0)]).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod workload_tests {
+    use super::*;
+
+    #[test]
+    fn pairs_land_in_one_slice_or_in_two_and_never_twice_the_same_account() {
+        let (n, regions) = (10_000, 4);
+        let mut rng = rand::thread_rng();
+        for _ in 0..2_000 {
+            let (a, b) = transfer_pair(n, regions, false, &mut rng);
+            assert_ne!(a, b);
+            assert_eq!(a / (n / regions), b / (n / regions), "same region");
+            let (a, b) = transfer_pair(n, regions, true, &mut rng);
+            assert_ne!(a / (n / regions), b / (n / regions), "two regions");
+        }
+    }
+
+    #[test]
+    fn the_process_cpu_time_grows_with_work() {
+        let before = process_cpu_time();
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        assert!(
+            process_cpu_time() > before,
+            "300 ms of spinning used no CPU time"
+        );
     }
 }

@@ -270,8 +270,15 @@ fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool, table: Tabl
         )
     });
     println!(
-        "{:<8} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7}{store}",
-        r.workload, r.clients, r.ops_per_sec, r.p50_ms, r.p99_ms, r.p999_ms, r.errors
+        "{:<8} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>9.0}{store}",
+        r.workload,
+        r.clients,
+        r.ops_per_sec,
+        r.p50_ms,
+        r.p99_ms,
+        r.p999_ms,
+        r.errors,
+        r.cpu_us_per_op
     );
 }
 
@@ -301,8 +308,8 @@ fn header(with_store: bool, json: bool, table: Table) {
         ""
     };
     println!(
-        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>7}{store}",
-        "workload", "clients", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors"
+        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>7} {:>9}{store}",
+        "workload", "clients", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors", "cpu us/op"
     );
 }
 

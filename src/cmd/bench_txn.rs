@@ -5,10 +5,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rand::Rng;
-use regatta::logging;
 use regatta::playground::{Playground, PlaygroundConfig};
-use regatta_client::{Error, TxnClient, TxnOptions};
+use regatta::{bench, logging};
+use regatta_client::{TxnClient, TxnOptions};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +74,10 @@ struct TxnResult {
     entries_per_commit: Option<f64>,
     /// Share of commits done by 1PC.
     one_pc_pct: f64,
+    /// CPU time of this process per commit, in µs: clients, stores and PD together on
+    /// the embedded playground (the client alone with `--pd`). `cores * 1e6 / this` is
+    /// the most commits per second this machine can do, whatever the concurrency.
+    cpu_us_per_commit: f64,
 }
 
 /// Account `i` of `n`, 16 bytes: a two-byte prefix spreads them over the key space.
@@ -190,24 +193,6 @@ async fn open_accounts(txns: &TxnClient, a: &TxnBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Two distinct accounts, in one quarter of the key space (one static region) or in two.
-fn pick(n: usize, cross: bool) -> (usize, usize) {
-    let mut rng = rand::thread_rng();
-    let per = n / REGIONS;
-    let q1 = rng.gen_range(0..REGIONS);
-    let q2 = if cross {
-        (q1 + rng.gen_range(1..REGIONS)) % REGIONS
-    } else {
-        q1
-    };
-    let a = q1 * per + rng.gen_range(0..per);
-    let mut b = q2 * per + rng.gen_range(0..per);
-    if b == a {
-        b = q2 * per + (b - q2 * per + 1) % per;
-    }
-    (a, b)
-}
-
 async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult> {
     eprintln!(
         "{} transfers, {} region(s) each, {} client(s), {} s",
@@ -222,6 +207,7 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
     );
     let deadline = Instant::now() + Duration::from_secs(a.seconds.max(1));
     let started = Instant::now();
+    let cpu_before = bench::process_cpu_time();
     let mut tasks = Vec::new();
     for _ in 0..r.clients {
         let (txns, n, vs) = (txns.clone(), a.accounts, a.value_size.max(1));
@@ -235,9 +221,9 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
             let mut commit_lat = Vec::new();
             let value = vec![b'1'; vs];
             while Instant::now() < deadline {
-                let (x, y) = pick(n, r.cross);
+                let (x, y) = bench::transfer_pair(n, REGIONS, r.cross, &mut rand::thread_rng());
                 let t0 = Instant::now();
-                match transfer(&txns, &opts, &account(x, n), &account(y, n), &value).await {
+                match bench::transfer(&txns, &opts, &account(x, n), &account(y, n), &value).await {
                     Ok((by_1pc, commit)) => {
                         lat.push(t0.elapsed());
                         commit_lat.push(commit);
@@ -261,6 +247,7 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
         one_pc += op;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = bench::process_cpu_time().saturating_sub(cpu_before);
     lat.sort_unstable();
     commit_lat.sort_unstable();
     let pct = |v: &[Duration], p: f64| -> f64 {
@@ -295,54 +282,30 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
         } else {
             0.0
         },
-    })
-}
-
-/// One transfer: read both accounts (locking them when pessimistic), write both.
-/// Returns whether it committed by 1PC, and how long the commit call took.
-async fn transfer(
-    txns: &TxnClient,
-    opts: &TxnOptions,
-    from: &[u8],
-    to: &[u8],
-    value: &[u8],
-) -> Result<(bool, Duration), Error> {
-    let mut t = txns.begin_with(opts.clone()).await?;
-    let pessimistic = opts.mode == regatta_client::TxnMode::Pessimistic;
-    let read = async {
-        if pessimistic {
-            t.get_for_update(from).await?;
-            t.get_for_update(to).await?;
+        cpu_us_per_commit: if commits > 0 {
+            cpu.as_secs_f64() * 1e6 / commits as f64
         } else {
-            t.get(from).await?;
-            t.get(to).await?;
-        }
-        Ok::<(), Error>(())
-    };
-    if let Err(e) = read.await {
-        let _ = t.rollback().await;
-        return Err(e);
-    }
-    t.put(from, value);
-    t.put(to, value);
-    let c0 = Instant::now();
-    t.commit().await?;
-    Ok((t.committed_by_one_pc(), c0.elapsed()))
+            0.0
+        },
+    })
 }
 
 fn header(json: bool) {
     if !json {
         println!(
-            "{:<12} {:<6} {:>7} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8}",
+            "{:<12} {:<6} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>10}",
             "mode",
             "place",
             "clients",
             "commits/s",
             "p50 ms",
             "p99 ms",
+            "commit p50",
+            "commit p99",
             "abort %",
             "entries/c",
-            "1PC %"
+            "1PC %",
+            "cpu us/c"
         );
     }
 }
@@ -355,7 +318,7 @@ fn report(r: &TxnResult, json: bool) {
         return;
     }
     println!(
-        "{:<12} {:<6} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>8.2} {:>9} {:>6.0}",
+        "{:<12} {:<6} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>8.2} {:>9} {:>6.0} {:>10.0}",
         r.mode,
         r.placement,
         r.clients,
@@ -367,29 +330,13 @@ fn report(r: &TxnResult, json: bool) {
         r.abort_rate_pct,
         r.entries_per_commit
             .map_or_else(|| "-".to_string(), |e| format!("{e:.2}")),
-        r.one_pc_pct
+        r.one_pc_pct,
+        r.cpu_us_per_commit
     );
     if r.errors > 0 {
         eprintln!(
             "  {} transfer(s) failed with errors that are not retryable",
             r.errors
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn picks_land_in_one_quarter_or_in_two_and_never_twice_the_same_account() {
-        let n = 10_000;
-        for _ in 0..2_000 {
-            let (a, b) = pick(n, false);
-            assert_ne!(a, b);
-            assert_eq!(a / (n / REGIONS), b / (n / REGIONS), "same region");
-            let (a, b) = pick(n, true);
-            assert_ne!(a / (n / REGIONS), b / (n / REGIONS), "two regions");
-        }
     }
 }
