@@ -17,6 +17,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How transactional reads (get, batch_get, scan) are served: by the region's leader from
+/// its lease, as TiKV's local reader does, under the clock assumption of
+/// `docs/CLOCKS.md`; by ReadIndex whenever the lease does not hold (a new leader, a lease
+/// run out). The leader also raises its `max_ts` with the read's ts either way, so no
+/// later 1PC commits below it. Measured: 2PC transfers at 64 clients run ~35% faster
+/// than with a ReadIndex round per read (see the issue note). Writes ignore it.
+pub(crate) const TXN_READS: ReadConsistency = ReadConsistency::Lease;
+
 /// Runs one command on the region holding `key`, retrying routing and transient errors
 /// until the client's operation deadline.
 pub(crate) async fn call(
@@ -28,7 +36,7 @@ pub(crate) async fn call(
     let mut req = Request::new();
     req.set_txn(cmd);
     let resp = client
-        .execute(op, key, req, ReadConsistency::Linearizable, false)
+        .execute(op, key, req, TXN_READS, false)
         .await?;
     take_txn(op, resp)
 }
@@ -72,7 +80,7 @@ pub(crate) async fn call_grouped(
                         &group[0],
                         &group[1..],
                         req,
-                        ReadConsistency::Linearizable,
+                        TXN_READS,
                         None,
                         deadline,
                     )
