@@ -513,7 +513,7 @@ async fn malformed_commands_are_refused_with_the_documented_errors() {
 /// answers `NotLeader` whatever consistency is asked, and a lease read on the leader is
 /// served. Pessimistic locks do not wait yet: a conflicting one answers `locked` at once.
 #[actix_rt::test]
-async fn followers_refuse_txn_reads_and_pessimistic_locks_answer_locked_without_waiting() {
+async fn followers_refuse_txn_reads_and_a_pessimistic_lock_waits_then_names_the_holder() {
     use regatta_proto::kvrpcpb::ReadConsistency;
     let cluster = Cluster::new(3, 1).await;
     let start = ts(&cluster).await;
@@ -569,7 +569,8 @@ async fn followers_refuse_txn_reads_and_pessimistic_locks_answer_locked_without_
         p.set_for_update_ts(start_ts);
         p.set_lock_ttl_ms(10_000);
         p.set_return_values(true);
-        p.set_wait_timeout_ms(5_000);
+        // The second waits this long in the key's queue, then is told whom it waited for.
+        p.set_wait_timeout_ms(200);
         let mut r = TxnRequest::new();
         r.set_pessimistic_lock(p);
         r
@@ -593,4 +594,5 @@ async fn followers_refuse_txn_reads_and_pessimistic_locks_answer_locked_without_
         r.get_key_error().get_locked().get_kind(),
         LockKind::LOCK_PESSIMISTIC
     );
+    assert!(r.get_key_error().get_lock_wait_timeout(), "{r:?}");
 }
