@@ -9,8 +9,10 @@ mod common;
 
 use common::{wait_until, Cluster};
 use regatta_client::{Config, Error, Transaction, TxnClient, TxnOptions};
-use regatta_proto::kvrpcpb::Request;
-use regatta_proto::txnpb::{PessimisticLockRequest, TxnRequest};
+use regatta_proto::kvrpcpb::{KvResponse, Request};
+use regatta_proto::txnpb::{
+    CommitRequest, Mutation, PessimisticLockRequest, PrewriteRequest, TxnRequest, TxnResponse,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +56,37 @@ async fn wait_for_waiters(cluster: &Cluster, n: usize) {
         || async { waiters(cluster).await == n },
     )
     .await;
+}
+
+/// A pessimistic lock of `key` for transaction `start_ts` (at `for_update_ts` = start_ts).
+fn lock_cmd(key: &[u8], start_ts: u64, ttl_ms: u64, wait_ms: u64) -> TxnRequest {
+    let mut l = PessimisticLockRequest::new();
+    l.set_keys(vec![key.to_vec()].into());
+    l.set_primary(key.to_vec());
+    l.set_start_ts(start_ts);
+    l.set_for_update_ts(start_ts);
+    l.set_lock_ttl_ms(ttl_ms);
+    l.set_return_values(true);
+    l.set_wait_timeout_ms(wait_ms);
+    let mut cmd = TxnRequest::new();
+    cmd.set_pessimistic_lock(l);
+    cmd
+}
+
+/// Sends `cmd` once to the leader of the region holding `key`: one request, no retry.
+async fn send_once(cluster: &Cluster, key: &[u8], cmd: TxnRequest) -> KvResponse {
+    let mut req = Request::new();
+    req.set_txn(cmd);
+    let region = cluster.region_of(key).await;
+    let leader = cluster.wait_leader(region).await;
+    cluster.direct_request(leader, region, req, |_| {}).await
+}
+
+fn answered(resp: &KvResponse) -> &TxnResponse {
+    assert!(!resp.has_error(), "store error: {resp:?}");
+    let t = resp.get_response().get_txn();
+    assert!(!t.has_key_error(), "key error: {resp:?}");
+    t
 }
 
 fn number(v: Option<Vec<u8>>) -> u64 {
@@ -160,23 +193,7 @@ async fn a_waiter_behind_a_live_holder_times_out_and_one_behind_a_dead_holder_ge
 
         // A lock left by a client that died: nobody will commit, roll back or heartbeat it.
         let dead_ts = txns.current_timestamp().await.unwrap();
-        let mut l = PessimisticLockRequest::new();
-        l.set_keys(vec![b"k2".to_vec()].into());
-        l.set_primary(b"k2".to_vec());
-        l.set_start_ts(dead_ts);
-        l.set_for_update_ts(dead_ts);
-        l.set_lock_ttl_ms(300);
-        let mut cmd = TxnRequest::new();
-        cmd.set_pessimistic_lock(l);
-        let mut req = Request::new();
-        req.set_txn(cmd);
-        let region = cluster.region_of(b"k2").await;
-        let leader = cluster.wait_leader(region).await;
-        let resp = cluster.direct_request(leader, region, req, |_| {}).await;
-        assert!(
-            !resp.has_error() && !resp.get_response().get_txn().has_key_error(),
-            "{resp:?}"
-        );
+        answered(&send_once(&cluster, b"k2", lock_cmd(b"k2", dead_ts, 300, 0)).await);
         let mut t = txns.begin_with(pessimistic(1_000)).await.unwrap();
         assert_eq!(t.get_for_update(b"k2").await.unwrap(), None);
         t.put(b"k2", b"after");
@@ -229,4 +246,53 @@ async fn waiters_are_handed_the_key_in_arrival_order() {
     assert_eq!(*order.lock().unwrap(), (0..N).collect::<Vec<_>>());
     let check = txns.begin_optimistic().await.unwrap();
     assert_eq!(number(check.get(b"k").await.unwrap()), N as u64);
+}
+
+#[actix_rt::test]
+async fn a_queued_request_is_answered_by_its_hand_over_with_the_holders_write() {
+    // Goal: no retry round trip, and no write conflict on the write waited for. Method: one
+    // raw lock request (sent once, never retried) waits behind a holder that then
+    // prewrites and commits the key; that same request's answer is the lock, with the
+    // holder's value and the holder's commit ts as its new for_update_ts.
+    let cluster = Cluster::new(3, 1).await;
+    let txns = txn_client(&cluster).await;
+    let holder = txns.current_timestamp().await.unwrap();
+    answered(&send_once(&cluster, b"k", lock_cmd(b"k", holder, 10_000, 0)).await);
+    let waiter = txns.current_timestamp().await.unwrap();
+    let (waited, commit_ts) = tokio::time::timeout(SCENARIO_BOUND, async {
+        tokio::join!(
+            send_once(&cluster, b"k", lock_cmd(b"k", waiter, 10_000, 8_000)),
+            async {
+                wait_for_waiters(&cluster, 1).await;
+                let mut m = Mutation::new();
+                m.set_key(b"k".to_vec());
+                m.set_value(b"holder's".to_vec());
+                m.set_pessimistic(true);
+                let mut p = PrewriteRequest::new();
+                p.mut_mutations().push(m);
+                p.set_primary(b"k".to_vec());
+                p.set_start_ts(holder);
+                p.set_for_update_ts(holder);
+                p.set_lock_ttl_ms(10_000);
+                let mut cmd = TxnRequest::new();
+                cmd.set_prewrite(p);
+                answered(&send_once(&cluster, b"k", cmd).await);
+                let commit_ts = txns.current_timestamp().await.unwrap();
+                let mut c = CommitRequest::new();
+                c.mut_keys().push(b"k".to_vec());
+                c.set_start_ts(holder);
+                c.set_commit_ts(commit_ts);
+                let mut cmd = TxnRequest::new();
+                cmd.set_commit(c);
+                answered(&send_once(&cluster, b"k", cmd).await);
+                commit_ts
+            }
+        )
+    })
+    .await
+    .expect("the waiter was answered in time");
+    let locked = answered(&waited).get_pessimistic_lock();
+    assert_eq!(locked.get_values()[0].get_value(), b"holder's");
+    assert_eq!(locked.get_locked_with_conflict_ts(), commit_ts);
+    assert_eq!(waiters(&cluster).await, 0);
 }
