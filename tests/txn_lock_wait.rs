@@ -296,3 +296,60 @@ async fn a_queued_request_is_answered_by_its_hand_over_with_the_holders_write() 
     assert_eq!(locked.get_locked_with_conflict_ts(), commit_ts);
     assert_eq!(waiters(&cluster).await, 0);
 }
+
+#[actix_rt::test]
+async fn waiters_are_answered_on_a_leader_change_and_a_split_and_wait_again_where_the_key_went() {
+    // Goal: a waiter never hangs on a replica that stopped leading or no longer holds its
+    // key. Method: a waiter queues behind a holder; leadership moves: the old leader
+    // answers it NotLeader and the client queues it on the new one; the region splits
+    // with the key in the new half: answered EpochNotMatch, it queues on the new region's
+    // leader. Then the holder commits and the waiter is handed the key, with its value.
+    let cluster = Cluster::new(3, 1).await;
+    let txns = Arc::new(txn_client(&cluster).await);
+    tokio::time::timeout(SCENARIO_BOUND, async {
+        let mut holder = txns.begin_with(pessimistic(15_000)).await.unwrap();
+        holder.get_for_update(b"k").await.unwrap();
+        let t = txns.clone();
+        let waiter = tokio::spawn(async move {
+            let mut w = t.begin_with(pessimistic(15_000)).await?;
+            let v = w.get_for_update(b"k").await?;
+            w.put(b"k", b"waiter's");
+            w.commit().await.map(|_| v)
+        });
+        wait_for_waiters(&cluster, 1).await;
+
+        let region = cluster.region_of(b"k").await;
+        let old = cluster.move_leader(region).await;
+        wait_until(
+            "the old leader answered its waiter",
+            Duration::from_secs(20),
+            || async { cluster.status(old, region).await.unwrap().lock_waiters == 0 },
+        )
+        .await;
+        wait_for_waiters(&cluster, 1).await;
+
+        cluster.client().await.split(b"j").await.expect("split");
+        wait_until(
+            "the waiter queues in the new region",
+            Duration::from_secs(30),
+            || async { cluster.region_of(b"k").await != region && waiters(&cluster).await == 1 },
+        )
+        .await;
+        for s in [1, 2, 3] {
+            let st = cluster
+                .status(s, region)
+                .await
+                .expect("a replica of the left half");
+            assert_eq!(st.lock_waiters, 0, "store {s} kept a waiter of a moved key");
+        }
+
+        holder.put(b"k", b"holder's");
+        holder.commit().await.unwrap();
+        let got = waiter.await.unwrap().expect("the waiter commits");
+        assert_eq!(got, Some(b"holder's".to_vec()));
+    })
+    .await
+    .expect("the waiter ended in time");
+    let check = txns.begin_optimistic().await.unwrap();
+    assert_eq!(check.get(b"k").await.unwrap(), Some(b"waiter's".to_vec()));
+}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{wait_until, Cluster};
+use common::Cluster;
 use regatta_proto::kvrpcpb::{KvResponse, Request};
 use regatta_proto::metapb::Region;
 use regatta_proto::region::key_in_range;
@@ -448,20 +448,8 @@ async fn a_leader_change_between_prewrite_and_commit_keeps_the_transaction() {
         prewrite_req(b"k", &[(b"k", b"v")], start, 10_000),
     )
     .await);
-    let (old, region) = leader_for(&cluster, b"k").await.expect("a leader");
-    let target = cluster
-        .pg
-        .stores()
-        .map(|s| s.store_id)
-        .find(|s| *s != old)
-        .expect("another store");
-    wait_until("leadership moves", Duration::from_secs(30), || async {
-        cluster.request_leadership(target, region.get_id());
-        leader_for(&cluster, b"k")
-            .await
-            .is_some_and(|(s, _)| s != old)
-    })
-    .await;
+    let (_, region) = leader_for(&cluster, b"k").await.expect("a leader");
+    cluster.move_leader(region.get_id()).await;
     let commit = ts(&cluster).await;
     ok(&send(&cluster, b"k", commit_req(&[b"k"], start, commit)).await);
     let read_at = ts(&cluster).await;
