@@ -154,3 +154,122 @@ pub(crate) fn deadlock_error(key: &[u8], refused: &WaitRefused) -> regatta_proto
     ke.set_deadlock(d);
     ke
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pd::{BoxFuture, MemPd};
+    use crate::peer::SplitStep;
+    use regatta_proto::metapb::Store;
+    use regatta_proto::pdpb::{
+        DetectResponse, RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest,
+        StoreHeartbeatResponse,
+    };
+    use std::sync::Mutex;
+
+    /// A PD that records the reports it gets and refuses every add whose waiter is in
+    /// `refuse`; the rest is `MemPd`'s.
+    #[derive(Default)]
+    struct RecordingPd {
+        mem: MemPd,
+        batches: Mutex<Vec<Vec<(WaitForOp, u64, u64)>>>,
+        refuse: Vec<u64>,
+    }
+
+    impl PdClient for RecordingPd {
+        fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
+            self.mem.put_store(store)
+        }
+        fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>> {
+            self.mem.get_store(store_id)
+        }
+        fn store_heartbeat(
+            &self,
+            req: StoreHeartbeatRequest,
+        ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>> {
+            self.mem.store_heartbeat(req)
+        }
+        fn region_heartbeat(
+            &self,
+            req: RegionHeartbeatRequest,
+        ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
+            self.mem.region_heartbeat(req)
+        }
+        fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
+            self.mem.alloc_id(count)
+        }
+        fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+            self.mem.get_ts()
+        }
+        fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
+            let mut resp = DetectResponse::new();
+            let mut batch = Vec::new();
+            for e in req.get_entries() {
+                batch.push((e.get_op(), e.get_waiter_ts(), e.get_holder_ts()));
+                if e.get_op() == WaitForOp::WAIT_ADD && self.refuse.contains(&e.get_waiter_ts()) {
+                    let mut r = WaitRefused::new();
+                    r.set_waiter_ts(e.get_waiter_ts());
+                    r.set_holder_ts(e.get_holder_ts());
+                    resp.mut_refused().push(r);
+                }
+            }
+            self.batches.lock().expect("lock").push(batch);
+            Box::pin(async move { Ok(resp) })
+        }
+    }
+
+    /// A peer's mailbox that keeps the refusals it is given.
+    #[derive(Default)]
+    struct Refusals(Mutex<Vec<(u64, u64)>>);
+
+    impl PeerMailbox for Refusals {
+        fn split_step(&self, _: SplitStep) {}
+        fn spawn(&self, _: BoxFuture<'static, ()>) {}
+        fn wait_refused(&self, r: WaitRefused) {
+            let at = (r.get_waiter_ts(), r.get_holder_ts());
+            self.0.lock().expect("lock").push(at);
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_reach_pd_in_order_and_refusals_reach_the_peer_that_waited() {
+        let pd = Arc::new(RecordingPd {
+            refuse: vec![2],
+            ..RecordingPd::default()
+        });
+        let logger = Logger::root(slog::Discard, slog::o!());
+        let (detector, task) = Detector::new(pd.clone(), 16, logger);
+        let (a, b) = (Arc::new(Refusals::default()), Arc::new(Refusals::default()));
+        // Queued before the task runs: they go in one call, in this order.
+        assert!(detector.wait(1, 9, b"k", a.clone()));
+        assert!(detector.wait(2, 1, b"j", b.clone()));
+        detector.done(1, 9);
+        drop(detector);
+        task.await; // ends once every handle is gone and the queue is sent
+        let batches = pd.batches.lock().expect("lock").clone();
+        assert_eq!(
+            batches,
+            vec![vec![
+                (WaitForOp::WAIT_ADD, 1, 9),
+                (WaitForOp::WAIT_ADD, 2, 1),
+                (WaitForOp::WAIT_REMOVE, 1, 9),
+            ]]
+        );
+        assert!(a.0.lock().expect("lock").is_empty());
+        assert_eq!(*b.0.lock().expect("lock"), vec![(2, 1)]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_report_and_says_so() {
+        let logger = Logger::root(slog::Discard, slog::o!());
+        let (detector, _task) = Detector::new(Arc::new(MemPd::default()), 1, logger);
+        let reply = Arc::new(Refusals::default());
+        assert!(detector.wait(1, 2, b"k", reply.clone()));
+        assert!(
+            !detector.wait(3, 2, b"k", reply),
+            "capacity 1, the task never ran"
+        );
+        assert_eq!(key_hash(b"k"), key_hash(b"k"));
+        assert_ne!(key_hash(b"k"), key_hash(b"j"));
+    }
+}
