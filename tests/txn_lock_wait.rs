@@ -75,11 +75,28 @@ fn lock_cmd(key: &[u8], start_ts: u64, ttl_ms: u64, wait_ms: u64) -> TxnRequest 
 
 /// Sends `cmd` once to the leader of the region holding `key`: one request, no retry.
 async fn send_once(cluster: &Cluster, key: &[u8], cmd: TxnRequest) -> KvResponse {
+    send_once_in_session(cluster, key, cmd, 0).await
+}
+
+/// As [`send_once`], under at-most-once session `client_id` (0: none), seq 1.
+async fn send_once_in_session(
+    cluster: &Cluster,
+    key: &[u8],
+    cmd: TxnRequest,
+    client_id: u64,
+) -> KvResponse {
     let mut req = Request::new();
     req.set_txn(cmd);
     let region = cluster.region_of(key).await;
     let leader = cluster.wait_leader(region).await;
-    cluster.direct_request(leader, region, req, |_| {}).await
+    cluster
+        .direct_request(leader, region, req, |ctx| {
+            if client_id != 0 {
+                ctx.set_client_id(client_id);
+                ctx.set_seq(1);
+            }
+        })
+        .await
 }
 
 fn answered(resp: &KvResponse) -> &TxnResponse {
@@ -253,7 +270,8 @@ async fn a_queued_request_is_answered_by_its_hand_over_with_the_holders_write() 
     // Goal: no retry round trip, and no write conflict on the write waited for. Method: one
     // raw lock request (sent once, never retried) waits behind a holder that then
     // prewrites and commits the key; that same request's answer is the lock, with the
-    // holder's value and the holder's commit ts as its new for_update_ts.
+    // holder's value and the holder's commit ts as its new for_update_ts. The request
+    // carries a session: the hand-over must not be answered from it (the cached `locked`).
     let cluster = Cluster::new(3, 1).await;
     let txns = txn_client(&cluster).await;
     let holder = txns.current_timestamp().await.unwrap();
@@ -261,7 +279,7 @@ async fn a_queued_request_is_answered_by_its_hand_over_with_the_holders_write() 
     let waiter = txns.current_timestamp().await.unwrap();
     let (waited, commit_ts) = tokio::time::timeout(SCENARIO_BOUND, async {
         tokio::join!(
-            send_once(&cluster, b"k", lock_cmd(b"k", waiter, 10_000, 8_000)),
+            send_once_in_session(&cluster, b"k", lock_cmd(b"k", waiter, 10_000, 8_000), 77),
             async {
                 wait_for_waiters(&cluster, 1).await;
                 let mut m = Mutation::new();

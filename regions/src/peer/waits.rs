@@ -318,6 +318,10 @@ impl Peer {
         // The region may have changed version since it arrived (keys are checked again at
         // apply); the holder's write must not fail the hand-over.
         cmd.set_region_epoch(self.region().get_region_epoch().clone());
+        // A new attempt of an idempotent command: were it proposed under its session, apply
+        // would answer it from the session's cached answer, the `locked` it waited on.
+        cmd.set_client_id(0);
+        cmd.set_seq(0);
         if let Some(Request_oneof_cmd::txn(t)) = &mut cmd.mut_request().cmd {
             if let Some(Cmd::pessimistic_lock(p)) = &mut t.cmd {
                 p.set_allow_lock_with_conflict(true);
