@@ -357,7 +357,7 @@ impl Peer {
             return;
         }
         if let Some((_, w)) = self.lock_waits.cancel(waiter) {
-            slog::info!(self.logger, "lock wait refused: deadlock"; "start_ts" => waiter,
+            slog::debug!(self.logger, "lock wait refused: deadlock"; "start_ts" => waiter,
                 "holder_ts" => refused.get_holder_ts(), "cycle" => ?refused.get_cycle());
             let _ = w
                 .request
