@@ -4,7 +4,8 @@
 
 use regatta_proto::metapb::Store;
 use regatta_proto::pdpb::{
-    RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest, StoreHeartbeatResponse,
+    DetectRequest, DetectResponse, RegionHeartbeatRequest, RegionHeartbeatResponse,
+    StoreHeartbeatRequest, StoreHeartbeatResponse,
 };
 use regatta_regions::pd::BoxFuture;
 use std::future::Future;
@@ -80,5 +81,9 @@ impl regatta_regions::PdClient for TcpPd {
         req: RegionHeartbeatRequest,
     ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
         self.run(|c| async move { c.region_heartbeat(req).await })
+    }
+
+    fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
+        self.run(|c| async move { c.detect(req).await })
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{commit_req, prewrite_req, wait_until, Cluster};
+use common::{commit_req, prewrite_req, Cluster};
 use regatta_proto::kvrpcpb::Request;
 use regatta_proto::txnpb::*;
 use std::sync::{Arc, Mutex};
@@ -374,21 +374,8 @@ async fn a_leader_change_between_prewrite_and_commit_keeps_the_transaction() {
         prewrite_req(b"k", &[(b"k", b"v")], start, 10_000),
     )
     .await);
-    let (old, region) = cluster.leader_for_key(b"k").await.expect("a leader");
-    let target = cluster
-        .pg
-        .stores()
-        .map(|s| s.store_id)
-        .find(|s| *s != old)
-        .expect("another store");
-    wait_until("leadership moves", Duration::from_secs(30), || async {
-        cluster.request_leadership(target, region.get_id());
-        cluster
-            .leader_for_key(b"k")
-            .await
-            .is_some_and(|(s, _)| s != old)
-    })
-    .await;
+    let (_, region) = cluster.leader_for_key(b"k").await.expect("a leader");
+    cluster.move_leader(region.get_id()).await;
     let commit = ts(&cluster).await;
     ok(&send(&cluster, b"k", commit_req(&[b"k"], start, commit)).await);
     let read_at = ts(&cluster).await;
@@ -440,7 +427,7 @@ async fn malformed_commands_are_refused_with_the_documented_errors() {
 /// answers `NotLeader` whatever consistency is asked, and a lease read on the leader is
 /// served. Pessimistic locks do not wait yet: a conflicting one answers `locked` at once.
 #[actix_rt::test]
-async fn followers_refuse_txn_reads_and_pessimistic_locks_answer_locked_without_waiting() {
+async fn followers_refuse_txn_reads_and_a_pessimistic_lock_waits_then_names_the_holder() {
     use regatta_proto::kvrpcpb::ReadConsistency;
     let cluster = Cluster::new(3, 1).await;
     let start = ts(&cluster).await;
@@ -496,7 +483,8 @@ async fn followers_refuse_txn_reads_and_pessimistic_locks_answer_locked_without_
         p.set_for_update_ts(start_ts);
         p.set_lock_ttl_ms(10_000);
         p.set_return_values(true);
-        p.set_wait_timeout_ms(5_000);
+        // The second waits this long in the key's queue, then is told whom it waited for.
+        p.set_wait_timeout_ms(200);
         let mut r = TxnRequest::new();
         r.set_pessimistic_lock(p);
         r
@@ -520,4 +508,5 @@ async fn followers_refuse_txn_reads_and_pessimistic_locks_answer_locked_without_
         r.get_key_error().get_locked().get_kind(),
         LockKind::LOCK_PESSIMISTIC
     );
+    assert!(r.get_key_error().get_lock_wait_timeout(), "{r:?}");
 }

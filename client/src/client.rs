@@ -596,7 +596,10 @@ impl Client {
         kv.set_request(req.clone());
         let sent = match self.connection(&addr).await {
             Ok(conn) => conn
-                .call(Frame_oneof_body::kv_request(kv), self.inner.cfg.rpc_timeout)
+                .call(
+                    Frame_oneof_body::kv_request(kv),
+                    self.inner.cfg.rpc_timeout + lock_wait(req),
+                )
                 .await
                 .map_err(|e| Attempt::Retry {
                     error: format!("{addr}: {e}"),
@@ -670,6 +673,21 @@ impl Client {
             .get(&region_id)
             .copied()
             .unwrap_or(0)
+    }
+}
+
+/// How long the store may hold `req` in a lock-wait queue before answering it (a
+/// pessimistic lock's `wait_timeout_ms`): the RPC deadline must cover it.
+fn lock_wait(req: &Request) -> Duration {
+    use regatta_proto::txnpb::TxnRequest_oneof_cmd;
+    match &req.cmd {
+        Some(regatta_proto::kvrpcpb::Request_oneof_cmd::txn(t)) => match &t.cmd {
+            Some(TxnRequest_oneof_cmd::pessimistic_lock(p)) => {
+                Duration::from_millis(p.get_wait_timeout_ms())
+            }
+            _ => Duration::ZERO,
+        },
+        _ => Duration::ZERO,
     }
 }
 

@@ -6,10 +6,10 @@ use crate::error::{Error, Result};
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::metapb::{Peer, Region, Store};
 use regatta_proto::pdpb::{
-    AllocIdRequest, GetAllStoresRequest, GetRegionByIdRequest, GetRegionRequest, GetRegionResponse,
-    GetStoreRequest, PdRequest, PdResponse, PutStoreRequest, RegionHeartbeatRequest,
-    RegionHeartbeatResponse, RegionWithLeader, ScanRegionsRequest, StoreHeartbeatRequest,
-    StoreHeartbeatResponse, TsoRequest,
+    AllocIdRequest, DetectRequest, DetectResponse, GetAllStoresRequest, GetRegionByIdRequest,
+    GetRegionRequest, GetRegionResponse, GetStoreRequest, PdRequest, PdResponse, PutStoreRequest,
+    RegionHeartbeatRequest, RegionHeartbeatResponse, RegionWithLeader, ScanRegionsRequest,
+    StoreHeartbeatRequest, StoreHeartbeatResponse, TsoRequest,
 };
 use regatta_proto::rpc::Connection;
 use tokio::sync::Mutex;
@@ -226,5 +226,14 @@ impl PdClient {
         let mut req = PdRequest::new();
         req.set_region_heartbeat(hb);
         Ok(self.call(req).await?.take_region_heartbeat())
+    }
+
+    /// A store leader's batch of pessimistic lock-wait reports, applied by PD in order;
+    /// the answer lists the waits refused because they would close a cycle (used by
+    /// stores).
+    pub async fn detect(&self, r: DetectRequest) -> Result<DetectResponse> {
+        let mut req = PdRequest::new();
+        req.set_detect(r);
+        Ok(self.call(req).await?.take_detect())
     }
 }

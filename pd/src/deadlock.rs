@@ -12,8 +12,14 @@
 //! Invariants: the graph never holds a cycle; each waiter has at most one out-edge (a
 //! transaction waits for one key at a time).
 
+use regatta_proto::pdpb::{DetectRequest, DetectResponse, WaitForOp, WaitRefused};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// How long PD keeps a wait edge no store removed: above the longest lock wait a store
+/// allows (`StoreConfig::max_lock_wait_ms`, 30 s by default), so only an edge whose
+/// removal was lost (its store died, PD was unreachable) expires this way.
+pub const EDGE_TTL: Duration = Duration::from_secs(60);
 
 /// A wait refused because it would close a cycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +92,39 @@ impl WaitsFor {
         Err(Deadlock { cycle, key_hash })
     }
 
-    /// The wait of `waiter` ended (granted, timed out, or its transaction finished).
-    pub fn done(&mut self, waiter: u64) {
-        self.edges.remove(&waiter);
+    /// The wait of `waiter` for `holder` ended (granted, timed out, or its transaction
+    /// finished). A wait of `waiter` for another holder, recorded since, stays.
+    pub fn done(&mut self, waiter: u64, holder: u64) {
+        if self.edges.get(&waiter).is_some_and(|e| e.holder == holder) {
+            self.edges.remove(&waiter);
+        }
+    }
+
+    /// Applies a store's batch of wait reports in order; answers the refused waits.
+    pub fn detect(&mut self, req: &DetectRequest, now: Instant) -> DetectResponse {
+        let mut resp = DetectResponse::new();
+        for e in req.get_entries() {
+            let (waiter, holder) = (e.get_waiter_ts(), e.get_holder_ts());
+            match e.get_op() {
+                WaitForOp::WAIT_REMOVE => self.done(waiter, holder),
+                // A transaction never waits for itself; a zero ts is no transaction.
+                WaitForOp::WAIT_ADD if waiter == holder || waiter == 0 || holder == 0 => {}
+                WaitForOp::WAIT_ADD => {
+                    if let Err(d) = self.wait(waiter, holder, e.get_key_hash(), now) {
+                        // The waiter is told it deadlocks and waits no more: an older wait
+                        // of it (for a holder it was queued behind before) goes too.
+                        self.edges.remove(&waiter);
+                        let mut r = WaitRefused::new();
+                        r.set_waiter_ts(waiter);
+                        r.set_holder_ts(holder);
+                        r.set_key_hash(d.key_hash);
+                        r.set_cycle(d.cycle);
+                        resp.mut_refused().push(r);
+                    }
+                }
+            }
+        }
+        resp
     }
 
     /// How many transactions wait.
@@ -124,7 +160,7 @@ mod tests {
         assert_eq!(d.cycle, vec![2, 1]);
         assert_eq!(g.len(), 1, "the refused wait is not recorded");
         // B aborts; A's wait is granted and ends.
-        g.done(1);
+        g.done(1, 2);
         assert!(g.is_empty());
     }
 
@@ -151,6 +187,45 @@ mod tests {
                                        // An edge left behind by a store that died expires, and no longer blocks.
         let later = now + TTL;
         g.wait(3, 2, 4, later).unwrap();
+        assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn the_end_of_an_old_wait_does_not_remove_the_new_one() {
+        let now = Instant::now();
+        let mut g = WaitsFor::new(TTL);
+        g.wait(1, 2, 1, now).unwrap();
+        g.wait(1, 3, 2, now).unwrap(); // 1 was handed on: it now waits for 3
+        g.done(1, 2); // the report of the old wait's end comes late
+        assert!(g.wait(3, 1, 3, now).is_err(), "1 -> 3 is still known");
+        g.done(1, 3);
+        assert!(g.is_empty());
+    }
+
+    fn entry(op: WaitForOp, waiter: u64, holder: u64) -> regatta_proto::pdpb::WaitForEntry {
+        let mut e = regatta_proto::pdpb::WaitForEntry::new();
+        e.set_op(op);
+        e.set_waiter_ts(waiter);
+        e.set_holder_ts(holder);
+        e.set_key_hash(waiter * 100 + holder);
+        e
+    }
+
+    #[test]
+    fn a_batch_of_reports_is_applied_in_order_and_answers_only_the_refused_waits() {
+        let now = Instant::now();
+        let mut g = WaitsFor::new(TTL);
+        let mut req = DetectRequest::new();
+        req.mut_entries().push(entry(WaitForOp::WAIT_ADD, 1, 2));
+        req.mut_entries().push(entry(WaitForOp::WAIT_ADD, 2, 1)); // closes 2 -> 1 -> 2
+        req.mut_entries().push(entry(WaitForOp::WAIT_ADD, 5, 5)); // ignored
+        req.mut_entries().push(entry(WaitForOp::WAIT_REMOVE, 1, 2));
+        req.mut_entries().push(entry(WaitForOp::WAIT_ADD, 2, 1)); // fine now
+        let resp = g.detect(&req, now);
+        assert_eq!(resp.get_refused().len(), 1);
+        let r = &resp.get_refused()[0];
+        assert_eq!((r.get_waiter_ts(), r.get_holder_ts()), (2, 1));
+        assert_eq!(r.get_cycle(), &[2, 1]);
         assert_eq!(g.len(), 1);
     }
 }

@@ -2,6 +2,7 @@
 //! written to `<data_dir>/pd.state` (write a temporary file, fsync, rename, fsync the
 //! directory) before any answer that depends on it leaves.
 
+use crate::deadlock::{WaitsFor, EDGE_TTL};
 use crate::error::Error;
 use crate::tso::Tso;
 use protobuf::Message;
@@ -122,6 +123,9 @@ pub struct PdState {
     map_dirty: bool,
     /// Leaders per store, recounted at most once a second (soft state).
     leader_counts: Option<(Instant, HashMap<u64, usize>)>,
+    /// Pessimistic lock waits, for deadlock detection (soft state: a restarted PD starts
+    /// empty, and waits then end by their timeout at worst).
+    waits: WaitsFor,
 }
 
 fn pd_error(message: String) -> PdError {
@@ -178,6 +182,7 @@ impl PdState {
             region_stats: HashMap::new(),
             map_dirty: false,
             leader_counts: None,
+            waits: WaitsFor::new(EDGE_TTL),
         };
         for s in persisted.get_stores() {
             state.stores.insert(s.get_id(), s.clone());
@@ -254,6 +259,10 @@ impl PdState {
                 t.set_count(r.get_count());
                 resp.set_tso(t);
             }),
+            Some(Req::detect(r)) => {
+                resp.set_detect(self.waits.detect(&r, Instant::now()));
+                Ok(())
+            }
             None => Err(pd_error("empty PD request".into())),
         };
         if let Err(e) = result {

@@ -52,6 +52,9 @@ pub struct AppliedEntry {
     pub responses: Vec<KvResponse>,
     /// A split this entry applied: the narrowed region and the new one.
     pub split: Option<(Region, Region)>,
+    /// Keys whose transactional lock a command of this entry removed, with the start ts
+    /// of the lock's transaction (the leader hands them to their lock waiters).
+    pub released: Vec<(Vec<u8>, u64)>,
 }
 
 /// Whether a request changes data (and so is deduplicated).
@@ -143,6 +146,7 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
         data: HashMap::new(),
         sessions: HashMap::new(),
         txn: Overlay::new(snap),
+        released: Vec::new(),
     };
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
@@ -151,6 +155,7 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
             term: e.term,
             responses: Vec::new(),
             split: None,
+            released: Vec::new(),
         };
         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
             match RaftCmdBatch::parse_from_bytes(&e.data) {
@@ -168,6 +173,7 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
                     if e.index.is_multiple_of(SESSION_GC_EVERY) {
                         ctx.gc_sessions(now.saturating_sub(session_ttl_ms))?;
                     }
+                    applied.released = std::mem::take(&mut ctx.released);
                 }
                 Err(err) => {
                     // A committed entry that does not decode is corruption (or a bug):
@@ -202,6 +208,8 @@ struct ApplyContext<'a, S: Snapshot, W> {
     /// The transactional (`x` space) writes of this batch over the snapshot, so each
     /// transactional command sees the ones before it (see `txn_cmd`).
     txn: Overlay<'a, S>,
+    /// Locks removed by the entry being applied (see [`AppliedEntry::released`]).
+    released: Vec<(Vec<u8>, u64)>,
 }
 
 impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
@@ -356,13 +364,19 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
         let result = match req.cmd.take() {
             Some(Request_oneof_cmd::txn(t)) if crate::txn_cmd::is_txn_write(&t) => {
                 let one_pc_ts = cmd.get_one_pc_commit_ts();
-                crate::txn_cmd::apply_txn(&mut self.txn, self.wb, &self.region, &t, one_pc_ts)?.map(
-                    |t| {
-                        let mut r = Response::new();
-                        r.set_txn(t);
-                        r
-                    },
-                )
+                crate::txn_cmd::apply_txn(
+                    &mut self.txn,
+                    self.wb,
+                    &self.region,
+                    &t,
+                    one_pc_ts,
+                    &mut self.released,
+                )?
+                .map(|t| {
+                    let mut r = Response::new();
+                    r.set_txn(t);
+                    r
+                })
             }
             cmd => {
                 req.cmd = cmd;

@@ -84,6 +84,12 @@ pub struct StoreConfig {
     /// A starting store retries registering with PD for this long (PD may come up after
     /// the store), then fails with `Error::PdUnavailable`. Default 60 s.
     pub pd_register_timeout_ms: u64,
+    /// The longest a pessimistic lock request may wait in a key's queue (a request asking
+    /// for more waits this long). Default 30 s.
+    pub max_lock_wait_ms: u64,
+    /// Most pessimistic lock requests waiting for one key; beyond it a request is
+    /// answered at once (`locked`, or `ServerIsBusy`). Default 4,096.
+    pub max_lock_waiters_per_key: usize,
 }
 
 impl Default for StoreConfig {
@@ -121,6 +127,8 @@ impl Default for StoreConfig {
             hibernate_after_ms: 500,
             hibernated_tick_interval_ms: 5_000,
             pd_register_timeout_ms: 60_000,
+            max_lock_wait_ms: 30_000,
+            max_lock_waiters_per_key: 4096,
         }
     }
 }
@@ -164,6 +172,13 @@ impl StoreConfig {
         }
         if self.split_check_interval_ms < self.tick_interval_ms {
             return Err("split_check_interval_ms must be at least one tick".into());
+        }
+        if self.max_lock_waiters_per_key == 0 {
+            return Err("max_lock_waiters_per_key must be > 0".into());
+        }
+        if self.max_lock_wait_ms > 50_000 {
+            // PD keeps an unremoved wait edge for 60 s (`regatta_pd::deadlock::EDGE_TTL`).
+            return Err("max_lock_wait_ms must be at most 50,000".into());
         }
         if self.pd_register_timeout_ms == 0 {
             return Err("pd_register_timeout_ms must be > 0 (one attempt needs time)".into());

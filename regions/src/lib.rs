@@ -18,6 +18,7 @@
 pub mod apply;
 mod clock;
 mod config;
+mod detector;
 mod error;
 mod local_reader;
 mod log_writer;
@@ -34,6 +35,7 @@ mod txn_cmd;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{check_lease, StoreConfig};
+pub use detector::Detector;
 pub use error::{Error, Result};
 pub use local_reader::{ReadDelegate, ReadRegistry};
 pub use log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};

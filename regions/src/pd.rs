@@ -7,7 +7,8 @@
 
 use regatta_proto::metapb::{Region, Store};
 use regatta_proto::pdpb::{
-    RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest, StoreHeartbeatResponse,
+    DetectRequest, DetectResponse, RegionHeartbeatRequest, RegionHeartbeatResponse,
+    StoreHeartbeatRequest, StoreHeartbeatResponse,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,10 +40,16 @@ pub trait PdClient: Send + Sync + 'static {
     /// timestamp it handed out before the call (a new leader raises its `max_ts` with it
     /// before it chooses 1PC commit timestamps).
     fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>>;
+    /// Reports pessimistic lock waits that start (`WAIT_ADD`) and end (`WAIT_REMOVE`),
+    /// applied in order; answers the added waits refused because they would close a
+    /// cycle in the waits-for graph (the waiter must then give up: a deadlock).
+    fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>>;
 }
 
 /// In-memory PD for tests: stores register, and `bootstrap_regions` are handed to the
-/// stores that host a peer of them.
+/// stores that host a peer of them. It detects no deadlocks (every wait is accepted;
+/// deadlocked waits end at their lock-wait timeout): the waits-for graph is PD's
+/// (`regatta_pd::deadlock`), which this crate does not depend on.
 #[derive(Default)]
 pub struct MemPd {
     stores: Mutex<HashMap<u64, Store>>,
@@ -142,5 +149,9 @@ impl PdClient for MemPd {
             .unwrap_or_else(|last| last);
         let ts = (prev + 1).max(now_ms << 18);
         Box::pin(async move { Ok(ts) })
+    }
+
+    fn detect(&self, _req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
+        Box::pin(async { Ok(DetectResponse::new()) })
     }
 }

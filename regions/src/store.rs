@@ -8,6 +8,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::StoreConfig;
+use crate::detector::Detector;
 use crate::error::Error;
 use crate::log_writer::LogWriter;
 use crate::metrics::{MetricsSnapshot, StoreMetrics};
@@ -92,6 +93,8 @@ const POISON_POLL: Duration = Duration::from_millis(50);
 /// Raft messages for regions not hosted here that wait for the store to look at them;
 /// more are dropped (raft retransmits).
 const UNKNOWN_REGION_QUEUE: usize = 1024;
+/// Lock-wait reports queued for PD's deadlock detector, at most (see `detector.rs`).
+const DETECTOR_QUEUE: usize = 65_536;
 
 impl Shared {
     fn create_peer(&self, region_id: u64) -> Result<bool, Error> {
@@ -332,6 +335,11 @@ impl Store {
         let cfg = Arc::new(opts.config.clone());
         let lease_ms = Arc::new(AtomicU64::new(cfg.lease_ms));
         let split_keys = Arc::new(AtomicU64::new(cfg.region_split_keys));
+        let (detector, detector_task) = Detector::new(
+            pd.clone(),
+            DETECTOR_QUEUE,
+            logger.new(o!("component" => "detector")),
+        );
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
             engine: engine.clone(),
@@ -343,6 +351,7 @@ impl Store {
                 metrics: metrics.clone(),
                 pd_reports: reports_tx,
                 pd: pd.clone(),
+                detector,
                 new_regions: new_regions_tx,
                 store_id: opts.store_id,
                 reads: router.reads().clone(),
@@ -366,6 +375,7 @@ impl Store {
         info!(logger, "store started"; "addr" => %addr, "recovered_regions" => recovered);
 
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(detector_task));
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let (unknown_tx, mut unknown_rx) = mpsc::channel::<RaftMessage>(UNKNOWN_REGION_QUEUE);
         tasks.push(arbiter_rt.spawn(server::serve(

@@ -425,6 +425,24 @@ impl Cluster {
         }
     }
 
+    /// Moves the leadership of `region_id` to another store (by transfer, asked again
+    /// until it happened); returns the old leader's store.
+    pub async fn move_leader(&self, region_id: u64) -> u64 {
+        let old = self.wait_leader(region_id).await;
+        let target = self
+            .pg
+            .stores()
+            .map(|s| s.store_id)
+            .find(|s| *s != old)
+            .expect("another store");
+        wait_until("leadership moves", Duration::from_secs(30), || async {
+            self.request_leadership(target, region_id);
+            self.leader_of(region_id).await.is_some_and(|s| s != old)
+        })
+        .await;
+        old
+    }
+
     /// Asks store `store_id`'s replica of `region_id` to become leader (by transfer).
     pub fn request_leadership(&self, store_id: u64, region_id: u64) {
         let store = self.pg.store(store_id).expect("store running");

@@ -67,7 +67,11 @@ pub struct TxnOptions {
     /// below `lock_ttl_ms`).
     pub heartbeat_interval: Duration,
     /// Pessimistic: how long the store may queue a lock request behind another
-    /// transaction's lock, in ms (default 1,000), before [`Error::LockWaitTimeout`].
+    /// transaction's lock, in ms (default 3,000; 0: never wait, resolve and retry
+    /// instead). When it passes the client resolves the lock it waited for: a dead
+    /// holder's lock (TTL run out) is rolled back and the request sent again; a live
+    /// holder's ends the request with [`Error::LockWaitTimeout`]. A request's RPC
+    /// deadline is `Config::rpc_timeout` plus this.
     pub lock_wait_timeout_ms: u64,
     /// [`TxnClient::run`]: no new attempt starts after this long (default 20 s).
     pub retry_timeout: Duration,
@@ -80,7 +84,7 @@ impl Default for TxnOptions {
             try_one_pc: true,
             lock_ttl_ms: 3_000,
             heartbeat_interval: Duration::from_secs(1),
-            lock_wait_timeout_ms: 1_000,
+            lock_wait_timeout_ms: 3_000,
             retry_timeout: Duration::from_secs(20),
         }
     }

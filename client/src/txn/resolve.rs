@@ -48,10 +48,21 @@ pub(crate) async fn run_resolving(
         let parts = call_grouped(&shared.client, op, pending, build.clone()).await?;
         pending = Vec::new();
         let mut locks = Vec::new();
+        let mut timed_out = Vec::new();
         let mut error = None;
         for (keys, resp) in parts {
             match failure(&resp) {
                 None => on_ok(&keys, resp),
+                // The store queued the request and the wait ran out: resolve what it
+                // waited for once (a dead holder's lock is then gone), else give up.
+                Some(e) if e.get_lock_wait_timeout() => {
+                    if e.has_locked() {
+                        timed_out.push(e.get_locked().clone());
+                    } else {
+                        error = error.or(Some(key_error(e, start_ts, primary)));
+                    }
+                    pending.extend(keys);
+                }
                 Some(e) if e.has_locked() => {
                     locks.push(e.get_locked().clone());
                     pending.extend(keys);
@@ -64,6 +75,12 @@ pub(crate) async fn run_resolving(
         }
         if pending.is_empty() {
             return Ok(());
+        }
+        if let Some(alive) = resolve_locks(shared, &timed_out).await? {
+            return Err(Error::LockWaitTimeout {
+                key: alive.get_key().to_vec(),
+                start_ts,
+            });
         }
         if let Some(lock) = resolve_locks(shared, &locks).await? {
             backoff = wait(shared, &lock, deadline, backoff).await?;

@@ -296,6 +296,7 @@ impl Transaction {
                 cmd
             });
             let mut got = Vec::new();
+            let mut locked_at = for_update_ts;
             let outcome = run_resolving(
                 &self.shared,
                 "pessimistic_lock",
@@ -304,6 +305,9 @@ impl Transaction {
                 &primary,
                 build,
                 |part, mut resp| {
+                    // Handed a key after its holder committed: locked at that commit's ts.
+                    let conflict_ts = resp.get_pessimistic_lock().get_locked_with_conflict_ts();
+                    locked_at = locked_at.max(conflict_ts);
                     let values = resp.mut_pessimistic_lock().take_values().into_vec();
                     for (k, mut v) in part.iter().zip(values) {
                         got.push((k.clone(), v.get_found().then(|| v.take_value())));
@@ -313,7 +317,7 @@ impl Transaction {
             .await;
             match outcome {
                 Ok(()) => {
-                    self.for_update_ts = self.for_update_ts.max(for_update_ts);
+                    self.for_update_ts = self.for_update_ts.max(locked_at);
                     return Ok(got);
                 }
                 // Written after this for_update_ts: lock again at a newer one (what

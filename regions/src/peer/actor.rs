@@ -15,6 +15,7 @@ use crate::pd::BoxFuture;
 use crate::peer::Responder;
 use actix::prelude::*;
 use regatta_proto::kvrpcpb::KvRequest;
+use regatta_proto::pdpb::WaitRefused;
 use regatta_proto::raft_serverpb::RaftMessage;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -93,6 +94,23 @@ impl PeerMailbox for Addr<PeerActor> {
 
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         actix::spawn(task);
+    }
+
+    fn wait_refused(&self, refused: WaitRefused) {
+        self.do_send(LockWaitRefused(refused));
+    }
+}
+
+/// PD refused a lock wait of this replica's (see `waits.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LockWaitRefused(WaitRefused);
+
+impl Handler<LockWaitRefused> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: LockWaitRefused, ctx: &mut Context<Self>) {
+        self.peer.on_wait_refused(msg.0);
+        self.schedule_flush(ctx);
     }
 }
 

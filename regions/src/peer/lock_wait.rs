@@ -19,9 +19,9 @@
 //! before it is queued (by the waits-for detector), and every wait has a deadline, so no
 //! waiter can wait for ever.
 
-// The queue is built and tested here first; the leader's pessimistic lock path takes it
-// up when pessimistic waits are wired in (see docs/ARCHITECTURE.md, "Transactions").
-#![cfg_attr(not(test), allow(dead_code))]
+//!
+//! The leader's use of it (queue on `locked`, hand over on release, deadlines, PD's
+//! deadlock answers) is in `waits.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -125,43 +125,67 @@ impl<T> LockWaitQueue<T> {
         self.release(key, holder_ts)
     }
 
-    /// Removes the waiters whose deadline passed at `now` (answer them `LockWaitTimeout`).
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Waiter<T>> {
+    /// Removes the waiters whose deadline passed at `now` (answer them `LockWaitTimeout`),
+    /// each with the transaction it waited for.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(u64, Waiter<T>)> {
         let mut out = Vec::new();
         for q in self.keys.values_mut() {
             let mut i = 0;
             while i < q.waiters.len() {
                 if q.waiters[i].deadline <= now {
                     if let Some(w) = q.waiters.remove(i) {
-                        out.push(w);
+                        out.push((q.holder_ts, w));
                     }
                 } else {
                     i += 1;
                 }
             }
         }
-        for w in &out {
+        for (_, w) in &out {
             self.waiting.remove(&w.start_ts);
         }
         out
     }
 
-    /// Removes the waiter of transaction `start_ts` (it ended or was told it deadlocks).
-    pub(crate) fn cancel(&mut self, start_ts: u64) -> Option<Waiter<T>> {
+    /// Removes the waiter of transaction `start_ts` (it ended or was told it deadlocks),
+    /// with the transaction it waited for.
+    pub(crate) fn cancel(&mut self, start_ts: u64) -> Option<(u64, Waiter<T>)> {
         let key = self.waiting.remove(&start_ts)?;
         let q = self.keys.get_mut(&key)?;
         let i = q.waiters.iter().position(|w| w.start_ts == start_ts)?;
-        q.waiters.remove(i)
+        q.waiters.remove(i).map(|w| (q.holder_ts, w))
     }
 
-    /// Removes every waiter (the replica stepped down or stopped): answer them so their
-    /// clients retry on the new leader.
-    pub(crate) fn drain(&mut self) -> Vec<Waiter<T>> {
+    /// Removes every waiter (the replica stepped down or stopped), each with the
+    /// transaction it waited for: answer them so their clients retry on the new leader.
+    pub(crate) fn drain(&mut self) -> Vec<(u64, Waiter<T>)> {
         self.waiting.clear();
         self.keys
             .drain()
-            .flat_map(|(_, q)| q.waiters.into_iter())
+            .flat_map(|(_, q)| {
+                let holder = q.holder_ts;
+                q.waiters.into_iter().map(move |w| (holder, w))
+            })
             .collect()
+    }
+
+    /// The transaction holding `key` as the queue knows it (the holder a waiter was
+    /// queued behind, or the waiter last handed the key), while the key has a queue.
+    pub(crate) fn holder_of(&self, key: &[u8]) -> Option<u64> {
+        self.keys.get(key).map(|q| q.holder_ts)
+    }
+
+    /// The transactions waiting for `key`, in queue order.
+    pub(crate) fn waiters_of(&self, key: &[u8]) -> Vec<u64> {
+        self.keys
+            .get(key)
+            .map(|q| q.waiters.iter().map(|w| w.start_ts).collect())
+            .unwrap_or_default()
+    }
+
+    /// The key transaction `start_ts` waits for, if it waits.
+    pub(crate) fn key_of(&self, start_ts: u64) -> Option<&[u8]> {
+        self.waiting.get(&start_ts).map(Vec::as_slice)
     }
 
     /// How many transactions wait.
@@ -198,11 +222,18 @@ mod tests {
             q.wait(b"hot", 10, waiter(&clock, ts, 1000)).unwrap();
         }
         assert_eq!(q.len(), 3);
+        assert_eq!(q.holder_of(b"hot"), Some(10));
+        assert_eq!(q.waiters_of(b"hot"), vec![30, 20, 40]);
         let mut order = Vec::new();
         let mut holder = 10;
         while let Some(w) = q.release(b"hot", holder) {
             order.push(w.request); // the request to resume, given back whole
             holder = w.start_ts;
+            assert_eq!(
+                q.holder_of(b"hot"),
+                Some(holder),
+                "the granted waiter holds it"
+            );
         }
         assert_eq!(
             order,
@@ -232,8 +263,12 @@ mod tests {
         clock.advance_ms(49);
         assert!(q.expire(clock.now()).is_empty());
         clock.advance_ms(1);
-        let gone: Vec<u64> = q.expire(clock.now()).iter().map(|w| w.start_ts).collect();
-        assert_eq!(gone, vec![3]);
+        let gone: Vec<(u64, u64)> = q
+            .expire(clock.now())
+            .iter()
+            .map(|(h, w)| (*h, w.start_ts))
+            .collect();
+        assert_eq!(gone, vec![(1, 3)], "with the holder it waited for");
         assert_eq!(q.release(b"k", 1).map(|w| w.start_ts), Some(2));
         assert_eq!(q.release(b"k", 2).map(|w| w.start_ts), Some(4));
         clock.advance_ms(1000);
@@ -261,7 +296,9 @@ mod tests {
         for ts in [2, 3, 4] {
             q.wait(b"k", 1, waiter(&clock, ts, 100)).unwrap();
         }
-        assert_eq!(q.cancel(3).map(|w| w.start_ts), Some(3));
+        assert_eq!(q.key_of(3), Some(&b"k"[..]));
+        assert_eq!(q.cancel(3).map(|(h, w)| (h, w.start_ts)), Some((1, 3)));
+        assert_eq!(q.key_of(3), None);
         assert!(q.cancel(3).is_none(), "once");
         let granted = q.release(b"k", 1).unwrap();
         assert_eq!(granted.start_ts, 2);
@@ -276,9 +313,10 @@ mod tests {
         let mut q = LockWaitQueue::new(16);
         q.wait(b"a", 1, waiter(&clock, 2, 100)).unwrap();
         q.wait(b"b", 1, waiter(&clock, 3, 100)).unwrap();
-        let mut all: Vec<u64> = q.drain().iter().map(|w| w.start_ts).collect();
+        let mut all: Vec<u64> = q.drain().iter().map(|(_, w)| w.start_ts).collect();
         all.sort_unstable();
         assert_eq!(all, vec![2, 3]);
+        assert_eq!(q.holder_of(b"a"), None);
         assert!(q.is_empty());
         q.wait(b"a", 1, waiter(&clock, 2, 100)).unwrap();
     }

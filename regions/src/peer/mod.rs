@@ -20,6 +20,7 @@
 //! | `admin.rs` | seeding, compaction on request, campaign and leader transfer |
 //! | `fence.rs` | stopping a replica that can no longer write |
 //! | `lock_wait.rs` | the pessimistic lock-wait queue (FIFO per key, handed over on release), as data |
+//! | `waits.rs` | the leader's lock waits: queue on `locked`, hand over on release, deadlines, deadlocks |
 //! | `actor.rs` | the actix shell and its messages (the only file that knows actix) |
 //!
 //! Time is read only through the store's [`crate::Clock`], so the data parts are tested
@@ -42,6 +43,7 @@ mod ready;
 mod requests;
 mod split;
 mod tick;
+mod waits;
 
 pub use actor::{
     Campaign, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, PeerActor, RaftMessageIn,
@@ -90,12 +92,17 @@ pub trait PeerMailbox: Send + Sync {
     fn split_step(&self, step: SplitStep);
     /// Runs `task` on the peer's runtime (a PD call whose answer comes back as a step).
     fn spawn(&self, task: BoxFuture<'static, ()>);
+    /// Delivers PD's refusal of a lock wait (it would close a cycle) to the peer's next
+    /// turn (from any thread).
+    fn wait_refused(&self, refused: regatta_proto::pdpb::WaitRefused);
 }
 
 struct Proposal {
     index: u64,
     term: u64,
     responders: Vec<Responder>,
+    /// Lock requests among the commands that may wait: (command index, slot).
+    waits: Vec<(usize, waits::WaitSlot)>,
     deadline: Instant,
     /// When it was proposed: once it commits, a quorum heard from this leader after this.
     proposed_at: Instant,
@@ -116,6 +123,8 @@ pub struct PeerContext {
     pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
     /// PD, for the ids of split regions.
     pub pd: Arc<dyn PdClient>,
+    /// PD's deadlock detector, for pessimistic lock waits.
+    pub detector: crate::detector::Detector,
     /// Regions a split created on this store: the store starts their peers (and makes the
     /// one on the old leader's store campaign at once).
     pub new_regions: mpsc::UnboundedSender<NewRegion>,
@@ -187,6 +196,8 @@ pub struct RegionStatus {
     pub staleness_bound: Option<Duration>,
     /// Whether the region hibernates here (slow raft clock).
     pub hibernating: bool,
+    /// Pessimistic lock requests waiting in this leader's lock-wait queues.
+    pub lock_waiters: usize,
 }
 
 /// The region replica state machine.
@@ -198,6 +209,8 @@ pub struct Peer {
     logger: Logger,
     // Driving raft (ready.rs).
     pending_cmds: Vec<(RaftCmd, Responder)>,
+    /// Lock requests among `pending_cmds` that may wait: (index in it, slot).
+    pending_waits: Vec<(usize, waits::WaitSlot)>,
     pending_bytes: usize,
     proposals: VecDeque<Proposal>,
     persisted_msgs: VecDeque<(u64, Vec<Message>)>,
@@ -236,6 +249,8 @@ pub struct Peer {
     /// prewrite: a transactional read is served only once that is applied, so it cannot
     /// miss a commit whose ts was chosen below its own before it arrived.
     txn_read_floor: u64,
+    /// Pessimistic lock requests waiting for keys other transactions hold (leader only).
+    lock_waits: waits::LockWaits,
 }
 
 impl Peer {
@@ -285,6 +300,7 @@ impl Peer {
             .unwrap_or(true);
         let vote_guard_until = (seen_leader && cfg.lease_ms > 0)
             .then(|| now + Duration::from_millis(cfg.min_election_timeout_ms()));
+        let max_lock_waiters = cfg.max_lock_waiters_per_key;
         let raw = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| Error::RegionState {
             region_id,
             detail: format!("raft refuses to start the replica: {e}"),
@@ -296,6 +312,7 @@ impl Peer {
             ctx,
             logger,
             pending_cmds: Vec::new(),
+            pending_waits: Vec::new(),
             pending_bytes: 0,
             proposals: VecDeque::new(),
             persisted_msgs: VecDeque::new(),
@@ -322,6 +339,7 @@ impl Peer {
             peer_cache: HashMap::new(),
             max_ts: max_ts::MaxTs::default(),
             txn_read_floor: 0,
+            lock_waits: waits::LockWaits::new(max_lock_waiters),
         })
     }
 
@@ -436,6 +454,7 @@ impl Peer {
             transferring_leadership: self.is_leader() && self.raw.raft.lead_transferee.is_some(),
             staleness_bound: self.freshness.staleness(now),
             hibernating: self.hibernation.is_hibernating(),
+            lock_waiters: self.lock_waits.len(),
         }
     }
 

@@ -30,8 +30,16 @@ impl Peer {
         }
         self.propose_pending();
         self.start_reads();
-        while !self.is_fenced() && self.raw.has_ready() {
-            self.handle_ready();
+        loop {
+            while !self.is_fenced() && self.raw.has_ready() {
+                self.handle_ready();
+            }
+            // Applying may have handed keys to lock waiters: propose their requests now,
+            // not at the next turn.
+            if self.is_fenced() || self.pending_cmds.is_empty() {
+                break;
+            }
+            self.propose_pending();
         }
         for to in std::mem::take(&mut self.snapshot_reports) {
             self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
@@ -48,6 +56,7 @@ impl Peer {
             return;
         }
         let cmds = std::mem::take(&mut self.pending_cmds);
+        let waits = std::mem::take(&mut self.pending_waits);
         self.pending_bytes = 0;
         let n = cmds.len() as u64;
         let mut batch = RaftCmdBatch::new();
@@ -75,6 +84,7 @@ impl Peer {
                     term: self.raw.raft.term,
                     proposed_at: now,
                     responders,
+                    waits,
                     deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
                 });
                 let m = &self.ctx.metrics;
@@ -86,6 +96,7 @@ impl Peer {
                 for tx in responders {
                     let _ = tx.send(e.clone().into_response());
                 }
+                self.abandon_slots(waits.into_iter().map(|(_, s)| s).collect());
             }
         }
     }
@@ -219,11 +230,13 @@ impl Peer {
             Ok(applied) => {
                 self.raw.advance_apply_to(last);
                 self.delegate.set_applied(last);
-                for a in applied {
+                for mut a in applied {
                     if let Some((_, right)) = &a.split {
                         self.on_split_applied(a.index, right);
                     }
+                    let released = std::mem::take(&mut a.released);
                     self.answer(a);
+                    self.on_released(released);
                 }
             }
             Err(e) => {
@@ -255,7 +268,12 @@ impl Peer {
                     .clock
                     .now()
                     .saturating_duration_since(p.proposed_at);
-                for (tx, mut resp) in p.responders.into_iter().zip(a.responses) {
+                let mut waits = p.waits.into_iter().peekable();
+                for (i, (tx, mut resp)) in p.responders.into_iter().zip(a.responses).enumerate() {
+                    if let Some((_, slot)) = waits.next_if(|(at, _)| *at == i) {
+                        self.on_lock_answer(slot, tx, resp);
+                        continue;
+                    }
                     let r = resp.get_response();
                     let is_read = r.has_get() || r.has_scan() || r.has_batch_get();
                     if is_read && !resp.has_error() {
@@ -275,6 +293,7 @@ impl Peer {
             for tx in p.responders {
                 let _ = tx.send(Error::StaleCommand.into_response());
             }
+            self.abandon_slots(p.waits.into_iter().map(|(_, s)| s).collect());
         }
     }
 
@@ -300,6 +319,7 @@ impl Peer {
             for r in self.reads.take_unconfirmed() {
                 let _ = r.tx.send(e.clone().into_response());
             }
+            self.drain_lock_waits(&e);
             // Reads whose index was confirmed while leader are still linearizable once applied.
         }
         self.was_leader = leader;

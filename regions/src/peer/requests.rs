@@ -88,11 +88,16 @@ impl Peer {
                 );
                 return;
             }
+            let wait = self.lock_wait_deadline(&request, self.ctx.clock.now());
             let mut cmd = RaftCmd::new();
             cmd.set_client_id(ctx.get_client_id());
             cmd.set_seq(ctx.get_seq());
             cmd.set_region_epoch(self.region().get_region_epoch().clone());
             cmd.set_request(request);
+            if let Some(deadline) = wait {
+                self.propose_waiting(cmd, tx, deadline);
+                return;
+            }
             self.pending_bytes += cmd.compute_size() as usize;
             self.pending_cmds.push((cmd, tx));
             if self.pending_bytes >= MAX_ENTRY_DATA {

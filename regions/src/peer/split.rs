@@ -255,6 +255,7 @@ impl Peer {
             term: self.raw.raft.term,
             proposed_at: now,
             responders: vec![tx],
+            waits: Vec::new(),
             deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
         });
     }
@@ -269,6 +270,12 @@ impl Peer {
         self.splits.approximate = None;
         self.splits.recent.push_front(right.clone());
         self.splits.recent.truncate(4);
+        // Waiters for keys now in the new region would never see their release here:
+        // every waiter retries with the new layout.
+        let e = self.with_siblings(Error::EpochNotMatch {
+            current_regions: vec![self.region().clone()],
+        });
+        self.drain_lock_waits(&e);
         let leader = self.is_leader();
         let _ = self.ctx.new_regions.send(NewRegion {
             region_id: right.get_id(),

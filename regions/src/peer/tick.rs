@@ -27,8 +27,10 @@ impl Peer {
                         Error::Timeout(format!("proposal at index {}", p.index)).into_response(),
                     );
                 }
+                self.abandon_slots(p.waits.into_iter().map(|(_, s)| s).collect());
             }
         }
+        self.expire_lock_waits(now);
         let read_timeout = Duration::from_millis(self.ctx.cfg.read_timeout_ms);
         for r in self.reads.expire(now, read_timeout) {
             let _ =

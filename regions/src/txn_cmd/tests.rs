@@ -60,6 +60,14 @@ fn entry(index: u64, cmds: Vec<RaftCmd>) -> Entry {
 
 /// Applies `entries` in one call; the responses of each.
 fn apply(e: &MemEngine, entries: Vec<Entry>) -> Vec<Vec<KvResponse>> {
+    apply_all(e, entries)
+        .into_iter()
+        .map(|a| a.responses)
+        .collect()
+}
+
+/// Applies `entries` in one call; what apply says of each.
+fn apply_all(e: &MemEngine, entries: Vec<Entry>) -> Vec<crate::apply::AppliedEntry> {
     let mut wb = e.write_batch();
     let logger = Logger::root(slog::Discard, slog::o!());
     let out = apply_entries(
@@ -73,7 +81,7 @@ fn apply(e: &MemEngine, entries: Vec<Entry>) -> Vec<Vec<KvResponse>> {
     )
     .expect("apply");
     e.write(wb, false).expect("write");
-    out.into_iter().map(|a| a.responses).collect()
+    out
 }
 
 fn prewrite(key: &[u8], value: &[u8], start_ts: u64, one_pc: bool) -> TxnRequest {
@@ -221,4 +229,101 @@ fn a_command_with_a_key_outside_the_region_or_a_stale_epoch_writes_nothing() {
     assert!(out[0][0].get_error().has_key_not_in_region());
     assert!(out[0][1].get_error().has_epoch_not_match());
     assert_eq!(dump(&e), before);
+}
+
+fn pessimistic_lock(key: &[u8], start_ts: u64) -> TxnRequest {
+    let mut p = PessimisticLockRequest::new();
+    p.mut_keys().push(key.to_vec());
+    p.set_primary(key.to_vec());
+    p.set_start_ts(start_ts);
+    p.set_for_update_ts(start_ts);
+    p.set_lock_ttl_ms(3000);
+    let mut t = TxnRequest::new();
+    t.set_pessimistic_lock(p);
+    t
+}
+
+#[test]
+fn entries_name_the_locks_their_commands_removed_for_the_lock_waiters() {
+    // What the leader hands to waiters: every lock a command removed (commit, rollback,
+    // 1PC over a pessimistic lock), with its transaction; nothing for commands that only
+    // lock, or that failed.
+    let e = engine();
+    let mut rollback = RollbackRequest::new();
+    rollback.mut_keys().push(b"c".to_vec());
+    rollback.set_start_ts(30);
+    let mut rb = TxnRequest::new();
+    rb.set_rollback(rollback);
+    let entries = vec![
+        entry(
+            10,
+            vec![
+                cmd(prewrite(b"b", b"1", 10, false), 0),
+                cmd(pessimistic_lock(b"c", 30), 0),
+                cmd(pessimistic_lock(b"d", 40), 0),
+            ],
+        ),
+        entry(
+            11,
+            vec![
+                cmd(commit(b"b", 10, 20), 0),
+                cmd(rb, 0),
+                cmd(commit(b"e", 50, 60), 0), // no such lock: fails, removes nothing
+            ],
+        ),
+        entry(12, vec![cmd(prewrite(b"d", b"v", 40, true), 45)]),
+    ];
+    let released: Vec<Vec<(Vec<u8>, u64)>> = apply_all(&e, entries)
+        .into_iter()
+        .map(|a| a.released)
+        .collect();
+    assert_eq!(
+        released,
+        vec![
+            vec![],
+            vec![(b"b".to_vec(), 10), (b"c".to_vec(), 30)],
+            vec![(b"d".to_vec(), 40)],
+        ]
+    );
+}
+
+#[test]
+fn a_lock_with_conflict_is_taken_at_the_newest_commit_and_says_so() {
+    let e = engine();
+    apply(
+        &e,
+        vec![
+            entry(10, vec![cmd(prewrite(b"k", b"new", 10, false), 0)]),
+            entry(11, vec![cmd(commit(b"k", 10, 20), 0)]),
+        ],
+    );
+    // A waiter that started at 5 is handed the key after that commit.
+    let mut handed = pessimistic_lock(b"k", 5);
+    handed.mut_pessimistic_lock().set_return_values(true);
+    let mut plain = handed.clone();
+    handed
+        .mut_pessimistic_lock()
+        .set_allow_lock_with_conflict(true);
+    let out = apply(&e, vec![entry(12, vec![cmd(plain.clone(), 0)])]);
+    assert!(txn(&out[0][0]).get_key_error().has_conflict(), "{out:?}");
+    let out = apply(&e, vec![entry(13, vec![cmd(handed, 0)])]);
+    let r = txn(&out[0][0]).get_pessimistic_lock();
+    assert_eq!(r.get_locked_with_conflict_ts(), 20);
+    assert_eq!(r.get_values()[0].get_value(), b"new");
+    // Without a newer write the field stays 0.
+    plain.mut_pessimistic_lock().set_start_ts(30);
+    plain.mut_pessimistic_lock().set_for_update_ts(30);
+    plain
+        .mut_pessimistic_lock()
+        .set_allow_lock_with_conflict(true);
+    plain
+        .mut_pessimistic_lock()
+        .set_keys(vec![b"f".to_vec()].into());
+    let out = apply(&e, vec![entry(14, vec![cmd(plain, 0)])]);
+    assert_eq!(
+        txn(&out[0][0])
+            .get_pessimistic_lock()
+            .get_locked_with_conflict_ts(),
+        0
+    );
 }

@@ -12,7 +12,7 @@
 
 use super::wire::{failure, lock_info, prewrite_request, Failure};
 use crate::error::Error;
-use regatta_engine::{OpBatch, Overlay, Snapshot, WriteBatch};
+use regatta_engine::{Cf, OpBatch, Overlay, OverlayOp, Snapshot, WriteBatch};
 use regatta_proto::metapb::Region;
 use regatta_proto::region::key_in_range;
 use regatta_proto::txnpb::{
@@ -48,10 +48,30 @@ fn keys_of(req: &TxnRequest) -> Vec<&[u8]> {
     }
 }
 
+/// The transaction whose locks a command may remove (each action touches only the locks
+/// of the transaction it names).
+fn lock_owner_ts(req: &TxnRequest) -> u64 {
+    match &req.cmd {
+        Some(Cmd::prewrite(p)) => p.get_start_ts(),
+        Some(Cmd::commit(c)) => c.get_start_ts(),
+        Some(Cmd::rollback(r)) => r.get_start_ts(),
+        Some(Cmd::cleanup(c)) => c.get_start_ts(),
+        Some(Cmd::check_txn_status(c)) => c.get_lock_ts(),
+        Some(Cmd::resolve_lock(r)) => r.get_start_ts(),
+        Some(Cmd::pessimistic_rollback(p)) => p.get_start_ts(),
+        Some(Cmd::heartbeat(h)) => h.get_start_ts(),
+        Some(Cmd::pessimistic_lock(p)) => p.get_start_ts(),
+        Some(Cmd::check_secondary_locks(c)) => c.get_start_ts(),
+        Some(Cmd::get(_)) | Some(Cmd::batch_get(_)) | Some(Cmd::scan(_)) | None => 0,
+    }
+}
+
 /// Applies transactional write `req` of `region` over `overlay` (the earlier commands'
 /// transactional writes of this apply call), adding its writes to `overlay` and `wb` if it
 /// succeeds. `one_pc_commit_ts`: the commit ts the leader chose for a 1PC prewrite (0: a
-/// plain prewrite).
+/// plain prewrite). Every key whose lock the command removed (commit, rollback, cleanup,
+/// a resolve, a 1PC over pessimistic locks, ...) is added to `released` with the start ts
+/// of the lock's transaction: the leader hands such keys to their lock waiters.
 ///
 /// Returns `Ok(Ok(answer))` (which may carry a `key_error`), `Ok(Err(e))` for a store
 /// error to answer (a key no longer in the region), and `Err` for corruption or an engine
@@ -62,6 +82,7 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
     region: &Region,
     req: &TxnRequest,
     one_pc_commit_ts: u64,
+    released: &mut Vec<(Vec<u8>, u64)>,
 ) -> Result<Result<TxnResponse, Error>, Error> {
     if let Some(k) = keys_of(req).into_iter().find(|k| !key_in_range(region, k)) {
         return Ok(Err(Error::KeyNotInRegion {
@@ -151,8 +172,8 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
             &[],
         ),
         Some(Cmd::pessimistic_lock(p)) => {
-            // No lock-wait queue yet: a conflicting lock is answered `locked` at once,
-            // whatever `wait_timeout_ms` says (the FIFO queue is separate work).
+            // A conflicting lock is answered `locked`, whatever `wait_timeout_ms` says: the
+            // leader queues the request on that answer (see `peer/waits.rs`).
             let tr = regatta_txn::PessimisticLockRequest {
                 primary: p.get_primary().to_vec(),
                 start_ts: p.get_start_ts(),
@@ -161,8 +182,16 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
                 need_value: p.get_return_values(),
                 keys: p.get_keys().to_vec(),
             };
-            let r = regatta_txn::acquire_pessimistic_lock(snap, b, &tr).map(|values| {
+            let locked = if p.get_allow_lock_with_conflict() {
+                regatta_txn::acquire_pessimistic_lock_with_conflict(snap, b, &tr)
+            } else {
+                regatta_txn::acquire_pessimistic_lock(snap, b, &tr).map(|v| (v, tr.for_update_ts))
+            };
+            let r = locked.map(|(values, for_update_ts)| {
                 let mut out = PessimisticLockResponse::new();
+                if for_update_ts > tr.for_update_ts {
+                    out.set_locked_with_conflict_ts(for_update_ts);
+                }
                 if p.get_return_values() {
                     for v in values {
                         let mut tv = TxnValue::new();
@@ -212,6 +241,17 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
     };
     match result {
         Ok(()) => {
+            let owner = lock_owner_ts(req);
+            for k in keys_of(req) {
+                let lock_key = regatta_txn::key::lock_key(k);
+                let removed = ops
+                    .ops
+                    .iter()
+                    .any(|op| matches!(op, OverlayOp::Delete(Cf::Lock, key) if *key == lock_key));
+                if removed {
+                    released.push((k.to_vec(), owner));
+                }
+            }
             for op in &ops.ops {
                 op.replay(wb);
             }

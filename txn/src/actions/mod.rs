@@ -22,7 +22,10 @@ mod rollback;
 mod status;
 
 pub use commit::{commit, resolve_lock};
-pub use pessimistic::{acquire_pessimistic_lock, pessimistic_rollback, PessimisticLockRequest};
+pub use pessimistic::{
+    acquire_pessimistic_lock, acquire_pessimistic_lock_with_conflict, pessimistic_rollback,
+    PessimisticLockRequest,
+};
 pub use prewrite::{one_pc, prewrite, Mutation, Op, PrewriteOutcome, PrewriteRequest};
 pub use rollback::{cleanup, rollback};
 pub use status::{

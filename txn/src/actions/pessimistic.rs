@@ -111,6 +111,37 @@ pub fn acquire_pessimistic_lock<S: Snapshot, W: WriteBatch>(
     Ok(values)
 }
 
+/// Locks `req.keys` as [`acquire_pessimistic_lock`] does, except that a write of another
+/// transaction committed after `req.for_update_ts` is no conflict: the locks are taken at
+/// the newest such commit ts instead (TiKV's "lock with conflict", from its fair locking).
+/// Returns the values (newest committed, so including that write) and the
+/// `for_update_ts` the locks were taken at, `>= req.for_update_ts`; the transaction must
+/// use it from then on, so that it commits above the write it now read.
+///
+/// This is what the leader proposes for a waiter it hands a released key to: the holder
+/// it waited for usually committed after the waiter's `for_update_ts`, and failing the
+/// hand-over on that write would send the waiter back for another round trip (the
+/// retries of tikv#13298). Other transactions' locks still fail it (`KeyIsLocked`).
+pub fn acquire_pessimistic_lock_with_conflict<S: Snapshot, W: WriteBatch>(
+    snap: &S,
+    wb: &mut W,
+    req: &PessimisticLockRequest,
+) -> Result<(Vec<Option<Vec<u8>>>, u64)> {
+    let reader = MvccReader::new(snap);
+    let mut for_update_ts = req.for_update_ts;
+    for key in &req.keys {
+        if let Some((commit_ts, _)) = reader.writes_since(key, req.start_ts)?.newest_other {
+            for_update_ts = for_update_ts.max(commit_ts);
+        }
+    }
+    let raised = PessimisticLockRequest {
+        for_update_ts,
+        ..req.clone()
+    };
+    let values = acquire_pessimistic_lock(snap, wb, &raised)?;
+    Ok((values, for_update_ts))
+}
+
 /// Removes transaction `start_ts`'s pessimistic locks on `keys` taken at or below
 /// `for_update_ts` (a newer statement's locks stay). Prewrite locks and other
 /// transactions' locks are left alone; nothing is recorded. Returns how many it removed.

@@ -122,7 +122,37 @@ fn pessimistic_rollback_removes_only_its_own_older_pessimistic_locks<E: Fresh>()
     assert_eq!(env.count(Cf::Write), 0, "no record is left");
 }
 
-on_both!(acquire_conflicts_only_with_writes_after_for_update_ts);
+fn lock_with_conflict_takes_the_lock_at_the_newest_commit_and_reads_it<E: Fresh>() {
+    let env = Env::<E>::new();
+    // The waiter (start 10, for_update_ts 15) was handed `a` after the holder (20)
+    // committed at 30; `b` was last written at 12, below its for_update_ts.
+    env.committed(vec![Mutation::put(b"b".to_vec(), b"old".to_vec())], 11, 12);
+    env.committed(vec![Mutation::put(b"a".to_vec(), b"new".to_vec())], 20, 30);
+    let req = lock_req(&[b"a", b"b"], 10, 15, true);
+    let (values, for_update_ts) = env
+        .run(|s, wb| acquire_pessimistic_lock_with_conflict(s, wb, &req))
+        .unwrap();
+    assert_eq!(values, vec![Some(b"new".to_vec()), Some(b"old".to_vec())]);
+    assert_eq!(for_update_ts, 30, "raised to the conflicting commit");
+    assert_eq!(env.lock(b"a").unwrap().for_update_ts, 30);
+    // No newer write: the request's own for_update_ts.
+    let quiet = lock_req(&[b"c"], 40, 45, false);
+    let (_, ts) = env
+        .run(|s, wb| acquire_pessimistic_lock_with_conflict(s, wb, &quiet))
+        .unwrap();
+    assert_eq!(ts, 45);
+    // Another transaction's lock still fails it.
+    let blocked = lock_req(&[b"a"], 50, 50, false);
+    assert!(matches!(
+        env.run(|s, wb| acquire_pessimistic_lock_with_conflict(s, wb, &blocked)),
+        Err(Error::KeyIsLocked { .. })
+    ));
+}
+
+on_both!(
+    acquire_conflicts_only_with_writes_after_for_update_ts,
+    lock_with_conflict_takes_the_lock_at_the_newest_commit_and_reads_it,
+);
 
 on_mem!(
     acquire_locks_and_returns_the_newest_values,
