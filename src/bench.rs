@@ -401,6 +401,35 @@ pub fn background_playground(regions: usize) -> String {
     rx.recv().expect("playground started")
 }
 
+/// Runs `work` against a cluster: the one whose PD is `pd`, else a 3-store playground with
+/// `regions` regions embedded for the duration (in a temp dir, stopped afterwards).
+/// `work` gets PD's address and runs on [`clients_runtime`], off the playground's threads.
+pub fn with_cluster<T, F, Fut>(pd: Option<String>, regions: usize, work: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    use anyhow::Context as _;
+    let rt = clients_runtime()?;
+    if let Some(pd) = pd {
+        return rt.block_on(work(pd));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("regatta-bench-")
+        .tempdir()
+        .context("creating a temporary data directory")?;
+    let cfg = crate::playground::PlaygroundConfig::local(3, regions, dir.path().to_path_buf());
+    actix::System::new().block_on(async move {
+        eprintln!("starting a 3-store playground with {regions} region(s)");
+        let pg = crate::playground::Playground::start(cfg, crate::logging::logger()).await?;
+        let result = rt.spawn(work(pg.pd_addr())).await;
+        rt.shutdown_background();
+        pg.stop().await;
+        result.context("the benchmark's task panicked")?
+    })
+}
+
 /// A tokio runtime of its own (2 workers) for benchmark and demo clients, so they do not
 /// share a thread with an embedded playground's actors.
 pub fn clients_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod contention;
 pub mod logging;
 pub mod maelstrom;
 pub mod pd_seam;

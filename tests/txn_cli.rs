@@ -127,3 +127,45 @@ fn the_bank_demo_keeps_its_total() {
     let text = stdout(&out);
     assert!(text.contains("the total stayed 200000"), "{text}");
 }
+
+/// Goal: `regatta bench contention --json` runs every strategy against a cluster and
+/// answers one object in the `contention_benchmark_ok` shape, each row's final value equal
+/// to its commits (checked by the benchmark too), every increment committed; an unknown
+/// strategy exits with the list of known ones.
+#[test]
+fn the_contention_benchmark_answers_in_the_seed_shape_and_loses_no_update() {
+    let pd = format!("127.0.0.1:{}", free_port());
+    let _pg = playground(&pd);
+    let out = regatta(
+        &pd,
+        &[
+            "bench",
+            "contention",
+            "--clients",
+            "8",
+            "--ops-per-client",
+            "3",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    let rows = v["results"].as_array().expect("results");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["strategy"].as_str()).collect();
+    assert_eq!(names, ["mvcc_snapshot", "serializable", "cas"]);
+    for r in rows {
+        for field in [
+            "total_commits",
+            "total_aborts",
+            "abort_rate_pct",
+            "avg_retries",
+            "throughput_commits_sec",
+        ] {
+            assert!(r[field].is_number(), "{field} missing in {r}");
+        }
+        assert_eq!(r["total_commits"], 24, "{r}");
+        assert_eq!(r["final_value"], r["total_commits"], "{r}");
+    }
+    let bad = regatta(&pd, &["bench", "contention", "--strategies", "2pl"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("mvcc_snapshot"));
+}

@@ -32,6 +32,9 @@ enum Scenario {
     /// Uncontended 2-account transfers: optimistic / pessimistic, one region (1PC) or two
     /// (2PC): commits/s, latency, aborts, raft entries per commit.
     Txn(super::bench_txn::TxnBenchArgs),
+    /// Many clients incrementing one hot key, per strategy (mvcc_snapshot, serializable,
+    /// cas): commits/s, aborts, latency, fairness; the final value checked.
+    Contention(super::bench_contention::ContentionArgs),
 }
 
 /// `regatta bench split`.
@@ -179,6 +182,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         Scenario::Regions(r) => regions_bench(r),
         Scenario::Split(s) => split_bench(s),
         Scenario::Txn(t) => super::bench_txn::bench_txn(t),
+        Scenario::Contention(c) => super::bench_contention::bench_contention(c),
         Scenario::Reads(r) => {
             let mut runs = Vec::new();
             for name in &r.strategies {

@@ -1,6 +1,7 @@
 //! Subcommands.
 
 pub mod bench;
+pub mod bench_contention;
 pub mod bench_txn;
 pub mod cluster;
 pub mod demo;

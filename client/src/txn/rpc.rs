@@ -35,9 +35,7 @@ pub(crate) async fn call(
 ) -> Result<TxnResponse> {
     let mut req = Request::new();
     req.set_txn(cmd);
-    let resp = client
-        .execute(op, key, req, TXN_READS, false)
-        .await?;
+    let resp = client.execute(op, key, req, TXN_READS, false).await?;
     take_txn(op, resp)
 }
 
@@ -75,15 +73,7 @@ pub(crate) async fn call_grouped(
                 let mut req = Request::new();
                 req.set_txn(build(&group));
                 let answer = c
-                    .execute_keys(
-                        op,
-                        &group[0],
-                        &group[1..],
-                        req,
-                        TXN_READS,
-                        None,
-                        deadline,
-                    )
+                    .execute_keys(op, &group[0], &group[1..], req, TXN_READS, None, deadline)
                     .await;
                 (group, answer)
             }));
