@@ -13,6 +13,8 @@
 //!   `(version, conf_ver)` is ignored);
 //! - timestamps strictly increase, across PD restarts too: the oracle's high-water time is
 //!   persisted before any timestamp at or above it is returned;
+//! - the GC safe point never moves backwards, across restarts too: it is persisted before
+//!   it is handed out ([`gc`]);
 //! - the cluster is bootstrapped once: the first regions are created when the configured
 //!   number of stores have registered, persisted, and handed to those stores thereafter.
 //!
@@ -29,6 +31,7 @@
 mod actor;
 pub mod deadlock;
 mod error;
+pub mod gc;
 mod server;
 mod state;
 pub mod tso;

@@ -3,14 +3,15 @@
 //! directory) before any answer that depends on it leaves.
 
 use crate::error::Error;
+use crate::gc::{GcSafePoint, DEFAULT_GC_LIFE_TIME, MIN_GC_LIFE_TIME};
 use crate::tso::Tso;
 use protobuf::Message;
 use regatta_proto::metapb::{Peer, Region, RegionEpoch, Store};
 use regatta_proto::pdpb::{
-    AllocIdResponse, GetAllStoresResponse, GetRegionResponse, GetStoreResponse, PdError,
-    PdPersistedState, PdRequest, PdRequest_oneof_req as Req, PdResponse, PutStoreResponse,
-    RegionHeartbeatRequest, RegionHeartbeatResponse, RegionWithLeader, ScanRegionsResponse,
-    StoreHeartbeatRequest, StoreHeartbeatResponse, TsoResponse,
+    AllocIdResponse, GetAllStoresResponse, GetGcSafePointResponse, GetRegionResponse,
+    GetStoreResponse, PdError, PdPersistedState, PdRequest, PdRequest_oneof_req as Req, PdResponse,
+    PutStoreResponse, RegionHeartbeatRequest, RegionHeartbeatResponse, RegionWithLeader,
+    ScanRegionsResponse, StoreHeartbeatRequest, StoreHeartbeatResponse, TsoResponse,
 };
 use regatta_proto::region::key_in_range;
 use regatta_proto::rpc::InboundLimits;
@@ -40,6 +41,9 @@ pub struct PdConfig {
     /// What PD's server reads from a connection, and how long it waits (default:
     /// [`InboundLimits::new`] of [`PD_MAX_FRAME`]).
     pub inbound: InboundLimits,
+    /// How far the GC safe point trails PD's clock (default 10 min, at least 1 s): MVCC
+    /// versions a read at or above it does not need may be dropped (see [`crate::gc`]).
+    pub gc_life_time: Duration,
 }
 
 /// PD's frames are small (a region map of thousands of regions fits in a few MiB); anything
@@ -55,6 +59,7 @@ impl PdConfig {
             initial_regions,
             data_dir,
             inbound: InboundLimits::new(PD_MAX_FRAME),
+            gc_life_time: DEFAULT_GC_LIFE_TIME,
         }
     }
 
@@ -72,6 +77,12 @@ impl PdConfig {
             )));
         }
         self.inbound.validate().map_err(Error::InvalidConfig)?;
+        if self.gc_life_time < MIN_GC_LIFE_TIME {
+            return Err(Error::InvalidConfig(format!(
+                "gc_life_time must be at least {MIN_GC_LIFE_TIME:?}, got {:?}",
+                self.gc_life_time
+            )));
+        }
         Ok(())
     }
 }
@@ -110,6 +121,8 @@ pub struct PdState {
     bootstrap_regions: Vec<Region>,
     bootstrapped: bool,
     tso: Tso,
+    /// The GC safe point (persisted before it is handed out).
+    gc: GcSafePoint,
     /// store id -> when it last sent a heartbeat (soft state).
     store_seen: HashMap<u64, Instant>,
     /// region id -> when PD last ordered a leader transfer for it (soft state).
@@ -159,6 +172,7 @@ impl PdState {
             }
         };
         let id_high_water = persisted.get_id_high_water().max(1);
+        let gc = GcSafePoint::resume(persisted.get_gc_safe_point(), cfg.gc_life_time);
         let mut state = PdState {
             cfg,
             path,
@@ -172,6 +186,7 @@ impl PdState {
             bootstrap_regions: persisted.get_bootstrap_regions().to_vec(),
             bootstrapped: persisted.get_bootstrapped(),
             tso: Tso::resume(persisted.get_tso_high_water_ms()),
+            gc,
             store_seen: HashMap::new(),
             transfers: HashMap::new(),
             recent_transfers: std::collections::VecDeque::new(),
@@ -254,6 +269,12 @@ impl PdState {
                 t.set_count(r.get_count());
                 resp.set_tso(t);
             }),
+            Some(Req::get_gc_safe_point(_)) => {
+                let mut g = GetGcSafePointResponse::new();
+                g.set_safe_point(self.gc_safe_point());
+                resp.set_get_gc_safe_point(g);
+                Ok(())
+            }
             None => Err(pd_error("empty PD request".into())),
         };
         if let Err(e) = result {
@@ -629,6 +650,7 @@ impl PdState {
         self.store_heartbeats.insert(store_id, req);
         let mut resp = StoreHeartbeatResponse::new();
         resp.set_bootstrapped(self.bootstrapped);
+        resp.set_gc_safe_point(self.gc_safe_point());
         for r in &self.bootstrap_regions {
             if r.get_peers().iter().any(|p| p.get_store_id() == store_id) {
                 resp.mut_bootstrap_regions().push(r.clone());
@@ -655,8 +677,26 @@ impl PdState {
         Ok(first)
     }
 
+    /// The GC safe point, moved forward first when it is due (see [`crate::gc`]); a new
+    /// one is persisted before it leaves, so it never goes back across restarts. If that
+    /// write fails, the old one is answered.
+    fn gc_safe_point(&mut self) -> u64 {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if let Some(new) = self.gc.due(now_ms) {
+            let old = self.gc.clone();
+            self.gc.commit(new);
+            if self.persist().is_err() {
+                self.gc = old;
+            }
+        }
+        self.gc.current()
+    }
+
     fn persist(&self) -> Result<(), Error> {
         let mut st = PdPersistedState::new();
+        st.set_gc_safe_point(self.gc.current());
         st.set_tso_high_water_ms(self.tso.high_water());
         st.set_id_high_water(self.id_high_water);
         st.set_stores(self.stores.values().cloned().collect());

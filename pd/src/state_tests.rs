@@ -265,3 +265,61 @@ fn no_leader_is_moved_to_a_poisoned_store() {
         "8 leaders against 0 are balanced"
     );
 }
+
+fn gc_safe_point(pd: &mut PdState) -> u64 {
+    let mut req = PdRequest::new();
+    req.set_get_gc_safe_point(regatta_proto::pdpb::GetGcSafePointRequest::new());
+    let resp = pd.handle(req);
+    assert!(!resp.has_error(), "{:?}", resp.get_error());
+    resp.get_get_gc_safe_point().get_safe_point()
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn the_gc_safe_point_trails_the_clock_by_the_life_time_and_survives_restarts() {
+    // Goal: the safe point is `now - gc_life_time` (in steps), handed to stores in their
+    // heartbeat answers, and never moves back, even after a restart with a longer life
+    // time. Method: a 1 s life time, read it by RPC and heartbeat, restart with 10 min.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path(), 1, 1);
+    c.gc_life_time = Duration::from_secs(1);
+    let mut pd = PdState::open(c.clone()).unwrap();
+    let before = wall_ms();
+    let sp = gc_safe_point(&mut pd);
+    let after = wall_ms();
+    let (physical, logical) = crate::tso::split(sp);
+    assert_eq!(logical, 0);
+    assert!(
+        physical + 1_000 <= after && physical + 1_000 >= before,
+        "{physical} is not a life time behind [{before}, {after}]"
+    );
+    let mut hb = StoreHeartbeatRequest::new();
+    hb.set_store_id(1);
+    let mut req = PdRequest::new();
+    req.set_store_heartbeat(hb);
+    let hb_sp = pd.handle(req).get_store_heartbeat().get_gc_safe_point();
+    assert!(hb_sp >= sp, "heartbeat answers carry it");
+    // Within one step (100 ms here) it stays put; later it moves forward.
+    let mut later = hb_sp;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while later == hb_sp {
+        assert!(Instant::now() < deadline, "the safe point never moved");
+        std::thread::sleep(Duration::from_millis(20));
+        later = gc_safe_point(&mut pd);
+    }
+    assert!(later > hb_sp);
+    drop(pd);
+    // Restarted with a 10 min life time: it stays where it was rather than going back.
+    c.gc_life_time = Duration::from_secs(600);
+    let mut pd = PdState::open(c.clone()).unwrap();
+    assert_eq!(gc_safe_point(&mut pd), later);
+    drop(pd);
+    c.gc_life_time = Duration::from_millis(10);
+    assert!(matches!(PdState::open(c), Err(Error::InvalidConfig(_))));
+}

@@ -19,6 +19,7 @@ pub mod apply;
 mod clock;
 mod config;
 mod error;
+mod gc_worker;
 mod local_reader;
 mod log_writer;
 mod metrics;

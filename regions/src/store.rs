@@ -9,6 +9,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::StoreConfig;
 use crate::error::Error;
+use crate::gc_worker::GcWorker;
 use crate::log_writer::LogWriter;
 use crate::metrics::{MetricsSnapshot, StoreMetrics};
 use crate::pd::PdClient;
@@ -66,6 +67,8 @@ pub struct Store {
     engine: RocksEngine,
     log_writer: LogWriter,
     log_writer_thread: std::thread::JoinHandle<()>,
+    gc_worker: GcWorker,
+    gc_thread: std::thread::JoinHandle<()>,
     logger: Logger,
     cfg: Arc<StoreConfig>,
     lease_ms: Arc<AtomicU64>,
@@ -332,6 +335,8 @@ impl Store {
         let cfg = Arc::new(opts.config.clone());
         let lease_ms = Arc::new(AtomicU64::new(cfg.lease_ms));
         let split_keys = Arc::new(AtomicU64::new(cfg.region_split_keys));
+        let (gc_worker, gc_thread) = GcWorker::start(cfg.gc_batch_keys, cfg.gc_queue);
+        let pd_gc_safe_point = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
             engine: engine.clone(),
@@ -348,6 +353,8 @@ impl Store {
                 reads: router.reads().clone(),
                 lease_ms: lease_ms.clone(),
                 split_keys: split_keys.clone(),
+                pd_gc_safe_point,
+                gc_worker: gc_worker.clone(),
                 clock,
                 logger: logger.clone(),
             },
@@ -360,6 +367,7 @@ impl Store {
                 // Stop the replicas already started (and with them the LogWriter and the
                 // RocksDB they hold), so that a retry can open the data directory.
                 arbiter.stop();
+                gc_worker.stop();
                 return Err(e);
             }
         };
@@ -442,6 +450,8 @@ impl Store {
             engine,
             log_writer,
             log_writer_thread,
+            gc_worker,
+            gc_thread,
             logger,
             cfg,
             lease_ms,
@@ -565,11 +575,16 @@ impl Store {
             engine,
             log_writer,
             log_writer_thread,
+            gc_worker,
+            gc_thread,
             logger,
             router,
             ..
         } = self;
         let _ = shutdown.send(true);
+        // The GC thread drops its queue and ends after its current chunk (once every
+        // replica, and with it every sender, is gone below).
+        gc_worker.stop();
         for t in &tasks {
             t.abort();
         }
@@ -583,8 +598,9 @@ impl Store {
         drop(router);
         drop(engine);
         drop(log_writer);
+        drop(gc_worker);
         let joined = tokio::task::spawn_blocking(move || {
-            arbiter.join().is_ok() && log_writer_thread.join().is_ok()
+            arbiter.join().is_ok() && log_writer_thread.join().is_ok() && gc_thread.join().is_ok()
         })
         .await;
         if !matches!(joined, Ok(true)) {
@@ -666,6 +682,10 @@ async fn heartbeat_loop(
         hb.set_poisoned_reason(poisoned.unwrap_or_default());
         match pd.store_heartbeat(hb).await {
             Ok(resp) => {
+                shared.ctx.pd_gc_safe_point.fetch_max(
+                    resp.get_gc_safe_point(),
+                    std::sync::atomic::Ordering::AcqRel,
+                );
                 for region in resp.get_bootstrap_regions() {
                     if shared.router.get(region.get_id()).is_some() {
                         continue;

@@ -1,5 +1,5 @@
 //! The raft clock and the periodic work it paces: proposal and read deadlines, the lease
-//! kept warm, split checks, log compaction and PD reports. Periodic work is time-based
+//! kept warm, split checks, log compaction, PD reports and MVCC GC. Periodic work is time-based
 //! (on the peer's [`crate::Clock`]), so it keeps its pace while the region hibernates.
 
 use super::Peer;
@@ -56,6 +56,7 @@ impl Peer {
         if self.is_leader() && now.saturating_duration_since(self.last_pd_report) >= report_every {
             self.report_to_pd();
         }
+        self.maybe_gc(now);
         self.maybe_hibernate(now);
     }
 
