@@ -99,8 +99,10 @@ pub fn apply_committed(
         }));
     }
     let mut wb = engine.write_batch();
-    // Only this region's actor writes its data, so the live database is as good as a
-    // snapshot here, without the DB mutex a snapshot takes.
+    // Only this region's actor writes its data (but for the GC thread's deletes below
+    // the applied GC safe point, which no command at or above it reads: see
+    // `gc_worker.rs`), so the live database is as good as a snapshot here, without the
+    // DB mutex a snapshot takes.
     let applied = apply_entries(
         &engine.live(),
         &mut wb,
