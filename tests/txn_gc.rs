@@ -137,31 +137,22 @@ fn assert_collected(cluster: &Cluster, store_id: u64, st: &RegionStatus) {
     }
 }
 
-/// Sends a prewrite of `key` at `start_ts` to the leader of its region (retrying routing
-/// errors); the `below_gc_safe_point` of its answer.
-async fn prewrite_below(cluster: &Cluster, key: &[u8], start_ts: u64) -> u64 {
-    let mut m = Mutation::new();
-    m.set_key(key.to_vec());
-    m.set_value(b"late".to_vec());
-    let mut p = PrewriteRequest::new();
-    p.set_primary(key.to_vec());
-    p.set_start_ts(start_ts);
-    p.set_lock_ttl_ms(3_000);
-    p.mut_mutations().push(m);
-    let mut t = TxnRequest::new();
-    t.set_prewrite(p);
-    let mut req = Request::new();
-    req.set_txn(t);
+/// Sends prewrite `req` to the leader of its primary's region (retrying routing errors);
+/// its answer.
+async fn prewrite(cluster: &Cluster, req: Request) -> regatta_proto::txnpb::TxnResponse {
+    let key = match &req.get_txn().cmd {
+        Some(regatta_proto::txnpb::TxnRequest_oneof_cmd::prewrite(p)) => p.get_primary().to_vec(),
+        _ => panic!("not a prewrite"),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let region = cluster.region_of(key).await;
+        let region = cluster.region_of(&key).await;
         let leader = cluster.wait_leader(region).await;
         let resp = cluster
             .direct_request(leader, region, req.clone(), |_| {})
             .await;
         if !resp.has_error() {
-            let txn = resp.get_response().get_txn();
-            return txn.get_key_error().get_below_gc_safe_point();
+            return resp.get_response().get_txn().clone();
         }
         assert!(
             Instant::now() < deadline,
@@ -172,13 +163,38 @@ async fn prewrite_below(cluster: &Cluster, key: &[u8], start_ts: u64) -> u64 {
     }
 }
 
+/// GC and region reports (which carry the regions' oldest locks to PD) every 200 ms, on
+/// regions that never hibernate (a hibernating region's clock, which paces both, ticks
+/// every 5 s).
+fn gc_config() -> StoreConfig {
+    StoreConfig {
+        gc_interval_ms: 200,
+        region_heartbeat_interval_ms: 200,
+        hibernate_after_ms: 0,
+        ..StoreConfig::default()
+    }
+}
+
+/// A prewrite of `key` (its own primary) at `start_ts`.
+fn prewrite_req(key: &[u8], start_ts: u64, ttl_ms: u64) -> Request {
+    let mut m = Mutation::new();
+    m.set_key(key.to_vec());
+    m.set_value(b"late".to_vec());
+    let mut p = PrewriteRequest::new();
+    p.set_primary(key.to_vec());
+    p.set_start_ts(start_ts);
+    p.set_lock_ttl_ms(ttl_ms);
+    p.mut_mutations().push(m);
+    let mut t = TxnRequest::new();
+    t.set_prewrite(p);
+    let mut req = Request::new();
+    req.set_txn(t);
+    req
+}
+
 #[actix_rt::test]
 async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
-    let config = StoreConfig {
-        gc_interval_ms: 200,
-        ..StoreConfig::default()
-    };
-    let mut cluster = Cluster::with_gc_life_time(3, 2, config, Duration::from_secs(2)).await;
+    let mut cluster = Cluster::with_gc_life_time(3, 2, gc_config(), Duration::from_secs(2)).await;
     let txns = TxnClient::connect(&[cluster.pg.pd_addr()])
         .await
         .expect("connect");
@@ -269,7 +285,10 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
             }
             other => panic!("a read below the safe point answered {other:?}"),
         }
-        let sp = prewrite_below(&cluster, key, first_commit).await;
+        let sp = prewrite(&cluster, prewrite_req(key, first_commit, 3_000))
+            .await
+            .get_key_error()
+            .get_below_gc_safe_point();
         assert!(
             sp >= history_end,
             "prewrite at an old start ts: refused at {sp}"
@@ -325,4 +344,45 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
         txns.snapshot(first_commit).get(b"lo5").await,
         Err(Error::BelowGcSafePoint { .. })
     ));
+}
+
+#[actix_rt::test]
+async fn a_dead_clients_lock_holds_the_safe_point_until_a_reader_resolves_it() {
+    // Goal: GC never collects past a lock left behind (its transaction's fate must stay
+    // decidable from its primary's records), and moves on once a reader resolved it.
+    // Method: a prewrite nobody commits (a client that died); the safe point climbs to it
+    // and stops there; then a read that resolves the expired lock lets it go on.
+    let cluster = Cluster::with_gc_life_time(3, 2, gc_config(), Duration::from_secs(1)).await;
+    let txns = TxnClient::connect(&[cluster.pg.pd_addr()])
+        .await
+        .expect("connect");
+    let key = b"lo-orphan".to_vec();
+    let lock_ts = txns.current_timestamp().await.expect("ts");
+    let resp = prewrite(&cluster, prewrite_req(&key, lock_ts, 500)).await;
+    assert!(!resp.has_key_error(), "{:?}", resp.get_key_error());
+    // Held, the safe point stops just below the lock; without the hold it would pass it
+    // one life time after the prewrite. Either way this wait ends.
+    wait_until(
+        "the safe point reaches the lock",
+        Duration::from_secs(30),
+        || async { region_safe_point(&cluster).await >= lock_ts - 1 },
+    )
+    .await;
+    for (store_id, st) in replicas(&cluster).await {
+        assert!(
+            st.gc_safe_point < lock_ts,
+            "store {store_id} region {}: safe point {} passed the lock at {lock_ts}",
+            st.region.get_id(),
+            st.gc_safe_point
+        );
+    }
+    // A reader meets the expired lock, rolls its transaction back, reads nothing.
+    let now = txns.current_timestamp().await.expect("ts");
+    assert_eq!(txns.snapshot(now).get(&key).await.expect("read"), None);
+    wait_until(
+        "the safe point passes the resolved lock",
+        Duration::from_secs(30),
+        || async { region_safe_point(&cluster).await > lock_ts },
+    )
+    .await;
 }

@@ -8,6 +8,10 @@
 //! It moves in steps of a tenth of the life time (at most 10 s), so PD rewrites its state
 //! file at most that often for it, however often stores ask.
 //!
+//! It never passes a transaction lock a region leader reported ([`GcSafePoint::lock_bound`]):
+//! a lock left by a client that died stays decidable (its primary's commit or rollback
+//! record is kept) until a reader resolves it; until then it holds GC back.
+//!
 //! Assumption (as TiKV's `tikv_gc_life_time`): no transaction runs longer than the life
 //! time; one that does is refused at its next prewrite or read, never served wrong data.
 
@@ -57,6 +61,25 @@ impl GcSafePoint {
         }
         let candidate = tso::compose(physical, 0);
         (candidate > self.current).then_some(candidate)
+    }
+
+    /// The highest safe point the regions' lock reports allow: below every reported lock
+    /// (GC must keep what deciding its transaction needs: its primary's commit or
+    /// rollback record) and `life_time` behind each report's scan (a lock that landed
+    /// after the scan belongs to a transaction younger than the life time, so it starts
+    /// above that). `reports` has one entry per region, `(oldest lock start ts or 0,
+    /// scanned at ms)`, `None` for a region that has not reported: then 0 (hold).
+    pub fn lock_bound(&self, reports: impl IntoIterator<Item = Option<(u64, u64)>>) -> u64 {
+        let mut bound = u64::MAX;
+        for report in reports {
+            let Some((oldest, scanned_at_ms)) = report else {
+                return 0;
+            };
+            let by_time = tso::compose(scanned_at_ms.saturating_sub(self.life_time_ms), 0);
+            let by_lock = oldest.checked_sub(1).unwrap_or(u64::MAX);
+            bound = bound.min(by_time).min(by_lock);
+        }
+        bound
     }
 
     /// Records that `safe_point` is durable; a lower one changes nothing.
@@ -109,6 +132,27 @@ mod tests {
         let longer = GcSafePoint::resume(gc.current(), Duration::from_secs(600));
         assert_eq!(longer.due(600_000), None);
         assert_eq!(tso::split(longer.due(1_110_000).expect("due")).0, 510_000);
+    }
+
+    #[test]
+    fn reported_locks_and_stale_or_missing_reports_hold_the_safe_point() {
+        let gc = GcSafePoint::resume(0, Duration::from_secs(10));
+        let at = |ms| tso::compose(ms, 0);
+        // No locks, fresh reports: only the life time behind each scan bounds it.
+        assert_eq!(
+            gc.lock_bound([Some((0, 100_000)), Some((0, 90_000))]),
+            at(80_000)
+        );
+        // A lock holds it just below the lock's start ts.
+        let lock = at(85_000) + 7;
+        assert_eq!(
+            gc.lock_bound([Some((lock, 100_000)), Some((0, 100_000))]),
+            lock - 1
+        );
+        // A region that never reported holds it at 0.
+        assert_eq!(gc.lock_bound([Some((0, 100_000)), None]), 0);
+        // No regions (not bootstrapped): nothing holds it.
+        assert_eq!(gc.lock_bound([]), u64::MAX);
     }
 
     #[test]

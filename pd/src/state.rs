@@ -123,6 +123,10 @@ pub struct PdState {
     tso: Tso,
     /// The GC safe point (persisted before it is handed out).
     gc: GcSafePoint,
+    /// region id -> (oldest lock start ts or 0, scanned at ms) from its leader's last
+    /// report (soft state: after a restart PD holds the safe point until every region
+    /// reported again).
+    lock_reports: HashMap<u64, (u64, u64)>,
     /// store id -> when it last sent a heartbeat (soft state).
     store_seen: HashMap<u64, Instant>,
     /// region id -> when PD last ordered a leader transfer for it (soft state).
@@ -187,6 +191,7 @@ impl PdState {
             bootstrapped: persisted.get_bootstrapped(),
             tso: Tso::resume(persisted.get_tso_high_water_ms()),
             gc,
+            lock_reports: HashMap::new(),
             store_seen: HashMap::new(),
             transfers: HashMap::new(),
             recent_transfers: std::collections::VecDeque::new(),
@@ -576,6 +581,14 @@ impl PdState {
                 (req.get_approximate_size(), req.get_approximate_keys()),
             );
         }
+        let known_term = self.region_terms.get(&region.get_id()).copied();
+        if req.has_locks() && known_term.is_none_or(|t| req.get_term() >= t) {
+            let l = req.get_locks();
+            // The scan happened before PD got it: never trust a later time than now.
+            let scanned_at_ms = l.get_scanned_at_ms().min(wall_ms());
+            self.lock_reports
+                .insert(region.get_id(), (l.get_oldest_start_ts(), scanned_at_ms));
+        }
         self.record_region(req)?;
         if leader.get_id() == 0 {
             return Ok(None);
@@ -662,9 +675,7 @@ impl PdState {
     /// `count` timestamps from the oracle; the first is returned. A new high water is
     /// persisted before any timestamp under it leaves.
     fn timestamps(&mut self, count: u32) -> Result<u64, PdError> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = wall_ms();
         let (first, new_high_water) = self.tso.next(count, now_ms).map_err(pd_error)?;
         if let Some(hw) = new_high_water {
             let old = self.tso.high_water();
@@ -681,10 +692,15 @@ impl PdState {
     /// one is persisted before it leaves, so it never goes back across restarts. If that
     /// write fails, the old one is answered.
     fn gc_safe_point(&mut self) -> u64 {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        if let Some(new) = self.gc.due(now_ms) {
+        if let Some(due) = self.gc.due(wall_ms()) {
+            let reports = self
+                .regions
+                .values()
+                .map(|rl| self.lock_reports.get(&rl.get_region().get_id()).copied());
+            let new = due.min(self.gc.lock_bound(reports));
+            if new <= self.gc.current() {
+                return self.gc.current();
+            }
             let old = self.gc.clone();
             self.gc.commit(new);
             if self.persist().is_err() {
@@ -716,6 +732,13 @@ impl Drop for PdState {
     fn drop(&mut self) {
         self.flush_region_map();
     }
+}
+
+/// PD's wall clock, ms since the Unix epoch.
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.

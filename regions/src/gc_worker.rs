@@ -93,6 +93,39 @@ pub fn gc_chunk<E: Engine>(
     ))
 }
 
+/// Locks a leader scans at most for its report to PD; past it, it reports the oldest as
+/// 1, which holds PD's safe point where it is (safe, and visible in the report).
+pub const MAX_LOCKS_SCANNED: usize = 10_000;
+
+/// The smallest start ts of the transaction locks in `region` (0: none), as `snap` sees
+/// them; 1 if there are more than [`MAX_LOCKS_SCANNED`]. What a leader reports to PD, which
+/// keeps its GC safe point below it.
+pub fn oldest_lock<S: Snapshot>(snap: &S, region: &Region) -> regatta_txn::Result<u64> {
+    let (lo, hi) = regatta_txn::key::data_range(region.get_start_key(), region.get_end_key());
+    let (mut oldest, mut seen) = (0u64, 0usize);
+    let mut failed = None;
+    snap.scan(Cf::Lock, &lo, &hi, |_, v| {
+        seen += 1;
+        if seen > MAX_LOCKS_SCANNED {
+            oldest = 1;
+            return Ok(false);
+        }
+        match regatta_txn::Lock::decode(v) {
+            Ok(l) if oldest == 0 || l.start_ts < oldest => oldest = l.start_ts,
+            Ok(_) => {}
+            Err(e) => {
+                failed = Some(e);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(oldest),
+    }
+}
+
 /// A replica's GC progress, shared between the peer and the GC thread.
 #[derive(Debug, Default)]
 pub struct GcProgress {
@@ -290,6 +323,30 @@ mod tests {
             write_records(&chunked).len() as u64,
             before as u64 - deleted
         );
+    }
+
+    #[test]
+    fn the_oldest_lock_of_a_region_is_found_and_others_are_ignored() {
+        // Goal: what a leader reports to PD is the smallest start ts among its region's
+        // locks (0: none), and no lock of another region counts.
+        let e = MemEngine::new();
+        let mut region = Region::new();
+        region.set_start_key(b"b".to_vec());
+        region.set_end_key(b"y".to_vec());
+        assert_eq!(oldest_lock(&e.snapshot(), &region).unwrap(), 0);
+        let mut wb = e.write_batch();
+        for (key, ts) in [
+            (&b"a"[..], 5u64),
+            (b"c", 30),
+            (b"d", 10),
+            (b"x", 20),
+            (b"z", 1),
+        ] {
+            let lock = regatta_txn::Lock::new(regatta_txn::LockKind::Put, key.to_vec(), ts, 100);
+            wb.put(Cf::Lock, &regatta_txn::key::lock_key(key), &lock.encode());
+        }
+        e.write(wb, false).unwrap();
+        assert_eq!(oldest_lock(&e.snapshot(), &region).unwrap(), 10);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! MVCC GC on a replica. The leader brings PD's GC safe point into the log (an admin
+//! MVCC GC on a replica. The leader reports its region's oldest transaction lock to PD
+//! (which keeps its safe point below it), and brings PD's GC safe point into the log (an admin
 //! entry, so every replica records the same safe point at the same index, and it
 //! survives restarts, snapshots and splits); every replica, once its applied safe point
 //! moved past the one it last collected at, queues a GC pass of its copy of the region
@@ -33,14 +34,21 @@ impl GcState {
 }
 
 impl Peer {
-    /// Every `gc_interval_ms`: the leader proposes PD's newer safe point; any replica
-    /// whose applied safe point moved queues a pass.
+    /// Every `gc_interval_ms`: the leader reports to PD (with its region's oldest lock)
+    /// and proposes PD's newer safe point; any replica whose applied safe point moved
+    /// queues a pass.
     pub(super) fn maybe_gc(&mut self, now: Instant) {
         let every = Duration::from_millis(self.ctx.cfg.gc_interval_ms);
         if now.saturating_duration_since(self.gc.last_check) < every {
             return;
         }
         self.gc.last_check = now;
+        if self.is_leader() {
+            // A fresh lock report (see `report_to_pd`): PD holds its safe point at most
+            // the life time behind a region's last report, so a rarely reporting region
+            // (a hibernating one reports every minute) would hold GC back.
+            self.report_to_pd();
+        }
         self.propose_gc_safe_point();
         self.start_gc_pass();
     }

@@ -4,8 +4,8 @@
 
 use super::Peer;
 use crate::error::Error;
-use regatta_proto::pdpb::RegionHeartbeatRequest;
-use slog::{error, info};
+use regatta_proto::pdpb::{LockReport, RegionHeartbeatRequest};
+use slog::{error, info, warn};
 use std::time::Duration;
 
 /// How many times less often a hibernating leader reports to PD.
@@ -72,6 +72,19 @@ impl Peer {
         if let Some((keys, size)) = self.splits.approximate {
             hb.set_approximate_keys(keys);
             hb.set_approximate_size(size);
+        }
+        // The region's oldest lock, for PD's GC safe point (usually no lock at all: one
+        // seek of the lock CF).
+        let scanned_at_ms = self.ctx.clock.wall_ms();
+        let store = self.raw.store();
+        match crate::gc_worker::oldest_lock(&store.engine().live(), store.region()) {
+            Ok(oldest) => {
+                let mut locks = LockReport::new();
+                locks.set_oldest_start_ts(oldest);
+                locks.set_scanned_at_ms(scanned_at_ms);
+                hb.set_locks(locks);
+            }
+            Err(e) => warn!(self.logger, "scanning the region's locks failed"; "error" => %e),
         }
         let _ = self.ctx.pd_reports.send(hb);
     }
