@@ -177,7 +177,7 @@ impl GcWorker {
     /// Queues a pass unless one of the same replica is queued or running or the queue is
     /// full (then the replica tries again later); whether it was queued.
     pub(crate) fn schedule(&self, task: GcTask) -> bool {
-        if task.progress.running.swap(true, Ordering::AcqRel) {
+        if self.stop.load(Ordering::Acquire) || task.progress.running.swap(true, Ordering::AcqRel) {
             return false;
         }
         let progress = task.progress.clone();
@@ -197,11 +197,24 @@ impl GcWorker {
     }
 }
 
+/// How often an idle GC thread looks whether the store is stopping.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn run(rx: Receiver<GcTask>, batch_keys: usize, stop: Arc<AtomicBool>) {
-    while let Ok(task) = rx.recv() {
-        if !stop.load(Ordering::Acquire) {
-            run_pass(&task, batch_keys, &stop);
+    use crossbeam_channel::RecvTimeoutError;
+    // Ends when the store stops (whoever still holds a sender), dropping what is queued:
+    // queued tasks hold the engine, which must close with the store.
+    while !stop.load(Ordering::Acquire) {
+        match rx.recv_timeout(STOP_POLL) {
+            Ok(task) => {
+                run_pass(&task, batch_keys, &stop);
+                task.progress.running.store(false, Ordering::Release);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+    while let Ok(task) = rx.try_recv() {
         task.progress.running.store(false, Ordering::Release);
     }
 }

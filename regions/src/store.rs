@@ -582,8 +582,7 @@ impl Store {
             ..
         } = self;
         let _ = shutdown.send(true);
-        // The GC thread drops its queue and ends after its current chunk (once every
-        // replica, and with it every sender, is gone below).
+        // The GC thread drops its queue and ends after its current chunk.
         gc_worker.stop();
         for t in &tasks {
             t.abort();
