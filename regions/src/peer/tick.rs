@@ -74,17 +74,23 @@ impl Peer {
             hb.set_approximate_size(size);
         }
         // The region's oldest lock, for PD's GC safe point (usually no lock at all: one
-        // seek of the lock CF).
+        // seek of the lock CF) — only once this leader applied an entry of its term, so
+        // every lock committed before it is in the state scanned (a new leader may still
+        // be applying an earlier term's prewrites).
         let scanned_at_ms = self.ctx.clock.wall_ms();
         let store = self.raw.store();
-        match crate::gc_worker::oldest_lock(&store.engine().live(), store.region()) {
-            Ok(oldest) => {
-                let mut locks = LockReport::new();
-                locks.set_oldest_start_ts(oldest);
-                locks.set_scanned_at_ms(scanned_at_ms);
-                hb.set_locks(locks);
+        if store.applied().1 == self.raw.raft.term {
+            match crate::gc_worker::oldest_lock(&store.engine().live(), store.region()) {
+                Ok(oldest) => {
+                    let mut locks = LockReport::new();
+                    locks.set_oldest_start_ts(oldest);
+                    locks.set_scanned_at_ms(scanned_at_ms);
+                    hb.set_locks(locks);
+                }
+                Err(e) => {
+                    warn!(self.logger, "scanning the region's locks failed"; "error" => %e)
+                }
             }
-            Err(e) => warn!(self.logger, "scanning the region's locks failed"; "error" => %e),
         }
         let _ = self.ctx.pd_reports.send(hb);
     }
