@@ -32,6 +32,8 @@ pub struct PlaygroundConfig {
     pub store_config: StoreConfig,
     /// Optional layer around each store's transport.
     pub transport: Option<TransportWrap>,
+    /// How far PD's GC safe point trails its clock (default 10 min).
+    pub gc_life_time: Duration,
 }
 
 impl PlaygroundConfig {
@@ -45,7 +47,15 @@ impl PlaygroundConfig {
             store_port: 0,
             store_config: StoreConfig::default(),
             transport: None,
+            gc_life_time: regatta_pd::gc::DEFAULT_GC_LIFE_TIME,
         }
+    }
+
+    /// PD's configuration in this playground.
+    fn pd_config(&self) -> regatta_pd::PdConfig {
+        let mut c = regatta_pd::PdConfig::new(self.stores, self.regions, self.data_dir.join("pd"));
+        c.gc_life_time = self.gc_life_time;
+        c
     }
 }
 
@@ -66,13 +76,9 @@ impl Playground {
     /// Starts PD and every store; returns once every region has a leader.
     pub async fn start(cfg: PlaygroundConfig, logger: Logger) -> Result<Playground> {
         anyhow::ensure!(cfg.stores >= 1, "a playground needs at least one store");
-        let pd = regatta_pd::start(
-            regatta_pd::PdConfig::new(cfg.stores, cfg.regions, cfg.data_dir.join("pd")),
-            &cfg.pd_addr,
-            logger.clone(),
-        )
-        .await
-        .with_context(|| format!("starting PD on {}", cfg.pd_addr))?;
+        let pd = regatta_pd::start(cfg.pd_config(), &cfg.pd_addr, logger.clone())
+            .await
+            .with_context(|| format!("starting PD on {}", cfg.pd_addr))?;
         let store_addrs = (1..=cfg.stores)
             .map(|i| {
                 let port = if cfg.store_port == 0 {
@@ -111,11 +117,7 @@ impl Playground {
         if let Some(pd) = self.pd.take() {
             pd.stop().await;
         }
-        let config = regatta_pd::PdConfig::new(
-            self.cfg.stores,
-            self.cfg.regions,
-            self.cfg.data_dir.join("pd"),
-        );
+        let config = self.cfg.pd_config();
         // The old listener's port may take a moment to free up.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

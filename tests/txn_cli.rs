@@ -8,18 +8,21 @@ use common::process::{free_port, spawn_ready, Proc};
 use std::process::{Command, Output};
 
 fn playground(pd: &str) -> Proc {
-    spawn_ready(
-        &[
-            "playground",
-            "--regions",
-            "4",
-            "--store-port",
-            "0",
-            "--pd-addr",
-            pd,
-        ],
-        "error",
-    )
+    playground_with(pd, &[])
+}
+
+fn playground_with(pd: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "playground",
+        "--regions",
+        "4",
+        "--store-port",
+        "0",
+        "--pd-addr",
+        pd,
+    ];
+    args.extend_from_slice(extra);
+    spawn_ready(&args, "error")
 }
 
 /// Runs `regatta ARGS --pd PD`.
@@ -42,6 +45,17 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The commit ts a `regatta txn` run reported on stderr (`committed at TS ...`).
+fn commit_ts(o: &Output) -> u64 {
+    let committed = String::from_utf8_lossy(&o.stderr).into_owned();
+    committed
+        .split("committed at ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no commit ts in {committed:?}"))
+}
+
 /// Goal: a script runs as one transaction and its gets print in order, a missing key as
 /// an empty line (and `not found` on stderr); a snapshot at an old timestamp does not see
 /// later writes; bad scripts exit 2 with the reason.
@@ -61,13 +75,7 @@ fn txn_scripts_commit_atomically_and_print_their_reads_in_order() {
     );
     assert_eq!(stdout(&out), "1\n\n2\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found: missing"));
-    let committed = String::from_utf8_lossy(&out.stderr).into_owned();
-    let ts: u64 = committed
-        .split("committed at ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("no commit ts in {committed:?}"));
+    let ts = commit_ts(&out);
     stdout(&regatta(
         &pd,
         &[
@@ -102,6 +110,37 @@ fn txn_scripts_commit_atomically_and_print_their_reads_in_order() {
     ] {
         let o = regatta(&pd, bad);
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
+    }
+}
+
+/// Goal: a snapshot read below the GC safe point exits 1 and says why. Method: a
+/// playground whose safe point trails its clock by 1 s; a committed write's ts is read
+/// again until the safe point has passed it (bounded).
+#[test]
+fn a_read_below_the_gc_safe_point_exits_1_with_the_reason() {
+    let pd = format!("127.0.0.1:{}", free_port());
+    let _pg = playground_with(&pd, &["--gc-life-time", "1s", "--gc-interval", "200ms"]);
+    let out = regatta(&pd, &["txn", "put", "apple", "1"]);
+    stdout(&out);
+    let ts = commit_ts(&out);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = regatta(&pd, &["txn", "--read-ts", &ts.to_string(), "get", "apple"]);
+        match o.status.code() {
+            Some(0) => assert_eq!(String::from_utf8_lossy(&o.stdout), "1\n"),
+            Some(1) => {
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(err.contains("below the GC safe point"), "{err}");
+                assert!(o.stdout.is_empty());
+                return;
+            }
+            other => panic!("exit {other:?}: {}", String::from_utf8_lossy(&o.stderr)),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the safe point never passed {ts}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 

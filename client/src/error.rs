@@ -153,9 +153,14 @@ pub enum Error {
         /// Its commit ts.
         commit_ts: u64,
     },
-    /// A read at `read_ts` below the GC safe point: the versions it needs may be gone.
-    /// Not retryable at that ts.
-    #[error("read at ts {read_ts} is below the GC safe point {safe_point}")]
+    /// A read at `read_ts` below the region's GC safe point (the versions it needs may be
+    /// gone), or a prewrite or pessimistic lock of a transaction whose start ts
+    /// (`read_ts`) is at or below it. Not retryable at that ts: read at a newer one, or
+    /// run the transaction again (a new start ts).
+    #[error(
+        "ts {read_ts} is below the GC safe point {safe_point}: the versions it needs may \
+         have been garbage-collected; use a newer timestamp"
+    )]
     BelowGcSafePoint {
         /// The read's ts.
         read_ts: u64,

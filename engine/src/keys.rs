@@ -6,6 +6,7 @@
 //! - `0x01 rid 0x03`       -> `RaftApplyState` (written with the applied data)
 //! - `0x01 rid 0x04`       -> `RaftTruncatedState` (log compacted through)
 //! - `0x01 rid 0x06 cid`   -> `DedupEntry` (at-most-once session of client `cid`)
+//! - `0x01 rid 0x07`       -> `RegionGcState` (the region's applied GC safe point)
 //! - `0x02 rid`            -> `RegionLocalState` (a separate prefix so listing regions
 //!   never walks the logs)
 //!
@@ -29,6 +30,7 @@ const RAFT_STATE_SUFFIX: u8 = 0x02;
 const APPLY_STATE_SUFFIX: u8 = 0x03;
 const TRUNCATED_STATE_SUFFIX: u8 = 0x04;
 const DEDUP_SUFFIX: u8 = 0x06;
+const GC_STATE_SUFFIX: u8 = 0x07;
 
 /// Mode byte of raw KV data keys.
 pub const RAW_PREFIX: u8 = b'r';
@@ -74,6 +76,11 @@ pub fn truncated_state_key(region_id: u64) -> Vec<u8> {
 /// Key of the dedup session of `client_id` in `region_id`.
 pub fn dedup_key(region_id: u64, client_id: u64) -> Vec<u8> {
     region_key(region_id, DEDUP_SUFFIX, &client_id.to_be_bytes())
+}
+
+/// Key of the `RegionGcState` (applied GC safe point) of `region_id`.
+pub fn gc_state_key(region_id: u64) -> Vec<u8> {
+    region_key(region_id, GC_STATE_SUFFIX, &[])
 }
 
 /// `[start, end)` of all dedup sessions of `region_id`.

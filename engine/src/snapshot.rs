@@ -58,6 +58,7 @@ pub fn generate<E: Engine>(engine: &E, region_id: u64) -> Result<Snapshot> {
     let mut data = RegionSnapshotData::new();
     data.set_region(state.get_region().clone());
     data.set_apply_state(apply.clone());
+    data.set_gc_safe_point(crate::storage::read_gc_safe_point(&snap, region_id)?);
     for cf in Cf::DATA {
         let mut cf_data = CfData::new();
         cf_data.set_cf(cf.name().to_string());
@@ -158,6 +159,8 @@ pub struct DecodedSnapshot {
     pub cfs: Vec<(Cf, Vec<KeyValue>)>,
     /// The dedup sessions.
     pub sessions: Vec<DedupEntry>,
+    /// The region's GC safe point (0: none).
+    pub gc_safe_point: u64,
 }
 
 /// The region a snapshot carries, read without validating the data.
@@ -211,6 +214,7 @@ pub fn decode(region_id: u64, snap: &Snapshot) -> Result<DecodedSnapshot> {
         apply_state: apply,
         cfs,
         sessions: data.take_sessions().into_vec(),
+        gc_safe_point: data.get_gc_safe_point(),
     })
 }
 

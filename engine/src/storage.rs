@@ -23,7 +23,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use regatta_proto::metapb::Region;
 use regatta_proto::raft_serverpb::{
-    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionLocalState,
+    PeerState, RaftApplyState, RaftLocalState, RaftTruncatedState, RegionGcState, RegionLocalState,
 };
 use std::collections::VecDeque;
 
@@ -95,6 +95,8 @@ pub struct PeerStorage {
     raft_state: RaftLocalState,
     apply_state: RaftApplyState,
     truncated: RaftTruncatedState,
+    /// The applied GC safe point (raft CF `RegionGcState`).
+    gc_safe_point: u64,
     last_term: u64,
     cache: VecDeque<Entry>,
     persisted_index: u64,
@@ -161,6 +163,25 @@ pub fn write_apply_state<W: WriteBatch>(wb: &mut W, region_id: u64, index: u64, 
     wb.put_msg(Cf::Raft, &keys::apply_state_key(region_id), &st);
 }
 
+/// Adds the GC safe point `safe_point` of `region_id` to `wb` (an apply batch: the admin
+/// entry that raised it, or the split that copies it to the new region).
+pub fn write_gc_safe_point<W: WriteBatch>(wb: &mut W, region_id: u64, safe_point: u64) {
+    let mut st = RegionGcState::new();
+    st.set_safe_point(safe_point);
+    wb.put_msg(Cf::Raft, &keys::gc_state_key(region_id), &st);
+}
+
+/// The GC safe point of `region_id` as `snap` sees it (0: none recorded).
+pub fn read_gc_safe_point<S: crate::traits::Snapshot>(snap: &S, region_id: u64) -> Result<u64> {
+    let st: Option<RegionGcState> = snap.get_msg(
+        Cf::Raft,
+        &keys::gc_state_key(region_id),
+        "gc state",
+        region_id,
+    )?;
+    Ok(st.map_or(0, |s| s.get_safe_point()))
+}
+
 impl PeerStorage {
     /// Loads the storage of `region_id`; `None` if the region has no state here or is a
     /// tombstone.
@@ -206,7 +227,9 @@ impl PeerStorage {
                 region_id,
             )?
             .ok_or_else(|| missing("truncated state"))?;
+        let gc_safe_point = read_gc_safe_point(&engine.live(), region_id)?;
         let mut s = PeerStorage {
+            gc_safe_point,
             engine,
             voters: state.get_voters().to_vec(),
             region: state.get_region().clone(),
@@ -247,6 +270,7 @@ impl PeerStorage {
             raft_state: RaftLocalState::new(),
             apply_state: RaftApplyState::new(),
             truncated: RaftTruncatedState::new(),
+            gc_safe_point: 0,
             last_term: 0,
             cache: VecDeque::new(),
             persisted_index: 0,
@@ -322,6 +346,23 @@ impl PeerStorage {
     /// Adds the apply state `(index, term)` to an apply batch.
     pub fn write_apply_state<W: WriteBatch>(&self, wb: &mut W, index: u64, term: u64) {
         write_apply_state(wb, self.region.get_id(), index, term);
+    }
+
+    /// The region's applied GC safe point (0: none yet).
+    pub fn gc_safe_point(&self) -> u64 {
+        self.gc_safe_point
+    }
+
+    /// Records the GC safe point an applied entry raised (the caller wrote it in the apply
+    /// batch). It never goes backwards.
+    pub fn set_gc_safe_point(&mut self, safe_point: u64) {
+        assert!(
+            safe_point >= self.gc_safe_point,
+            "region {} GC safe point going backwards: {} -> {safe_point}",
+            self.region.get_id(),
+            self.gc_safe_point
+        );
+        self.gc_safe_point = safe_point;
     }
 
     /// Adopts `region` (a split narrowed it; the caller wrote its state in the apply batch).
@@ -453,6 +494,10 @@ impl PeerStorage {
         for s in &decoded.sessions {
             wb.put_msg(Cf::Raft, &keys::dedup_key(rid, s.get_client_id()), s);
         }
+        // The snapshot's safe point is at least this replica's: it was taken at a later
+        // index, and the safe point only rises along the log.
+        let gc_safe_point = decoded.gc_safe_point.max(self.gc_safe_point);
+        write_gc_safe_point(&mut wb, rid, gc_safe_point);
         let (lo, hi) = keys::entry_range(rid, 0, u64::MAX);
         wb.delete_range(Cf::Raft, &lo, &hi);
         self.write_apply_state(&mut wb, index, term);
@@ -472,6 +517,7 @@ impl PeerStorage {
         self.region = decoded.region;
         self.voters = meta.get_conf_state().voters.clone();
         self.apply_state = decoded.apply_state;
+        self.gc_safe_point = gc_safe_point;
         self.truncated = tr;
         self.last_term = term;
         self.cache.clear();

@@ -217,6 +217,7 @@ fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
         &crate::encode_raw_value(1, b"out"),
     );
     ls.write_apply_state(&mut wb, 40, 7);
+    write_gc_safe_point(&mut wb, 1, 500);
     le.write(wb, false).unwrap();
     ls.set_applied(40, 7);
     let snap = ls.snapshot(0, 12).unwrap();
@@ -243,12 +244,18 @@ fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
     fs.apply_snapshot(&snap, &mut w).unwrap();
     persist(&fe, &mut fs, w);
     assert_eq!(fs.applied(), (40, 7));
+    assert_eq!(
+        fs.gc_safe_point(),
+        500,
+        "the snapshot carries the GC safe point"
+    );
     assert_eq!(fs.first_index().unwrap(), 41);
     assert_eq!(fs.last_index().unwrap(), 40);
     assert_eq!(fs.term(40).unwrap(), 7);
     drop(fs);
     let fs = open(&fe, 1, 1024);
     assert_eq!(fs.applied(), (40, 7));
+    assert_eq!(fs.gc_safe_point(), 500, "and it is durable");
     assert_eq!(fs.last_index().unwrap(), 40);
     assert_eq!(fe.snapshot().get_raw(b"b").unwrap().unwrap().value, b"v");
     assert!(

@@ -13,6 +13,9 @@
 //!   `(version, conf_ver)` is ignored);
 //! - timestamps strictly increase, across PD restarts too: the oracle's high-water time is
 //!   persisted before any timestamp at or above it is returned;
+//! - the GC safe point never moves backwards, across restarts too: it is persisted before
+//!   it is handed out; and it stays below every transaction lock a region reported
+//!   ([`gc`]);
 //! - the cluster is bootstrapped once: the first regions are created when the configured
 //!   number of stores have registered, persisted, and handed to those stores thereafter.
 //!
@@ -29,6 +32,7 @@
 mod actor;
 pub mod deadlock;
 mod error;
+pub mod gc;
 mod server;
 mod state;
 pub mod tso;

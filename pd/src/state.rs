@@ -4,14 +4,15 @@
 
 use crate::deadlock::{WaitsFor, EDGE_TTL};
 use crate::error::Error;
+use crate::gc::{GcSafePoint, DEFAULT_GC_LIFE_TIME, MIN_GC_LIFE_TIME};
 use crate::tso::Tso;
 use protobuf::Message;
 use regatta_proto::metapb::{Peer, Region, RegionEpoch, Store};
 use regatta_proto::pdpb::{
-    AllocIdResponse, GetAllStoresResponse, GetRegionResponse, GetStoreResponse, PdError,
-    PdPersistedState, PdRequest, PdRequest_oneof_req as Req, PdResponse, PutStoreResponse,
-    RegionHeartbeatRequest, RegionHeartbeatResponse, RegionWithLeader, ScanRegionsResponse,
-    StoreHeartbeatRequest, StoreHeartbeatResponse, TsoResponse,
+    AllocIdResponse, GetAllStoresResponse, GetGcSafePointResponse, GetRegionResponse,
+    GetStoreResponse, PdError, PdPersistedState, PdRequest, PdRequest_oneof_req as Req, PdResponse,
+    PutStoreResponse, RegionHeartbeatRequest, RegionHeartbeatResponse, RegionWithLeader,
+    ScanRegionsResponse, StoreHeartbeatRequest, StoreHeartbeatResponse, TsoResponse,
 };
 use regatta_proto::region::key_in_range;
 use regatta_proto::rpc::InboundLimits;
@@ -41,6 +42,9 @@ pub struct PdConfig {
     /// What PD's server reads from a connection, and how long it waits (default:
     /// [`InboundLimits::new`] of [`PD_MAX_FRAME`]).
     pub inbound: InboundLimits,
+    /// How far the GC safe point trails PD's clock (default 10 min, at least 1 s): MVCC
+    /// versions a read at or above it does not need may be dropped (see [`crate::gc`]).
+    pub gc_life_time: Duration,
 }
 
 /// PD's frames are small (a region map of thousands of regions fits in a few MiB); anything
@@ -56,6 +60,7 @@ impl PdConfig {
             initial_regions,
             data_dir,
             inbound: InboundLimits::new(PD_MAX_FRAME),
+            gc_life_time: DEFAULT_GC_LIFE_TIME,
         }
     }
 
@@ -73,6 +78,12 @@ impl PdConfig {
             )));
         }
         self.inbound.validate().map_err(Error::InvalidConfig)?;
+        if self.gc_life_time < MIN_GC_LIFE_TIME {
+            return Err(Error::InvalidConfig(format!(
+                "gc_life_time must be at least {MIN_GC_LIFE_TIME:?}, got {:?}",
+                self.gc_life_time
+            )));
+        }
         Ok(())
     }
 }
@@ -111,6 +122,12 @@ pub struct PdState {
     bootstrap_regions: Vec<Region>,
     bootstrapped: bool,
     tso: Tso,
+    /// The GC safe point (persisted before it is handed out).
+    gc: GcSafePoint,
+    /// region id -> (oldest lock start ts or 0, scanned at ms) from its leader's last
+    /// report (soft state: after a restart PD holds the safe point until every region
+    /// reported again).
+    lock_reports: HashMap<u64, (u64, u64)>,
     /// store id -> when it last sent a heartbeat (soft state).
     store_seen: HashMap<u64, Instant>,
     /// region id -> when PD last ordered a leader transfer for it (soft state).
@@ -163,6 +180,7 @@ impl PdState {
             }
         };
         let id_high_water = persisted.get_id_high_water().max(1);
+        let gc = GcSafePoint::resume(persisted.get_gc_safe_point(), cfg.gc_life_time);
         let mut state = PdState {
             cfg,
             path,
@@ -176,6 +194,8 @@ impl PdState {
             bootstrap_regions: persisted.get_bootstrap_regions().to_vec(),
             bootstrapped: persisted.get_bootstrapped(),
             tso: Tso::resume(persisted.get_tso_high_water_ms()),
+            gc,
+            lock_reports: HashMap::new(),
             store_seen: HashMap::new(),
             transfers: HashMap::new(),
             recent_transfers: std::collections::VecDeque::new(),
@@ -261,6 +281,12 @@ impl PdState {
             }),
             Some(Req::detect(r)) => {
                 resp.set_detect(self.waits.detect(&r, Instant::now()));
+                Ok(())
+            }
+            Some(Req::get_gc_safe_point(_)) => {
+                let mut g = GetGcSafePointResponse::new();
+                g.set_safe_point(self.gc_safe_point());
+                resp.set_get_gc_safe_point(g);
                 Ok(())
             }
             None => Err(pd_error("empty PD request".into())),
@@ -564,6 +590,14 @@ impl PdState {
                 (req.get_approximate_size(), req.get_approximate_keys()),
             );
         }
+        let known_term = self.region_terms.get(&region.get_id()).copied();
+        if req.has_locks() && known_term.is_none_or(|t| req.get_term() >= t) {
+            let l = req.get_locks();
+            // The scan happened before PD got it: never trust a later time than now.
+            let scanned_at_ms = l.get_scanned_at_ms().min(wall_ms());
+            self.lock_reports
+                .insert(region.get_id(), (l.get_oldest_start_ts(), scanned_at_ms));
+        }
         self.record_region(req)?;
         if leader.get_id() == 0 {
             return Ok(None);
@@ -638,6 +672,7 @@ impl PdState {
         self.store_heartbeats.insert(store_id, req);
         let mut resp = StoreHeartbeatResponse::new();
         resp.set_bootstrapped(self.bootstrapped);
+        resp.set_gc_safe_point(self.gc_safe_point());
         for r in &self.bootstrap_regions {
             if r.get_peers().iter().any(|p| p.get_store_id() == store_id) {
                 resp.mut_bootstrap_regions().push(r.clone());
@@ -649,9 +684,7 @@ impl PdState {
     /// `count` timestamps from the oracle; the first is returned. A new high water is
     /// persisted before any timestamp under it leaves.
     fn timestamps(&mut self, count: u32) -> Result<u64, PdError> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = wall_ms();
         let (first, new_high_water) = self.tso.next(count, now_ms).map_err(pd_error)?;
         if let Some(hw) = new_high_water {
             let old = self.tso.high_water();
@@ -664,8 +697,31 @@ impl PdState {
         Ok(first)
     }
 
+    /// The GC safe point, moved forward first when it is due (see [`crate::gc`]); a new
+    /// one is persisted before it leaves, so it never goes back across restarts. If that
+    /// write fails, the old one is answered.
+    fn gc_safe_point(&mut self) -> u64 {
+        if let Some(due) = self.gc.due(wall_ms()) {
+            let reports = self
+                .regions
+                .values()
+                .map(|rl| self.lock_reports.get(&rl.get_region().get_id()).copied());
+            let new = due.min(self.gc.lock_bound(reports));
+            if new <= self.gc.current() {
+                return self.gc.current();
+            }
+            let old = self.gc.clone();
+            self.gc.commit(new);
+            if self.persist().is_err() {
+                self.gc = old;
+            }
+        }
+        self.gc.current()
+    }
+
     fn persist(&self) -> Result<(), Error> {
         let mut st = PdPersistedState::new();
+        st.set_gc_safe_point(self.gc.current());
         st.set_tso_high_water_ms(self.tso.high_water());
         st.set_id_high_water(self.id_high_water);
         st.set_stores(self.stores.values().cloned().collect());
@@ -685,6 +741,13 @@ impl Drop for PdState {
     fn drop(&mut self) {
         self.flush_region_map();
     }
+}
+
+/// PD's wall clock, ms since the Unix epoch.
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.

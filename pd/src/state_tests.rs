@@ -265,3 +265,113 @@ fn no_leader_is_moved_to_a_poisoned_store() {
         "8 leaders against 0 are balanced"
     );
 }
+
+fn gc_safe_point(pd: &mut PdState) -> u64 {
+    let mut req = PdRequest::new();
+    req.set_get_gc_safe_point(regatta_proto::pdpb::GetGcSafePointRequest::new());
+    let resp = pd.handle(req);
+    assert!(!resp.has_error(), "{:?}", resp.get_error());
+    resp.get_get_gc_safe_point().get_safe_point()
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn the_gc_safe_point_trails_the_clock_by_the_life_time_and_survives_restarts() {
+    // Goal: the safe point is `now - gc_life_time` (in steps), handed to stores in their
+    // heartbeat answers, and never moves back, even after a restart with a longer life
+    // time. Method: a 1 s life time, read it by RPC and heartbeat, restart with 10 min.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path(), 1, 1);
+    c.gc_life_time = Duration::from_secs(1);
+    let mut pd = PdState::open(c.clone()).unwrap();
+    let before = wall_ms();
+    let sp = gc_safe_point(&mut pd);
+    let after = wall_ms();
+    let (physical, logical) = crate::tso::split(sp);
+    assert_eq!(logical, 0);
+    assert!(
+        physical + 1_000 <= after && physical + 1_000 >= before,
+        "{physical} is not a life time behind [{before}, {after}]"
+    );
+    let mut hb = StoreHeartbeatRequest::new();
+    hb.set_store_id(1);
+    let mut req = PdRequest::new();
+    req.set_store_heartbeat(hb);
+    let hb_sp = pd.handle(req).get_store_heartbeat().get_gc_safe_point();
+    assert!(hb_sp >= sp, "heartbeat answers carry it");
+    // Within one step (100 ms here) it stays put; later it moves forward.
+    let mut later = hb_sp;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while later == hb_sp {
+        assert!(Instant::now() < deadline, "the safe point never moved");
+        std::thread::sleep(Duration::from_millis(20));
+        later = gc_safe_point(&mut pd);
+    }
+    assert!(later > hb_sp);
+    drop(pd);
+    // Restarted with a 10 min life time: it stays where it was rather than going back.
+    c.gc_life_time = Duration::from_secs(600);
+    let mut pd = PdState::open(c.clone()).unwrap();
+    assert_eq!(gc_safe_point(&mut pd), later);
+    drop(pd);
+    c.gc_life_time = Duration::from_millis(10);
+    assert!(matches!(PdState::open(c), Err(Error::InvalidConfig(_))));
+}
+
+/// A leader's heartbeat of `region` reporting its oldest lock (0: none), scanned now.
+fn report_locks(pd: &mut PdState, region: &Region, oldest: u64) {
+    let mut hb = RegionHeartbeatRequest::new();
+    hb.set_region(region.clone());
+    hb.set_leader(region.get_peers()[0].clone());
+    hb.set_term(2);
+    let mut locks = regatta_proto::pdpb::LockReport::new();
+    locks.set_oldest_start_ts(oldest);
+    locks.set_scanned_at_ms(wall_ms());
+    hb.set_locks(locks);
+    let mut req = PdRequest::new();
+    req.set_region_heartbeat(hb);
+    assert!(!pd.handle(req).has_error());
+}
+
+#[test]
+fn the_gc_safe_point_stays_below_every_reported_lock() {
+    // Goal: GC never passes a lock a region reported (a dead client's lock stays
+    // decidable until a reader resolves it), nor moves before every region reported.
+    // Method: a 1 s life time, two regions; a lock 5 s old reported by one, then gone.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path(), 1, 2);
+    c.gc_life_time = Duration::from_secs(1);
+    let mut pd = PdState::open(c).unwrap();
+    put_store(&mut pd, 1);
+    let regions: Vec<Region> = pd
+        .regions()
+        .iter()
+        .map(|r| r.get_region().clone())
+        .collect();
+    assert_eq!(regions.len(), 2);
+    assert_eq!(
+        gc_safe_point(&mut pd),
+        0,
+        "no region reported its locks yet"
+    );
+    report_locks(&mut pd, &regions[1], 0);
+    assert_eq!(gc_safe_point(&mut pd), 0, "one region still unreported");
+    let lock_ts = crate::tso::compose(wall_ms() - 5_000, 3);
+    report_locks(&mut pd, &regions[0], lock_ts);
+    assert_eq!(
+        gc_safe_point(&mut pd),
+        lock_ts - 1,
+        "held just below the lock"
+    );
+    assert_eq!(gc_safe_point(&mut pd), lock_ts - 1);
+    report_locks(&mut pd, &regions[0], 0);
+    let sp = gc_safe_point(&mut pd);
+    assert!(sp > lock_ts, "the lock is gone: the safe point moves on");
+    assert!(crate::tso::split(sp).0 + 1_000 <= wall_ms());
+}

@@ -20,7 +20,9 @@ use crate::error::Error;
 use protobuf::Message;
 use raft::eraftpb::{Entry, EntryType};
 use regatta_engine::{keys, Cf, Engine, Overlay, PeerStorage, RawValue, Snapshot, WriteBatch};
-use regatta_engine::{write_apply_state, write_initial_state};
+use regatta_engine::{
+    read_gc_safe_point, write_apply_state, write_gc_safe_point, write_initial_state,
+};
 use regatta_proto::kvrpcpb::SplitRegionResponse;
 use regatta_proto::kvrpcpb::{
     BatchDeleteResponse, BatchGetResponse, BatchPutResponse, CasResponse, DeleteResponse,
@@ -55,6 +57,8 @@ pub struct AppliedEntry {
     /// Keys whose transactional lock a command of this entry removed, with the start ts
     /// of the lock's transaction (the leader hands them to their lock waiters).
     pub released: Vec<(Vec<u8>, u64)>,
+    /// The GC safe point this entry raised the region's to.
+    pub gc_safe_point: Option<u64>,
 }
 
 /// Whether a request changes data (and so is deduplicated).
@@ -98,8 +102,10 @@ pub fn apply_committed(
         }));
     }
     let mut wb = engine.write_batch();
-    // Only this region's actor writes its data, so the live database is as good as a
-    // snapshot here, without the DB mutex a snapshot takes.
+    // Only this region's actor writes its data (but for the GC thread's deletes below
+    // the applied GC safe point, which no command at or above it reads: see
+    // `gc_worker.rs`), so the live database is as good as a snapshot here, without the
+    // DB mutex a snapshot takes.
     let applied = apply_entries(
         &engine.live(),
         &mut wb,
@@ -112,6 +118,9 @@ pub fn apply_committed(
     engine.write(wb, false)?;
     if let Some((left, _)) = applied.iter().rev().find_map(|a| a.split.as_ref()) {
         storage.set_region(left.clone());
+    }
+    if let Some(sp) = applied.iter().filter_map(|a| a.gc_safe_point).max() {
+        storage.set_gc_safe_point(sp);
     }
     storage.set_applied(last_index, last_term);
     Ok(applied)
@@ -147,6 +156,7 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
         sessions: HashMap::new(),
         txn: Overlay::new(snap),
         released: Vec::new(),
+        gc_safe_point: None,
     };
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
@@ -156,14 +166,18 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
             responses: Vec::new(),
             split: None,
             released: Vec::new(),
+            gc_safe_point: None,
         };
         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
             match RaftCmdBatch::parse_from_bytes(&e.data) {
                 Ok(mut batch) if batch.has_admin() => {
                     let admin = batch.take_admin();
+                    let before = ctx.gc_safe_point()?;
                     let (resp, split) = ctx.apply_admin(admin, voters)?;
                     applied.responses.push(resp);
                     applied.split = split;
+                    let after = ctx.gc_safe_point()?;
+                    applied.gc_safe_point = (after > before).then_some(after);
                 }
                 Ok(mut batch) => {
                     let now = batch.get_propose_time_ms();
@@ -210,9 +224,35 @@ struct ApplyContext<'a, S: Snapshot, W> {
     txn: Overlay<'a, S>,
     /// Locks removed by the entry being applied (see [`AppliedEntry::released`]).
     released: Vec<(Vec<u8>, u64)>,
+    /// The region's GC safe point as of the entry being applied (read from the snapshot
+    /// when first needed; raised by an admin entry of this batch).
+    gc_safe_point: Option<u64>,
 }
 
 impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
+    /// The region's GC safe point as of the entry being applied.
+    fn gc_safe_point(&mut self) -> Result<u64, Error> {
+        match self.gc_safe_point {
+            Some(sp) => Ok(sp),
+            None => {
+                let sp = read_gc_safe_point(self.snap, self.region.get_id())?;
+                self.gc_safe_point = Some(sp);
+                Ok(sp)
+            }
+        }
+    }
+
+    /// Raises the region's GC safe point to `safe_point` (never lowers it): the same on
+    /// every replica, since it reads only the applied state.
+    fn raise_gc_safe_point(&mut self, safe_point: u64) -> Result<KvResponse, Error> {
+        let current = self.gc_safe_point()?;
+        if safe_point > current {
+            write_gc_safe_point(self.wb, self.region.get_id(), safe_point);
+            self.gc_safe_point = Some(safe_point);
+        }
+        Ok(KvResponse::new())
+    }
+
     /// Applies an admin command. A split narrows this region and creates the new one's
     /// initial state and a copy of the at-most-once sessions (a write retried on the new
     /// region after `EpochNotMatch` must still be recognised), all in this batch. Invalid
@@ -230,6 +270,9 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
             return Ok((e.into_response(), None));
         }
         if !admin.has_split() {
+            if admin.get_gc_safe_point() != 0 {
+                return Ok((self.raise_gc_safe_point(admin.get_gc_safe_point())?, None));
+            }
             let e = Error::InvalidArgument("admin command without a command".into());
             return Ok((e.into_response(), None));
         }
@@ -270,6 +313,11 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
         self.wb
             .put_msg(Cf::Raft, &keys::region_state_key(left.get_id()), &state);
         write_initial_state(self.wb, &right);
+        // Both halves keep the safe point: reads below it stay refused on either side.
+        let gc_safe_point = self.gc_safe_point()?;
+        if gc_safe_point != 0 {
+            write_gc_safe_point(self.wb, right.get_id(), gc_safe_point);
+        }
         // The sessions as of this entry: the snapshot's, overlaid with this batch's.
         let (lo, hi) = keys::dedup_range(left.get_id());
         let mut sessions: BTreeMap<u64, DedupEntry> = BTreeMap::new();
@@ -364,19 +412,18 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
         let result = match req.cmd.take() {
             Some(Request_oneof_cmd::txn(t)) if crate::txn_cmd::is_txn_write(&t) => {
                 let one_pc_ts = cmd.get_one_pc_commit_ts();
-                crate::txn_cmd::apply_txn(
-                    &mut self.txn,
-                    self.wb,
-                    &self.region,
-                    &t,
-                    one_pc_ts,
-                    &mut self.released,
-                )?
-                .map(|t| {
-                    let mut r = Response::new();
-                    r.set_txn(t);
-                    r
-                })
+                let gc_safe_point = self.gc_safe_point()?;
+                let write = crate::txn_cmd::TxnWrite {
+                    region: &self.region,
+                    one_pc_commit_ts: one_pc_ts,
+                    gc_safe_point,
+                };
+                crate::txn_cmd::apply_txn(&mut self.txn, self.wb, &write, &t, &mut self.released)?
+                    .map(|t| {
+                        let mut r = Response::new();
+                        r.set_txn(t);
+                        r
+                    })
             }
             cmd => {
                 req.cmd = cmd;
@@ -461,7 +508,13 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
                     }
                     _ => {}
                 }
-                resp.set_txn(crate::txn_cmd::read_txn(&self.txn, &self.region, &t)?);
+                let gc_safe_point = self.gc_safe_point()?;
+                resp.set_txn(crate::txn_cmd::read_txn(
+                    &self.txn,
+                    &self.region,
+                    &t,
+                    gc_safe_point,
+                )?);
             }
             Some(Request_oneof_cmd::split(_)) => {
                 return Err(Error::InvalidArgument(

@@ -20,6 +20,7 @@ mod clock;
 mod config;
 mod detector;
 mod error;
+mod gc_worker;
 mod local_reader;
 mod log_writer;
 mod metrics;

@@ -170,7 +170,10 @@ pub(crate) fn read_from_engine<S: regatta_engine::Snapshot>(
         )
         .map(|r| resp.set_scan(r)),
         Some(Request_oneof_cmd::txn(t)) if txn_cmd::is_txn_read(t) => {
-            txn_cmd::read_txn(snap, region, t).map(|r| resp.set_txn(r))
+            regatta_engine::read_gc_safe_point(snap, region.get_id())
+                .map_err(Error::from)
+                .and_then(|sp| txn_cmd::read_txn(snap, region, t, sp))
+                .map(|r| resp.set_txn(r))
         }
         _ => Err(Error::InvalidArgument("not a read".into())),
     };

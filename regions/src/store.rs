@@ -10,6 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::StoreConfig;
 use crate::detector::Detector;
 use crate::error::Error;
+use crate::gc_worker::GcWorker;
 use crate::log_writer::LogWriter;
 use crate::metrics::{MetricsSnapshot, StoreMetrics};
 use crate::pd::PdClient;
@@ -67,6 +68,8 @@ pub struct Store {
     engine: RocksEngine,
     log_writer: LogWriter,
     log_writer_thread: std::thread::JoinHandle<()>,
+    gc_worker: GcWorker,
+    gc_thread: std::thread::JoinHandle<()>,
     logger: Logger,
     cfg: Arc<StoreConfig>,
     lease_ms: Arc<AtomicU64>,
@@ -340,6 +343,8 @@ impl Store {
             DETECTOR_QUEUE,
             logger.new(o!("component" => "detector")),
         );
+        let (gc_worker, gc_thread) = GcWorker::start(cfg.gc_batch_keys, cfg.gc_queue);
+        let pd_gc_safe_point = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
             engine: engine.clone(),
@@ -357,6 +362,8 @@ impl Store {
                 reads: router.reads().clone(),
                 lease_ms: lease_ms.clone(),
                 split_keys: split_keys.clone(),
+                pd_gc_safe_point,
+                gc_worker: gc_worker.clone(),
                 clock,
                 logger: logger.clone(),
             },
@@ -369,6 +376,7 @@ impl Store {
                 // Stop the replicas already started (and with them the LogWriter and the
                 // RocksDB they hold), so that a retry can open the data directory.
                 arbiter.stop();
+                gc_worker.stop();
                 return Err(e);
             }
         };
@@ -452,6 +460,8 @@ impl Store {
             engine,
             log_writer,
             log_writer_thread,
+            gc_worker,
+            gc_thread,
             logger,
             cfg,
             lease_ms,
@@ -575,11 +585,15 @@ impl Store {
             engine,
             log_writer,
             log_writer_thread,
+            gc_worker,
+            gc_thread,
             logger,
             router,
             ..
         } = self;
         let _ = shutdown.send(true);
+        // The GC thread drops its queue and ends after its current chunk.
+        gc_worker.stop();
         for t in &tasks {
             t.abort();
         }
@@ -593,8 +607,9 @@ impl Store {
         drop(router);
         drop(engine);
         drop(log_writer);
+        drop(gc_worker);
         let joined = tokio::task::spawn_blocking(move || {
-            arbiter.join().is_ok() && log_writer_thread.join().is_ok()
+            arbiter.join().is_ok() && log_writer_thread.join().is_ok() && gc_thread.join().is_ok()
         })
         .await;
         if !matches!(joined, Ok(true)) {
@@ -676,6 +691,10 @@ async fn heartbeat_loop(
         hb.set_poisoned_reason(poisoned.unwrap_or_default());
         match pd.store_heartbeat(hb).await {
             Ok(resp) => {
+                shared.ctx.pd_gc_safe_point.fetch_max(
+                    resp.get_gc_safe_point(),
+                    std::sync::atomic::Ordering::AcqRel,
+                );
                 for region in resp.get_bootstrap_regions() {
                     if shared.router.get(region.get_id()).is_some() {
                         continue;

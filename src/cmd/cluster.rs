@@ -9,6 +9,7 @@ use regatta_regions::{PdClient, Store, StoreConfig, StoreOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `regatta playground`.
 #[derive(Args)]
@@ -28,6 +29,47 @@ pub struct PlaygroundArgs {
     /// Port of store 1; store N listens on BASE + N - 1 (0 = any free ports).
     #[arg(long, default_value_t = 20160)]
     store_port: u16,
+    /// How far PD's GC safe point trails its clock (e.g. `10m`, `90s`, `1500ms`): MVCC
+    /// versions no read at or above it needs are dropped; reads below it are refused.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    gc_life_time: Duration,
+    #[command(flatten)]
+    gc: GcArgs,
+}
+
+/// MVCC GC on the stores (`regatta store`, the playground).
+#[derive(Args)]
+pub struct GcArgs {
+    /// How often a region leader brings PD's GC safe point into its region, and how
+    /// often a replica runs a GC pass once its safe point moved (e.g. `10m`, `500ms`).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    gc_interval: Duration,
+}
+
+impl GcArgs {
+    fn apply(&self, config: &mut StoreConfig) {
+        config.gc_interval_ms = u64::try_from(self.gc_interval.as_millis()).unwrap_or(u64::MAX);
+    }
+}
+
+/// Parses `10m`, `90s`, `1500ms`, `2h` (a number and a unit).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} needs a unit: ms, s, m or h"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a number"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: ms, s, m or h")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 /// `regatta pd`.
@@ -45,6 +87,9 @@ pub struct PdArgs {
     /// Regions to bootstrap.
     #[arg(long, default_value_t = 1)]
     regions: usize,
+    /// How far the GC safe point trails PD's clock (e.g. `10m`, `90s`; at least 1 s).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    gc_life_time: Duration,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -90,6 +135,8 @@ pub struct StoreArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    gc: GcArgs,
 }
 
 async fn shutdown_signal() {
@@ -121,14 +168,17 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
             (t.path().to_path_buf(), Some(t))
         }
     };
+    let mut store_config = StoreConfig::default();
+    a.gc.apply(&mut store_config);
     let cfg = PlaygroundConfig {
         stores: a.stores,
         regions: a.regions,
         data_dir: dir.clone(),
         pd_addr: a.pd_addr.clone(),
         store_port: a.store_port,
-        store_config: StoreConfig::default(),
+        store_config,
         transport: None,
+        gc_life_time: a.gc_life_time,
     };
     let sys = actix::System::new();
     sys.block_on(async move {
@@ -156,6 +206,7 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
     sys.block_on(async move {
         let mut config = regatta_pd::PdConfig::new(a.initial_stores, a.regions, a.data_dir.clone());
         a.net.apply(&mut config.inbound);
+        config.gc_life_time = a.gc_life_time;
         let pd = regatta_pd::start(config, &a.addr, logger.clone())
             .await
             .with_context(|| format!("starting PD on {}", a.addr))?;
@@ -179,6 +230,7 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
         if let Some(ms) = a.net.frame_stall_timeout_ms {
             config.frame_stall_timeout_ms = ms;
         }
+        a.gc.apply(&mut config);
         let opts = StoreOptions {
             store_id: a.id,
             listen_addr: a.addr.clone(),
@@ -195,4 +247,21 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_a_number_and_a_unit() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "10", "m", "1.5s", "10 m", "5d", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -88,10 +88,15 @@ pub fn txn(a: TxnArgs) -> Result<ExitCode> {
             let snap = client.snapshot(ts);
             for op in &ops {
                 if let Op::Get(k) = op {
-                    let v = snap
-                        .get(k.as_bytes())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("get {k} at {ts}: {e}"))?;
+                    let v = match snap.get(k.as_bytes()).await {
+                        Ok(v) => v,
+                        Err(e @ regatta_client::Error::BelowGcSafePoint { .. }) => {
+                            // An answer about the data, like a conflict: exit 1.
+                            eprintln!("get {k} at {ts}: {e}");
+                            return Ok(ExitCode::from(1));
+                        }
+                        Err(e) => bail!("get {k} at {ts}: {e}"),
+                    };
                     print_value(&mut out, k, v)?;
                 }
             }

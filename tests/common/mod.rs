@@ -166,6 +166,23 @@ impl Cluster {
 
     /// With a given store configuration.
     pub async fn with_config(stores: usize, regions: usize, config: StoreConfig) -> Cluster {
+        Self::with_gc_life_time(
+            stores,
+            regions,
+            config,
+            regatta_pd::gc::DEFAULT_GC_LIFE_TIME,
+        )
+        .await
+    }
+
+    /// With a given store configuration and PD's GC life time (how far its GC safe point
+    /// trails its clock).
+    pub async fn with_gc_life_time(
+        stores: usize,
+        regions: usize,
+        config: StoreConfig,
+        gc_life_time: Duration,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let seed = test_seed();
         let net = Arc::new(Network::default());
@@ -186,6 +203,7 @@ impl Cluster {
         let mut cfg = PlaygroundConfig::local(stores, regions, dir.path().to_path_buf());
         cfg.store_config = config;
         cfg.transport = Some(wrap);
+        cfg.gc_life_time = gc_life_time;
         let pg = Playground::start(cfg, test_logger())
             .await
             .expect("cluster starts");

@@ -3,11 +3,25 @@
 
 use super::Peer;
 use crate::error::Error;
+use protobuf::Message as _;
 use raft::StateRole;
 use regatta_engine::{Engine as _, Snapshot as _};
+use regatta_proto::raft_serverpb::{AdminCmd, RaftCmdBatch};
 use slog::{info, warn};
 
 impl Peer {
+    /// Proposes `admin` alone in its entry (stamped with the leader's wall clock, as every
+    /// entry is); `Err` when raft refuses it (not the leader).
+    pub(super) fn propose_admin(&mut self, admin: AdminCmd) -> raft::Result<()> {
+        let mut batch = RaftCmdBatch::new();
+        batch.set_propose_time_ms(self.ctx.clock.wall_ms());
+        batch.set_admin(admin);
+        let data = batch
+            .write_to_bytes()
+            .expect("encoding an in-memory command batch cannot fail");
+        self.raw.propose(vec![], data)
+    }
+
     /// Installs a snapshot at `(index, term)` holding exactly `pairs` (raw user key, value)
     /// on a replica that holds no data yet (how a harness seeds a node, `seed_state`). The
     /// snapshot goes through raft's own restore path, so it is persisted and applied like

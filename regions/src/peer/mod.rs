@@ -16,6 +16,7 @@
 //! | `freshness.rs` | follower safe time, as data; follower and read-your-writes reads |
 //! | `split.rs` | split check, ids, proposal and apply; the split's progress as one enum |
 //! | `hibernate.rs` | the raft clock's pace, as data; hibernate and wake |
+//! | `gc.rs` | MVCC GC: PD's safe point into the log; the replica's GC passes queued |
 //! | `tick.rs` | the raft clock and periodic work: deadlines, compaction, PD reports |
 //! | `admin.rs` | seeding, compaction on request, campaign and leader transfer |
 //! | `fence.rs` | stopping a replica that can no longer write |
@@ -33,6 +34,7 @@ mod actor;
 mod admin;
 mod fence;
 mod freshness;
+mod gc;
 mod hibernate;
 mod lease;
 mod lock_wait;
@@ -54,6 +56,7 @@ pub use split::SplitStep;
 use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::error::Error;
+use crate::gc_worker::GcWorker;
 use crate::local_reader::{ReadDelegate, ReadRegistry, ReadState};
 use crate::log_writer::{LogWriter, PersistedSink};
 use crate::metrics::StoreMetrics;
@@ -139,6 +142,11 @@ pub struct PeerContext {
     /// The leader lease in ms (0: off); starts as `cfg.lease_ms`, changed only through
     /// [`crate::Store::set_lease`], which checks it is safe.
     pub lease_ms: Arc<AtomicU64>,
+    /// PD's GC safe point as the store last heard it (0: none yet); leaders bring it
+    /// into their regions' logs (see `peer/gc.rs`).
+    pub pd_gc_safe_point: Arc<AtomicU64>,
+    /// The store's GC thread, which runs the replicas' GC passes.
+    pub gc_worker: GcWorker,
     /// Where time is read (the system clock, or a manual one in tests).
     pub clock: Arc<dyn Clock>,
     /// Logger.
@@ -198,6 +206,10 @@ pub struct RegionStatus {
     pub hibernating: bool,
     /// Pessimistic lock requests waiting in this leader's lock-wait queues.
     pub lock_waiters: usize,
+    /// The region's applied GC safe point (0: none yet): reads below it are refused.
+    pub gc_safe_point: u64,
+    /// The safe point of this replica's last completed GC pass (0: none).
+    pub gc_collected_safe_point: u64,
 }
 
 /// The region replica state machine.
@@ -241,6 +253,8 @@ pub struct Peer {
     last_pd_report: Instant,
     last_split_check: Instant,
     last_compact_check: Instant,
+    /// MVCC GC (see `gc.rs`).
+    gc: gc::GcState,
     /// Stores of peers not (yet) in the region: how an uninitialized replica answers.
     peer_cache: HashMap<u64, PeerMeta>,
     // Transactions (see `max_ts.rs`).
@@ -336,6 +350,7 @@ impl Peer {
             last_pd_report: now,
             last_split_check: now,
             last_compact_check: now,
+            gc: gc::GcState::new(now),
             peer_cache: HashMap::new(),
             max_ts: max_ts::MaxTs::default(),
             txn_read_floor: 0,
@@ -455,6 +470,8 @@ impl Peer {
             staleness_bound: self.freshness.staleness(now),
             hibernating: self.hibernation.is_hibernating(),
             lock_waiters: self.lock_waits.len(),
+            gc_safe_point: s.gc_safe_point(),
+            gc_collected_safe_point: self.gc.collected(),
         }
     }
 

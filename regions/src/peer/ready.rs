@@ -230,13 +230,18 @@ impl Peer {
             Ok(applied) => {
                 self.raw.advance_apply_to(last);
                 self.delegate.set_applied(last);
+                let mut gc_moved = false;
                 for mut a in applied {
                     if let Some((_, right)) = &a.split {
                         self.on_split_applied(a.index, right);
                     }
+                    gc_moved |= a.gc_safe_point.is_some();
                     let released = std::mem::take(&mut a.released);
                     self.answer(a);
                     self.on_released(released);
+                }
+                if gc_moved {
+                    self.start_gc_pass();
                 }
             }
             Err(e) => {

@@ -20,10 +20,9 @@ use super::{Peer, Responder};
 use crate::apply;
 use crate::error::Error;
 use crate::peer::NewRegion;
-use protobuf::Message as _;
 use regatta_proto::metapb::{Region, RegionEpoch};
 use regatta_proto::pdpb::RegionHeartbeatRequest;
-use regatta_proto::raft_serverpb::{AdminCmd, RaftCmdBatch, SplitCmd};
+use regatta_proto::raft_serverpb::{AdminCmd, SplitCmd};
 use slog::{info, warn};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -237,13 +236,7 @@ impl Peer {
         let mut admin = AdminCmd::new();
         admin.set_region_epoch(epoch);
         admin.set_split(split);
-        let mut batch = RaftCmdBatch::new();
-        batch.set_propose_time_ms(self.ctx.clock.wall_ms());
-        batch.set_admin(admin);
-        let data = batch
-            .write_to_bytes()
-            .expect("encoding an in-memory command batch cannot fail");
-        if self.raw.propose(vec![], data).is_err() {
+        if self.propose_admin(admin).is_err() {
             let _ = tx.send(self.not_leader().into_response());
             return;
         }

@@ -11,6 +11,10 @@
 //!   propose time rides in `RaftCmd.one_pc_commit_ts`) and executed at apply on every
 //!   replica, over the apply snapshot overlaid with the earlier commands of the same
 //!   apply call (`write`), under the same region-epoch check as raw writes;
+//! - below the region's GC safe point (raised through the log, see `apply.rs`), a read is
+//!   answered `key_error.below_gc_safe_point` and so is a prewrite or pessimistic lock
+//!   whose start ts is at or below it: the versions and rollback records it would be
+//!   checked against may be gone;
 //! - a failure the transaction decides is the answer's `key_error` (`wire`); store
 //!   errors stay in `kvrpcpb.Error`.
 //!
@@ -25,7 +29,7 @@ mod write;
 pub(crate) use read::{is_txn_read, read_ts, read_txn};
 pub(crate) use validate::{validate_txn, Checks};
 pub(crate) use wire::lock_info;
-pub(crate) use write::{apply_txn, is_txn_write};
+pub(crate) use write::{apply_txn, is_txn_write, TxnWrite};
 
 #[cfg(test)]
 mod tests;

@@ -37,13 +37,19 @@ pub(crate) fn read_ts(req: &TxnRequest) -> Option<u64> {
     }
 }
 
-/// Serves a transactional read from `snap`, the applied state of `region`. A lock met
-/// is the answer `key_error.locked`; corruption or an engine failure is `Err`.
+/// Serves a transactional read from `snap`, the applied state of `region`, whose GC safe
+/// point is `gc_safe_point`. A read below the safe point is the answer
+/// `key_error.below_gc_safe_point` (the versions it needs may be gone); a lock met is the
+/// answer `key_error.locked`; corruption or an engine failure is `Err`.
 pub(crate) fn read_txn<S: Snapshot>(
     snap: &S,
     region: &Region,
     req: &TxnRequest,
+    gc_safe_point: u64,
 ) -> Result<TxnResponse, Error> {
+    if let Some(ts) = read_ts(req).filter(|ts| *ts < gc_safe_point) {
+        return Ok(below_gc_safe_point(ts, gc_safe_point));
+    }
     let reader = MvccReader::new(snap);
     let mut resp = TxnResponse::new();
     let result = match &req.cmd {
@@ -117,6 +123,16 @@ pub(crate) fn read_txn<S: Snapshot>(
             Failure::Store(e) => Err(e),
         },
     }
+}
+
+/// The answer to a command at `ts` below the region's GC safe point.
+pub(crate) fn below_gc_safe_point(ts: u64, gc_safe_point: u64) -> TxnResponse {
+    debug_assert!(ts <= gc_safe_point);
+    let mut ke = regatta_proto::txnpb::KeyError::new();
+    ke.set_below_gc_safe_point(gc_safe_point);
+    let mut r = TxnResponse::new();
+    r.set_key_error(ke);
+    r
 }
 
 fn pair(key: Vec<u8>, value: Vec<u8>) -> TxnKvPair {

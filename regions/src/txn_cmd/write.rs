@@ -66,12 +66,33 @@ fn lock_owner_ts(req: &TxnRequest) -> u64 {
     }
 }
 
-/// Applies transactional write `req` of `region` over `overlay` (the earlier commands'
-/// transactional writes of this apply call), adding its writes to `overlay` and `wb` if it
-/// succeeds. `one_pc_commit_ts`: the commit ts the leader chose for a 1PC prewrite (0: a
-/// plain prewrite). Every key whose lock the command removed (commit, rollback, cleanup,
-/// a resolve, a 1PC over pessimistic locks, ...) is added to `released` with the start ts
-/// of the lock's transaction: the leader hands such keys to their lock waiters.
+/// Where a transactional write applies, as of its entry.
+pub(crate) struct TxnWrite<'a> {
+    /// The region.
+    pub region: &'a Region,
+    /// The commit ts the leader chose for a 1PC prewrite (0: a plain prewrite).
+    pub one_pc_commit_ts: u64,
+    /// The region's GC safe point.
+    pub gc_safe_point: u64,
+}
+
+/// The start ts of a command that writes a lock (prewrite, pessimistic lock): one at or
+/// below the GC safe point is refused, since the write records and rollback records its
+/// checks rely on (a conflict at `start_ts`, its own rollback) may be gone. A commit or
+/// rollback of a lock already there is not refused: the lock was checked when it landed.
+fn lock_start_ts(req: &TxnRequest) -> Option<u64> {
+    match &req.cmd {
+        Some(Cmd::prewrite(p)) => Some(p.get_start_ts()),
+        Some(Cmd::pessimistic_lock(p)) => Some(p.get_start_ts()),
+        _ => None,
+    }
+}
+
+/// Applies transactional write `req` (see [`TxnWrite`]) over `overlay` (the earlier
+/// commands' transactional writes of this apply call), adding its writes to `overlay` and
+/// `wb` if it succeeds. Every key whose lock the command removed (commit, rollback,
+/// cleanup, a resolve, a 1PC over pessimistic locks, ...) is added to `released` with the
+/// start ts of the lock's transaction: the leader hands such keys to their lock waiters.
 ///
 /// Returns `Ok(Ok(answer))` (which may carry a `key_error`), `Ok(Err(e))` for a store
 /// error to answer (a key no longer in the region), and `Err` for corruption or an engine
@@ -79,11 +100,11 @@ fn lock_owner_ts(req: &TxnRequest) -> u64 {
 pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
     overlay: &mut Overlay<'_, S>,
     wb: &mut W,
-    region: &Region,
+    at: &TxnWrite<'_>,
     req: &TxnRequest,
-    one_pc_commit_ts: u64,
     released: &mut Vec<(Vec<u8>, u64)>,
 ) -> Result<Result<TxnResponse, Error>, Error> {
+    let (region, one_pc_commit_ts) = (at.region, at.one_pc_commit_ts);
     if let Some(k) = keys_of(req).into_iter().find(|k| !key_in_range(region, k)) {
         return Ok(Err(Error::KeyNotInRegion {
             key: k.to_vec(),
@@ -91,6 +112,9 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
             start_key: region.get_start_key().to_vec(),
             end_key: region.get_end_key().to_vec(),
         }));
+    }
+    if let Some(ts) = lock_start_ts(req).filter(|ts| *ts <= at.gc_safe_point) {
+        return Ok(Ok(super::read::below_gc_safe_point(ts, at.gc_safe_point)));
     }
     let mut ops = OpBatch::default();
     let mut resp = TxnResponse::new();
