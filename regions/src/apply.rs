@@ -370,6 +370,7 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
                     &self.region,
                     &t,
                     one_pc_ts,
+                    index,
                     &mut self.released,
                 )?
                 .map(|t| {

@@ -35,9 +35,7 @@ pub(crate) async fn call(
 ) -> Result<TxnResponse> {
     let mut req = Request::new();
     req.set_txn(cmd);
-    let resp = client
-        .execute(op, key, req, TXN_READS, false)
-        .await?;
+    let resp = client.execute(op, key, req, TXN_READS, false).await?;
     take_txn(op, resp)
 }
 
@@ -75,15 +73,7 @@ pub(crate) async fn call_grouped(
                 let mut req = Request::new();
                 req.set_txn(build(&group));
                 let answer = c
-                    .execute_keys(
-                        op,
-                        &group[0],
-                        &group[1..],
-                        req,
-                        TXN_READS,
-                        None,
-                        deadline,
-                    )
+                    .execute_keys(op, &group[0], &group[1..], req, TXN_READS, None, deadline)
                     .await;
                 (group, answer)
             }));
@@ -161,6 +151,14 @@ pub(crate) fn key_error(e: &KeyError, start_ts: u64, primary: &[u8]) -> Error {
             start_ts,
             conflict_start_ts: c.get_conflict_start_ts(),
             conflict_commit_ts: c.get_conflict_commit_ts(),
+        };
+    }
+    if e.has_occ_version_mismatch() {
+        let m = e.get_occ_version_mismatch();
+        return Error::OccVersionMismatch {
+            key: m.get_key().to_vec(),
+            expected: m.get_expected(),
+            actual: m.get_actual(),
         };
     }
     if e.has_deadlock() {
@@ -246,6 +244,12 @@ mod tests {
             with(|e| e.set_already_rolled_back(true)),
             with(|e| e.set_commit_ts_expired_min(11)),
             with(|e| e.set_pessimistic_lock_not_found(true)),
+            with(|e| {
+                let m = e.mut_occ_version_mismatch();
+                m.set_key(b"k".to_vec());
+                m.set_expected(3);
+                m.set_actual(8);
+            }),
         ];
         let kinds: Vec<&str> = retryable
             .iter()
@@ -266,10 +270,15 @@ mod tests {
                     min_commit_ts: 11, ..
                 } => "commit_ts_expired",
                 Error::PessimisticLockNotFound { .. } => "pessimistic_lock_not_found",
+                Error::OccVersionMismatch {
+                    expected: 3,
+                    actual: 8,
+                    ..
+                } => "occ_version_mismatch",
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(kinds.len(), 9);
+        assert_eq!(kinds.len(), 10);
         for e in &retryable {
             assert!(e.is_retryable(), "{e}");
         }

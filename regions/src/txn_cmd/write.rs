@@ -69,7 +69,8 @@ fn lock_owner_ts(req: &TxnRequest) -> u64 {
 /// Applies transactional write `req` of `region` over `overlay` (the earlier commands'
 /// transactional writes of this apply call), adding its writes to `overlay` and `wb` if it
 /// succeeds. `one_pc_commit_ts`: the commit ts the leader chose for a 1PC prewrite (0: a
-/// plain prewrite). Every key whose lock the command removed (commit, rollback, cleanup,
+/// plain prewrite). `index`: the entry's log index, answered by prewrites and commits
+/// (`log_index`). Every key whose lock the command removed (commit, rollback, cleanup,
 /// a resolve, a 1PC over pessimistic locks, ...) is added to `released` with the start ts
 /// of the lock's transaction: the leader hands such keys to their lock waiters.
 ///
@@ -82,6 +83,7 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
     region: &Region,
     req: &TxnRequest,
     one_pc_commit_ts: u64,
+    index: u64,
     released: &mut Vec<(Vec<u8>, u64)>,
 ) -> Result<Result<TxnResponse, Error>, Error> {
     if let Some(k) = keys_of(req).into_iter().find(|k| !key_in_range(region, k)) {
@@ -103,12 +105,14 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
                 regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts).map(|committed_at| {
                     let mut r = PrewriteResponse::new();
                     r.set_one_pc_commit_ts(committed_at);
+                    r.set_log_index(index);
                     resp.set_prewrite(r);
                 })
             } else {
                 regatta_txn::prewrite(snap, b, &tr).map(|o| {
                     let mut r = PrewriteResponse::new();
                     r.set_min_commit_ts(o.min_commit_ts);
+                    r.set_log_index(index);
                     resp.set_prewrite(r);
                 })
             };
@@ -119,6 +123,7 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
                 |committed_at| {
                     let mut r = CommitResponse::new();
                     r.set_commit_ts(committed_at);
+                    r.set_log_index(index);
                     resp.set_commit(r)
                 },
             ),
