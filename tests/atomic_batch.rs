@@ -181,7 +181,15 @@ async fn a_batch_is_all_or_nothing_across_a_leader_crash_between_proposal_and_ap
             );
             actix_rt::spawn(async move { txns.atomic(&ops).await })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The cut-off leader holds the batch's entry, proposed and never committed.
+        common::wait_until("the batch proposed", Duration::from_secs(10), || async {
+            cluster
+                .status(leader, region)
+                .await
+                .is_some_and(|st| st.last_index > st.commit_index)
+        })
+        .await;
+        assert!(!batch.is_finished(), "answered before its entry committed");
         cluster.crash(leader).await;
         cluster.heal();
         let outcome = batch.await.expect("batch task");

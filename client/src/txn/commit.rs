@@ -55,8 +55,14 @@ pub(crate) struct Committed {
 
 /// Runs the protocol of the module doc. On `Err` other than
 /// [`Error::CommitUndetermined`] the transaction did not commit; its prewrite locks, if
-/// any, are left for the caller to roll back.
-pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Committed> {
+/// any, are left for the caller to roll back. `prewrote` is set when a prewrite of some
+/// part succeeded without committing (it left locks); a failed prewrite writes nothing,
+/// so while it stays false no lock of the attempt exists.
+pub(crate) async fn commit(
+    shared: &Arc<Shared>,
+    plan: CommitPlan,
+    prewrote: &mut bool,
+) -> Result<Committed> {
     let keys: Vec<Vec<u8>> = plan
         .mutations
         .iter()
@@ -119,6 +125,8 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
             if p.get_one_pc_commit_ts() != 0 {
                 one_pc_commit_ts = p.get_one_pc_commit_ts();
                 one_pc_log_index = p.get_log_index();
+            } else {
+                *prewrote = true;
             }
         },
     )

@@ -201,7 +201,8 @@ impl OccTxn {
             try_one_pc: self.opts.try_one_pc,
             read_versions: self.reads.into_iter().collect::<HashMap<_, _>>(),
         };
-        match commit::commit(&self.shared, plan).await {
+        let mut prewrote = false;
+        match commit::commit(&self.shared, plan, &mut prewrote).await {
             Ok(done) => Ok(OccOutcome {
                 committed: true,
                 changed_key: None,
@@ -210,8 +211,12 @@ impl OccTxn {
             }),
             Err(Error::OccVersionMismatch { key, .. }) | Err(Error::WriteConflict { key, .. }) => {
                 // Other regions may hold this attempt's locks: release them before
-                // answering. The primary was never committed, so rolling back is safe.
-                rollback_keys(&self.shared, touched, start_ts).await?;
+                // answering. The primary was never committed, so rolling back is safe. A
+                // one-region attempt refused by its only prewrite left nothing (the
+                // usual abort under contention: no second raft entry for it).
+                if prewrote {
+                    rollback_keys(&self.shared, touched, start_ts).await?;
+                }
                 Ok(OccOutcome::aborted(key))
             }
             Err(e @ Error::CommitUndetermined { .. }) | Err(e @ Error::AlreadyCommitted { .. }) => {

@@ -467,7 +467,7 @@ impl Transaction {
             try_one_pc: self.opts.try_one_pc,
             read_versions: HashMap::new(),
         };
-        let done = commit::commit(&self.shared, plan).await?;
+        let done = commit::commit(&self.shared, plan, &mut false).await?;
         self.committed_by_one_pc = done.one_pc;
         Ok(done.commit_ts)
     }
