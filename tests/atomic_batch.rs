@@ -71,6 +71,10 @@ async fn gets_see_the_batchs_earlier_writes() {
         assert_eq!(out.attempts, 1);
         let after = read_all(&txns, &[b"k".to_vec(), b"j".to_vec()]).await;
         assert_eq!(after, vec![None, Some(b"2".to_vec())]);
+        // The raw client offers the same batches (on the transactional keys).
+        let raw = cluster.client().await;
+        let via_raw = raw.atomic(&[get(b"j")]).await.unwrap();
+        assert_eq!(via_raw.results, vec![Some(b"2".to_vec())]);
         // Bad input is refused, not applied.
         assert!(matches!(
             txns.atomic(&[put(b"", b"x")]).await,

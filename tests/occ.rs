@@ -182,7 +182,9 @@ async fn an_occ_txn_built_from_a_read_set_commits_or_aborts_by_it() {
     let txns = txn_client(&cluster).await;
     tokio::time::timeout(SCENARIO_BOUND, async {
         set(&txns, b"k", b"1").await;
-        let mut reader = txns.occ_begin();
+        // Read through another handle: the raw client's, on the same key space.
+        let raw = cluster.client().await;
+        let mut reader = raw.occ_begin();
         let (_, version) = reader.read(b"k").await.unwrap();
         drop(reader);
         let mut t = txns.occ_from_reads([(b"k".to_vec(), version)]);

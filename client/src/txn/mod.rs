@@ -40,6 +40,7 @@ pub use client::{TxnBody, TxnClient};
 pub use occ::{OccOutcome, OccTxn};
 pub use read::Snapshot;
 pub use transaction::Transaction;
+pub(crate) use tso::TsoQueue;
 
 use crate::error::{Error, Result};
 use std::time::Duration;
