@@ -112,7 +112,8 @@ async fn batches_across_regions_are_all_or_nothing_under_a_split() {
     let mut tasks = Vec::new();
     for w in 0..4u64 {
         let (txns, keys, done, stop) = (txns.clone(), keys.clone(), done.clone(), stop.clone());
-        tasks.push(actix_rt::spawn(async move {
+        // tokio::spawn: the client's futures are Send (an application's runtime may move them).
+        tasks.push(tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;

@@ -220,7 +220,8 @@ async fn concurrent_occ_increments_never_lose_an_update() {
         let mut tasks = Vec::new();
         for _ in 0..6 {
             let (txns, commits, aborts) = (txns.clone(), commits.clone(), aborts.clone());
-            tasks.push(actix_rt::spawn(async move {
+            // tokio::spawn: the client's futures are Send (an application's runtime may move them).
+            tasks.push(tokio::spawn(async move {
                 for _ in 0..8 {
                     loop {
                         let mut t = txns.occ_begin();
