@@ -87,11 +87,12 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
     let (name, result): (&'static str, txn::Result<()>) = match cmd {
         Cmd::get(g) => ("get", {
             txn::MvccReader::new(&snap)
-                .get(g.get_key(), g.get_start_ts())
-                .map(|v| {
+                .get_with_version(g.get_key(), g.get_start_ts())
+                .map(|(v, version)| {
                     let r = out.mut_get();
                     r.set_found(v.is_some());
                     r.set_value(v.unwrap_or_default());
+                    r.set_commit_ts(version);
                 })
         }),
         Cmd::batch_get(b) => ("batch_get", {
