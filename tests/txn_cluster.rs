@@ -13,21 +13,16 @@ mod si;
 
 use bank::{account, Bank, ACCOUNTS};
 use common::{commit_req, prewrite_req, wait_until, Cluster};
-use regatta_client::{Config, Error, TxnClient, TxnMode, TxnOptions};
+use regatta_client::{Error, TxnClient, TxnMode, TxnOptions};
 use regatta_proto::txnpb::TxnRequest;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 async fn txn_client(cluster: &Cluster) -> TxnClient {
-    let cfg = Config {
-        op_timeout: Duration::from_secs(30),
-        rpc_timeout: Duration::from_secs(2),
-        ..Config::default()
-    };
-    TxnClient::connect_with(&[cluster.pg.pd_addr()], cfg)
+    cluster
+        .txn_client_with_deadline(Duration::from_secs(30))
         .await
-        .expect("transaction client connects")
 }
 
 /// Goal: the bank's history stays snapshot-isolated, every snapshot sums to the total and

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{wait_until, Cluster};
-use regatta_client::{Config, Error, Transaction, TxnClient, TxnOptions};
+use regatta_client::{Error, Transaction, TxnClient, TxnOptions};
 use regatta_proto::kvrpcpb::{KvResponse, Request};
 use regatta_proto::txnpb::{
     CommitRequest, Mutation, PessimisticLockRequest, PrewriteRequest, TxnRequest, TxnResponse,
@@ -20,14 +20,9 @@ use std::time::Duration;
 const SCENARIO_BOUND: Duration = Duration::from_secs(60);
 
 async fn txn_client(cluster: &Cluster) -> TxnClient {
-    let cfg = Config {
-        op_timeout: Duration::from_secs(20),
-        rpc_timeout: Duration::from_secs(2),
-        ..Config::default()
-    };
-    TxnClient::connect_with(&[cluster.pg.pd_addr()], cfg)
+    cluster
+        .txn_client_with_deadline(Duration::from_secs(20))
         .await
-        .expect("client connects")
 }
 
 fn pessimistic(lock_wait_timeout_ms: u64) -> TxnOptions {

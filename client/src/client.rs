@@ -7,6 +7,7 @@ use crate::read::{scan_resume, KvPair, ReadConsistency, ReadOutcome, Versioned};
 use crate::region_cache::{CachedRegion, RegionCache};
 use crate::retry::{self, CacheUpdate, Step};
 use crate::session::SessionPool;
+use crate::txn::{AtomicOp, AtomicOutcome, OccTxn, TsoQueue, TxnClient};
 use rand::Rng;
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::{
@@ -58,6 +59,9 @@ struct Inner {
     sessions: SessionPool,
     /// Read-your-writes: the log index of this client's last acknowledged write per region.
     last_write: Mutex<HashMap<u64, u64>>,
+    /// The TSO request queue every transaction handle over this client shares (so
+    /// `occ_begin` / `atomic` here batch their timestamps with a `TxnClient`'s).
+    tso_queue: TsoQueue,
 }
 
 /// What one attempt's outcome means for the retry loop.
@@ -121,8 +125,26 @@ impl Client {
                 connecting: tokio::sync::Mutex::new(()),
                 sessions: SessionPool::default(),
                 last_write: Mutex::new(HashMap::new()),
+                tso_queue: TsoQueue::default(),
             }),
         })
+    }
+
+    /// The TSO queue shared by the transaction handles over this client.
+    pub(crate) fn tso_queue(&self) -> TsoQueue {
+        self.inner.tso_queue.clone()
+    }
+
+    /// Begins an OCC transaction on the **transactional** key space (not this client's
+    /// raw keys): as [`TxnClient::occ_begin`] over this client's connections.
+    pub fn occ_begin(&self) -> OccTxn {
+        TxnClient::from_client(self.clone()).occ_begin()
+    }
+
+    /// Applies `ops` all or nothing on the **transactional** key space (not this
+    /// client's raw keys): as [`TxnClient::atomic`] over this client's connections.
+    pub async fn atomic(&self, ops: &[AtomicOp]) -> Result<AtomicOutcome> {
+        TxnClient::from_client(self.clone()).atomic(ops).await
     }
 
     /// The PD client this client routes with.

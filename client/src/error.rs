@@ -62,6 +62,18 @@ pub enum Error {
         /// Its commit ts.
         conflict_commit_ts: u64,
     },
+    /// OCC: a key the transaction read at version `expected` is now at `actual`; nothing
+    /// was committed. [`crate::OccTxn::commit`] answers it as an abort
+    /// ([`crate::OccOutcome`]), not as this error. Retryable from the reads.
+    #[error("version of {key:?} changed: read at {expected}, now {actual}")]
+    OccVersionMismatch {
+        /// The key that changed.
+        key: Vec<u8>,
+        /// The version read.
+        expected: u64,
+        /// Its version at validation.
+        actual: u64,
+    },
     /// `key` is locked by another transaction that stayed alive (its TTL kept running, or
     /// it kept heartbeating) until this operation's deadline. Retryable: the lock goes
     /// once that transaction ends or its TTL runs out.
@@ -197,6 +209,7 @@ impl Error {
             | Error::Pd(_)
             | Error::Timeout { .. }
             | Error::WriteConflict { .. }
+            | Error::OccVersionMismatch { .. }
             | Error::KeyIsLocked { .. }
             | Error::Deadlock { .. }
             | Error::LockWaitTimeout { .. }

@@ -48,4 +48,7 @@ pub use config::Config;
 pub use error::Error;
 pub use pd::PdClient;
 pub use read::{KvPair, ReadConsistency, ReadOutcome, Versioned};
-pub use txn::{Snapshot, Transaction, TxnBody, TxnClient, TxnMode, TxnOptions};
+pub use txn::{
+    AtomicOp, AtomicOutcome, OccOutcome, OccTxn, Snapshot, Transaction, TxnBody, TxnClient,
+    TxnMode, TxnOptions,
+};

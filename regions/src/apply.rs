@@ -416,6 +416,7 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
                 let write = crate::txn_cmd::TxnWrite {
                     region: &self.region,
                     one_pc_commit_ts: one_pc_ts,
+                    index,
                     gc_safe_point,
                 };
                 crate::txn_cmd::apply_txn(&mut self.txn, self.wb, &write, &t, &mut self.released)?

@@ -25,7 +25,7 @@ use linearizability::{Event, Op};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use regatta::playground::{Playground, PlaygroundConfig, TransportWrap};
-use regatta_client::{Client, Config, ReadConsistency};
+use regatta_client::{Client, Config, ReadConsistency, TxnClient};
 use regatta_proto::kvrpcpb::{KvResponse, Request};
 use regatta_proto::metapb::Region;
 use regatta_proto::raft_serverpb::RaftMessage;
@@ -232,6 +232,12 @@ impl Cluster {
         Client::connect_with(&[self.pg.pd_addr()], cfg)
             .await
             .expect("client connects")
+    }
+
+    /// A transaction client of this cluster with short retry delays and the given op
+    /// deadline (over a raw client as [`Cluster::client_with_deadline`] makes).
+    pub async fn txn_client_with_deadline(&self, op_timeout: Duration) -> TxnClient {
+        TxnClient::from_client(self.client_with_deadline(op_timeout).await)
     }
 
     /// A client with an explicit configuration.

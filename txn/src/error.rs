@@ -94,6 +94,18 @@ pub enum Error {
         /// The smallest allowed.
         min_commit_ts: u64,
     },
+    /// OCC: a key the transaction read at version `expected` is now at `actual` (the
+    /// commit ts of its newest `Put`/`Delete`, 0 if none), or the reader was wrong about
+    /// it; nothing was written. Retryable by reading again.
+    #[error("version of {key:?} changed: read at {expected}, now {actual}")]
+    VersionMismatch {
+        /// The key.
+        key: Vec<u8>,
+        /// The version the transaction read.
+        expected: u64,
+        /// The key's version at validation.
+        actual: u64,
+    },
     /// The request itself is wrong (a key twice in one action, a commit ts not after the
     /// start ts, ...). Not retryable.
     #[error("invalid request: {0}")]
@@ -120,7 +132,8 @@ impl Error {
         match self {
             Error::KeyIsLocked { .. }
             | Error::WriteConflict { .. }
-            | Error::CommitTsExpired { .. } => true,
+            | Error::CommitTsExpired { .. }
+            | Error::VersionMismatch { .. } => true,
             Error::TxnLockNotFound { .. }
             | Error::TxnNotFound { .. }
             | Error::Committed { .. }

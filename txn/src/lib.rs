@@ -24,6 +24,7 @@
 //!     for_update_ts: 0,
 //!     min_commit_ts: 0,
 //!     async_commit_secondaries: None,
+//!     read_versions: vec![],
 //!     mutations: vec![Mutation::put(b"k".to_vec(), b"v".to_vec())],
 //! };
 //! let mut wb = engine.write_batch();

@@ -72,14 +72,17 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
         }
     }
 
-    /// The value of `key` as of `read_ts` (snapshot isolation): [`Error::KeyIsLocked`] if
-    /// a lock that may commit at or below `read_ts` is on it.
-    pub fn get(&self, key: &[u8], read_ts: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.get_versioned(key, read_ts)?.map(|(_, v)| v))
+    /// OCC's version of `key`: the commit ts of its newest `Put` or `Delete`, 0 if it has
+    /// none (never written, or GC dropped its last `Delete`). `Lock` and `Rollback`
+    /// records change no value, so they are not versions. Ignores locks.
+    pub fn newest_version(&self, key: &[u8]) -> Result<u64> {
+        Ok(self.data_write(key, u64::MAX)?.map_or(0, |(ts, _)| ts))
     }
 
-    /// As [`MvccReader::get`], with the commit ts of the version read.
-    pub fn get_versioned(&self, key: &[u8], read_ts: u64) -> Result<Option<(u64, Vec<u8>)>> {
+    /// The value of `key` as of `read_ts` and its version at `read_ts` (the commit ts of
+    /// the newest `Put`/`Delete` at or below it, 0 if none; a `Delete` reads `None`):
+    /// [`Error::KeyIsLocked`] as [`MvccReader::get`].
+    pub fn get_with_version(&self, key: &[u8], read_ts: u64) -> Result<(Option<Vec<u8>>, u64)> {
         if let Some(lock) = self.load_lock(key)? {
             if lock.blocks_read_at(read_ts) {
                 return Err(Error::KeyIsLocked {
@@ -88,7 +91,25 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
                 });
             }
         }
-        self.committed_version(key, read_ts)
+        match self.data_write(key, read_ts)? {
+            Some((commit_ts, w)) if w.kind == WriteKind::Put => {
+                Ok((Some(self.load_value(key, &w)?), commit_ts))
+            }
+            Some((commit_ts, _)) => Ok((None, commit_ts)),
+            None => Ok((None, 0)),
+        }
+    }
+
+    /// The value of `key` as of `read_ts` (snapshot isolation): [`Error::KeyIsLocked`] if
+    /// a lock that may commit at or below `read_ts` is on it.
+    pub fn get(&self, key: &[u8], read_ts: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_versioned(key, read_ts)?.map(|(_, v)| v))
+    }
+
+    /// As [`MvccReader::get`], with the commit ts of the version read.
+    pub fn get_versioned(&self, key: &[u8], read_ts: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        let (value, version) = self.get_with_version(key, read_ts)?;
+        Ok(value.map(|v| (version, v)))
     }
 
     /// The value of the newest `Put`/`Delete` of `key` committed at or below `ts`,
@@ -99,6 +120,16 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
 
     /// As [`MvccReader::committed_value`], with the commit ts.
     fn committed_version(&self, key: &[u8], ts: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        match self.data_write(key, ts)? {
+            Some((commit_ts, w)) if w.kind == WriteKind::Put => {
+                self.load_value(key, &w).map(|v| Some((commit_ts, v)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The newest `Put`/`Delete` record of `key` committed at or below `ts`.
+    fn data_write(&self, key: &[u8], ts: u64) -> Result<Option<(u64, Write)>> {
         let start = key::version_key(key, ts);
         let mut found: Result<Option<(u64, Write)>> = Ok(None);
         self.snap
@@ -112,12 +143,7 @@ impl<'a, S: Snapshot> MvccReader<'a, S> {
                 }
                 Ok(false)
             })?;
-        match found? {
-            Some((commit_ts, w)) if w.kind == WriteKind::Put => {
-                self.load_value(key, &w).map(|v| Some((commit_ts, v)))
-            }
-            _ => Ok(None),
-        }
+        found
     }
 
     /// The value a `Put` record points at: inlined, or in `default` at `key + start_ts`.

@@ -1,6 +1,8 @@
 //! [`TxnClient`]: begins transactions, hands out timestamps and snapshots, and runs a
 //! transaction body with retries ([`TxnClient::run`]).
 
+use super::atomic::{self, AtomicOp, AtomicOutcome};
+use super::occ::OccTxn;
 use super::read::Snapshot;
 use super::transaction::Transaction;
 use super::tso::TsoBatcher;
@@ -64,12 +66,40 @@ impl TxnClient {
     /// transaction (each read, lock, prewrite and commit, each wait for a lock).
     pub async fn connect_with<S: AsRef<str>>(pd_addrs: &[S], cfg: Config) -> Result<TxnClient> {
         let client = Client::connect_with(pd_addrs, cfg).await?;
-        Ok(TxnClient {
+        Ok(TxnClient::from_client(client))
+    }
+
+    /// A transaction handle over a raw client's connections, region cache and settings
+    /// (the two clients then share them; the keys stay in separate key spaces).
+    pub fn from_client(client: Client) -> TxnClient {
+        TxnClient {
             shared: Arc::new(Shared {
                 tso: TsoBatcher::new(client.clone()),
                 client,
             }),
-        })
+        }
+    }
+
+    /// Begins an OCC transaction (default options: 1PC when its keys lie in one region,
+    /// `lock_ttl_ms` for the locks of a commit across regions). Nothing is sent until its
+    /// first read.
+    pub fn occ_begin(&self) -> OccTxn {
+        OccTxn::new(self.shared.clone(), TxnOptions::optimistic())
+    }
+
+    /// An OCC transaction whose read set is given: `(key, version)` pairs read earlier,
+    /// e.g. by another process; its commit validates them as its own reads.
+    pub fn occ_from_reads(&self, reads: impl IntoIterator<Item = (Vec<u8>, u64)>) -> OccTxn {
+        let mut t = self.occ_begin();
+        t.add_reads(reads);
+        t
+    }
+
+    /// Applies `ops` all or nothing, each get seeing the batch's earlier writes (see
+    /// [`AtomicOp`] and the `atomic` module doc); a batch aborted by a concurrent write
+    /// runs again until [`TxnOptions::retry_timeout`] (default options).
+    pub async fn atomic(&self, ops: &[AtomicOp]) -> Result<AtomicOutcome> {
+        atomic::run(&self.shared, &TxnOptions::optimistic(), ops).await
     }
 
     /// A fresh timestamp from PD's TSO: above every timestamp handed out before the call.

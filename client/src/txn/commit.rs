@@ -23,7 +23,7 @@ use super::resolve::run_resolving;
 use super::rpc::{call, call_grouped, failure, group_by_region, key_error};
 use super::Shared;
 use crate::error::{Error, Result};
-use regatta_proto::txnpb::{CommitRequest, Mutation, PrewriteRequest, TxnRequest};
+use regatta_proto::txnpb::{CommitRequest, Mutation, PrewriteRequest, ReadVersion, TxnRequest};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +38,9 @@ pub(crate) struct CommitPlan {
     pub for_update_ts: u64,
     pub lock_ttl_ms: u64,
     pub try_one_pc: bool,
+    /// OCC: the version each read key was read at (each key also a mutation), validated
+    /// by the prewrite of its region. Empty for Percolator transactions.
+    pub read_versions: HashMap<Vec<u8>, u64>,
 }
 
 /// How the transaction committed.
@@ -45,12 +48,21 @@ pub(crate) struct CommitPlan {
 pub(crate) struct Committed {
     pub commit_ts: u64,
     pub one_pc: bool,
+    /// The log index of the commit entry: the 1PC prewrite's, or the primary's commit's
+    /// (0 when the store did not say).
+    pub log_index: u64,
 }
 
 /// Runs the protocol of the module doc. On `Err` other than
 /// [`Error::CommitUndetermined`] the transaction did not commit; its prewrite locks, if
-/// any, are left for the caller to roll back.
-pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Committed> {
+/// any, are left for the caller to roll back. `prewrote` is set when a prewrite of some
+/// part succeeded without committing (it left locks); a failed prewrite writes nothing,
+/// so while it stays false no lock of the attempt exists.
+pub(crate) async fn commit(
+    shared: &Arc<Shared>,
+    plan: CommitPlan,
+    prewrote: &mut bool,
+) -> Result<Committed> {
     let keys: Vec<Vec<u8>> = plan
         .mutations
         .iter()
@@ -73,11 +85,18 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
     );
     let (primary, start_ts) = (plan.primary.clone(), plan.start_ts);
     let (ttl, for_update_ts) = (plan.lock_ttl_ms, plan.for_update_ts);
+    let read_versions = Arc::new(plan.read_versions);
     let build = Arc::new(move |part: &[Vec<u8>]| {
         let mut p = PrewriteRequest::new();
         for k in part {
             if let Some(m) = by_key.get(k) {
                 p.mut_mutations().push(m.clone());
+            }
+            if let Some(v) = read_versions.get(k) {
+                let mut r = ReadVersion::new();
+                r.set_key(k.clone());
+                r.set_version(*v);
+                p.mut_read_versions().push(r);
             }
         }
         p.set_primary(primary.clone());
@@ -92,6 +111,7 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
     });
     let mut min_commit_ts = 0;
     let mut one_pc_commit_ts = 0;
+    let mut one_pc_log_index = 0;
     let prewritten = run_resolving(
         shared,
         "prewrite",
@@ -102,7 +122,12 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
         |_, resp| {
             let p = resp.get_prewrite();
             min_commit_ts = min_commit_ts.max(p.get_min_commit_ts());
-            one_pc_commit_ts = one_pc_commit_ts.max(p.get_one_pc_commit_ts());
+            if p.get_one_pc_commit_ts() != 0 {
+                one_pc_commit_ts = p.get_one_pc_commit_ts();
+                one_pc_log_index = p.get_log_index();
+            } else {
+                *prewrote = true;
+            }
         },
     )
     .await;
@@ -121,13 +146,14 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
         return Ok(Committed {
             commit_ts: one_pc_commit_ts,
             one_pc: true,
+            log_index: one_pc_log_index,
         });
     }
 
     // Step 3/4: commit the primary at a ts from the TSO.
     let deadline = Instant::now() + shared.client.config().op_timeout;
     let mut floor = min_commit_ts;
-    let commit_ts = loop {
+    let (commit_ts, log_index) = loop {
         let mut commit_ts = shared.timestamp().await?;
         while commit_ts < floor {
             if Instant::now() >= deadline {
@@ -159,8 +185,8 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
             // The store's word wins: an earlier attempt (a 1PC whose answer was lost,
             // retried here as 2PC) may have committed the keys at another ts.
             None => match resp.get_commit().get_commit_ts() {
-                0 => break commit_ts,
-                at => break at,
+                0 => break (commit_ts, resp.get_commit().get_log_index()),
+                at => break (at, resp.get_commit().get_log_index()),
             },
             Some(e) if e.get_commit_ts_expired_min() != 0 && Instant::now() < deadline => {
                 floor = e.get_commit_ts_expired_min();
@@ -189,5 +215,6 @@ pub(crate) async fn commit(shared: &Arc<Shared>, plan: CommitPlan) -> Result<Com
     Ok(Committed {
         commit_ts,
         one_pc: false,
+        log_index,
     })
 }

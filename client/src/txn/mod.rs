@@ -25,17 +25,22 @@
 //! Transactional keys live in their own key space on the stores: a key written through
 //! [`TxnClient`] is not visible to [`crate::Client`]'s raw reads, and the reverse.
 
+mod atomic;
 mod client;
 mod commit;
+mod occ;
 mod read;
 mod resolve;
 mod rpc;
 mod transaction;
 mod tso;
 
+pub use atomic::{AtomicOp, AtomicOutcome};
 pub use client::{TxnBody, TxnClient};
+pub use occ::{OccOutcome, OccTxn};
 pub use read::Snapshot;
 pub use transaction::Transaction;
+pub(crate) use tso::TsoQueue;
 
 use crate::error::{Error, Result};
 use std::time::Duration;

@@ -66,8 +66,19 @@ impl Snapshot {
 
 /// The value of `key` at `ts`.
 pub(crate) async fn get(shared: &Shared, ts: u64, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    Ok(get_with_version(shared, ts, key).await?.0)
+}
+
+/// The value of `key` at `ts` and its version there: the commit ts of its newest `Put`
+/// or `Delete` at or below `ts` (0: none), OCC's version.
+pub(crate) async fn get_with_version(
+    shared: &Shared,
+    ts: u64,
+    key: &[u8],
+) -> Result<(Option<Vec<u8>>, u64)> {
     check_key("get", key)?;
     let mut value = None;
+    let mut version = 0;
     let build = Arc::new(move |keys: &[Vec<u8>]| {
         let mut g = TxnGetRequest::new();
         g.set_key(keys[0].clone());
@@ -85,13 +96,14 @@ pub(crate) async fn get(shared: &Shared, ts: u64, key: &[u8]) -> Result<Option<V
         build,
         |_, mut resp| {
             let mut g = resp.take_get();
+            version = g.get_commit_ts();
             if g.get_found() {
                 value = Some(g.take_value());
             }
         },
     )
     .await?;
-    Ok(value)
+    Ok((value, version))
 }
 
 /// The values of `keys` at `ts`, in order.

@@ -153,6 +153,14 @@ pub(crate) fn key_error(e: &KeyError, start_ts: u64, primary: &[u8]) -> Error {
             conflict_commit_ts: c.get_conflict_commit_ts(),
         };
     }
+    if e.has_occ_version_mismatch() {
+        let m = e.get_occ_version_mismatch();
+        return Error::OccVersionMismatch {
+            key: m.get_key().to_vec(),
+            expected: m.get_expected(),
+            actual: m.get_actual(),
+        };
+    }
     if e.has_deadlock() {
         let d = e.get_deadlock();
         return Error::Deadlock {
@@ -236,6 +244,12 @@ mod tests {
             with(|e| e.set_already_rolled_back(true)),
             with(|e| e.set_commit_ts_expired_min(11)),
             with(|e| e.set_pessimistic_lock_not_found(true)),
+            with(|e| {
+                let m = e.mut_occ_version_mismatch();
+                m.set_key(b"k".to_vec());
+                m.set_expected(3);
+                m.set_actual(8);
+            }),
         ];
         let kinds: Vec<&str> = retryable
             .iter()
@@ -256,10 +270,15 @@ mod tests {
                     min_commit_ts: 11, ..
                 } => "commit_ts_expired",
                 Error::PessimisticLockNotFound { .. } => "pessimistic_lock_not_found",
+                Error::OccVersionMismatch {
+                    expected: 3,
+                    actual: 8,
+                    ..
+                } => "occ_version_mismatch",
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(kinds.len(), 9);
+        assert_eq!(kinds.len(), 10);
         for e in &retryable {
             assert!(e.is_retryable(), "{e}");
         }

@@ -465,8 +465,9 @@ impl Transaction {
             for_update_ts: self.for_update_ts,
             lock_ttl_ms: self.lock_ttl_ms(),
             try_one_pc: self.opts.try_one_pc,
+            read_versions: HashMap::new(),
         };
-        let done = commit::commit(&self.shared, plan).await?;
+        let done = commit::commit(&self.shared, plan, &mut false).await?;
         self.committed_by_one_pc = done.one_pc;
         Ok(done.commit_ts)
     }
@@ -497,7 +498,11 @@ impl Transaction {
 }
 
 /// Rolls transaction `start_ts` back on `keys` (one request per region, in parallel).
-async fn rollback_keys(shared: &Shared, keys: Vec<Vec<u8>>, start_ts: u64) -> Result<()> {
+pub(crate) async fn rollback_keys(
+    shared: &Shared,
+    keys: Vec<Vec<u8>>,
+    start_ts: u64,
+) -> Result<()> {
     if keys.is_empty() {
         return Ok(());
     }

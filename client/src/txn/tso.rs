@@ -19,8 +19,11 @@ pub(crate) const MAX_TSO_BATCH: usize = 65_536;
 
 type Slot = oneshot::Sender<Result<u64>>;
 
+/// The queue of timestamp requests: one per raw client, shared by every batcher over it.
+pub(crate) type TsoQueue = Arc<Mutex<Queue>>;
+
 #[derive(Default)]
-struct Queue {
+pub(crate) struct Queue {
     waiting: Vec<Slot>,
     /// Whether a flusher task is running (it will see every slot queued before it exits).
     flushing: bool,
@@ -30,15 +33,15 @@ struct Queue {
 #[derive(Clone)]
 pub(crate) struct TsoBatcher {
     client: Client,
-    queue: Arc<Mutex<Queue>>,
+    queue: TsoQueue,
 }
 
 impl TsoBatcher {
-    /// A batcher asking the PD of `client`.
+    /// A batcher asking the PD of `client`, on the client's shared queue.
     pub(crate) fn new(client: Client) -> TsoBatcher {
         TsoBatcher {
+            queue: client.tso_queue(),
             client,
-            queue: Arc::default(),
         }
     }
 

@@ -50,6 +50,16 @@ fn key_error(e: txn::Error) -> txnpb::KeyError {
         txn::Error::CommitTsExpired { min_commit_ts, .. } => {
             k.set_commit_ts_expired_min(min_commit_ts)
         }
+        txn::Error::VersionMismatch {
+            key,
+            expected,
+            actual,
+        } => {
+            let m = k.mut_occ_version_mismatch();
+            m.set_key(key);
+            m.set_expected(expected);
+            m.set_actual(actual);
+        }
         other => k.set_invalid(other.to_string()),
     }
     k
@@ -77,11 +87,12 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
     let (name, result): (&'static str, txn::Result<()>) = match cmd {
         Cmd::get(g) => ("get", {
             txn::MvccReader::new(&snap)
-                .get(g.get_key(), g.get_start_ts())
-                .map(|v| {
+                .get_with_version(g.get_key(), g.get_start_ts())
+                .map(|(v, version)| {
                     let r = out.mut_get();
                     r.set_found(v.is_some());
                     r.set_value(v.unwrap_or_default());
+                    r.set_commit_ts(version);
                 })
         }),
         Cmd::batch_get(b) => ("batch_get", {
@@ -145,6 +156,11 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
                 min_commit_ts: p.get_min_commit_ts(),
                 async_commit_secondaries: None,
                 mutations: p.get_mutations().iter().map(mutation).collect(),
+                read_versions: p
+                    .get_read_versions()
+                    .iter()
+                    .map(|r| (r.get_key().to_vec(), r.get_version()))
+                    .collect(),
             };
             if p.get_try_one_pc() {
                 let commit_ts = next_ts(s, 1);

@@ -242,6 +242,7 @@ impl FakeCluster {
                 for_update_ts: 0,
                 min_commit_ts: 0,
                 async_commit_secondaries: None,
+                read_versions: Vec::new(),
                 mutations: pairs
                     .iter()
                     .map(|(k, v)| txn::Mutation::put(k.to_vec(), v.to_vec()))

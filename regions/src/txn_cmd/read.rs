@@ -53,17 +53,20 @@ pub(crate) fn read_txn<S: Snapshot>(
     let reader = MvccReader::new(snap);
     let mut resp = TxnResponse::new();
     let result = match &req.cmd {
-        Some(Cmd::get(g)) => reader
-            .get_versioned(g.get_key(), g.get_start_ts())
-            .map(|v| {
-                let mut r = TxnGetResponse::new();
-                if let Some((commit_ts, v)) = v {
-                    r.set_found(true);
-                    r.set_value(v);
+        // The version answered for a deleted key too: OCC reads it (`read_versions`).
+        Some(Cmd::get(g)) => {
+            reader
+                .get_with_version(g.get_key(), g.get_start_ts())
+                .map(|(v, commit_ts)| {
+                    let mut r = TxnGetResponse::new();
+                    if let Some(v) = v {
+                        r.set_found(true);
+                        r.set_value(v);
+                    }
                     r.set_commit_ts(commit_ts);
-                }
-                resp.set_get(r);
-            }),
+                    resp.set_get(r);
+                })
+        }
         Some(Cmd::batch_get(b)) => b
             .get_keys()
             .iter()

@@ -95,6 +95,10 @@ pub(crate) fn validate_txn(req: &TxnRequest, c: &Checks<'_>) -> Result<(), Error
             for s in p.get_secondaries() {
                 foreign_key(s, c)?;
             }
+            // Each read version names one of the mutations (checked by the action).
+            if p.get_read_versions().len() > p.get_mutations().len() {
+                return Err(invalid("more read versions than mutations"));
+            }
             keys(c, p.get_mutations().iter().map(|m| m.get_key()))
         }
         Some(Cmd::commit(cm)) => {

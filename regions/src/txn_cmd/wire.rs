@@ -47,6 +47,16 @@ pub(crate) fn failure(e: regatta_txn::Error, region_id: u64, primary: &[u8]) -> 
         E::AlreadyRolledBack { .. } => ke.set_already_rolled_back(true),
         E::PessimisticLockNotFound { .. } => ke.set_pessimistic_lock_not_found(true),
         E::CommitTsExpired { min_commit_ts, .. } => ke.set_commit_ts_expired_min(min_commit_ts),
+        E::VersionMismatch {
+            key,
+            expected,
+            actual,
+        } => {
+            let m = ke.mut_occ_version_mismatch();
+            m.set_key(key);
+            m.set_expected(expected);
+            m.set_actual(actual);
+        }
         E::InvalidRequest(reason) => ke.set_invalid(reason),
         E::Corrupt { what, key, detail } => {
             return Failure::Store(Error::Engine(Arc::new(regatta_engine::Error::Corrupt {
@@ -105,5 +115,10 @@ pub(crate) fn prewrite_request(p: &txnpb::PrewriteRequest) -> PrewriteRequest {
             .get_use_async_commit()
             .then(|| p.get_secondaries().to_vec()),
         mutations,
+        read_versions: p
+            .get_read_versions()
+            .iter()
+            .map(|r| (r.get_key().to_vec(), r.get_version()))
+            .collect(),
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct TxnWrite<'a> {
     pub one_pc_commit_ts: u64,
     /// The region's GC safe point.
     pub gc_safe_point: u64,
+    /// The entry's log index, answered by prewrites and commits (`log_index`).
+    pub index: u64,
 }
 
 /// The start ts of a command that writes a lock (prewrite, pessimistic lock): one at or
@@ -104,7 +106,7 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
     req: &TxnRequest,
     released: &mut Vec<(Vec<u8>, u64)>,
 ) -> Result<Result<TxnResponse, Error>, Error> {
-    let (region, one_pc_commit_ts) = (at.region, at.one_pc_commit_ts);
+    let (region, one_pc_commit_ts, index) = (at.region, at.one_pc_commit_ts, at.index);
     if let Some(k) = keys_of(req).into_iter().find(|k| !key_in_range(region, k)) {
         return Ok(Err(Error::KeyNotInRegion {
             key: k.to_vec(),
@@ -127,12 +129,14 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
                 regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts).map(|committed_at| {
                     let mut r = PrewriteResponse::new();
                     r.set_one_pc_commit_ts(committed_at);
+                    r.set_log_index(index);
                     resp.set_prewrite(r);
                 })
             } else {
                 regatta_txn::prewrite(snap, b, &tr).map(|o| {
                     let mut r = PrewriteResponse::new();
                     r.set_min_commit_ts(o.min_commit_ts);
+                    r.set_log_index(index);
                     resp.set_prewrite(r);
                 })
             };
@@ -143,6 +147,7 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
                 |committed_at| {
                     let mut r = CommitResponse::new();
                     r.set_commit_ts(committed_at);
+                    r.set_log_index(index);
                     resp.set_commit(r)
                 },
             ),

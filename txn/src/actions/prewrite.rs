@@ -10,6 +10,15 @@
 //! stops a late prewrite. A pessimistic prewrite turns the transaction's own pessimistic
 //! lock into a prewrite lock without a conflict check (holding the lock excluded writers).
 //!
+//! OCC (optimistic concurrency control with read versions): a prewrite may carry the
+//! versions its transaction read ([`PrewriteRequest::read_versions`]; a key's version is
+//! the commit ts of its newest `Put`/`Delete`, 0 if it has none). Each read key must be
+//! one of the mutations (a key read and not written is a `Lock` mutation), and before it
+//! is locked its version must still be the one read: else [`Error::VersionMismatch`] and
+//! nothing is written. Validated and locked in one step, a read key stays unchanged from
+//! the read to the commit: a writer that committed before the validation changed its
+//! version, and one that comes after meets the lock.
+//!
 //! 1PC (TiKV's `try_one_pc`) runs the same checks and writes the write records at the
 //! given commit ts at once, with no lock left behind: for transactions whose keys all lie
 //! in one region and go in one batch.
@@ -20,6 +29,7 @@ use crate::key;
 use crate::reader::{MvccReader, TxnCommitRecord};
 use crate::record::{Lock, LockKind, Write, WriteKind, SHORT_VALUE_MAX_LEN};
 use regatta_engine::{Cf, Snapshot, WriteBatch};
+use std::collections::{HashMap, HashSet};
 
 /// What a transaction does to one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +109,10 @@ pub struct PrewriteRequest {
     pub async_commit_secondaries: Option<Vec<Vec<u8>>>,
     /// The keys and what to do to each (each key at most once).
     pub mutations: Vec<Mutation>,
+    /// OCC: `(key, version)` for each key the transaction read, validated before it is
+    /// locked (see the module doc); each key must be one of `mutations`. Empty for
+    /// Percolator transactions.
+    pub read_versions: Vec<(Vec<u8>, u64)>,
 }
 
 /// What a successful prewrite tells the caller.
@@ -122,6 +136,7 @@ fn check<S: Snapshot>(
     reader: &MvccReader<'_, S>,
     req: &PrewriteRequest,
     m: &Mutation,
+    read_version: Option<u64>,
 ) -> Result<Prior> {
     if let Some(lock) = reader.load_lock(&m.key)? {
         if lock.start_ts != req.start_ts {
@@ -146,6 +161,19 @@ fn check<S: Snapshot>(
         }
         TxnCommitRecord::None => {}
     }
+    if let Some(expected) = read_version {
+        // OCC validation, after the lock check (a lock of another transaction is
+        // `KeyIsLocked`: resolved, the caller sends the prewrite again) and before the
+        // write-conflict check, so a read key that changed says so.
+        let actual = reader.newest_version(&m.key)?;
+        if actual != expected {
+            return Err(Error::VersionMismatch {
+                key: m.key.clone(),
+                expected,
+                actual,
+            });
+        }
+    }
     if m.pessimistic {
         return Err(Error::PessimisticLockNotFound {
             key: m.key.clone(),
@@ -165,6 +193,28 @@ fn check<S: Snapshot>(
         }
     }
     Ok(Prior::Nothing)
+}
+
+/// The read versions of `req` by key, once each key is checked to be a mutation.
+fn read_versions(req: &PrewriteRequest) -> Result<HashMap<&[u8], u64>> {
+    let mut out = HashMap::with_capacity(req.read_versions.len());
+    if req.read_versions.is_empty() {
+        return Ok(out);
+    }
+    let written: HashSet<&[u8]> = req.mutations.iter().map(|m| m.key.as_slice()).collect();
+    for (key, version) in &req.read_versions {
+        if !written.contains(key.as_slice()) {
+            return Err(Error::InvalidRequest(format!(
+                "read version of {key:?}, which is not one of the prewrite's mutations"
+            )));
+        }
+        if out.insert(key.as_slice(), *version).is_some() {
+            return Err(Error::InvalidRequest(format!(
+                "read version of {key:?} given twice"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 /// Stores a large value in `default`; returns the short value to inline, if any.
@@ -194,6 +244,7 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
     req: &PrewriteRequest,
 ) -> Result<PrewriteOutcome> {
     ensure_distinct(req.mutations.iter().map(|m| m.key.as_slice()))?;
+    let versions = read_versions(req)?;
     let reader = MvccReader::new(snap);
     let async_commit = req.async_commit_secondaries.is_some();
     let lock_min_commit_ts = if async_commit {
@@ -205,7 +256,7 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
     };
     let mut outcome = PrewriteOutcome { min_commit_ts: 0 };
     for m in &req.mutations {
-        let ttl_ms = match check(&reader, req, m)? {
+        let ttl_ms = match check(&reader, req, m, versions.get(m.key.as_slice()).copied())? {
             Prior::Committed(_) => continue,
             Prior::OwnPrewriteLock(lock) => {
                 if async_commit {
@@ -251,11 +302,12 @@ pub fn one_pc<S: Snapshot, W: WriteBatch>(
             req.start_ts, req.for_update_ts
         )));
     }
+    let versions = read_versions(req)?;
     let reader = MvccReader::new(snap);
     let mut earlier: Option<u64> = None;
     let mut fresh = 0;
     for m in &req.mutations {
-        match check(&reader, req, m)? {
+        match check(&reader, req, m, versions.get(m.key.as_slice()).copied())? {
             Prior::Committed(ts) => {
                 earlier = Some(ts);
                 continue;

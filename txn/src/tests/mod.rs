@@ -6,6 +6,7 @@
 mod commit_tests;
 mod gc_tests;
 mod model_tests;
+mod occ_tests;
 mod pessimistic_tests;
 mod prewrite_tests;
 mod read_tests;
@@ -122,6 +123,7 @@ impl<E: Fresh> Env<E> {
             for_update_ts: 0,
             min_commit_ts: 0,
             async_commit_secondaries: None,
+            read_versions: Vec::new(),
             mutations: ms,
         }
     }
