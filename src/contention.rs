@@ -8,6 +8,8 @@
 //! (`final_value == total_commits`, no update lost).
 //!
 //! Strategies (see `docs/ARCHITECTURE.md`, "Transactions"):
+//! - `occ`: read with version, commit with validation (`OccTxn`); an abort (a changed
+//!   version) is an answer, and the increment retries from the read.
 //! - `mvcc_snapshot`: a pessimistic transaction (`get_for_update`, the key's FIFO lock-wait
 //!   queue on the leader, then 1PC): conflicts wait instead of aborting.
 //! - `serializable`: an optimistic transaction that also locks what it read at commit, so a
@@ -24,6 +26,8 @@ use std::time::{Duration, Instant};
 /// A concurrency-control strategy for read-modify-write increments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
+    /// OCC with read versions: validate at commit, retry from the read on abort.
+    Occ,
     /// Pessimistic MVCC: lock on read, wait in the key's queue.
     MvccSnapshot,
     /// Optimistic MVCC with the read keys locked at commit: conflicts abort.
@@ -34,7 +38,8 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy, in the order the benchmark runs them by default.
-    pub const ALL: [Strategy; 3] = [
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Occ,
         Strategy::MvccSnapshot,
         Strategy::Serializable,
         Strategy::Cas,
@@ -43,6 +48,7 @@ impl Strategy {
     /// The name on the command line and in results.
     pub fn name(self) -> &'static str {
         match self {
+            Strategy::Occ => "occ",
             Strategy::MvccSnapshot => "mvcc_snapshot",
             Strategy::Serializable => "serializable",
             Strategy::Cas => "cas",
@@ -154,6 +160,12 @@ async fn attempt(
     cas_seen: &mut Option<Option<Vec<u8>>>,
 ) -> Result<bool, Error> {
     match strategy {
+        Strategy::Occ => {
+            let mut t = txns.occ_begin();
+            let (v, _version) = t.read(key).await?;
+            t.write(key, (count(v.as_deref())? + 1).to_string().as_bytes());
+            Ok(t.commit().await?.committed)
+        }
         Strategy::Cas => {
             let current = match cas_seen.take() {
                 Some(v) => v,

@@ -190,7 +190,7 @@ fn the_contention_benchmark_answers_in_the_seed_shape_and_loses_no_update() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
     let rows = v["results"].as_array().expect("results");
     let names: Vec<&str> = rows.iter().filter_map(|r| r["strategy"].as_str()).collect();
-    assert_eq!(names, ["mvcc_snapshot", "serializable", "cas"]);
+    assert_eq!(names, ["occ", "mvcc_snapshot", "serializable", "cas"]);
     for r in rows {
         for field in [
             "total_commits",

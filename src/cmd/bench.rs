@@ -32,8 +32,8 @@ enum Scenario {
     /// Uncontended 2-account transfers: optimistic / pessimistic, one region (1PC) or two
     /// (2PC): commits/s, latency, aborts, raft entries per commit.
     Txn(super::bench_txn::TxnBenchArgs),
-    /// Many clients incrementing one hot key, per strategy (mvcc_snapshot, serializable,
-    /// cas): commits/s, aborts, latency, fairness; the final value checked.
+    /// Many clients incrementing one hot key, per strategy (occ, mvcc_snapshot,
+    /// serializable, cas): commits/s, aborts, latency, fairness; the final value checked.
     Contention(super::bench_contention::ContentionArgs),
 }
 

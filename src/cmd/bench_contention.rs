@@ -24,10 +24,10 @@ pub struct ContentionArgs {
     /// Hot keys: client c increments key c % keys.
     #[arg(long, default_value_t = 1)]
     keys: usize,
-    /// Strategies, comma-separated: mvcc_snapshot, serializable, cas.
+    /// Strategies, comma-separated: occ, mvcc_snapshot, serializable, cas.
     #[arg(
         long,
-        default_value = "mvcc_snapshot,serializable,cas",
+        default_value = "occ,mvcc_snapshot,serializable,cas",
         value_delimiter = ','
     )]
     strategies: Vec<String>,
