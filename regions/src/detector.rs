@@ -20,7 +20,6 @@ use regatta_proto::pdpb::{DetectRequest, WaitForEntry, WaitForOp, WaitRefused};
 use slog::{warn, Logger};
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -101,12 +100,13 @@ impl Detector {
     }
 }
 
-/// The hash PD files a waited key under (only to name it in a cycle).
+/// The hash PD files a waited key under (only to name it in a cycle): 64-bit FNV-1a, a
+/// specified function, so stores built by different toolchains name a key alike (std's
+/// `DefaultHasher` may change between Rust releases).
 pub(crate) fn key_hash(key: &[u8]) -> u64 {
-    // SipHash with fixed keys: the same on every store and run.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+    key.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Sends the queued reports to PD, in order, one call at a time; hands refusals back.
@@ -271,5 +271,13 @@ mod tests {
         );
         assert_eq!(key_hash(b"k"), key_hash(b"k"));
         assert_ne!(key_hash(b"k"), key_hash(b"j"));
+    }
+
+    #[test]
+    fn key_hashes_are_fnv_1a_the_same_on_every_build() {
+        // The published FNV-1a 64 test vectors.
+        assert_eq!(key_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(key_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(key_hash(b"foobar"), 0x8594_4171_f739_67e8);
     }
 }
