@@ -29,6 +29,8 @@ struct Routes {
 }
 
 struct Cluster {
+    /// The nodes of the group: `NAMES`, or its first one alone.
+    names: &'static [&'static str],
     dir: PathBuf,
     routes: Arc<Mutex<Routes>>,
     children: HashMap<String, Child>,
@@ -37,16 +39,22 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
+        Cluster::start_nodes(dir, &NAMES)
+    }
+
+    /// A group of the nodes `names` (all running, initialized).
+    fn start_nodes(dir: &Path, names: &'static [&'static str]) -> Cluster {
         let mut c = Cluster {
+            names,
             dir: dir.to_path_buf(),
             routes: Arc::default(),
             children: HashMap::new(),
             next_msg: AtomicU64::new(1),
         };
-        for n in NAMES {
+        for n in names {
             c.spawn(n);
         }
-        for n in NAMES {
+        for n in names {
             c.init(n);
         }
         c
@@ -97,7 +105,7 @@ impl Cluster {
         let r = self.call(
             "c0",
             name,
-            json!({"type": "init", "node_id": name, "node_ids": NAMES}),
+            json!({"type": "init", "node_id": name, "node_ids": self.names}),
             Duration::from_secs(30),
         );
         assert_eq!(r.expect("init answered")["type"], "init_ok");
@@ -113,7 +121,7 @@ impl Cluster {
     /// Cuts every link between `node` and the other nodes, both ways.
     fn isolate(&self, node: &str) {
         let mut r = self.routes.lock().unwrap();
-        for other in NAMES.iter().filter(|o| **o != node) {
+        for other in self.names.iter().filter(|o| **o != node) {
             r.cut.insert((node.to_string(), other.to_string()));
             r.cut.insert((other.to_string(), node.to_string()));
         }
@@ -645,4 +653,151 @@ fn maelstrom_regions_split_and_report() {
         json!({"type": "region_split", "region_id": 1, "split_key": "q"}),
     );
     assert_eq!(r["code"], 12, "{r}");
+}
+
+/// Goal: the versioned registers on 1 node and on 3: `mvcc_put` counts versions 1, 2, ...
+/// per key and refuses a timestamp not above the key's newest (nothing written);
+/// `mvcc_get` answers the newest version at or below its read timestamp, from any node.
+#[test]
+fn maelstrom_mvcc_registers_keep_versions_by_timestamp() {
+    for names in [&NAMES[..1], &NAMES[..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Cluster::start_nodes(dir.path(), names);
+        let node = |i: usize| names[i % names.len()];
+        for (i, (ts, value)) in [(10, "a"), (20, "b"), (35, "c")].into_iter().enumerate() {
+            let r = h.call_ok(
+                node(i),
+                json!({"type": "mvcc_put", "key": "reg", "value": value, "timestamp": ts}),
+            );
+            assert_eq!(r["type"], "mvcc_put_ok", "{r}");
+            assert_eq!(r["version"], i + 1, "{r}");
+            assert_eq!(r["timestamp"], ts, "{r}");
+        }
+        for ts in [35, 20, 5] {
+            let r = h.call_ok(
+                node(1),
+                json!({"type": "mvcc_put", "key": "reg", "value": "x", "timestamp": ts}),
+            );
+            assert_eq!(r["type"], "error", "{r}");
+            assert_eq!(r["code"], 22, "{r}");
+            assert!(r["text"].as_str().unwrap().contains("not above"), "{r}");
+        }
+        // Another key counts its own versions.
+        let r = h.call_ok(
+            node(2),
+            json!({"type": "mvcc_put", "key": 7, "value": [1], "timestamp": 1}),
+        );
+        assert_eq!(r["version"], 1, "{r}");
+        for (read_ts, value, version) in [
+            (9, Value::Null, 0),
+            (10, json!("a"), 1),
+            (19, json!("a"), 1),
+            (20, json!("b"), 2),
+            (34, json!("b"), 2),
+            (35, json!("c"), 3),
+            (1000, json!("c"), 3),
+        ] {
+            for i in 0..names.len() {
+                let r = h.call_ok(
+                    node(i),
+                    json!({"type": "mvcc_get", "key": "reg", "read_timestamp": read_ts}),
+                );
+                assert_eq!(r["type"], "mvcc_get_ok", "{r}");
+                assert_eq!(r["value"], value, "at {read_ts}: {r}");
+                assert_eq!(r["version"], version, "at {read_ts}: {r}");
+                assert_eq!(r["as_of_timestamp"], read_ts, "{r}");
+            }
+        }
+        let r = h.call_ok(
+            node(0),
+            json!({"type": "mvcc_get", "key": "never", "read_timestamp": 5}),
+        );
+        assert_eq!(
+            (r["value"].clone(), r["version"].clone()),
+            (Value::Null, json!(0))
+        );
+        // The registers are not the plain keys.
+        assert_eq!(
+            h.call_ok(node(0), json!({"type": "read", "key": "reg"}))["value"],
+            Value::Null
+        );
+        // Bad input is malformed, not a panic.
+        for bad in [
+            json!({"type": "mvcc_put", "key": "reg", "value": 1}),
+            json!({"type": "mvcc_put", "key": "reg", "value": 1, "timestamp": -3}),
+            json!({"type": "mvcc_get", "key": {"o": 1}, "read_timestamp": 1}),
+            json!({"type": "mvcc_get", "key": "reg", "read_timestamp": "1"}),
+        ] {
+            assert_eq!(h.call_ok(node(0), bad.clone())["code"], 12, "{bad}");
+        }
+    }
+}
+
+/// Goal: racing `mvcc_put`s of one key through every node are ordered: versions grow with
+/// timestamps, none is handed out twice, and (when every put got a definite answer) they
+/// count 1..=n over the puts that succeeded; each version reads back at its timestamp.
+#[test]
+fn maelstrom_racing_mvcc_puts_are_ordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Arc::new(Cluster::start(dir.path()));
+    // A leader first, so the racing puts meet each other rather than an election.
+    let r = h.call_ok(
+        "n1",
+        json!({"type": "mvcc_get", "key": "hot", "read_timestamp": 0}),
+    );
+    assert_eq!(r["type"], "mvcc_get_ok", "{r}");
+    let unknown = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for t in 0..6u64 {
+        let (h, unknown) = (h.clone(), unknown.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut ok = Vec::new();
+            for i in 0..5u64 {
+                let ts = 1 + i * 6 + t;
+                let body = json!({"type": "mvcc_put", "key": "hot", "value": ts, "timestamp": ts});
+                let node = NAMES[t as usize % NAMES.len()];
+                // 11 is definite (not written): sent again, a bounded number of times.
+                for _ in 0..50 {
+                    match h.call("c1", node, body.clone(), Duration::from_secs(30)) {
+                        Some(r) if r["type"] == "mvcc_put_ok" => {
+                            ok.push((ts, r["version"].as_u64().unwrap()));
+                        }
+                        Some(r) if r["code"] == 11 => {
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                        Some(r) if r["code"] == 22 => {} // a larger timestamp won: not written
+                        _ => {
+                            unknown.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    break;
+                }
+            }
+            ok
+        }));
+    }
+    let mut written: Vec<(u64, u64)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(!written.is_empty());
+    written.sort();
+    let versions: Vec<u64> = written.iter().map(|w| w.1).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{written:?}");
+    if unknown.load(Ordering::Relaxed) == 0 {
+        let expected: Vec<u64> = (1..=written.len() as u64).collect();
+        assert_eq!(versions, expected, "{written:?}");
+    }
+    for (ts, version) in written {
+        let r = h.call_ok(
+            "n3",
+            json!({"type": "mvcc_get", "key": "hot", "read_timestamp": ts}),
+        );
+        assert_eq!(
+            (r["value"].as_u64(), r["version"].as_u64()),
+            (Some(ts), Some(version)),
+            "{r}"
+        );
+    }
 }

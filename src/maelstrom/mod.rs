@@ -12,6 +12,7 @@ mod fields;
 mod input;
 mod reads;
 mod regions;
+mod txn;
 
 use anyhow::{Context, Result};
 use fields::{field, key, num, opt_bool, text};
@@ -171,6 +172,12 @@ impl Node {
 
     /// The value of `key` (null when absent), read linearizably through the leader.
     async fn get_value(&self, key: Vec<u8>) -> Result<Value, Fail> {
+        Ok(self.raw_get(key).await?.map_or(Value::Null, |v| dec(&v)))
+    }
+
+    /// The stored bytes of `key` (`None` when absent), read linearizably through the
+    /// leader.
+    async fn raw_get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, Fail> {
         let mut resp = self
             .execute(request(|r| {
                 let mut g = GetRequest::new();
@@ -181,12 +188,24 @@ impl Node {
         if resp.has_error() {
             return Err(error_code(&resp));
         }
-        let g = resp.mut_response().take_get();
-        Ok(if g.get_found() {
-            dec(g.get_value())
-        } else {
-            Value::Null
-        })
+        let mut g = resp.mut_response().take_get();
+        Ok(g.get_found().then(|| g.take_value()))
+    }
+
+    /// Puts the bytes `value` at `key` through the leader; the log index it committed at.
+    async fn raw_put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<u64, Fail> {
+        let resp = self
+            .execute(request(|r| {
+                let mut p = PutRequest::new();
+                p.set_key(key);
+                p.set_value(value);
+                r.set_put(p);
+            }))
+            .await?;
+        if resp.has_error() {
+            return Err(error_code(&resp));
+        }
+        Ok(resp.get_response().get_put().get_index())
     }
 
     /// Runs `kv` here, or forwards it to the leader when this replica is not leading.
@@ -476,6 +495,7 @@ async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Val
         "region_put" | "region_get" | "region_info" | "region_split" => {
             regions::handle(node, kind, body).await
         }
+        "mvcc_put" | "mvcc_get" => txn::handle(node, kind, body).await,
         "seed_state" => seed_state(node, body).await,
         "take_snapshot" => {
             let up_to = num(body, "up_to_index")?;

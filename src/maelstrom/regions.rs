@@ -6,7 +6,7 @@
 use super::fields::{field, key, opt_num};
 use super::{dec, enc, error_code, request, Fail, Node};
 use regatta_engine::{Cf, Engine as _, Snapshot as _};
-use regatta_proto::kvrpcpb::{PutRequest, SplitRegionRequest};
+use regatta_proto::kvrpcpb::SplitRegionRequest;
 use regatta_proto::metapb::Region;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -28,24 +28,13 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
     match kind {
         "region_put" => {
             let (key, value) = (key(body, "key")?, enc(field(body, "value")?));
-            let k = key.clone();
-            let resp = node
-                .execute(request(|r| {
-                    let mut p = PutRequest::new();
-                    p.set_key(k);
-                    p.set_value(value);
-                    r.set_put(p);
-                }))
-                .await?;
-            if resp.has_error() {
-                return Err(error_code(&resp));
-            }
+            let index = node.raw_put(key.clone(), value).await?;
             let region = node.region_of(&key);
             Ok(json!({
                 "type": "region_put_ok",
                 "region_id": region.get_id(),
                 "key_range": range(&region),
-                "commit_index": resp.get_response().get_put().get_index(),
+                "commit_index": index,
             }))
         }
         "region_get" => {
