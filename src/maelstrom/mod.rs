@@ -12,6 +12,7 @@ mod fields;
 mod input;
 mod reads;
 mod regions;
+mod seed;
 mod txn;
 
 use anyhow::{Context, Result};
@@ -23,7 +24,7 @@ use regatta_proto::kvrpcpb::{
 use regatta_proto::metapb::{Peer, Region, RegionEpoch};
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_regions::{
-    Campaign, CompactLog, KvCommand, MemPd, PdClient, RaftMessageIn, Seed, Store, StoreConfig,
+    Campaign, CompactLog, KvCommand, MemPd, PdClient, RaftMessageIn, Store, StoreConfig,
     StoreOptions, Transport,
 };
 use serde_json::{json, Value};
@@ -244,51 +245,6 @@ impl Node {
     }
 }
 
-/// A key of `seed_state`'s `state` object as the JSON value clients name it by: JSON object
-/// keys are strings, so `"1"` stands for the number 1 that `read {key: 1}` sends.
-fn seed_key(k: &str) -> Value {
-    match serde_json::from_str::<Value>(k) {
-        Ok(v @ Value::Number(_)) => v,
-        _ => Value::String(k.to_string()),
-    }
-}
-
-/// `seed_state {state, commit_index, term}`: installs a snapshot at (commit_index, term)
-/// holding `state` on this node's replica, which must hold no data yet; answers once the
-/// snapshot is applied.
-async fn seed_state(node: &Node, body: &Value) -> Result<Value, Fail> {
-    let state = field(body, "state")?
-        .as_object()
-        .ok_or_else(|| Fail(12, "state must be an object".into()))?;
-    let (index, term) = (num(body, "commit_index")?, num(body, "term")?);
-    if index == 0 || term == 0 {
-        return Err(Fail(12, "commit_index and term must be positive".into()));
-    }
-    let pairs = state
-        .iter()
-        .map(|(k, v)| (enc(&seed_key(k)), enc(v)))
-        .collect();
-    let addr = node.replica()?;
-    match addr.send(Seed { pairs, index, term }).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Fail(22, e.to_string())),
-        Err(e) => return Err(Fail(13, format!("replica unavailable: {e}"))),
-    }
-    for _ in 0..200 {
-        let applied = node
-            .store
-            .region_statuses()
-            .await
-            .iter()
-            .any(|s| s.region.get_id() == node.region.get_id() && s.applied_index >= index);
-        if applied {
-            return Ok(json!({"type": "seed_state_ok"}));
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Err(Fail(0, "seed snapshot not applied in time".into()))
-}
-
 /// The key a request routes by.
 fn request_key(req: &Request) -> Option<&[u8]> {
     use regatta_proto::kvrpcpb::Request_oneof_cmd as C;
@@ -496,7 +452,7 @@ async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Val
             regions::handle(node, kind, body).await
         }
         "mvcc_put" | "mvcc_get" => txn::handle(node, kind, body).await,
-        "seed_state" => seed_state(node, body).await,
+        "seed_state" => seed::seed_state(node, body).await,
         "take_snapshot" => {
             let up_to = num(body, "up_to_index")?;
             let addr = node.replica()?;
