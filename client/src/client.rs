@@ -8,6 +8,7 @@ use crate::region_cache::{CachedRegion, RegionCache};
 use crate::retry::{self, CacheUpdate, Step};
 use crate::session::SessionPool;
 use crate::txn::{AtomicOp, AtomicOutcome, OccTxn, TsoQueue, TxnClient};
+use crate::wire::{TcpWire, Wire, WireError};
 use rand::Rng;
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::{
@@ -17,7 +18,6 @@ use regatta_proto::kvrpcpb::{
 };
 use regatta_proto::metapb::{Peer, Region};
 use regatta_proto::region::key_in_range;
-use regatta_proto::rpc::Connection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,10 +52,8 @@ struct Inner {
     cfg: Config,
     cache: Mutex<RegionCache>,
     store_addrs: Mutex<HashMap<u64, String>>,
-    /// Open connections by address (a plain lock: it is never held across an await).
-    conns: Mutex<HashMap<String, Connection>>,
-    /// Held while connecting, so that concurrent callers make one connection, not many.
-    connecting: tokio::sync::Mutex<()>,
+    /// What carries the requests to stores (and PD).
+    wire: Arc<dyn Wire>,
     sessions: SessionPool,
     /// Read-your-writes: the log index of this client's last acknowledged write per region.
     last_write: Mutex<HashMap<u64, u64>>,
@@ -93,8 +91,20 @@ impl Client {
     /// [`Error::Timeout`] (operation `connect`) carrying PD's last error. Bad addresses or
     /// settings fail at once with [`Error::InvalidArgument`].
     pub async fn connect_with<S: AsRef<str>>(pd_addrs: &[S], cfg: Config) -> Result<Client> {
+        let wire = Arc::new(TcpWire::new(cfg.connect_timeout));
+        Self::connect_over(pd_addrs, cfg, wire).await
+    }
+
+    /// As [`Client::connect_with`], with every request to PD and the stores carried by
+    /// `wire` instead of TCP (see [`Wire`]). `pd_addrs` and the store addresses PD lists
+    /// are whatever `wire` understands.
+    pub async fn connect_over<S: AsRef<str>>(
+        pd_addrs: &[S],
+        cfg: Config,
+        wire: Arc<dyn Wire>,
+    ) -> Result<Client> {
         let addrs = pd_addrs.iter().map(|a| a.as_ref().to_string()).collect();
-        let pd = PdClient::new(addrs, cfg.clone())?;
+        let pd = PdClient::over(addrs, cfg.clone(), wire.clone())?;
         let started = Instant::now();
         let deadline = started + cfg.op_timeout;
         let mut backoff = cfg.backoff_base;
@@ -121,8 +131,7 @@ impl Client {
                 cfg,
                 cache: Mutex::new(RegionCache::default()),
                 store_addrs: Mutex::new(HashMap::new()),
-                conns: Mutex::new(HashMap::new()),
-                connecting: tokio::sync::Mutex::new(()),
+                wire,
                 sessions: SessionPool::default(),
                 last_write: Mutex::new(HashMap::new()),
                 tso_queue: TsoQueue::default(),
@@ -423,39 +432,6 @@ impl Client {
         Ok(addr)
     }
 
-    fn open_connection(&self, addr: &str) -> Option<Connection> {
-        self.inner
-            .conns
-            .lock()
-            .expect("connection map lock")
-            .get(addr)
-            .filter(|c| !c.is_broken())
-            .cloned()
-    }
-
-    async fn connection(&self, addr: &str) -> Result<Connection> {
-        if let Some(c) = self.open_connection(addr) {
-            return Ok(c);
-        }
-        let _connecting = self.inner.connecting.lock().await;
-        // Another caller may have connected while this one waited.
-        if let Some(c) = self.open_connection(addr) {
-            return Ok(c);
-        }
-        let c = Connection::connect(addr, self.inner.cfg.connect_timeout)
-            .await
-            .map_err(|e| Error::Connection {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
-        self.inner
-            .conns
-            .lock()
-            .expect("connection map lock")
-            .insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
-
     /// Runs one request on the region holding `key`, retrying until the deadline.
     pub(crate) async fn execute(
         &self,
@@ -616,22 +592,26 @@ impl Client {
         let mut kv = KvRequest::new();
         kv.set_context(ctx);
         kv.set_request(req.clone());
-        let sent = match self.connection(&addr).await {
-            Ok(conn) => conn
-                .call(
-                    Frame_oneof_body::kv_request(kv),
-                    self.inner.cfg.rpc_timeout + lock_wait(req),
-                )
-                .await
-                .map_err(|e| Attempt::Retry {
-                    error: format!("{addr}: {e}"),
-                    backoff: true,
-                    sent: true,
-                }),
-            Err(e) => Err(Attempt::Unreachable(e)),
+        let timeout = self.inner.cfg.rpc_timeout + lock_wait(req);
+        let sent = match self
+            .inner
+            .wire
+            .call(&addr, Frame_oneof_body::kv_request(kv), timeout)
+            .await
+        {
+            Ok(body) => Ok(body),
+            Err(WireError::Unreachable(reason)) => Err(Attempt::Unreachable(Error::Connection {
+                addr: addr.clone(),
+                reason,
+            })),
+            Err(WireError::NoAnswer(reason)) => Err(Attempt::Retry {
+                error: format!("{addr}: {reason}"),
+                backoff: true,
+                sent: true,
+            }),
         };
-        let frame = match sent {
-            Ok(f) => f,
+        let body = match sent {
+            Ok(b) => b,
             Err(retry) => {
                 // The store may be down or moved: try another peer, re-resolve its address.
                 self.inner
@@ -647,8 +627,8 @@ impl Client {
                 return retry;
             }
         };
-        let mut resp = match frame.body {
-            Some(Frame_oneof_body::kv_response(r)) => r,
+        let mut resp = match body {
+            Frame_oneof_body::kv_response(r) => r,
             _ => return Attempt::Fail(Error::Server(format!("{addr} sent a non-KV answer"))),
         };
         if !resp.has_error() {

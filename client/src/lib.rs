@@ -42,6 +42,7 @@ mod region_cache;
 mod retry;
 mod session;
 mod txn;
+mod wire;
 
 pub use client::{CasOutcome, Client};
 pub use config::Config;
@@ -52,3 +53,4 @@ pub use txn::{
     AtomicOp, AtomicOutcome, OccOutcome, OccTxn, Snapshot, Transaction, TxnBody, TxnClient,
     TxnMode, TxnOptions,
 };
+pub use wire::{TcpWire, Wire, WireError, WireFuture};

@@ -1,8 +1,9 @@
-//! [`PdClient`]: requests to the placement driver over one multiplexed connection, failing
-//! over between PD addresses and reconnecting when the connection breaks.
+//! [`PdClient`]: requests to the placement driver, failing over between PD addresses
+//! (over TCP by default: one multiplexed connection per address, reopened when it breaks).
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::wire::{TcpWire, Wire, WireError};
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::metapb::{Peer, Region, Store};
 use regatta_proto::pdpb::{
@@ -11,14 +12,16 @@ use regatta_proto::pdpb::{
     RegionHeartbeatRequest, RegionHeartbeatResponse, RegionWithLeader, ScanRegionsRequest,
     StoreHeartbeatRequest, StoreHeartbeatResponse, TsoRequest,
 };
-use regatta_proto::rpc::Connection;
-use tokio::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-/// A client of PD's TCP service.
+/// A client of PD's service.
 pub struct PdClient {
     addrs: Vec<String>,
     cfg: Config,
-    conn: Mutex<Option<Connection>>,
+    wire: Arc<dyn Wire>,
+    /// The address that answered last (tried first).
+    current: AtomicUsize,
 }
 
 /// A region and its leader as PD last heard (`None`: unknown).
@@ -34,8 +37,14 @@ fn route(mut r: GetRegionResponse) -> RegionRoute {
 }
 
 impl PdClient {
-    /// A client of the PD at any of `addrs` (connects lazily).
+    /// A client of the PD at any of `addrs`, over TCP (connects lazily).
     pub fn new(addrs: Vec<String>, cfg: Config) -> Result<PdClient> {
+        let wire = Arc::new(TcpWire::new(cfg.connect_timeout));
+        Self::over(addrs, cfg, wire)
+    }
+
+    /// A client of the PD at any of `addrs`, its requests carried by `wire`.
+    pub fn over(addrs: Vec<String>, cfg: Config, wire: Arc<dyn Wire>) -> Result<PdClient> {
         if addrs.is_empty() || addrs.iter().any(|a| a.trim().is_empty()) {
             return Err(Error::InvalidArgument(
                 "need at least one PD address".into(),
@@ -45,54 +54,55 @@ impl PdClient {
         Ok(PdClient {
             addrs,
             cfg,
-            conn: Mutex::new(None),
+            wire,
+            current: AtomicUsize::new(0),
         })
     }
 
-    async fn connection(&self) -> Result<Connection> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            if !c.is_broken() {
-                return Ok(c.clone());
-            }
-        }
+    /// Sends one request; a PD-side error comes back as `Err(Error::Pd)`. An address that
+    /// cannot be reached is skipped for the next one, starting from the one that answered
+    /// last; a request sent but not answered is not sent again here (the caller's retry
+    /// loop decides).
+    pub async fn call(&self, req: PdRequest) -> Result<PdResponse> {
+        let first = self.current.load(Ordering::Relaxed);
         let mut last = String::new();
-        for addr in &self.addrs {
-            match Connection::connect(addr, self.cfg.connect_timeout).await {
-                Ok(c) => {
-                    *guard = Some(c.clone());
-                    return Ok(c);
+        for i in 0..self.addrs.len() {
+            let at = (first + i) % self.addrs.len();
+            let addr = &self.addrs[at];
+            let body = match self
+                .wire
+                .call(
+                    addr,
+                    Frame_oneof_body::pd_request(req.clone()),
+                    self.cfg.rpc_timeout,
+                )
+                .await
+            {
+                Ok(body) => body,
+                Err(WireError::Unreachable(reason)) => {
+                    last = reason;
+                    continue;
                 }
-                Err(e) => last = e.to_string(),
-            }
+                Err(WireError::NoAnswer(reason)) => return Err(Error::Pd(reason)),
+            };
+            self.current.store(at, Ordering::Relaxed);
+            return match body {
+                Frame_oneof_body::pd_response(resp) => {
+                    if resp.has_error() {
+                        Err(Error::Pd(resp.get_error().get_message().to_string()))
+                    } else {
+                        Ok(resp)
+                    }
+                }
+                _ => Err(Error::Pd(format!(
+                    "{addr} answered with something that is not a PD response"
+                ))),
+            };
         }
-        *guard = None;
         Err(Error::Pd(format!(
             "no PD reachable at {:?}: {last}",
             self.addrs
         )))
-    }
-
-    /// Sends one request; a PD-side error comes back as `Err(Error::Pd)`.
-    pub async fn call(&self, req: PdRequest) -> Result<PdResponse> {
-        let conn = self.connection().await?;
-        let frame = conn
-            .call(Frame_oneof_body::pd_request(req), self.cfg.rpc_timeout)
-            .await
-            .map_err(|e| Error::Pd(e.to_string()))?;
-        match frame.body {
-            Some(Frame_oneof_body::pd_response(resp)) => {
-                if resp.has_error() {
-                    Err(Error::Pd(resp.get_error().get_message().to_string()))
-                } else {
-                    Ok(resp)
-                }
-            }
-            _ => Err(Error::Pd(format!(
-                "{} answered with something that is not a PD response",
-                conn.addr()
-            ))),
-        }
     }
 
     /// The region holding `key` and its leader if known.

@@ -9,15 +9,19 @@
 //! the request was certainly not proposed, 0 when the outcome is unknown.
 
 mod fields;
+mod gateway;
 mod input;
 mod reads;
 mod regions;
 mod seed;
+mod transactions;
+mod tso;
 mod txn;
 
 use anyhow::{Context, Result};
 use fields::{field, key, num, opt_bool, text};
 use protobuf::Message as _;
+use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::{
     CasRequest, DeleteRequest, GetRequest, KvRequest, KvResponse, PutRequest, Request,
 };
@@ -116,7 +120,14 @@ struct Node {
     region: Region,
     out: Out,
     next_fwd: AtomicU64,
-    forwards: Mutex<HashMap<u64, oneshot::Sender<KvResponse>>>,
+    /// Requests forwarded to other nodes, waiting for their answer (`gateway`).
+    forwards: Mutex<HashMap<u64, oneshot::Sender<Frame_oneof_body>>>,
+    /// The group's timestamp oracle, when this node leads it.
+    tso: tso::Tso,
+    /// The client the transaction messages run on (made on first use).
+    client: tokio::sync::OnceCell<regatta_client::Client>,
+    /// The next `occ_begin` id.
+    next_txn_id: AtomicU64,
 }
 
 /// A protocol error: code and text.
@@ -147,16 +158,19 @@ impl Node {
             .unwrap_or_else(|| self.region.clone())
     }
 
-    /// Runs `kv` on this node's replica of the region holding its key.
+    /// Runs `kv` on this node's replica of the region holding its key (or of the region
+    /// its context names: the transaction client routes its requests itself).
     async fn local(&self, mut kv: KvRequest) -> KvResponse {
-        let region = match request_key(kv.get_request()) {
-            Some(k) => self.region_of(k),
-            None => self.region.clone(),
-        };
-        let rid = region.get_id();
-        kv.mut_context().set_region_id(rid);
-        kv.mut_context()
-            .set_region_epoch(region.get_region_epoch().clone());
+        if kv.get_context().get_region_id() == 0 {
+            let region = match request_key(kv.get_request()) {
+                Some(k) => self.region_of(k),
+                None => self.region.clone(),
+            };
+            kv.mut_context().set_region_id(region.get_id());
+            kv.mut_context()
+                .set_region_epoch(region.get_region_epoch().clone());
+        }
+        let rid = kv.get_context().get_region_id();
         let router = self.store.router();
         if let Some(resp) = router.delegate(rid).and_then(|d| d.try_read(&kv)) {
             return resp; // a local read (lease, follower, read-your-writes)
@@ -219,28 +233,15 @@ impl Node {
             .get_error()
             .get_not_leader()
             .get_leader()
-            .get_store_id() as usize;
-        let Some(dest) = leader.checked_sub(1).and_then(|i| self.names.get(i)) else {
+            .get_store_id();
+        let Some(dest) = self.name_of_store(leader) else {
             return Err(Fail(11, "no leader known yet".into()));
         };
-        let fwd_id = self.next_fwd.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.forwards
-            .lock()
-            .expect("forwards lock")
-            .insert(fwd_id, tx);
-        let bytes = kv.write_to_bytes().map_err(|e| Fail(12, e.to_string()))?;
-        self.out.send(
-            &self.me,
-            dest,
-            json!({"type": "forward", "fwd_id": fwd_id, "req": hex(&bytes)}),
-        );
-        match tokio::time::timeout(Duration::from_secs(10), rx).await {
-            Ok(Ok(resp)) => Ok(resp),
-            _ => {
-                self.forwards.lock().expect("forwards lock").remove(&fwd_id);
-                Err(Fail(0, format!("forwarded to {dest}; no answer")))
-            }
+        let body = Frame_oneof_body::kv_request(kv);
+        match self.remote(dest, body, gateway::FORWARD_TIMEOUT).await {
+            Ok(Frame_oneof_body::kv_response(resp)) => Ok(resp),
+            Ok(_) => Err(Fail(0, format!("{dest} answered with something else"))),
+            Err(e) => Err(Fail(0, e)),
         }
     }
 }
@@ -258,7 +259,7 @@ fn request_key(req: &Request) -> Option<&[u8]> {
         C::batch_get(b) => b.get_keys().first().map(|k| k.as_slice()),
         C::batch_put(b) => b.get_pairs().first().map(|p| p.get_key()),
         C::batch_delete(b) => b.get_keys().first().map(|k| k.as_slice()),
-        // The JSON node sends no transactional command (yet).
+        // Transactional commands come routed by the client.
         C::txn(_) => None,
     }
 }
@@ -452,6 +453,9 @@ async fn handle_client(node: &Arc<Node>, kind: &str, body: &Value) -> Result<Val
             regions::handle(node, kind, body).await
         }
         "mvcc_put" | "mvcc_get" => txn::handle(node, kind, body).await,
+        "txn_execute" | "occ_begin" | "occ_read" | "occ_commit" | "contention_benchmark" => {
+            transactions::handle(node, kind, body).await
+        }
         "seed_state" => seed::seed_state(node, body).await,
         "take_snapshot" => {
             let up_to = num(body, "up_to_index")?;
@@ -540,6 +544,9 @@ async fn init(
         out: out.clone(),
         next_fwd: AtomicU64::new(1),
         forwards: Mutex::new(HashMap::new()),
+        tso: tso::Tso::default(),
+        client: tokio::sync::OnceCell::new(),
+        next_txn_id: AtomicU64::new(1),
     }))
 }
 
@@ -699,47 +706,8 @@ async fn on_message(
                     "src" => &src),
             }
         }
-        ("forward", Some(n)) => {
-            let fwd_id = body.get("fwd_id").cloned().unwrap_or(Value::Null);
-            let Some(kv) = body
-                .get("req")
-                .and_then(Value::as_str)
-                .and_then(unhex)
-                .and_then(|b| KvRequest::parse_from_bytes(&b).ok())
-            else {
-                // The forwarding node times out and answers its client 0 (unknown).
-                warn!(logger, "forward skipped: req is not a hex KvRequest"; "src" => &src);
-                return;
-            };
-            let n = n.clone();
-            tokio::spawn(async move {
-                // Executed here only: a forward is never forwarded again.
-                let resp = n.local(kv).await;
-                let bytes = resp.write_to_bytes().unwrap_or_default();
-                n.out.send(
-                    &n.me,
-                    &src,
-                    json!({"type": "forward_ok", "fwd_id": fwd_id, "resp": hex(&bytes)}),
-                );
-            });
-        }
-        ("forward_ok", Some(n)) => {
-            let id = body.get("fwd_id").and_then(Value::as_u64).unwrap_or(0);
-            let resp = body
-                .get("resp")
-                .and_then(Value::as_str)
-                .and_then(unhex)
-                .and_then(|b| KvResponse::parse_from_bytes(&b).ok());
-            let waiter = n.forwards.lock().expect("forwards lock").remove(&id);
-            match (waiter, resp) {
-                (Some(w), Some(resp)) => {
-                    let _ = w.send(resp);
-                }
-                (_, None) => warn!(logger, "forward_ok skipped: resp is not a hex KvResponse";
-                    "src" => &src, "fwd_id" => id),
-                (None, Some(_)) => {} // its waiter gave up already
-            }
-        }
+        ("forward", Some(n)) => gateway::on_forward(n, src, &body, logger),
+        ("forward_ok", Some(n)) => gateway::on_forward_ok(n, &src, &body, logger),
         (_, Some(n)) => {
             tokio::spawn(serve_client(n.clone(), src, body));
         }

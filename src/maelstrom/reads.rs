@@ -37,11 +37,8 @@ fn get(
 
 impl Node {
     pub(super) fn name_of(&self, store_id: u64) -> String {
-        store_id
-            .checked_sub(1)
-            .and_then(|i| self.names.get(i as usize))
-            .cloned()
-            .unwrap_or_else(|| format!("store-{store_id}"))
+        self.name_of_store(store_id)
+            .map_or_else(|| format!("store-{store_id}"), str::to_string)
     }
 
     /// Turns a read's response into [`Served`], or its error into a protocol error.

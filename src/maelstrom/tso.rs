@@ -1,0 +1,168 @@
+//! The node group's timestamp oracle: the one source of transaction timestamps for every
+//! node of a `regatta maelstrom` group (each node's own in-memory PD only routes).
+//!
+//! Timestamps have PD's shape, `physical_ms << 18 | logical`, so lock TTLs keep meaning
+//! milliseconds. The allocator runs on the node that leads the region holding
+//! [`LIMIT_KEY`]; other nodes forward their requests there through the harness
+//! (`gateway`). Its state is in memory except for one raft-replicated record: the
+//! **limit**, a timestamp no allocator has handed out (or may hand out) at or above.
+//!
+//! Invariants, and how they are kept:
+//! - *Strictly increasing in real time* (a request that begins after another ended gets a
+//!   larger timestamp): every allocation first reads the limit through the leader's lease
+//!   (ReadIndex when the lease does not hold), then hands out only below a limit this node
+//!   itself wrote and nobody has replaced since (the value read equals the one it wrote;
+//!   limits only grow, so each value is written once). Otherwise it first raises the
+//!   limit by compare-and-swap from the value read, starting above it: every timestamp
+//!   any earlier allocator handed out is below the value read. An allocator that lost the
+//!   record mid-request hands out below the new owner's first timestamp, but its request
+//!   began before the new owner's CAS ended: the two overlap, so their order is free.
+//! - *Cheap*: while this node owns the limit and the lease holds, an allocation is a
+//!   local read and a counter; a raft write happens once per [`WINDOW_MS`] of timestamps.
+
+use super::{request, Node};
+use regatta_proto::kvrpcpb::{CasRequest, GetRequest, KvResponse, ReadConsistency};
+
+/// The raw key of the limit record (8 bytes, big-endian). It starts with `\0`, which no
+/// JSON text does, so no client key meets it.
+pub(super) const LIMIT_KEY: &[u8] = b"\0tso\0limit";
+
+/// Bits of the logical counter in a timestamp.
+const LOGICAL_BITS: u32 = 18;
+
+/// How far past the clock one raft write of the limit lets the owner hand out.
+const WINDOW_MS: u64 = 3_000;
+
+/// Compare-and-swap races lost before an allocation gives up (each means another node
+/// took the limit meanwhile).
+const MAX_RACES: usize = 8;
+
+/// Why this node could not allocate.
+pub(super) enum TsoError {
+    /// This node does not lead the region of the limit; the leader's store id if known.
+    NotLeader(Option<u64>),
+    /// Anything else (a timeout, a lost race, a storage error); retry later.
+    Failed(String),
+}
+
+/// This node's allocator.
+#[derive(Default)]
+pub(super) struct Tso {
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The next timestamp this node may hand out (if it still owns `owned`).
+    next: u64,
+    /// The limit this node wrote last (0: none).
+    owned: u64,
+}
+
+/// Now, as the smallest timestamp of the current millisecond.
+fn clock_ts() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms << LOGICAL_BITS
+}
+
+impl Tso {
+    /// `count` consecutive fresh timestamps, allocated here; returns the first.
+    pub(super) async fn allocate(&self, node: &Node, count: u32) -> Result<u64, TsoError> {
+        let count = u64::from(count.max(1));
+        let mut st = self.state.lock().await;
+        for _ in 0..MAX_RACES {
+            let stored = read_limit(node).await?;
+            let mut first = st.next.max(clock_ts());
+            if st.owned != 0 && stored == st.owned {
+                // Still the owner: the value read is this node's own, and `next` is above
+                // everything handed out below it.
+                if first + count <= stored {
+                    st.next = first + count;
+                    return Ok(first);
+                }
+            } else {
+                // Taking over: start above everything handed out below the value read.
+                first = first.max(stored);
+            }
+            let limit = first + count + (WINDOW_MS << LOGICAL_BITS);
+            if swap_limit(node, stored, limit).await? {
+                st.owned = limit;
+                st.next = first + count;
+                return Ok(first);
+            }
+        }
+        Err(TsoError::Failed(
+            "the timestamp limit kept changing under racing allocators".into(),
+        ))
+    }
+}
+
+/// The error of a store answer as a [`TsoError`].
+fn failed(resp: &KvResponse) -> TsoError {
+    let e = resp.get_error();
+    if e.has_not_leader() {
+        let store = e.get_not_leader().get_leader().get_store_id();
+        TsoError::NotLeader((store != 0).then_some(store))
+    } else {
+        TsoError::Failed(format!("{e:?}"))
+    }
+}
+
+/// The stored limit (0: none yet), read on this node through the leader's lease.
+async fn read_limit(node: &Node) -> Result<u64, TsoError> {
+    let mut kv = request(|r| {
+        let mut g = GetRequest::new();
+        g.set_key(LIMIT_KEY.to_vec());
+        r.set_get(g);
+    });
+    kv.mut_context().set_consistency(ReadConsistency::LEASE);
+    let resp = node.local(kv).await;
+    if resp.has_error() {
+        return Err(failed(&resp));
+    }
+    let g = resp.get_response().get_get();
+    if !g.get_found() {
+        return Ok(0);
+    }
+    let bytes: [u8; 8] = g
+        .get_value()
+        .try_into()
+        .map_err(|_| TsoError::Failed("the timestamp limit record is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Swaps the limit from `stored` (0: absent) to `limit` on this node; whether it swapped.
+async fn swap_limit(node: &Node, stored: u64, limit: u64) -> Result<bool, TsoError> {
+    let kv = request(|r| {
+        let mut c = CasRequest::new();
+        c.set_key(LIMIT_KEY.to_vec());
+        if stored == 0 {
+            c.set_expect_absent(true);
+        } else {
+            c.set_expected(stored.to_be_bytes().to_vec());
+        }
+        c.set_new_value(limit.to_be_bytes().to_vec());
+        r.set_cas(c);
+    });
+    let resp = node.local(kv).await;
+    if resp.has_error() {
+        return Err(failed(&resp));
+    }
+    Ok(resp.get_response().get_cas().get_succeeded())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_timestamps_carry_milliseconds_above_the_logical_bits() {
+        let ts = clock_ts();
+        assert_eq!(ts & ((1 << LOGICAL_BITS) - 1), 0);
+        // After 2020 and before 2100, in milliseconds.
+        let ms = ts >> LOGICAL_BITS;
+        assert!(ms > 1_577_836_800_000 && ms < 4_102_444_800_000, "{ms}");
+    }
+}
