@@ -6,175 +6,12 @@
 mod common;
 
 use common::linearizability::{check, Event, Op};
+use common::maelstrom::{on_one_and_three_nodes, Cluster, NAMES};
 use rand::Rng;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const NAMES: [&str; 3] = ["n1", "n2", "n3"];
-
-/// Routes lines between node processes and back to waiting clients; drops node-to-node
-/// lines over cut links.
-#[derive(Default)]
-struct Routes {
-    inputs: HashMap<String, ChildStdin>,
-    cut: HashSet<(String, String)>,
-    waiting: HashMap<(String, u64), Sender<Value>>,
-}
-
-struct Cluster {
-    /// The nodes of the group: `NAMES`, or its first one alone.
-    names: &'static [&'static str],
-    dir: PathBuf,
-    routes: Arc<Mutex<Routes>>,
-    children: HashMap<String, Child>,
-    next_msg: AtomicU64,
-}
-
-impl Cluster {
-    fn start(dir: &Path) -> Cluster {
-        Cluster::start_nodes(dir, &NAMES)
-    }
-
-    /// A group of the nodes `names` (all running, initialized).
-    fn start_nodes(dir: &Path, names: &'static [&'static str]) -> Cluster {
-        let mut c = Cluster {
-            names,
-            dir: dir.to_path_buf(),
-            routes: Arc::default(),
-            children: HashMap::new(),
-            next_msg: AtomicU64::new(1),
-        };
-        for n in names {
-            c.spawn(n);
-        }
-        for n in names {
-            c.init(n);
-        }
-        c
-    }
-
-    /// Starts node `name` on its data dir and routes its output.
-    fn spawn(&mut self, name: &str) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
-            .args(["maelstrom", "--data-dir"])
-            .arg(self.dir.join(name))
-            .env("REGATTA_LOG", "error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node starts");
-        let stdout = child.stdout.take().expect("stdout");
-        self.routes
-            .lock()
-            .unwrap()
-            .inputs
-            .insert(name.to_string(), child.stdin.take().expect("stdin"));
-        self.children.insert(name.to_string(), child);
-        let routes = self.routes.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(msg) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                let src = msg["src"].as_str().unwrap_or("").to_string();
-                let dest = msg["dest"].as_str().unwrap_or("").to_string();
-                let mut r = routes.lock().unwrap();
-                if r.cut.contains(&(src, dest.clone())) {
-                    continue;
-                }
-                if let Some(stdin) = r.inputs.get_mut(&dest) {
-                    let _ = writeln!(stdin, "{line}");
-                } else if let Some(id) = msg["body"]["in_reply_to"].as_u64() {
-                    if let Some(tx) = r.waiting.remove(&(dest, id)) {
-                        let _ = tx.send(msg["body"].clone());
-                    }
-                }
-            }
-        });
-    }
-
-    fn init(&self, name: &str) {
-        let r = self.call(
-            "c0",
-            name,
-            json!({"type": "init", "node_id": name, "node_ids": self.names}),
-            Duration::from_secs(30),
-        );
-        assert_eq!(r.expect("init answered")["type"], "init_ok");
-    }
-
-    fn kill(&mut self, name: &str) {
-        let mut child = self.children.remove(name).expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-        self.routes.lock().unwrap().inputs.remove(name);
-    }
-
-    /// Cuts every link between `node` and the other nodes, both ways.
-    fn isolate(&self, node: &str) {
-        let mut r = self.routes.lock().unwrap();
-        for other in self.names.iter().filter(|o| **o != node) {
-            r.cut.insert((node.to_string(), other.to_string()));
-            r.cut.insert((other.to_string(), node.to_string()));
-        }
-    }
-
-    fn heal(&self) {
-        self.routes.lock().unwrap().cut.clear();
-    }
-
-    /// Sends `body` from client `client` to `node`; `None` when no answer came in `wait`.
-    fn call(&self, client: &str, node: &str, mut body: Value, wait: Duration) -> Option<Value> {
-        let id = self.next_msg.fetch_add(1, Ordering::Relaxed);
-        body["msg_id"] = json!(id);
-        let (tx, rx) = channel();
-        {
-            let mut r = self.routes.lock().unwrap();
-            r.waiting.insert((client.to_string(), id), tx);
-            let line = json!({"src": client, "dest": node, "body": body}).to_string();
-            let stdin = r.inputs.get_mut(node).expect("node running");
-            writeln!(stdin, "{line}").unwrap();
-        }
-        let answer = rx.recv_timeout(wait).ok();
-        self.routes
-            .lock()
-            .unwrap()
-            .waiting
-            .remove(&(client.to_string(), id));
-        answer
-    }
-
-    /// Retries `body` on `node` while the answer is "temporarily unavailable" (11) or
-    /// "timeout" (0, outcome unknown: only idempotent requests are sent this way).
-    fn call_ok(&self, node: &str, body: Value) -> Value {
-        for _ in 0..100 {
-            if let Some(r) = self.call("c1", node, body.clone(), Duration::from_secs(30)) {
-                if r["type"] != "error" || (r["code"] != 11 && r["code"] != 0) {
-                    return r;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("{node} stayed unavailable for {body}");
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in self.children.values_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Goal: the JSON-lines node serves linearizable KV through any node, forwards to the
 /// leader, answers with the protocol's error codes, and survives SIGKILL + restart.
@@ -660,10 +497,8 @@ fn maelstrom_regions_split_and_report() {
 /// `mvcc_get` answers the newest version at or below its read timestamp, from any node.
 #[test]
 fn maelstrom_mvcc_registers_keep_versions_by_timestamp() {
-    for names in [&NAMES[..1], &NAMES[..]] {
-        let dir = tempfile::tempdir().unwrap();
-        let h = Cluster::start_nodes(dir.path(), names);
-        let node = |i: usize| names[i % names.len()];
+    on_one_and_three_nodes(|h| {
+        let node = |i: usize| h.node(i);
         for (i, (ts, value)) in [(10, "a"), (20, "b"), (35, "c")].into_iter().enumerate() {
             let r = h.call_ok(
                 node(i),
@@ -697,7 +532,7 @@ fn maelstrom_mvcc_registers_keep_versions_by_timestamp() {
             (35, json!("c"), 3),
             (1000, json!("c"), 3),
         ] {
-            for i in 0..names.len() {
+            for i in 0..h.names().len() {
                 let r = h.call_ok(
                     node(i),
                     json!({"type": "mvcc_get", "key": "reg", "read_timestamp": read_ts}),
@@ -730,7 +565,7 @@ fn maelstrom_mvcc_registers_keep_versions_by_timestamp() {
         ] {
             assert_eq!(h.call_ok(node(0), bad.clone())["code"], 12, "{bad}");
         }
-    }
+    });
 }
 
 /// Goal: racing `mvcc_put`s of one key through every node are ordered: versions grow with

@@ -2,9 +2,12 @@
 //! replies before `init`, a second `init` that disagrees, and fields of the wrong type.
 //! Each scenario drives a real node process through its stdin and reads its stdout.
 
+mod common;
+
+use common::maelstrom::node_command;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
@@ -26,15 +29,7 @@ impl Drop for Node {
 impl Node {
     fn start() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
-            .args(["maelstrom", "--data-dir"])
-            .arg(dir.path())
-            .env("REGATTA_LOG", "error")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node starts");
+        let mut child = node_command(dir.path()).spawn().expect("node starts");
         let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take().expect("stdin");
         let (tx, replies) = channel();

@@ -19,6 +19,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod linearizability;
+pub mod maelstrom;
 pub mod process;
 
 use linearizability::{Event, Op};
