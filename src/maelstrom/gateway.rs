@@ -37,11 +37,12 @@ const PD_ADDR: &str = "pd";
 pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client's deadlines: one operation (retries included) fits well inside a harness
-/// client's patience; one hop waits as long as a forward does.
+/// client's patience, and one hop is short enough that a dead leader leaves time to find
+/// the next (a request waiting for a lock gets its wait on top).
 fn client_config() -> Config {
     Config {
         op_timeout: Duration::from_secs(10),
-        rpc_timeout: FORWARD_TIMEOUT,
+        rpc_timeout: Duration::from_secs(2),
         ..Config::default()
     }
 }
@@ -288,20 +289,35 @@ impl Wire for HarnessWire {
                 .node
                 .upgrade()
                 .ok_or_else(|| WireError::Unreachable("the node is stopping".into()))?;
-            match body {
-                Frame_oneof_body::pd_request(req) if addr == PD_ADDR => {
-                    Ok(Frame_oneof_body::pd_response(node.pd_answer(req).await))
-                }
-                Frame_oneof_body::kv_request(kv) if addr == node.me => {
-                    Ok(Frame_oneof_body::kv_response(node.local(kv).await))
-                }
-                body if node.names.iter().any(|n| n == addr) => node
-                    .remote(addr, body, timeout)
-                    .await
-                    .map_err(WireError::NoAnswer),
-                _ => Err(WireError::Unreachable(format!("no node is named {addr:?}"))),
-            }
+            let served = tokio::time::timeout(timeout, deliver(&node, addr, body, timeout));
+            served.await.unwrap_or_else(|_| {
+                Err(WireError::NoAnswer(format!(
+                    "{addr}: no answer in {timeout:?}"
+                )))
+            })
         })
+    }
+}
+
+/// Serves one frame of the client: PD requests here, store requests here or at `addr`.
+async fn deliver(
+    node: &Arc<Node>,
+    addr: &str,
+    body: Frame_oneof_body,
+    timeout: Duration,
+) -> Result<Frame_oneof_body, WireError> {
+    match body {
+        Frame_oneof_body::pd_request(req) if addr == PD_ADDR => {
+            Ok(Frame_oneof_body::pd_response(node.pd_answer(req).await))
+        }
+        Frame_oneof_body::kv_request(kv) if addr == node.me => {
+            Ok(Frame_oneof_body::kv_response(node.local(kv).await))
+        }
+        body if node.names.iter().any(|n| n == addr) => node
+            .remote(addr, body, timeout)
+            .await
+            .map_err(WireError::NoAnswer),
+        _ => Err(WireError::Unreachable(format!("no node is named {addr:?}"))),
     }
 }
 

@@ -21,7 +21,8 @@
 //!   local read and a counter; a raft write happens once per [`WINDOW_MS`] of timestamps.
 
 use super::{request, Node};
-use regatta_proto::kvrpcpb::{CasRequest, GetRequest, KvResponse, ReadConsistency};
+use regatta_proto::kvrpcpb::{CasRequest, GetRequest, KvRequest, KvResponse, ReadConsistency};
+use std::time::Duration;
 
 /// The raw key of the limit record (8 bytes, big-endian). It starts with `\0`, which no
 /// JSON text does, so no client key meets it.
@@ -36,6 +37,10 @@ const WINDOW_MS: u64 = 3_000;
 /// Compare-and-swap races lost before an allocation gives up (each means another node
 /// took the limit meanwhile).
 const MAX_RACES: usize = 8;
+
+/// How long one read or swap of the limit may take before the allocation gives up (so a
+/// stuck replica never holds the allocator).
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why this node could not allocate.
 pub(super) enum TsoError {
@@ -118,7 +123,7 @@ async fn read_limit(node: &Node) -> Result<u64, TsoError> {
         r.set_get(g);
     });
     kv.mut_context().set_consistency(ReadConsistency::LEASE);
-    let resp = node.local(kv).await;
+    let resp = run(node, kv).await?;
     if resp.has_error() {
         return Err(failed(&resp));
     }
@@ -146,11 +151,22 @@ async fn swap_limit(node: &Node, stored: u64, limit: u64) -> Result<bool, TsoErr
         c.set_new_value(limit.to_be_bytes().to_vec());
         r.set_cas(c);
     });
-    let resp = node.local(kv).await;
+    let resp = run(node, kv).await?;
     if resp.has_error() {
         return Err(failed(&resp));
     }
     Ok(resp.get_response().get_cas().get_succeeded())
+}
+
+/// Runs `kv` on this node's replica, within [`STEP_TIMEOUT`].
+async fn run(node: &Node, kv: KvRequest) -> Result<KvResponse, TsoError> {
+    tokio::time::timeout(STEP_TIMEOUT, node.local(kv))
+        .await
+        .map_err(|_| {
+            TsoError::Failed(format!(
+                "the limit record did not answer in {STEP_TIMEOUT:?}"
+            ))
+        })
 }
 
 #[cfg(test)]
