@@ -79,28 +79,59 @@ impl Tso {
         let mut st = self.state.lock().await;
         for _ in 0..MAX_RACES {
             let stored = read_limit(node).await?;
-            let mut first = st.next.max(clock_ts());
-            if st.owned != 0 && stored == st.owned {
-                // Still the owner: the value read is this node's own, and `next` is above
-                // everything handed out below it.
-                if first + count <= stored {
+            match st.plan(stored, clock_ts(), count) {
+                Step::Hand(first) => {
                     st.next = first + count;
                     return Ok(first);
                 }
-            } else {
-                // Taking over: start above everything handed out below the value read.
-                first = first.max(stored);
-            }
-            let limit = first + count + (WINDOW_MS << LOGICAL_BITS);
-            if swap_limit(node, stored, limit).await? {
-                st.owned = limit;
-                st.next = first + count;
-                return Ok(first);
+                Step::Raise { first, limit } => {
+                    if swap_limit(node, stored, limit).await? {
+                        st.owned = limit;
+                        st.next = first + count;
+                        return Ok(first);
+                    }
+                }
             }
         }
         Err(TsoError::Failed(
             "the timestamp limit kept changing under racing allocators".into(),
         ))
+    }
+}
+
+/// What an allocation does once it has read the stored limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Hand out `[first, first + count)`: below a limit this allocator still owns.
+    Hand(u64),
+    /// Swap the limit from the value read to `limit`, then hand out from `first`.
+    Raise {
+        /// The first timestamp to hand out once the swap succeeded.
+        first: u64,
+        /// The new limit.
+        limit: u64,
+    },
+}
+
+impl State {
+    /// The next step of an allocation of `count` after reading `stored` at clock `clock`.
+    fn plan(&self, stored: u64, clock: u64, count: u64) -> Step {
+        let first = self.next.max(clock);
+        if self.owned != 0 && stored == self.owned {
+            // Still the owner: the value read is this allocator's own, and `next` is above
+            // everything handed out below it.
+            if first + count <= stored {
+                return Step::Hand(first);
+            }
+            let limit = first + count + (WINDOW_MS << LOGICAL_BITS);
+            return Step::Raise { first, limit };
+        }
+        // Taking over: start above everything handed out below the value read.
+        let first = first.max(stored);
+        Step::Raise {
+            first,
+            limit: first + count + (WINDOW_MS << LOGICAL_BITS),
+        }
     }
 }
 
@@ -172,6 +203,125 @@ async fn run(node: &Node, kv: KvRequest) -> Result<KvResponse, TsoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// One allocation in flight in the model.
+    struct Request {
+        count: u64,
+        started: u64,
+        /// The limit it read, once it has.
+        read: Option<u64>,
+    }
+
+    /// Goal: the argument of the module doc, checked on every interleaving a random
+    /// scheduler makes. Allocators (each with one request at a time, as its mutex makes
+    /// them) read the limit, hand out or swap it by CAS, with the steps of different
+    /// allocators interleaved, clocks that disagree and jump back, lost CAS answers (the
+    /// swap applied, the allocator told nothing) and restarts that forget an allocator's
+    /// memory. No timestamp is handed out twice, and a request that began after another
+    /// ended always gets larger timestamps.
+    #[test]
+    fn model_timestamps_are_unique_and_follow_real_time() {
+        for seed in 0..200u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let allocators = rng.gen_range(1..=4);
+            let mut states: Vec<State> = (0..allocators).map(|_| State::default()).collect();
+            let mut clocks: Vec<u64> = (0..allocators)
+                .map(|_| rng.gen_range(1_000..2_000) << LOGICAL_BITS)
+                .collect();
+            let mut stored = 0u64;
+            let mut active: Vec<Option<Request>> = (0..allocators).map(|_| None).collect();
+            // (started, ended, first, count) of every finished request.
+            let mut done: Vec<(u64, u64, u64, u64)> = Vec::new();
+            for now in 1..3_000u64 {
+                let a = rng.gen_range(0..allocators);
+                clocks[a] = match rng.gen_range(0..10) {
+                    0 => clocks[a].saturating_sub(rng.gen_range(0..5_000) << LOGICAL_BITS),
+                    1..=3 => clocks[a] + (rng.gen_range(0..5_000) << LOGICAL_BITS),
+                    _ => clocks[a] + rng.gen_range(0..4),
+                };
+                let Some(req) = active[a].as_mut() else {
+                    if rng.gen_bool(0.05) {
+                        states[a] = State::default(); // the node restarted
+                    }
+                    active[a] = Some(Request {
+                        count: rng.gen_range(1..=3),
+                        started: now,
+                        read: None,
+                    });
+                    continue;
+                };
+                let Some(read) = req.read else {
+                    req.read = Some(stored);
+                    continue;
+                };
+                match states[a].plan(read, clocks[a], req.count) {
+                    Step::Hand(first) => {
+                        states[a].next = first + req.count;
+                        done.push((req.started, now, first, req.count));
+                        active[a] = None;
+                    }
+                    Step::Raise { first, limit } => {
+                        assert!(limit >= first + req.count, "seed {seed}");
+                        if stored != read {
+                            req.read = None; // lost the race: read again
+                            continue;
+                        }
+                        stored = limit;
+                        if rng.gen_bool(0.1) {
+                            req.read = None; // applied, but the answer was lost
+                            continue;
+                        }
+                        states[a].owned = limit;
+                        states[a].next = first + req.count;
+                        done.push((req.started, now, first, req.count));
+                        active[a] = None;
+                    }
+                }
+            }
+            let mut handed: Vec<(u64, u64)> = done.iter().map(|d| (d.2, d.2 + d.3)).collect();
+            handed.sort_unstable();
+            for w in handed.windows(2) {
+                assert!(w[0].1 <= w[1].0, "seed {seed}: {w:?} overlap");
+            }
+            for x in &done {
+                for y in &done {
+                    if x.1 < y.0 {
+                        assert!(
+                            x.2 + x.3 <= y.2,
+                            "seed {seed}: {x:?} ended before {y:?} began but is not below it"
+                        );
+                    }
+                }
+            }
+            assert!(
+                done.len() > 100,
+                "seed {seed}: only {} allocations",
+                done.len()
+            );
+        }
+    }
+
+    #[test]
+    fn an_owner_hands_out_below_its_limit_and_raises_it_once_used_up() {
+        let st = State {
+            next: 100,
+            owned: 200,
+        };
+        assert_eq!(st.plan(200, 50, 10), Step::Hand(100));
+        assert_eq!(st.plan(200, 150, 10), Step::Hand(150));
+        let Step::Raise { first, limit } = st.plan(200, 195, 10) else {
+            panic!("the window is used up");
+        };
+        assert_eq!(first, 195);
+        assert!(limit > 205);
+        // Someone else raised it: take over above the value read, whatever the clock says.
+        let Step::Raise { first, .. } = st.plan(300, 50, 1) else {
+            panic!("not the owner any more");
+        };
+        assert_eq!(first, 300);
+    }
 
     #[test]
     fn clock_timestamps_carry_milliseconds_above_the_logical_bits() {
