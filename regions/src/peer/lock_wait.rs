@@ -125,6 +125,30 @@ impl<T> LockWaitQueue<T> {
         self.release(key, holder_ts)
     }
 
+    /// The granted waiter found `key` taken after all, by `holder_ts` (a request that did
+    /// not wait got there first): it goes back to the head of the queue, which now waits
+    /// for `holder_ts`, so it keeps its turn. Gives the waiter back when the queue does not
+    /// have it as the key's holder any more (the caller passes the key on and queues it
+    /// anew).
+    pub(crate) fn wait_first(
+        &mut self,
+        key: &[u8],
+        holder_ts: u64,
+        waiter: Waiter<T>,
+    ) -> Result<(), Waiter<T>> {
+        let q = match self.keys.get_mut(key) {
+            Some(q) if q.holder_ts == waiter.start_ts => q,
+            _ => return Err(waiter),
+        };
+        if self.waiting.contains_key(&waiter.start_ts) {
+            return Err(waiter);
+        }
+        q.holder_ts = holder_ts;
+        self.waiting.insert(waiter.start_ts, key.to_vec());
+        q.waiters.push_front(waiter);
+        Ok(())
+    }
+
     /// Removes the waiters whose deadline passed at `now` (answer them `LockWaitTimeout`),
     /// each with the transaction it waited for.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<(u64, Waiter<T>)> {
@@ -305,6 +329,31 @@ mod tests {
         // Transaction 2's lock request failed (say it was rolled back meanwhile).
         assert_eq!(q.pass_on(b"k", 2).map(|w| w.start_ts), Some(4));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_grant_beaten_to_the_key_keeps_its_turn() {
+        let clock = ManualClock::new();
+        let mut q = LockWaitQueue::new(2);
+        for ts in [2, 3, 4] {
+            let _ = q.wait(b"k", 1, waiter(&clock, ts, 100));
+        }
+        assert_eq!(q.waiters_of(b"k"), vec![2, 3], "the queue holds two");
+        let granted = q.release(b"k", 1).unwrap();
+        assert_eq!(q.holder_of(b"k"), Some(2));
+        // Transaction 9 locked the key first, without waiting: 2 waits for it, first.
+        q.wait_first(b"k", 9, granted).unwrap();
+        assert_eq!(q.holder_of(b"k"), Some(9));
+        assert_eq!(q.waiters_of(b"k"), vec![2, 3]);
+        assert_eq!(q.key_of(2), Some(&b"k"[..]));
+        assert_eq!(q.release(b"k", 9).map(|w| w.start_ts), Some(2));
+        // Only the key's holder as the queue knows it can be put back first.
+        let stranger = waiter(&clock, 5, 100);
+        assert_eq!(
+            q.wait_first(b"k", 9, stranger).map_err(|w| w.start_ts),
+            Err(5)
+        );
+        assert_eq!(q.waiters_of(b"k"), vec![3]);
     }
 
     #[test]

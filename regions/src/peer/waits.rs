@@ -237,8 +237,14 @@ impl Peer {
             return;
         };
         let answer = classify(&resp, own);
+        // A hand-over beaten to its key by a request that did not wait keeps its turn
+        // (below); any other hand-over that did not get its key passes it on.
+        let keeps_turn = matches!((&slot.granted, &answer),
+            (Some(granted), LockAnswer::Blocked { key, .. }) if granted == key)
+            && self.is_leader()
+            && self.ctx.clock.now() < slot.deadline;
         if let Some(key) = &slot.granted {
-            if answer != LockAnswer::Granted {
+            if answer != LockAnswer::Granted && !keeps_turn {
                 self.pass_on(key, own);
             }
         }
@@ -269,7 +275,11 @@ impl Peer {
                         key: key.clone(),
                     },
                 };
-                self.start_wait(key, holder, waiter, Some(resp));
+                if keeps_turn {
+                    self.wait_first(key, holder, waiter, resp);
+                } else {
+                    self.start_wait(key, holder, waiter, Some(resp));
+                }
             }
             LockAnswer::Blocked { .. } | LockAnswer::Failed => {
                 let _ = tx.send(resp);
@@ -294,6 +304,32 @@ impl Peer {
         for (key, holder) in released {
             if let Some(w) = self.lock_waits.release(&key, holder) {
                 self.hand_over(key, holder, w);
+            }
+        }
+    }
+
+    /// Puts the granted `waiter` back at the head of `key`'s queue, which now waits for
+    /// `holder` (and tells the detector); if the queue moved on meanwhile, the key is passed
+    /// on and the waiter queues anew, answered `answer` if it cannot.
+    fn wait_first(
+        &mut self,
+        key: Vec<u8>,
+        holder: u64,
+        waiter: Waiter<LockWaiter>,
+        answer: KvResponse,
+    ) {
+        let own = waiter.start_ts;
+        match self.lock_waits.wait_first(&key, holder, waiter) {
+            Ok(()) => {
+                if let Some(mb) = &self.mailbox {
+                    for w in self.lock_waits.waiters_of(&key) {
+                        self.ctx.detector.wait(w, holder, &key, mb.clone());
+                    }
+                }
+            }
+            Err(w) => {
+                self.pass_on(&key, own);
+                self.start_wait(key, holder, w, Some(answer));
             }
         }
     }
