@@ -635,8 +635,9 @@ fn leader(h: &Cluster, via: &str) -> String {
 }
 
 /// Goal: the group has one timestamp oracle, which moves with leadership and never goes
-/// back. Transactions run one after another through changing nodes each read the previous
-/// one's write and commit at a strictly greater timestamp — across a SIGKILL of the leader
+/// back. Reads and transactions run one after another through changing nodes, the first
+/// straight after each disruption: each read sees the last write at its commit ts, and
+/// each transaction commits at a strictly greater timestamp — across a SIGKILL of the leader
 /// (a new leader takes the oracle over from the replicated limit), the dead node's restart,
 /// and a partition that cuts the next leader off while it still believes it leads.
 #[test]
@@ -648,6 +649,15 @@ fn the_timestamp_oracle_moves_with_leadership_and_never_goes_back() {
     // One read-increment-write through `node`: a resend after an unknown outcome rewrites
     // the same value, so its get may already see it.
     let mut advance = |h: &Cluster, node: &str| {
+        // First a plain read (nothing validates it): a timestamp gone back would read an
+        // older value or version.
+        if step > 0 {
+            assert_eq!(
+                occ_lookup(h, node, &json!("ctr")),
+                (json!(step), last_ts),
+                "a read through {node} after step {step}"
+            );
+        }
         step += 1;
         let r = execute(
             h,

@@ -72,6 +72,10 @@ enum Attempt {
         backoff: bool,
         sent: bool,
     },
+    /// Sent, and no answer came: it may have been applied. Retried with backoff.
+    Lost {
+        error: String,
+    },
     /// The store could not be connected to (an [`Error::Connection`]): nothing was sent.
     /// Retried with backoff, on another replica where the request allows.
     Unreachable(Error),
@@ -473,13 +477,26 @@ impl Client {
         let mut backoff = self.inner.cfg.backoff_base;
         let mut attempt = 0usize;
         let mut sent_any = false;
+        // Whether an attempt went unanswered (it may still be applied).
+        let mut lost_any = false;
         let result = loop {
             let outcome = self
                 .attempt(key, others, &req, consistency, session, attempt)
                 .await;
             attempt += 1;
             let (error, sleep) = match outcome {
-                Attempt::Done(resp) => break Ok(Some(*resp)),
+                Attempt::Done(resp) => {
+                    if lost_any && refused_one_pc(&req, &resp) {
+                        // The lost attempt may yet commit: this refusal does not settle it.
+                        break Err(Error::CommitUndetermined {
+                            start_ts: one_pc_start_ts(&req),
+                            reason: "a 1PC prewrite went unanswered, and its retry was \
+                                     refused: the first may still commit"
+                                .into(),
+                        });
+                    }
+                    break Ok(Some(*resp));
+                }
                 Attempt::Regroup => break Ok(None),
                 Attempt::Fail(e) => break Err(e),
                 Attempt::Retry {
@@ -489,6 +506,11 @@ impl Client {
                 } => {
                     sent_any |= sent;
                     (Err(error), backoff)
+                }
+                Attempt::Lost { error } => {
+                    sent_any = true;
+                    lost_any = true;
+                    (Err(error), true)
                 }
                 Attempt::Unreachable(e) => (Ok(e), true),
             };
@@ -604,10 +626,8 @@ impl Client {
                 addr: addr.clone(),
                 reason,
             })),
-            Err(WireError::NoAnswer(reason)) => Err(Attempt::Retry {
+            Err(WireError::NoAnswer(reason)) => Err(Attempt::Lost {
                 error: format!("{addr}: {reason}"),
-                backoff: true,
-                sent: true,
             }),
         };
         let body = match sent {
@@ -691,6 +711,30 @@ fn lock_wait(req: &Request) -> Duration {
         },
         _ => Duration::ZERO,
     }
+}
+
+/// The 1PC prewrite in `req`, if it is one.
+fn one_pc_prewrite(req: &Request) -> Option<&regatta_proto::txnpb::PrewriteRequest> {
+    use regatta_proto::txnpb::TxnRequest_oneof_cmd;
+    match &req.cmd {
+        Some(regatta_proto::kvrpcpb::Request_oneof_cmd::txn(t)) => match &t.cmd {
+            Some(TxnRequest_oneof_cmd::prewrite(p)) if p.get_try_one_pc() => Some(p),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The start ts of the 1PC prewrite in `req` (0: not one).
+fn one_pc_start_ts(req: &Request) -> u64 {
+    one_pc_prewrite(req).map_or(0, |p| p.get_start_ts())
+}
+
+/// Whether `req` is a 1PC prewrite that `resp` refused. A 1PC prewrite is a commit, and
+/// the store may still apply an earlier, lost copy of it (a harness that delays lines):
+/// after one went unanswered, a refusal of the retry is no proof it did not commit.
+fn refused_one_pc(req: &Request, resp: &KvResponse) -> bool {
+    one_pc_prewrite(req).is_some() && resp.get_response().get_txn().has_key_error()
 }
 
 /// Milliseconds since `started`, for an error.

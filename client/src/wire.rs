@@ -12,7 +12,7 @@ use regatta_proto::rpc::Connection;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Why a call over a [`Wire`] failed.
@@ -41,9 +41,10 @@ pub type WireFuture<'a> =
 
 /// Carries the client's requests. `addr` is a store's address as PD lists it, or one of
 /// the PD addresses the client was given; `body` is a `kv_request` or a `pd_request`, and
-/// the answer the matching `kv_response` / `pd_response`. An implementation must answer
-/// within `timeout` (or fail with [`WireError::NoAnswer`]) and may be called from many
-/// tasks at once.
+/// the answer the matching `kv_response` / `pd_response`. Once the request is sent, an
+/// implementation waits at most `timeout` for the answer (then fails with
+/// [`WireError::NoAnswer`]); getting it sent (connecting) has bounds of its own. It may be
+/// called from many tasks at once.
 pub trait Wire: Send + Sync + 'static {
     /// Sends `body` to `addr` and waits up to `timeout` for its answer.
     fn call<'a>(
@@ -60,8 +61,9 @@ pub struct TcpWire {
     connect_timeout: Duration,
     /// Open connections by address (a plain lock: it is never held across an await).
     conns: Mutex<HashMap<String, Connection>>,
-    /// Held while connecting, so that concurrent callers make one connection, not many.
-    connecting: tokio::sync::Mutex<()>,
+    /// Per address, held while connecting to it, so that concurrent callers make one
+    /// connection, not many (and a slow address holds up no other).
+    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl TcpWire {
@@ -70,7 +72,7 @@ impl TcpWire {
         TcpWire {
             connect_timeout,
             conns: Mutex::new(HashMap::new()),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -87,7 +89,14 @@ impl TcpWire {
         if let Some(c) = self.open_connection(addr) {
             return Ok(c);
         }
-        let _connecting = self.connecting.lock().await;
+        let gate = self
+            .connecting
+            .lock()
+            .expect("connecting map lock")
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let _connecting = gate.lock().await;
         // Another caller may have connected while this one waited.
         if let Some(c) = self.open_connection(addr) {
             return Ok(c);

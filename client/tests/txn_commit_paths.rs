@@ -347,6 +347,32 @@ async fn a_lost_answer_to_a_one_pc_commit_is_undetermined_and_run_does_not_retry
     assert_eq!(read(&txns, b"k").await, Some(b"once".to_vec()));
 }
 
+/// Goal: a 1PC prewrite that went unanswered may still commit later (a harness that
+/// delays lines), so when its retry is refused (here: another transaction wrote the key
+/// meanwhile) the outcome is undetermined, not a conflict the caller would retry.
+#[tokio::test]
+async fn a_refused_retry_of_a_lost_one_pc_prewrite_is_undetermined() {
+    let fake = FakeCluster::start(&[]).await;
+    let txns = impatient(&fake).await;
+    fake.lose_next_one_pc();
+    let mut t = txns.begin_optimistic().await.expect("begin");
+    t.put(b"k", b"mine");
+    let err = t
+        .commit()
+        .await
+        .expect_err("the retry meets the other write");
+    assert!(matches!(err, Error::CommitUndetermined { .. }), "{err:?}");
+    assert_eq!(read(&txns, b"k").await, Some(b"other".to_vec()));
+    // Without a lost attempt the same refusal is a plain, retryable conflict.
+    let mut stale = txns.begin_optimistic().await.expect("begin");
+    let mut other = txns.begin_optimistic().await.expect("begin");
+    other.put(b"k", b"newer");
+    other.commit().await.expect("commits");
+    stale.put(b"k", b"late");
+    let err = stale.commit().await.expect_err("a write conflict");
+    assert!(matches!(err, Error::WriteConflict { .. }), "{err:?}");
+}
+
 #[tokio::test]
 async fn a_lost_answer_to_the_primary_commit_leaves_the_secondaries_for_readers_to_commit() {
     let fake = FakeCluster::start(&[b"m"]).await;

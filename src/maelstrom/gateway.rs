@@ -64,7 +64,10 @@ impl Node {
         self.forwards
             .lock()
             .expect("forwards lock")
-            .insert(fwd_id, tx);
+            .insert(fwd_id, (dest.to_string(), tx));
+        // Removes the waiter however this ends (answered, timed out, or cancelled by the
+        // caller's own deadline).
+        let _waiting = Waiting { node: self, fwd_id };
         self.out.send(
             &self.me,
             dest,
@@ -72,10 +75,7 @@ impl Node {
         );
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(body)) => Ok(body),
-            _ => {
-                self.forwards.lock().expect("forwards lock").remove(&fwd_id);
-                Err(format!("forwarded to {dest}; no answer in {timeout:?}"))
-            }
+            _ => Err(format!("forwarded to {dest}; no answer in {timeout:?}")),
         }
     }
 
@@ -102,7 +102,7 @@ impl Node {
 
     /// `count` fresh timestamps from the group's oracle (here, or at the leader); the
     /// first.
-    async fn timestamps(&self, count: u32) -> Result<u64, String> {
+    pub(super) async fn timestamps(&self, count: u32) -> Result<u64, String> {
         let leader = match self.tso.allocate(self, count).await {
             Ok(first) => return Ok(first),
             Err(TsoError::Failed(e)) => return Err(e),
@@ -226,12 +226,12 @@ impl Node {
 
     /// The transactional client of this node (made on first use).
     pub(super) async fn txn_client(self: &Arc<Self>) -> Result<(Client, TxnClient), String> {
-        let wire = Arc::new(HarnessWire {
-            node: Arc::downgrade(self),
-        });
         let client = self
             .client
             .get_or_try_init(|| async {
+                let wire = Arc::new(HarnessWire {
+                    node: Arc::downgrade(self),
+                });
                 Client::connect_over(&[PD_ADDR], client_config(), wire)
                     .await
                     .map_err(|e| e.to_string())
@@ -258,7 +258,7 @@ fn set_route(r: &mut regatta_proto::pdpb::GetRegionResponse, region: Region, lea
 fn tso_answer(first: u64, count: u32) -> PdResponse {
     let mut t = TsoResponse::new();
     t.set_first(first);
-    t.set_count(count);
+    t.set_count(count.max(1));
     let mut resp = PdResponse::new();
     resp.set_tso(t);
     resp
@@ -268,6 +268,22 @@ fn pd_error(message: String) -> PdResponse {
     let mut resp = PdResponse::new();
     resp.mut_error().set_message(message);
     resp
+}
+
+/// A forwarded request's waiter, removed when this drops.
+struct Waiting<'a> {
+    node: &'a Node,
+    fwd_id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.node
+            .forwards
+            .lock()
+            .expect("forwards lock")
+            .remove(&self.fwd_id);
+    }
 }
 
 /// The client's [`Wire`] inside a node: PD requests are answered by this node, store
@@ -337,8 +353,12 @@ pub(super) fn on_forward(node: &Arc<Node>, src: String, body: &Value, logger: &L
     };
     let n = node.clone();
     tokio::spawn(async move {
+        // The forwarder waits no longer than this: past it, nobody reads the answer.
+        let Ok(body) = tokio::time::timeout(FORWARD_TIMEOUT, n.serve_frame(req)).await else {
+            return;
+        };
         let mut frame = Frame::new();
-        frame.body = Some(n.serve_frame(req).await);
+        frame.body = Some(body);
         let bytes = frame.write_to_bytes().unwrap_or_default();
         n.out.send(
             &n.me,
@@ -357,7 +377,14 @@ pub(super) fn on_forward_ok(node: &Node, src: &str, body: &Value, logger: &Logge
         .and_then(unhex)
         .and_then(|b| Frame::parse_from_bytes(&b).ok())
         .and_then(|f| f.body);
-    let waiter = node.forwards.lock().expect("forwards lock").remove(&id);
+    let waiter = {
+        let mut forwards = node.forwards.lock().expect("forwards lock");
+        // Only the node asked answers: an id some other node echoes matches nothing.
+        match forwards.get(&id) {
+            Some((asked, _)) if asked == src => forwards.remove(&id).map(|(_, w)| w),
+            _ => None,
+        }
+    };
     match (waiter, resp) {
         (Some(w), Some(resp)) => {
             let _ = w.send(resp);

@@ -120,8 +120,9 @@ struct Node {
     region: Region,
     out: Out,
     next_fwd: AtomicU64,
-    /// Requests forwarded to other nodes, waiting for their answer (`gateway`).
-    forwards: Mutex<HashMap<u64, oneshot::Sender<Frame_oneof_body>>>,
+    /// Requests forwarded to other nodes, waiting for their answer (`gateway`): by
+    /// `fwd_id`, the node asked and the waiter.
+    forwards: Mutex<HashMap<u64, (String, oneshot::Sender<Frame_oneof_body>)>>,
     /// The group's timestamp oracle, when this node leads it.
     tso: tso::Tso,
     /// The client the transaction messages run on (made on first use).
@@ -512,8 +513,10 @@ async fn init(
         .map_or(0, |d| d.as_millis() as u64)
         .saturating_sub(1_577_836_800_000);
     let id_base = (store_id << 56) | ((started_ms & 0xff_ffff_ffff) << 14);
-    let pd: Arc<dyn PdClient> =
-        Arc::new(MemPd::with_regions(vec![region.clone()]).with_id_base(id_base));
+    let group_pd = Arc::new(tso::GroupPd::new(
+        MemPd::with_regions(vec![region.clone()]).with_id_base(id_base),
+    ));
+    let pd: Arc<dyn PdClient> = group_pd.clone();
     let transport = Arc::new(JsonTransport {
         me: me.clone(),
         names: names.clone(),
@@ -536,18 +539,23 @@ async fn init(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(Arc::new(Node {
+    let node = Arc::new(Node {
         me,
         names,
         store,
         region,
         out: out.clone(),
-        next_fwd: AtomicU64::new(1),
+        // Forward ids start from this run's start time, so an answer meant for an earlier
+        // run of this node (a restart) matches no waiter of this one; below 2^53, so any
+        // harness's JSON numbers carry them exactly.
+        next_fwd: AtomicU64::new((started_ms & 0xffff_ffff) << 20),
         forwards: Mutex::new(HashMap::new()),
         tso: tso::Tso::default(),
         client: tokio::sync::OnceCell::new(),
         next_txn_id: AtomicU64::new(1),
-    }))
+    });
+    group_pd.serve(&node);
+    Ok(node)
 }
 
 /// `init`'s `node_id` and `node_ids`.

@@ -40,7 +40,11 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
             txn_id(body)?;
             let key = key(body, "key")?;
             let txns = node.txns().await?;
-            let (value, version) = txns.occ_begin().read(&key).await.map_err(fail)?;
+            let (value, version) = txns
+                .occ_begin()
+                .read(&key)
+                .await
+                .map_err(|e| fail(e, false))?;
             Ok(json!({
                 "type": "occ_read_ok",
                 "value": value.map_or(Value::Null, |v| dec(&v)),
@@ -87,7 +91,7 @@ async fn occ_commit(node: &Arc<Node>, body: &Value) -> Result<Value, Fail> {
     for (k, v) in &writes {
         t.write(k, v);
     }
-    let out = t.commit().await.map_err(fail)?;
+    let out = t.commit().await.map_err(|e| fail(e, true))?;
     if out.committed {
         Ok(json!({
             "type": "occ_commit_ok",
@@ -126,7 +130,7 @@ async fn txn_execute(node: &Arc<Node>, body: &Value) -> Result<Value, Fail> {
         });
     }
     let txns = node.txns().await?;
-    let out = txns.atomic(&ops).await.map_err(fail)?;
+    let out = txns.atomic(&ops).await.map_err(|e| fail(e, true))?;
     let mut gets = out.results.into_iter();
     let results: Vec<Value> = items
         .iter()
@@ -177,7 +181,7 @@ async fn contention_benchmark(node: &Arc<Node>, body: &Value) -> Result<Value, F
         .collect::<Result<Vec<_>, Fail>>()?;
     let (client, txns) = node.txn_client().await.map_err(|e| Fail(11, e))?;
     // Fresh keys per request: runs never share a counter.
-    let base = txns.current_timestamp().await.map_err(fail)?;
+    let base = txns.current_timestamp().await.map_err(|e| fail(e, false))?;
     let mut results = Vec::with_capacity(strategies.len());
     for (i, s) in strategies.into_iter().enumerate() {
         let r = contention::run(&client, &txns, s, &cfg, base + i as u64)
@@ -199,17 +203,26 @@ impl Node {
 }
 
 /// A client error as the protocol's code: definite failures (nothing applied) against
-/// unknown outcomes (0).
-fn fail(e: Error) -> Fail {
+/// unknown outcomes (0). `writes`: the request may have written (a commit), so an error
+/// met after something was sent is not proof that nothing was applied.
+fn fail(e: Error, writes: bool) -> Fail {
     let code = match &e {
         Error::InvalidArgument(_) => 12,
-        // Nothing was sent, or no timestamp was had: certainly not applied.
-        Error::Connection { .. } | Error::Pd(_) => 11,
+        // Not reached (a read: retrying is harmless), or not reached this time (a write:
+        // an earlier attempt of it may have been).
+        Error::Connection { .. } | Error::Pd(_) => {
+            if writes {
+                0
+            } else {
+                11
+            }
+        }
         Error::BelowGcSafePoint { .. } => 14,
         // Timeouts, an undetermined commit, a server error: the outcome is unknown.
         Error::Timeout { .. } | Error::CommitUndetermined { .. } | Error::Server(_) => 0,
         // Conflicts, locks, lock waits, deadlocks, a rollback by another client: the
-        // transaction did not commit, and another try may.
+        // transaction did not commit (a 1PC whose earlier attempt went unanswered is
+        // `CommitUndetermined` instead), and another try may.
         e if e.is_retryable() => 30,
         _ => 0,
     };

@@ -19,9 +19,18 @@
 //!   began before the new owner's CAS ended: the two overlap, so their order is free.
 //! - *Cheap*: while this node owns the limit and the lease holds, an allocation is a
 //!   local read and a counter; a raft write happens once per [`WINDOW_MS`] of timestamps.
+//! - *One clock for the stores too*: the store's PD ([`GroupPd`]) takes its timestamps
+//!   from here, so a new region leader syncs its `max_ts` with the oracle's timestamps.
 
 use super::{request, Node};
 use regatta_proto::kvrpcpb::{CasRequest, GetRequest, KvRequest, KvResponse, ReadConsistency};
+use regatta_proto::metapb::Store;
+use regatta_proto::pdpb::{
+    DetectRequest, DetectResponse, RegionHeartbeatRequest, RegionHeartbeatResponse,
+    StoreHeartbeatRequest, StoreHeartbeatResponse,
+};
+use regatta_regions::{BoxFuture, MemPd, PdClient};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 /// The raw key of the limit record (8 bytes, big-endian). It starts with `\0`, which no
@@ -31,16 +40,19 @@ pub(super) const LIMIT_KEY: &[u8] = b"\0tso\0limit";
 /// Bits of the logical counter in a timestamp.
 const LOGICAL_BITS: u32 = 18;
 
-/// How far past the clock one raft write of the limit lets the owner hand out.
-const WINDOW_MS: u64 = 3_000;
+/// How far past the clock one raft write of the limit lets the owner hand out. A new
+/// owner starts at the limit, so timestamps can run this far ahead of the clock after a
+/// takeover (as PD's do after a PD leader change): kept well under the default lock TTL
+/// (3 s), so a takeover does not make live locks look expired.
+const WINDOW_MS: u64 = 1_000;
 
 /// Compare-and-swap races lost before an allocation gives up (each means another node
 /// took the limit meanwhile).
 const MAX_RACES: usize = 8;
 
 /// How long one read or swap of the limit may take before the allocation gives up (so a
-/// stuck replica never holds the allocator).
-const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// stuck replica never holds the allocator); under the client's hop deadline (2 s).
+const STEP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why this node could not allocate.
 pub(super) enum TsoError {
@@ -132,6 +144,73 @@ impl State {
             first,
             limit: first + count + (WINDOW_MS << LOGICAL_BITS),
         }
+    }
+}
+
+/// The store's PD on a JSON node: the node's in-memory [`MemPd`] for everything but
+/// timestamps, which come from the group's oracle. So a new region leader raises its
+/// `max_ts` (above which it picks 1PC commit timestamps) with the same timestamps the
+/// transactions read at, not with this node's clock, which the oracle may run ahead of.
+pub(super) struct GroupPd {
+    mem: MemPd,
+    /// Set once the node is up; until then timestamps fail (the caller retries).
+    node: OnceLock<Weak<Node>>,
+}
+
+impl GroupPd {
+    pub(super) fn new(mem: MemPd) -> GroupPd {
+        GroupPd {
+            mem,
+            node: OnceLock::new(),
+        }
+    }
+
+    /// Connects the oracle of `node`.
+    pub(super) fn serve(&self, node: &Arc<Node>) {
+        let _ = self.node.set(Arc::downgrade(node));
+    }
+}
+
+impl PdClient for GroupPd {
+    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
+        self.mem.put_store(store)
+    }
+
+    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>> {
+        self.mem.get_store(store_id)
+    }
+
+    fn store_heartbeat(
+        &self,
+        req: StoreHeartbeatRequest,
+    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>> {
+        self.mem.store_heartbeat(req)
+    }
+
+    fn region_heartbeat(
+        &self,
+        req: RegionHeartbeatRequest,
+    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
+        self.mem.region_heartbeat(req)
+    }
+
+    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
+        self.mem.alloc_id(count)
+    }
+
+    fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move {
+            let node = self
+                .node
+                .get()
+                .and_then(Weak::upgrade)
+                .ok_or_else(|| "the node is not serving timestamps yet".to_string())?;
+            node.timestamps(1).await
+        })
+    }
+
+    fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
+        self.mem.detect(req)
     }
 }
 

@@ -70,6 +70,9 @@ pub(super) struct State {
     pub(super) counts: HashMap<&'static str, usize>,
     /// Commands served but never answered (a lost answer).
     pub(super) muted: HashSet<&'static str>,
+    /// The next 1PC prewrite is lost on its way (neither applied nor answered), and
+    /// another transaction commits its keys meanwhile.
+    pub(super) lose_one_pc: bool,
 }
 
 /// The fake cluster (PD + one store on one port).
@@ -121,6 +124,7 @@ impl FakeCluster {
                 last_ts: 0,
                 counts: HashMap::new(),
                 muted: HashSet::new(),
+                lose_one_pc: false,
             })),
             gate: Arc::new(Gate::default()),
         };
@@ -176,6 +180,13 @@ impl FakeCluster {
     /// never answered, as if every answer were lost.
     pub fn mute(&self, name: &'static str) {
         self.state.lock().expect("fake state").muted.insert(name);
+    }
+
+    /// The next 1PC prewrite is lost before it reaches the store (as a line a harness
+    /// delays), and another transaction commits a write to its keys meanwhile: a retry of
+    /// it meets that write.
+    pub fn lose_next_one_pc(&self) {
+        self.state.lock().expect("fake state").lose_one_pc = true;
     }
 
     /// Holds prewrites until `n` are in flight at once (for at most a few seconds).
@@ -366,6 +377,37 @@ impl FakeCluster {
             .find(|k| !key_in_range(&region, k))
         {
             return Some(kv_error(|e| e.mut_key_not_in_region().set_key(k.clone())));
+        }
+        if s.lose_one_pc && matches!(&cmd, Cmd::prewrite(p) if p.get_try_one_pc()) {
+            s.lose_one_pc = false;
+            let keys = keys_of(&cmd);
+            let start_ts = next_ts(&mut s, 2);
+            let mut req = txn::PrewriteRequest {
+                primary: keys[0].clone(),
+                start_ts,
+                lock_ttl_ms: 3_000,
+                for_update_ts: 0,
+                min_commit_ts: 0,
+                async_commit_secondaries: None,
+                read_versions: Vec::new(),
+                mutations: Vec::new(),
+            };
+            for k in &keys {
+                req.mutations
+                    .push(txn::Mutation::put(k.clone(), b"other".to_vec()));
+            }
+            let engine = s.engine.clone();
+            let snap = engine.snapshot();
+            let mut wb = engine.write_batch();
+            txn::prewrite(&snap, &mut wb, &req).expect("the other prewrite");
+            drop(snap);
+            engine.write(wb, false).expect("the memory engine writes");
+            let snap = engine.snapshot();
+            let mut wb = engine.write_batch();
+            txn::commit(&snap, &mut wb, &keys, start_ts, start_ts + 1).expect("its commit");
+            drop(snap);
+            engine.write(wb, false).expect("the memory engine writes");
+            return None;
         }
         let mut txn_resp = TxnResponse::new();
         let name = run(&mut s, &region, cmd, &mut txn_resp);
