@@ -220,10 +220,11 @@ async fn a_waiter_behind_a_live_holder_times_out_and_one_behind_a_dead_holder_ge
 
 #[actix_rt::test]
 async fn waiters_are_handed_the_key_in_arrival_order() {
-    // Goal: FIFO, not by timestamp and not random. Method: a holder locks the key; five
-    // waiters arrive one at a time (each starts once the leader counts the previous one
-    // waiting), started newest-timestamp first; the holder commits; each waiter records
-    // when it got the key and commits, which hands the key to the next.
+    // Goal: FIFO, not by timestamp and not random, and one raft round per hand-over.
+    // Method: a holder locks the key; five waiters arrive one at a time (each starts once
+    // the leader counts the previous one waiting), started newest-timestamp first; the
+    // holder commits; each waiter records when it got the key and commits, which hands the
+    // key to the next, in the commit's own entry.
     const N: usize = 5;
     let cluster = Cluster::new(3, 1).await;
     let txns = Arc::new(txn_client(&cluster).await);
@@ -247,11 +248,26 @@ async fn waiters_are_handed_the_key_in_arrival_order() {
             }));
             wait_for_waiters(&cluster, arrival + 1).await;
         }
+        let log_end = || async {
+            let region = cluster.region_of(b"k").await;
+            let leader = cluster.wait_leader(region).await;
+            let status = cluster.status(leader, region).await;
+            status.map_or(0, |s| s.last_index)
+        };
+        let before = log_end().await;
         holder.put(b"k", b"0");
         holder.commit().await.unwrap();
         for t in tasks {
             t.await.unwrap().expect("every waiter commits");
         }
+        // One raft entry per hand-over: each commit's entry carries the next waiter's lock
+        // (two per waiter if the lock followed the commit's apply). Slack for an entry of
+        // the cluster's own (a GC safe point).
+        let entries = log_end().await - before;
+        assert!(
+            entries <= N as u64 + 3,
+            "{entries} log entries for the holder's commit and {N} waiters' locks and commits"
+        );
     })
     .await
     .expect("the waiters ended in time");

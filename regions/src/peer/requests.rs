@@ -98,8 +98,12 @@ impl Peer {
                 self.propose_waiting(cmd, tx, deadline);
                 return;
             }
+            let early = self.early_hand_overs(cmd.get_request());
             self.pending_bytes += cmd.compute_size() as usize;
             self.pending_cmds.push((cmd, tx));
+            for (key, holder, waiter) in early {
+                self.hand_over(key, holder, waiter);
+            }
             if self.pending_bytes >= MAX_ENTRY_DATA {
                 self.propose_pending();
             }

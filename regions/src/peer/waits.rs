@@ -334,6 +334,33 @@ impl Peer {
         }
     }
 
+    /// The head waiters of the keys `request` releases when it succeeds (a commit, a
+    /// rollback, a 1PC prewrite of the key's holder), taken from their queues: the caller
+    /// proposes `request` and then their hand-overs, in that order. Apply runs the release
+    /// first and the hand-over finds the key free, so a waiter gets its lock one raft round
+    /// after the holder's commit instead of two. Should the release fail after all, the
+    /// hand-over meets the holder's lock and keeps its turn (`on_lock_answer`).
+    pub(super) fn early_hand_overs(
+        &mut self,
+        request: &Request,
+    ) -> Vec<(Vec<u8>, u64, Waiter<LockWaiter>)> {
+        let Some(Request_oneof_cmd::txn(t)) = &request.cmd else {
+            return Vec::new();
+        };
+        let Some((holder, keys)) = crate::txn_cmd::releasing(t) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for k in keys {
+            let waited = self.lock_waits.holder_of(k) == Some(holder)
+                && !self.lock_waits.waiters_of(k).is_empty();
+            if let Some(w) = waited.then(|| self.lock_waits.release(k, holder)).flatten() {
+                out.push((k.to_vec(), holder, w));
+            }
+        }
+        out
+    }
+
     /// The hand-over to `holder` of `key` failed: the next waiter gets it.
     fn pass_on(&mut self, key: &[u8], holder: u64) {
         if let Some(w) = self.lock_waits.pass_on(key, holder) {
@@ -343,7 +370,7 @@ impl Peer {
 
     /// Proposes waiter `w`'s lock request now (its wait for `from` ended); the key's other
     /// waiters now wait for `w`'s transaction.
-    fn hand_over(&mut self, key: Vec<u8>, from: u64, w: Waiter<LockWaiter>) {
+    pub(super) fn hand_over(&mut self, key: Vec<u8>, from: u64, w: Waiter<LockWaiter>) {
         self.ctx.detector.done(w.start_ts, from);
         if let Some(mb) = &self.mailbox {
             for waiter in self.lock_waits.waiters_of(&key) {

@@ -29,7 +29,7 @@ mod write;
 pub(crate) use read::{is_txn_read, read_ts, read_txn};
 pub(crate) use validate::{validate_txn, Checks};
 pub(crate) use wire::lock_info;
-pub(crate) use write::{apply_txn, is_txn_write, TxnWrite};
+pub(crate) use write::{apply_txn, is_txn_write, releasing, TxnWrite};
 
 #[cfg(test)]
 mod tests;

@@ -66,6 +66,22 @@ fn lock_owner_ts(req: &TxnRequest) -> u64 {
     }
 }
 
+/// The keys whose locks `req` removes when it succeeds, with their transaction: a commit,
+/// a rollback (pessimistic too), a resolve, or a 1PC prewrite (which the leader may still
+/// turn into a plain prewrite, keeping the locks). `None` for the rest. The leader hands
+/// such keys to their waiters in the same proposal, behind `req`.
+pub(crate) fn releasing(req: &TxnRequest) -> Option<(u64, Vec<&[u8]>)> {
+    match &req.cmd {
+        Some(Cmd::prewrite(p)) if p.get_try_one_pc() => {}
+        Some(Cmd::commit(_))
+        | Some(Cmd::rollback(_))
+        | Some(Cmd::pessimistic_rollback(_))
+        | Some(Cmd::resolve_lock(_)) => {}
+        _ => return None,
+    }
+    Some((lock_owner_ts(req), keys_of(req)))
+}
+
 /// Where a transactional write applies, as of its entry.
 pub(crate) struct TxnWrite<'a> {
     /// The region.
