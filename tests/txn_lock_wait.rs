@@ -146,6 +146,52 @@ async fn two_transactions_locking_in_opposite_orders_end_with_one_commit_and_one
 }
 
 #[actix_rt::test]
+async fn a_deadlock_through_a_queue_behind_another_waiter_is_found() {
+    // Goal: a waiter's edge goes to the waiter ahead of it, and a cycle through that queue
+    // is still a deadlock found at once. Method: t1 locks A, t2 locks B; t3 queues for B
+    // (behind t2), then t1 queues for B behind t3; t2 asking for A closes
+    // t2 -> t1 -> t3 -> t2 and is refused. After t2 rolls back, t3 and then t1 get B.
+    let cluster = Cluster::new(3, 1).await;
+    let txns = Arc::new(txn_client(&cluster).await);
+    let outcome = tokio::time::timeout(SCENARIO_BOUND, async {
+        let mut t1 = txns.begin_with(pessimistic(10_000)).await.unwrap();
+        let mut t2 = txns.begin_with(pessimistic(10_000)).await.unwrap();
+        let mut t3 = txns.begin_with(pessimistic(10_000)).await.unwrap();
+        t1.get_for_update(b"A").await.unwrap();
+        t2.get_for_update(b"B").await.unwrap();
+        let third = tokio::spawn(async move {
+            t3.get_for_update(b"B").await?;
+            t3.put(b"B", b"t3");
+            t3.commit().await.map(|_| ())
+        });
+        wait_for_waiters(&cluster, 1).await;
+        let first = tokio::spawn(async move {
+            let r = t1.get_for_update(b"B").await;
+            (t1, r)
+        });
+        wait_for_waiters(&cluster, 2).await;
+        let second = t2.get_for_update(b"A").await;
+        assert!(
+            matches!(second, Err(Error::Deadlock { .. })),
+            "the wait that closes the cycle through the queue is refused: {second:?}"
+        );
+        t2.rollback().await.unwrap();
+        third
+            .await
+            .unwrap()
+            .expect("t3 is handed B first, and commits");
+        let (mut t1, r) = first.await.unwrap();
+        r.expect("t1 is handed B after t3");
+        t1.put(b"B", b"t1");
+        t1.commit().await.expect("t1 commits")
+    })
+    .await;
+    assert!(outcome.is_ok(), "the deadlock did not end in time");
+    let check = txns.begin_optimistic().await.unwrap();
+    assert_eq!(check.get(b"B").await.unwrap(), Some(b"t1".to_vec()));
+}
+
+#[actix_rt::test]
 async fn concurrent_pessimistic_increments_of_a_hot_key_all_commit_at_the_first_attempt() {
     // Goal: on a hot key every waiter is handed the lock in turn, with the holder's write
     // already visible, so no increment fails or retries. Method: 16 transactions

@@ -44,6 +44,39 @@ struct KeyQueue<T> {
     waiters: VecDeque<Waiter<T>>,
 }
 
+impl<T> KeyQueue<T> {
+    /// Who waiter `i` waits for directly.
+    fn ahead(&self, i: usize) -> u64 {
+        match i {
+            0 => self.holder_ts,
+            i => self.waiters[i - 1].start_ts,
+        }
+    }
+
+    /// Takes waiter `i` out of the queue.
+    fn remove(&mut self, i: usize) -> Option<Left<T>> {
+        let ahead = self.ahead(i);
+        let waiter = self.waiters.remove(i)?;
+        let behind = self.waiters.get(i).map(|w| w.start_ts);
+        Some(Left {
+            ahead,
+            waiter,
+            behind,
+        })
+    }
+}
+
+/// A waiter that left its queue without the key (timed out, cancelled, drained).
+#[derive(Debug)]
+pub(crate) struct Left<T> {
+    /// The transaction it waited for directly (its waits-for edge).
+    pub(crate) ahead: u64,
+    /// The waiter.
+    pub(crate) waiter: Waiter<T>,
+    /// The waiter that was behind it, if any: it now waits for `ahead`.
+    pub(crate) behind: Option<u64>,
+}
+
 /// The leader's lock waits, by key.
 #[derive(Debug)]
 pub(crate) struct LockWaitQueue<T> {
@@ -149,48 +182,53 @@ impl<T> LockWaitQueue<T> {
         Ok(())
     }
 
-    /// Removes the waiters whose deadline passed at `now` (answer them `LockWaitTimeout`),
-    /// each with the transaction it waited for.
-    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(u64, Waiter<T>)> {
+    /// Removes the waiters whose deadline passed at `now` (answer them `LockWaitTimeout`).
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Left<T>> {
         let mut out = Vec::new();
         for q in self.keys.values_mut() {
             let mut i = 0;
             while i < q.waiters.len() {
                 if q.waiters[i].deadline <= now {
-                    if let Some(w) = q.waiters.remove(i) {
-                        out.push((q.holder_ts, w));
-                    }
+                    out.extend(q.remove(i));
                 } else {
                     i += 1;
                 }
             }
         }
-        for (_, w) in &out {
-            self.waiting.remove(&w.start_ts);
+        for l in &out {
+            self.waiting.remove(&l.waiter.start_ts);
         }
         out
     }
 
-    /// Removes the waiter of transaction `start_ts` (it ended or was told it deadlocks),
-    /// with the transaction it waited for.
-    pub(crate) fn cancel(&mut self, start_ts: u64) -> Option<(u64, Waiter<T>)> {
+    /// Removes the waiter of transaction `start_ts` (it ended or was told it deadlocks).
+    pub(crate) fn cancel(&mut self, start_ts: u64) -> Option<Left<T>> {
         let key = self.waiting.remove(&start_ts)?;
         let q = self.keys.get_mut(&key)?;
         let i = q.waiters.iter().position(|w| w.start_ts == start_ts)?;
-        q.waiters.remove(i).map(|w| (q.holder_ts, w))
+        q.remove(i)
     }
 
-    /// Removes every waiter (the replica stepped down or stopped), each with the
-    /// transaction it waited for: answer them so their clients retry on the new leader.
-    pub(crate) fn drain(&mut self) -> Vec<(u64, Waiter<T>)> {
+    /// Removes every waiter (the replica stepped down or stopped): answer them so their
+    /// clients retry on the new leader.
+    pub(crate) fn drain(&mut self) -> Vec<Left<T>> {
         self.waiting.clear();
-        self.keys
-            .drain()
-            .flat_map(|(_, q)| {
-                let holder = q.holder_ts;
-                q.waiters.into_iter().map(move |w| (holder, w))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (_, mut q) in self.keys.drain() {
+            while let Some(l) = q.remove(0) {
+                out.push(l);
+            }
+        }
+        out
+    }
+
+    /// The transaction that `start_ts` waits for directly: the one ahead of it in its
+    /// key's queue, or the key's holder for the head. Waits-for edges go there, so a
+    /// hand-over changes one edge, not one per waiter.
+    pub(crate) fn ahead_of(&self, start_ts: u64) -> Option<u64> {
+        let q = self.keys.get(self.waiting.get(&start_ts)?)?;
+        let i = q.waiters.iter().position(|w| w.start_ts == start_ts)?;
+        Some(q.ahead(i))
     }
 
     /// The transaction holding `key` as the queue knows it (the holder a waiter was
@@ -287,12 +325,16 @@ mod tests {
         clock.advance_ms(49);
         assert!(q.expire(clock.now()).is_empty());
         clock.advance_ms(1);
-        let gone: Vec<(u64, u64)> = q
+        let gone: Vec<(u64, u64, Option<u64>)> = q
             .expire(clock.now())
             .iter()
-            .map(|(h, w)| (*h, w.start_ts))
+            .map(|l| (l.ahead, l.waiter.start_ts, l.behind))
             .collect();
-        assert_eq!(gone, vec![(1, 3)], "with the holder it waited for");
+        assert_eq!(
+            gone,
+            vec![(2, 3, Some(4))],
+            "with the waiter it waited behind, and the one behind it"
+        );
         assert_eq!(q.release(b"k", 1).map(|w| w.start_ts), Some(2));
         assert_eq!(q.release(b"k", 2).map(|w| w.start_ts), Some(4));
         clock.advance_ms(1000);
@@ -321,7 +363,14 @@ mod tests {
             q.wait(b"k", 1, waiter(&clock, ts, 100)).unwrap();
         }
         assert_eq!(q.key_of(3), Some(&b"k"[..]));
-        assert_eq!(q.cancel(3).map(|(h, w)| (h, w.start_ts)), Some((1, 3)));
+        let left = q.cancel(3).unwrap();
+        assert_eq!(
+            (left.ahead, left.waiter.start_ts, left.behind),
+            (2, 3, Some(4)),
+            "3 waited behind 2; 4 now waits for 2"
+        );
+        assert_eq!(q.ahead_of(4), Some(2));
+        assert_eq!(q.ahead_of(2), Some(1), "the head waits for the holder");
         assert_eq!(q.key_of(3), None);
         assert!(q.cancel(3).is_none(), "once");
         let granted = q.release(b"k", 1).unwrap();
@@ -362,7 +411,7 @@ mod tests {
         let mut q = LockWaitQueue::new(16);
         q.wait(b"a", 1, waiter(&clock, 2, 100)).unwrap();
         q.wait(b"b", 1, waiter(&clock, 3, 100)).unwrap();
-        let mut all: Vec<u64> = q.drain().iter().map(|(_, w)| w.start_ts).collect();
+        let mut all: Vec<u64> = q.drain().iter().map(|l| l.waiter.start_ts).collect();
         all.sort_unstable();
         assert_eq!(all, vec![2, 3]);
         assert_eq!(q.holder_of(b"a"), None);

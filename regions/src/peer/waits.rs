@@ -28,7 +28,7 @@
 //! can take it first, and the hand-over then waits again, at the tail. Followers queue
 //! nothing.
 
-use super::lock_wait::{LockWaitQueue, Waiter};
+use super::lock_wait::{Left, LockWaitQueue, Waiter};
 use super::{Peer, Responder, MAX_ENTRY_DATA};
 use crate::detector::deadlock_error;
 use crate::error::Error;
@@ -190,8 +190,11 @@ impl Peer {
         let waiter_ts = waiter.start_ts;
         match self.lock_waits.wait(&key, holder, waiter) {
             Ok(()) => {
+                // The edge goes to the waiter ahead (the holder for the head): the queue
+                // waits for the holder through it.
+                let ahead = self.lock_waits.ahead_of(waiter_ts).unwrap_or(holder);
                 if let Some(mb) = &self.mailbox {
-                    self.ctx.detector.wait(waiter_ts, holder, &key, mb.clone());
+                    self.ctx.detector.wait(waiter_ts, ahead, &key, mb.clone());
                 }
             }
             Err((why, w)) => {
@@ -321,10 +324,9 @@ impl Peer {
         let own = waiter.start_ts;
         match self.lock_waits.wait_first(&key, holder, waiter) {
             Ok(()) => {
+                // The rest still wait behind it.
                 if let Some(mb) = &self.mailbox {
-                    for w in self.lock_waits.waiters_of(&key) {
-                        self.ctx.detector.wait(w, holder, &key, mb.clone());
-                    }
+                    self.ctx.detector.wait(own, holder, &key, mb.clone());
                 }
             }
             Err(w) => {
@@ -371,12 +373,10 @@ impl Peer {
     /// Proposes waiter `w`'s lock request now (its wait for `from` ended); the key's other
     /// waiters now wait for `w`'s transaction.
     pub(super) fn hand_over(&mut self, key: Vec<u8>, from: u64, w: Waiter<LockWaiter>) {
+        // The next waiter waited behind `w` and now waits for it as the holder: the same
+        // edge, so only `w`'s own ends (one report per hand-over, whatever the queue's
+        // length).
         self.ctx.detector.done(w.start_ts, from);
-        if let Some(mb) = &self.mailbox {
-            for waiter in self.lock_waits.waiters_of(&key) {
-                self.ctx.detector.wait(waiter, w.start_ts, &key, mb.clone());
-            }
-        }
         let LockWaiter { mut cmd, tx, .. } = w.request;
         // The region may have changed version since it arrived (keys are checked again at
         // apply); the holder's write must not fail the hand-over.
@@ -401,25 +401,41 @@ impl Peer {
     /// Answers the waits whose deadline passed `lock_wait_timeout` (with the lock they
     /// waited for, for the client to resolve).
     pub(super) fn expire_lock_waits(&mut self, now: Instant) {
-        for (holder, w) in self.lock_waits.expire(now) {
-            self.ctx.detector.done(w.start_ts, holder);
+        for left in self.lock_waits.expire(now) {
+            self.left(&left);
+            let w = left.waiter;
             let resp = self.lock_answer(&w.request.key, w.start_ts, true);
             let _ = w.request.tx.send(resp);
         }
     }
 
+    /// A waiter left its queue: its edge ends, and the one behind it now waits for the one
+    /// it waited for.
+    fn left(&self, left: &Left<LockWaiter>) {
+        self.ctx.detector.done(left.waiter.start_ts, left.ahead);
+        if let (Some(behind), Some(mb)) = (left.behind, &self.mailbox) {
+            let key = &left.waiter.request.key;
+            self.ctx.detector.wait(behind, left.ahead, key, mb.clone());
+        }
+    }
+
     /// PD refused a wait: it would close a cycle. The waiter is answered `deadlock`,
-    /// unless it was handed its key meanwhile or now waits for another holder (whose
+    /// unless it was handed its key meanwhile or now waits for another transaction (whose
     /// report PD judges on its own).
     pub fn on_wait_refused(&mut self, refused: WaitRefused) {
         let waiter = refused.get_waiter_ts();
         let Some(key) = self.lock_waits.key_of(waiter).map(<[u8]>::to_vec) else {
             return;
         };
-        if self.lock_waits.holder_of(&key) != Some(refused.get_holder_ts()) {
+        if self.lock_waits.ahead_of(waiter) != Some(refused.get_holder_ts()) {
             return;
         }
-        if let Some((_, w)) = self.lock_waits.cancel(waiter) {
+        if let Some(left) = self.lock_waits.cancel(waiter) {
+            // PD dropped the refused edge itself; the one behind now waits for `ahead`.
+            if let (Some(behind), Some(mb)) = (left.behind, &self.mailbox) {
+                self.ctx.detector.wait(behind, left.ahead, &key, mb.clone());
+            }
+            let w = left.waiter;
             slog::debug!(self.logger, "lock wait refused: deadlock"; "start_ts" => waiter,
                 "holder_ts" => refused.get_holder_ts(), "cycle" => ?refused.get_cycle());
             let _ = w
@@ -431,9 +447,9 @@ impl Peer {
 
     /// Answers every waiter `e` (stepped down, split, fenced): their clients retry.
     pub(super) fn drain_lock_waits(&mut self, e: &Error) {
-        for (holder, w) in self.lock_waits.drain() {
-            self.ctx.detector.done(w.start_ts, holder);
-            let _ = w.request.tx.send(e.clone().into_response());
+        for left in self.lock_waits.drain() {
+            self.ctx.detector.done(left.waiter.start_ts, left.ahead);
+            let _ = left.waiter.request.tx.send(e.clone().into_response());
         }
     }
 }
