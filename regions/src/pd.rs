@@ -59,7 +59,12 @@ pub struct MemPd {
     id_base: u64,
     /// The last timestamp handed out.
     last_ts: std::sync::atomic::AtomicU64,
+    /// Where timestamps come from instead of this PD's clock (see [`MemPd::with_tso`]).
+    tso: Option<TsoSource>,
 }
+
+/// A timestamp oracle other than a [`MemPd`]'s own clock.
+pub type TsoSource = Box<dyn Fn() -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
 
 impl MemPd {
     /// A PD that bootstraps `regions`.
@@ -74,6 +79,14 @@ impl MemPd {
     /// the JSON-lines node, each need their own id space).
     pub fn with_id_base(mut self, base: u64) -> Self {
         self.id_base = base;
+        self
+    }
+
+    /// Timestamps come from `tso` instead of this PD's clock: several in-memory PDs of one
+    /// cluster (the JSON-lines node's) must share one oracle, or a region leader would
+    /// sync its `max_ts` with a clock the transactions' timestamps do not follow.
+    pub fn with_tso(mut self, tso: TsoSource) -> Self {
+        self.tso = Some(tso);
         self
     }
 
@@ -135,6 +148,9 @@ impl PdClient for MemPd {
     }
 
     fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+        if let Some(tso) = &self.tso {
+            return tso();
+        }
         // Wall-clock milliseconds in the TSO layout, strictly increasing within this PD
         // (one in-memory PD per process: enough for tests).
         let now_ms = std::time::SystemTime::now()

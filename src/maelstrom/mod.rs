@@ -513,10 +513,12 @@ async fn init(
         .map_or(0, |d| d.as_millis() as u64)
         .saturating_sub(1_577_836_800_000);
     let id_base = (store_id << 56) | ((started_ms & 0xff_ffff_ffff) << 14);
-    let group_pd = Arc::new(tso::GroupPd::new(
-        MemPd::with_regions(vec![region.clone()]).with_id_base(id_base),
-    ));
-    let pd: Arc<dyn PdClient> = group_pd.clone();
+    let serving = Arc::new(std::sync::OnceLock::new());
+    let pd: Arc<dyn PdClient> = Arc::new(
+        MemPd::with_regions(vec![region.clone()])
+            .with_id_base(id_base)
+            .with_tso(tso::store_tso(serving.clone())),
+    );
     let transport = Arc::new(JsonTransport {
         me: me.clone(),
         names: names.clone(),
@@ -554,7 +556,7 @@ async fn init(
         client: tokio::sync::OnceCell::new(),
         next_txn_id: AtomicU64::new(1),
     });
-    group_pd.serve(&node);
+    let _ = serving.set(Arc::downgrade(&node));
     Ok(node)
 }
 

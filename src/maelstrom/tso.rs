@@ -19,17 +19,12 @@
 //!   began before the new owner's CAS ended: the two overlap, so their order is free.
 //! - *Cheap*: while this node owns the limit and the lease holds, an allocation is a
 //!   local read and a counter; a raft write happens once per [`WINDOW_MS`] of timestamps.
-//! - *One clock for the stores too*: the store's PD ([`GroupPd`]) takes its timestamps
-//!   from here, so a new region leader syncs its `max_ts` with the oracle's timestamps.
+//! - *One clock for the stores too*: the store's PD takes its timestamps from here
+//!   ([`store_tso`]), so a new region leader syncs its `max_ts` with the oracle's timestamps.
 
 use super::{request, Node};
 use regatta_proto::kvrpcpb::{CasRequest, GetRequest, KvRequest, KvResponse, ReadConsistency};
-use regatta_proto::metapb::Store;
-use regatta_proto::pdpb::{
-    DetectRequest, DetectResponse, RegionHeartbeatRequest, RegionHeartbeatResponse,
-    StoreHeartbeatRequest, StoreHeartbeatResponse,
-};
-use regatta_regions::{BoxFuture, MemPd, PdClient};
+use regatta_regions::TsoSource;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -147,71 +142,18 @@ impl State {
     }
 }
 
-/// The store's PD on a JSON node: the node's in-memory [`MemPd`] for everything but
-/// timestamps, which come from the group's oracle. So a new region leader raises its
+/// The timestamps of the store's PD on a JSON node (`MemPd::with_tso`): the group's
+/// oracle, reached through `node` once it is set. So a new region leader raises its
 /// `max_ts` (above which it picks 1PC commit timestamps) with the same timestamps the
 /// transactions read at, not with this node's clock, which the oracle may run ahead of.
-pub(super) struct GroupPd {
-    mem: MemPd,
-    /// Set once the node is up; until then timestamps fail (the caller retries).
-    node: OnceLock<Weak<Node>>,
-}
-
-impl GroupPd {
-    pub(super) fn new(mem: MemPd) -> GroupPd {
-        GroupPd {
-            mem,
-            node: OnceLock::new(),
-        }
-    }
-
-    /// Connects the oracle of `node`.
-    pub(super) fn serve(&self, node: &Arc<Node>) {
-        let _ = self.node.set(Arc::downgrade(node));
-    }
-}
-
-impl PdClient for GroupPd {
-    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
-        self.mem.put_store(store)
-    }
-
-    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>> {
-        self.mem.get_store(store_id)
-    }
-
-    fn store_heartbeat(
-        &self,
-        req: StoreHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>> {
-        self.mem.store_heartbeat(req)
-    }
-
-    fn region_heartbeat(
-        &self,
-        req: RegionHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
-        self.mem.region_heartbeat(req)
-    }
-
-    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
-        self.mem.alloc_id(count)
-    }
-
-    fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+pub(super) fn store_tso(node: Arc<OnceLock<Weak<Node>>>) -> TsoSource {
+    Box::new(move || {
+        let node = node.get().and_then(Weak::upgrade);
         Box::pin(async move {
-            let node = self
-                .node
-                .get()
-                .and_then(Weak::upgrade)
-                .ok_or_else(|| "the node is not serving timestamps yet".to_string())?;
+            let node = node.ok_or_else(|| "the node is not serving timestamps yet".to_string())?;
             node.timestamps(1).await
         })
-    }
-
-    fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
-        self.mem.detect(req)
-    }
+    })
 }
 
 /// The error of a store answer as a [`TsoError`].
