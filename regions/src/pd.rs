@@ -156,12 +156,14 @@ impl PdClient for MemPd {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let ordering = std::sync::atomic::Ordering::AcqRel;
+        // The load's ordering must not be AcqRel: `fetch_update` panics on one.
+        let (set, fetch) = (
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        );
         let prev = self
             .last_ts
-            .fetch_update(ordering, ordering, |last| {
-                Some((last + 1).max(now_ms << 18))
-            })
+            .fetch_update(set, fetch, |last| Some((last + 1).max(now_ms << 18)))
             .unwrap_or_else(|last| last);
         let ts = (prev + 1).max(now_ms << 18);
         Box::pin(async move { Ok(ts) })
@@ -169,5 +171,33 @@ impl PdClient for MemPd {
 
     fn detect(&self, _req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
         Box::pin(async { Ok(DetectResponse::new()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_grow_strictly_and_carry_the_clock() {
+        let pd = MemPd::default();
+        let mut last = 0;
+        for _ in 0..1_000 {
+            let ts = block_on(pd.get_ts()).expect("a timestamp");
+            assert!(ts > last, "{ts} after {last}");
+            last = ts;
+        }
+        assert!(
+            last >> 18 > 1_577_836_800_000,
+            "milliseconds since 2020 and more"
+        );
+    }
+
+    /// Polls a future that is ready at once (MemPd answers without waiting).
+    fn block_on<T>(f: BoxFuture<'_, T>) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        rt.block_on(f)
     }
 }

@@ -373,6 +373,9 @@ impl Peer {
     /// `MsgTimeoutNow` leaves.
     fn publish_read_state(&mut self) {
         let (applied, applied_term) = self.raw.store().applied();
+        // A snapshot being installed has switched the storage's view already, but its data
+        // lands with its write: until then, local reads must not count it as applied.
+        let applied = applied.min(self.raw.raft.raft_log.applied);
         let raft = &self.raw.raft;
         let leader = self.is_leader() && !self.is_fenced();
         let lease_until = if leader
@@ -457,7 +460,8 @@ impl Peer {
             leader_id: leader.as_ref().map_or(0, |p| p.get_id()),
             leader_store_id: leader.map_or(0, |p| p.get_store_id()),
             term: self.raw.raft.term,
-            applied_index: s.applied().0,
+            // As local reads see it (a snapshot counts once its data is written).
+            applied_index: s.applied().0.min(self.raw.raft.raft_log.applied),
             commit_index: self.raw.raft.raft_log.committed,
             last_index: s.last_index_now(),
             truncated_index: s.truncated_index(),
