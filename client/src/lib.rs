@@ -1,4 +1,5 @@
-//! The Regatta client: a Rust library that talks to a Regatta cluster over TCP.
+//! The Regatta client: a Rust library that talks to a Regatta cluster over TCP (or over
+//! any other [`Wire`]: the JSON-lines node runs it over its harness's lines).
 //!
 //! A [`Client`] finds the region holding a key through PD (and caches it), sends the
 //! request to that region's leader, follows `NotLeader` hints, refreshes its cache on
