@@ -26,6 +26,38 @@ pub fn region_data_ranges(region: &Region) -> Vec<(Vec<u8>, Vec<u8>)> {
     ]
 }
 
+/// The user key of the first data record (in any data column family, raw or
+/// transactional) of `region` that is not the raw record of one of `skip` (raw user
+/// keys), or `None` when the region holds nothing else: how a seed checks that a replica
+/// holds no client data besides what its node wrote itself.
+pub fn first_data_key<S: crate::traits::Snapshot>(
+    snap: &S,
+    region: &Region,
+    skip: &[Vec<u8>],
+) -> Result<Option<Vec<u8>>> {
+    let skip: Vec<Vec<u8>> = skip.iter().map(|k| keys::raw_data_key(k)).collect();
+    for cf in Cf::DATA {
+        for (lo, hi) in region_data_ranges(region) {
+            let mut found = None;
+            snap.scan(cf, &lo, &hi, |k, _| {
+                if skip.iter().any(|s| s.as_slice() == k) {
+                    return Ok(true);
+                }
+                found = Some(k.to_vec());
+                Ok(false)
+            })?;
+            if let Some(k) = found {
+                let user = match keys::raw_user_key(&k) {
+                    Some(u) => u.to_vec(),
+                    None => keys::txn_user_key(&k).map_or(k.clone(), |(u, _)| u),
+                };
+                return Ok(Some(user));
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn in_ranges(ranges: &[(Vec<u8>, Vec<u8>)], key: &[u8]) -> bool {
     ranges
         .iter()

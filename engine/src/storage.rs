@@ -278,6 +278,30 @@ impl PeerStorage {
         }
     }
 
+    /// This replica with its log and state machine forgotten, for a seed snapshot to
+    /// replace them (see `Peer::seed` in `regatta-regions`): the same region, voters, term
+    /// and vote, but no entries and nothing committed or applied. Nothing is written here:
+    /// the snapshot's install write replaces the log, the states and the data in one go,
+    /// so a crash before it lands restarts the replica exactly as it was.
+    ///
+    /// Raft never rewinds committed entries; this is only sound for a replica whose log no
+    /// other replica holds (a region's only voter) and whose entries no client has seen
+    /// (a fresh node's start-up entries), which the caller checks.
+    pub fn rewound(self) -> Self {
+        let mut raft_state = RaftLocalState::new();
+        raft_state.set_term(self.raft_state.get_term());
+        raft_state.set_vote(self.raft_state.get_vote());
+        PeerStorage {
+            raft_state,
+            apply_state: RaftApplyState::new(),
+            truncated: RaftTruncatedState::new(),
+            last_term: 0,
+            cache: VecDeque::new(),
+            persisted_index: 0,
+            ..self
+        }
+    }
+
     /// Whether the replica knows its region (its range and peers): false only for an
     /// [`uninitialized`](Self::uninitialized) replica still waiting for its first snapshot.
     pub fn is_initialized(&self) -> bool {

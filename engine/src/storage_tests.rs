@@ -348,3 +348,131 @@ fn corrupt_or_foreign_snapshots_are_rejected_not_applied() {
     assert!(s1.apply_snapshot(&garbage, &mut w).is_err());
     assert_eq!(s1.applied(), (RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM));
 }
+
+/// Seeding a fresh single-voter replica (the JSON node's `seed_state`) rewinds a log that
+/// committed past the seed's index: the rewound storage keeps term and vote, forgets the
+/// log, and a seed snapshot at a lower index and term then replaces log, states and data,
+/// durably; until that write lands the disk still holds the old state.
+#[test]
+fn a_rewound_replica_takes_a_seed_below_its_old_commit_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    bootstrap_region(&e, &region(1)).unwrap();
+    let mut s = open(&e, 1, 1024);
+    append(&e, &mut s, (6..=7).map(|i| entry(i, 6)).collect());
+    let mut w = LogWrite {
+        region_id: 1,
+        ..LogWrite::default()
+    };
+    let hs = HardState {
+        term: 6,
+        vote: 11,
+        commit: 7,
+        ..Default::default()
+    };
+    s.set_hard_state(&hs, &mut w);
+    persist(&e, &mut s, w);
+    let mut wb = e.write_batch();
+    wb.put(
+        Cf::Default,
+        &keys::raw_data_key(b"b"),
+        &crate::encode_raw_value(7, b"own"),
+    );
+    s.write_apply_state(&mut wb, 7, 6);
+    e.write(wb, false).unwrap();
+    s.set_applied(7, 6);
+
+    let mut s = s.rewound();
+    let st = s.initial_state().unwrap();
+    assert_eq!((st.hard_state.term, st.hard_state.vote), (6, 11));
+    assert_eq!(st.hard_state.commit, 0);
+    assert_eq!(st.conf_state.voters, vec![11, 12, 13]);
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 0));
+    assert_eq!(s.applied(), (0, 0));
+    assert_eq!(
+        open(&e, 1, 1024).applied(),
+        (7, 6),
+        "rewinding writes nothing"
+    );
+
+    let seed = crate::snapshot::build_seed(
+        s.region(),
+        s.voters(),
+        5,
+        2,
+        &[(b"c".to_vec(), b"seeded".to_vec())],
+    )
+    .unwrap();
+    let mut w = LogWrite {
+        region_id: 1,
+        ..LogWrite::default()
+    };
+    s.apply_snapshot(&seed, &mut w).unwrap();
+    s.set_hard_state(
+        &HardState {
+            term: 6,
+            vote: 11,
+            commit: 5,
+            ..Default::default()
+        },
+        &mut w,
+    );
+    persist(&e, &mut s, w);
+    drop(s);
+    let s = open(&e, 1, 1024);
+    assert_eq!(s.applied(), (5, 2));
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 5));
+    assert_eq!(s.term(5).unwrap(), 2);
+    let st = s.initial_state().unwrap();
+    assert_eq!(
+        (st.hard_state.term, st.hard_state.vote, st.hard_state.commit),
+        (6, 11, 5)
+    );
+    assert!(
+        e.snapshot().get_raw(b"b").unwrap().is_none(),
+        "old data gone"
+    );
+    assert_eq!(
+        e.snapshot().get_raw(b"c").unwrap().unwrap().value,
+        b"seeded"
+    );
+    assert!(
+        s.entries(6, 8, None, ctx()).is_err(),
+        "the old entries 6 and 7 are gone"
+    );
+}
+
+/// A seed refuses a replica with client data, but not one holding only its node's own
+/// keys: `first_data_key` finds the first key of any data column family besides them.
+#[test]
+fn first_data_key_skips_the_given_raw_keys_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    let r = region(1);
+    let own = b"b-own".to_vec();
+    let first =
+        |skip: &[Vec<u8>]| crate::snapshot::first_data_key(&e.snapshot(), &r, skip).unwrap();
+    assert_eq!(first(&[]), None);
+    let mut wb = e.write_batch();
+    wb.put(
+        Cf::Default,
+        &keys::raw_data_key(&own),
+        &crate::encode_raw_value(6, b"v"),
+    );
+    wb.put(
+        Cf::Default,
+        &keys::raw_data_key(b"z"),
+        &crate::encode_raw_value(6, b"outside the region"),
+    );
+    e.write(wb, false).unwrap();
+    assert_eq!(first(std::slice::from_ref(&own)), None);
+    assert_eq!(first(&[]), Some(own.clone()));
+    let mut wb = e.write_batch();
+    wb.put(Cf::Lock, &keys::txn_data_key(b"c"), b"a lock");
+    e.write(wb, false).unwrap();
+    assert_eq!(
+        first(std::slice::from_ref(&own)),
+        Some(b"c".to_vec()),
+        "transactional records count"
+    );
+}

@@ -25,6 +25,13 @@ pub struct StoreConfig {
     pub read_timeout_ms: u64,
     /// A proposal not applied within this is answered `Timeout` (outcome unknown). Default 10 s.
     pub proposal_timeout_ms: u64,
+    /// A request that needs the leader, reaching a replica that knows none (an election is
+    /// under way), waits this long for one before it is answered `NotLeader` without a
+    /// hint; it moves as soon as a leader is known. Kept under clients' per-request
+    /// deadlines, so a held write is answered (definitely not applied) rather than timing
+    /// out with an unknown outcome. Default 1 s (the longest election timeout); 0 answers
+    /// at once.
+    pub leader_wait_ms: u64,
     /// Proposals in flight per region; beyond it requests get `ServerIsBusy`. Default 20,000.
     pub max_inflight_proposals: usize,
     /// Largest key accepted. Default 4 KiB.
@@ -117,6 +124,7 @@ impl Default for StoreConfig {
             entry_cache_limit: 1024,
             read_timeout_ms: 3_000,
             proposal_timeout_ms: 10_000,
+            leader_wait_ms: 1_000,
             max_inflight_proposals: 20_000,
             max_key_size: 4 << 10,
             max_value_size: 8 << 20,
@@ -159,6 +167,12 @@ impl StoreConfig {
             return Err(format!(
                 "election_ticks ({}) must exceed heartbeat_ticks ({}) > 0",
                 self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.leader_wait_ms >= self.proposal_timeout_ms {
+            return Err(format!(
+                "leader_wait_ms ({}) must be below proposal_timeout_ms ({})",
+                self.leader_wait_ms, self.proposal_timeout_ms
             ));
         }
         if self.max_inflight_msgs == 0 || self.max_inflight_proposals == 0 {

@@ -89,6 +89,12 @@ impl ReadDelegate {
         self.applied.fetch_max(index, Ordering::Release);
     }
 
+    /// Sets the applied index back to `index`: only when the replica's log was rewound
+    /// (a seed, `Peer::seed`), whose entries past it no longer exist.
+    pub(crate) fn reset_applied(&self, index: u64) {
+        self.applied.store(index, Ordering::Release);
+    }
+
     /// Whether the replica led its region when it last published.
     pub fn is_leader(&self) -> bool {
         self.state

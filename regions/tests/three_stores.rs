@@ -1,5 +1,6 @@
 //! Three real stores (TCP on loopback, RocksDB in temp dirs) with the in-memory PD:
-//! election, linearizable KV, leader hints, at-most-once retries, restart from disk.
+//! election, linearizable KV, leader hints, at-most-once retries, restart from disk;
+//! requests that arrive before a region has a leader.
 
 use regatta_engine::{Engine as _, Snapshot as _};
 use regatta_proto::framepb::Frame_oneof_body;
@@ -12,13 +13,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn region() -> Region {
+    region_of(3)
+}
+
+/// Region 1 with a replica on each of stores `1..=stores`.
+fn region_of(stores: u64) -> Region {
     let mut r = Region::new();
     r.set_id(1);
     let mut e = RegionEpoch::new();
     e.set_conf_ver(1);
     e.set_version(1);
     r.set_region_epoch(e);
-    for s in 1..=3u64 {
+    for s in 1..=stores {
         let mut p = Peer::new();
         p.set_id(10 + s);
         p.set_store_id(s);
@@ -323,4 +329,79 @@ async fn follower_down_while_the_log_compacts_catches_up_by_snapshot() {
         )
         .unwrap();
     assert_eq!(session.unwrap().get_seq(), 120);
+}
+
+/// Waits (bounded) until `store` runs a replica of region 1.
+async fn replica_started(store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.router().get(1).is_none() {
+        assert!(Instant::now() < deadline, "the replica did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_sole_voter_serves_its_first_request_at_once_after_start_and_restart() {
+    // Goal: a one-voter region needs no election timeout. Method: a write sent the moment
+    // the replica exists succeeds (before, it met `NotLeader` with no hint: the replica
+    // waited out an election timeout first); again after a restart from disk. Requests
+    // are not held for a leader here (`leader_wait_ms` 0), so only an election already
+    // won lets the write through.
+    let config = StoreConfig {
+        leader_wait_ms: 0,
+        ..StoreConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pd = Arc::new(MemPd::with_regions(vec![region_of(1)]));
+    let store = start_store(dir.path(), &pd, 1, config.clone()).await;
+    replica_started(&store).await;
+    let r = call(&store, request(put("k", "v1"), 0, 0)).await;
+    assert!(!r.has_error(), "{:?}", r.get_error());
+    store.stop().await;
+
+    let store = start_store(dir.path(), &pd, 1, config).await;
+    replica_started(&store).await;
+    let r = call(&store, request(put("k", "v2"), 0, 0)).await;
+    assert!(!r.has_error(), "after a restart: {:?}", r.get_error());
+    store.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_write_sent_before_the_first_election_waits_for_it() {
+    // Goal: a replica that knows no leader holds a request until one is known. Method: a
+    // fresh three-store group, a write to store 1 the moment its replica exists (the
+    // first election takes at least one election timeout, here 2 s): it is answered once
+    // the election ended — applied, or `NotLeader` naming the leader — never with a
+    // hint-less `NotLeader`, which sends a client into its backoff. The hold outlasts a
+    // split vote (another election timeout).
+    let config = StoreConfig {
+        election_ticks: 40,
+        leader_wait_ms: 9_000,
+        ..StoreConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pd = Arc::new(MemPd::with_regions(vec![region_of(3)]));
+    let mut stores = Vec::new();
+    for id in 1..=3 {
+        stores.push(start_store(dir.path(), &pd, id, config.clone()).await);
+    }
+    replica_started(&stores[0]).await;
+    let before = stores[0].region_statuses().await;
+    assert!(
+        before.iter().all(|s| s.leader_id == 0),
+        "no leader yet when the write is sent: {before:?}"
+    );
+    let r = call(&stores[0], request(put("k", "v"), 0, 0)).await;
+    if r.has_error() {
+        let e = r.get_error();
+        assert!(e.has_not_leader(), "{e:?}");
+        assert_ne!(
+            e.get_not_leader().get_leader().get_id(),
+            0,
+            "the answer names the elected leader: {e:?}"
+        );
+    }
+    for s in stores {
+        s.stop().await;
+    }
 }

@@ -1,8 +1,9 @@
 //! `seed_state`: installing a snapshot of a given state on a fresh node's replica.
 
 use super::fields::{field, num};
+use super::tso::LIMIT_KEY;
 use super::{enc, Fail, Node};
-use regatta_regions::Seed;
+use regatta_regions::{Error, Seed};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -15,9 +16,19 @@ fn seed_key(k: &str) -> Value {
     }
 }
 
+/// How long a seed may wait for the replica's work in flight (its start-up entries) to
+/// settle, and then for the snapshot to be installed.
+const SEED_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// `seed_state {state, commit_index, term}`: installs a snapshot at (commit_index, term)
-/// holding `state` on this node's replica, which must hold no data yet; answers once the
-/// snapshot is applied.
+/// holding `state` on this node's replica, which must hold no client data; answers once
+/// the snapshot is installed (persisted and applied).
+///
+/// What the node wrote itself before (the bootstrap entry, its leader's empty entry, the
+/// timestamp oracle's limit) does not stand in the way: the limit is carried into the
+/// seeded state (it is the oracle's, not the client's), and a one-node group's replica
+/// rewinds its log to the seed (see `Peer::seed`). A node holding client data refuses
+/// (code 22).
 pub(super) async fn seed_state(node: &Node, body: &Value) -> Result<Value, Fail> {
     let state = field(body, "state")?
         .as_object()
@@ -26,17 +37,34 @@ pub(super) async fn seed_state(node: &Node, body: &Value) -> Result<Value, Fail>
     if index == 0 || term == 0 {
         return Err(Fail(12, "commit_index and term must be positive".into()));
     }
-    let pairs = state
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = state
         .iter()
         .map(|(k, v)| (enc(&seed_key(k)), enc(v)))
         .collect();
-    let addr = node.replica()?;
-    match addr.send(Seed { pairs, index, term }).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Fail(22, e.to_string())),
-        Err(e) => return Err(Fail(13, format!("replica unavailable: {e}"))),
+    let deadline = tokio::time::Instant::now() + SEED_TIMEOUT;
+    loop {
+        let addr = node.replica()?;
+        let seed = Seed {
+            pairs: pairs.clone(),
+            keep: vec![LIMIT_KEY.to_vec()],
+            index,
+            term,
+        };
+        match addr.send(seed).await {
+            Ok(Ok(())) => break,
+            // Start-up work still in flight (the first election's entry, the oracle's
+            // limit): it settles within milliseconds.
+            Ok(Err(Error::ServerIsBusy(why))) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Fail(11, format!("seed not started: {why}")));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(Err(e)) => return Err(Fail(22, e.to_string())),
+            Err(e) => return Err(Fail(13, format!("replica unavailable: {e}"))),
+        }
     }
-    for _ in 0..200 {
+    while tokio::time::Instant::now() < deadline {
         let applied = node
             .store
             .region_statuses()
@@ -46,7 +74,7 @@ pub(super) async fn seed_state(node: &Node, body: &Value) -> Result<Value, Fail>
         if applied {
             return Ok(json!({"type": "seed_state_ok"}));
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Err(Fail(0, "seed snapshot not applied in time".into()))
+    Err(Fail(0, "seed snapshot not installed in time".into()))
 }

@@ -128,6 +128,8 @@ impl Actor for PeerActor {
         self.peer.persisted_sink = Some(Arc::new(addr.clone()));
         self.peer.mailbox = Some(Arc::new(addr));
         self.schedule_tick(ctx);
+        self.peer.on_started();
+        self.schedule_flush(ctx);
     }
 }
 
@@ -348,6 +350,8 @@ impl Handler<TransferLeader> for PeerActor {
 pub struct Seed {
     /// The state: raw user keys and values.
     pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Raw keys the node wrote itself (not client state): kept, with their current values.
+    pub keep: Vec<Vec<u8>>,
     /// The snapshot's index (the state's commit index).
     pub index: u64,
     /// The snapshot's term.
@@ -357,7 +361,7 @@ pub struct Seed {
 impl Handler<Seed> for PeerActor {
     type Result = Result<(), Error>;
     fn handle(&mut self, msg: Seed, ctx: &mut Context<Self>) -> Self::Result {
-        let r = self.peer.seed(&msg.pairs, msg.index, msg.term);
+        let r = self.peer.seed(&msg.pairs, &msg.keep, msg.index, msg.term);
         self.schedule_flush(ctx);
         r
     }

@@ -60,6 +60,7 @@ impl Peer {
         self.pending_waits.clear();
         self.pending_bytes = 0;
         self.drain_lock_waits(&e);
+        self.drain_leader_waits(&e);
         for r in self.reads.take_all() {
             let _ = r.tx.send(e.clone().into_response());
         }

@@ -113,6 +113,7 @@ impl Peer {
             info: ReadInfo::new(),
             version: self.region().get_region_epoch().get_version(),
             floor: 0,
+            allows_lease: false,
         };
         match ctx.get_consistency() {
             ReadConsistency::FOLLOWER if ctx.get_max_staleness_ms() > 0 => {

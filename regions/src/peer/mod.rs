@@ -16,6 +16,7 @@
 //! | `freshness.rs` | follower safe time, as data; follower and read-your-writes reads |
 //! | `split.rs` | split check, ids, proposal and apply; the split's progress as one enum |
 //! | `hibernate.rs` | the raft clock's pace, as data; hibernate and wake |
+//! | `leader_wait.rs` | requests held while no leader is known, as data |
 //! | `gc.rs` | MVCC GC: PD's safe point into the log; the replica's GC passes queued |
 //! | `tick.rs` | the raft clock and periodic work: deadlines, compaction, PD reports |
 //! | `admin.rs` | seeding, compaction on request, campaign and leader transfer |
@@ -36,6 +37,7 @@ mod fence;
 mod freshness;
 mod gc;
 mod hibernate;
+mod leader_wait;
 mod lease;
 mod lock_wait;
 mod max_ts;
@@ -232,6 +234,9 @@ pub struct Peer {
     /// Why this replica stopped (see `fence`): it serves nothing until a restart.
     fenced: Option<String>,
     was_leader: bool,
+    /// When, and in which term, this replica became leader, until that term's first entry
+    /// is applied (whose commit renews the lease from then).
+    leader_since: Option<(Instant, u64)>,
     /// Where the LogWriter reports this peer's writes; set by the shell when it starts.
     persisted_sink: Option<Arc<dyn PersistedSink>>,
     /// How off-turn work comes back; set by the shell when it starts.
@@ -242,6 +247,8 @@ pub struct Peer {
     freshness: Freshness,
     /// Read-your-writes reads waiting for the applied index to reach theirs.
     ryw_waiting: Vec<(ReadReq, u64)>,
+    /// Requests held while no leader is known (see `leader_wait.rs`).
+    leader_wait: leader_wait::LeaderWait,
     /// What local reads see (see `local_reader`), and what was last published there.
     delegate: Arc<ReadDelegate>,
     published: Arc<ReadState>,
@@ -267,6 +274,34 @@ pub struct Peer {
     lock_waits: waits::LockWaits,
 }
 
+/// The raft-rs configuration of peer `peer_id`, whose state machine applied through
+/// `applied`.
+fn raft_config(cfg: &StoreConfig, peer_id: u64, applied: u64) -> Result<raft::Config, Error> {
+    let raft_cfg = raft::Config {
+        id: peer_id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied,
+        max_size_per_msg: cfg.max_size_per_msg,
+        max_inflight_msgs: cfg.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: true,
+        // Off: raft-rs 0.7's append batching merges entries into a queued *empty*
+        // MsgAppend without checking that they follow its index, so a probe answered
+        // out of order (reordered or duplicated messages) yields an append whose index
+        // and entries disagree; the follower then acks entries it does not have and
+        // panics on the next heartbeat. Found by tests/cluster_faults.rs. The TCP
+        // transport batches messages per frame anyway.
+        batch_append: false,
+        read_only_option: ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    raft_cfg
+        .validate()
+        .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))?;
+    Ok(raft_cfg)
+}
+
 impl Peer {
     /// Builds the replica of `storage`'s region with peer id `peer_id`.
     pub fn new(storage: PeerStorage, peer_id: u64, ctx: PeerContext) -> Result<Peer, Error> {
@@ -275,28 +310,7 @@ impl Peer {
             .logger
             .new(o!("region_id" => region_id, "peer_id" => peer_id));
         let cfg = &ctx.cfg;
-        let raft_cfg = raft::Config {
-            id: peer_id,
-            election_tick: cfg.election_ticks,
-            heartbeat_tick: cfg.heartbeat_ticks,
-            applied: storage.applied().0,
-            max_size_per_msg: cfg.max_size_per_msg,
-            max_inflight_msgs: cfg.max_inflight_msgs,
-            check_quorum: true,
-            pre_vote: true,
-            // Off: raft-rs 0.7's append batching merges entries into a queued *empty*
-            // MsgAppend without checking that they follow its index, so a probe answered
-            // out of order (reordered or duplicated messages) yields an append whose index
-            // and entries disagree; the follower then acks entries it does not have and
-            // panics on the next heartbeat. Found by tests/cluster_faults.rs. The TCP
-            // transport batches messages per frame anyway.
-            batch_append: false,
-            read_only_option: ReadOnlyOption::Safe,
-            ..Default::default()
-        };
-        raft_cfg
-            .validate()
-            .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))?;
+        let raft_cfg = raft_config(cfg, peer_id, storage.applied().0)?;
         let delegate = Arc::new(ReadDelegate::new(
             ctx.store_id,
             ctx.metrics.clone(),
@@ -335,6 +349,7 @@ impl Peer {
             snapshot_reports: Vec::new(),
             fenced: None,
             was_leader: false,
+            leader_since: None,
             persisted_sink: None,
             mailbox: None,
             reads: ReadIndexQueue::default(),
@@ -342,6 +357,7 @@ impl Peer {
             // A random base: echoes meant for an earlier incarnation match nothing.
             freshness: Freshness::new(rand::random::<u64>() >> 2),
             ryw_waiting: Vec::new(),
+            leader_wait: leader_wait::LeaderWait::default(),
             delegate,
             published: Arc::default(),
             vote_guard_until,
@@ -356,6 +372,12 @@ impl Peer {
             txn_read_floor: 0,
             lock_waits: waits::LockWaits::new(max_lock_waiters),
         })
+    }
+
+    /// Whether this replica is its region's only voter: it elects itself at once, on
+    /// start and after a seed, instead of waiting out an election timeout.
+    fn is_sole_voter(&self) -> bool {
+        self.raw.store().voters() == [self.peer_id]
     }
 
     /// The region's id.

@@ -35,6 +35,9 @@ pub(crate) struct ReadReq {
     /// Served only once this index is applied too (a transactional read: the last 1PC or
     /// async-commit entry proposed before it arrived; 0 otherwise).
     pub(crate) floor: u64,
+    /// Whether its consistency lets the leader's lease serve it (a lease read that found
+    /// no lease yet: a new leader's first commit may bring one before its round starts).
+    pub(crate) allows_lease: bool,
 }
 
 /// A ReadIndex round in flight: its reads, and when and in which term it started (a
@@ -189,12 +192,33 @@ impl Peer {
             }
             return;
         }
-        // raft-rs drops read_index silently until the leader committed an entry of its term.
-        if !self.raw.raft.commit_to_current_term() {
+        // raft-rs drops read_index silently until the leader committed an entry of its
+        // term; the reads wait until that entry is applied too, whose commit renews the
+        // lease (see `ready.rs`): lease reads that waited for it are then served from the
+        // lease, without a round of their own (any read is served only once that entry is
+        // applied, so the wait costs none of them anything).
+        if !self.first_entry_applied() {
             self.reads.wait_for_term(reads);
             return;
         }
-        self.start_round(reads);
+        let now = self.ctx.clock.now();
+        let lease = !self.splits.progress.blocks_lease() && self.lease_valid(now);
+        let (by_lease, reads): (Vec<ReadReq>, Vec<ReadReq>) =
+            reads.into_iter().partition(|r| lease && r.allows_lease);
+        let index = self.raw.raft.raft_log.committed;
+        for mut r in by_lease {
+            r.info.set_lease_used(true);
+            r.info.set_network_round_trips(0);
+            self.reads.push_ready(index, r);
+        }
+        if !reads.is_empty() {
+            self.start_round(reads);
+        }
+    }
+
+    /// Whether this leader has applied an entry of its term (see `start_reads`).
+    pub(super) fn first_entry_applied(&self) -> bool {
+        self.raw.raft.commit_to_current_term() && self.leader_since.is_none()
     }
 
     /// Starts one ReadIndex round (a heartbeat broadcast) for `reads`.
@@ -233,6 +257,7 @@ mod tests {
             info: ReadInfo::new(),
             version: 1,
             floor: 0,
+            allows_lease: false,
         };
         (r, rx)
     }

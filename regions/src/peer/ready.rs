@@ -34,6 +34,16 @@ impl Peer {
             while !self.is_fenced() && self.raw.has_ready() {
                 self.handle_ready();
             }
+            // A leader became known: the requests held for one go now (their reads need
+            // starting, their proposals proposing). Reads that waited for this leader's
+            // first commit start now too, not next turn (start_reads empties the queue
+            // unless it still waits for that commit).
+            let reads_can_start =
+                self.reads.has_unstarted() && (!self.is_leader() || self.first_entry_applied());
+            if self.release_leader_waits() || reads_can_start {
+                self.start_reads();
+                continue;
+            }
             // Applying may have handed keys to lock waiters: propose their requests now,
             // not at the next turn.
             if self.is_fenced() || self.pending_cmds.is_empty() {
@@ -138,6 +148,8 @@ impl Peer {
     fn handle_ready(&mut self) {
         let mut rd = self.raw.ready();
         let role_changed = rd.ss().is_some();
+        // Before this Ready's messages go out (a new leader's first append among them).
+        let sent_at = self.ctx.clock.now();
         self.send_messages(rd.take_messages());
         let mut w = LogWrite {
             region_id: self.region_id,
@@ -191,7 +203,11 @@ impl Peer {
             self.apply(committed);
         }
         if role_changed {
+            let was_leader = self.was_leader;
             self.on_role_change();
+            if self.is_leader() && !was_leader {
+                self.leader_since = Some((sent_at, self.raw.raft.term));
+            }
         }
     }
 
@@ -222,7 +238,7 @@ impl Peer {
         if self.is_fenced() {
             return; // never apply past a failed apply
         }
-        let Some(last) = entries.last().map(|e| e.index) else {
+        let Some((last, last_term)) = entries.last().map(|e| (e.index, e.term)) else {
             return;
         };
         let ttl = self.ctx.cfg.dedup_session_ttl_ms;
@@ -230,6 +246,17 @@ impl Peer {
             Ok(applied) => {
                 self.raw.advance_apply_to(last);
                 self.delegate.set_applied(last);
+                // The term's first entry committed: a quorum took the append this leader
+                // sent when it was elected, so the lease runs from then (as a proposal's
+                // commit renews it from its proposal time). Lease reads need not wait for
+                // a heartbeat round after an election.
+                let term = self.raw.raft.term;
+                if let Some((at, _)) = self
+                    .leader_since
+                    .take_if(|(_, won)| *won == term && last_term == term)
+                {
+                    self.renew_lease(at, term);
+                }
                 let mut gc_moved = false;
                 for mut a in applied {
                     if let Some((_, right)) = &a.split {
@@ -302,7 +329,7 @@ impl Peer {
         }
     }
 
-    fn on_role_change(&mut self) {
+    pub(super) fn on_role_change(&mut self) {
         let leader = self.is_leader();
         if leader && !self.was_leader {
             info!(self.logger, "became leader"; "term" => self.raw.raft.term);
@@ -317,6 +344,7 @@ impl Peer {
         }
         if !leader && self.was_leader {
             info!(self.logger, "stepped down"; "term" => self.raw.raft.term);
+            self.leader_since = None;
             self.lease.clear();
             self.max_ts.set_leader_term(0);
             self.splits.progress.stepped_down();
@@ -389,6 +417,8 @@ impl Peer {
                         "region" => ?self.region());
                     self.peer_cache.clear();
                 }
+                // A seeded sole voter elects itself again (see `Peer::seed`).
+                self.on_started();
             }
         }
         while self

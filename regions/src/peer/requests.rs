@@ -29,6 +29,15 @@ impl Peer {
             let _ = tx.send(e.into_response());
             return;
         }
+        if self.knows_no_leader() {
+            if super::leader_wait::needs_leader(&req) {
+                self.hold_for_leader(req, tx);
+                return;
+            }
+        } else {
+            // Requests held for the leader go before this one, in arrival order.
+            self.release_leader_waits();
+        }
         let request = req.take_request();
         let write = apply::is_write(&request);
         if let Some(Request_oneof_cmd::split(sp)) = &request.cmd {
@@ -118,6 +127,7 @@ impl Peer {
             info: ReadInfo::new(),
             version: self.region().get_region_epoch().get_version(),
             floor,
+            allows_lease: consistency != ReadConsistency::LINEARIZABLE,
         };
         read.info.set_linearizable(true);
         let lease_ok = consistency != ReadConsistency::LINEARIZABLE

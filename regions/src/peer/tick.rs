@@ -31,6 +31,7 @@ impl Peer {
             }
         }
         self.expire_lock_waits(now);
+        self.expire_leader_waits(now);
         let read_timeout = Duration::from_millis(self.ctx.cfg.read_timeout_ms);
         for r in self.reads.expire(now, read_timeout) {
             let _ =
