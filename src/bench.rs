@@ -1,6 +1,6 @@
 //! The KV benchmark shared by `regatta bench kv` and `benches/raw_kv.rs`: closed-loop
 //! clients doing puts, gets or an 80:20 get/put mix over a uniform key space of 16-byte
-//! keys with 128-byte values (the workload of `shared/BENCHMARKS.md`). `regatta bench reads`
+//! keys with 128-byte values (the project's standard workload, README "Measuring"). `regatta bench reads`
 //! runs the mixed workload once per read strategy ([`ReadStrategy`]).
 
 use regatta_client::{Client, ReadConsistency};

@@ -83,6 +83,72 @@ fn maelstrom_nodes_serve_kv_and_survive_sigkill() {
     );
 }
 
+/// Goal: a fresh one-node group takes a seed below what it committed at start (its
+/// bootstrap entry, its leader's empty entry, the timestamp oracle's limit), keeps it
+/// across a restart, and refuses a second seed once a client wrote (raw or
+/// transactional data alike), naming the key. Method: one node; the oracle's limit is
+/// written before the seed by an OCC read's timestamp (not client data: a plain read
+/// writes nothing).
+#[test]
+fn maelstrom_seed_on_a_fresh_one_node_group_rewinds_its_start_up_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Cluster::start_nodes(dir.path(), &NAMES[..1]);
+    let read = h.call_ok("n1", json!({"type": "occ_read", "key": "zz"}));
+    assert_eq!(read["type"], "occ_read_ok", "{read}");
+    let seed = json!({"type": "seed_state", "state": {"a": 1, "7": "seven"},
+                      "commit_index": 5, "term": 2});
+    let r = h.call_ok("n1", seed.clone());
+    assert_eq!(r["type"], "seed_state_ok", "{r}");
+    let snap = h.call_ok("n1", json!({"type": "take_snapshot", "up_to_index": 5}));
+    assert_eq!(
+        (&snap["last_included_index"], &snap["last_included_term"]),
+        (&json!(5), &json!(2)),
+        "{snap}"
+    );
+    assert_eq!(
+        h.call_ok("n1", json!({"type": "read", "key": "a"}))["value"],
+        1
+    );
+    assert_eq!(
+        h.call_ok("n1", json!({"type": "read", "key": 7}))["value"],
+        "seven"
+    );
+    // Transactions still get timestamps (the oracle's limit was carried), and commit.
+    let t = h.call_ok(
+        "n1",
+        json!({"type": "txn_execute", "operations": [{"op": "put", "key": "t", "value": 1}]}),
+    );
+    assert_eq!(t["committed"], true, "{t}");
+
+    h.kill("n1");
+    h.spawn("n1");
+    h.init("n1");
+    assert_eq!(
+        h.call_ok("n1", json!({"type": "read", "key": "a"}))["value"],
+        1
+    );
+    let refused = h.call_ok("n1", seed.clone());
+    assert_eq!(
+        refused["code"], 22,
+        "the seeded state is client data: {refused}"
+    );
+    assert!(
+        refused["text"].as_str().unwrap().contains("holds data"),
+        "{refused}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = Cluster::start_nodes(dir.path(), &NAMES[..1]);
+    let w = h.call_ok("n1", json!({"type": "write", "key": "b", "value": 2}));
+    assert_eq!(w["type"], "write_ok", "{w}");
+    let refused = h.call_ok("n1", seed);
+    assert_eq!(refused["code"], 22, "{refused}");
+    assert!(
+        refused["text"].as_str().unwrap().contains("holds data"),
+        "{refused}"
+    );
+}
+
 /// Goal: `seed_state` installs a snapshot on fresh nodes that the cluster then serves and
 /// builds on; `take_snapshot` compacts the log and says through which entry;
 /// `become_leader` makes the asked node leader (by transfer while another leads); a node

@@ -1,4 +1,4 @@
-//! The transaction messages of `regatta maelstrom` (`shared/PROTOCOL-JSON.md`,
+//! The transaction messages of `regatta maelstrom` (`docs/PROTOCOL.md`,
 //! "Transactions"), each on a one-node group and on three nodes, with requests sent through
 //! every node (followers forward to the leader): `txn_execute` batches, OCC transactions
 //! (`occ_begin` / `occ_read` / `occ_commit`) alone, stale and racing, the contention

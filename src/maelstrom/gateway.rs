@@ -56,6 +56,20 @@ impl Node {
         body: Frame_oneof_body,
         timeout: Duration,
     ) -> Result<Frame_oneof_body, String> {
+        self.remote_with(dest, body, timeout, false).await
+    }
+
+    /// [`remote`](Self::remote), and with `route` the receiver runs a store request as a
+    /// request from its own client (`Node::execute`: forwarded on to the leader when its
+    /// replica cannot serve it) instead of on its replica only. How a benchmark acts as
+    /// clients connected to other nodes. The receiver's own forward is never routed again.
+    pub(super) async fn remote_with(
+        &self,
+        dest: &str,
+        body: Frame_oneof_body,
+        timeout: Duration,
+        route: bool,
+    ) -> Result<Frame_oneof_body, String> {
         let mut frame = Frame::new();
         frame.body = Some(body);
         let bytes = frame.write_to_bytes().map_err(|e| e.to_string())?;
@@ -68,11 +82,11 @@ impl Node {
         // Removes the waiter however this ends (answered, timed out, or cancelled by the
         // caller's own deadline).
         let _waiting = Waiting { node: self, fwd_id };
-        self.out.send(
-            &self.me,
-            dest,
-            json!({"type": "forward", "fwd_id": fwd_id, "req": hex(&bytes)}),
-        );
+        let mut line = json!({"type": "forward", "fwd_id": fwd_id, "req": hex(&bytes)});
+        if route {
+            line["route"] = json!(true);
+        }
+        self.out.send(&self.me, dest, line);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(body)) => Ok(body),
             _ => Err(format!("forwarded to {dest}; no answer in {timeout:?}")),
@@ -351,10 +365,20 @@ pub(super) fn on_forward(node: &Arc<Node>, src: String, body: &Value, logger: &L
         warn!(logger, "forward skipped: req is not a hex frame"; "src" => &src);
         return;
     };
+    let route = body.get("route").and_then(Value::as_bool).unwrap_or(false);
     let n = node.clone();
     tokio::spawn(async move {
+        let serve = async {
+            match req {
+                Frame_oneof_body::kv_request(kv) if route => {
+                    let resp = n.execute(kv).await.unwrap_or_else(failed);
+                    Frame_oneof_body::kv_response(resp)
+                }
+                req => n.serve_frame(req).await,
+            }
+        };
         // The forwarder waits no longer than this: past it, nobody reads the answer.
-        let Ok(body) = tokio::time::timeout(FORWARD_TIMEOUT, n.serve_frame(req)).await else {
+        let Ok(body) = tokio::time::timeout(FORWARD_TIMEOUT, serve).await else {
             return;
         };
         let mut frame = Frame::new();
@@ -366,6 +390,22 @@ pub(super) fn on_forward(node: &Arc<Node>, src: String, body: &Value, logger: &L
             json!({"type": "forward_ok", "fwd_id": fwd_id, "resp": hex(&bytes)}),
         );
     });
+}
+
+/// A routed request's protocol error as a store error that maps back to the same code
+/// (`error_code`): 11 as `ServerIsBusy` (certainly not applied), 12 as `InvalidArgument`,
+/// anything else as an untyped error (0, outcome unknown).
+fn failed(f: super::Fail) -> regatta_proto::kvrpcpb::KvResponse {
+    let e = match f.0 {
+        11 => regatta_regions::Error::ServerIsBusy(f.1),
+        12 => regatta_regions::Error::InvalidArgument(f.1),
+        _ => {
+            let mut resp = regatta_proto::kvrpcpb::KvResponse::new();
+            resp.mut_error().set_message(f.1);
+            return resp;
+        }
+    };
+    e.into_response()
 }
 
 /// A `forward_ok`: hands the answer to the request waiting for it.

@@ -1,19 +1,23 @@
 //! `regatta maelstrom`: one Regatta node speaking the Maelstrom JSON-lines protocol
-//! (`shared/PROTOCOL-JSON.md`) on stdin/stdout. It runs the real store — regions,
+//! (`docs/PROTOCOL.md`) on stdin/stdout. It runs the real store — regions,
 //! PeerActor, LogWriter, RocksDB — with a transport that sends raft messages as JSON lines
 //! (`{"type":"raft","data":<hex>}`) to the other nodes through the harness. The group is one
 //! region over the whole key space with a replica on every node of `init`'s `node_ids`.
 //!
 //! Requests to a follower are forwarded to the leader (`forward` / `forward_ok`) and
 //! answered by the node that received them. Error codes follow the protocol: 11 only when
-//! the request was certainly not proposed, 0 when the outcome is unknown.
+//! the request was certainly not proposed, 0 when the outcome is unknown. A request that
+//! finds no leader waits for one (bounded); one client's requests are served in the order
+//! they arrived (`sessions`); replies write their keys in the protocol's order.
 
 mod fields;
 mod gateway;
 mod input;
+mod read_bench;
 mod reads;
 mod regions;
 mod seed;
+mod sessions;
 mod transactions;
 mod tso;
 mod txn;
@@ -55,16 +59,12 @@ impl Out {
         let _ = self.tx.send(line);
     }
 
-    /// Sends `body` from `src` to `to` as the reply to the message `in_reply_to`.
-    fn reply(&self, src: &str, to: &str, in_reply_to: &Value, mut body: Value) {
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("in_reply_to".into(), in_reply_to.clone());
-            obj.insert(
-                "msg_id".into(),
-                json!(self.next_msg_id.fetch_add(1, Ordering::Relaxed)),
-            );
-        }
-        self.send(src, to, body);
+    /// Sends `body` from `src` to `to` as the reply to the message `in_reply_to`, its keys
+    /// in the protocol's order: `type`, `in_reply_to`, the body's other fields as the
+    /// handler wrote them, `msg_id` last (a line-comparing harness sees the same line).
+    fn reply(&self, src: &str, to: &str, in_reply_to: &Value, body: Value) {
+        let msg_id = json!(self.next_msg_id.fetch_add(1, Ordering::Relaxed));
+        self.send(src, to, reply_body(body, in_reply_to, msg_id));
     }
 
     fn fail(&self, src: &str, to: &str, in_reply_to: &Value, f: Fail) {
@@ -75,6 +75,26 @@ impl Out {
             json!({"type": "error", "code": f.0, "text": f.1}),
         );
     }
+}
+
+/// `body` as a reply: `type` first, then `in_reply_to`, the other fields in their order,
+/// `msg_id` last.
+fn reply_body(body: Value, in_reply_to: &Value, msg_id: Value) -> Value {
+    let Value::Object(fields) = body else {
+        return body;
+    };
+    let mut out = serde_json::Map::with_capacity(fields.len() + 2);
+    if let Some(t) = fields.get("type") {
+        out.insert("type".into(), t.clone());
+    }
+    out.insert("in_reply_to".into(), in_reply_to.clone());
+    for (k, v) in fields {
+        if !matches!(k.as_str(), "type" | "in_reply_to" | "msg_id") {
+            out.insert(k, v);
+        }
+    }
+    out.insert("msg_id".into(), msg_id);
+    Value::Object(out)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -129,6 +149,8 @@ struct Node {
     client: tokio::sync::OnceCell<regatta_client::Client>,
     /// The next `occ_begin` id.
     next_txn_id: AtomicU64,
+    /// Each client's requests, served in order (`sessions`).
+    sessions: sessions::Sessions,
 }
 
 /// A protocol error: code and text.
@@ -225,18 +247,31 @@ impl Node {
     }
 
     /// Runs `kv` here, or forwards it to the leader when this replica is not leading.
+    /// While no leader is known (an election under way, or none held yet), it waits for
+    /// one — the replica holds the request until a leader is known, up to its
+    /// `leader_wait_ms` — and asks again until [`LEADER_DEADLINE`] after it began, as a
+    /// client library would; only then it fails with 11 (never proposed: definite).
     async fn execute(&self, kv: KvRequest) -> Result<KvResponse, Fail> {
-        let resp = self.local(kv.clone()).await;
-        if !resp.get_error().has_not_leader() {
-            return Ok(resp);
-        }
-        let leader = resp
-            .get_error()
-            .get_not_leader()
-            .get_leader()
-            .get_store_id();
-        let Some(dest) = self.name_of_store(leader) else {
-            return Err(Fail(11, "no leader known yet".into()));
+        let deadline = tokio::time::Instant::now() + LEADER_DEADLINE;
+        let dest = loop {
+            let resp = self.local(kv.clone()).await;
+            if !resp.get_error().has_not_leader() {
+                return Ok(resp);
+            }
+            let leader = resp
+                .get_error()
+                .get_not_leader()
+                .get_leader()
+                .get_store_id();
+            if let Some(dest) = self.name_of_store(leader) {
+                break dest;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Fail(11, "no leader known yet".into()));
+            }
+            // The replica held the request for a while already; a short pause keeps a
+            // replica that answers at once (a full queue) from being asked in a spin.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let body = Frame_oneof_body::kv_request(kv);
         match self.remote(dest, body, gateway::FORWARD_TIMEOUT).await {
@@ -246,6 +281,13 @@ impl Node {
         }
     }
 }
+
+/// How long the node, once stdin has ended, waits for the requests it took to be answered.
+const DRAIN_ON_EOF: Duration = Duration::from_secs(15);
+
+/// How long a request that finds no leader keeps waiting for one (elections take up to
+/// ~1 s with the default timings; this covers two).
+const LEADER_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The key a request routes by.
 fn request_key(req: &Request) -> Option<&[u8]> {
@@ -555,6 +597,7 @@ async fn init(
         tso: tso::Tso::default(),
         client: tokio::sync::OnceCell::new(),
         next_txn_id: AtomicU64::new(1),
+        sessions: sessions::Sessions::default(),
     });
     let _ = serving.set(Arc::downgrade(&node));
     Ok(node)
@@ -623,6 +666,16 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
                 }
             };
             on_message(msg, &mut node, &dir, &out, &logger).await;
+        }
+        if let Some(n) = &node {
+            // Answer what was taken before stopping (bounded: a request that needs the
+            // other nodes, whose lines no longer arrive, gives up by its own deadline).
+            n.sessions.drain(DRAIN_ON_EOF).await;
+            // The clients' tasks end now; forwards in flight end by their deadline.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while Arc::strong_count(n) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         if let Some(n) = node {
             if let Ok(n) = Arc::try_unwrap(n) {
@@ -719,7 +772,7 @@ async fn on_message(
         ("forward", Some(n)) => gateway::on_forward(n, src, &body, logger),
         ("forward_ok", Some(n)) => gateway::on_forward_ok(n, &src, &body, logger),
         (_, Some(n)) => {
-            tokio::spawn(serve_client(n.clone(), src, body));
+            sessions::dispatch(n, src, body);
         }
     }
 }

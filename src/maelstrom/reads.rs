@@ -1,16 +1,18 @@
-//! The read-strategy messages of the JSON-lines node (`shared/PROTOCOL-JSON.md`, "Reads"):
+//! The read-strategy messages of the JSON-lines node (`docs/PROTOCOL.md`, "Reads"):
 //! each runs a real read through the store with one `ReadConsistency` and reports what the
 //! serving replica measured (`ReadInfo`): nothing here is assumed or constant.
 
-use super::fields::{key, num, opt_bool, opt_key, opt_num, opt_strings};
+use super::fields::{key, num, opt_bool, opt_key};
+use super::gateway::FORWARD_TIMEOUT;
 use super::{dec, enc, error_code, request, Fail, Node};
-use regatta_proto::kvrpcpb::{GetRequest, KvResponse, PutRequest, ReadConsistency, ReadInfo};
+use regatta_proto::framepb::Frame_oneof_body;
+use regatta_proto::kvrpcpb::{GetRequest, KvResponse, ReadConsistency, ReadInfo};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest `num_reads` / `total_ops` a benchmark message may ask for.
-const MAX_BENCH_OPS: u64 = 200_000;
+pub(super) const MAX_BENCH_OPS: u64 = 200_000;
 
 /// A read's answer: value, how it was served, and by which node.
 struct Served {
@@ -20,7 +22,7 @@ struct Served {
     latency: Duration,
 }
 
-fn get(
+pub(super) fn get(
     key: Vec<u8>,
     consistency: ReadConsistency,
     tune: impl FnOnce(&mut regatta_proto::kvrpcpb::Context),
@@ -67,13 +69,60 @@ impl Node {
         let resp = self.execute(kv).await?;
         self.served(resp, started)
     }
+
+    /// Runs `kv` as a client connected to node `at`: `at` serves it when its replica can,
+    /// else forwards it to the leader (here, or there through a routed `forward`).
+    pub(super) async fn execute_at(
+        &self,
+        at: &str,
+        kv: regatta_proto::kvrpcpb::KvRequest,
+    ) -> Result<KvResponse, Fail> {
+        if at == self.me {
+            return self.execute(kv).await;
+        }
+        let body = Frame_oneof_body::kv_request(kv);
+        match self.remote_with(at, body, FORWARD_TIMEOUT, true).await {
+            Ok(Frame_oneof_body::kv_response(resp)) => Ok(resp),
+            Ok(_) => Err(Fail(0, format!("{at} answered with something else"))),
+            Err(e) => Err(Fail(0, e)),
+        }
+    }
+
+    /// Whether this node's replica of the region holding `key` leads it.
+    fn leads(&self, key: &[u8]) -> bool {
+        let rid = self.region_of(key).get_id();
+        self.store
+            .router()
+            .delegate(rid)
+            .is_some_and(|d| d.is_leader())
+    }
+
+    /// A read that prefers a follower (`follower_read`, `ryw_read`): served here when this
+    /// node follows (its replica serves it, or it goes on to the leader); when this node
+    /// leads, sent to a follower instead, so that the read offloads the leader as asked —
+    /// the leader serves it only when that follower cannot (not fresh enough, behind).
+    async fn read_preferring_follower(
+        &self,
+        key: &[u8],
+        kv: regatta_proto::kvrpcpb::KvRequest,
+    ) -> Result<Served, Fail> {
+        let started = Instant::now();
+        let others: Vec<&String> = self.names.iter().filter(|n| **n != self.me).collect();
+        let resp = if !others.is_empty() && self.leads(key) {
+            let follower = others[rand::random::<usize>() % others.len()];
+            self.execute_at(follower, kv).await?
+        } else {
+            self.execute(kv).await?
+        };
+        self.served(resp, started)
+    }
 }
 
 fn key_of(body: &Value) -> Result<Vec<u8>, Fail> {
     key(body, "key")
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
@@ -114,6 +163,7 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
                 .into_iter()
                 .enumerate()
             {
+                warm_up(node, get(key.clone(), c, |_| {})).await;
                 let started = Instant::now();
                 for _ in 0..n {
                     let s = node.read(get(key.clone(), c, |_| {})).await?;
@@ -149,11 +199,16 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
         "lease_read_config" => lease_config(node, body),
         "follower_read" => {
             let bound = num(body, "max_staleness_ms")?;
-            let s = node
-                .read(get(key_of(body)?, ReadConsistency::FOLLOWER, |c| {
-                    c.set_max_staleness_ms(bound)
-                }))
-                .await?;
+            let key = key_of(body)?;
+            let kv = get(key.clone(), ReadConsistency::FOLLOWER, |c| {
+                c.set_max_staleness_ms(bound)
+            });
+            // No staleness allowed: only the leader can serve it.
+            let s = if bound == 0 {
+                node.read(kv).await?
+            } else {
+                node.read_preferring_follower(&key, kv).await?
+            };
             let mut out = json!({
                 "type": "follower_read_ok",
                 "value": s.value,
@@ -161,7 +216,8 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
                 "served_by": s.served_by,
                 "linearizable": s.info.get_linearizable(),
             });
-            if s.served_by != node.me && s.info.get_linearizable() {
+            // Linearizable: the leader served it (none of its followers was fresh enough).
+            if s.info.get_linearizable() {
                 out["reason"] = json!("redirected_to_leader");
             }
             Ok(out)
@@ -174,11 +230,13 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
             } else {
                 ReadConsistency::LINEARIZABLE
             };
-            let s = node
-                .read(get(key_of(body)?, consistency, |c| {
-                    c.set_min_applied_index(index)
-                }))
-                .await?;
+            let key = key_of(body)?;
+            let kv = get(key.clone(), consistency, |c| c.set_min_applied_index(index));
+            let s = if prefer_follower {
+                node.read_preferring_follower(&key, kv).await?
+            } else {
+                node.read(kv).await?
+            };
             let mut out = json!({
                 "type": "ryw_read_ok",
                 "value": s.value,
@@ -187,12 +245,13 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
                 "waited_ms": ms(Duration::from_micros(s.info.get_waited_us())),
                 "linearizable": s.info.get_linearizable(),
             });
-            if prefer_follower && s.served_by != node.me {
+            // Linearizable: the leader served it (the follower had not applied the index).
+            if prefer_follower && s.info.get_linearizable() {
                 out["reason"] = json!("follower_behind_redirected_to_leader");
             }
             Ok(out)
         }
-        "read_benchmark" => read_benchmark(node, body).await,
+        "read_benchmark" => super::read_bench::read_benchmark(node, body).await,
         other => Err(Fail(10, format!("message type {other:?} is not supported"))),
     }
 }
@@ -246,7 +305,7 @@ fn lease_config(node: &Node, body: &Value) -> Result<Value, Fail> {
 }
 
 /// Percentile of sorted latencies.
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+pub(super) fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -254,91 +313,18 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     ms(sorted[i.min(sorted.len() - 1)])
 }
 
-/// `read_benchmark`: for each strategy, `total_ops` operations (read_pct% reads) from 16
-/// concurrent workers through this node, over 1,000 keys, measured end to end.
-async fn read_benchmark(node: &Arc<Node>, body: &Value) -> Result<Value, Fail> {
-    let total = num(body, "total_ops")?.clamp(1, MAX_BENCH_OPS);
-    let read_pct = opt_num(body, "read_pct")?.unwrap_or(80).min(100);
-    let strategies: Vec<String> = opt_strings(body, "strategies")?
-        .unwrap_or_else(|| vec!["linearizable".into(), "lease".into(), "follower".into()]);
-    let mut results = Vec::new();
-    for strategy in strategies {
-        let (consistency, label) = match strategy.as_str() {
-            "linearizable" | "read_index" | "read-index" => {
-                (ReadConsistency::LINEARIZABLE, "linearizable")
-            }
-            "log" | "read_via_log" => (ReadConsistency::LOG_READ, "linearizable"),
-            "lease" => (
-                ReadConsistency::LEASE,
-                "linearizable (lease, docs/CLOCKS.md)",
-            ),
-            "follower" => (ReadConsistency::FOLLOWER, "bounded_staleness (1000 ms)"),
-            "ryw" | "read_your_writes" => (ReadConsistency::READ_YOUR_WRITES, "read_your_writes"),
-            other => return Err(Fail(12, format!("unknown strategy {other:?}"))),
-        };
-        let workers = 16u64;
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for w in 0..workers {
-            let node = Arc::clone(node);
-            let ops = total / workers + u64::from(w < total % workers);
-            tasks.push(tokio::spawn(async move {
-                let mut lat = (Vec::new(), Vec::new());
-                let mut last_write = 0u64;
-                for i in 0..ops {
-                    let key = enc(&json!(format!("bench-{}", (w * 7919 + i * 104_729) % 1000)));
-                    let t = Instant::now();
-                    if (i * 37 + w * 11) % 100 < read_pct {
-                        let kv = get(key, consistency, |c| {
-                            c.set_max_staleness_ms(1000);
-                            c.set_min_applied_index(last_write);
-                        });
-                        if node.read(kv).await.is_ok() {
-                            lat.0.push(t.elapsed());
-                        }
-                    } else {
-                        let kv = request(|r| {
-                            let mut p = PutRequest::new();
-                            p.set_key(key);
-                            p.set_value(vec![b'v'; 128]);
-                            r.set_put(p);
-                        });
-                        if let Ok(resp) = node.execute(kv).await {
-                            if !resp.has_error() {
-                                last_write =
-                                    last_write.max(resp.get_response().get_put().get_index());
-                                lat.1.push(t.elapsed());
-                            }
-                        }
-                    }
-                }
-                lat
-            }));
-        }
-        let (mut reads, mut writes) = (Vec::new(), Vec::new());
-        for t in tasks {
-            if let Ok((r, w)) = t.await {
-                reads.extend(r);
-                writes.extend(w);
-            }
-        }
-        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-        reads.sort();
-        writes.sort();
-        let mut all: Vec<Duration> = reads.iter().chain(writes.iter()).copied().collect();
-        all.sort();
-        results.push(json!({
-            "strategy": strategy,
-            "throughput_ops": ((reads.len() + writes.len()) as f64 / elapsed).round(),
-            "p50_ms": pct(&all, 0.5),
-            "p99_ms": pct(&all, 0.99),
-            "read_p50_ms": pct(&reads, 0.5),
-            "read_p99_ms": pct(&reads, 0.99),
-            "write_p50_ms": pct(&writes, 0.5),
-            "write_p99_ms": pct(&writes, 0.99),
-            "ops_ok": reads.len() + writes.len(),
-            "consistency": label,
-        }));
+/// One untimed read before a measurement: it waits out an election a fresh group may still
+/// be holding (and a new leader's first commit), so the figures measure the read path, not
+/// the start-up. Its error, if any, shows again in the measured reads.
+pub(super) async fn warm_up(node: &Node, kv: regatta_proto::kvrpcpb::KvRequest) {
+    let _ = node.read(kv).await;
+}
+
+/// [`warm_up`] through every node of the group, as the benchmark's clients read: each
+/// node's replica has then heard from the leader (a follower knows its freshness).
+pub(super) async fn warm_up_everywhere(node: &Node, kv: regatta_proto::kvrpcpb::KvRequest) {
+    warm_up(node, kv.clone()).await;
+    for at in &node.names {
+        let _ = node.execute_at(at, kv.clone()).await;
     }
-    Ok(json!({"type": "read_benchmark_ok", "results": results}))
 }

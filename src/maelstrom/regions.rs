@@ -1,4 +1,4 @@
-//! The region messages of the JSON-lines node (`shared/PROTOCOL-JSON.md`, "Regions"):
+//! The region messages of the JSON-lines node (`docs/PROTOCOL.md`, "Regions"):
 //! writes and reads that say which region served them, the region map, and manual splits.
 //! Keys are stored as their JSON text, so region boundaries are JSON values too; an
 //! unbounded end is `""`.

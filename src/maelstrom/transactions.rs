@@ -1,4 +1,4 @@
-//! The transactional messages of the JSON-lines node (`shared/PROTOCOL-JSON.md`,
+//! The transactional messages of the JSON-lines node (`docs/PROTOCOL.md`,
 //! "Transactions"): `txn_execute` (an atomic batch), `occ_begin` / `occ_read` /
 //! `occ_commit` (OCC with read versions) and `contention_benchmark`.
 //!
@@ -9,7 +9,7 @@
 //! families), which is not the raw key space of `read` / `write` / `cas`: a key written by
 //! one is not seen by the other, as in TiKV's TxnKV and RawKV.
 
-use super::fields::{field, key, opt_num, opt_strings, text};
+use super::fields::{field, key, kind, opt_num, opt_strings, text};
 use super::{dec, enc, Fail, Node};
 use crate::contention::{self, ContentionConfig, Strategy};
 use regatta_client::{AtomicOp, Error};
@@ -37,7 +37,7 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
             Ok(json!({"type": "occ_begin_ok", "txn_id": (store << 40) | n}))
         }
         "occ_read" => {
-            txn_id(body)?;
+            let id = txn_id(body)?;
             let key = key(body, "key")?;
             let txns = node.txns().await?;
             let (value, version) = txns
@@ -45,11 +45,12 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
                 .read(&key)
                 .await
                 .map_err(|e| fail(e, false))?;
-            Ok(json!({
+            let reply = json!({
                 "type": "occ_read_ok",
                 "value": value.map_or(Value::Null, |v| dec(&v)),
                 "version": version,
-            }))
+            });
+            Ok(with_txn_id(reply, id))
         }
         "occ_commit" => occ_commit(node, body).await,
         "txn_execute" => txn_execute(node, body).await,
@@ -58,9 +59,30 @@ pub(super) async fn handle(node: &Arc<Node>, kind: &str, body: &Value) -> Result
     }
 }
 
-/// `txn_id` is optional and any number: an unknown one is accepted.
-fn txn_id(body: &Value) -> Result<Option<u64>, Fail> {
-    opt_num(body, "txn_id")
+/// `txn_id` is opaque and optional: any string or non-negative integer, returned as
+/// given; an unknown one is accepted (the read set travels with the commit, so the node
+/// keeps nothing under it). Other JSON types are malformed (12).
+fn txn_id(body: &Value) -> Result<Option<Value>, Fail> {
+    match body.get("txn_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::String(_)) => Ok(Some(v.clone())),
+        Some(v) if v.is_u64() => Ok(Some(v.clone())),
+        Some(v) => Err(Fail(
+            12,
+            format!(
+                "txn_id must be a string or a non-negative integer, got {}",
+                kind(v)
+            ),
+        )),
+    }
+}
+
+/// Adds `txn_id` (when the request named one) to a reply body.
+fn with_txn_id(mut reply: Value, id: Option<Value>) -> Value {
+    if let (Some(id), Some(obj)) = (id, reply.as_object_mut()) {
+        obj.insert("txn_id".into(), id);
+    }
+    reply
 }
 
 /// The array field `name` (absent or `null`: empty).
@@ -73,7 +95,7 @@ fn list<'a>(body: &'a Value, name: &str) -> Result<&'a [Value], Fail> {
 }
 
 async fn occ_commit(node: &Arc<Node>, body: &Value) -> Result<Value, Fail> {
-    txn_id(body)?;
+    let id = txn_id(body)?;
     let mut reads = Vec::new();
     for r in list(body, "read_versions")? {
         let version = r
@@ -92,21 +114,22 @@ async fn occ_commit(node: &Arc<Node>, body: &Value) -> Result<Value, Fail> {
         t.write(k, v);
     }
     let out = t.commit().await.map_err(|e| fail(e, true))?;
-    if out.committed {
-        Ok(json!({
+    let reply = if out.committed {
+        json!({
             "type": "occ_commit_ok",
             "committed": true,
             "new_version": out.commit_ts,
             "log_index": out.log_index,
-        }))
+        })
     } else {
-        Ok(json!({
+        json!({
             "type": "occ_commit_ok",
             "committed": false,
             "new_version": Value::Null,
             "changed_key": out.changed_key.map_or(Value::Null, |k| dec(&k)),
-        }))
-    }
+        })
+    };
+    Ok(with_txn_id(reply, id))
 }
 
 async fn txn_execute(node: &Arc<Node>, body: &Value) -> Result<Value, Fail> {

@@ -1,4 +1,4 @@
-//! The transaction messages of the JSON-lines node (`shared/PROTOCOL-JSON.md`,
+//! The transaction messages of the JSON-lines node (`docs/PROTOCOL.md`,
 //! "Transactions"). Served so far: the **versioned registers** `mvcc_put` / `mvcc_get`.
 //!
 //! A register holds versions at timestamps the caller picks (not TSO timestamps), so they

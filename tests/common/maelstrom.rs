@@ -204,3 +204,124 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// How long a published test reads the node's answers: its whole budget.
+pub const PUBLISHED_BUDGET: Duration = Duration::from_secs(5);
+
+/// What node `n1` answered to the clients in a published test, as raw lines in arrival
+/// order.
+pub struct Published {
+    /// The reply lines (`dest` a client), as written.
+    pub lines: Vec<String>,
+}
+
+impl Published {
+    /// The parsed replies.
+    pub fn replies(&self) -> Vec<Value> {
+        self.lines
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("a reply line is JSON"))
+            .collect()
+    }
+
+    /// The body of the reply to `msg_id` (panics, with every line, when there is none).
+    pub fn reply_to(&self, msg_id: u64) -> Value {
+        self.replies()
+            .into_iter()
+            .find(|r| r["body"]["in_reply_to"] == msg_id)
+            .map(|r| r["body"].clone())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no reply to msg {msg_id} within {PUBLISHED_BUDGET:?}; got:\n{}",
+                    self.lines.join("\n")
+                )
+            })
+    }
+}
+
+/// Runs a published test exactly as published: `nodes` fresh `regatta maelstrom`
+/// processes (no `--data-dir`: each makes its own temporary one), node-to-node lines
+/// routed between them; `n1` gets its `init` line and then every line of `lines`, all
+/// written at once (no waiting for `init_ok` or an election, no retries); the other nodes
+/// get their `init` line. Reads `n1`'s replies to clients until every line written to it
+/// has one or [`PUBLISHED_BUDGET`] has passed since the write.
+pub fn run_as_published(nodes: usize, lines: &[&str]) -> Published {
+    let names: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+    let inputs: Arc<Mutex<HashMap<String, ChildStdin>>> = Arc::default();
+    let (tx, rx) = channel::<String>();
+    let mut children = Vec::new();
+    for name in &names {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
+            .arg("maelstrom")
+            .env("REGATTA_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        inputs
+            .lock()
+            .unwrap()
+            .insert(name.clone(), child.stdin.take().expect("stdin"));
+        let (inputs, tx) = (inputs.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let dest = msg["dest"].as_str().unwrap_or("").to_string();
+                let mut inputs = inputs.lock().unwrap();
+                if let Some(stdin) = inputs.get_mut(&dest) {
+                    let _ = writeln!(stdin, "{line}");
+                } else if msg["src"] == "n1" {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        children.push(ChildGuard(child));
+    }
+    let init = |name: &str| {
+        json!({"src": "c0", "dest": name,
+               "body": {"type": "init", "msg_id": 1, "node_id": name, "node_ids": names}})
+        .to_string()
+    };
+    let mut n1_input = init("n1");
+    for l in lines {
+        n1_input.push('\n');
+        n1_input.push_str(l);
+    }
+    n1_input.push('\n');
+    {
+        let mut inputs = inputs.lock().unwrap();
+        for name in &names[1..] {
+            let stdin = inputs.get_mut(name).expect("running");
+            writeln!(stdin, "{}", init(name)).unwrap();
+        }
+        let stdin = inputs.get_mut("n1").expect("running");
+        stdin.write_all(n1_input.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let deadline = std::time::Instant::now() + PUBLISHED_BUDGET;
+    let mut out = Vec::new();
+    while out.len() < lines.len() + 1 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => out.push(line),
+            Err(_) => break,
+        }
+    }
+    inputs.lock().unwrap().clear(); // closes stdin: the nodes stop
+    drop(children);
+    Published { lines: out }
+}
+
+/// A child process killed when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
