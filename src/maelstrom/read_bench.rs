@@ -7,11 +7,13 @@
 //!   serves what its replica can and forwards the rest to the leader. So each strategy
 //!   pays the hops it costs a real client: a follower read is served where the client
 //!   is; a lease or ReadIndex read from a follower's client goes on to the leader.
-//! - **Interleaved.** Each worker runs its operations of every strategy in turn (op `i` of
-//!   strategy `s`, rotating the order per op), so all strategies meet the same machine and
-//!   the same disk: a slow stretch of fsyncs slows them alike instead of whichever ran
-//!   then. Every strategy runs the same `total_ops` operations (the same keys, the same
-//!   reads and writes).
+//! - **Paired and interleaved.** The strategies differ only in how they read, so they are
+//!   compared on the same operations at the same moments: each worker runs one workload
+//!   of `total_ops` operations (the same keys, reads and writes for every strategy); a
+//!   read is done once per strategy, in turn (the order rotating per op), and a write —
+//!   which does not depend on the read strategy — is done once and counts in every
+//!   strategy's figures. A slow stretch of fsyncs then weighs on all strategies alike
+//!   instead of on whichever ran then.
 //! - **Warmed up.** Untimed reads through every node first ([`warm_up_everywhere`]): a
 //!   fresh group's first election and a follower's first freshness proof are start-up,
 //!   not the read path.
@@ -91,35 +93,44 @@ pub(super) async fn read_benchmark(node: &Arc<Node>, body: &Value) -> Result<Val
             let mut tallies: Vec<Tally> = (0..n).map(|_| Tally::default()).collect();
             for i in 0..ops {
                 let key = enc(&json!(format!("bench-{}", (w * 7919 + i * 104_729) % 1000)));
-                let is_read = (i * 37 + w * 11) % 100 < read_pct;
+                if (i * 37 + w * 11) % 100 >= read_pct {
+                    // A write does not depend on the read strategy: done once, it counts in
+                    // every strategy's figures (a paired comparison: the strategies differ
+                    // in their reads only, and a slow fsync weighs on all of them alike).
+                    let kv = request(|r| {
+                        let mut p = PutRequest::new();
+                        p.set_key(key.clone());
+                        p.set_value(vec![b'v'; 128]);
+                        r.set_put(p);
+                    });
+                    let t = Instant::now();
+                    let resp = node.execute_at(&at, kv).await;
+                    let took = t.elapsed();
+                    let index = match resp {
+                        Ok(r) if !r.has_error() => Some(r.get_response().get_put().get_index()),
+                        _ => None,
+                    };
+                    for tally in &mut tallies {
+                        tally.busy += took;
+                        if let Some(index) = index {
+                            tally.last_write = tally.last_write.max(index);
+                            tally.writes.push(took);
+                        }
+                    }
+                    continue;
+                }
                 for k in 0..n {
                     let s = (i as usize + k) % n;
                     let tally = &mut tallies[s];
+                    let last_write = tally.last_write;
+                    let kv = get(key.clone(), consistencies[s], |c| {
+                        c.set_max_staleness_ms(1000);
+                        c.set_min_applied_index(last_write);
+                    });
                     let t = Instant::now();
-                    if is_read {
-                        let last_write = tally.last_write;
-                        let kv = get(key.clone(), consistencies[s], |c| {
-                            c.set_max_staleness_ms(1000);
-                            c.set_min_applied_index(last_write);
-                        });
-                        let served = node.execute_at(&at, kv).await;
-                        if served.is_ok_and(|r| !r.has_error()) {
-                            tally.reads.push(t.elapsed());
-                        }
-                    } else {
-                        let kv = request(|r| {
-                            let mut p = PutRequest::new();
-                            p.set_key(key.clone());
-                            p.set_value(vec![b'v'; 128]);
-                            r.set_put(p);
-                        });
-                        if let Ok(resp) = node.execute_at(&at, kv).await {
-                            if !resp.has_error() {
-                                let index = resp.get_response().get_put().get_index();
-                                tally.last_write = tally.last_write.max(index);
-                                tally.writes.push(t.elapsed());
-                            }
-                        }
+                    let served = node.execute_at(&at, kv).await;
+                    if served.is_ok_and(|r| !r.has_error()) {
+                        tally.reads.push(t.elapsed());
                     }
                     tally.busy += t.elapsed();
                 }
