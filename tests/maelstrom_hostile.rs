@@ -208,3 +208,35 @@ fn fields_of_the_wrong_type_get_error_12() {
     let r = node.call(201, json!({"type": "read", "key": "k"}));
     assert_eq!(r["value"], 1, "{r}");
 }
+
+/// Goal: a seed whose index or term raft could not grow past, or a transaction id of the
+/// wrong type, is malformed (12) and harms nothing. Method: a fresh one-node group; seeds
+/// at index or term 2^64 - 1 (before the fix, raft overflowed: a panic, or a term that
+/// wraps to 0), an `occ_commit` whose `txn_id` is an object; then the node still seeds
+/// at a sane index and serves.
+#[test]
+fn seeds_beyond_what_raft_can_grow_and_odd_txn_ids_get_error_12() {
+    let mut node = Node::start();
+    node.init(1);
+    let max = u64::MAX;
+    for (id, (index, term)) in [(2, (max, 2)), (3, (5, max)), (4, (1u64 << 53, 2))] {
+        let r = node.call(
+            id,
+            json!({"type": "seed_state", "state": {"x": 1}, "commit_index": index, "term": term}),
+        );
+        assert_eq!(r["code"], 12, "({index}, {term}) -> {r}");
+    }
+    let r = node.call(
+        5,
+        json!({"type": "occ_commit", "txn_id": {"a": 1}, "writes": [], "read_versions": []}),
+    );
+    assert_eq!(r["code"], 12, "{r}");
+    let r = node.call(
+        6,
+        json!({"type": "seed_state", "state": {"x": 1}, "commit_index": 5, "term": 2}),
+    );
+    assert_eq!(r["type"], "seed_state_ok", "{r}");
+    node.write(7, json!("x"), json!(2));
+    let r = node.call(100, json!({"type": "read", "key": "x"}));
+    assert_eq!(r["value"], 2, "{r}");
+}

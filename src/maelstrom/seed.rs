@@ -16,6 +16,9 @@ fn seed_key(k: &str) -> Value {
     }
 }
 
+/// The largest `commit_index` and `term` a seed takes (JSON's largest exact integer).
+const MAX_SEED: u64 = (1 << 53) - 1;
+
 /// How long a seed may wait for the replica's work in flight (its start-up entries) to
 /// settle, and then for the snapshot to be installed.
 const SEED_TIMEOUT: Duration = Duration::from_secs(4);
@@ -36,6 +39,13 @@ pub(super) async fn seed_state(node: &Node, body: &Value) -> Result<Value, Fail>
     let (index, term) = (num(body, "commit_index")?, num(body, "term")?);
     if index == 0 || term == 0 {
         return Err(Fail(12, "commit_index and term must be positive".into()));
+    }
+    // The log and the terms grow past them; JSON numbers are exact up to here.
+    if index > MAX_SEED || term > MAX_SEED {
+        return Err(Fail(
+            12,
+            format!("commit_index and term must be at most {MAX_SEED} (2^53 - 1)"),
+        ));
     }
     let pairs: Vec<(Vec<u8>, Vec<u8>)> = state
         .iter()

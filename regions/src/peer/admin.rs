@@ -54,6 +54,12 @@ impl Peer {
         if let Some(reason) = &self.fenced {
             return Err(Error::StorePoisoned(reason.clone()));
         }
+        // Raft adds to both (the next entry, the next term) without checking overflow.
+        if index >= 1 << 62 || term >= 1 << 62 {
+            return Err(Error::InvalidArgument(format!(
+                "seed refused: index {index} and term {term} must be below 2^62"
+            )));
+        }
         let keep = if self.is_sole_voter() { keep } else { &[] };
         let region = self.region().clone();
         let rid = self.region_id;
