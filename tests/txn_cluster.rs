@@ -142,7 +142,10 @@ async fn concurrent_increments_of_one_key_lose_no_update() {
     for t in tasks {
         t.await.unwrap();
     }
-    let snap = txns.snapshot(txns.current_timestamp().await.unwrap());
+    let snap = txns
+        .snapshot(txns.current_timestamp().await.unwrap())
+        .await
+        .unwrap();
     let v: u64 = String::from_utf8_lossy(&snap.get(&key).await.unwrap().expect("counter"))
         .parse()
         .unwrap();
@@ -195,7 +198,10 @@ async fn locks_of_a_dead_client_are_resolved_by_others() {
         prewrite_req(&a, &[(&z, b"z-dead")], dead, 1_500),
     )
     .await;
-    let snap = txns.snapshot(txns.current_timestamp().await.unwrap());
+    let snap = txns
+        .snapshot(txns.current_timestamp().await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(snap.get(&z).await.unwrap(), Some(b"z0".to_vec()));
     assert_eq!(snap.get(&a).await.unwrap(), Some(b"a0".to_vec()));
     // A writer over both keys commits (after resolving the expired locks).
@@ -227,11 +233,14 @@ async fn locks_of_a_dead_client_are_resolved_by_others() {
     send(&cluster, &a, commit_req(&[&a], start, commit_ts)).await;
     // Its secondary's lock lives for a minute, but the primary says committed: a reader
     // resolves it at once and sees the whole transaction.
-    let snap = txns.snapshot(txns.current_timestamp().await.unwrap());
+    let snap = txns
+        .snapshot(txns.current_timestamp().await.unwrap())
+        .await
+        .unwrap();
     let both = snap.batch_get(&[a.clone(), z.clone()]).await.unwrap();
     assert_eq!(both, vec![Some(b"a2".to_vec()), Some(b"z2".to_vec())]);
     // And at a ts before its commit, neither.
-    let before = txns.snapshot(commit_ts - 1);
+    let before = txns.snapshot(commit_ts - 1).await.unwrap();
     assert_eq!(
         before.batch_get(&[a.clone(), z.clone()]).await.unwrap(),
         vec![Some(b"a1".to_vec()), Some(b"z1".to_vec())]

@@ -96,7 +96,7 @@ async fn region_safe_point(cluster: &Cluster) -> u64 {
 
 /// Reads every key at `ts`; `None` if the read was refused as below the safe point.
 async fn read_all(txns: &TxnClient, ts: u64) -> Option<Vec<Option<Vec<u8>>>> {
-    let snap = txns.snapshot(ts);
+    let snap = txns.snapshot(ts).await.expect("snapshot");
     let mut out = Vec::new();
     for k in keys() {
         match snap.get(&k).await {
@@ -278,7 +278,13 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
     // A read below the safe point gets the clear error, in both regions; so does a
     // prewrite of a transaction that started below it.
     for key in [&keys()[0], &keys()[1]] {
-        match txns.snapshot(first_commit).get(key).await {
+        match txns
+            .snapshot(first_commit)
+            .await
+            .expect("snapshot")
+            .get(key)
+            .await
+        {
             Err(e @ Error::BelowGcSafePoint { .. }) => {
                 assert!(!e.is_retryable());
                 assert!(e.to_string().contains("below the GC safe point"), "{e}");
@@ -341,7 +347,11 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
         }
     }
     assert!(matches!(
-        txns.snapshot(first_commit).get(b"lo5").await,
+        txns.snapshot(first_commit)
+            .await
+            .expect("snapshot")
+            .get(b"lo5")
+            .await,
         Err(Error::BelowGcSafePoint { .. })
     ));
 }
@@ -378,7 +388,15 @@ async fn a_dead_clients_lock_holds_the_safe_point_until_a_reader_resolves_it() {
     }
     // A reader meets the expired lock, rolls its transaction back, reads nothing.
     let now = txns.current_timestamp().await.expect("ts");
-    assert_eq!(txns.snapshot(now).get(&key).await.expect("read"), None);
+    assert_eq!(
+        txns.snapshot(now)
+            .await
+            .expect("snapshot")
+            .get(&key)
+            .await
+            .expect("read"),
+        None
+    );
     wait_until(
         "the safe point passes the resolved lock",
         Duration::from_secs(30),

@@ -32,7 +32,12 @@ async fn connect(fake: &FakeCluster) -> TxnClient {
 
 async fn read(txns: &TxnClient, key: &[u8]) -> Option<Vec<u8>> {
     let ts = txns.current_timestamp().await.expect("ts");
-    txns.snapshot(ts).get(key).await.expect("snapshot read")
+    txns.snapshot(ts)
+        .await
+        .expect("snapshot")
+        .get(key)
+        .await
+        .expect("snapshot read")
 }
 
 /// Waits (bounded) until `cond` holds.
@@ -54,9 +59,12 @@ async fn a_commit_is_visible_at_later_timestamps_and_not_before() {
     let before = txns.current_timestamp().await.expect("ts");
     let commit_ts = t.commit().await.expect("commit");
     assert!(commit_ts > t.start_ts() && commit_ts > before);
-    let old = txns.snapshot(before);
+    let old = txns.snapshot(before).await.expect("snapshot");
     assert_eq!(old.get(b"acct/alice").await.expect("read"), None);
-    let now = txns.snapshot(txns.current_timestamp().await.expect("ts"));
+    let now = txns
+        .snapshot(txns.current_timestamp().await.expect("ts"))
+        .await
+        .expect("snapshot");
     assert_eq!(
         now.get(b"acct/alice").await.expect("read"),
         Some(b"90".to_vec())

@@ -30,6 +30,8 @@ async fn connect(fake: &FakeCluster, op_timeout: Duration) -> TxnClient {
 /// A snapshot at a fresh timestamp (above every lock the test left).
 async fn snapshot_now(txns: &TxnClient) -> regatta_client::Snapshot {
     txns.snapshot(txns.current_timestamp().await.expect("ts"))
+        .await
+        .expect("snapshot")
 }
 
 #[tokio::test]
@@ -76,7 +78,7 @@ async fn a_reader_resolves_the_secondary_of_a_committed_primary_to_committed() {
     assert_eq!(fake.count("resolve_lock"), 1);
     assert!(fake.lock_on(b"z").is_none(), "the secondary was committed");
     // A reader below the commit ts still does not see it.
-    let before = txns.snapshot(commit_ts - 1);
+    let before = txns.snapshot(commit_ts - 1).await.expect("snapshot");
     assert_eq!(before.get(b"z").await.expect("read"), None);
 }
 

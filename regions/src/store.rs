@@ -345,6 +345,7 @@ impl Store {
         );
         let (gc_worker, gc_thread) = GcWorker::start(cfg.gc_batch_keys, cfg.gc_queue);
         let pd_gc_safe_point = Arc::new(AtomicU64::new(0));
+        let ts_limit = Arc::new(crate::TsLimit::new(cfg.max_ts_drift_allowance_ms));
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
             engine: engine.clone(),
@@ -363,6 +364,7 @@ impl Store {
                 lease_ms: lease_ms.clone(),
                 split_keys: split_keys.clone(),
                 pd_gc_safe_point,
+                ts_limit,
                 gc_worker: gc_worker.clone(),
                 clock,
                 logger: logger.clone(),
@@ -715,6 +717,13 @@ async fn heartbeat_loop(
                 bootstrapped = resp.get_bootstrapped();
             }
             Err(e) => warn!(logger, "store heartbeat failed"; "error" => e),
+        }
+        // Keeps the store's timestamp limit near PD's TSO (see `ts_limit.rs`).
+        // Bounded, so a PD that does not answer never holds the heartbeats back.
+        match tokio::time::timeout(interval, pd.get_ts()).await {
+            Ok(Ok(ts)) => shared.ctx.ts_limit.observe_tso(ts),
+            Ok(Err(e)) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => %e),
+            Err(_) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => "timed out"),
         }
         // Poll fast until PD has bootstrapped the cluster.
         let wait = if bootstrapped {

@@ -94,7 +94,13 @@ pub async fn transfer(txns: &TxnClient, mode: TxnMode, id: u64, from: usize, to:
 /// window). Asserts the total.
 pub async fn audit(txns: &TxnClient) -> Option<SnapshotRead> {
     let ts = txns.current_timestamp().await.ok()?;
-    let values = txns.snapshot(ts).batch_get(&accounts()).await.ok()?;
+    let values = txns
+        .snapshot(ts)
+        .await
+        .ok()?
+        .batch_get(&accounts())
+        .await
+        .ok()?;
     let mut total = 0;
     let mut reads = Vec::new();
     for (key, v) in accounts().into_iter().zip(values) {

@@ -133,6 +133,8 @@ impl TxnOptions {
 pub(crate) struct Shared {
     client: crate::Client,
     tso: tso::TsoBatcher,
+    /// The newest timestamp this client got from the TSO.
+    tso_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -144,7 +146,11 @@ impl Shared {
         let mut backoff = cfg.backoff_base;
         loop {
             match self.tso.get().await {
-                Ok(ts) => return Ok(ts),
+                Ok(ts) => {
+                    self.tso_seen
+                        .fetch_max(ts, std::sync::atomic::Ordering::AcqRel);
+                    return Ok(ts);
+                }
                 Err(Error::Pd(_)) if started.elapsed() < cfg.op_timeout => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(cfg.backoff_max);
@@ -158,6 +164,24 @@ impl Shared {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+impl Shared {
+    /// `Ok` when PD's TSO has handed out `ts` or a later timestamp (asking it for a fresh
+    /// one unless this client already got one at or above `ts`); else
+    /// [`Error::TimestampTooFarAhead`]. A read at a later ts would not be a snapshot:
+    /// transactions committing after the read could still land at or below it.
+    pub(crate) async fn check_issued(&self, ts: u64) -> Result<()> {
+        if ts <= self.tso_seen.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let now = self.timestamp().await?;
+        if ts <= now {
+            Ok(())
+        } else {
+            Err(Error::TimestampTooFarAhead { ts, limit: now })
         }
     }
 }

@@ -169,6 +169,20 @@ impl FakeCluster {
         cluster
     }
 
+    /// A transaction client of this fake: a 10 s operation deadline, millisecond
+    /// backoffs.
+    pub async fn txn_client(&self) -> regatta_client::TxnClient {
+        let cfg = regatta_client::Config {
+            op_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(20),
+            ..regatta_client::Config::default()
+        };
+        regatta_client::TxnClient::connect_with(&[&self.addr], cfg)
+            .await
+            .expect("connect to the fake")
+    }
+
     /// How many commands named `name` the store served (`prewrite` counts 2PC prewrites,
     /// `prewrite_1pc` the ones asking for 1PC; `epoch_not_match` counts refusals).
     pub fn count(&self, name: &str) -> usize {
