@@ -146,6 +146,51 @@ async fn a_long_transaction_keeps_its_primary_alive_by_heartbeats() {
     t.commit().await.expect("commit");
 }
 
+/// Goal: the primary is kept alive from its first lock, not from the end of the
+/// statement's last lock round (issue 20, hole 5: while the second round waited, the
+/// primary's TTL lapsed and a resolver could roll back a live transaction). Method: lock
+/// `p` and `s` in one call while another (live) transaction holds `s`; while the second
+/// round waits, `p`'s TTL must grow.
+#[tokio::test]
+async fn the_primary_is_heartbeated_while_a_later_lock_round_waits() {
+    let fake = FakeCluster::start(&[]).await;
+    let txns = connect(&fake, Duration::from_secs(10)).await;
+    let blocker = fake.ts();
+    fake.prewrite_directly(b"s", &[(b"s", b"held")], blocker, 60_000);
+    let opts = TxnOptions {
+        mode: TxnMode::Pessimistic,
+        heartbeat_interval: Duration::from_millis(20),
+        ..TxnOptions::default()
+    };
+    let mut t = txns.begin_with(opts).await.expect("begin");
+    let locking = tokio::spawn(async move {
+        let r = t.lock_keys(&[b"p".to_vec(), b"s".to_vec()]).await;
+        (t, r)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first_ttl = loop {
+        if let Some(l) = fake.lock_on(b"p") {
+            break l.ttl_ms;
+        }
+        assert!(Instant::now() < deadline, "the primary was never locked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    while fake.lock_on(b"p").map_or(0, |l| l.ttl_ms) <= first_ttl {
+        assert!(
+            Instant::now() < deadline,
+            "the primary's TTL was not extended while the second round waited"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!locking.is_finished(), "still waiting for `s`");
+    fake.commit_directly(&[b"s"], blocker, fake.ts())
+        .expect("the blocker commits");
+    let (mut t, r) = locking.await.expect("task");
+    r.expect("locked once the blocker is gone");
+    t.put(b"p", b"done");
+    t.commit().await.expect("commit");
+}
+
 #[tokio::test]
 async fn a_scan_across_regions_resolves_the_locks_it_meets() {
     let fake = FakeCluster::start(&[b"m"]).await;

@@ -106,6 +106,8 @@ pub const MAX_TRANSFERS_PER_SEC: usize = 64;
 pub struct PdState {
     cfg: PdConfig,
     path: PathBuf,
+    /// `<data_dir>/LOCK`, locked for as long as this state lives (see [`PdState::open`]).
+    _dir_lock: std::fs::File,
     /// Next id to hand out; always `<= id_high_water`.
     next_id: u64,
     /// Persisted: ids at or above this were never handed out.
@@ -151,6 +153,31 @@ fn pd_error(message: String) -> PdError {
     e
 }
 
+/// Takes the exclusive lock of `<dir>/LOCK` (an advisory `flock`, as RocksDB locks a
+/// store's directory), released when the returned file is dropped or the process dies.
+/// A second PD on the same directory would resume the same TSO high water and hand out
+/// timestamps the first also hands out: refused with [`Error::DataDirLocked`].
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
+    let path = dir.join("LOCK");
+    let persist = |source| Error::Persist {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(persist)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DataDirLocked {
+            path: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(persist(source)),
+    }
+}
+
 fn epoch_older(a: &RegionEpoch, b: &RegionEpoch) -> bool {
     a.get_version() < b.get_version() || a.get_conf_ver() < b.get_conf_ver()
 }
@@ -163,6 +190,7 @@ impl PdState {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
+        let dir_lock = lock_data_dir(&cfg.data_dir)?;
         let path = cfg.data_dir.join("pd.state");
         let persisted = match std::fs::read(&path) {
             Ok(bytes) => {
@@ -184,6 +212,7 @@ impl PdState {
         let mut state = PdState {
             cfg,
             path,
+            _dir_lock: dir_lock,
             next_id: id_high_water,
             id_high_water,
             stores: BTreeMap::new(),

@@ -276,8 +276,16 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
                 need_value: l.get_return_values(),
                 keys: l.get_keys().to_vec(),
             };
-            txn::acquire_pessimistic_lock(&snap, &mut wb, &req).map(|values| {
+            let locked = if std::mem::take(&mut s.hand_over_next_lock) {
+                txn::acquire_pessimistic_lock_with_conflict(&snap, &mut wb, &req)
+            } else {
+                txn::acquire_pessimistic_lock_at(&snap, &mut wb, &req)
+            };
+            locked.map(|(values, locked_at)| {
                 let r = out.mut_pessimistic_lock();
+                if locked_at > req.for_update_ts {
+                    r.set_locked_with_conflict_ts(locked_at);
+                }
                 for v in values {
                     let mut tv = txnpb::TxnValue::new();
                     tv.set_found(v.is_some());

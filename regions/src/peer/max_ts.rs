@@ -19,8 +19,10 @@
 //! fetch returns, a 1PC prewrite is proposed as a plain prewrite (answered with
 //! `one_pc_commit_ts = 0`) and an async-commit prewrite is answered `ServerIsBusy`.
 //!
-//! Assumption: read timestamps come from the TSO (a read at a ts above any the TSO handed
-//! out is not covered).
+//! Read timestamps come from the TSO: a command carrying a timestamp beyond the TSO plus
+//! the drift allowance is refused before it reaches `max_ts` (`ts_limit.rs`), and a
+//! pessimistic lock's conflict ts (a holder's commit ts, maybe chosen above the TSO by a
+//! 1PC) never goes in: `max_ts` takes read timestamps and TSO syncs only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

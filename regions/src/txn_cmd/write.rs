@@ -230,7 +230,7 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
             let locked = if p.get_allow_lock_with_conflict() {
                 regatta_txn::acquire_pessimistic_lock_with_conflict(snap, b, &tr)
             } else {
-                regatta_txn::acquire_pessimistic_lock(snap, b, &tr).map(|v| (v, tr.for_update_ts))
+                regatta_txn::acquire_pessimistic_lock_at(snap, b, &tr)
             };
             let r = locked.map(|(values, for_update_ts)| {
                 let mut out = PessimisticLockResponse::new();
