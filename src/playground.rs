@@ -34,6 +34,9 @@ pub struct PlaygroundConfig {
     pub transport: Option<TransportWrap>,
     /// How far PD's GC safe point trails its clock (default 10 min).
     pub gc_life_time: Duration,
+    /// PD's TSO reads its clock in steps of this many ms (default 1; see
+    /// `regatta_pd::PdConfig::tso_clock_step_ms`).
+    pub tso_clock_step_ms: u64,
 }
 
 impl PlaygroundConfig {
@@ -48,6 +51,7 @@ impl PlaygroundConfig {
             store_config: StoreConfig::default(),
             transport: None,
             gc_life_time: regatta_pd::gc::DEFAULT_GC_LIFE_TIME,
+            tso_clock_step_ms: 1,
         }
     }
 
@@ -55,6 +59,7 @@ impl PlaygroundConfig {
     fn pd_config(&self) -> regatta_pd::PdConfig {
         let mut c = regatta_pd::PdConfig::new(self.stores, self.regions, self.data_dir.join("pd"));
         c.gc_life_time = self.gc_life_time;
+        c.tso_clock_step_ms = self.tso_clock_step_ms;
         c
     }
 }

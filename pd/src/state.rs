@@ -45,6 +45,11 @@ pub struct PdConfig {
     /// How far the GC safe point trails PD's clock (default 10 min, at least 1 s): MVCC
     /// versions a read at or above it does not need may be dropped (see [`crate::gc`]).
     pub gc_life_time: Duration,
+    /// The TSO reads PD's clock in steps of this many ms (default 1, the clock as it
+    /// is). Above 1, every timestamp of a step shares one physical millisecond — as in a
+    /// burst, or under an oracle stepped by hand — so that tests find commit timestamps
+    /// meeting TSO timestamps (a store's 1PC commit ts is `max_ts + 1`). At most 1,000.
+    pub tso_clock_step_ms: u64,
 }
 
 /// PD's frames are small (a region map of thousands of regions fits in a few MiB); anything
@@ -61,6 +66,7 @@ impl PdConfig {
             data_dir,
             inbound: InboundLimits::new(PD_MAX_FRAME),
             gc_life_time: DEFAULT_GC_LIFE_TIME,
+            tso_clock_step_ms: 1,
         }
     }
 
@@ -78,6 +84,12 @@ impl PdConfig {
             )));
         }
         self.inbound.validate().map_err(Error::InvalidConfig)?;
+        if !(1..=1_000).contains(&self.tso_clock_step_ms) {
+            return Err(Error::InvalidConfig(format!(
+                "tso_clock_step_ms must be in 1..=1000, got {}",
+                self.tso_clock_step_ms
+            )));
+        }
         if self.gc_life_time < MIN_GC_LIFE_TIME {
             return Err(Error::InvalidConfig(format!(
                 "gc_life_time must be at least {MIN_GC_LIFE_TIME:?}, got {:?}",
@@ -713,7 +725,8 @@ impl PdState {
     /// `count` timestamps from the oracle; the first is returned. A new high water is
     /// persisted before any timestamp under it leaves.
     fn timestamps(&mut self, count: u32) -> Result<u64, PdError> {
-        let now_ms = wall_ms();
+        let step = self.cfg.tso_clock_step_ms.max(1);
+        let now_ms = wall_ms() / step * step;
         let (first, new_high_water) = self.tso.next(count, now_ms).map_err(pd_error)?;
         if let Some(hw) = new_high_water {
             let old = self.tso.high_water();

@@ -179,6 +179,7 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
         store_config,
         transport: None,
         gc_life_time: a.gc_life_time,
+        tso_clock_step_ms: 1,
     };
     let sys = actix::System::new();
     sys.block_on(async move {
