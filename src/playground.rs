@@ -74,6 +74,8 @@ pub struct Playground {
     stores: Vec<Option<Store>>,
     /// Each store's address (kept across restarts so it comes back on the same port).
     store_addrs: Vec<String>,
+    /// GC's resolve-locks phase (`gc_resolver.rs`), every `store_config.gc_interval_ms`.
+    resolver: Option<crate::gc_resolver::LockResolver>,
     logger: Logger,
 }
 
@@ -100,6 +102,7 @@ impl Playground {
             pd_addr: pd.addr.to_string(),
             pd: Some(pd),
             store_addrs,
+            resolver: None,
             logger,
         };
         for id in 1..=pg.cfg.stores as u64 {
@@ -108,6 +111,12 @@ impl Playground {
         // Thousands of regions take a while to elect on two cores.
         let wait = Duration::from_secs(60).max(Duration::from_millis(20) * pg.cfg.regions as u32);
         pg.wait_for_leaders(wait).await?;
+        pg.resolver = Some(crate::gc_resolver::LockResolver::start(
+            pg.pd_addr.clone(),
+            pg.cfg.gc_life_time,
+            Duration::from_millis(pg.cfg.store_config.gc_interval_ms),
+            pg.logger.clone(),
+        ));
         Ok(pg)
     }
 
@@ -251,6 +260,7 @@ impl Playground {
 
     /// Stops every store and PD.
     pub async fn stop(mut self) {
+        self.resolver = None;
         for id in 1..=self.stores.len() as u64 {
             self.stop_store(id).await;
         }

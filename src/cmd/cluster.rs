@@ -212,6 +212,13 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("starting PD on {}", a.addr))?;
         println!("ready pd={}", pd.addr);
+        // GC's resolve-locks phase, at the stores' default GC interval.
+        let _resolver = regatta::gc_resolver::LockResolver::start(
+            pd.addr.to_string(),
+            a.gc_life_time,
+            Duration::from_millis(StoreConfig::default().gc_interval_ms),
+            logger.clone(),
+        );
         shutdown_signal().await;
         pd.stop().await;
         anyhow::Ok(())

@@ -119,6 +119,14 @@ impl TxnClient {
         Ok(Snapshot::new(self.shared.clone(), ts))
     }
 
+    /// GC's resolve-locks phase: resolves every lock of a transaction that started at
+    /// or below `max_ts` (a candidate GC safe point) through its primary — committed,
+    /// or rolled back once expired — so that a client that died holding locks does not
+    /// hold the safe point back; live transactions' locks stay. Walks every region.
+    pub async fn resolve_locks_below(&self, max_ts: u64) -> Result<super::LocksResolved> {
+        super::gc::resolve_locks_below(&self.shared, max_ts).await
+    }
+
     /// Begins an optimistic transaction (default options).
     pub async fn begin_optimistic(&self) -> Result<Transaction> {
         self.begin_with(TxnOptions::optimistic()).await

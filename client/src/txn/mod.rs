@@ -28,6 +28,7 @@
 mod atomic;
 mod client;
 mod commit;
+mod gc;
 mod occ;
 mod read;
 mod resolve;
@@ -37,6 +38,7 @@ mod tso;
 
 pub use atomic::{AtomicOp, AtomicOutcome};
 pub use client::{TxnBody, TxnClient};
+pub use gc::LocksResolved;
 pub use occ::{OccOutcome, OccTxn};
 pub use read::Snapshot;
 pub use transaction::Transaction;

@@ -307,6 +307,19 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
                 out.mut_pessimistic_rollback();
             }),
         ),
+        Cmd::scan_lock(sc) => ("scan_lock", {
+            // One region per scan is enough for the fake's tests: to the region's end.
+            let end = region.get_end_key().to_vec();
+            txn::MvccReader::new(&snap)
+                .scan_locks(sc.get_start_key(), &end, sc.get_max_ts(), usize::MAX)
+                .map(|locks| {
+                    let r = out.mut_scan_lock();
+                    for (k, l) in locks {
+                        r.mut_locks().push(lock_info(&k, &l));
+                    }
+                    r.set_scanned_end(end.clone());
+                })
+        }),
         Cmd::check_secondary_locks(c) => (
             "check_secondary_locks",
             txn::check_secondary_locks(&snap, &mut wb, c.get_keys(), c.get_start_ts()).map(|_| {

@@ -516,5 +516,6 @@ fn keys_of(cmd: &Cmd) -> Vec<Vec<u8>> {
         Cmd::pessimistic_lock(l) => l.get_keys().to_vec(),
         Cmd::pessimistic_rollback(r) => r.get_keys().to_vec(),
         Cmd::check_secondary_locks(c) => c.get_keys().to_vec(),
+        Cmd::scan_lock(s) => vec![s.get_start_key().to_vec()],
     }
 }

@@ -77,6 +77,7 @@ pub(crate) fn validate_txn(req: &TxnRequest, c: &Checks<'_>) -> Result<(), Error
             keys(c, slices(b.get_keys()).into_iter())
         }
         Some(Cmd::scan(s)) => ts("start_ts", s.get_start_ts()),
+        Some(Cmd::scan_lock(s)) => ts("max_ts", s.get_max_ts()),
         Some(Cmd::prewrite(p)) => {
             ts("start_ts", p.get_start_ts())?;
             // Nothing resolves an async-commit lock yet (no client checks its secondaries
