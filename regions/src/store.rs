@@ -448,6 +448,8 @@ impl Store {
         tasks.push(tokio::spawn(async move {
             heartbeat_loop(pd3, shared3, interval, log3).await;
         }));
+        let (pd4, shared4, log4) = (pd.clone(), shared.clone(), logger.clone());
+        tasks.push(tokio::spawn(ts_limit_loop(pd4, shared4, interval, log4)));
         tasks.push(tokio::spawn(
             shared.clone().fence_when_poisoned(logger.clone()),
         ));
@@ -677,6 +679,24 @@ fn recover(shared: &Shared) -> Result<usize, Error> {
     Ok(recovered)
 }
 
+/// Keeps the store's timestamp limit near PD's TSO (see `ts_limit.rs`): a timestamp every
+/// `interval`, in a task of its own so a slow TSO never holds the heartbeats back.
+async fn ts_limit_loop(
+    pd: Arc<dyn PdClient>,
+    shared: Arc<Shared>,
+    interval: Duration,
+    logger: Logger,
+) {
+    loop {
+        match tokio::time::timeout(interval, pd.get_ts()).await {
+            Ok(Ok(ts)) => shared.ctx.ts_limit.observe_tso(ts),
+            Ok(Err(e)) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => %e),
+            Err(_) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => "timed out"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 async fn heartbeat_loop(
     pd: Arc<dyn PdClient>,
     shared: Arc<Shared>,
@@ -717,13 +737,6 @@ async fn heartbeat_loop(
                 bootstrapped = resp.get_bootstrapped();
             }
             Err(e) => warn!(logger, "store heartbeat failed"; "error" => e),
-        }
-        // Keeps the store's timestamp limit near PD's TSO (see `ts_limit.rs`).
-        // Bounded, so a PD that does not answer never holds the heartbeats back.
-        match tokio::time::timeout(interval, pd.get_ts()).await {
-            Ok(Ok(ts)) => shared.ctx.ts_limit.observe_tso(ts),
-            Ok(Err(e)) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => %e),
-            Err(_) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => "timed out"),
         }
         // Poll fast until PD has bootstrapped the cluster.
         let wait = if bootstrapped {

@@ -15,8 +15,8 @@
 //!
 //! and a command that carries one beyond it is refused before anything reads it
 //! (`KeyError.ts_too_far_ahead`, not retryable); a 1PC commit ts that would exceed it
-//! falls back to 2PC. The store fetches a TSO ts at every store heartbeat and at every
-//! leader's `max_ts` sync; the wall clock covers a store that has not reached PD yet.
+//! falls back to 2PC. The store fetches a TSO ts every store-heartbeat interval and at
+//! every leader's `max_ts` sync; the wall clock covers a store that has not reached PD yet.
 //!
 //! Assumption: the stores' wall clocks are within the allowance (60 s by default) of
 //! PD's, and PD's TSO does not run ahead of PD's clock by more (it runs ahead by at most
