@@ -55,7 +55,11 @@ pub enum TxnMode {
     Optimistic,
     /// Keys are locked as they are read for update ([`Transaction::get_for_update`],
     /// [`Transaction::lock_keys`]) and before commit for every other written key, each at
-    /// a fresh `for_update_ts`: the commit does not fail on write conflicts.
+    /// a fresh `for_update_ts`: the commit does not fail on write conflicts. Except on a
+    /// key the transaction read at its start ts ([`Transaction::get`], `batch_get`, inside
+    /// a `scan`'s range) before locking it: that lock is checked from the start ts, and a
+    /// write committed since fails with [`Error::WriteConflict`] (retryable), so a `get`
+    /// then `put` never loses another transaction's update (snapshot isolation).
     Pessimistic,
 }
 

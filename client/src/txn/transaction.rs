@@ -120,21 +120,25 @@ impl Transaction {
     }
 
     /// The value of `key`: this transaction's own buffered write if it has one, else the
-    /// value committed at or below `start_ts` (`None`: no value).
+    /// value committed at or below `start_ts` (`None`: no value). Pessimistic: a key read
+    /// here and written later is locked checked from `start_ts` (see
+    /// [`TxnMode::Pessimistic`]).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.ensure_active("get")?;
         match self.buffer.get(key) {
             Some(Buffered::Put(v)) => Ok(Some(v.clone())),
             Some(Buffered::Delete) => Ok(None),
             Some(Buffered::Lock) | None => {
-                self.note_read(|r| r.keys.insert(key.to_vec()));
+                self.note_read(|r| {
+                    r.keys.insert(key.to_vec());
+                });
                 read::get(&self.shared, self.start_ts, key).await
             }
         }
     }
 
     /// Pessimistic: records a read at `start_ts` (see [`ReadSet`]).
-    fn note_read(&self, f: impl FnOnce(&mut ReadSet) -> bool) {
+    fn note_read(&self, f: impl FnOnce(&mut ReadSet)) {
         if self.opts.mode == TxnMode::Pessimistic {
             f(&mut self.read.lock().expect("read set lock"));
         }
@@ -149,10 +153,7 @@ impl Transaction {
             .filter(|k| matches!(self.buffer.get(*k), None | Some(Buffered::Lock)))
             .cloned()
             .collect();
-        self.note_read(|r| {
-            r.keys.extend(unbuffered.iter().cloned());
-            true
-        });
+        self.note_read(|r| r.keys.extend(unbuffered.iter().cloned()));
         let read = read::batch_get(&self.shared, self.start_ts, &unbuffered).await?;
         let stored: HashMap<Vec<u8>, Option<Vec<u8>>> = unbuffered.into_iter().zip(read).collect();
         Ok(keys
@@ -187,10 +188,7 @@ impl Transaction {
             .collect();
         // Each buffered delete hides at most one stored pair: read that many more.
         let want = if limit == 0 { 0 } else { limit + own.len() };
-        self.note_read(|r| {
-            r.ranges.push((start.to_vec(), end.to_vec()));
-            true
-        });
+        self.note_read(|r| r.ranges.push((start.to_vec(), end.to_vec())));
         let stored = read::scan(&self.shared, self.start_ts, start, end, want).await?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
         for (k, b) in own {
