@@ -118,16 +118,17 @@ impl Peer {
         };
         let mut floor = false;
         if p.get_try_one_pc() {
+            // Above the store's timestamp limit (see `ts_limit.rs`) the prewrite stays a
+            // plain one: the client commits it by 2PC at a TSO timestamp.
+            let limit = self.ctx.ts_limit.limit(self.ctx.clock.wall_ms());
             let commit_ts = self.max_ts.one_pc_commit_ts(
                 term,
                 p.get_start_ts(),
                 p.get_for_update_ts(),
                 p.get_min_commit_ts(),
+                limit,
             );
-            // Above the store's timestamp limit (see `ts_limit.rs`) the prewrite stays a
-            // plain one: the client commits it by 2PC at a TSO timestamp.
-            let limit = self.ctx.ts_limit.limit(self.ctx.clock.wall_ms());
-            if let Some(ts) = commit_ts.filter(|ts| *ts <= limit) {
+            if let Some(ts) = commit_ts {
                 cmd.set_one_pc_commit_ts(ts);
                 floor = true;
             }
