@@ -57,6 +57,32 @@ async fn a_pessimistic_get_then_put_conflicts_with_a_commit_since_the_read() {
     assert_eq!(got, 2);
 }
 
+/// Goal: a pessimistic transaction's `get` of a key it already locked returns the value
+/// its lock was taken over (the one `get_for_update` returned), not the older one at its
+/// start ts — a write made from that would lose the commit in between. Method: T1
+/// begins; T2 commits `k`; T1 locks `k` (sees T2's value), then reads it with `get`, and
+/// with `batch_get`.
+#[tokio::test]
+async fn a_pessimistic_get_of_a_locked_key_sees_the_locked_value() {
+    let fake = FakeCluster::start(&[]).await;
+    let txns = fake.txn_client().await;
+    let mut t1 = txns.begin_pessimistic().await.expect("begin t1");
+    let mut t2 = txns.begin_optimistic().await.expect("begin t2");
+    t2.put(b"k", b"t2");
+    t2.commit().await.expect("t2 commits");
+    let locked = t1.get_for_update(b"k").await.expect("lock");
+    assert_eq!(locked, Some(b"t2".to_vec()));
+    assert_eq!(t1.get(b"k").await.expect("get"), locked);
+    assert_eq!(
+        t1.batch_get(&[b"k".to_vec(), b"other".to_vec()])
+            .await
+            .expect("batch_get"),
+        vec![locked, None]
+    );
+    t1.put(b"k", b"t1");
+    t1.commit().await.expect("t1 commits");
+}
+
 /// Goal: a key handed to a waiter at its holder's commit ts `c` (which a 1PC may have
 /// chosen above anything the TSO handed out) is committed by the waiter above `c`, never
 /// at or below it (hole 1: the waiter's version replaced the holder's, or hid under it).

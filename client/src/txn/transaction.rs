@@ -122,12 +122,16 @@ impl Transaction {
     /// The value of `key`: this transaction's own buffered write if it has one, else the
     /// value committed at or below `start_ts` (`None`: no value). Pessimistic: a key read
     /// here and written later is locked checked from `start_ts` (see
-    /// [`TxnMode::Pessimistic`]).
+    /// [`TxnMode::Pessimistic`]); a key this transaction already locked is read at its
+    /// `for_update_ts` (the value [`Transaction::get_for_update`] returned).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.ensure_active("get")?;
         match self.buffer.get(key) {
             Some(Buffered::Put(v)) => Ok(Some(v.clone())),
             Some(Buffered::Delete) => Ok(None),
+            Some(Buffered::Lock) | None if self.pessimistically_locked(key) => {
+                read::get(&self.shared, self.locked_read_ts(), key).await
+            }
             Some(Buffered::Lock) | None => {
                 self.note_read(|r| {
                     r.keys.insert(key.to_vec());
@@ -135,6 +139,19 @@ impl Transaction {
                 read::get(&self.shared, self.start_ts, key).await
             }
         }
+    }
+
+    /// Whether `key` holds (or was asked to hold) this pessimistic transaction's lock.
+    fn pessimistically_locked(&self, key: &[u8]) -> bool {
+        self.opts.mode == TxnMode::Pessimistic && self.locked.contains(key)
+    }
+
+    /// Where a pessimistic transaction reads a key it locked: at its `for_update_ts`, the
+    /// value its lock was taken over (the newest; nobody else can commit there while the
+    /// lock holds). Reading it at `start_ts` instead would return a value older than the
+    /// one `get_for_update` returned, and writing from it would lose the writes between.
+    fn locked_read_ts(&self) -> u64 {
+        self.for_update_ts.max(self.start_ts)
     }
 
     /// Pessimistic: records a read at `start_ts` (see [`ReadSet`]).
@@ -153,9 +170,17 @@ impl Transaction {
             .filter(|k| matches!(self.buffer.get(*k), None | Some(Buffered::Lock)))
             .cloned()
             .collect();
-        self.note_read(|r| r.keys.extend(unbuffered.iter().cloned()));
-        let read = read::batch_get(&self.shared, self.start_ts, &unbuffered).await?;
-        let stored: HashMap<Vec<u8>, Option<Vec<u8>>> = unbuffered.into_iter().zip(read).collect();
+        let (locked, at_start): (Vec<Vec<u8>>, Vec<Vec<u8>>) = unbuffered
+            .into_iter()
+            .partition(|k| self.pessimistically_locked(k));
+        self.note_read(|r| r.keys.extend(at_start.iter().cloned()));
+        let mut stored: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        for (part, ts) in [(at_start, self.start_ts), (locked, self.locked_read_ts())] {
+            if !part.is_empty() {
+                let read = read::batch_get(&self.shared, ts, &part).await?;
+                stored.extend(part.into_iter().zip(read));
+            }
+        }
         Ok(keys
             .iter()
             .map(|k| match self.buffer.get(k) {
