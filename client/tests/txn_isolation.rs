@@ -60,8 +60,8 @@ async fn a_pessimistic_get_then_put_conflicts_with_a_commit_since_the_read() {
 /// Goal: a pessimistic transaction's `get` of a key it already locked returns the value
 /// its lock was taken over (the one `get_for_update` returned), not the older one at its
 /// start ts — a write made from that would lose the commit in between. Method: T1
-/// begins; T2 commits `k`; T1 locks `k` (sees T2's value), then reads it with `get`, and
-/// with `batch_get`.
+/// begins; T2 commits `k`; T1 locks `k` (sees T2's value), then reads it with `get`,
+/// `batch_get` and `scan`.
 #[tokio::test]
 async fn a_pessimistic_get_of_a_locked_key_sees_the_locked_value() {
     let fake = FakeCluster::start(&[]).await;
@@ -77,8 +77,10 @@ async fn a_pessimistic_get_of_a_locked_key_sees_the_locked_value() {
         t1.batch_get(&[b"k".to_vec(), b"other".to_vec()])
             .await
             .expect("batch_get"),
-        vec![locked, None]
+        vec![locked.clone(), None]
     );
+    let scanned = t1.scan(b"", b"", 0).await.expect("scan");
+    assert_eq!(scanned, vec![(b"k".to_vec(), b"t2".to_vec())], "scan too");
     t1.put(b"k", b"t1");
     t1.commit().await.expect("t1 commits");
 }

@@ -123,7 +123,8 @@ impl Transaction {
     /// value committed at or below `start_ts` (`None`: no value). Pessimistic: a key read
     /// here and written later is locked checked from `start_ts` (see
     /// [`TxnMode::Pessimistic`]); a key this transaction already locked is read at its
-    /// `for_update_ts` (the value [`Transaction::get_for_update`] returned).
+    /// `for_update_ts` (the value [`Transaction::get_for_update`] returned), by `get`,
+    /// `batch_get` and `scan` alike.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.ensure_active("get")?;
         match self.buffer.get(key) {
@@ -211,11 +212,33 @@ impl Transaction {
             .range::<[u8], _>((Bound::Included(start), upper))
             .filter(|(_, b)| **b != Buffered::Lock)
             .collect();
-        // Each buffered delete hides at most one stored pair: read that many more.
-        let want = if limit == 0 { 0 } else { limit + own.len() };
+        // Keys this pessimistic transaction locked are read at its for_update_ts (as
+        // `get` reads them), over what the scan at start_ts saw.
+        let locked: Vec<Vec<u8>> = self
+            .locked
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .filter(|k| self.pessimistically_locked(k))
+            .cloned()
+            .collect();
+        // Each buffered delete, and each locked key deleted since start_ts, hides at most
+        // one stored pair: read that many more.
+        let want = if limit == 0 {
+            0
+        } else {
+            limit + own.len() + locked.len()
+        };
         self.note_read(|r| r.ranges.push((start.to_vec(), end.to_vec())));
         let stored = read::scan(&self.shared, self.start_ts, start, end, want).await?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        if !locked.is_empty() {
+            let now = read::batch_get(&self.shared, self.locked_read_ts(), &locked).await?;
+            for (k, v) in locked.into_iter().zip(now) {
+                match v {
+                    Some(v) => merged.insert(k, v),
+                    None => merged.remove(&k),
+                };
+            }
+        }
         for (k, b) in own {
             match b {
                 Buffered::Put(v) => {
