@@ -370,7 +370,7 @@ async fn read_back(
             }
         }
         _ => {
-            let snap = txns.snapshot(txns.current_timestamp().await?);
+            let snap = txns.snapshot(txns.current_timestamp().await?).await?;
             for v in snap.batch_get(keys).await? {
                 sum += count(v.as_deref())?;
             }

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod contention;
+pub mod gc_resolver;
 pub mod logging;
 pub mod maelstrom;
 pub mod pd_seam;

@@ -34,6 +34,9 @@ pub struct PlaygroundConfig {
     pub transport: Option<TransportWrap>,
     /// How far PD's GC safe point trails its clock (default 10 min).
     pub gc_life_time: Duration,
+    /// PD's TSO reads its clock in steps of this many ms (default 1; see
+    /// `regatta_pd::PdConfig::tso_clock_step_ms`).
+    pub tso_clock_step_ms: u64,
 }
 
 impl PlaygroundConfig {
@@ -48,6 +51,7 @@ impl PlaygroundConfig {
             store_config: StoreConfig::default(),
             transport: None,
             gc_life_time: regatta_pd::gc::DEFAULT_GC_LIFE_TIME,
+            tso_clock_step_ms: 1,
         }
     }
 
@@ -55,6 +59,7 @@ impl PlaygroundConfig {
     fn pd_config(&self) -> regatta_pd::PdConfig {
         let mut c = regatta_pd::PdConfig::new(self.stores, self.regions, self.data_dir.join("pd"));
         c.gc_life_time = self.gc_life_time;
+        c.tso_clock_step_ms = self.tso_clock_step_ms;
         c
     }
 }
@@ -69,6 +74,8 @@ pub struct Playground {
     stores: Vec<Option<Store>>,
     /// Each store's address (kept across restarts so it comes back on the same port).
     store_addrs: Vec<String>,
+    /// GC's resolve-locks phase (`gc_resolver.rs`), every `store_config.gc_interval_ms`.
+    resolver: Option<crate::gc_resolver::LockResolver>,
     logger: Logger,
 }
 
@@ -95,6 +102,7 @@ impl Playground {
             pd_addr: pd.addr.to_string(),
             pd: Some(pd),
             store_addrs,
+            resolver: None,
             logger,
         };
         for id in 1..=pg.cfg.stores as u64 {
@@ -103,6 +111,12 @@ impl Playground {
         // Thousands of regions take a while to elect on two cores.
         let wait = Duration::from_secs(60).max(Duration::from_millis(20) * pg.cfg.regions as u32);
         pg.wait_for_leaders(wait).await?;
+        pg.resolver = Some(crate::gc_resolver::LockResolver::start(
+            pg.pd_addr.clone(),
+            pg.cfg.gc_life_time,
+            Duration::from_millis(pg.cfg.store_config.gc_interval_ms),
+            pg.logger.clone(),
+        ));
         Ok(pg)
     }
 
@@ -246,6 +260,7 @@ impl Playground {
 
     /// Stops every store and PD.
     pub async fn stop(mut self) {
+        self.resolver = None;
         for id in 1..=self.stores.len() as u64 {
             self.stop_store(id).await;
         }

@@ -2,7 +2,8 @@
 //! process is killed with SIGKILL while clients write; every acknowledged write must still
 //! be readable afterwards, and the killed store must rejoin from its data directory. The
 //! transactional phase does the same under bank transfers (2PC across regions, 1PC within
-//! one), and checks the whole history for snapshot isolation.
+//! one), and checks the whole history for snapshot isolation. And a second `regatta pd`
+//! on a data directory another PD process holds refuses to start.
 
 #[path = "common/bank.rs"]
 mod bank;
@@ -230,4 +231,59 @@ async fn sigkill_during_transactions_keeps_them_atomic_and_snapshot_isolated() {
     }
     bank.progress(20).await;
     bank.finish(&txns, seed).await;
+}
+
+/// Goal: two PD processes never serve one data directory (two timestamp oracles resuming
+/// from one persisted high water would hand out the same timestamps; issue 20, hole 3).
+/// Method: `regatta pd` on a directory, then a second one on it (another port): it must
+/// exit with an error naming the lock, not print `ready`; once the first is killed, a
+/// new one starts there.
+#[test]
+fn a_second_pd_on_a_held_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("pd").display().to_string();
+    let pd_args = |port: u16| {
+        vec![
+            "pd".to_string(),
+            "--addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            data.clone(),
+            "--initial-stores".into(),
+            "1".into(),
+        ]
+    };
+    let first = spawn_ready(&pd_args(free_port()), "error");
+    let mut second = Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_regatta"))
+            .args(pd_args(free_port()))
+            .env("REGATTA_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("regatta runs"),
+    );
+    // It must exit by itself (a PD that serves runs until killed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.0.try_wait().expect("wait on the second PD") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second PD is still running beside the first"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "the second PD exited 0");
+    let mut out = String::new();
+    let mut err = String::new();
+    use std::io::Read;
+    let child = &mut second.0;
+    child.stdout.take().map(|mut o| o.read_to_string(&mut out));
+    child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    assert!(!out.contains("ready"), "{out}");
+    assert!(err.contains("in use by another PD"), "{err}");
+    drop(first);
+    let _third = spawn_ready(&pd_args(free_port()), "error");
 }

@@ -19,6 +19,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The counter under `key` in a snapshot at a fresh timestamp.
+async fn counter_now(txns: &TxnClient, key: &[u8]) -> u64 {
+    let snap = txns
+        .snapshot(txns.current_timestamp().await.unwrap())
+        .await
+        .unwrap();
+    let v = snap.get(key).await.unwrap().expect("counter");
+    String::from_utf8_lossy(&v).parse().expect("a count")
+}
+
 async fn txn_client(cluster: &Cluster) -> TxnClient {
     cluster
         .txn_client_with_deadline(Duration::from_secs(30))
@@ -28,9 +38,11 @@ async fn txn_client(cluster: &Cluster) -> TxnClient {
 /// Goal: the bank's history stays snapshot-isolated, every snapshot sums to the total and
 /// nothing acknowledged is lost, through a leader isolated by a partition, a store crash
 /// and restart, a split of a region under the accounts, a leader transfer and a minority
-/// partition. Method: 6 clients (half optimistic, half pessimistic) transfer between
-/// random accounts over two regions, an auditor reads all accounts in snapshots, a nemesis
-/// runs one fault after each 25 more commits; then the whole history goes to the checker.
+/// partition. Method: 6 clients (optimistic, pessimistic with `get_for_update`,
+/// pessimistic with a plain `get`, two each; each reads its writes back after a commit)
+/// transfer between random accounts over two regions, an auditor reads all accounts in
+/// snapshots, a nemesis runs one fault after each 25 more commits; then the whole
+/// history goes to the checker.
 #[actix_rt::test]
 async fn bank_history_is_snapshot_isolated_through_partitions_crashes_and_splits() {
     let mut cluster = Cluster::new(3, 1).await;
@@ -73,6 +85,26 @@ async fn bank_history_is_snapshot_isolated_through_partitions_crashes_and_splits
 
     let committed = bank.finish(&txns, cluster.seed).await;
     assert!(committed >= 165, "only {committed} commits");
+}
+
+/// Goal: the bank's history stays snapshot-isolated when many timestamps share one
+/// physical millisecond — where a 1PC commit ts (`max_ts + 1`) meets the timestamps the
+/// TSO hands out next, and a key handed over at such a commit ts must commit above it
+/// (issue 20, holes 1 and 2). Method: PD's TSO reads its clock in 200 ms steps; the
+/// bank's 6 clients of the three styles (each reading its writes back in a snapshot
+/// begun after its commit returned) run over two regions (1PC within one, 2PC across)
+/// until 150 commits, no faults; then the checker.
+#[actix_rt::test]
+async fn bank_history_is_snapshot_isolated_with_many_timestamps_per_millisecond() {
+    let cluster = Cluster::with_tso_clock_step_ms(3, 1, 200).await;
+    let admin = cluster.client().await;
+    admin.split(&account(ACCOUNTS / 2)).await.expect("split");
+    let txns = txn_client(&cluster).await;
+    let setup_ts = bank::open(&txns).await;
+    let bank = Bank::start(&txns, (0..6).map(|_| cluster.rng()).collect(), setup_ts);
+    bank.progress(150).await;
+    let committed = bank.finish(&txns, cluster.seed).await;
+    assert!(committed >= 150, "only {committed} commits");
 }
 
 /// Goal: concurrent read-modify-write increments of one key, optimistic and pessimistic,
@@ -142,10 +174,7 @@ async fn concurrent_increments_of_one_key_lose_no_update() {
     for t in tasks {
         t.await.unwrap();
     }
-    let snap = txns.snapshot(txns.current_timestamp().await.unwrap());
-    let v: u64 = String::from_utf8_lossy(&snap.get(&key).await.unwrap().expect("counter"))
-        .parse()
-        .unwrap();
+    let v = counter_now(&txns, &key).await;
     let (done, undetermined) = (
         done.load(Ordering::Relaxed),
         undetermined.load(Ordering::Relaxed),
@@ -162,6 +191,51 @@ async fn send(cluster: &Cluster, route_key: &[u8], txn: TxnRequest) {
     assert!(!resp.has_error(), "store error: {:?}", resp.get_error());
     let t = resp.get_response().get_txn();
     assert!(!t.has_key_error(), "{:?}", t.get_key_error());
+}
+
+/// Goal: pessimistic transactions that read with a plain `get` (at their start ts) and
+/// then write the key lose no update (issue 20, hole 2: 100 x 10 such increments once
+/// ended at 11). Method: 8 clients x 4 increments of one key, each `get` then `put` in a
+/// pessimistic `TxnClient::run` (a write committed since the read is a retried
+/// `WriteConflict`); the counter must equal the 32 commits.
+#[actix_rt::test]
+async fn pessimistic_get_then_put_increments_lose_no_update() {
+    let cluster = Cluster::new(3, 1).await;
+    let txns = txn_client(&cluster).await;
+    let key = b"plain-counter".to_vec();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (txns, key) = (txns.clone(), key.clone());
+        tasks.push(actix_rt::spawn(async move {
+            let opts = TxnOptions {
+                retry_timeout: Duration::from_secs(60),
+                ..TxnOptions::pessimistic()
+            };
+            for _ in 0..4 {
+                txns.run(opts.clone(), |t| {
+                    let key = key.clone();
+                    Box::pin(async move {
+                        let n: u64 = t
+                            .get(&key)
+                            .await?
+                            .map_or(0, |v| String::from_utf8_lossy(&v).parse().expect("a count"));
+                        t.put(&key, (n + 1).to_string().as_bytes());
+                        Ok(())
+                    })
+                })
+                .await
+                .expect("an increment commits");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        counter_now(&txns, &key).await,
+        32,
+        "every increment counted"
+    );
 }
 
 /// Goal: a client that died after prewriting in two regions (its locks left behind, no
@@ -195,7 +269,10 @@ async fn locks_of_a_dead_client_are_resolved_by_others() {
         prewrite_req(&a, &[(&z, b"z-dead")], dead, 1_500),
     )
     .await;
-    let snap = txns.snapshot(txns.current_timestamp().await.unwrap());
+    let snap = txns
+        .snapshot(txns.current_timestamp().await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(snap.get(&z).await.unwrap(), Some(b"z0".to_vec()));
     assert_eq!(snap.get(&a).await.unwrap(), Some(b"a0".to_vec()));
     // A writer over both keys commits (after resolving the expired locks).
@@ -227,11 +304,14 @@ async fn locks_of_a_dead_client_are_resolved_by_others() {
     send(&cluster, &a, commit_req(&[&a], start, commit_ts)).await;
     // Its secondary's lock lives for a minute, but the primary says committed: a reader
     // resolves it at once and sees the whole transaction.
-    let snap = txns.snapshot(txns.current_timestamp().await.unwrap());
+    let snap = txns
+        .snapshot(txns.current_timestamp().await.unwrap())
+        .await
+        .unwrap();
     let both = snap.batch_get(&[a.clone(), z.clone()]).await.unwrap();
     assert_eq!(both, vec![Some(b"a2".to_vec()), Some(b"z2".to_vec())]);
     // And at a ts before its commit, neither.
-    let before = txns.snapshot(commit_ts - 1);
+    let before = txns.snapshot(commit_ts - 1).await.unwrap();
     assert_eq!(
         before.batch_get(&[a.clone(), z.clone()]).await.unwrap(),
         vec![Some(b"a1".to_vec()), Some(b"z1".to_vec())]

@@ -327,6 +327,51 @@ async fn a_one_pc_commit_never_lands_below_a_read_that_missed_it() {
     }
 }
 
+/// Goal: a command at a timestamp far beyond PD's TSO cannot poison the region's
+/// `max_ts` (issue 20, hole 0: a read at `u64::MAX` made every later 1PC commit there,
+/// invisible to every reader). Method: a read, a prewrite and a pessimistic lock at
+/// timestamps an hour past the TSO and at `u64::MAX`, each answered `ts_too_far_ahead`
+/// with nothing done; then a 1PC write commits below the next TSO timestamp and a read
+/// there sees it.
+#[actix_rt::test]
+async fn timestamps_far_beyond_the_tso_are_refused_and_1pc_stays_visible() {
+    let cluster = Cluster::new(3, 1).await;
+    let hour_ahead = ts(&cluster).await + ((3_600_000u64) << 18);
+    for far in [hour_ahead, u64::MAX] {
+        let mut lock = PessimisticLockRequest::new();
+        lock.set_keys(vec![b"k".to_vec()].into());
+        lock.set_primary(b"k".to_vec());
+        lock.set_start_ts(far - 1);
+        lock.set_for_update_ts(far);
+        lock.set_lock_ttl_ms(3_000);
+        let mut lock_req = TxnRequest::new();
+        lock_req.set_pessimistic_lock(lock);
+        for req in [
+            get_req(b"k", far),
+            prewrite_req(b"k", &[(b"k", b"v")], far, 3_000),
+            lock_req,
+        ] {
+            let r = send(&cluster, b"k", req).await;
+            // The lock's start ts (far - 1) is refused first.
+            let e = r.get_key_error().get_ts_too_far_ahead();
+            assert!(e.get_ts() >= far - 1, "refused: {r:?}");
+            assert!(e.get_limit() < far - 1);
+        }
+    }
+    let start = ts(&cluster).await;
+    let mut req = prewrite_req(b"k", &[(b"k", b"1")], start, 3_000);
+    req.mut_prewrite().set_try_one_pc(true);
+    let r = send(&cluster, b"k", req).await;
+    ok(&r);
+    let commit_ts = r.get_prewrite().get_one_pc_commit_ts();
+    let now = ts(&cluster).await;
+    assert!(
+        commit_ts > start && commit_ts <= now,
+        "1PC at {commit_ts}, between {start} and the next TSO ts {now}"
+    );
+    assert_eq!(get(&cluster, b"k", now).await, Ok(Some(b"1".to_vec())));
+}
+
 /// Goal: a split between prewrite and commit keeps the transaction intact. Method:
 /// prewrite `a` and `z` in one region, split at `m`, commit each key in the region that
 /// now holds it (the secondary's commit goes to the new region), read both.
@@ -402,8 +447,8 @@ async fn a_leader_change_between_prewrite_and_commit_keeps_the_transaction() {
 }
 
 /// Goal: malformed transactional commands are refused before the log, as the wire
-/// types say: ts 0 and duplicate keys as `key_error.invalid`, a key outside the region
-/// as the store's `KeyNotInRegion`.
+/// types say: ts 0, duplicate keys and async commit as `key_error.invalid`, a key outside
+/// the region as the store's `KeyNotInRegion`.
 #[actix_rt::test]
 async fn malformed_commands_are_refused_with_the_documented_errors() {
     let cluster = Cluster::new(3, 1).await;
@@ -421,6 +466,19 @@ async fn malformed_commands_are_refused_with_the_documented_errors() {
     assert!(!r.get_key_error().get_invalid().is_empty(), "{r:?}");
     let r = cluster.send_txn(b"k", get_req(b"", start)).await;
     assert!(r.get_error().has_invalid_argument(), "an empty key: {r:?}");
+    // Async commit is refused until something resolves its locks (issue 20, hole 7).
+    let mut async_commit = prewrite_req(b"k", &[(b"k", b"1")], start, 3000);
+    async_commit.mut_prewrite().set_use_async_commit(true);
+    let r = send(&cluster, b"k", async_commit).await;
+    assert!(
+        r.get_key_error().get_invalid().contains("async commit"),
+        "{r:?}"
+    );
+    assert_eq!(
+        get(&cluster, b"k", ts(&cluster).await).await,
+        Ok(None),
+        "no lock left"
+    );
 }
 
 /// Goal: transactional reads are the leader's (its max_ts must see them): a follower

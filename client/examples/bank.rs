@@ -90,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{moved} of {transfers} transfers moved money (the rest lacked funds)");
 
     // Every balance in one snapshot: the total never changes.
-    let snap = txns.snapshot(txns.current_timestamp().await?);
+    let snap = txns.snapshot(txns.current_timestamp().await?).await?;
     let all = snap.scan(b"bank/acct/", b"bank/acct0", 0).await?;
     let mut total = 0;
     for (_, v) in &all {

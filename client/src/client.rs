@@ -486,18 +486,17 @@ impl Client {
             attempt += 1;
             let (error, sleep) = match outcome {
                 Attempt::Done(resp) => {
-                    if lost_any && refused_one_pc(&req, &resp) {
-                        // The lost attempt may yet commit: this refusal does not settle it.
-                        break Err(Error::CommitUndetermined {
-                            start_ts: one_pc_start_ts(&req),
-                            reason: "a 1PC prewrite went unanswered, and its retry was \
-                                     refused: the first may still commit"
-                                .into(),
-                        });
+                    if lost_any && refused_commit(&req, &resp) {
+                        // The lost attempt may have committed, or may yet: this refusal
+                        // does not settle it.
+                        break Err(undetermined(&req, "refused"));
                     }
                     break Ok(Some(*resp));
                 }
                 Attempt::Regroup => break Ok(None),
+                Attempt::Fail(e) if lost_any && commit_start_ts(&req).is_some() => {
+                    break Err(undetermined(&req, &format!("failed ({e})")))
+                }
                 Attempt::Fail(e) => break Err(e),
                 Attempt::Retry {
                     error,
@@ -725,16 +724,39 @@ fn one_pc_prewrite(req: &Request) -> Option<&regatta_proto::txnpb::PrewriteReque
     }
 }
 
-/// The start ts of the 1PC prewrite in `req` (0: not one).
-fn one_pc_start_ts(req: &Request) -> u64 {
-    one_pc_prewrite(req).map_or(0, |p| p.get_start_ts())
+/// The start ts of the transaction `req` commits, if it is a commit point: a 1PC
+/// prewrite or a commit.
+fn commit_start_ts(req: &Request) -> Option<u64> {
+    use regatta_proto::txnpb::TxnRequest_oneof_cmd;
+    if let Some(p) = one_pc_prewrite(req) {
+        return Some(p.get_start_ts());
+    }
+    match &req.cmd {
+        Some(regatta_proto::kvrpcpb::Request_oneof_cmd::txn(t)) => match &t.cmd {
+            Some(TxnRequest_oneof_cmd::commit(c)) => Some(c.get_start_ts()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
-/// Whether `req` is a 1PC prewrite that `resp` refused. A 1PC prewrite is a commit, and
-/// the store may still apply an earlier, lost copy of it (a harness that delays lines):
-/// after one went unanswered, a refusal of the retry is no proof it did not commit.
-fn refused_one_pc(req: &Request, resp: &KvResponse) -> bool {
-    one_pc_prewrite(req).is_some() && resp.get_response().get_txn().has_key_error()
+/// Whether `req` is a commit point (a 1PC prewrite or a commit) that `resp` refused. The
+/// store may have applied an earlier, lost copy of it, or may still apply it (a harness
+/// that delays lines): after one went unanswered, a refusal of the retry is no proof it
+/// did not commit, and a rollback on its word could undo a committed transaction.
+fn refused_commit(req: &Request, resp: &KvResponse) -> bool {
+    commit_start_ts(req).is_some() && resp.get_response().get_txn().has_key_error()
+}
+
+/// [`Error::CommitUndetermined`] for a commit point whose retry `what` after a lost
+/// attempt.
+fn undetermined(req: &Request, what: &str) -> Error {
+    Error::CommitUndetermined {
+        start_ts: commit_start_ts(req).unwrap_or(0),
+        reason: format!(
+            "a commit went unanswered, and its retry {what}: the first may have committed"
+        ),
+    }
 }
 
 /// Milliseconds since `started`, for an error.

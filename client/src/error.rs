@@ -179,6 +179,22 @@ pub enum Error {
         /// The safe point.
         safe_point: u64,
     },
+    /// A timestamp given by the caller (a snapshot's or `--read-ts`) is beyond what PD's
+    /// TSO has handed out, or a store refused a command whose timestamp is beyond what
+    /// the TSO handed out plus its drift allowance (`limit`). Reading there would not be
+    /// a snapshot (later commits could land below it), and a store that served it would
+    /// have to commit every later write above it. Nothing was done. Not retryable: use a
+    /// timestamp from the TSO ([`crate::TxnClient::current_timestamp`]).
+    #[error(
+        "timestamp {ts} is beyond what PD's timestamp oracle has handed out (limit {limit}); \
+         use a timestamp from the TSO"
+    )]
+    TimestampTooFarAhead {
+        /// The refused timestamp.
+        ts: u64,
+        /// The largest accepted when it was refused.
+        limit: u64,
+    },
     /// The commit of the primary key was sent but its answer never came (deadline, lost
     /// connection): the transaction **may or may not have committed**. Not retryable,
     /// since running it again could apply it twice; read the data to find out.
@@ -201,8 +217,8 @@ impl Error {
     /// For a transaction, `true` means running the whole transaction again, with a new
     /// start ts, may succeed (what [`crate::TxnClient::run`] does): conflicts, locks, lock
     /// waits, deadlocks, and a transaction rolled back by someone else.
-    /// [`Error::CommitUndetermined`], [`Error::AlreadyCommitted`] and
-    /// [`Error::BelowGcSafePoint`] are not.
+    /// [`Error::CommitUndetermined`], [`Error::AlreadyCommitted`],
+    /// [`Error::BelowGcSafePoint`] and [`Error::TimestampTooFarAhead`] are not.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Connection { .. }
@@ -222,6 +238,7 @@ impl Error {
             | Error::Server(_)
             | Error::AlreadyCommitted { .. }
             | Error::BelowGcSafePoint { .. }
+            | Error::TimestampTooFarAhead { .. }
             | Error::CommitUndetermined { .. } => false,
         }
     }

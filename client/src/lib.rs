@@ -51,7 +51,7 @@ pub use error::Error;
 pub use pd::PdClient;
 pub use read::{KvPair, ReadConsistency, ReadOutcome, Versioned};
 pub use txn::{
-    AtomicOp, AtomicOutcome, OccOutcome, OccTxn, Snapshot, Transaction, TxnBody, TxnClient,
-    TxnMode, TxnOptions,
+    AtomicOp, AtomicOutcome, LocksResolved, OccOutcome, OccTxn, Snapshot, Transaction, TxnBody,
+    TxnClient, TxnMode, TxnOptions,
 };
 pub use wire::{TcpWire, Wire, WireError, WireFuture};

@@ -94,7 +94,10 @@ async fn concurrent_transfers_across_two_regions_never_change_the_total() {
         t.await.expect("task").expect("every transfer commits");
     }
 
-    let snap = txns.snapshot(txns.current_timestamp().await.expect("ts"));
+    let snap = txns
+        .snapshot(txns.current_timestamp().await.expect("ts"))
+        .await
+        .expect("snapshot");
     let all = snap.scan(b"acct/", b"acct0", 0).await.expect("scan");
     assert_eq!(all.len(), ACCOUNTS);
     let total: i64 = all

@@ -32,7 +32,12 @@ async fn connect(fake: &FakeCluster) -> TxnClient {
 
 async fn read(txns: &TxnClient, key: &[u8]) -> Option<Vec<u8>> {
     let ts = txns.current_timestamp().await.expect("ts");
-    txns.snapshot(ts).get(key).await.expect("snapshot read")
+    txns.snapshot(ts)
+        .await
+        .expect("snapshot")
+        .get(key)
+        .await
+        .expect("snapshot read")
 }
 
 /// Waits (bounded) until `cond` holds.
@@ -54,9 +59,12 @@ async fn a_commit_is_visible_at_later_timestamps_and_not_before() {
     let before = txns.current_timestamp().await.expect("ts");
     let commit_ts = t.commit().await.expect("commit");
     assert!(commit_ts > t.start_ts() && commit_ts > before);
-    let old = txns.snapshot(before);
+    let old = txns.snapshot(before).await.expect("snapshot");
     assert_eq!(old.get(b"acct/alice").await.expect("read"), None);
-    let now = txns.snapshot(txns.current_timestamp().await.expect("ts"));
+    let now = txns
+        .snapshot(txns.current_timestamp().await.expect("ts"))
+        .await
+        .expect("snapshot");
     assert_eq!(
         now.get(b"acct/alice").await.expect("read"),
         Some(b"90".to_vec())
@@ -389,4 +397,27 @@ async fn a_lost_answer_to_the_primary_commit_leaves_the_secondaries_for_readers_
     assert!(fake.lock_on(b"a").is_none());
     assert_eq!(read(&txns, b"z").await, Some(b"2".to_vec()));
     assert_eq!(fake.count("rollback"), 0);
+}
+
+/// Goal: after a primary commit whose answer was lost, any failure of its retry (not
+/// only a refused 1PC) leaves the outcome undetermined and rolls nothing back (issue 20,
+/// hole 4: a rollback on that word undid the secondaries of a committed transaction).
+/// Method: the first commit is applied and its answer lost, the retry is refused with a
+/// storage error; the commit must end `CommitUndetermined`, no rollback is sent, and a
+/// reader resolves the secondary to committed.
+#[tokio::test]
+async fn a_failed_retry_of_a_lost_primary_commit_is_undetermined_and_rolls_nothing_back() {
+    let fake = FakeCluster::start(&[b"m"]).await;
+    let txns = impatient(&fake).await;
+    fake.lose_then_fail_next_commit();
+    let mut t = txns.begin_optimistic().await.expect("begin");
+    t.put(b"a", b"1");
+    t.put(b"z", b"2");
+    let err = t.commit().await.expect_err("the retry fails");
+    assert!(matches!(err, Error::CommitUndetermined { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    drop(t);
+    assert_eq!(fake.count("rollback"), 0, "nothing rolled back");
+    assert_eq!(read(&txns, b"a").await, Some(b"1".to_vec()));
+    assert_eq!(read(&txns, b"z").await, Some(b"2".to_vec()));
 }

@@ -30,6 +30,8 @@ async fn connect(fake: &FakeCluster, op_timeout: Duration) -> TxnClient {
 /// A snapshot at a fresh timestamp (above every lock the test left).
 async fn snapshot_now(txns: &TxnClient) -> regatta_client::Snapshot {
     txns.snapshot(txns.current_timestamp().await.expect("ts"))
+        .await
+        .expect("snapshot")
 }
 
 #[tokio::test]
@@ -76,7 +78,7 @@ async fn a_reader_resolves_the_secondary_of_a_committed_primary_to_committed() {
     assert_eq!(fake.count("resolve_lock"), 1);
     assert!(fake.lock_on(b"z").is_none(), "the secondary was committed");
     // A reader below the commit ts still does not see it.
-    let before = txns.snapshot(commit_ts - 1);
+    let before = txns.snapshot(commit_ts - 1).await.expect("snapshot");
     assert_eq!(before.get(b"z").await.expect("read"), None);
 }
 
@@ -140,6 +142,51 @@ async fn a_long_transaction_keeps_its_primary_alive_by_heartbeats() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(fake.count("heartbeat") >= 1);
+    t.put(b"p", b"done");
+    t.commit().await.expect("commit");
+}
+
+/// Goal: the primary is kept alive from its first lock, not from the end of the
+/// statement's last lock round (issue 20, hole 5: while the second round waited, the
+/// primary's TTL lapsed and a resolver could roll back a live transaction). Method: lock
+/// `p` and `s` in one call while another (live) transaction holds `s`; while the second
+/// round waits, `p`'s TTL must grow.
+#[tokio::test]
+async fn the_primary_is_heartbeated_while_a_later_lock_round_waits() {
+    let fake = FakeCluster::start(&[]).await;
+    let txns = connect(&fake, Duration::from_secs(10)).await;
+    let blocker = fake.ts();
+    fake.prewrite_directly(b"s", &[(b"s", b"held")], blocker, 60_000);
+    let opts = TxnOptions {
+        mode: TxnMode::Pessimistic,
+        heartbeat_interval: Duration::from_millis(20),
+        ..TxnOptions::default()
+    };
+    let mut t = txns.begin_with(opts).await.expect("begin");
+    let locking = tokio::spawn(async move {
+        let r = t.lock_keys(&[b"p".to_vec(), b"s".to_vec()]).await;
+        (t, r)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first_ttl = loop {
+        if let Some(l) = fake.lock_on(b"p") {
+            break l.ttl_ms;
+        }
+        assert!(Instant::now() < deadline, "the primary was never locked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    while fake.lock_on(b"p").map_or(0, |l| l.ttl_ms) <= first_ttl {
+        assert!(
+            Instant::now() < deadline,
+            "the primary's TTL was not extended while the second round waited"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!locking.is_finished(), "still waiting for `s`");
+    fake.commit_directly(&[b"s"], blocker, fake.ts())
+        .expect("the blocker commits");
+    let (mut t, r) = locking.await.expect("task");
+    r.expect("locked once the blocker is gone");
     t.put(b"p", b"done");
     t.commit().await.expect("commit");
 }

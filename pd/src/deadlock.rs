@@ -9,11 +9,15 @@
 //! wait ends (granted, timed out, transaction over) and, as a safety net, after a TTL (a
 //! store that died mid-wait cannot leave an edge behind for ever).
 //!
-//! Invariants: the graph never holds a cycle; each waiter has at most one out-edge (a
-//! transaction waits for one key at a time).
+//! Invariants: the graph never holds a cycle; a waiter has at most one out-edge per key
+//! (its place in that key's queue; a report for the same key replaces it), and may wait
+//! on several keys at once — a transaction locks its keys region by region in parallel,
+//! so it can queue in two regions at the same time, and a cycle through both must be
+//! found (one edge per waiter would keep only the later wait, and such a cycle would end
+//! only by the lock-wait timeouts).
 
 use regatta_proto::pdpb::{DetectRequest, DetectResponse, WaitForOp, WaitRefused};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// How long PD keeps a wait edge no store removed: above the longest lock wait a store
@@ -41,7 +45,8 @@ struct Edge {
 /// The waits-for graph of pessimistic lock waits (transactions by start_ts).
 #[derive(Debug)]
 pub struct WaitsFor {
-    edges: HashMap<u64, Edge>,
+    /// Per waiter, its waits (one per key hash).
+    edges: HashMap<u64, Vec<Edge>>,
     ttl: Duration,
 }
 
@@ -55,8 +60,9 @@ impl WaitsFor {
     }
 
     /// Records that `waiter` waits for `holder` on the key with hash `key_hash`, at `now`;
-    /// refused when `holder` already waits (transitively) for `waiter`. A waiter that
-    /// waited elsewhere now waits here only.
+    /// refused when `holder` already waits (transitively) for `waiter`. An earlier wait
+    /// of `waiter` on the same key (it was queued behind another) is replaced; its waits
+    /// on other keys stay.
     pub fn wait(
         &mut self,
         waiter: u64,
@@ -65,38 +71,61 @@ impl WaitsFor {
         now: Instant,
     ) -> Result<(), Deadlock> {
         self.expire(now);
-        let mut cycle = vec![waiter];
-        let mut at = holder;
-        // Each node has at most one out-edge and the graph is acyclic: this walk ends.
-        while at != waiter {
-            cycle.push(at);
-            match self.edges.get(&at) {
-                Some(e) => at = e.holder,
-                None => {
-                    self.edges.insert(
-                        waiter,
-                        Edge {
-                            holder,
-                            key_hash,
-                            since: now,
-                        },
-                    );
-                    return Ok(());
-                }
+        if let Some(path) = self.path(holder, waiter) {
+            // path: holder .. x, where x waits for waiter.
+            let last = *path.last().unwrap_or(&holder);
+            let key_hash = self
+                .edges
+                .get(&last)
+                .and_then(|es| es.iter().find(|e| e.holder == waiter))
+                .map_or(key_hash, |e| e.key_hash);
+            let mut cycle = vec![waiter];
+            cycle.extend(path);
+            return Err(Deadlock { cycle, key_hash });
+        }
+        let edges = self.edges.entry(waiter).or_default();
+        edges.retain(|e| e.key_hash != key_hash);
+        edges.push(Edge {
+            holder,
+            key_hash,
+            since: now,
+        });
+        Ok(())
+    }
+
+    /// A path of waits from `from` to `to` (`from` first, then each transaction the one
+    /// before waits for, the last waiting for `to`), if `from` waits for `to`
+    /// transitively. The graph is acyclic and each node is visited once: this ends.
+    fn path(&self, from: u64, to: u64) -> Option<Vec<u64>> {
+        let mut seen = HashSet::from([from]);
+        let mut stack: Vec<(u64, usize)> = vec![(from, 0)];
+        while let Some((at, next)) = stack.last().copied() {
+            let out = self.edges.get(&at).map_or(&[][..], Vec::as_slice);
+            let Some(e) = out.get(next) else {
+                stack.pop();
+                continue;
+            };
+            if let Some(top) = stack.last_mut() {
+                top.1 += 1;
+            }
+            if e.holder == to {
+                return Some(stack.iter().map(|(n, _)| *n).collect());
+            }
+            if seen.insert(e.holder) {
+                stack.push((e.holder, 0));
             }
         }
-        let key_hash = self
-            .edges
-            .get(cycle.last().unwrap_or(&waiter))
-            .map_or(key_hash, |e| e.key_hash);
-        Err(Deadlock { cycle, key_hash })
+        None
     }
 
     /// The wait of `waiter` for `holder` ended (granted, timed out, or its transaction
-    /// finished). A wait of `waiter` for another holder, recorded since, stays.
+    /// finished). Its waits for other holders, recorded since or on other keys, stay.
     pub fn done(&mut self, waiter: u64, holder: u64) {
-        if self.edges.get(&waiter).is_some_and(|e| e.holder == holder) {
-            self.edges.remove(&waiter);
+        if let Some(edges) = self.edges.get_mut(&waiter) {
+            edges.retain(|e| e.holder != holder);
+            if edges.is_empty() {
+                self.edges.remove(&waiter);
+            }
         }
     }
 
@@ -111,8 +140,8 @@ impl WaitsFor {
                 WaitForOp::WAIT_ADD if waiter == holder || waiter == 0 || holder == 0 => {}
                 WaitForOp::WAIT_ADD => {
                     if let Err(d) = self.wait(waiter, holder, e.get_key_hash(), now) {
-                        // The waiter is told it deadlocks and waits no more: an older wait
-                        // of it (for a holder it was queued behind before) goes too.
+                        // The waiter is told it deadlocks and its statement ends: its
+                        // other waits go too.
                         self.edges.remove(&waiter);
                         let mut r = WaitRefused::new();
                         r.set_waiter_ts(waiter);
@@ -139,8 +168,10 @@ impl WaitsFor {
 
     fn expire(&mut self, now: Instant) {
         let ttl = self.ttl;
-        self.edges
-            .retain(|_, e| now.saturating_duration_since(e.since) < ttl);
+        self.edges.retain(|_, es| {
+            es.retain(|e| now.saturating_duration_since(e.since) < ttl);
+            !es.is_empty()
+        });
     }
 }
 
@@ -182,7 +213,7 @@ mod tests {
         let now = Instant::now();
         let mut g = WaitsFor::new(TTL);
         g.wait(1, 2, 1, now).unwrap();
-        g.wait(1, 3, 2, now).unwrap(); // 1 now waits for 3 only
+        g.wait(1, 3, 1, now).unwrap(); // on the same key, 1 now waits for 3 only
         g.wait(2, 1, 3, now).unwrap(); // 2 -> 1 -> 3: no cycle any more
                                        // An edge left behind by a store that died expires, and no longer blocks.
         let later = now + TTL;
@@ -195,11 +226,31 @@ mod tests {
         let now = Instant::now();
         let mut g = WaitsFor::new(TTL);
         g.wait(1, 2, 1, now).unwrap();
-        g.wait(1, 3, 2, now).unwrap(); // 1 was handed on: it now waits for 3
+        g.wait(1, 3, 1, now).unwrap(); // 1 was handed on in the key's queue: it waits for 3
         g.done(1, 2); // the report of the old wait's end comes late
         assert!(g.wait(3, 1, 3, now).is_err(), "1 -> 3 is still known");
         g.done(1, 3);
         assert!(g.is_empty());
+    }
+
+    /// Issue 20, hole 9: a transaction waiting in two regions at once (its lock requests
+    /// go region by region in parallel) keeps both waits, so a cycle through either is
+    /// found at once rather than by the lock-wait timeouts.
+    #[test]
+    fn a_transaction_waiting_on_two_keys_keeps_both_waits() {
+        let now = Instant::now();
+        let mut g = WaitsFor::new(TTL);
+        g.wait(1, 3, 0xb, now).unwrap(); // 1 waits for 3 on b (region 2)
+        g.wait(1, 2, 0xa, now).unwrap(); // and for 2 on a (region 1), at the same time
+        let d = g.wait(3, 1, 0xc, now).unwrap_err();
+        assert_eq!(d.cycle, vec![3, 1]);
+        assert_eq!(d.key_hash, 0xb, "the key 1 waits for 3 on");
+        let d = g.wait(2, 1, 0xd, now).unwrap_err();
+        assert_eq!(d.cycle, vec![2, 1]);
+        g.done(1, 2); // granted a: the wait on b stays
+        assert!(g.wait(3, 1, 0xc, now).is_err());
+        g.wait(2, 1, 0xd, now).unwrap();
+        assert_eq!(g.len(), 2);
     }
 
     fn entry(op: WaitForOp, waiter: u64, holder: u64) -> regatta_proto::pdpb::WaitForEntry {

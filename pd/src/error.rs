@@ -23,6 +23,13 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// Another PD holds this data directory (two oracles resuming from one persisted
+    /// high water would hand out the same timestamps).
+    #[error("PD data directory {path} is in use by another PD (its lock file is held); stop it first or use another --data-dir")]
+    DataDirLocked {
+        /// The lock file.
+        path: String,
+    },
     /// Binding the listen address failed.
     #[error("bind {addr}: {source}")]
     Bind {

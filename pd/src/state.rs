@@ -45,6 +45,11 @@ pub struct PdConfig {
     /// How far the GC safe point trails PD's clock (default 10 min, at least 1 s): MVCC
     /// versions a read at or above it does not need may be dropped (see [`crate::gc`]).
     pub gc_life_time: Duration,
+    /// The TSO reads PD's clock in steps of this many ms (default 1, the clock as it
+    /// is). Above 1, every timestamp of a step shares one physical millisecond — as in a
+    /// burst, or under an oracle stepped by hand — so that tests find commit timestamps
+    /// meeting TSO timestamps (a store's 1PC commit ts is `max_ts + 1`). At most 1,000.
+    pub tso_clock_step_ms: u64,
 }
 
 /// PD's frames are small (a region map of thousands of regions fits in a few MiB); anything
@@ -61,6 +66,7 @@ impl PdConfig {
             data_dir,
             inbound: InboundLimits::new(PD_MAX_FRAME),
             gc_life_time: DEFAULT_GC_LIFE_TIME,
+            tso_clock_step_ms: 1,
         }
     }
 
@@ -78,6 +84,12 @@ impl PdConfig {
             )));
         }
         self.inbound.validate().map_err(Error::InvalidConfig)?;
+        if !(1..=1_000).contains(&self.tso_clock_step_ms) {
+            return Err(Error::InvalidConfig(format!(
+                "tso_clock_step_ms must be in 1..=1000, got {}",
+                self.tso_clock_step_ms
+            )));
+        }
         if self.gc_life_time < MIN_GC_LIFE_TIME {
             return Err(Error::InvalidConfig(format!(
                 "gc_life_time must be at least {MIN_GC_LIFE_TIME:?}, got {:?}",
@@ -106,6 +118,8 @@ pub const MAX_TRANSFERS_PER_SEC: usize = 64;
 pub struct PdState {
     cfg: PdConfig,
     path: PathBuf,
+    /// `<data_dir>/LOCK`, locked for as long as this state lives (see [`PdState::open`]).
+    _dir_lock: std::fs::File,
     /// Next id to hand out; always `<= id_high_water`.
     next_id: u64,
     /// Persisted: ids at or above this were never handed out.
@@ -151,6 +165,31 @@ fn pd_error(message: String) -> PdError {
     e
 }
 
+/// Takes the exclusive lock of `<dir>/LOCK` (an advisory `flock`, as RocksDB locks a
+/// store's directory), released when the returned file is dropped or the process dies.
+/// A second PD on the same directory would resume the same TSO high water and hand out
+/// timestamps the first also hands out: refused with [`Error::DataDirLocked`].
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
+    let path = dir.join("LOCK");
+    let persist = |source| Error::Persist {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(persist)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DataDirLocked {
+            path: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(persist(source)),
+    }
+}
+
 fn epoch_older(a: &RegionEpoch, b: &RegionEpoch) -> bool {
     a.get_version() < b.get_version() || a.get_conf_ver() < b.get_conf_ver()
 }
@@ -163,6 +202,7 @@ impl PdState {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
+        let dir_lock = lock_data_dir(&cfg.data_dir)?;
         let path = cfg.data_dir.join("pd.state");
         let persisted = match std::fs::read(&path) {
             Ok(bytes) => {
@@ -184,6 +224,7 @@ impl PdState {
         let mut state = PdState {
             cfg,
             path,
+            _dir_lock: dir_lock,
             next_id: id_high_water,
             id_high_water,
             stores: BTreeMap::new(),
@@ -684,7 +725,8 @@ impl PdState {
     /// `count` timestamps from the oracle; the first is returned. A new high water is
     /// persisted before any timestamp under it leaves.
     fn timestamps(&mut self, count: u32) -> Result<u64, PdError> {
-        let now_ms = wall_ms();
+        let step = self.cfg.tso_clock_step_ms.max(1);
+        let now_ms = wall_ms() / step * step;
         let (first, new_high_water) = self.tso.next(count, now_ms).map_err(pd_error)?;
         if let Some(hw) = new_high_water {
             let old = self.tso.high_water();

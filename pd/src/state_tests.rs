@@ -117,6 +117,23 @@ fn ids_stay_unique_across_restarts() {
     assert!(alloc(&mut PdState::open(cfg(dir.path(), 1, 1)).unwrap(), 0).has_error());
 }
 
+/// Issue 20, hole 3: a second PD on the same data directory would serve a second
+/// timestamp oracle from the same persisted high water (duplicate timestamps).
+#[test]
+fn a_second_pd_on_the_same_data_dir_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = PdState::open(cfg(dir.path(), 1, 1)).unwrap();
+    match PdState::open(cfg(dir.path(), 1, 1)) {
+        Err(e @ Error::DataDirLocked { .. }) => {
+            assert!(e.to_string().contains("in use by another PD"), "{e}")
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("two PDs opened one data directory"),
+    }
+    drop(first);
+    PdState::open(cfg(dir.path(), 1, 1)).expect("free again once the first is gone");
+}
+
 #[test]
 fn state_survives_restart_and_older_epochs_never_win() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,6 +219,7 @@ fn bad_requests_get_errors_not_panics() {
     let mut req = PdRequest::new();
     req.set_region_heartbeat(RegionHeartbeatRequest::new());
     assert!(pd.handle(req).has_error());
+    drop(pd); // the data directory's lock goes with it
     std::fs::write(dir.path().join("pd.state"), b"\xff\xff garbage").unwrap();
     assert!(matches!(
         PdState::open(cfg(dir.path(), 1, 1)),

@@ -110,6 +110,12 @@ pub struct StoreConfig {
     /// GC passes queued on the store's GC thread at most; a replica that finds the queue
     /// full tries again at its next interval. Default 1,024.
     pub gc_queue: usize,
+    /// How far above the newest timestamp the store knows PD's TSO handed out (or its own
+    /// wall clock, whichever is later) a transactional command's timestamps may be, in
+    /// ms; a command with a timestamp beyond it is refused (`ts_too_far_ahead`) before it
+    /// raises `max_ts` (TiKV's `max-ts-drift-allowance`). Default 60 s; it must exceed
+    /// the clock skew between PD and the stores.
+    pub max_ts_drift_allowance_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -153,6 +159,7 @@ impl Default for StoreConfig {
             gc_interval_ms: 600_000,
             gc_batch_keys: 1024,
             gc_queue: 1024,
+            max_ts_drift_allowance_ms: 60_000,
         }
     }
 }
@@ -215,6 +222,9 @@ impl StoreConfig {
         }
         if self.gc_batch_keys == 0 || self.gc_queue == 0 {
             return Err("gc_batch_keys and gc_queue must be > 0".into());
+        }
+        if self.max_ts_drift_allowance_ms == 0 || self.max_ts_drift_allowance_ms > 1 << 40 {
+            return Err("max_ts_drift_allowance_ms must be in 1..=2^40".into());
         }
         if self.pd_register_timeout_ms == 0 {
             return Err("pd_register_timeout_ms must be > 0 (one attempt needs time)".into());

@@ -64,6 +64,17 @@ pub enum Error {
     /// as `txnpb.KeyError` says, not in `kvrpcpb.Error`.
     #[error("invalid transactional command: {0}")]
     TxnInvalid(String),
+    /// A transactional command carries a timestamp beyond the store's limit (see
+    /// `ts_limit.rs`): answered in `TxnResponse.key_error.ts_too_far_ahead`.
+    #[error("region {region_id}: timestamp {ts} is beyond the limit {limit} (PD's TSO plus the drift allowance)")]
+    TsTooFarAhead {
+        /// The region that refused it.
+        region_id: u64,
+        /// The refused timestamp.
+        ts: u64,
+        /// The limit at the time.
+        limit: u64,
+    },
     /// The store stopped accepting writes after a storage failure.
     #[error("store poisoned: {0}")]
     StorePoisoned(String),
@@ -178,6 +189,11 @@ impl Error {
                 e.set_latest_seq(*latest_seq);
                 pb.set_stale_sequence(e);
             }
+            Error::TsTooFarAhead { .. } => {
+                let mut e = kvrpcpb::InvalidArgument::new();
+                e.set_reason(self.to_string());
+                pb.set_invalid_argument(e);
+            }
             Error::InvalidArgument(reason) | Error::TxnInvalid(reason) => {
                 let mut e = kvrpcpb::InvalidArgument::new();
                 e.set_reason(reason.clone());
@@ -212,6 +228,15 @@ impl Error {
         if let Error::TxnInvalid(reason) = self {
             let mut ke = regatta_proto::txnpb::KeyError::new();
             ke.set_invalid(reason);
+            let mut t = regatta_proto::txnpb::TxnResponse::new();
+            t.set_key_error(ke);
+            resp.mut_response().set_txn(t);
+            return resp;
+        }
+        if let Error::TsTooFarAhead { ts, limit, .. } = self {
+            let mut ke = regatta_proto::txnpb::KeyError::new();
+            ke.mut_ts_too_far_ahead().set_ts(ts);
+            ke.mut_ts_too_far_ahead().set_limit(limit);
             let mut t = regatta_proto::txnpb::TxnResponse::new();
             t.set_key_error(ke);
             resp.mut_response().set_txn(t);

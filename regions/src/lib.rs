@@ -32,6 +32,7 @@ mod server;
 mod split_check;
 mod store;
 mod transport;
+mod ts_limit;
 mod txn_cmd;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -49,3 +50,4 @@ pub use peer::{
 pub use router::Router;
 pub use store::{Store, StoreOptions, TransportLayer};
 pub use transport::{TcpTransport, Transport};
+pub use ts_limit::TsLimit;

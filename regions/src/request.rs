@@ -103,6 +103,9 @@ pub(crate) fn validate_request(
             if let Some(TxnRequest_oneof_cmd::scan(s)) = &t.cmd {
                 check_scan_range(region, s.get_start_key(), s.get_end_key())?;
             }
+            if let Some(TxnRequest_oneof_cmd::scan_lock(s)) = &t.cmd {
+                check_scan_range(region, s.get_start_key(), s.get_end_key())?;
+            }
             let checks = txn_cmd::Checks {
                 key: &check_key,
                 value: &check_value,

@@ -345,6 +345,7 @@ impl Store {
         );
         let (gc_worker, gc_thread) = GcWorker::start(cfg.gc_batch_keys, cfg.gc_queue);
         let pd_gc_safe_point = Arc::new(AtomicU64::new(0));
+        let ts_limit = Arc::new(crate::TsLimit::new(cfg.max_ts_drift_allowance_ms));
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
             engine: engine.clone(),
@@ -363,6 +364,7 @@ impl Store {
                 lease_ms: lease_ms.clone(),
                 split_keys: split_keys.clone(),
                 pd_gc_safe_point,
+                ts_limit,
                 gc_worker: gc_worker.clone(),
                 clock,
                 logger: logger.clone(),
@@ -446,6 +448,8 @@ impl Store {
         tasks.push(tokio::spawn(async move {
             heartbeat_loop(pd3, shared3, interval, log3).await;
         }));
+        let (pd4, shared4, log4) = (pd.clone(), shared.clone(), logger.clone());
+        tasks.push(tokio::spawn(ts_limit_loop(pd4, shared4, interval, log4)));
         tasks.push(tokio::spawn(
             shared.clone().fence_when_poisoned(logger.clone()),
         ));
@@ -673,6 +677,24 @@ fn recover(shared: &Shared) -> Result<usize, Error> {
         }
     }
     Ok(recovered)
+}
+
+/// Keeps the store's timestamp limit near PD's TSO (see `ts_limit.rs`): a timestamp every
+/// `interval`, in a task of its own so a slow TSO never holds the heartbeats back.
+async fn ts_limit_loop(
+    pd: Arc<dyn PdClient>,
+    shared: Arc<Shared>,
+    interval: Duration,
+    logger: Logger,
+) {
+    loop {
+        match tokio::time::timeout(interval, pd.get_ts()).await {
+            Ok(Ok(ts)) => shared.ctx.ts_limit.observe_tso(ts),
+            Ok(Err(e)) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => %e),
+            Err(_) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => "timed out"),
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 async fn heartbeat_loop(

@@ -179,6 +179,7 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
         store_config,
         transport: None,
         gc_life_time: a.gc_life_time,
+        tso_clock_step_ms: 1,
     };
     let sys = actix::System::new();
     sys.block_on(async move {
@@ -211,6 +212,13 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("starting PD on {}", a.addr))?;
         println!("ready pd={}", pd.addr);
+        // GC's resolve-locks phase, at the stores' default GC interval.
+        let _resolver = regatta::gc_resolver::LockResolver::start(
+            pd.addr.to_string(),
+            a.gc_life_time,
+            Duration::from_millis(StoreConfig::default().gc_interval_ms),
+            logger.clone(),
+        );
         shutdown_signal().await;
         pd.stop().await;
         anyhow::Ok(())

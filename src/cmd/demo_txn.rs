@@ -219,7 +219,7 @@ async fn run(a: TxnDemoArgs, pd: String, restart: Option<Arc<AtomicBool>>) -> Re
 async fn snapshot_total(txns: &TxnClient, n: usize) -> Result<i64, Error> {
     let ts = txns.current_timestamp().await?;
     let keys: Vec<Vec<u8>> = (0..n).map(|i| account(i, n)).collect();
-    let values = txns.snapshot(ts).batch_get(&keys).await?;
+    let values = txns.snapshot(ts).await?.batch_get(&keys).await?;
     values.into_iter().map(balance).sum()
 }
 

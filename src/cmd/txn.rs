@@ -4,7 +4,8 @@
 //! unless `--pessimistic` (then each `get` locks its key as it reads, and commit does not
 //! abort on write conflicts). Each `get` prints its value on its own line (a missing key:
 //! an empty line, and `not found: K` on stderr); the commit's timestamp goes to stderr.
-//! `--read-ts TS` makes a read-only snapshot at TS instead.
+//! `--read-ts TS` makes a read-only snapshot at TS instead; a TS beyond every timestamp
+//! PD's TSO has handed out is refused (exit 2): it would not be a snapshot.
 //!
 //! Exit codes: 0 committed (or read); 1 the transaction did not commit (a conflict, a
 //! lock, a deadlock: the reason on stderr, and whether retrying may help); 2 failure (bad
@@ -85,7 +86,10 @@ pub fn txn(a: TxnArgs) -> Result<ExitCode> {
             .with_context(|| format!("connecting to PD at {}", a.target.pd.join(",")))?;
         let mut out = std::io::stdout().lock();
         if let Some(ts) = a.read_ts {
-            let snap = client.snapshot(ts);
+            let snap = client
+                .snapshot(ts)
+                .await
+                .with_context(|| format!("--read-ts {ts}"))?;
             for op in &ops {
                 if let Op::Get(k) = op {
                     let v = match snap.get(k.as_bytes()).await {

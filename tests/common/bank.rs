@@ -34,9 +34,44 @@ fn read_account(value: Option<Vec<u8>>) -> (i64, u64) {
     (payload.parse().expect("a balance"), writer)
 }
 
+/// How a transfer client reads the accounts it then writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Optimistic, `get` at the start ts.
+    Optimistic,
+    /// Pessimistic, `get_for_update` (locks at a fresh `for_update_ts` and reads there).
+    ForUpdate,
+    /// Pessimistic, a plain `get` at the start ts, then `put` (the key is locked at
+    /// commit, checked from the start ts).
+    PessimisticGet,
+}
+
+impl Style {
+    /// The style of client `c` of a bank: the three in turn.
+    pub fn of_client(c: usize) -> Style {
+        [Style::Optimistic, Style::ForUpdate, Style::PessimisticGet][c % 3]
+    }
+
+    fn mode(self) -> TxnMode {
+        match self {
+            Style::Optimistic => TxnMode::Optimistic,
+            Style::ForUpdate | Style::PessimisticGet => TxnMode::Pessimistic,
+        }
+    }
+}
+
 /// One transfer attempt, recorded whatever its end. Reads both accounts, moves `amount`
-/// if the source has it (writing both, tagged with `id`), commits.
-pub async fn transfer(txns: &TxnClient, mode: TxnMode, id: u64, from: usize, to: usize) -> Txn {
+/// if the source has it (writing both, tagged with `id`), commits. After a commit that
+/// returned, reads what it wrote in a snapshot at a fresh TSO ts (the checker's rule 5),
+/// when that read succeeds.
+pub async fn transfer(
+    txns: &TxnClient,
+    style: Style,
+    id: u64,
+    from: usize,
+    to: usize,
+) -> (Txn, Option<SnapshotRead>) {
+    let mode = style.mode();
     let opts = TxnOptions {
         mode,
         ..TxnOptions::default()
@@ -44,27 +79,27 @@ pub async fn transfer(txns: &TxnClient, mode: TxnMode, id: u64, from: usize, to:
     let mut rec = Txn {
         id,
         start_ts: 0,
-        reads_at_start: mode == TxnMode::Optimistic,
+        reads_at_start: style != Style::ForUpdate,
         reads: Vec::new(),
         writes: Vec::new(),
         outcome: Outcome::Aborted,
     };
     let mut t = match txns.begin_with(opts).await {
         Ok(t) => t,
-        Err(_) => return rec,
+        Err(_) => return (rec, None),
     };
     rec.start_ts = t.start_ts();
-    async fn read(t: &mut Transaction, mode: TxnMode, key: &[u8]) -> Result<(i64, u64), Error> {
-        let v = match mode {
-            TxnMode::Optimistic => t.get(key).await?,
-            TxnMode::Pessimistic => t.get_for_update(key).await?,
+    async fn read(t: &mut Transaction, style: Style, key: &[u8]) -> Result<(i64, u64), Error> {
+        let v = match style {
+            Style::Optimistic | Style::PessimisticGet => t.get(key).await?,
+            Style::ForUpdate => t.get_for_update(key).await?,
         };
         Ok(read_account(v))
     }
     let (a, b) = (account(from), account(to));
     let reads = async {
-        let ra = read(&mut t, mode, &a).await?;
-        let rb = read(&mut t, mode, &b).await?;
+        let ra = read(&mut t, style, &a).await?;
+        let rb = read(&mut t, style, &b).await?;
         Ok::<_, Error>((ra, rb))
     }
     .await;
@@ -72,7 +107,7 @@ pub async fn transfer(txns: &TxnClient, mode: TxnMode, id: u64, from: usize, to:
         Ok(r) => r,
         Err(_) => {
             let _ = t.rollback().await;
-            return rec;
+            return (rec, None);
         }
     };
     rec.reads = vec![(a.clone(), wa), (b.clone(), wb)];
@@ -87,14 +122,43 @@ pub async fn transfer(txns: &TxnClient, mode: TxnMode, id: u64, from: usize, to:
         Err(Error::CommitUndetermined { .. }) => Outcome::Unknown,
         Err(_) => Outcome::Aborted,
     };
-    rec
+    let mine = match rec.outcome {
+        Outcome::Committed(_) if !rec.writes.is_empty() => {
+            read_own_writes(txns, id, &rec.writes).await
+        }
+        _ => None,
+    };
+    (rec, mine)
+}
+
+/// Reads `keys` in a snapshot at a TSO ts fetched now, after transaction `id`'s commit
+/// returned; `None` if the read failed (a fault window).
+async fn read_own_writes(txns: &TxnClient, id: u64, keys: &[Vec<u8>]) -> Option<SnapshotRead> {
+    let ts = txns.current_timestamp().await.ok()?;
+    let values = txns.snapshot(ts).await.ok()?.batch_get(keys).await.ok()?;
+    let reads = keys
+        .iter()
+        .zip(values)
+        .map(|(k, v)| (k.clone(), read_account(v).1))
+        .collect();
+    Some(SnapshotRead {
+        ts,
+        reads,
+        after_commit_of: Some(id),
+    })
 }
 
 /// Reads every account in one snapshot at a fresh ts; `None` if the read failed (a fault
 /// window). Asserts the total.
 pub async fn audit(txns: &TxnClient) -> Option<SnapshotRead> {
     let ts = txns.current_timestamp().await.ok()?;
-    let values = txns.snapshot(ts).batch_get(&accounts()).await.ok()?;
+    let values = txns
+        .snapshot(ts)
+        .await
+        .ok()?
+        .batch_get(&accounts())
+        .await
+        .ok()?;
     let mut total = 0;
     let mut reads = Vec::new();
     for (key, v) in accounts().into_iter().zip(values) {
@@ -107,7 +171,11 @@ pub async fn audit(txns: &TxnClient) -> Option<SnapshotRead> {
         INITIAL * ACCOUNTS as i64,
         "a snapshot at {ts} does not sum to the total"
     );
-    Some(SnapshotRead { ts, reads })
+    Some(SnapshotRead {
+        ts,
+        reads,
+        after_commit_of: None,
+    })
 }
 
 /// Opens every account with [`INITIAL`] in one transaction; returns its commit ts.
@@ -130,8 +198,9 @@ pub struct Bank {
 }
 
 impl Bank {
-    /// Starts one transfer client per RNG (even ones optimistic, odd ones pessimistic)
-    /// and an auditor, over accounts opened at `setup_ts`.
+    /// Starts one transfer client per RNG (in turn optimistic, pessimistic with
+    /// `get_for_update`, pessimistic with plain `get`; see [`Style`]) and an auditor,
+    /// over accounts opened at `setup_ts`.
     pub fn start(txns: &TxnClient, rngs: Vec<StdRng>, setup_ts: u64) -> Bank {
         let history = Arc::new(Mutex::new(Vec::<Txn>::new()));
         let snapshots = Arc::new(Mutex::new(Vec::<SnapshotRead>::new()));
@@ -147,21 +216,21 @@ impl Bank {
                 stop.clone(),
                 next_id.clone(),
             );
-            let mode = if c % 2 == 0 {
-                TxnMode::Optimistic
-            } else {
-                TxnMode::Pessimistic
-            };
+            let style = Style::of_client(c);
+            let snapshots = snapshots.clone();
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let from = rng.gen_range(0..ACCOUNTS);
                     let to = (from + rng.gen_range(1..ACCOUNTS)) % ACCOUNTS;
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    let rec = transfer(&txns, mode, id, from, to).await;
+                    let (rec, mine) = transfer(&txns, style, id, from, to).await;
                     if matches!(rec.outcome, Outcome::Committed(_)) {
                         commits.fetch_add(1, Ordering::Relaxed);
                     }
                     history.lock().unwrap().push(rec);
+                    if let Some(read) = mine {
+                        snapshots.lock().unwrap().push(read);
+                    }
                 }
             }));
         }
@@ -188,14 +257,15 @@ impl Bank {
     /// snapshot: the pace of a nemesis.
     pub async fn progress(&self, n: u64) {
         let target = self.commits.load(Ordering::Relaxed) + n;
-        let audited = self.snapshots.lock().unwrap().len() + 1;
+        let audits = || {
+            let s = self.snapshots.lock().unwrap();
+            s.iter().filter(|r| r.after_commit_of.is_none()).count()
+        };
+        let audited = audits() + 1;
         crate::common::wait_until(
             &format!("{target} commits and {audited} snapshots"),
             Duration::from_secs(90),
-            || async {
-                self.commits.load(Ordering::Relaxed) >= target
-                    && self.snapshots.lock().unwrap().len() >= audited
-            },
+            || async { self.commits.load(Ordering::Relaxed) >= target && audits() >= audited },
         )
         .await
     }

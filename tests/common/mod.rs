@@ -21,6 +21,7 @@
 pub mod linearizability;
 pub mod maelstrom;
 pub mod process;
+pub mod txn_requests;
 
 use linearizability::{Event, Op};
 use rand::rngs::StdRng;
@@ -31,13 +32,16 @@ use regatta_proto::kvrpcpb::{KvResponse, Request};
 use regatta_proto::metapb::Region;
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_proto::region::key_in_range;
-use regatta_proto::txnpb::{CommitRequest, Mutation, MutationOp, PrewriteRequest, TxnRequest};
+use regatta_proto::txnpb::TxnRequest;
 use regatta_regions::{StoreConfig, TcpTransport, Transport};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+// Not every test binary that includes `common` sends raw transactional commands.
+#[allow(unused_imports)]
+pub use txn_requests::{commit_req, prewrite_req};
 
 /// The seed of this test run (one per test binary): `REGATTA_TEST_SEED` if set, else one
 /// drawn from the clock. Printed to stderr on every call, so that the output of each test
@@ -184,6 +188,23 @@ impl Cluster {
         config: StoreConfig,
         gc_life_time: Duration,
     ) -> Cluster {
+        Self::start(stores, regions, config, gc_life_time, 1).await
+    }
+
+    /// Default configuration, PD's TSO reading its clock in steps of `step_ms` (many
+    /// timestamps share one physical millisecond).
+    pub async fn with_tso_clock_step_ms(stores: usize, regions: usize, step_ms: u64) -> Cluster {
+        let life = regatta_pd::gc::DEFAULT_GC_LIFE_TIME;
+        Self::start(stores, regions, StoreConfig::default(), life, step_ms).await
+    }
+
+    async fn start(
+        stores: usize,
+        regions: usize,
+        config: StoreConfig,
+        gc_life_time: Duration,
+        tso_clock_step_ms: u64,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let seed = test_seed();
         let net = Arc::new(Network::default());
@@ -205,6 +226,7 @@ impl Cluster {
         cfg.store_config = config;
         cfg.transport = Some(wrap);
         cfg.gc_life_time = gc_life_time;
+        cfg.tso_clock_step_ms = tso_clock_step_ms;
         let pg = Playground::start(cfg, test_logger())
             .await
             .expect("cluster starts");
@@ -537,40 +559,6 @@ impl Cluster {
             r.blocked.insert((from, to));
         });
     }
-}
-
-/// A prewrite of `puts` (as raw commands a client sends).
-pub fn prewrite_req(
-    primary: &[u8],
-    puts: &[(&[u8], &[u8])],
-    start_ts: u64,
-    ttl_ms: u64,
-) -> TxnRequest {
-    let mut p = PrewriteRequest::new();
-    p.set_primary(primary.to_vec());
-    p.set_start_ts(start_ts);
-    p.set_lock_ttl_ms(ttl_ms);
-    for (k, v) in puts {
-        let mut m = Mutation::new();
-        m.set_op(MutationOp::PUT);
-        m.set_key(k.to_vec());
-        m.set_value(v.to_vec());
-        p.mut_mutations().push(m);
-    }
-    let mut r = TxnRequest::new();
-    r.set_prewrite(p);
-    r
-}
-
-/// A commit of `keys`.
-pub fn commit_req(keys: &[&[u8]], start_ts: u64, commit_ts: u64) -> TxnRequest {
-    let mut c = CommitRequest::new();
-    c.set_keys(keys.iter().map(|k| k.to_vec()).collect());
-    c.set_start_ts(start_ts);
-    c.set_commit_ts(commit_ts);
-    let mut r = TxnRequest::new();
-    r.set_commit(c);
-    r
 }
 
 /// Whether a store's answer is a routing error or back-pressure (retry elsewhere or later),

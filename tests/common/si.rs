@@ -15,7 +15,10 @@
 //!    at or before `r` and the next version on the chain after `r` (no stale read, no read
 //!    from the future). "At": a 1PC commit ts is chosen by the store above every ts it has
 //!    read at, so it can equal a ts the TSO hands out later; a version committed at `r`
-//!    is visible at `r`, as in the MVCC reader.
+//!    is visible at `r`, as in the MVCC reader;
+//! 5. a snapshot taken at a TSO timestamp fetched after a transaction's commit returned
+//!    (`SnapshotRead::after_commit_of`) sees it: its commit ts is at or below the
+//!    snapshot's ts (a commit ts above what the TSO handed out breaks this).
 //!
 //! Transactions whose commit answer was lost (`Unknown`) count as committed exactly when
 //! some read or the final state saw one of their versions: a committed version is always
@@ -80,6 +83,9 @@ pub struct SnapshotRead {
     pub ts: u64,
     /// Each key read and the writer of the version seen.
     pub reads: Vec<(Vec<u8>, u64)>,
+    /// The transaction whose commit returned before `ts` was fetched from the TSO (a
+    /// read of its own writes, rule 5), if any.
+    pub after_commit_of: Option<u64>,
 }
 
 /// Checks a history; `setup_commit_ts` is when the initial versions (writer
@@ -198,6 +204,19 @@ pub fn check(
         }
     }
 
+    // A snapshot begun after a commit returned sees it.
+    for snap in snapshots {
+        if let Some(id) = snap.after_commit_of {
+            if let Some(c) = commit_ts(id).filter(|c| *c > snap.ts) {
+                errors.push(format!(
+                    "txn {id} committed at {c}, above the ts {} of a snapshot begun after \
+                     its commit returned: the snapshot misses it",
+                    snap.ts
+                ));
+            }
+        }
+    }
+
     // Reads at a known timestamp see the version committed last before it.
     let positioned = txns
         .iter()
@@ -263,6 +282,7 @@ mod tests {
         let snaps = [SnapshotRead {
             ts: 12,
             reads: vec![(k("a"), 1), (k("b"), 1)],
+            after_commit_of: Some(1),
         }];
         let errors = check(&h, &snaps, 5, &[(k("a"), 2), (k("b"), 3)]);
         assert!(errors.is_empty(), "{errors:?}");
@@ -291,10 +311,12 @@ mod tests {
             SnapshotRead {
                 ts: 15,
                 reads: vec![(k("a"), 0)],
+                after_commit_of: None,
             },
             SnapshotRead {
                 ts: 25,
                 reads: vec![(k("a"), 2)],
+                after_commit_of: None,
             },
         ];
         let errors = check(&h, &snaps, 5, &[(k("a"), 1)]);
@@ -304,6 +326,23 @@ mod tests {
         );
         assert!(
             errors.iter().any(|e| e.contains("dirty read")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_begun_after_a_commit_that_misses_it_is_found() {
+        // Txn 1's commit ts (16) is above the ts (15) of a snapshot begun after it
+        // returned: a 1PC commit ts above what the TSO had handed out.
+        let h = [txn(1, 10, &[("a", 0)], Outcome::Committed(16))];
+        let snaps = [SnapshotRead {
+            ts: 15,
+            reads: vec![(k("a"), 0)],
+            after_commit_of: Some(1),
+        }];
+        let errors = check(&h, &snaps, 5, &[(k("a"), 1)]);
+        assert!(
+            errors.iter().any(|e| e.contains("begun after")),
             "{errors:?}"
         );
     }

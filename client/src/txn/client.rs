@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 ///     .await?;
 ///
 /// // A read-only snapshot at a timestamp.
-/// let snap = txns.snapshot(txns.current_timestamp().await?);
+/// let snap = txns.snapshot(txns.current_timestamp().await?).await?;
 /// assert_eq!(snap.get(b"counter").await?.map(|v| v.len()), Some(moved));
 /// # Ok(()) }
 /// ```
@@ -76,6 +76,7 @@ impl TxnClient {
             shared: Arc::new(Shared {
                 tso: TsoBatcher::new(client.clone()),
                 client,
+                tso_seen: Default::default(),
             }),
         }
     }
@@ -108,9 +109,22 @@ impl TxnClient {
         self.shared.timestamp().await
     }
 
-    /// A read-only view as of `ts` (e.g. [`TxnClient::current_timestamp`]).
-    pub fn snapshot(&self, ts: u64) -> Snapshot {
-        Snapshot::new(self.shared.clone(), ts)
+    /// A read-only view as of `ts` (e.g. [`TxnClient::current_timestamp`], or the commit
+    /// ts of an earlier transaction). A `ts` beyond every timestamp PD's TSO has handed
+    /// out is refused with [`crate::Error::TimestampTooFarAhead`] (asking the TSO once
+    /// unless this client already saw a timestamp at or above it): later commits could
+    /// still land below it, so it would not be a snapshot.
+    pub async fn snapshot(&self, ts: u64) -> Result<Snapshot> {
+        self.shared.check_issued(ts).await?;
+        Ok(Snapshot::new(self.shared.clone(), ts))
+    }
+
+    /// GC's resolve-locks phase: resolves every lock of a transaction that started at
+    /// or below `max_ts` (a candidate GC safe point) through its primary — committed,
+    /// or rolled back once expired — so that a client that died holding locks does not
+    /// hold the safe point back; live transactions' locks stay. Walks every region.
+    pub async fn resolve_locks_below(&self, max_ts: u64) -> Result<super::LocksResolved> {
+        super::gc::resolve_locks_below(&self.shared, max_ts).await
     }
 
     /// Begins an optimistic transaction (default options).

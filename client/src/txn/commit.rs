@@ -12,7 +12,7 @@
 //!    region cache). Any other failure ends the commit: nothing is committed, and the
 //!    caller rolls the locks back.
 //! 3. `commit_ts` from the TSO, after every prewrite answered, and at least every part's
-//!    `min_commit_ts`: so every reader that could have read a key unlocked has a smaller
+//!    `min_commit_ts` and (pessimistic) above the `for_update_ts`: so every reader that could have read a key unlocked has a smaller
 //!    ts, and every later reader meets the lock or the commit.
 //! 4. Commit the primary: the commit point. `CommitTsExpired` (a reader pushed the lock)
 //!    is retried with a newer ts; a lost answer is [`Error::CommitUndetermined`].
@@ -152,7 +152,13 @@ pub(crate) async fn commit(
 
     // Step 3/4: commit the primary at a ts from the TSO.
     let deadline = Instant::now() + shared.client.config().op_timeout;
-    let mut floor = min_commit_ts;
+    // A pessimistic transaction commits above its for_update_ts (its locks may sit at
+    // another transaction's commit ts, after a hand-over); its prewrite locks say so too.
+    let mut floor = if for_update_ts > 0 {
+        min_commit_ts.max(for_update_ts.saturating_add(1))
+    } else {
+        min_commit_ts
+    };
     let (commit_ts, log_index) = loop {
         let mut commit_ts = shared.timestamp().await?;
         while commit_ts < floor {

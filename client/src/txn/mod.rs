@@ -28,6 +28,7 @@
 mod atomic;
 mod client;
 mod commit;
+mod gc;
 mod occ;
 mod read;
 mod resolve;
@@ -37,6 +38,7 @@ mod tso;
 
 pub use atomic::{AtomicOp, AtomicOutcome};
 pub use client::{TxnBody, TxnClient};
+pub use gc::LocksResolved;
 pub use occ::{OccOutcome, OccTxn};
 pub use read::Snapshot;
 pub use transaction::Transaction;
@@ -53,7 +55,11 @@ pub enum TxnMode {
     Optimistic,
     /// Keys are locked as they are read for update ([`Transaction::get_for_update`],
     /// [`Transaction::lock_keys`]) and before commit for every other written key, each at
-    /// a fresh `for_update_ts`: the commit does not fail on write conflicts.
+    /// a fresh `for_update_ts`: the commit does not fail on write conflicts. Except on a
+    /// key the transaction read at its start ts ([`Transaction::get`], `batch_get`, inside
+    /// a `scan`'s range) before locking it: that lock is checked from the start ts, and a
+    /// write committed since fails with [`Error::WriteConflict`] (retryable), so a `get`
+    /// then `put` never loses another transaction's update (snapshot isolation).
     Pessimistic,
 }
 
@@ -133,6 +139,8 @@ impl TxnOptions {
 pub(crate) struct Shared {
     client: crate::Client,
     tso: tso::TsoBatcher,
+    /// The newest timestamp this client got from the TSO.
+    tso_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -144,7 +152,11 @@ impl Shared {
         let mut backoff = cfg.backoff_base;
         loop {
             match self.tso.get().await {
-                Ok(ts) => return Ok(ts),
+                Ok(ts) => {
+                    self.tso_seen
+                        .fetch_max(ts, std::sync::atomic::Ordering::AcqRel);
+                    return Ok(ts);
+                }
                 Err(Error::Pd(_)) if started.elapsed() < cfg.op_timeout => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(cfg.backoff_max);
@@ -158,6 +170,24 @@ impl Shared {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+impl Shared {
+    /// `Ok` when PD's TSO has handed out `ts` or a later timestamp (asking it for a fresh
+    /// one unless this client already got one at or above `ts`); else
+    /// [`Error::TimestampTooFarAhead`]. A read at a later ts would not be a snapshot:
+    /// transactions committing after the read could still land at or below it.
+    pub(crate) async fn check_issued(&self, ts: u64) -> Result<()> {
+        if ts <= self.tso_seen.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let now = self.timestamp().await?;
+        if ts <= now {
+            Ok(())
+        } else {
+            Err(Error::TimestampTooFarAhead { ts, limit: now })
         }
     }
 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 /// # async fn demo() -> Result<(), regatta_client::Error> {
 /// use regatta_client::TxnClient;
 /// let txns = TxnClient::connect(&["127.0.0.1:2379"]).await?;
-/// let snap = txns.snapshot(txns.current_timestamp().await?);
+/// let snap = txns.snapshot(txns.current_timestamp().await?).await?;
 /// let accounts = snap.scan(b"acct/", b"acct0", 0).await?;
 /// println!("{} accounts as of ts {}", accounts.len(), snap.ts());
 /// # Ok(()) }

@@ -196,6 +196,12 @@ pub(crate) fn key_error(e: &KeyError, start_ts: u64, primary: &[u8]) -> Error {
         Error::PessimisticLockNotFound { start_ts, key }
     } else if !e.get_invalid().is_empty() {
         Error::InvalidArgument(e.get_invalid().to_string())
+    } else if e.has_ts_too_far_ahead() {
+        let t = e.get_ts_too_far_ahead();
+        Error::TimestampTooFarAhead {
+            ts: t.get_ts(),
+            limit: t.get_limit(),
+        }
     } else if e.get_below_gc_safe_point() != 0 {
         Error::BelowGcSafePoint {
             read_ts: start_ts,
@@ -287,6 +293,10 @@ mod tests {
             with(|e| e.set_invalid("duplicate key".into())),
             with(|e| e.set_below_gc_safe_point(4)),
             with(|_| {}),
+            with(|e| {
+                e.mut_ts_too_far_ahead().set_ts(u64::MAX);
+                e.mut_ts_too_far_ahead().set_limit(9);
+            }),
         ];
         assert!(matches!(
             answers[0],
@@ -298,6 +308,13 @@ mod tests {
             Error::BelowGcSafePoint { safe_point: 4, .. }
         ));
         assert!(matches!(answers[3], Error::Server(_)));
+        assert!(matches!(
+            answers[4],
+            Error::TimestampTooFarAhead {
+                ts: u64::MAX,
+                limit: 9
+            }
+        ));
         for e in &answers {
             assert!(!e.is_retryable(), "{e}");
         }

@@ -12,8 +12,8 @@ use regatta_proto::txnpb::{
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// A buffered write.
@@ -68,6 +68,9 @@ pub struct Transaction {
     locked: BTreeSet<Vec<u8>>,
     /// The largest `for_update_ts` of its pessimistic locks.
     for_update_ts: u64,
+    /// Pessimistic: what this transaction read at `start_ts` from the stores, before
+    /// locking it (see [`ReadSet`]).
+    read: Mutex<ReadSet>,
     primary: Option<Vec<u8>>,
     /// Keys that may hold a lock of this transaction on a store (rolled back on abort).
     touched: BTreeSet<Vec<u8>>,
@@ -87,6 +90,7 @@ impl Transaction {
             buffer: BTreeMap::new(),
             locked: BTreeSet::new(),
             for_update_ts: 0,
+            read: Mutex::default(),
             primary: None,
             touched: BTreeSet::new(),
             state: State::Active,
@@ -116,13 +120,45 @@ impl Transaction {
     }
 
     /// The value of `key`: this transaction's own buffered write if it has one, else the
-    /// value committed at or below `start_ts` (`None`: no value).
+    /// value committed at or below `start_ts` (`None`: no value). Pessimistic: a key read
+    /// here and written later is locked checked from `start_ts` (see
+    /// [`TxnMode::Pessimistic`]); a key this transaction already locked is read at its
+    /// `for_update_ts` (the value [`Transaction::get_for_update`] returned), by `get`,
+    /// `batch_get` and `scan` alike.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.ensure_active("get")?;
         match self.buffer.get(key) {
             Some(Buffered::Put(v)) => Ok(Some(v.clone())),
             Some(Buffered::Delete) => Ok(None),
-            Some(Buffered::Lock) | None => read::get(&self.shared, self.start_ts, key).await,
+            Some(Buffered::Lock) | None if self.pessimistically_locked(key) => {
+                read::get(&self.shared, self.locked_read_ts(), key).await
+            }
+            Some(Buffered::Lock) | None => {
+                self.note_read(|r| {
+                    r.keys.insert(key.to_vec());
+                });
+                read::get(&self.shared, self.start_ts, key).await
+            }
+        }
+    }
+
+    /// Whether `key` holds (or was asked to hold) this pessimistic transaction's lock.
+    fn pessimistically_locked(&self, key: &[u8]) -> bool {
+        self.opts.mode == TxnMode::Pessimistic && self.locked.contains(key)
+    }
+
+    /// Where a pessimistic transaction reads a key it locked: at its `for_update_ts`, the
+    /// value its lock was taken over (the newest; nobody else can commit there while the
+    /// lock holds). Reading it at `start_ts` instead would return a value older than the
+    /// one `get_for_update` returned, and writing from it would lose the writes between.
+    fn locked_read_ts(&self) -> u64 {
+        self.for_update_ts.max(self.start_ts)
+    }
+
+    /// Pessimistic: records a read at `start_ts` (see [`ReadSet`]).
+    fn note_read(&self, f: impl FnOnce(&mut ReadSet)) {
+        if self.opts.mode == TxnMode::Pessimistic {
+            f(&mut self.read.lock().expect("read set lock"));
         }
     }
 
@@ -135,8 +171,17 @@ impl Transaction {
             .filter(|k| matches!(self.buffer.get(*k), None | Some(Buffered::Lock)))
             .cloned()
             .collect();
-        let read = read::batch_get(&self.shared, self.start_ts, &unbuffered).await?;
-        let stored: HashMap<Vec<u8>, Option<Vec<u8>>> = unbuffered.into_iter().zip(read).collect();
+        let (locked, at_start): (Vec<Vec<u8>>, Vec<Vec<u8>>) = unbuffered
+            .into_iter()
+            .partition(|k| self.pessimistically_locked(k));
+        self.note_read(|r| r.keys.extend(at_start.iter().cloned()));
+        let mut stored: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        for (part, ts) in [(at_start, self.start_ts), (locked, self.locked_read_ts())] {
+            if !part.is_empty() {
+                let read = read::batch_get(&self.shared, ts, &part).await?;
+                stored.extend(part.into_iter().zip(read));
+            }
+        }
         Ok(keys
             .iter()
             .map(|k| match self.buffer.get(k) {
@@ -167,10 +212,33 @@ impl Transaction {
             .range::<[u8], _>((Bound::Included(start), upper))
             .filter(|(_, b)| **b != Buffered::Lock)
             .collect();
-        // Each buffered delete hides at most one stored pair: read that many more.
-        let want = if limit == 0 { 0 } else { limit + own.len() };
+        // Keys this pessimistic transaction locked are read at its for_update_ts (as
+        // `get` reads them), over what the scan at start_ts saw.
+        let locked: Vec<Vec<u8>> = self
+            .locked
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .filter(|k| self.pessimistically_locked(k))
+            .cloned()
+            .collect();
+        // Each buffered delete, and each locked key deleted since start_ts, hides at most
+        // one stored pair: read that many more.
+        let want = if limit == 0 {
+            0
+        } else {
+            limit + own.len() + locked.len()
+        };
+        self.note_read(|r| r.ranges.push((start.to_vec(), end.to_vec())));
         let stored = read::scan(&self.shared, self.start_ts, start, end, want).await?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        if !locked.is_empty() {
+            let now = read::batch_get(&self.shared, self.locked_read_ts(), &locked).await?;
+            for (k, v) in locked.into_iter().zip(now) {
+                match v {
+                    Some(v) => merged.insert(k, v),
+                    None => merged.remove(&k),
+                };
+            }
+        }
         for (k, b) in own {
             match b {
                 Buffered::Put(v) => {
@@ -256,11 +324,25 @@ impl Transaction {
         if self.primary.is_none() {
             let primary = keys[0].clone();
             self.primary = Some(primary.clone());
-            values.extend(self.lock_round(vec![primary.clone()], need_value).await?);
+            let since_start = self.read_since_start(&primary);
+            values.extend(
+                self.lock_round(vec![primary.clone()], need_value, since_start)
+                    .await?,
+            );
             unique.retain(|k| *k != primary);
+            // Keep the primary alive from its first lock on: the next round may wait
+            // in a queue longer than its TTL, and a resolver that then found it expired
+            // would roll back a live transaction.
+            self.start_heartbeat();
         }
-        if !unique.is_empty() {
-            values.extend(self.lock_round(unique, need_value).await?);
+        // Keys read at start_ts are checked from start_ts (see `ReadSet`); the others
+        // lock at a fresh for_update_ts.
+        let (since_start, fresh): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+            unique.into_iter().partition(|k| self.read_since_start(k));
+        for (part, from_start) in [(since_start, true), (fresh, false)] {
+            if !part.is_empty() {
+                values.extend(self.lock_round(part, need_value, from_start).await?);
+            }
         }
         self.start_heartbeat();
         Ok(keys
@@ -269,17 +351,32 @@ impl Transaction {
             .collect())
     }
 
+    /// Whether `key` was read at `start_ts` and is not locked yet: its lock must then
+    /// find no write committed after `start_ts` (see [`ReadSet`]).
+    fn read_since_start(&self, key: &[u8]) -> bool {
+        !self.locked.contains(key) && self.read.lock().expect("read set lock").covers(key)
+    }
+
+    /// Locks `keys` (one request per region). `from_start`: at `start_ts`, so that a
+    /// write committed after it fails with [`Error::WriteConflict`] (including one the
+    /// store's queue hands the key over after); else at a fresh `for_update_ts`, retried
+    /// at a newer one on a write conflict.
     async fn lock_round(
         &mut self,
         keys: Vec<Vec<u8>>,
         need_value: bool,
+        from_start: bool,
     ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
         let primary = self.primary.clone().unwrap_or_else(|| keys[0].clone());
         self.touched.extend(keys.iter().cloned());
         self.locked.extend(keys.iter().cloned());
         let deadline = Instant::now() + self.shared.client.config().op_timeout;
         loop {
-            let for_update_ts = self.shared.timestamp().await?;
+            let for_update_ts = if from_start {
+                self.start_ts
+            } else {
+                self.shared.timestamp().await?
+            };
             let (p, start_ts) = (primary.clone(), self.start_ts);
             let (ttl, wait_ms) = (self.lock_ttl_ms(), self.opts.lock_wait_timeout_ms);
             let build = Arc::new(move |part: &[Vec<u8>]| {
@@ -297,6 +394,7 @@ impl Transaction {
             });
             let mut got = Vec::new();
             let mut locked_at = for_update_ts;
+            let mut raised_on = None;
             let outcome = run_resolving(
                 &self.shared,
                 "pessimistic_lock",
@@ -307,7 +405,10 @@ impl Transaction {
                 |part, mut resp| {
                     // Handed a key after its holder committed: locked at that commit's ts.
                     let conflict_ts = resp.get_pessimistic_lock().get_locked_with_conflict_ts();
-                    locked_at = locked_at.max(conflict_ts);
+                    if conflict_ts > locked_at {
+                        locked_at = conflict_ts;
+                        raised_on = part.first().cloned();
+                    }
                     let values = resp.mut_pessimistic_lock().take_values().into_vec();
                     for (k, mut v) in part.iter().zip(values) {
                         got.push((k.clone(), v.get_found().then(|| v.take_value())));
@@ -316,15 +417,53 @@ impl Transaction {
             )
             .await;
             match outcome {
+                Ok(()) if from_start && locked_at > self.start_ts => {
+                    // Handed the key after a write committed since start_ts: this
+                    // transaction read the value before it. (Its lock goes with the
+                    // rollback of the transaction.)
+                    return Err(Error::WriteConflict {
+                        key: raised_on.unwrap_or_else(|| keys[0].clone()),
+                        primary,
+                        start_ts,
+                        conflict_start_ts: 0,
+                        conflict_commit_ts: locked_at,
+                    });
+                }
                 Ok(()) => {
+                    if locked_at > for_update_ts {
+                        // Locked at another transaction's commit ts, which a 1PC may
+                        // have chosen above anything the TSO handed out: commit only
+                        // once the TSO is past it (so the commit ts is above it, and a
+                        // transaction that starts after the commit sees it).
+                        self.wait_for_tso_past(locked_at, deadline).await?;
+                    }
                     self.for_update_ts = self.for_update_ts.max(locked_at);
                     return Ok(got);
                 }
                 // Written after this for_update_ts: lock again at a newer one (what
                 // makes a pessimistic commit immune to write conflicts).
-                Err(Error::WriteConflict { .. }) if Instant::now() < deadline => continue,
+                Err(Error::WriteConflict { .. }) if !from_start && Instant::now() < deadline => {
+                    continue
+                }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Returns once PD's TSO has handed out a timestamp at or above `ts` (asking it, with
+    /// a short backoff, until `deadline`).
+    async fn wait_for_tso_past(&self, ts: u64, deadline: Instant) -> Result<()> {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let now = self.shared.timestamp().await?;
+            if now >= ts {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::TimestampTooFarAhead { ts, limit: now });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -494,6 +633,29 @@ impl Transaction {
                 let _ = rollback_keys(&shared, keys, start_ts).await;
             });
         }
+    }
+}
+
+/// What a pessimistic transaction read at `start_ts` from the stores before locking it:
+/// keys it got, and ranges it scanned. A key it then writes (or locks) is locked at
+/// `start_ts`, so a write committed since is a [`Error::WriteConflict`] that
+/// [`crate::TxnClient::run`] retries: without it, a `get` then `put` would lock at a fresh
+/// `for_update_ts` with no check since the read, and two increments could both commit
+/// with one lost (snapshot isolation's first-committer-wins).
+#[derive(Debug, Default)]
+struct ReadSet {
+    keys: BTreeSet<Vec<u8>>,
+    /// `(start, end)`, an empty `end` unbounded.
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ReadSet {
+    fn covers(&self, key: &[u8]) -> bool {
+        self.keys.contains(key)
+            || self
+                .ranges
+                .iter()
+                .any(|(s, e)| key >= s.as_slice() && (e.is_empty() || key < e.as_slice()))
     }
 }
 

@@ -276,8 +276,16 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
                 need_value: l.get_return_values(),
                 keys: l.get_keys().to_vec(),
             };
-            txn::acquire_pessimistic_lock(&snap, &mut wb, &req).map(|values| {
+            let locked = if std::mem::take(&mut s.hand_over_next_lock) {
+                txn::acquire_pessimistic_lock_with_conflict(&snap, &mut wb, &req)
+            } else {
+                txn::acquire_pessimistic_lock_at(&snap, &mut wb, &req)
+            };
+            locked.map(|(values, locked_at)| {
                 let r = out.mut_pessimistic_lock();
+                if locked_at > req.for_update_ts {
+                    r.set_locked_with_conflict_ts(locked_at);
+                }
                 for v in values {
                     let mut tv = txnpb::TxnValue::new();
                     tv.set_found(v.is_some());
@@ -299,6 +307,19 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
                 out.mut_pessimistic_rollback();
             }),
         ),
+        Cmd::scan_lock(sc) => ("scan_lock", {
+            // One region per scan is enough for the fake's tests: to the region's end.
+            let end = region.get_end_key().to_vec();
+            txn::MvccReader::new(&snap)
+                .scan_locks(sc.get_start_key(), &end, sc.get_max_ts(), usize::MAX)
+                .map(|locks| {
+                    let r = out.mut_scan_lock();
+                    for (k, l) in locks {
+                        r.mut_locks().push(lock_info(&k, &l));
+                    }
+                    r.set_scanned_end(end.clone());
+                })
+        }),
         Cmd::check_secondary_locks(c) => (
             "check_secondary_locks",
             txn::check_secondary_locks(&snap, &mut wb, c.get_keys(), c.get_start_ts()).map(|_| {

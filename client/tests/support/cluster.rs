@@ -73,6 +73,15 @@ pub(super) struct State {
     /// The next 1PC prewrite is lost on its way (neither applied nor answered), and
     /// another transaction commits its keys meanwhile.
     pub(super) lose_one_pc: bool,
+    /// The TSO is stepped by hand: each timestamp is the last plus one, whatever the
+    /// clock says (many timestamps in one millisecond; a test places others between).
+    pub(super) manual_tso: bool,
+    /// The next pessimistic lock is served as the store's lock-wait queue serves a
+    /// hand-over: with `allow_lock_with_conflict`.
+    pub(super) hand_over_next_lock: bool,
+    /// 1: the next commit is applied and its answer lost; 2: the one after is refused
+    /// with a storage error, without being applied.
+    pub(super) lose_then_fail_commit: u8,
 }
 
 /// The fake cluster (PD + one store on one port).
@@ -125,6 +134,9 @@ impl FakeCluster {
                 counts: HashMap::new(),
                 muted: HashSet::new(),
                 lose_one_pc: false,
+                manual_tso: false,
+                hand_over_next_lock: false,
+                lose_then_fail_commit: 0,
             })),
             gate: Arc::new(Gate::default()),
         };
@@ -169,6 +181,20 @@ impl FakeCluster {
         cluster
     }
 
+    /// A transaction client of this fake: a 10 s operation deadline, millisecond
+    /// backoffs.
+    pub async fn txn_client(&self) -> regatta_client::TxnClient {
+        let cfg = regatta_client::Config {
+            op_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(20),
+            ..regatta_client::Config::default()
+        };
+        regatta_client::TxnClient::connect_with(&[&self.addr], cfg)
+            .await
+            .expect("connect to the fake")
+    }
+
     /// How many commands named `name` the store served (`prewrite` counts 2PC prewrites,
     /// `prewrite_1pc` the ones asking for 1PC; `epoch_not_match` counts refusals).
     pub fn count(&self, name: &str) -> usize {
@@ -187,6 +213,24 @@ impl FakeCluster {
     /// it meets that write.
     pub fn lose_next_one_pc(&self) {
         self.state.lock().expect("fake state").lose_one_pc = true;
+    }
+
+    /// From now on the TSO is stepped by hand: each timestamp is the last one plus one
+    /// (as when many share one millisecond), and [`FakeCluster::ts`] steps it.
+    pub fn step_tso_by_hand(&self) {
+        self.state.lock().expect("fake state").manual_tso = true;
+    }
+
+    /// The next pessimistic lock request is served as a hand-over from the store's
+    /// lock-wait queue: locked even above a newer commit, at that commit's ts.
+    pub fn hand_over_next_lock(&self) {
+        self.state.lock().expect("fake state").hand_over_next_lock = true;
+    }
+
+    /// The next commit is applied but its answer is lost; its retry is then refused with
+    /// a storage error (a definite-looking failure that does not undo the first).
+    pub fn lose_then_fail_next_commit(&self) {
+        self.state.lock().expect("fake state").lose_then_fail_commit = 1;
     }
 
     /// Holds prewrites until `n` are in flight at once (for at most a few seconds).
@@ -409,8 +453,20 @@ impl FakeCluster {
             engine.write(wb, false).expect("the memory engine writes");
             return None;
         }
+        let is_commit = matches!(cmd, Cmd::commit(_));
+        if is_commit && s.lose_then_fail_commit == 2 {
+            s.lose_then_fail_commit = 0;
+            return Some(kv_error(|e| {
+                e.set_message("disk on fire".into());
+                e.mut_storage_error();
+            }));
+        }
         let mut txn_resp = TxnResponse::new();
         let name = run(&mut s, &region, cmd, &mut txn_resp);
+        if is_commit && s.lose_then_fail_commit == 1 {
+            s.lose_then_fail_commit = 2;
+            return None;
+        }
         *s.counts.entry(name).or_insert(0) += 1;
         if s.muted.contains(name) {
             return None;
@@ -426,7 +482,11 @@ pub(super) fn next_ts(s: &mut State, count: u64) -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as u64;
-    let first = (s.last_ts + 1).max(now_ms << 18);
+    let first = if s.manual_tso {
+        s.last_ts + 1
+    } else {
+        (s.last_ts + 1).max(now_ms << 18)
+    };
     s.last_ts = first + count - 1;
     first
 }
@@ -456,5 +516,6 @@ fn keys_of(cmd: &Cmd) -> Vec<Vec<u8>> {
         Cmd::pessimistic_lock(l) => l.get_keys().to_vec(),
         Cmd::pessimistic_rollback(r) => r.get_keys().to_vec(),
         Cmd::check_secondary_locks(c) => c.get_keys().to_vec(),
+        Cmd::scan_lock(s) => vec![s.get_start_key().to_vec()],
     }
 }

@@ -19,8 +19,10 @@
 //! fetch returns, a 1PC prewrite is proposed as a plain prewrite (answered with
 //! `one_pc_commit_ts = 0`) and an async-commit prewrite is answered `ServerIsBusy`.
 //!
-//! Assumption: read timestamps come from the TSO (a read at a ts above any the TSO handed
-//! out is not covered).
+//! Read timestamps come from the TSO: a command carrying a timestamp beyond the TSO plus
+//! the drift allowance is refused before it reaches `max_ts` (`ts_limit.rs`), and a
+//! pessimistic lock's conflict ts (a holder's commit ts, maybe chosen above the TSO by a
+//! 1PC) never goes in: `max_ts` takes read timestamps and TSO syncs only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,13 +79,16 @@ impl MaxTs {
     }
 
     /// The 1PC commit ts for a prewrite, chosen by a leader of `term`; `None` until
-    /// [`MaxTs::ready`].
+    /// [`MaxTs::ready`], and when it would exceed `limit`, the store's timestamp limit
+    /// (`ts_limit.rs`): then the prewrite stays a plain one and the client commits by 2PC
+    /// at a TSO timestamp.
     pub(crate) fn one_pc_commit_ts(
         &self,
         term: u64,
         start_ts: u64,
         for_update_ts: u64,
         min_commit_ts: u64,
+        limit: u64,
     ) -> Option<u64> {
         if !self.ready(term) {
             return None;
@@ -93,7 +98,7 @@ impl MaxTs {
             .max(start_ts)
             .max(for_update_ts)
             .saturating_add(1);
-        Some(floor.max(min_commit_ts))
+        Some(floor.max(min_commit_ts)).filter(|ts| *ts <= limit)
     }
 }
 
@@ -106,26 +111,50 @@ mod tests {
         let m = MaxTs::default();
         m.observe(100);
         assert_eq!(
-            m.one_pc_commit_ts(2, 50, 0, 0),
+            m.one_pc_commit_ts(2, 50, 0, 0, u64::MAX),
             None,
             "not synced in term 2"
         );
         m.synced(2, 80);
         assert_eq!(m.get(), 100, "a sync never lowers max_ts");
-        assert_eq!(m.one_pc_commit_ts(2, 50, 0, 0), Some(101));
-        assert_eq!(m.one_pc_commit_ts(2, 200, 0, 0), Some(201));
-        assert_eq!(m.one_pc_commit_ts(2, 200, 250, 0), Some(251));
-        assert_eq!(m.one_pc_commit_ts(2, 50, 0, 500), Some(500));
+        assert_eq!(m.one_pc_commit_ts(2, 50, 0, 0, u64::MAX), Some(101));
+        assert_eq!(m.one_pc_commit_ts(2, 200, 0, 0, u64::MAX), Some(201));
+        assert_eq!(m.one_pc_commit_ts(2, 200, 250, 0, u64::MAX), Some(251));
+        assert_eq!(m.one_pc_commit_ts(2, 50, 0, 500, u64::MAX), Some(500));
         m.observe(90);
         assert_eq!(m.get(), 100, "max_ts never goes backwards");
         assert_eq!(
-            m.one_pc_commit_ts(3, 50, 0, 0),
+            m.one_pc_commit_ts(3, 50, 0, 0, u64::MAX),
             None,
             "a new term syncs again"
         );
         m.synced(2, 1); // a late fetch of an older term does not count for term 3
         assert!(!m.ready(3));
         m.synced(3, 300);
-        assert_eq!(m.one_pc_commit_ts(3, 50, 0, 0), Some(301));
+        assert_eq!(m.one_pc_commit_ts(3, 50, 0, 0, u64::MAX), Some(301));
+    }
+
+    #[test]
+    fn a_one_pc_commit_ts_over_the_timestamp_limit_is_not_chosen() {
+        // Issue 20, hole 0: a 1PC commit ts beyond what the TSO handed out plus the drift
+        // allowance falls back to 2PC (the client commits at a TSO timestamp).
+        let m = MaxTs::default();
+        m.synced(1, 1_000);
+        assert_eq!(m.one_pc_commit_ts(1, 500, 0, 0, 1_001), Some(1_001));
+        assert_eq!(
+            m.one_pc_commit_ts(1, 500, 0, 0, 1_000),
+            None,
+            "over the limit"
+        );
+        assert_eq!(
+            m.one_pc_commit_ts(1, 500, 2_000, 0, 1_500),
+            None,
+            "for_update_ts"
+        );
+        assert_eq!(
+            m.one_pc_commit_ts(1, 500, 0, 1_600, 1_500),
+            None,
+            "min_commit_ts"
+        );
     }
 }

@@ -147,6 +147,8 @@ pub struct PeerContext {
     /// PD's GC safe point as the store last heard it (0: none yet); leaders bring it
     /// into their regions' logs (see `peer/gc.rs`).
     pub pd_gc_safe_point: Arc<AtomicU64>,
+    /// The newest timestamp a transactional command may carry (see `ts_limit.rs`).
+    pub ts_limit: Arc<crate::TsLimit>,
     /// The store's GC thread, which runs the replicas' GC passes.
     pub gc_worker: GcWorker,
     /// Where time is read (the system clock, or a manual one in tests).

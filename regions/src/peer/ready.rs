@@ -111,9 +111,10 @@ impl Peer {
         }
     }
 
-    /// A 1PC prewrite gets its commit ts, an async-commit prewrite its `min_commit_ts`
-    /// floor, both above `max_ts` (see `max_ts.rs`); a 1PC prewrite stays a plain
-    /// prewrite while `max_ts` is not synced in this term. Returns whether reads arriving
+    /// A 1PC prewrite gets its commit ts above `max_ts` (see `max_ts.rs`); it stays a
+    /// plain prewrite while `max_ts` is not synced in this term, or when that ts would
+    /// pass the store's timestamp limit. (Async-commit prewrites are refused at
+    /// validation until async commit lands.) Returns whether reads arriving
     /// from now on must wait for this command's entry.
     fn choose_txn_timestamps(&mut self, cmd: &mut RaftCmd) -> bool {
         use regatta_proto::kvrpcpb::Request_oneof_cmd;
@@ -127,20 +128,20 @@ impl Peer {
         };
         let mut floor = false;
         if p.get_try_one_pc() {
+            // Above the store's timestamp limit (see `ts_limit.rs`) the prewrite stays a
+            // plain one: the client commits it by 2PC at a TSO timestamp.
+            let limit = self.ctx.ts_limit.limit(self.ctx.clock.wall_ms());
             let commit_ts = self.max_ts.one_pc_commit_ts(
                 term,
                 p.get_start_ts(),
                 p.get_for_update_ts(),
                 p.get_min_commit_ts(),
+                limit,
             );
             if let Some(ts) = commit_ts {
                 cmd.set_one_pc_commit_ts(ts);
                 floor = true;
             }
-        } else if p.get_use_async_commit() {
-            let min = self.max_ts.get().max(p.get_start_ts()).saturating_add(1);
-            p.set_min_commit_ts(p.get_min_commit_ts().max(min));
-            floor = true;
         }
         floor
     }
@@ -365,9 +366,10 @@ impl Peer {
         let Some(me) = self.mailbox.clone() else {
             return;
         };
-        let (pd, max_ts, term, logger) = (
+        let (pd, max_ts, ts_limit, term, logger) = (
             self.ctx.pd.clone(),
             self.max_ts.clone(),
+            self.ctx.ts_limit.clone(),
             self.raw.raft.term,
             self.logger.clone(),
         );
@@ -376,6 +378,7 @@ impl Peer {
             while max_ts.leader_term() == term {
                 match pd.get_ts().await {
                     Ok(ts) => {
+                        ts_limit.observe_tso(ts);
                         max_ts.synced(term, ts);
                         return;
                     }

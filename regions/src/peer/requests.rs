@@ -14,7 +14,6 @@ use regatta_proto::kvrpcpb::{
     KvRequest, KvResponse, ReadConsistency, ReadInfo, Request, Request_oneof_cmd,
 };
 use regatta_proto::raft_serverpb::RaftCmd;
-use regatta_proto::txnpb::TxnRequest_oneof_cmd;
 use std::time::Duration;
 
 impl Peer {
@@ -58,21 +57,23 @@ impl Peer {
                 let _ = tx.send(self.not_leader().into_response());
                 return;
             }
+            // A timestamp beyond what the TSO handed out (plus the drift allowance) never
+            // reaches max_ts nor the region's data (see `ts_limit.rs`).
+            let limit = self.ctx.ts_limit.limit(self.ctx.clock.wall_ms());
+            if let Some(ts) = crate::ts_limit::beyond(t, limit) {
+                let e = Error::TsTooFarAhead {
+                    region_id: self.region_id,
+                    ts,
+                    limit,
+                };
+                let _ = tx.send(e.into_response());
+                return;
+            }
             if let Some(ts) = txn_cmd::read_ts(t) {
                 self.max_ts.observe(ts);
             }
             if txn_cmd::is_txn_read(t) && consistency != ReadConsistency::LEASE {
                 consistency = ReadConsistency::LINEARIZABLE;
-            }
-            if let Some(TxnRequest_oneof_cmd::prewrite(p)) = &t.cmd {
-                if p.get_use_async_commit() && !self.max_ts.ready(self.raw.raft.term) {
-                    let e = Error::ServerIsBusy(format!(
-                        "region {}: new leader, max_ts not synced with the TSO yet",
-                        self.region_id
-                    ));
-                    let _ = tx.send(e.into_response());
-                    return;
-                }
             }
         }
         let floor = if txn.is_some() {

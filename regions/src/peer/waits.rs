@@ -253,13 +253,10 @@ impl Peer {
         }
         match answer {
             LockAnswer::Granted => {
-                let ts = resp
-                    .get_response()
-                    .get_txn()
-                    .get_pessimistic_lock()
-                    .get_locked_with_conflict_ts();
-                // The transaction commits above this ts; so must any 1PC after it.
-                self.max_ts.observe(ts);
+                // The lock's `locked_with_conflict_ts` (the holder's commit ts) does not
+                // go into max_ts: max_ts takes only read timestamps, and a 1PC holder's
+                // commit ts may be above anything the TSO handed out. The waiter itself
+                // commits above it (its prewrite's `min_commit_ts`, `txn` crate).
                 let _ = tx.send(resp);
             }
             LockAnswer::Blocked { key, holder } if self.is_leader() => {

@@ -3,14 +3,14 @@
 //! serves them like linearizable raw reads (ReadIndex or its lease), after raising its
 //! `max_ts` to the read's ts (see `peer/max_ts.rs`).
 
-use super::wire::{failure, Failure};
+use super::wire::{failure, lock_info, Failure};
 use crate::apply::MAX_SCAN_LIMIT;
 use crate::error::Error;
 use regatta_engine::Snapshot;
 use regatta_proto::metapb::Region;
 use regatta_proto::txnpb::{
     TxnBatchGetResponse, TxnGetResponse, TxnKvPair, TxnRequest, TxnRequest_oneof_cmd as Cmd,
-    TxnResponse, TxnScanResponse,
+    TxnResponse, TxnScanLockResponse, TxnScanResponse,
 };
 use regatta_txn::MvccReader;
 
@@ -18,7 +18,7 @@ use regatta_txn::MvccReader;
 pub(crate) fn is_txn_read(req: &TxnRequest) -> bool {
     matches!(
         req.cmd,
-        Some(Cmd::get(_)) | Some(Cmd::batch_get(_)) | Some(Cmd::scan(_))
+        Some(Cmd::get(_)) | Some(Cmd::batch_get(_)) | Some(Cmd::scan(_)) | Some(Cmd::scan_lock(_))
     )
 }
 
@@ -84,26 +84,13 @@ pub(crate) fn read_txn<S: Snapshot>(
                 resp.set_batch_get(r);
             }),
         Some(Cmd::scan(s)) => {
-            let limit = match s.get_limit() as usize {
-                0 => MAX_SCAN_LIMIT,
-                n => n.min(MAX_SCAN_LIMIT),
-            };
+            let limit = scan_limit(s.get_limit());
             let (lo, hi) = clip(region, s.get_start_key(), s.get_end_key());
             reader
                 .scan_versioned(&lo, &hi, s.get_start_ts(), limit)
                 .map(|pairs| {
                     let mut r = TxnScanResponse::new();
-                    let full = pairs.len() >= limit;
-                    // Where to resume: after the last pair when the limit cut the scan short,
-                    // else the end of what this region covers (as raw scans answer).
-                    let resume = match pairs.last() {
-                        Some((last, _, _)) if full => {
-                            let mut k = last.clone();
-                            k.push(0);
-                            k
-                        }
-                        _ => hi.clone(),
-                    };
+                    let resume = resume_point(&pairs, limit, &hi, |(k, _, _)| k);
                     for (k, commit_ts, v) in pairs {
                         let mut p = pair(k, v);
                         p.set_commit_ts(commit_ts);
@@ -111,6 +98,20 @@ pub(crate) fn read_txn<S: Snapshot>(
                     }
                     r.set_scanned_end(resume);
                     resp.set_scan(r);
+                })
+        }
+        Some(Cmd::scan_lock(s)) => {
+            let limit = scan_limit(s.get_limit());
+            let (lo, hi) = clip(region, s.get_start_key(), s.get_end_key());
+            reader
+                .scan_locks(&lo, &hi, s.get_max_ts(), limit)
+                .map(|locks| {
+                    let mut r = TxnScanLockResponse::new();
+                    r.set_scanned_end(resume_point(&locks, limit, &hi, |(k, _)| k));
+                    for (k, l) in locks {
+                        r.mut_locks().push(lock_info(&k, &l));
+                    }
+                    resp.set_scan_lock(r);
                 })
         }
         _ => return Err(Error::InvalidArgument("not a transactional read".into())),
@@ -125,6 +126,28 @@ pub(crate) fn read_txn<S: Snapshot>(
             }
             Failure::Store(e) => Err(e),
         },
+    }
+}
+
+/// A scan's bound on what it returns: the request's, at most [`MAX_SCAN_LIMIT`] (0: that).
+fn scan_limit(asked: u32) -> usize {
+    match asked as usize {
+        0 => MAX_SCAN_LIMIT,
+        n => n.min(MAX_SCAN_LIMIT),
+    }
+}
+
+/// Where a scan that found `found` (at most `limit`) in a region covering up to `hi`
+/// resumes: after the last item when the limit cut it short, else at `hi` (as raw scans
+/// answer).
+fn resume_point<T>(found: &[T], limit: usize, hi: &[u8], key: impl Fn(&T) -> &Vec<u8>) -> Vec<u8> {
+    match found.last() {
+        Some(last) if found.len() >= limit => {
+            let mut k = key(last).clone();
+            k.push(0);
+            k
+        }
+        _ => hi.to_vec(),
     }
 }
 

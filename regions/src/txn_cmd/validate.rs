@@ -77,8 +77,15 @@ pub(crate) fn validate_txn(req: &TxnRequest, c: &Checks<'_>) -> Result<(), Error
             keys(c, slices(b.get_keys()).into_iter())
         }
         Some(Cmd::scan(s)) => ts("start_ts", s.get_start_ts()),
+        Some(Cmd::scan_lock(s)) => ts("max_ts", s.get_max_ts()),
         Some(Cmd::prewrite(p)) => {
             ts("start_ts", p.get_start_ts())?;
+            // Nothing resolves an async-commit lock yet (no client checks its secondaries
+            // to decide it), so such a transaction could be stuck or half-resolved: refused
+            // until async commit lands whole.
+            if p.get_use_async_commit() {
+                return Err(invalid("async commit is not supported yet"));
+            }
             if p.get_lock_ttl_ms() == 0 {
                 return Err(invalid("lock_ttl_ms is 0"));
             }

@@ -44,7 +44,7 @@ fn keys_of(req: &TxnRequest) -> Vec<&[u8]> {
         Some(Cmd::check_secondary_locks(c)) => slices(c.get_keys()),
         Some(Cmd::get(g)) => vec![g.get_key()],
         Some(Cmd::batch_get(b)) => slices(b.get_keys()),
-        Some(Cmd::scan(_)) | None => Vec::new(),
+        Some(Cmd::scan(_)) | Some(Cmd::scan_lock(_)) | None => Vec::new(),
     }
 }
 
@@ -62,7 +62,11 @@ fn lock_owner_ts(req: &TxnRequest) -> u64 {
         Some(Cmd::heartbeat(h)) => h.get_start_ts(),
         Some(Cmd::pessimistic_lock(p)) => p.get_start_ts(),
         Some(Cmd::check_secondary_locks(c)) => c.get_start_ts(),
-        Some(Cmd::get(_)) | Some(Cmd::batch_get(_)) | Some(Cmd::scan(_)) | None => 0,
+        Some(Cmd::get(_))
+        | Some(Cmd::batch_get(_))
+        | Some(Cmd::scan(_))
+        | Some(Cmd::scan_lock(_))
+        | None => 0,
     }
 }
 
@@ -230,7 +234,7 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
             let locked = if p.get_allow_lock_with_conflict() {
                 regatta_txn::acquire_pessimistic_lock_with_conflict(snap, b, &tr)
             } else {
-                regatta_txn::acquire_pessimistic_lock(snap, b, &tr).map(|v| (v, tr.for_update_ts))
+                regatta_txn::acquire_pessimistic_lock_at(snap, b, &tr)
             };
             let r = locked.map(|(values, for_update_ts)| {
                 let mut out = PessimisticLockResponse::new();
@@ -278,7 +282,11 @@ pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
             }),
             &[],
         ),
-        Some(Cmd::get(_)) | Some(Cmd::batch_get(_)) | Some(Cmd::scan(_)) | None => {
+        Some(Cmd::get(_))
+        | Some(Cmd::batch_get(_))
+        | Some(Cmd::scan(_))
+        | Some(Cmd::scan_lock(_))
+        | None => {
             return Ok(Err(Error::InvalidArgument(
                 "not a transactional write".into(),
             )))

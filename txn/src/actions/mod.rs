@@ -23,8 +23,8 @@ mod status;
 
 pub use commit::{commit, resolve_lock};
 pub use pessimistic::{
-    acquire_pessimistic_lock, acquire_pessimistic_lock_with_conflict, pessimistic_rollback,
-    PessimisticLockRequest,
+    acquire_pessimistic_lock, acquire_pessimistic_lock_at, acquire_pessimistic_lock_with_conflict,
+    pessimistic_rollback, PessimisticLockRequest,
 };
 pub use prewrite::{one_pc, prewrite, Mutation, Op, PrewriteOutcome, PrewriteRequest};
 pub use rollback::{cleanup, rollback};

@@ -39,6 +39,19 @@ pub fn acquire_pessimistic_lock<S: Snapshot, W: WriteBatch>(
     wb: &mut W,
     req: &PessimisticLockRequest,
 ) -> Result<Vec<Option<Vec<u8>>>> {
+    acquire_pessimistic_lock_at(snap, wb, req).map(|(values, _)| values)
+}
+
+/// [`acquire_pessimistic_lock`], also returning the `for_update_ts` the keys are locked
+/// at: the request's, or higher where a key already held this transaction's lock taken
+/// at a higher one (an earlier attempt whose answer was lost was handed the key at a
+/// conflict ts). The transaction must use it from then on, as after a hand-over.
+pub fn acquire_pessimistic_lock_at<S: Snapshot, W: WriteBatch>(
+    snap: &S,
+    wb: &mut W,
+    req: &PessimisticLockRequest,
+) -> Result<(Vec<Option<Vec<u8>>>, u64)> {
+    let mut locked_at = req.for_update_ts;
     ensure_distinct(req.keys.iter().map(Vec::as_slice))?;
     if req.for_update_ts < req.start_ts {
         return Err(Error::InvalidRequest(format!(
@@ -58,6 +71,7 @@ pub fn acquire_pessimistic_lock<S: Snapshot, W: WriteBatch>(
             }
             Some(mut lock) => {
                 // Our own lock: while it is held no other transaction could commit here.
+                locked_at = locked_at.max(lock.for_update_ts);
                 if lock.kind == LockKind::Pessimistic && lock.for_update_ts < req.for_update_ts {
                     lock.for_update_ts = req.for_update_ts;
                     lock.ttl_ms = lock.ttl_ms.max(req.lock_ttl_ms);
@@ -108,7 +122,7 @@ pub fn acquire_pessimistic_lock<S: Snapshot, W: WriteBatch>(
             None
         });
     }
-    Ok(values)
+    Ok((values, locked_at))
 }
 
 /// Locks `req.keys` as [`acquire_pessimistic_lock`] does, except that a write of another
@@ -138,8 +152,7 @@ pub fn acquire_pessimistic_lock_with_conflict<S: Snapshot, W: WriteBatch>(
         for_update_ts,
         ..req.clone()
     };
-    let values = acquire_pessimistic_lock(snap, wb, &raised)?;
-    Ok((values, for_update_ts))
+    acquire_pessimistic_lock_at(snap, wb, &raised)
 }
 
 /// Removes transaction `start_ts`'s pessimistic locks on `keys` taken at or below

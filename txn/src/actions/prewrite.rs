@@ -247,10 +247,16 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
     let versions = read_versions(req)?;
     let reader = MvccReader::new(snap);
     let async_commit = req.async_commit_secondaries.is_some();
+    // A pessimistic transaction commits above its `for_update_ts` (client-go's
+    // `minCommitTS`): its locks may have been taken at another transaction's commit ts
+    // (a hand-over), and a commit ts at or below it would replace that version or hide
+    // under it. The lock says so, and a commit below is `CommitTsExpired`.
     let lock_min_commit_ts = if async_commit {
         req.min_commit_ts
             .max(req.start_ts.saturating_add(1))
             .max(req.for_update_ts.saturating_add(1))
+    } else if req.for_update_ts > 0 {
+        req.min_commit_ts.max(req.for_update_ts.saturating_add(1))
     } else {
         req.min_commit_ts
     };

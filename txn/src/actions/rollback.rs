@@ -8,8 +8,12 @@
 //! Rolling back a committed transaction fails ([`Error::Committed`]); rolling back twice
 //! is harmless.
 //!
-//! cleanup is the conditional form a reader uses on one key (TiKV's `Cleanup`): it rolls
-//! back only if the lock's TTL has run out at `current_ts`, else reports the lock.
+//! cleanup is the conditional form a reader uses on a transaction's primary key (TiKV's
+//! `Cleanup`): it rolls back only if the lock's TTL has run out at `current_ts`, else
+//! reports the lock. It refuses a secondary's lock ([`Error::InvalidRequest`]): only the
+//! primary decides a transaction, and an expired secondary of a transaction whose primary
+//! committed must be committed, not rolled back (resolve it through the primary with
+//! `check_txn_status` and `resolve_lock`).
 
 use super::{ensure_distinct, put_rollback, rollback_lock};
 use crate::error::{Error, Result};
@@ -63,9 +67,9 @@ pub fn rollback<S: Snapshot, W: WriteBatch>(
     Ok(())
 }
 
-/// Rolls back transaction `start_ts` on `key` if its lock there expired at `current_ts`
-/// (or there is no lock); [`Error::KeyIsLocked`] while the lock lives. On `Err` discard
-/// the batch.
+/// Rolls back transaction `start_ts` on its primary `key` if its lock there expired at
+/// `current_ts` (or there is no lock); [`Error::KeyIsLocked`] while the lock lives,
+/// [`Error::InvalidRequest`] when the lock is a secondary's. On `Err` discard the batch.
 pub fn cleanup<S: Snapshot, W: WriteBatch>(
     snap: &S,
     wb: &mut W,
@@ -74,5 +78,14 @@ pub fn cleanup<S: Snapshot, W: WriteBatch>(
     current_ts: u64,
 ) -> Result<()> {
     let reader = MvccReader::new(snap);
+    if let Some(lock) = reader.load_lock(key)? {
+        if lock.start_ts == start_ts && lock.primary != key {
+            return Err(Error::InvalidRequest(format!(
+                "cleanup of {key:?}, a secondary of txn {start_ts} (primary {:?}): resolve \
+                 it through its primary",
+                lock.primary
+            )));
+        }
+    }
     rollback_key(&reader, wb, key, start_ts, current_ts.max(1))
 }

@@ -205,6 +205,32 @@ fn cleanup_rolls_back_only_an_expired_lock<E: Fresh>() {
     assert_eq!(env.write_at(b"k", start).unwrap().kind, WriteKind::Rollback);
 }
 
+fn cleanup_refuses_a_secondary_whose_primary_decides<E: Fresh>() {
+    let env = Env::<E>::new();
+    let start = at_ms(1_000);
+    env.prewrite(
+        vec![
+            Mutation::put(b"p".to_vec(), b"1".to_vec()),
+            Mutation::put(b"s".to_vec(), b"2".to_vec()),
+        ],
+        start,
+    )
+    .unwrap();
+    let commit_ts = at_ms(1_001);
+    env.commit(&[b"p"], start, commit_ts).unwrap();
+    // The secondary's TTL ran out; its transaction committed on the primary.
+    let expired = at_ms(1_000 + TTL_MS);
+    assert!(matches!(
+        env.run(|s, wb| cleanup(s, wb, b"s", start, expired)),
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(env.lock(b"s").is_some(), "the secondary's lock stays");
+    let ks = keys(&[b"s"]);
+    env.run(|s, wb| resolve_lock(s, wb, &ks, start, commit_ts))
+        .unwrap();
+    assert_eq!(env.value(b"s", commit_ts), Some(b"2".to_vec()));
+}
+
 fn resolve_lock_commits_or_rolls_back_only_that_txns_locks<E: Fresh>() {
     let env = Env::<E>::new();
     env.prewrite(
@@ -299,4 +325,5 @@ on_mem!(
     rollback_over_another_txns_lock_records_ours_and_keeps_theirs,
     resolving_a_committed_txn_drops_its_unprewritten_pessimistic_locks,
     cleanup_rolls_back_only_an_expired_lock,
+    cleanup_refuses_a_secondary_whose_primary_decides,
 );

@@ -149,7 +149,59 @@ fn lock_with_conflict_takes_the_lock_at_the_newest_commit_and_reads_it<E: Fresh>
     ));
 }
 
+fn a_handed_over_lock_commits_only_above_its_for_update_ts<E: Fresh>() {
+    let env = Env::<E>::new();
+    // The holder (20) committed at 30 by 1PC; the waiter (start 10) is handed `k` at 30.
+    env.committed(
+        vec![Mutation::put(b"k".to_vec(), b"holder".to_vec())],
+        20,
+        30,
+    );
+    let req = lock_req(&[b"k"], 10, 25, false);
+    let (_, fut) = env
+        .run(|s, wb| acquire_pessimistic_lock_with_conflict(s, wb, &req))
+        .unwrap();
+    assert_eq!(fut, 30);
+    // Its answer was lost: a retry at the old for_update_ts reports the lock's.
+    let (_, again) = env
+        .run(|s, wb| acquire_pessimistic_lock_at(s, wb, &req))
+        .unwrap();
+    assert_eq!(
+        again, 30,
+        "a retry that finds its own lock reports its for_update_ts"
+    );
+    let mut pw = env.request(
+        b"k",
+        10,
+        vec![Mutation::put(b"k".to_vec(), b"waiter".to_vec()).pessimistic()],
+    );
+    pw.for_update_ts = fut;
+    env.run(|s, wb| prewrite(s, wb, &pw)).unwrap();
+    assert_eq!(
+        env.lock(b"k").unwrap().min_commit_ts,
+        31,
+        "above for_update_ts"
+    );
+    // A commit ts at the holder's (or below) would replace its version or hide under it.
+    for at in [29, 30] {
+        assert!(
+            matches!(
+                env.commit(&[b"k"], 10, at),
+                Err(Error::CommitTsExpired {
+                    min_commit_ts: 31,
+                    ..
+                })
+            ),
+            "commit at {at}"
+        );
+    }
+    env.commit(&[b"k"], 10, 31).unwrap();
+    assert_eq!(env.value(b"k", 30), Some(b"holder".to_vec()));
+    assert_eq!(env.value(b"k", 31), Some(b"waiter".to_vec()));
+}
+
 on_both!(
+    a_handed_over_lock_commits_only_above_its_for_update_ts,
     acquire_conflicts_only_with_writes_after_for_update_ts,
     lock_with_conflict_takes_the_lock_at_the_newest_commit_and_reads_it,
 );
