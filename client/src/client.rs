@@ -493,6 +493,12 @@ impl Client {
                     }
                     break Ok(Some(*resp));
                 }
+                // A commit point whose earlier attempt went unanswered may have applied:
+                // re-cut and sent again as other requests (a 1PC becoming a 2PC), a
+                // refusal of those would be taken for proof that it did not.
+                Attempt::Regroup if lost_any && commit_start_ts(&req).is_some() => {
+                    break Err(undetermined(&req, "regrouped after a split"))
+                }
                 Attempt::Regroup => break Ok(None),
                 Attempt::Fail(e) if lost_any && commit_start_ts(&req).is_some() => {
                     break Err(undetermined(&req, &format!("failed ({e})")))

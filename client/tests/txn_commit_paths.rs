@@ -381,6 +381,23 @@ async fn a_refused_retry_of_a_lost_one_pc_prewrite_is_undetermined() {
     assert!(matches!(err, Error::WriteConflict { .. }), "{err:?}");
 }
 
+/// Goal: a 1PC whose answer was lost, whose keys a split then moves apart, is
+/// undetermined: re-cut as a 2PC, its prewrites would meet the write made meanwhile and
+/// report a conflict the caller retries — a second apply if the first committed. Method:
+/// the fake loses the 1PC (another transaction writes its keys meanwhile) and splits
+/// between its two keys.
+#[tokio::test]
+async fn a_lost_one_pc_regrouped_by_a_split_is_undetermined() {
+    let fake = FakeCluster::start(&[]).await;
+    let txns = impatient(&fake).await;
+    fake.lose_next_one_pc_and_split(b"m");
+    let mut t = txns.begin_optimistic().await.expect("begin");
+    t.put(b"a", b"mine");
+    t.put(b"z", b"mine");
+    let err = t.commit().await.expect_err("its outcome is not known");
+    assert!(matches!(err, Error::CommitUndetermined { .. }), "{err:?}");
+}
+
 #[tokio::test]
 async fn a_lost_answer_to_the_primary_commit_leaves_the_secondaries_for_readers_to_commit() {
     let fake = FakeCluster::start(&[b"m"]).await;

@@ -57,6 +57,33 @@ async fn a_pessimistic_get_then_put_conflicts_with_a_commit_since_the_read() {
     assert_eq!(got, 2);
 }
 
+/// Goal: a transaction whose pessimistic lock failed cannot commit afterwards — the store
+/// may hold that lock, taken over a write the transaction never read, and committing it
+/// would lose that write. Method: T1 reads `n` at its start ts; T2 commits `n`; T1's
+/// `get_for_update(n)` fails with a write conflict; T1 writes `n` anyway and commits: the
+/// commit is refused and T2's value stands.
+#[tokio::test]
+async fn a_transaction_whose_lock_failed_cannot_commit_over_the_write_it_missed() {
+    let fake = FakeCluster::start(&[]).await;
+    let txns = fake.txn_client().await;
+    let mut t1 = txns.begin_pessimistic().await.expect("begin t1");
+    assert_eq!(t1.get(b"n").await.expect("t1 reads"), None);
+    let mut t2 = txns.begin_optimistic().await.expect("begin t2");
+    t2.put(b"n", b"t2");
+    t2.commit().await.expect("t2 commits");
+    match t1.get_for_update(b"n").await {
+        Err(e @ Error::WriteConflict { .. }) => assert!(e.is_retryable()),
+        other => panic!("the lock must meet t2's commit: {other:?}"),
+    }
+    t1.put(b"n", b"t1 over a stale read");
+    match t1.commit().await {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("run it again"), "{why}"),
+        other => panic!("t1 must not commit after its lock failed: {other:?}"),
+    }
+    let now = txns.current_timestamp().await.expect("ts");
+    assert_eq!(read_at(&txns, now, b"n").await, Some(b"t2".to_vec()));
+}
+
 /// Goal: a pessimistic transaction's `get` of a key it already locked returns the value
 /// its lock was taken over (the one `get_for_update` returned), not the older one at its
 /// start ts — a write made from that would lose the commit in between. Method: T1

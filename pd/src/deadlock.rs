@@ -118,11 +118,13 @@ impl WaitsFor {
         None
     }
 
-    /// The wait of `waiter` for `holder` ended (granted, timed out, or its transaction
-    /// finished). Its waits for other holders, recorded since or on other keys, stay.
-    pub fn done(&mut self, waiter: u64, holder: u64) {
+    /// The wait of `waiter` for `holder` on the key with hash `key_hash` ended (granted,
+    /// timed out, or its transaction finished). Its other waits — for other holders, or
+    /// for the same holder on other keys (another region's queue) — stay. A `key_hash`
+    /// of 0 (a store that does not say) ends every wait of `waiter` for `holder`.
+    pub fn done(&mut self, waiter: u64, holder: u64, key_hash: u64) {
         if let Some(edges) = self.edges.get_mut(&waiter) {
-            edges.retain(|e| e.holder != holder);
+            edges.retain(|e| e.holder != holder || (key_hash != 0 && e.key_hash != key_hash));
             if edges.is_empty() {
                 self.edges.remove(&waiter);
             }
@@ -135,7 +137,7 @@ impl WaitsFor {
         for e in req.get_entries() {
             let (waiter, holder) = (e.get_waiter_ts(), e.get_holder_ts());
             match e.get_op() {
-                WaitForOp::WAIT_REMOVE => self.done(waiter, holder),
+                WaitForOp::WAIT_REMOVE => self.done(waiter, holder, e.get_key_hash()),
                 // A transaction never waits for itself; a zero ts is no transaction.
                 WaitForOp::WAIT_ADD if waiter == holder || waiter == 0 || holder == 0 => {}
                 WaitForOp::WAIT_ADD => {
@@ -191,7 +193,7 @@ mod tests {
         assert_eq!(d.cycle, vec![2, 1]);
         assert_eq!(g.len(), 1, "the refused wait is not recorded");
         // B aborts; A's wait is granted and ends.
-        g.done(1, 2);
+        g.done(1, 2, 0xb);
         assert!(g.is_empty());
     }
 
@@ -227,9 +229,9 @@ mod tests {
         let mut g = WaitsFor::new(TTL);
         g.wait(1, 2, 1, now).unwrap();
         g.wait(1, 3, 1, now).unwrap(); // 1 was handed on in the key's queue: it waits for 3
-        g.done(1, 2); // the report of the old wait's end comes late
+        g.done(1, 2, 1); // the report of the old wait's end comes late
         assert!(g.wait(3, 1, 3, now).is_err(), "1 -> 3 is still known");
-        g.done(1, 3);
+        g.done(1, 3, 1);
         assert!(g.is_empty());
     }
 
@@ -247,10 +249,26 @@ mod tests {
         assert_eq!(d.key_hash, 0xb, "the key 1 waits for 3 on");
         let d = g.wait(2, 1, 0xd, now).unwrap_err();
         assert_eq!(d.cycle, vec![2, 1]);
-        g.done(1, 2); // granted a: the wait on b stays
+        g.done(1, 2, 0xa); // granted a: the wait on b stays
         assert!(g.wait(3, 1, 0xc, now).is_err());
         g.wait(2, 1, 0xd, now).unwrap();
         assert_eq!(g.len(), 2);
+    }
+
+    /// Hole 9 with one holder: a transaction waiting for the same holder on two keys (two
+    /// regions) keeps its wait on the second when the first is granted, so a cycle
+    /// through the second is still found at once.
+    #[test]
+    fn the_end_of_a_wait_on_one_key_keeps_the_wait_for_the_same_holder_on_another() {
+        let now = Instant::now();
+        let mut g = WaitsFor::new(TTL);
+        g.wait(1, 2, 0xa, now).unwrap(); // 1 waits for 2 on a (region 1)
+        g.wait(1, 2, 0xb, now).unwrap(); // and on b (region 2)
+        g.done(1, 2, 0xa); // a granted
+        let d = g.wait(2, 1, 0xc, now).unwrap_err();
+        assert_eq!((d.cycle, d.key_hash), (vec![2, 1], 0xb));
+        g.done(1, 2, 0); // a store that does not name the key ends every wait for 2
+        g.wait(2, 1, 0xc, now).unwrap();
     }
 
     fn entry(op: WaitForOp, waiter: u64, holder: u64) -> regatta_proto::pdpb::WaitForEntry {

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod actor;
+mod data_dir;
 pub mod deadlock;
 mod error;
 pub mod gc;

@@ -2,6 +2,7 @@
 //! written to `<data_dir>/pd.state` (write a temporary file, fsync, rename, fsync the
 //! directory) before any answer that depends on it leaves.
 
+use crate::data_dir::{lock_data_dir, write_atomically};
 use crate::deadlock::{WaitsFor, EDGE_TTL};
 use crate::error::Error;
 use crate::gc::{GcSafePoint, DEFAULT_GC_LIFE_TIME, MIN_GC_LIFE_TIME};
@@ -17,9 +18,8 @@ use regatta_proto::pdpb::{
 use regatta_proto::region::key_in_range;
 use regatta_proto::rpc::InboundLimits;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Ids reserved per persisted raise of the allocator's high-water mark.
@@ -163,31 +163,6 @@ fn pd_error(message: String) -> PdError {
     let mut e = PdError::new();
     e.set_message(message);
     e
-}
-
-/// Takes the exclusive lock of `<dir>/LOCK` (an advisory `flock`, as RocksDB locks a
-/// store's directory), released when the returned file is dropped or the process dies.
-/// A second PD on the same directory would resume the same TSO high water and hand out
-/// timestamps the first also hands out: refused with [`Error::DataDirLocked`].
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
-    let path = dir.join("LOCK");
-    let persist = |source| Error::Persist {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(persist)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DataDirLocked {
-            path: path.display().to_string(),
-        }),
-        Err(std::fs::TryLockError::Error(source)) => Err(persist(source)),
-    }
 }
 
 fn epoch_older(a: &RegionEpoch, b: &RegionEpoch) -> bool {
@@ -790,26 +765,6 @@ fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let err = |source| Error::Persist {
-        path: path.display().to_string(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

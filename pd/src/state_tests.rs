@@ -3,6 +3,7 @@
 
 use super::*;
 use regatta_proto::pdpb::{AllocIdRequest, GetRegionRequest, PutStoreRequest, ScanRegionsRequest};
+use std::path::Path;
 
 fn cfg(dir: &Path, stores: usize, regions: usize) -> PdConfig {
     PdConfig::new(stores, regions, dir.to_path_buf())

@@ -71,9 +71,10 @@ impl Detector {
         )
     }
 
-    /// Reports that the wait of `waiter` for `holder` ended.
-    pub(crate) fn done(&self, waiter: u64, holder: u64) {
-        self.send(WaitForOp::WAIT_REMOVE, waiter, holder, 0, None);
+    /// Reports that the wait of `waiter` for `holder` on `key` ended (its waits on other
+    /// keys, in other regions too, go on).
+    pub(crate) fn done(&self, waiter: u64, holder: u64, key: &[u8]) {
+        self.send(WaitForOp::WAIT_REMOVE, waiter, holder, key_hash(key), None);
     }
 
     fn send(
@@ -243,7 +244,7 @@ mod tests {
         // Queued before the task runs: they go in one call, in this order.
         assert!(detector.wait(1, 9, b"k", a.clone()));
         assert!(detector.wait(2, 1, b"j", b.clone()));
-        detector.done(1, 9);
+        detector.done(1, 9, b"k");
         drop(detector);
         task.await; // ends once every handle is gone and the queue is sent
         let batches = pd.batches.lock().expect("lock").clone();

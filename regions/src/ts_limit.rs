@@ -63,7 +63,8 @@ impl TsLimit {
 }
 
 /// The first timestamp of `req` above `limit`, if any: every timestamp the command
-/// would let into the region's state or its `max_ts`.
+/// would let into the region's state or its `max_ts`, or judge locks by (a far-future
+/// `current_ts` would make every live lock look expired, and roll it back).
 pub(crate) fn beyond(req: &TxnRequest, limit: u64) -> Option<u64> {
     let ts: &[u64] = match &req.cmd {
         Some(Cmd::get(g)) => &[g.get_start_ts()],
@@ -75,7 +76,8 @@ pub(crate) fn beyond(req: &TxnRequest, limit: u64) -> Option<u64> {
             p.get_min_commit_ts(),
         ],
         Some(Cmd::commit(c)) => &[c.get_start_ts(), c.get_commit_ts()],
-        Some(Cmd::check_txn_status(c)) => &[c.get_caller_start_ts()],
+        Some(Cmd::check_txn_status(c)) => &[c.get_caller_start_ts(), c.get_current_ts()],
+        Some(Cmd::cleanup(c)) => &[c.get_start_ts(), c.get_current_ts()],
         Some(Cmd::resolve_lock(r)) => &[r.get_commit_ts()],
         Some(Cmd::pessimistic_lock(l)) => &[l.get_start_ts(), l.get_for_update_ts()],
         _ => &[],
@@ -112,5 +114,23 @@ mod tests {
         g.set_start_ts(1 << 40);
         req.set_get(g);
         assert_eq!(beyond(&req, 1 << 40), None);
+    }
+
+    #[test]
+    fn a_far_future_current_ts_is_beyond_it_would_expire_every_lock() {
+        let mut c = regatta_proto::txnpb::CheckTxnStatusRequest::new();
+        c.set_primary(b"k".to_vec());
+        c.set_lock_ts(10);
+        c.set_caller_start_ts(20);
+        c.set_current_ts(u64::MAX);
+        let mut req = TxnRequest::new();
+        req.set_check_txn_status(c);
+        assert_eq!(beyond(&req, 1 << 40), Some(u64::MAX));
+        let mut cl = regatta_proto::txnpb::CleanupRequest::new();
+        cl.set_key(b"k".to_vec());
+        cl.set_start_ts(10);
+        cl.set_current_ts(u64::MAX);
+        req.set_cleanup(cl);
+        assert_eq!(beyond(&req, 1 << 40), Some(u64::MAX));
     }
 }

@@ -78,6 +78,10 @@ pub struct Transaction {
     heartbeat: Option<JoinHandle<()>>,
     /// Whether the last commit went by 1PC (for tests and metrics).
     committed_by_one_pc: bool,
+    /// Why a pessimistic lock round failed, if one did: the store may hold the lock
+    /// (taken over a write this transaction did not read, or at a `for_update_ts` it
+    /// never learned), so the transaction may no longer commit; see `commit`.
+    lock_failed: Option<String>,
 }
 
 impl Transaction {
@@ -96,6 +100,7 @@ impl Transaction {
             state: State::Active,
             heartbeat: None,
             committed_by_one_pc: false,
+            lock_failed: None,
         }
     }
 
@@ -367,6 +372,20 @@ impl Transaction {
         need_value: bool,
         from_start: bool,
     ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        let result = self.try_lock_round(keys, need_value, from_start).await;
+        if let Err(e) = &result {
+            self.lock_failed.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+
+    /// [`lock_round`](Self::lock_round), without recording its failure.
+    async fn try_lock_round(
+        &mut self,
+        keys: Vec<Vec<u8>>,
+        need_value: bool,
+        from_start: bool,
+    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
         let primary = self.primary.clone().unwrap_or_else(|| keys[0].clone());
         self.touched.extend(keys.iter().cloned());
         self.locked.extend(keys.iter().cloned());
@@ -523,6 +542,15 @@ impl Transaction {
     /// rolled back in the background.
     pub async fn commit(&mut self) -> Result<u64> {
         self.ensure_active("commit")?;
+        if let Some(why) = self.lock_failed.clone() {
+            // Committing now would turn a lock taken past this transaction's reads into
+            // its write (a lost update), at a commit ts maybe not above that lock's.
+            let _ = self.rollback().await;
+            return Err(Error::InvalidArgument(format!(
+                "commit refused: a pessimistic lock of this transaction failed ({why}); \
+                 it was rolled back, run it again"
+            )));
+        }
         if let Some(k) = self.buffer.keys().find(|k| k.is_empty()) {
             return Err(Error::InvalidArgument(format!(
                 "commit: an empty key ({k:?})"

@@ -73,6 +73,9 @@ pub(super) struct State {
     /// The next 1PC prewrite is lost on its way (neither applied nor answered), and
     /// another transaction commits its keys meanwhile.
     pub(super) lose_one_pc: bool,
+    /// With `lose_one_pc`: the region is also split here once the 1PC is lost (its retry
+    /// meets the new epoch and is re-cut).
+    pub(super) split_after_loss: Option<Vec<u8>>,
     /// The TSO is stepped by hand: each timestamp is the last plus one, whatever the
     /// clock says (many timestamps in one millisecond; a test places others between).
     pub(super) manual_tso: bool,
@@ -134,6 +137,7 @@ impl FakeCluster {
                 counts: HashMap::new(),
                 muted: HashSet::new(),
                 lose_one_pc: false,
+                split_after_loss: None,
                 manual_tso: false,
                 hand_over_next_lock: false,
                 lose_then_fail_commit: 0,
@@ -246,25 +250,39 @@ impl FakeCluster {
     /// Splits the region holding `key` at `key`: both halves get a newer epoch, so a
     /// client's cached region is refused with `EpochNotMatch`.
     pub fn split(&self, key: &[u8]) {
+        split(&mut self.state.lock().expect("fake state"), key);
+    }
+
+    /// [`FakeCluster::lose_next_one_pc`], and once that 1PC is lost the region is split at
+    /// `key`, so its retry is re-cut into other requests.
+    pub fn lose_next_one_pc_and_split(&self, key: &[u8]) {
         let mut s = self.state.lock().expect("fake state");
-        let next_id = s.regions.iter().map(|r| r.get_id()).max().unwrap_or(0) + 1;
-        let i = s
-            .regions
-            .iter()
-            .position(|r| key_in_range(r, key))
-            .expect("some region holds every key");
-        let old = s.regions[i].clone();
-        let version = old.get_region_epoch().get_version() + 1;
-        s.regions[i] = region(old.get_id(), old.get_start_key(), key, version);
-        s.regions
-            .insert(i + 1, region(next_id, key, old.get_end_key(), version));
+        s.lose_one_pc = true;
+        s.split_after_loss = Some(key.to_vec());
     }
 
     /// A fresh timestamp from the fake TSO (as a client that then died would take one).
     pub fn ts(&self) -> u64 {
         next_ts(&mut self.state.lock().expect("fake state"), 1)
     }
+}
 
+/// Splits the region of `s` holding `key` at `key` (see [`FakeCluster::split`]).
+fn split(s: &mut State, key: &[u8]) {
+    let next_id = s.regions.iter().map(|r| r.get_id()).max().unwrap_or(0) + 1;
+    let i = s
+        .regions
+        .iter()
+        .position(|r| key_in_range(r, key))
+        .expect("some region holds every key");
+    let old = s.regions[i].clone();
+    let version = old.get_region_epoch().get_version() + 1;
+    s.regions[i] = region(old.get_id(), old.get_start_key(), key, version);
+    s.regions
+        .insert(i + 1, region(next_id, key, old.get_end_key(), version));
+}
+
+impl FakeCluster {
     /// Runs `f` on the store's engine, between commands (to play a client that died).
     pub fn with_engine<T>(&self, f: impl FnOnce(&MemEngine) -> T) -> T {
         f(&self.state.lock().expect("fake state").engine)
@@ -451,6 +469,9 @@ impl FakeCluster {
             txn::commit(&snap, &mut wb, &keys, start_ts, start_ts + 1).expect("its commit");
             drop(snap);
             engine.write(wb, false).expect("the memory engine writes");
+            if let Some(at) = s.split_after_loss.take() {
+                split(&mut s, &at);
+            }
             return None;
         }
         let is_commit = matches!(cmd, Cmd::commit(_));

@@ -373,7 +373,7 @@ impl Peer {
         // The next waiter waited behind `w` and now waits for it as the holder: the same
         // edge, so only `w`'s own ends (one report per hand-over, whatever the queue's
         // length).
-        self.ctx.detector.done(w.start_ts, from);
+        self.ctx.detector.done(w.start_ts, from, &key);
         let LockWaiter { mut cmd, tx, .. } = w.request;
         // The region may have changed version since it arrived (keys are checked again at
         // apply); the holder's write must not fail the hand-over.
@@ -409,9 +409,11 @@ impl Peer {
     /// A waiter left its queue: its edge ends, and the one behind it now waits for the one
     /// it waited for.
     fn left(&self, left: &Left<LockWaiter>) {
-        self.ctx.detector.done(left.waiter.start_ts, left.ahead);
+        let key = &left.waiter.request.key;
+        self.ctx
+            .detector
+            .done(left.waiter.start_ts, left.ahead, key);
         if let (Some(behind), Some(mb)) = (left.behind, &self.mailbox) {
-            let key = &left.waiter.request.key;
             self.ctx.detector.wait(behind, left.ahead, key, mb.clone());
         }
     }
@@ -445,7 +447,10 @@ impl Peer {
     /// Answers every waiter `e` (stepped down, split, fenced): their clients retry.
     pub(super) fn drain_lock_waits(&mut self, e: &Error) {
         for left in self.lock_waits.drain() {
-            self.ctx.detector.done(left.waiter.start_ts, left.ahead);
+            let key = &left.waiter.request.key;
+            self.ctx
+                .detector
+                .done(left.waiter.start_ts, left.ahead, key);
             let _ = left.waiter.request.tx.send(e.clone().into_response());
         }
     }
