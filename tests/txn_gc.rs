@@ -89,7 +89,7 @@ async fn region_safe_point(cluster: &Cluster) -> u64 {
     replicas(cluster)
         .await
         .iter()
-        .map(|(_, st)| st.gc_safe_point)
+        .map(|(_, st)| st.observed(regatta_regions::GC_SAFE_POINT))
         .max()
         .unwrap_or(0)
 }
@@ -111,7 +111,7 @@ async fn read_all(txns: &TxnClient, ts: u64) -> Option<Vec<Option<Vec<u8>>>> {
 /// Checks GC's contract on one replica: per key, at most one write record at or below
 /// the safe point it collected at, and that one a `Put`.
 fn assert_collected(cluster: &Cluster, store_id: u64, st: &RegionStatus) {
-    let collected = st.gc_collected_safe_point;
+    let collected = st.observed(regatta_regions::GC_COLLECTED_SAFE_POINT);
     let engine = cluster.pg.store(store_id).expect("store runs").engine();
     let (lo, hi) = keys::txn_data_range(st.region.get_start_key(), st.region.get_end_key());
     let mut below: BTreeMap<Vec<u8>, Vec<WriteKind>> = BTreeMap::new();
@@ -227,7 +227,7 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
         if all.len() == 6
             && all
                 .iter()
-                .all(|(_, st)| st.gc_collected_safe_point >= history_end)
+                .all(|(_, st)| st.observed(regatta_regions::GC_COLLECTED_SAFE_POINT) >= history_end)
         {
             break;
         }
@@ -235,7 +235,11 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
             Instant::now() < deadline,
             "replicas did not collect past {history_end}: {:?}",
             all.iter()
-                .map(|(s, st)| (s, st.region.get_id(), st.gc_collected_safe_point))
+                .map(|(s, st)| (
+                    s,
+                    st.region.get_id(),
+                    st.observed(regatta_regions::GC_COLLECTED_SAFE_POINT)
+                ))
                 .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -308,16 +312,21 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
         .await
         .into_iter()
         .filter(|(s, _)| *s == 2)
-        .map(|(_, st)| (st.region.get_id(), st.gc_safe_point))
+        .map(|(_, st)| {
+            (
+                st.region.get_id(),
+                st.observed(regatta_regions::GC_SAFE_POINT),
+            )
+        })
         .collect();
     cluster.crash(2).await;
     cluster.restart(2).await;
     for (region_id, sp) in &before {
         let st = cluster.status(2, *region_id).await.expect("replica back");
         assert!(
-            st.gc_safe_point >= *sp && *sp >= history_end,
+            st.observed(regatta_regions::GC_SAFE_POINT) >= *sp && *sp >= history_end,
             "region {region_id}: safe point {sp} before the restart, {} after",
-            st.gc_safe_point
+            st.observed(regatta_regions::GC_SAFE_POINT)
         );
     }
     cluster.heal();
@@ -340,9 +349,9 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
     for (store_id, st) in replicas(&cluster).await {
         if st.region.get_id() == right.get_id() {
             assert!(
-                st.gc_safe_point >= history_end,
+                st.observed(regatta_regions::GC_SAFE_POINT) >= history_end,
                 "store {store_id}: the split-off region's safe point is {}",
-                st.gc_safe_point
+                st.observed(regatta_regions::GC_SAFE_POINT)
             );
         }
     }

@@ -3,7 +3,7 @@
 //! handed the key when it is released; deadlocks are refused by PD's waits-for graph;
 //! waits end at their timeout, and a dead holder's lock is resolved after its TTL.
 //! Transactions go through `TxnClient`; arrivals are sequenced by watching the leader's
-//! count of waiters (`RegionStatus::lock_waiters`), never by sleeping.
+//! count of waiters (`RegionStatus::observed`, `LOCK_WAITERS`), never by sleeping.
 
 mod common;
 
@@ -41,7 +41,7 @@ async fn waiters(cluster: &Cluster) -> usize {
     cluster
         .status(leader, region)
         .await
-        .map_or(0, |s| s.lock_waiters)
+        .map_or(0, |s| s.observed(regatta_regions::LOCK_WAITERS) as usize)
 }
 
 async fn wait_for_waiters(cluster: &Cluster, n: usize) {
@@ -398,7 +398,14 @@ async fn waiters_are_answered_on_a_leader_change_and_a_split_and_wait_again_wher
         wait_until(
             "the old leader answered its waiter",
             Duration::from_secs(20),
-            || async { cluster.status(old, region).await.unwrap().lock_waiters == 0 },
+            || async {
+                cluster
+                    .status(old, region)
+                    .await
+                    .unwrap()
+                    .observed(regatta_regions::LOCK_WAITERS)
+                    == 0
+            },
         )
         .await;
         wait_for_waiters(&cluster, 1).await;
@@ -415,7 +422,11 @@ async fn waiters_are_answered_on_a_leader_change_and_a_split_and_wait_again_wher
                 .status(s, region)
                 .await
                 .expect("a replica of the left half");
-            assert_eq!(st.lock_waiters, 0, "store {s} kept a waiter of a moved key");
+            assert_eq!(
+                st.observed(regatta_regions::LOCK_WAITERS),
+                0,
+                "store {s} kept a waiter of a moved key"
+            );
         }
 
         holder.put(b"k", b"holder's");

@@ -33,6 +33,7 @@
 //! - a snapshot's `(index, term)` is exactly the state of the data it carries.
 #![deny(missing_docs)]
 
+mod erased;
 mod error;
 pub mod keys;
 mod mem;
@@ -44,6 +45,7 @@ pub mod snapshot;
 mod storage;
 mod traits;
 
+pub use erased::{DynSnapshot, DynWriteBatch, ScanVisitor};
 pub use error::{Error, Result};
 pub use mem::{MemEngine, MemSnapshot, MemWriteBatch};
 pub use overlay::{OpBatch, Overlay, OverlayOp};

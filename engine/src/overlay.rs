@@ -36,7 +36,7 @@ pub enum OverlayOp {
 
 impl OverlayOp {
     /// Adds this operation to `wb`.
-    pub fn replay<W: WriteBatch>(&self, wb: &mut W) {
+    pub fn replay<W: WriteBatch + ?Sized>(&self, wb: &mut W) {
         match self {
             OverlayOp::Put(cf, k, v) => wb.put(*cf, k, v),
             OverlayOp::Delete(cf, k) => wb.delete(*cf, k),
@@ -74,7 +74,7 @@ impl WriteBatch for OpBatch {
 }
 
 /// Pending writes over a base snapshot: readable like a snapshot, writable like a batch.
-pub struct Overlay<'a, S: Snapshot> {
+pub struct Overlay<'a, S: Snapshot + ?Sized> {
     base: &'a S,
     /// Per column family (index of [`Cf::ALL`]): the pending value of a key, `None` =
     /// deleted.
@@ -85,7 +85,7 @@ pub struct Overlay<'a, S: Snapshot> {
     failed: Option<String>,
 }
 
-impl<'a, S: Snapshot> Overlay<'a, S> {
+impl<'a, S: Snapshot + ?Sized> Overlay<'a, S> {
     /// An overlay with no pending writes over `base`.
     pub fn new(base: &'a S) -> Self {
         Overlay {
@@ -123,7 +123,7 @@ impl<'a, S: Snapshot> Overlay<'a, S> {
     }
 }
 
-impl<S: Snapshot> Snapshot for Overlay<'_, S> {
+impl<S: Snapshot + ?Sized> Snapshot for Overlay<'_, S> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check()?;
         match self.map(cf).get(key) {
@@ -185,7 +185,7 @@ impl<S: Snapshot> Snapshot for Overlay<'_, S> {
     }
 }
 
-impl<S: Snapshot> WriteBatch for Overlay<'_, S> {
+impl<S: Snapshot + ?Sized> WriteBatch for Overlay<'_, S> {
     fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
         self.pending[cf.index()].insert(key.to_vec(), Some(value.to_vec()));
         self.ops

@@ -165,7 +165,7 @@ pub fn write_apply_state<W: WriteBatch>(wb: &mut W, region_id: u64, index: u64, 
 
 /// Adds the GC safe point `safe_point` of `region_id` to `wb` (an apply batch: the admin
 /// entry that raised it, or the split that copies it to the new region).
-pub fn write_gc_safe_point<W: WriteBatch>(wb: &mut W, region_id: u64, safe_point: u64) {
+pub fn write_gc_safe_point<W: WriteBatch + ?Sized>(wb: &mut W, region_id: u64, safe_point: u64) {
     let mut st = RegionGcState::new();
     st.set_safe_point(safe_point);
     wb.put_msg(Cf::Raft, &keys::gc_state_key(region_id), &st);

@@ -16,13 +16,12 @@
 //! crash before the batch lands just re-applies them (Raft thesis 3.8: the log is the
 //! source of truth).
 
+use crate::coprocessor::{Applier, Coprocessor, Note};
 use crate::error::Error;
 use protobuf::Message;
 use raft::eraftpb::{Entry, EntryType};
-use regatta_engine::{keys, Cf, Engine, Overlay, PeerStorage, RawValue, Snapshot, WriteBatch};
-use regatta_engine::{
-    read_gc_safe_point, write_apply_state, write_gc_safe_point, write_initial_state,
-};
+use regatta_engine::{keys, Cf, Engine, PeerStorage, RawValue, Snapshot, WriteBatch};
+use regatta_engine::{write_apply_state, write_initial_state};
 use regatta_proto::kvrpcpb::SplitRegionResponse;
 use regatta_proto::kvrpcpb::{
     BatchDeleteResponse, BatchGetResponse, BatchPutResponse, CasResponse, DeleteResponse,
@@ -54,24 +53,35 @@ pub struct AppliedEntry {
     pub responses: Vec<KvResponse>,
     /// A split this entry applied: the narrowed region and the new one.
     pub split: Option<(Region, Region)>,
-    /// Keys whose transactional lock a command of this entry removed, with the start ts
-    /// of the lock's transaction (the leader hands them to their lock waiters).
-    pub released: Vec<(Vec<u8>, u64)>,
-    /// The GC safe point this entry raised the region's to.
-    pub gc_safe_point: Option<u64>,
+    /// What the layer above noted while applying it (see [`crate::coprocessor::Applier`]).
+    pub notes: Vec<Note>,
 }
 
-/// Whether a request changes data (and so is deduplicated).
-pub fn is_write(req: &Request) -> bool {
-    match &req.cmd {
-        Some(Request_oneof_cmd::put(_))
-        | Some(Request_oneof_cmd::delete(_))
-        | Some(Request_oneof_cmd::cas(_))
-        | Some(Request_oneof_cmd::batch_put(_))
-        | Some(Request_oneof_cmd::batch_delete(_)) => true,
-        Some(Request_oneof_cmd::txn(t)) => crate::txn_cmd::is_txn_write(t),
-        _ => false,
+/// Whether a request changes data (and so is deduplicated); `cop` judges the commands it
+/// claims.
+pub fn is_write(req: &Request, cop: &dyn Coprocessor) -> bool {
+    if let Some(kind) = cop.kind(req) {
+        return kind == crate::coprocessor::Kind::Write;
     }
+    matches!(
+        &req.cmd,
+        Some(Request_oneof_cmd::put(_))
+            | Some(Request_oneof_cmd::delete(_))
+            | Some(Request_oneof_cmd::cas(_))
+            | Some(Request_oneof_cmd::batch_put(_))
+            | Some(Request_oneof_cmd::batch_delete(_))
+    )
+}
+
+/// What apply runs with besides the entries and the state: the same on every replica.
+#[derive(Clone, Copy)]
+pub struct ApplyEnv<'a> {
+    /// Sessions idle longer than this (by the leader's clock as written in the log) expire.
+    pub session_ttl_ms: u64,
+    /// The layer above, which applies the commands it claims (see [`crate::coprocessor`]).
+    pub cop: &'a dyn Coprocessor,
+    /// Where corruption is reported.
+    pub logger: &'a Logger,
 }
 
 /// Applies `entries` (contiguous, committed) to the replica `storage`: runs
@@ -81,8 +91,7 @@ pub fn is_write(req: &Request) -> bool {
 pub fn apply_committed(
     storage: &mut PeerStorage,
     entries: Vec<Entry>,
-    session_ttl_ms: u64,
-    logger: &Logger,
+    env: ApplyEnv,
 ) -> Result<Vec<AppliedEntry>, Error> {
     let Some(last) = entries.last() else {
         return Ok(Vec::new());
@@ -112,15 +121,11 @@ pub fn apply_committed(
         storage.region(),
         storage.voters(),
         entries,
-        session_ttl_ms,
-        logger,
+        env,
     )?;
     engine.write(wb, false)?;
     if let Some((left, _)) = applied.iter().rev().find_map(|a| a.split.as_ref()) {
         storage.set_region(left.clone());
-    }
-    if let Some(sp) = applied.iter().filter_map(|a| a.gc_safe_point).max() {
-        storage.set_gc_safe_point(sp);
     }
     storage.set_applied(last_index, last_term);
     Ok(applied)
@@ -141,22 +146,26 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
     region: &Region,
     voters: &[u64],
     entries: Vec<Entry>,
-    session_ttl_ms: u64,
-    logger: &Logger,
+    env: ApplyEnv,
 ) -> Result<Vec<AppliedEntry>, Error> {
+    let ApplyEnv {
+        session_ttl_ms,
+        cop,
+        logger,
+    } = env;
     let Some(last) = entries.last() else {
         return Ok(Vec::new());
     };
     let (last_index, last_term) = (last.index, last.term);
     let mut ctx = ApplyContext {
+        cop,
         snap,
         wb,
         region: Cow::Borrowed(region),
         data: HashMap::new(),
         sessions: HashMap::new(),
-        txn: Overlay::new(snap),
-        released: Vec::new(),
-        gc_safe_point: None,
+        ext: cop.begin_apply(snap, region.get_id()),
+        notes: Vec::new(),
     };
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
@@ -165,19 +174,16 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
             term: e.term,
             responses: Vec::new(),
             split: None,
-            released: Vec::new(),
-            gc_safe_point: None,
+            notes: Vec::new(),
         };
         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
             match RaftCmdBatch::parse_from_bytes(&e.data) {
                 Ok(mut batch) if batch.has_admin() => {
                     let admin = batch.take_admin();
-                    let before = ctx.gc_safe_point()?;
                     let (resp, split) = ctx.apply_admin(admin, voters)?;
                     applied.responses.push(resp);
                     applied.split = split;
-                    let after = ctx.gc_safe_point()?;
-                    applied.gc_safe_point = (after > before).then_some(after);
+                    applied.notes = std::mem::take(&mut ctx.notes);
                 }
                 Ok(mut batch) => {
                     let now = batch.get_propose_time_ms();
@@ -187,7 +193,7 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
                     if e.index.is_multiple_of(SESSION_GC_EVERY) {
                         ctx.gc_sessions(now.saturating_sub(session_ttl_ms))?;
                     }
-                    applied.released = std::mem::take(&mut ctx.released);
+                    applied.notes = std::mem::take(&mut ctx.notes);
                 }
                 Err(err) => {
                     // A committed entry that does not decode is corruption (or a bug):
@@ -211,6 +217,8 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
 }
 
 struct ApplyContext<'a, S: Snapshot, W> {
+    /// The layer above, which judges the commands it claims.
+    cop: &'a dyn Coprocessor,
     snap: &'a S,
     wb: &'a mut W,
     /// The region as of the entry being applied (a split narrows it mid-batch).
@@ -219,40 +227,14 @@ struct ApplyContext<'a, S: Snapshot, W> {
     data: HashMap<Vec<u8>, Option<RawValue>>,
     /// Sessions written (Some) or expired (None) by this batch.
     sessions: HashMap<u64, Option<DedupEntry>>,
-    /// The transactional (`x` space) writes of this batch over the snapshot, so each
-    /// transactional command sees the ones before it (see `txn_cmd`).
-    txn: Overlay<'a, S>,
-    /// Locks removed by the entry being applied (see [`AppliedEntry::released`]).
-    released: Vec<(Vec<u8>, u64)>,
-    /// The region's GC safe point as of the entry being applied (read from the snapshot
-    /// when first needed; raised by an admin entry of this batch).
-    gc_safe_point: Option<u64>,
+    /// The layer above's share of this batch: it applies the commands it claims, each
+    /// seeing the ones before it.
+    ext: Box<dyn Applier + 'a>,
+    /// What the layer noted for the entry being applied.
+    notes: Vec<Note>,
 }
 
 impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
-    /// The region's GC safe point as of the entry being applied.
-    fn gc_safe_point(&mut self) -> Result<u64, Error> {
-        match self.gc_safe_point {
-            Some(sp) => Ok(sp),
-            None => {
-                let sp = read_gc_safe_point(self.snap, self.region.get_id())?;
-                self.gc_safe_point = Some(sp);
-                Ok(sp)
-            }
-        }
-    }
-
-    /// Raises the region's GC safe point to `safe_point` (never lowers it): the same on
-    /// every replica, since it reads only the applied state.
-    fn raise_gc_safe_point(&mut self, safe_point: u64) -> Result<KvResponse, Error> {
-        let current = self.gc_safe_point()?;
-        if safe_point > current {
-            write_gc_safe_point(self.wb, self.region.get_id(), safe_point);
-            self.gc_safe_point = Some(safe_point);
-        }
-        Ok(KvResponse::new())
-    }
-
     /// Applies an admin command. A split narrows this region and creates the new one's
     /// initial state and a copy of the at-most-once sessions (a write retried on the new
     /// region after `EpochNotMatch` must still be recognised), all in this batch. Invalid
@@ -270,8 +252,12 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
             return Ok((e.into_response(), None));
         }
         if !admin.has_split() {
-            if admin.get_gc_safe_point() != 0 {
-                return Ok((self.raise_gc_safe_point(admin.get_gc_safe_point())?, None));
+            let region = self.region.as_ref().clone();
+            if let Some(resp) =
+                self.ext
+                    .apply_admin(&mut *self.wb, &region, &admin, &mut self.notes)?
+            {
+                return Ok((resp, None));
             }
             let e = Error::InvalidArgument("admin command without a command".into());
             return Ok((e.into_response(), None));
@@ -313,11 +299,8 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
         self.wb
             .put_msg(Cf::Raft, &keys::region_state_key(left.get_id()), &state);
         write_initial_state(self.wb, &right);
-        // Both halves keep the safe point: reads below it stay refused on either side.
-        let gc_safe_point = self.gc_safe_point()?;
-        if gc_safe_point != 0 {
-            write_gc_safe_point(self.wb, right.get_id(), gc_safe_point);
-        }
+        // What the layer above keeps per region, the new one starts with too.
+        self.ext.on_split(&mut *self.wb, &left, &right)?;
         // The sessions as of this entry: the snapshot's, overlaid with this batch's.
         let (lo, hi) = keys::dedup_range(left.get_id());
         let mut sessions: BTreeMap<u64, DedupEntry> = BTreeMap::new();
@@ -382,9 +365,9 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
             }
             .into_response());
         }
-        let mut req = cmd.take_request();
         let (client_id, seq) = (cmd.get_client_id(), cmd.get_seq());
-        let dedup = client_id != 0 && is_write(&req);
+        let claimed = self.cop.kind(cmd.get_request()).is_some();
+        let dedup = client_id != 0 && is_write(cmd.get_request(), self.cop);
         if dedup {
             if let Some(s) = self.session(client_id)? {
                 if seq == s.get_seq() {
@@ -409,27 +392,12 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
                 }
             }
         }
-        let result = match req.cmd.take() {
-            Some(Request_oneof_cmd::txn(t)) if crate::txn_cmd::is_txn_write(&t) => {
-                let one_pc_ts = cmd.get_one_pc_commit_ts();
-                let gc_safe_point = self.gc_safe_point()?;
-                let write = crate::txn_cmd::TxnWrite {
-                    region: &self.region,
-                    one_pc_commit_ts: one_pc_ts,
-                    index,
-                    gc_safe_point,
-                };
-                crate::txn_cmd::apply_txn(&mut self.txn, self.wb, &write, &t, &mut self.released)?
-                    .map(|t| {
-                        let mut r = Response::new();
-                        r.set_txn(t);
-                        r
-                    })
-            }
-            cmd => {
-                req.cmd = cmd;
-                self.execute(req, index)
-            }
+        let result = if claimed {
+            // The layer above applies what it claims (see `coprocessor`).
+            self.ext
+                .apply(&mut *self.wb, &self.region, &cmd, index, &mut self.notes)?
+        } else {
+            self.execute(cmd.take_request(), index)
         };
         let resp = match result {
             Ok(r) => {
@@ -497,26 +465,6 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
     fn execute(&mut self, req: Request, index: u64) -> Result<Response, Error> {
         let mut resp = Response::new();
         match req.cmd {
-            Some(Request_oneof_cmd::txn(t)) => {
-                // A transactional read that reached the log (the leader serves them by
-                // ReadIndex or lease and does not propose them): answered from this
-                // point of the log, the same on every replica.
-                use regatta_proto::txnpb::TxnRequest_oneof_cmd as T;
-                match &t.cmd {
-                    Some(T::get(g)) => self.check_key(g.get_key())?,
-                    Some(T::batch_get(b)) => {
-                        b.get_keys().iter().try_for_each(|k| self.check_key(k))?
-                    }
-                    _ => {}
-                }
-                let gc_safe_point = self.gc_safe_point()?;
-                resp.set_txn(crate::txn_cmd::read_txn(
-                    &self.txn,
-                    &self.region,
-                    &t,
-                    gc_safe_point,
-                )?);
-            }
             Some(Request_oneof_cmd::split(_)) => {
                 return Err(Error::InvalidArgument(
                     "a split is an admin command, not a data command".into(),
@@ -607,6 +555,12 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
                 resp.set_scan(pairs);
             }
             None => return Err(Error::InvalidArgument("empty request".into())),
+            // A command of the layer above when there is none (see `coprocessor`).
+            Some(_) => {
+                return Err(Error::InvalidArgument(
+                    "no layer above the raftstore serves this command".into(),
+                ))
+            }
         }
         Ok(resp)
     }

@@ -68,8 +68,11 @@ impl Replica {
             &self.region,
             &self.voters,
             entries,
-            TTL_MS,
-            &self.logger,
+            crate::apply::ApplyEnv {
+                session_ttl_ms: TTL_MS,
+                cop: &crate::coprocessor::NoCoprocessor,
+                logger: &self.logger,
+            },
         )
         .unwrap();
         self.engine.write(wb, false).unwrap();

@@ -59,21 +59,14 @@ pub enum Error {
     /// The request is malformed or over a limit.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// A transactional command is malformed as a transaction (ts 0, a key twice, no
-    /// keys, a commit not after its start): answered in `TxnResponse.key_error.invalid`,
-    /// as `txnpb.KeyError` says, not in `kvrpcpb.Error`.
-    #[error("invalid transactional command: {0}")]
-    TxnInvalid(String),
-    /// A transactional command carries a timestamp beyond the store's limit (see
-    /// `ts_limit.rs`): answered in `TxnResponse.key_error.ts_too_far_ahead`.
-    #[error("region {region_id}: timestamp {ts} is beyond the limit {limit} (PD's TSO plus the drift allowance)")]
-    TsTooFarAhead {
-        /// The region that refused it.
-        region_id: u64,
-        /// The refused timestamp.
-        ts: u64,
-        /// The limit at the time.
-        limit: u64,
+    /// The layer above the raftstore (see `coprocessor`) refused a command with an answer
+    /// of its own (for a transactional command: a `key_error`).
+    #[error("{reason}")]
+    Refused {
+        /// Why, for logs and for callers that want the wire error instead.
+        reason: String,
+        /// The answer.
+        response: Box<kvrpcpb::KvResponse>,
     },
     /// The store stopped accepting writes after a storage failure.
     #[error("store poisoned: {0}")]
@@ -189,12 +182,7 @@ impl Error {
                 e.set_latest_seq(*latest_seq);
                 pb.set_stale_sequence(e);
             }
-            Error::TsTooFarAhead { .. } => {
-                let mut e = kvrpcpb::InvalidArgument::new();
-                e.set_reason(self.to_string());
-                pb.set_invalid_argument(e);
-            }
-            Error::InvalidArgument(reason) | Error::TxnInvalid(reason) => {
+            Error::InvalidArgument(reason) | Error::Refused { reason, .. } => {
                 let mut e = kvrpcpb::InvalidArgument::new();
                 e.set_reason(reason.clone());
                 pb.set_invalid_argument(e);
@@ -225,22 +213,8 @@ impl Error {
     /// A response carrying this error.
     pub fn into_response(self) -> kvrpcpb::KvResponse {
         let mut resp = kvrpcpb::KvResponse::new();
-        if let Error::TxnInvalid(reason) = self {
-            let mut ke = regatta_proto::txnpb::KeyError::new();
-            ke.set_invalid(reason);
-            let mut t = regatta_proto::txnpb::TxnResponse::new();
-            t.set_key_error(ke);
-            resp.mut_response().set_txn(t);
-            return resp;
-        }
-        if let Error::TsTooFarAhead { ts, limit, .. } = self {
-            let mut ke = regatta_proto::txnpb::KeyError::new();
-            ke.mut_ts_too_far_ahead().set_ts(ts);
-            ke.mut_ts_too_far_ahead().set_limit(limit);
-            let mut t = regatta_proto::txnpb::TxnResponse::new();
-            t.set_key_error(ke);
-            resp.mut_response().set_txn(t);
-            return resp;
+        if let Error::Refused { response, .. } = self {
+            return *response;
         }
         resp.set_error(self.to_pb());
         resp

@@ -3,9 +3,16 @@
 //! store's [`LogWriter`] (one synced batch for every region's raft writes: group commit).
 //!
 //! Layering: depends on `regatta-engine` (storage), `regatta-txn` (Percolator actions,
-//! run at apply) and `regatta-proto` (wire); PD is
-//! reached through the [`pd::PdClient`] seam; nothing here is visible to clients except through the
-//! wire protocol.
+//! run at apply by the transactional layer) and `regatta-proto` (wire); PD is reached
+//! through the [`pd::PdClient`] seam; nothing here is visible to clients except through
+//! the wire protocol.
+//!
+//! Three parts, which become crates of their own: the raftstore proper (`peer/`, apply,
+//! the LogWriter, splits, hibernation, local reads), which knows no transaction; the
+//! transactional layer (`txnstore/`), which plugs into it through one seam
+//! ([`coprocessor`]: a store-wide [`coprocessor::Coprocessor`] and a per-replica
+//! [`coprocessor::RegionObserver`]); and the server (`store.rs`, the transport, the RPC
+//! server, the PD client), which wires them.
 //!
 //! Invariants:
 //! - a client write is acknowledged only after its entry is committed and applied;
@@ -18,9 +25,8 @@
 pub mod apply;
 mod clock;
 mod config;
-mod detector;
+pub mod coprocessor;
 mod error;
-mod gc_worker;
 mod local_reader;
 mod log_writer;
 mod metrics;
@@ -32,12 +38,10 @@ mod server;
 mod split_check;
 mod store;
 mod transport;
-mod ts_limit;
-mod txn_cmd;
+mod txnstore;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{check_lease, StoreConfig};
-pub use detector::Detector;
 pub use error::{Error, Result};
 pub use local_reader::{ReadDelegate, ReadRegistry};
 pub use log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};
@@ -50,4 +54,7 @@ pub use peer::{
 pub use router::Router;
 pub use store::{Store, StoreOptions, TransportLayer};
 pub use transport::{TcpTransport, Transport};
-pub use ts_limit::TsLimit;
+pub use txnstore::{
+    Detector, TsLimit, TxnCoprocessor, TxnObserver, GC_COLLECTED_SAFE_POINT, GC_SAFE_POINT,
+    LOCK_WAITERS,
+};

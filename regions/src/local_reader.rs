@@ -17,6 +17,7 @@
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
+use crate::coprocessor::NoCoprocessor;
 use crate::metrics::StoreMetrics;
 use crate::request::{read_from_engine, validate_request};
 use regatta_engine::RocksEngine;
@@ -147,7 +148,8 @@ impl ReadDelegate {
         if st.fenced {
             return None; // the actor answers StorePoisoned
         }
-        validate_request(req, &st.region, &self.cfg).ok()?;
+        // Only raw reads get here (above), none the layer above claims.
+        validate_request(req, &st.region, &self.cfg, &NoCoprocessor).ok()?;
         // Read before the data: the state read below holds at least this much.
         let applied = self.applied.load(Ordering::Acquire).max(st.applied_index);
         let mut info = ReadInfo::new();
@@ -173,7 +175,12 @@ impl ReadDelegate {
             }
             info.set_read_index(applied);
         }
-        let mut resp = read_from_engine(&self.engine.live(), &st.region, req.get_request());
+        let mut resp = read_from_engine(
+            &self.engine.live(),
+            &st.region,
+            req.get_request(),
+            &NoCoprocessor,
+        );
         if resp.has_error() {
             return None; // let the actor answer with its own error handling
         }

@@ -1,23 +1,23 @@
 //! Client requests checked and served against a region, with no replica state: request
-//! validation (epoch, key range, sizes; transactional commands in `txn_cmd::validate`)
-//! and reads from the engine's applied state (raw, and MVCC reads at a ts).
+//! validation (epoch, key range, sizes; the layer above's commands by it, with the same
+//! checks) and reads from the engine's applied state (raw, and the layer's reads).
 //!
 //! A leaf module: both the peer and the local reader use it, and it uses neither, so
 //! there is no import circle between them.
 
 use crate::apply;
 use crate::config::StoreConfig;
+use crate::coprocessor::{Checks, Coprocessor};
 use crate::error::Error;
-use crate::txn_cmd;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse, Request, Request_oneof_cmd};
 use regatta_proto::metapb::Region;
-use regatta_proto::txnpb::TxnRequest_oneof_cmd;
 
 /// Checks a request against the replica's region (epoch, key range) and the size limits.
 pub(crate) fn validate_request(
     req: &KvRequest,
     region: &Region,
     cfg: &StoreConfig,
+    cop: &dyn Coprocessor,
 ) -> Result<(), Error> {
     if region.get_peers().is_empty() {
         // An uninitialized replica: it does not know its range yet.
@@ -99,20 +99,19 @@ pub(crate) fn validate_request(
             }
             Ok(())
         }
-        Some(Request_oneof_cmd::txn(t)) => {
-            if let Some(TxnRequest_oneof_cmd::scan(s)) = &t.cmd {
-                check_scan_range(region, s.get_start_key(), s.get_end_key())?;
-            }
-            if let Some(TxnRequest_oneof_cmd::scan_lock(s)) = &t.cmd {
-                check_scan_range(region, s.get_start_key(), s.get_end_key())?;
-            }
-            let checks = txn_cmd::Checks {
+        None => Err(Error::InvalidArgument("request has no command".into())),
+        Some(_) if cop.kind(req.get_request()).is_some() => {
+            let range = |start: &[u8], end: &[u8]| check_scan_range(region, start, end);
+            let checks = Checks {
                 key: &check_key,
                 value: &check_value,
+                range: &range,
             };
-            txn_cmd::validate_txn(t, &checks)
+            cop.validate(req.get_request(), region, &checks)
         }
-        None => Err(Error::InvalidArgument("request has no command".into())),
+        Some(_) => Err(Error::InvalidArgument(
+            "no layer above the raftstore serves this command".into(),
+        )),
     }
 }
 
@@ -150,6 +149,7 @@ pub(crate) fn read_from_engine<S: regatta_engine::Snapshot>(
     snap: &S,
     region: &Region,
     req: &Request,
+    cop: &dyn Coprocessor,
 ) -> KvResponse {
     let mut resp = regatta_proto::kvrpcpb::Response::new();
     let result = match &req.cmd {
@@ -172,11 +172,8 @@ pub(crate) fn read_from_engine<S: regatta_engine::Snapshot>(
             None,
         )
         .map(|r| resp.set_scan(r)),
-        Some(Request_oneof_cmd::txn(t)) if txn_cmd::is_txn_read(t) => {
-            regatta_engine::read_gc_safe_point(snap, region.get_id())
-                .map_err(Error::from)
-                .and_then(|sp| txn_cmd::read_txn(snap, region, t, sp))
-                .map(|r| resp.set_txn(r))
+        Some(_) if cop.kind(req) == Some(crate::coprocessor::Kind::Read) => {
+            cop.read(snap, region, req).map(|r| resp = r)
         }
         _ => Err(Error::InvalidArgument("not a read".into())),
     };

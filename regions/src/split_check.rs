@@ -1,14 +1,13 @@
 //! Split checks: how many keys and bytes a region holds, and where to cut it.
 //!
-//! A region's data lives in two key spaces (see `regatta_engine::keys`): raw pairs (`r`
-//! in `default`) and MVCC data (`x` in `lock`, `write`, `default`: a key's lock, its
-//! commit records and its large values). Both are counted. The split key is always a
-//! *user* key, taken from whichever record passes the middle; a region cut at user key
-//! `k` has every raw pair and every MVCC record of a user key on one side, because the
-//! `x` space is `x` + memcomparable(user key) + `!ts` (order-preserving and prefix-free:
-//! all versions and the lock of one user key sort between `enc(k)` and the next user
-//! key's), so a split never separates a key's lock from its versions.
+//! A region's data lives in key spaces (see `regatta_engine::keys`): raw pairs (`r` in
+//! `default`), the raftstore's own, and those of the layer above (see
+//! [`crate::coprocessor::KeySpace`]). All are counted. The split key is always a *user*
+//! key, taken from whichever record passes the middle; each space maps its data keys back
+//! to user keys in order, so a region cut at user key `k` has every record of a user key
+//! on one side.
 
+use crate::coprocessor::KeySpace;
 use crate::error::Error;
 use regatta_engine::{keys, Cf, Engine, Snapshot};
 use regatta_proto::metapb::Region;
@@ -24,60 +23,35 @@ pub struct SplitCheck {
     pub split_key: Option<Vec<u8>>,
 }
 
-/// One key space of a region's data: a column family, a data-key range, and how to get
-/// the user key back from a data key.
-struct Space {
-    cf: Cf,
-    lo: Vec<u8>,
-    hi: Vec<u8>,
-    raw: bool,
-}
-
-fn spaces(region: &Region) -> [Space; 4] {
-    let (s, e) = (region.get_start_key(), region.get_end_key());
-    let (rlo, rhi) = keys::raw_data_range(s, e);
-    let (xlo, xhi) = keys::txn_data_range(s, e);
-    let x = |cf| Space {
-        cf,
-        lo: xlo.clone(),
-        hi: xhi.clone(),
-        raw: false,
-    };
-    [
-        Space {
-            cf: Cf::Default,
-            lo: rlo,
-            hi: rhi,
-            raw: true,
-        },
-        x(Cf::Lock),
-        x(Cf::Write),
-        x(Cf::Default),
-    ]
-}
-
-fn user_key(space: &Space, data_key: &[u8]) -> Option<Vec<u8>> {
-    if space.raw {
-        keys::raw_user_key(data_key).map(<[u8]>::to_vec)
-    } else {
-        regatta_txn::key::user_key(data_key).ok()
+/// The raw key space of `region` (`r` in `default`): the raftstore's own.
+fn raw_space(region: &Region) -> KeySpace {
+    let (lo, hi) = keys::raw_data_range(region.get_start_key(), region.get_end_key());
+    KeySpace {
+        cf: Cf::Default,
+        lo,
+        hi,
+        user_key: |k| keys::raw_user_key(k).map(<[u8]>::to_vec),
     }
 }
 
 /// Scans `region` for [`SplitCheck`]: its records and bytes, and — if it holds more than
 /// `max_keys` records or `max_size` bytes — the user key to split it at, where the count
 /// or the size (whichever limit it passed) crosses the middle. Two streaming passes over
-/// one snapshot (so both see the same records), nothing buffered.
+/// one snapshot (so both see the same records), nothing buffered. `others` are the key
+/// spaces of the layer above (see [`crate::coprocessor::Coprocessor::key_spaces`]),
+/// counted after the raw one.
 pub fn split_check<E: Engine>(
     engine: &E,
     region: &Region,
     max_size: u64,
     max_keys: u64,
+    others: &[KeySpace],
 ) -> Result<SplitCheck, Error> {
     let snap = engine.snapshot();
-    let spaces = spaces(region);
+    let raw = [raw_space(region)];
+    let spaces: Vec<&KeySpace> = raw.iter().chain(others).collect();
     let (mut count, mut size) = (0u64, 0u64);
-    for sp in &spaces {
+    for sp in spaces.iter() {
         snap.scan(sp.cf, &sp.lo, &sp.hi, |k, v| {
             count += 1;
             size += (k.len() + v.len()) as u64;
@@ -94,7 +68,7 @@ pub fn split_check<E: Engine>(
     }
     let by_keys = count > max_keys;
     let (mut seen_keys, mut seen_size) = (0u64, 0u64);
-    for sp in &spaces {
+    for sp in spaces.iter() {
         let mut found = None;
         snap.scan(sp.cf, &sp.lo, &sp.hi, |k, v| {
             seen_keys += 1;
@@ -106,7 +80,7 @@ pub fn split_check<E: Engine>(
             };
             if past_middle {
                 if let Some(user) =
-                    user_key(sp, k).filter(|u| u.as_slice() > region.get_start_key())
+                    (sp.user_key)(k).filter(|u| u.as_slice() > region.get_start_key())
                 {
                     found = Some(user);
                     return Ok(false);
@@ -120,49 +94,4 @@ pub fn split_check<E: Engine>(
         }
     }
     Ok(check)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use regatta_engine::{MemEngine, WriteBatch};
-
-    #[test]
-    fn transactional_versions_are_counted_and_the_split_key_is_a_user_key() {
-        // Goal: a region holding only MVCC data still splits, at a user key, so that
-        // every version and the lock of a key stay on one side. Method: 10 user keys with
-        // 3 versions each and a lock on one, no raw data; check with a low key limit.
-        let e = MemEngine::new();
-        let mut wb = e.write_batch();
-        for i in 0..10u8 {
-            let key = [b'k', i];
-            for ts in 1..=3u64 {
-                wb.put(
-                    Cf::Write,
-                    &regatta_txn::key::version_key(&key, ts * 10),
-                    b"w",
-                );
-            }
-        }
-        wb.put(Cf::Lock, &regatta_txn::key::lock_key(&[b'k', 4]), b"l");
-        e.write(wb, false).expect("write");
-        let region = Region::new(); // the whole key space
-        let check = split_check(&e, &region, u64::MAX, 10).expect("check");
-        assert_eq!(check.keys, 31);
-        let key = check.split_key.expect("over the key limit");
-        assert!(
-            key.starts_with(b"k") && key.len() == 2,
-            "a user key: {key:?}"
-        );
-        // Every record of a user key is on one side of the cut.
-        let (lo, _) = keys::txn_data_range(&key, b"");
-        for i in 0..10u8 {
-            let k = [b'k', i];
-            let sides: Vec<bool> = (1..=3u64)
-                .map(|ts| regatta_txn::key::version_key(&k, ts * 10) >= lo)
-                .chain([regatta_txn::key::lock_key(&k) >= lo])
-                .collect();
-            assert!(sides.iter().all(|s| *s == sides[0]), "key {k:?} cut apart");
-        }
-    }
 }

@@ -8,9 +8,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::StoreConfig;
-use crate::detector::Detector;
 use crate::error::Error;
-use crate::gc_worker::GcWorker;
 use crate::log_writer::LogWriter;
 use crate::metrics::{MetricsSnapshot, StoreMetrics};
 use crate::pd::PdClient;
@@ -21,6 +19,7 @@ use crate::peer::{
 use crate::router::Router;
 use crate::server;
 use crate::transport::{TcpTransport, Transport};
+use crate::txnstore::{Detector, GcWorker, TxnCoprocessor};
 use actix::prelude::*;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -81,6 +80,8 @@ struct Shared {
     engine: RocksEngine,
     router: Router,
     ctx: PeerContext,
+    /// The transactional layer (see `txnstore`), behind `ctx.coprocessor` for the peers.
+    txn: TxnCoprocessor,
     arbiter: ArbiterHandle,
     /// Vote requests for regions not started here yet, kept a short while for the split
     /// that is about to start them (see [`Shared::on_unknown_region_message`]).
@@ -344,8 +345,7 @@ impl Store {
             logger.new(o!("component" => "detector")),
         );
         let (gc_worker, gc_thread) = GcWorker::start(cfg.gc_batch_keys, cfg.gc_queue);
-        let pd_gc_safe_point = Arc::new(AtomicU64::new(0));
-        let ts_limit = Arc::new(crate::TsLimit::new(cfg.max_ts_drift_allowance_ms));
+        let txn = TxnCoprocessor::new(cfg.clone(), pd.clone(), detector, gc_worker.clone());
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
             engine: engine.clone(),
@@ -357,18 +357,16 @@ impl Store {
                 metrics: metrics.clone(),
                 pd_reports: reports_tx,
                 pd: pd.clone(),
-                detector,
+                coprocessor: Arc::new(txn.clone()),
                 new_regions: new_regions_tx,
                 store_id: opts.store_id,
                 reads: router.reads().clone(),
                 lease_ms: lease_ms.clone(),
                 split_keys: split_keys.clone(),
-                pd_gc_safe_point,
-                ts_limit,
-                gc_worker: gc_worker.clone(),
                 clock,
                 logger: logger.clone(),
             },
+            txn,
             arbiter: arbiter.handle(),
             early: std::sync::Mutex::default(),
         });
@@ -689,7 +687,7 @@ async fn ts_limit_loop(
 ) {
     loop {
         match tokio::time::timeout(interval, pd.get_ts()).await {
-            Ok(Ok(ts)) => shared.ctx.ts_limit.observe_tso(ts),
+            Ok(Ok(ts)) => shared.txn.ts_limit().observe_tso(ts),
             Ok(Err(e)) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => %e),
             Err(_) => warn!(logger, "cannot fetch a TSO timestamp"; "error" => "timed out"),
         }
@@ -713,10 +711,7 @@ async fn heartbeat_loop(
         hb.set_poisoned_reason(poisoned.unwrap_or_default());
         match pd.store_heartbeat(hb).await {
             Ok(resp) => {
-                shared.ctx.pd_gc_safe_point.fetch_max(
-                    resp.get_gc_safe_point(),
-                    std::sync::atomic::Ordering::AcqRel,
-                );
+                shared.txn.observe_pd_safe_point(resp.get_gc_safe_point());
                 for region in resp.get_bootstrap_regions() {
                     if shared.router.get(region.get_id()).is_some() {
                         continue;

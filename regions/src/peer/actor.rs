@@ -9,13 +9,13 @@
 //! own, PD calls as tasks on the store's arbiter.
 
 use super::{Peer, PeerMailbox, RegionStatus, SplitStep};
+use crate::coprocessor::Note;
 use crate::error::Error;
 use crate::log_writer::{Persisted, PersistedSink};
 use crate::pd::BoxFuture;
 use crate::peer::Responder;
 use actix::prelude::*;
 use regatta_proto::kvrpcpb::KvRequest;
-use regatta_proto::pdpb::WaitRefused;
 use regatta_proto::raft_serverpb::RaftMessage;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -96,20 +96,20 @@ impl PeerMailbox for Addr<PeerActor> {
         actix::spawn(task);
     }
 
-    fn wait_refused(&self, refused: WaitRefused) {
-        self.do_send(LockWaitRefused(refused));
+    fn notify(&self, note: Note) {
+        self.do_send(ObserverMessage(note));
     }
 }
 
-/// PD refused a lock wait of this replica's (see `waits.rs`).
+/// A message for the replica's observer (see [`crate::coprocessor`]).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct LockWaitRefused(WaitRefused);
+struct ObserverMessage(Note);
 
-impl Handler<LockWaitRefused> for PeerActor {
+impl Handler<ObserverMessage> for PeerActor {
     type Result = ();
-    fn handle(&mut self, msg: LockWaitRefused, ctx: &mut Context<Self>) {
-        self.peer.on_wait_refused(msg.0);
+    fn handle(&mut self, msg: ObserverMessage, ctx: &mut Context<Self>) {
+        self.peer.on_observer_message(msg.0);
         self.schedule_flush(ctx);
     }
 }

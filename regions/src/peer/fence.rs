@@ -57,9 +57,9 @@ impl Peer {
         for (_, tx) in self.pending_cmds.drain(..) {
             let _ = tx.send(e.clone().into_response());
         }
-        self.pending_waits.clear();
+        self.pending_tokens.clear();
         self.pending_bytes = 0;
-        self.drain_lock_waits(&e);
+        self.observer.drain(&e);
         self.drain_leader_waits(&e);
         for r in self.reads.take_all() {
             let _ = r.tx.send(e.clone().into_response());

@@ -99,7 +99,7 @@ impl Peer {
             && self.pending_cmds.is_empty()
             && self.reads.is_idle()
             && self.ryw_waiting.is_empty()
-            && self.lock_waits.is_empty()
+            && self.observer.is_idle()
             && self.inflight_writes == 0
             && self.pending_snapshot.is_none()
             && self.splits.progress == super::split::SplitProgress::Idle

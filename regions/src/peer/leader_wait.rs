@@ -13,6 +13,7 @@
 
 use super::{Peer, Responder};
 use crate::apply;
+use crate::coprocessor::Coprocessor;
 use regatta_proto::kvrpcpb::{KvRequest, ReadConsistency, Request_oneof_cmd};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -73,18 +74,16 @@ impl LeaderWait {
 }
 
 /// Whether `req` can be served only by the leader (so a replica that knows none holds
-/// it): anything but a follower or read-your-writes read.
-pub(super) fn needs_leader(req: &KvRequest) -> bool {
+/// it): anything but a follower or read-your-writes read. Commands the layer above claims
+/// are served by the leader only (see `coprocessor`).
+pub(super) fn needs_leader(req: &KvRequest, cop: &dyn Coprocessor) -> bool {
     let request = req.get_request();
     let local_read = matches!(
         req.get_context().get_consistency(),
         ReadConsistency::FOLLOWER | ReadConsistency::READ_YOUR_WRITES
     );
-    let txn_or_split = matches!(
-        request.cmd,
-        Some(Request_oneof_cmd::txn(_)) | Some(Request_oneof_cmd::split(_))
-    );
-    !local_read || apply::is_write(request) || txn_or_split
+    let split = matches!(request.cmd, Some(Request_oneof_cmd::split(_)));
+    !local_read || apply::is_write(request, cop) || split || cop.kind(request).is_some()
 }
 
 impl Peer {
@@ -138,6 +137,7 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coprocessor::NoCoprocessor;
     use regatta_proto::kvrpcpb::{GetRequest, KvResponse, PutRequest, Request};
     use tokio::sync::oneshot;
 
@@ -164,18 +164,30 @@ mod tests {
 
     #[test]
     fn only_requests_a_follower_cannot_serve_wait_for_a_leader() {
-        assert!(needs_leader(&put()));
-        assert!(needs_leader(&get(ReadConsistency::LINEARIZABLE)));
-        assert!(needs_leader(&get(ReadConsistency::LEASE)));
-        assert!(needs_leader(&get(ReadConsistency::LOG_READ)));
-        assert!(!needs_leader(&get(ReadConsistency::FOLLOWER)));
-        assert!(!needs_leader(&get(ReadConsistency::READ_YOUR_WRITES)));
+        assert!(needs_leader(&put(), &NoCoprocessor));
+        assert!(needs_leader(
+            &get(ReadConsistency::LINEARIZABLE),
+            &NoCoprocessor
+        ));
+        assert!(needs_leader(&get(ReadConsistency::LEASE), &NoCoprocessor));
+        assert!(needs_leader(
+            &get(ReadConsistency::LOG_READ),
+            &NoCoprocessor
+        ));
+        assert!(!needs_leader(
+            &get(ReadConsistency::FOLLOWER),
+            &NoCoprocessor
+        ));
+        assert!(!needs_leader(
+            &get(ReadConsistency::READ_YOUR_WRITES),
+            &NoCoprocessor
+        ));
         let mut follower_put = put();
         follower_put
             .mut_context()
             .set_consistency(ReadConsistency::FOLLOWER);
         assert!(
-            needs_leader(&follower_put),
+            needs_leader(&follower_put, &NoCoprocessor),
             "a write always needs the leader"
         );
     }

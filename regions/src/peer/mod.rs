@@ -12,17 +12,14 @@
 //! | `requests.rs` | client requests: writes, log reads, lease and ReadIndex reads |
 //! | `read_index.rs` | the ReadIndex queue, as data |
 //! | `lease.rs` | the leader lease, as data |
-//! | `max_ts.rs` | the leader's `max_ts` for 1PC / async commit, as data |
 //! | `freshness.rs` | follower safe time, as data; follower and read-your-writes reads |
 //! | `split.rs` | split check, ids, proposal and apply; the split's progress as one enum |
 //! | `hibernate.rs` | the raft clock's pace, as data; hibernate and wake |
 //! | `leader_wait.rs` | requests held while no leader is known, as data |
-//! | `gc.rs` | MVCC GC: PD's safe point into the log; the replica's GC passes queued |
+//! | `observe.rs` | the replica's observer (the layer above, see [`crate::coprocessor`]) called with a view of the replica |
 //! | `tick.rs` | the raft clock and periodic work: deadlines, compaction, PD reports |
 //! | `admin.rs` | seeding, compaction on request, campaign and leader transfer |
 //! | `fence.rs` | stopping a replica that can no longer write |
-//! | `lock_wait.rs` | the pessimistic lock-wait queue (FIFO per key, handed over on release), as data |
-//! | `waits.rs` | the leader's lock waits: queue on `locked`, hand over on release, deadlines, deadlocks |
 //! | `actor.rs` | the actix shell and its messages (the only file that knows actix) |
 //!
 //! Time is read only through the store's [`crate::Clock`], so the data parts are tested
@@ -35,19 +32,16 @@ mod actor;
 mod admin;
 mod fence;
 mod freshness;
-mod gc;
 mod hibernate;
 mod leader_wait;
 mod lease;
-mod lock_wait;
-mod max_ts;
 mod messages;
+mod observe;
 mod read_index;
 mod ready;
 mod requests;
 mod split;
 mod tick;
-mod waits;
 
 pub use actor::{
     Campaign, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, PeerActor, RaftMessageIn,
@@ -57,8 +51,8 @@ pub use split::SplitStep;
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
+use crate::coprocessor::{Coprocessor, Outbox, RegionObserver};
 use crate::error::Error;
-use crate::gc_worker::GcWorker;
 use crate::local_reader::{ReadDelegate, ReadRegistry, ReadState};
 use crate::log_writer::{LogWriter, PersistedSink};
 use crate::metrics::StoreMetrics;
@@ -97,17 +91,17 @@ pub trait PeerMailbox: Send + Sync {
     fn split_step(&self, step: SplitStep);
     /// Runs `task` on the peer's runtime (a PD call whose answer comes back as a step).
     fn spawn(&self, task: BoxFuture<'static, ()>);
-    /// Delivers PD's refusal of a lock wait (it would close a cycle) to the peer's next
-    /// turn (from any thread).
-    fn wait_refused(&self, refused: regatta_proto::pdpb::WaitRefused);
+    /// Delivers a message of the layer above (see [`crate::coprocessor`]) to the peer's
+    /// next turn, where its observer takes it (from any thread).
+    fn notify(&self, note: crate::coprocessor::Note);
 }
 
 struct Proposal {
     index: u64,
     term: u64,
     responders: Vec<Responder>,
-    /// Lock requests among the commands that may wait: (command index, slot).
-    waits: Vec<(usize, waits::WaitSlot)>,
+    /// Commands whose answer goes to the observer: (command index, token).
+    tokens: Vec<(usize, u64)>,
     deadline: Instant,
     /// When it was proposed: once it commits, a quorum heard from this leader after this.
     proposed_at: Instant,
@@ -128,8 +122,8 @@ pub struct PeerContext {
     pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
     /// PD, for the ids of split regions.
     pub pd: Arc<dyn PdClient>,
-    /// PD's deadlock detector, for pessimistic lock waits.
-    pub detector: crate::detector::Detector,
+    /// The layer above the raftstore (see [`crate::coprocessor`]).
+    pub coprocessor: Arc<dyn Coprocessor>,
     /// Regions a split created on this store: the store starts their peers (and makes the
     /// one on the old leader's store campaign at once).
     pub new_regions: mpsc::UnboundedSender<NewRegion>,
@@ -144,13 +138,6 @@ pub struct PeerContext {
     /// The leader lease in ms (0: off); starts as `cfg.lease_ms`, changed only through
     /// [`crate::Store::set_lease`], which checks it is safe.
     pub lease_ms: Arc<AtomicU64>,
-    /// PD's GC safe point as the store last heard it (0: none yet); leaders bring it
-    /// into their regions' logs (see `peer/gc.rs`).
-    pub pd_gc_safe_point: Arc<AtomicU64>,
-    /// The newest timestamp a transactional command may carry (see `ts_limit.rs`).
-    pub ts_limit: Arc<crate::TsLimit>,
-    /// The store's GC thread, which runs the replicas' GC passes.
-    pub gc_worker: GcWorker,
     /// Where time is read (the system clock, or a manual one in tests).
     pub clock: Arc<dyn Clock>,
     /// Logger.
@@ -208,12 +195,19 @@ pub struct RegionStatus {
     pub staleness_bound: Option<Duration>,
     /// Whether the region hibernates here (slow raft clock).
     pub hibernating: bool,
-    /// Pessimistic lock requests waiting in this leader's lock-wait queues.
-    pub lock_waiters: usize,
-    /// The region's applied GC safe point (0: none yet): reads below it are refused.
-    pub gc_safe_point: u64,
-    /// The safe point of this replica's last completed GC pass (0: none).
-    pub gc_collected_safe_point: u64,
+    /// Named figures of the replica's observer (the layer above, see
+    /// [`crate::coprocessor::RegionObserver::status`]).
+    pub observed: Vec<(&'static str, u64)>,
+}
+
+impl RegionStatus {
+    /// The observer's figure `name` (0 when it reports none by that name).
+    pub fn observed(&self, name: &str) -> u64 {
+        self.observed
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    }
 }
 
 /// The region replica state machine.
@@ -225,8 +219,8 @@ pub struct Peer {
     logger: Logger,
     // Driving raft (ready.rs).
     pending_cmds: Vec<(RaftCmd, Responder)>,
-    /// Lock requests among `pending_cmds` that may wait: (index in it, slot).
-    pending_waits: Vec<(usize, waits::WaitSlot)>,
+    /// Commands among `pending_cmds` whose answer goes to the observer: (index, token).
+    pending_tokens: Vec<(usize, u64)>,
     pending_bytes: usize,
     proposals: VecDeque<Proposal>,
     persisted_msgs: VecDeque<(u64, Vec<Message>)>,
@@ -262,18 +256,10 @@ pub struct Peer {
     last_pd_report: Instant,
     last_split_check: Instant,
     last_compact_check: Instant,
-    /// MVCC GC (see `gc.rs`).
-    gc: gc::GcState,
     /// Stores of peers not (yet) in the region: how an uninitialized replica answers.
     peer_cache: HashMap<u64, PeerMeta>,
-    // Transactions (see `max_ts.rs`).
-    max_ts: max_ts::MaxTs,
-    /// The index of the last entry this leader proposed with a 1PC or async-commit
-    /// prewrite: a transactional read is served only once that is applied, so it cannot
-    /// miss a commit whose ts was chosen below its own before it arrived.
-    txn_read_floor: u64,
-    /// Pessimistic lock requests waiting for keys other transactions hold (leader only).
-    lock_waits: waits::LockWaits,
+    /// The layer above's part of this replica (see [`crate::coprocessor`]).
+    observer: Box<dyn RegionObserver>,
 }
 
 /// The raft-rs configuration of peer `peer_id`, whose state machine applied through
@@ -330,7 +316,7 @@ impl Peer {
             .unwrap_or(true);
         let vote_guard_until = (seen_leader && cfg.lease_ms > 0)
             .then(|| now + Duration::from_millis(cfg.min_election_timeout_ms()));
-        let max_lock_waiters = cfg.max_lock_waiters_per_key;
+        let observer = ctx.coprocessor.new_observer(region_id, &logger);
         let raw = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| Error::RegionState {
             region_id,
             detail: format!("raft refuses to start the replica: {e}"),
@@ -342,7 +328,7 @@ impl Peer {
             ctx,
             logger,
             pending_cmds: Vec::new(),
-            pending_waits: Vec::new(),
+            pending_tokens: Vec::new(),
             pending_bytes: 0,
             proposals: VecDeque::new(),
             persisted_msgs: VecDeque::new(),
@@ -368,11 +354,8 @@ impl Peer {
             last_pd_report: now,
             last_split_check: now,
             last_compact_check: now,
-            gc: gc::GcState::new(now),
             peer_cache: HashMap::new(),
-            max_ts: max_ts::MaxTs::default(),
-            txn_read_floor: 0,
-            lock_waits: waits::LockWaits::new(max_lock_waiters),
+            observer,
         })
     }
 
@@ -497,14 +480,16 @@ impl Peer {
             transferring_leadership: self.is_leader() && self.raw.raft.lead_transferee.is_some(),
             staleness_bound: self.freshness.staleness(now),
             hibernating: self.hibernation.is_hibernating(),
-            lock_waiters: self.lock_waits.len(),
-            gc_safe_point: s.gc_safe_point(),
-            gc_collected_safe_point: self.gc.collected(),
+            observed: {
+                let mut scratch = Outbox::default();
+                self.observer.status(&self.view(&mut scratch))
+            },
         }
     }
 
     fn validate(&self, req: &KvRequest) -> Result<(), Error> {
-        validate_request(req, self.region(), &self.ctx.cfg).map_err(|e| self.with_siblings(e))
+        validate_request(req, self.region(), &self.ctx.cfg, &*self.ctx.coprocessor)
+            .map_err(|e| self.with_siblings(e))
     }
 
     /// Adds the regions this replica's splits created to an `EpochNotMatch`, so a client

@@ -17,7 +17,7 @@ use protobuf::Message as _;
 use raft::eraftpb::Entry;
 use regatta_engine::LogWrite;
 use regatta_proto::kvrpcpb::ReadInfo;
-use regatta_proto::raft_serverpb::{RaftCmd, RaftCmdBatch};
+use regatta_proto::raft_serverpb::RaftCmdBatch;
 use slog::info;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -65,17 +65,22 @@ impl Peer {
         if self.pending_cmds.is_empty() {
             return;
         }
-        let cmds = std::mem::take(&mut self.pending_cmds);
-        let waits = std::mem::take(&mut self.pending_waits);
+        let mut cmds = std::mem::take(&mut self.pending_cmds);
+        let tokens = std::mem::take(&mut self.pending_tokens);
         self.pending_bytes = 0;
+        // Chosen now, after every read of this turn reached the observer.
+        let marked = self.observe(|o, cx| {
+            let mut marked = false;
+            for (cmd, _) in cmds.iter_mut() {
+                marked |= o.pre_propose(cmd, cx);
+            }
+            marked
+        });
         let n = cmds.len() as u64;
         let mut batch = RaftCmdBatch::new();
         batch.set_propose_time_ms(self.ctx.clock.wall_ms());
         let mut responders = Vec::with_capacity(cmds.len());
-        let mut floor_txn = false;
-        for (mut cmd, tx) in cmds {
-            // Chosen now, after every read of this turn raised max_ts (see max_ts.rs).
-            floor_txn |= self.choose_txn_timestamps(&mut cmd);
+        for (cmd, tx) in cmds {
             batch.mut_cmds().push(cmd);
             responders.push(tx);
         }
@@ -86,15 +91,16 @@ impl Peer {
         match self.raw.propose(vec![], data) {
             Ok(()) => {
                 let now = self.ctx.clock.now();
-                if floor_txn {
-                    self.txn_read_floor = self.raw.raft.raft_log.last_index();
+                if marked {
+                    self.observer
+                        .post_propose(self.raw.raft.raft_log.last_index());
                 }
                 self.proposals.push_back(Proposal {
                     index: self.raw.raft.raft_log.last_index(),
                     term: self.raw.raft.term,
                     proposed_at: now,
                     responders,
-                    waits,
+                    tokens,
                     deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
                 });
                 let m = &self.ctx.metrics;
@@ -106,44 +112,9 @@ impl Peer {
                 for tx in responders {
                     let _ = tx.send(e.clone().into_response());
                 }
-                self.abandon_slots(waits.into_iter().map(|(_, s)| s).collect());
+                self.abandon_tokens(tokens);
             }
         }
-    }
-
-    /// A 1PC prewrite gets its commit ts above `max_ts` (see `max_ts.rs`); it stays a
-    /// plain prewrite while `max_ts` is not synced in this term, or when that ts would
-    /// pass the store's timestamp limit. (Async-commit prewrites are refused at
-    /// validation until async commit lands.) Returns whether reads arriving
-    /// from now on must wait for this command's entry.
-    fn choose_txn_timestamps(&mut self, cmd: &mut RaftCmd) -> bool {
-        use regatta_proto::kvrpcpb::Request_oneof_cmd;
-        use regatta_proto::txnpb::TxnRequest_oneof_cmd;
-        let term = self.raw.raft.term;
-        let Some(Request_oneof_cmd::txn(t)) = &mut cmd.mut_request().cmd else {
-            return false;
-        };
-        let Some(TxnRequest_oneof_cmd::prewrite(p)) = &mut t.cmd else {
-            return false;
-        };
-        let mut floor = false;
-        if p.get_try_one_pc() {
-            // Above the store's timestamp limit (see `ts_limit.rs`) the prewrite stays a
-            // plain one: the client commits it by 2PC at a TSO timestamp.
-            let limit = self.ctx.ts_limit.limit(self.ctx.clock.wall_ms());
-            let commit_ts = self.max_ts.one_pc_commit_ts(
-                term,
-                p.get_start_ts(),
-                p.get_for_update_ts(),
-                p.get_min_commit_ts(),
-                limit,
-            );
-            if let Some(ts) = commit_ts {
-                cmd.set_one_pc_commit_ts(ts);
-                floor = true;
-            }
-        }
-        floor
     }
 
     fn handle_ready(&mut self) {
@@ -243,7 +214,13 @@ impl Peer {
             return;
         };
         let ttl = self.ctx.cfg.dedup_session_ttl_ms;
-        match apply::apply_committed(self.raw.mut_store(), entries, ttl, &self.logger) {
+        let cop = self.ctx.coprocessor.clone();
+        let env = apply::ApplyEnv {
+            session_ttl_ms: ttl,
+            cop: &*cop,
+            logger: &self.logger,
+        };
+        match apply::apply_committed(self.raw.mut_store(), entries, env) {
             Ok(applied) => {
                 self.raw.advance_apply_to(last);
                 self.delegate.set_applied(last);
@@ -258,18 +235,15 @@ impl Peer {
                 {
                     self.renew_lease(at, term);
                 }
-                let mut gc_moved = false;
                 for mut a in applied {
                     if let Some((_, right)) = &a.split {
                         self.on_split_applied(a.index, right);
                     }
-                    gc_moved |= a.gc_safe_point.is_some();
-                    let released = std::mem::take(&mut a.released);
+                    let notes = std::mem::take(&mut a.notes);
                     self.answer(a);
-                    self.on_released(released);
-                }
-                if gc_moved {
-                    self.start_gc_pass();
+                    if !notes.is_empty() {
+                        self.observe(|o, cx| o.on_applied(notes, cx));
+                    }
                 }
             }
             Err(e) => {
@@ -293,7 +267,19 @@ impl Peer {
             let Some(p) = self.proposals.pop_front() else {
                 break;
             };
-            if p.index == a.index && p.term == a.term && p.responders.len() == a.responses.len() {
+            if p.index == a.index && p.term == a.term {
+                assert_eq!(
+                    p.responders.len(),
+                    a.responses.len(),
+                    "region {} peer {}: the entry at index {} term {} applied {} commands but \
+                     {} were proposed in it",
+                    self.region_id,
+                    self.peer_id,
+                    a.index,
+                    a.term,
+                    a.responses.len(),
+                    p.responders.len()
+                );
                 // Committed: a quorum took an append sent after it was proposed.
                 self.renew_lease(p.proposed_at, p.term);
                 let waited = self
@@ -301,10 +287,10 @@ impl Peer {
                     .clock
                     .now()
                     .saturating_duration_since(p.proposed_at);
-                let mut waits = p.waits.into_iter().peekable();
+                let mut tokens = p.tokens.into_iter().peekable();
                 for (i, (tx, mut resp)) in p.responders.into_iter().zip(a.responses).enumerate() {
-                    if let Some((_, slot)) = waits.next_if(|(at, _)| *at == i) {
-                        self.on_lock_answer(slot, tx, resp);
+                    if let Some((_, token)) = tokens.next_if(|(at, _)| *at == i) {
+                        self.observe(|o, cx| o.on_answer(token, tx, resp, cx));
                         continue;
                     }
                     let r = resp.get_response();
@@ -326,7 +312,7 @@ impl Peer {
             for tx in p.responders {
                 let _ = tx.send(Error::StaleCommand.into_response());
             }
-            self.abandon_slots(p.waits.into_iter().map(|(_, s)| s).collect());
+            self.abandon_tokens(p.tokens);
         }
     }
 
@@ -335,62 +321,21 @@ impl Peer {
         if leader && !self.was_leader {
             info!(self.logger, "became leader"; "term" => self.raw.raft.term);
             self.report_to_pd();
-            self.max_ts.set_leader_term(self.raw.raft.term);
-            self.sync_max_ts();
-            // 1PC entries of an earlier term of this replica are either committed (every
-            // read of this term waits for the term's first commit, which follows them)
-            // or gone; their index may not even be in this log any more, so a floor kept
-            // from then could hold reads until some later write fills it.
-            self.txn_read_floor = 0;
+            self.observe(|o, cx| o.on_role_change(cx));
         }
         if !leader && self.was_leader {
             info!(self.logger, "stepped down"; "term" => self.raw.raft.term);
             self.leader_since = None;
             self.lease.clear();
-            self.max_ts.set_leader_term(0);
+            self.observe(|o, cx| o.on_role_change(cx));
             self.splits.progress.stepped_down();
             let e = self.not_leader();
             for r in self.reads.take_unconfirmed() {
                 let _ = r.tx.send(e.clone().into_response());
             }
-            self.drain_lock_waits(&e);
             // Reads whose index was confirmed while leader are still linearizable once applied.
         }
         self.was_leader = leader;
-    }
-
-    /// Fetches a TSO timestamp for the term just won and raises `max_ts` with it (see
-    /// `max_ts.rs`): until it arrives the leader does no 1PC. Retried with backoff while
-    /// PD does not answer, and given up once the replica is no longer leader of the term.
-    fn sync_max_ts(&self) {
-        let Some(me) = self.mailbox.clone() else {
-            return;
-        };
-        let (pd, max_ts, ts_limit, term, logger) = (
-            self.ctx.pd.clone(),
-            self.max_ts.clone(),
-            self.ctx.ts_limit.clone(),
-            self.raw.raft.term,
-            self.logger.clone(),
-        );
-        me.spawn(Box::pin(async move {
-            let mut backoff = Duration::from_millis(50);
-            while max_ts.leader_term() == term {
-                match pd.get_ts().await {
-                    Ok(ts) => {
-                        ts_limit.observe_tso(ts);
-                        max_ts.synced(term, ts);
-                        return;
-                    }
-                    Err(e) => {
-                        slog::warn!(logger, "cannot sync max_ts with the TSO"; "term" => term,
-                            "error" => %e);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                }
-            }
-        }));
     }
 
     /// The LogWriter made Readies through `ready_number` durable (or failed).

@@ -1,15 +1,15 @@
 //! Client requests reaching the replica: validation, writes and log reads queued for the
 //! turn's proposal, reads routed to the lease, the ReadIndex queue or the follower paths.
-//! Transactional commands: reads go to the leader's lease or ReadIndex path only, after
-//! raising `max_ts` (see `max_ts.rs`); writes are proposed like raw writes.
+//! Commands the layer above claims (see `coprocessor`) pass its observer first: it may
+//! refuse them, make a read linearizable or hold it for an index; its writes are proposed
+//! through it.
 
 use super::read_index::ReadReq;
-use super::{Peer, Responder, MAX_ENTRY_DATA};
+use super::{Peer, Responder};
 use crate::apply;
+use crate::coprocessor::Kind;
 use crate::error::Error;
 use crate::request::read_from_engine;
-use crate::txn_cmd;
-use protobuf::Message as _;
 use regatta_proto::kvrpcpb::{
     KvRequest, KvResponse, ReadConsistency, ReadInfo, Request, Request_oneof_cmd,
 };
@@ -29,7 +29,7 @@ impl Peer {
             return;
         }
         if self.knows_no_leader() {
-            if super::leader_wait::needs_leader(&req) {
+            if super::leader_wait::needs_leader(&req, &*self.ctx.coprocessor) {
                 self.hold_for_leader(req, tx);
                 return;
             }
@@ -38,7 +38,7 @@ impl Peer {
             self.release_leader_waits();
         }
         let request = req.take_request();
-        let write = apply::is_write(&request);
+        let write = apply::is_write(&request, &*self.ctx.coprocessor);
         if let Some(Request_oneof_cmd::split(sp)) = &request.cmd {
             let key = sp.get_split_key().to_vec();
             self.on_split_request(key, tx);
@@ -46,41 +46,23 @@ impl Peer {
         }
         let ctx = req.take_context();
         let mut consistency = ctx.get_consistency();
-        let txn = match &request.cmd {
-            Some(Request_oneof_cmd::txn(t)) => Some(t),
-            _ => None,
-        };
-        if let Some(t) = txn {
-            // Transactional reads are served by the leader only (ReadIndex or lease), never
-            // by a follower nor through the log: the leader's max_ts must see every read.
-            if !self.is_leader() {
-                let _ = tx.send(self.not_leader().into_response());
-                return;
-            }
-            // A timestamp beyond what the TSO handed out (plus the drift allowance) never
-            // reaches max_ts nor the region's data (see `ts_limit.rs`).
-            let limit = self.ctx.ts_limit.limit(self.ctx.clock.wall_ms());
-            if let Some(ts) = crate::ts_limit::beyond(t, limit) {
-                let e = Error::TsTooFarAhead {
-                    region_id: self.region_id,
-                    ts,
-                    limit,
-                };
-                let _ = tx.send(e.into_response());
-                return;
-            }
-            if let Some(ts) = txn_cmd::read_ts(t) {
-                self.max_ts.observe(ts);
-            }
-            if txn_cmd::is_txn_read(t) && consistency != ReadConsistency::LEASE {
-                consistency = ReadConsistency::LINEARIZABLE;
+        let claimed = self.ctx.coprocessor.kind(&request);
+        let mut floor = 0;
+        if claimed.is_some() {
+            // The layer above decides whether and how it is served (see `coprocessor`).
+            match self.observe(|o, cx| o.on_request(&request, cx)) {
+                Ok(gate) => {
+                    if gate.linearizable && consistency != ReadConsistency::LEASE {
+                        consistency = ReadConsistency::LINEARIZABLE;
+                    }
+                    floor = gate.read_floor;
+                }
+                Err(e) => {
+                    let _ = tx.send(e.into_response());
+                    return;
+                }
             }
         }
-        let floor = if txn.is_some() {
-            self.txn_read_floor
-        } else {
-            0
-        };
         if !self.is_leader() {
             if !write {
                 self.follower_read(request, &ctx, tx);
@@ -98,24 +80,15 @@ impl Peer {
                 );
                 return;
             }
-            let wait = self.lock_wait_deadline(&request, self.ctx.clock.now());
             let mut cmd = RaftCmd::new();
             cmd.set_client_id(ctx.get_client_id());
             cmd.set_seq(ctx.get_seq());
             cmd.set_region_epoch(self.region().get_region_epoch().clone());
             cmd.set_request(request);
-            if let Some(deadline) = wait {
-                self.propose_waiting(cmd, tx, deadline);
-                return;
-            }
-            let early = self.early_hand_overs(cmd.get_request());
-            self.pending_bytes += cmd.compute_size() as usize;
-            self.pending_cmds.push((cmd, tx));
-            for (key, holder, waiter) in early {
-                self.hand_over(key, holder, waiter);
-            }
-            if self.pending_bytes >= MAX_ENTRY_DATA {
-                self.propose_pending();
+            if claimed == Some(Kind::Write) {
+                self.observe(|o, cx| o.on_write(cmd, tx, cx));
+            } else {
+                self.push_cmd(cmd, tx, None);
             }
             return;
         }
@@ -170,6 +143,11 @@ impl Peer {
     }
 
     fn read_local(&self, req: &Request) -> KvResponse {
-        read_from_engine(&self.raw.store().engine().live(), self.region(), req)
+        read_from_engine(
+            &self.raw.store().engine().live(),
+            self.region(),
+            req,
+            &*self.ctx.coprocessor,
+        )
     }
 }

@@ -248,7 +248,7 @@ impl Peer {
             term: self.raw.raft.term,
             proposed_at: now,
             responders: vec![tx],
-            waits: Vec::new(),
+            tokens: Vec::new(),
             deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
         });
     }
@@ -268,7 +268,7 @@ impl Peer {
         let e = self.with_siblings(Error::EpochNotMatch {
             current_regions: vec![self.region().clone()],
         });
-        self.drain_lock_waits(&e);
+        self.observer.drain(&e);
         let leader = self.is_leader();
         let _ = self.ctx.new_regions.send(NewRegion {
             region_id: right.get_id(),
@@ -305,9 +305,10 @@ impl Peer {
         let region = self.region().clone();
         let (max_size, max_keys) = (cfg.region_split_size, self.splits.checked_split_keys);
         let logger = self.logger.clone();
+        let others = self.ctx.coprocessor.key_spaces(&region);
         std::thread::spawn(move || {
             let version = region.get_region_epoch().get_version();
-            let check = match apply::split_check(&engine, &region, max_size, max_keys) {
+            let check = match apply::split_check(&engine, &region, max_size, max_keys, &others) {
                 Ok(c) => c,
                 Err(e) => {
                     warn!(logger, "split check failed"; "error" => %e);

@@ -1,11 +1,12 @@
 //! The raft clock and the periodic work it paces: proposal and read deadlines, the lease
-//! kept warm, split checks, log compaction, PD reports and MVCC GC. Periodic work is time-based
+//! kept warm, split checks, log compaction, PD reports and the observer's periodic work. Periodic work is time-based
 //! (on the peer's [`crate::Clock`]), so it keeps its pace while the region hibernates.
 
 use super::Peer;
+use crate::coprocessor::Outbox;
 use crate::error::Error;
-use regatta_proto::pdpb::{LockReport, RegionHeartbeatRequest};
-use slog::{error, info, warn};
+use regatta_proto::pdpb::RegionHeartbeatRequest;
+use slog::{error, info};
 use std::time::Duration;
 
 /// How many times less often a hibernating leader reports to PD.
@@ -27,10 +28,9 @@ impl Peer {
                         Error::Timeout(format!("proposal at index {}", p.index)).into_response(),
                     );
                 }
-                self.abandon_slots(p.waits.into_iter().map(|(_, s)| s).collect());
+                self.abandon_tokens(p.tokens);
             }
         }
-        self.expire_lock_waits(now);
         self.expire_leader_waits(now);
         let read_timeout = Duration::from_millis(self.ctx.cfg.read_timeout_ms);
         for r in self.reads.expire(now, read_timeout) {
@@ -59,7 +59,7 @@ impl Peer {
         if self.is_leader() && now.saturating_duration_since(self.last_pd_report) >= report_every {
             self.report_to_pd();
         }
-        self.maybe_gc(now);
+        self.observe(|o, cx| o.on_tick(cx));
         self.maybe_hibernate(now);
     }
 
@@ -76,25 +76,10 @@ impl Peer {
             hb.set_approximate_keys(keys);
             hb.set_approximate_size(size);
         }
-        // The region's oldest lock, for PD's GC safe point (usually no lock at all: one
-        // seek of the lock CF) — only once this leader applied an entry of its term, so
-        // every lock committed before it is in the state scanned (a new leader may still
-        // be applying an earlier term's prewrites).
-        let scanned_at_ms = self.ctx.clock.wall_ms();
-        let store = self.raw.store();
-        if store.applied().1 == self.raw.raft.term {
-            match crate::gc_worker::oldest_lock(&store.engine().live(), store.region()) {
-                Ok(oldest) => {
-                    let mut locks = LockReport::new();
-                    locks.set_oldest_start_ts(oldest);
-                    locks.set_scanned_at_ms(scanned_at_ms);
-                    hb.set_locks(locks);
-                }
-                Err(e) => {
-                    warn!(self.logger, "scanning the region's locks failed"; "error" => %e)
-                }
-            }
-        }
+        // The layer above adds its part (see `coprocessor`).
+        let mut scratch = Outbox::default();
+        self.observer
+            .on_heartbeat(&mut hb, &self.view(&mut scratch));
         let _ = self.ctx.pd_reports.send(hb);
     }
 

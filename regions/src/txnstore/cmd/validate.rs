@@ -6,23 +6,16 @@
 //! Routing and size failures are the store's (`KeyNotInRegion`, `InvalidArgument` in
 //! `kvrpcpb.Error`, as for raw commands); a command that is malformed as a transaction
 //! (ts 0, duplicate keys, no mutations, a commit not after its start) is answered
-//! `TxnResponse.key_error.invalid` (`Error::TxnInvalid`), as `txnpb.KeyError` says.
+//! `TxnResponse.key_error.invalid` (`wire::txn_invalid`), as `txnpb.KeyError` says.
 
+use crate::coprocessor::Checks;
 use crate::error::Error;
 use crate::request::MAX_BATCH_KEYS;
 use regatta_proto::txnpb::{TxnRequest, TxnRequest_oneof_cmd as Cmd};
 use std::collections::HashSet;
 
-/// Checks of one key and one value against the region and the size limits.
-pub(crate) struct Checks<'a> {
-    /// Key: non-empty, within the size limit, inside the region.
-    pub key: &'a dyn Fn(&[u8]) -> Result<(), Error>,
-    /// Value: within the size limit.
-    pub value: &'a dyn Fn(&[u8]) -> Result<(), Error>,
-}
-
 fn invalid(what: impl Into<String>) -> Error {
-    Error::TxnInvalid(what.into())
+    super::wire::txn_invalid(what.into())
 }
 
 fn ts(name: &str, ts: u64) -> Result<(), Error> {
@@ -76,8 +69,14 @@ pub(crate) fn validate_txn(req: &TxnRequest, c: &Checks<'_>) -> Result<(), Error
             ts("start_ts", b.get_start_ts())?;
             keys(c, slices(b.get_keys()).into_iter())
         }
-        Some(Cmd::scan(s)) => ts("start_ts", s.get_start_ts()),
-        Some(Cmd::scan_lock(s)) => ts("max_ts", s.get_max_ts()),
+        Some(Cmd::scan(s)) => {
+            ts("start_ts", s.get_start_ts())?;
+            (c.range)(s.get_start_key(), s.get_end_key())
+        }
+        Some(Cmd::scan_lock(s)) => {
+            ts("max_ts", s.get_max_ts())?;
+            (c.range)(s.get_start_key(), s.get_end_key())
+        }
         Some(Cmd::prewrite(p)) => {
             ts("start_ts", p.get_start_ts())?;
             // Nothing resolves an async-commit lock yet (no client checks its secondaries

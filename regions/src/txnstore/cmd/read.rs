@@ -151,6 +151,28 @@ fn resume_point<T>(found: &[T], limit: usize, hi: &[u8], key: impl Fn(&T) -> &Ve
     }
 }
 
+/// A read's keys must be inside `region` (a read that reached the log is checked again at
+/// apply: a split may have moved them out).
+pub(crate) fn check_read_keys(req: &TxnRequest, region: &Region) -> Result<(), Error> {
+    let keys: Vec<&[u8]> = match &req.cmd {
+        Some(Cmd::get(g)) => vec![g.get_key()],
+        Some(Cmd::batch_get(b)) => b.get_keys().iter().map(Vec::as_slice).collect(),
+        _ => Vec::new(),
+    };
+    match keys
+        .into_iter()
+        .find(|k| !regatta_proto::region::key_in_range(region, k))
+    {
+        Some(k) => Err(Error::KeyNotInRegion {
+            key: k.to_vec(),
+            region_id: region.get_id(),
+            start_key: region.get_start_key().to_vec(),
+            end_key: region.get_end_key().to_vec(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The answer to a command at `ts` below the region's GC safe point.
 pub(crate) fn below_gc_safe_point(ts: u64, gc_safe_point: u64) -> TxnResponse {
     debug_assert!(ts <= gc_safe_point);

@@ -1,4 +1,4 @@
-//! Transactional commands (`txnpb`, Percolator) in the raftstore: validation, reads from
+//! Transactional commands (`txnpb`, Percolator) on a store: validation, reads from
 //! the applied state, and writes executed at apply by `regatta-txn`'s actions.
 //!
 //! The path of a command:
@@ -26,10 +26,10 @@ mod validate;
 mod wire;
 mod write;
 
-pub(crate) use read::{is_txn_read, read_ts, read_txn};
-pub(crate) use validate::{validate_txn, Checks};
-pub(crate) use wire::lock_info;
-pub(crate) use write::{apply_txn, is_txn_write, releasing, TxnWrite};
+pub(crate) use read::{check_read_keys, is_txn_read, read_ts, read_txn};
+pub(crate) use validate::validate_txn;
+pub(crate) use wire::{key_error_response, lock_info, ts_too_far_ahead};
+pub(crate) use write::{apply_txn, releasing, TxnWrite};
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 //! A leader about to queue transaction `w` behind holder `h` reports `w -> h`
 //! (`WAIT_ADD`) and queues at once; it never waits for PD. If PD finds that the wait
 //! closes a cycle it refuses it, and the refusal comes back to the leader's mailbox
-//! ([`PeerMailbox::wait_refused`]), which answers the waiter `deadlock` — unless it was
+//! ([`PeerMailbox::notify`] with the [`WaitRefused`]), which answers the waiter `deadlock` — unless it was
 //! granted meanwhile. When a wait ends (granted, timed out, cancelled, drained) the
 //! leader reports `WAIT_REMOVE`.
 //!
@@ -134,7 +134,7 @@ async fn send_reports(mut rx: mpsc::Receiver<Report>, pd: Arc<dyn PdClient>, log
                 for refused in resp.take_refused().into_iter() {
                     let at = (refused.get_waiter_ts(), refused.get_holder_ts());
                     if let Some(reply) = replies.get(&at) {
-                        reply.wait_refused(refused);
+                        reply.notify(Box::new(refused));
                     }
                 }
             }
@@ -226,7 +226,10 @@ mod tests {
     impl PeerMailbox for Refusals {
         fn split_step(&self, _: SplitStep) {}
         fn spawn(&self, _: BoxFuture<'static, ()>) {}
-        fn wait_refused(&self, r: WaitRefused) {
+        fn notify(&self, note: crate::coprocessor::Note) {
+            let r = note
+                .downcast::<WaitRefused>()
+                .expect("only refusals are sent");
             let at = (r.get_waiter_ts(), r.get_holder_ts());
             self.0.lock().expect("lock").push(at);
         }

@@ -230,6 +230,13 @@ fn raise_gc(safe_point: u64) -> regatta_proto::raft_serverpb::AdminCmd {
     a
 }
 
+/// Whether an applied entry noted a raised GC safe point.
+fn raised_safe_point(a: &crate::apply::AppliedEntry) -> bool {
+    a.notes
+        .iter()
+        .any(|n| n.is::<crate::txnstore::SafePointRaised>())
+}
+
 /// Applies `entries` in one call; what each entry did.
 fn apply_full(e: &MemEngine, entries: Vec<Entry>) -> Vec<crate::apply::AppliedEntry> {
     let mut wb = e.write_batch();
@@ -240,8 +247,11 @@ fn apply_full(e: &MemEngine, entries: Vec<Entry>) -> Vec<crate::apply::AppliedEn
         &region(),
         &[11],
         entries,
-        60_000,
-        &logger,
+        crate::apply::ApplyEnv {
+            session_ttl_ms: 60_000,
+            cop: crate::txnstore::TxnCoprocessor::for_tests(),
+            logger: &logger,
+        },
     )
     .expect("apply");
     e.write(wb, false).expect("write");
@@ -301,7 +311,13 @@ fn entries_name_the_locks_their_commands_removed_for_the_lock_waiters() {
     ];
     let released: Vec<Vec<(Vec<u8>, u64)>> = apply_full(&e, entries)
         .into_iter()
-        .map(|a| a.released)
+        .map(|a| {
+            a.notes
+                .into_iter()
+                .filter_map(|n| n.downcast::<crate::txnstore::Released>().ok())
+                .flat_map(|r| r.0)
+                .collect()
+        })
         .collect();
     assert_eq!(
         released,
@@ -381,7 +397,7 @@ fn the_gc_safe_point_refuses_locks_at_or_below_it_and_reads_below_it() {
             ),
         ],
     );
-    assert_eq!(out[0].gc_safe_point, Some(100));
+    assert!(raised_safe_point(&out[0]));
     assert_eq!(
         below_gc(&out[1].responses[0]),
         100,
@@ -414,7 +430,7 @@ fn the_gc_safe_point_refuses_locks_at_or_below_it_and_reads_below_it() {
             entry(9, vec![cmd(get(b"b", 99), 0), cmd(get(b"b", 100), 0)]),
         ],
     );
-    assert_eq!(out[0].gc_safe_point, None);
+    assert!(!raised_safe_point(&out[0]));
     assert_eq!(
         regatta_engine::read_gc_safe_point(&e.snapshot(), 1).expect("read"),
         100
@@ -424,7 +440,8 @@ fn the_gc_safe_point_refuses_locks_at_or_below_it_and_reads_below_it() {
     // The store's read path (leader reads) refuses the same way.
     let mut req = Request::new();
     req.set_txn(get(b"b", 99));
-    let resp = crate::request::read_from_engine(&e.snapshot(), &region(), &req);
+    let cop = crate::txnstore::TxnCoprocessor::for_tests();
+    let resp = crate::request::read_from_engine(&e.snapshot(), &region(), &req, cop);
     assert_eq!(below_gc(&resp), 100);
 }
 

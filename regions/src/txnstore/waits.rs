@@ -28,17 +28,17 @@
 //! can take it first, and the hand-over then waits again, at the tail. Followers queue
 //! nothing.
 
+use super::cmd::key_error_response;
+use super::detector::deadlock_error;
 use super::lock_wait::{Left, LockWaitQueue, Waiter};
-use super::{Peer, Responder, MAX_ENTRY_DATA};
-use crate::detector::deadlock_error;
+use super::TxnObserver;
+use crate::coprocessor::ObserverCx;
 use crate::error::Error;
-use protobuf::Message as _;
+use crate::peer::Responder;
 use regatta_proto::kvrpcpb::{KvResponse, Request, Request_oneof_cmd};
 use regatta_proto::pdpb::WaitRefused;
 use regatta_proto::raft_serverpb::RaftCmd;
-use regatta_proto::txnpb::{
-    KeyError, PessimisticLockRequest, TxnRequest_oneof_cmd as Cmd, TxnResponse,
-};
+use regatta_proto::txnpb::{KeyError, PessimisticLockRequest, TxnRequest_oneof_cmd as Cmd};
 use std::time::{Duration, Instant};
 
 /// A waiting request: what to propose when it is handed its key, and where to answer.
@@ -105,16 +105,7 @@ pub(crate) fn classify(resp: &KvResponse, own_ts: u64) -> LockAnswer {
     LockAnswer::Failed
 }
 
-/// A response carrying a transactional `KeyError`.
-fn key_error_response(ke: KeyError) -> KvResponse {
-    let mut t = TxnResponse::new();
-    t.set_key_error(ke);
-    let mut resp = KvResponse::new();
-    resp.mut_response().set_txn(t);
-    resp
-}
-
-impl Peer {
+impl TxnObserver {
     /// The deadline of `request`'s lock wait, if it is a pessimistic lock that may wait.
     pub(super) fn lock_wait_deadline(&self, request: &Request, now: Instant) -> Option<Instant> {
         let Some(Request_oneof_cmd::txn(t)) = &request.cmd else {
@@ -123,16 +114,24 @@ impl Peer {
         let Some(Cmd::pessimistic_lock(p)) = &t.cmd else {
             return None;
         };
-        let ms = p.get_wait_timeout_ms().min(self.ctx.cfg.max_lock_wait_ms);
+        let ms = p
+            .get_wait_timeout_ms()
+            .min(self.shared.cfg.max_lock_wait_ms);
         (ms > 0).then(|| now + Duration::from_millis(ms))
     }
 
     /// Queues a lock request that may wait: behind the waiters of the first of its keys
     /// that another transaction holds as the queue knows it, or else for the turn's
     /// proposal (with its slot, so apply's `locked` queues it).
-    pub(super) fn propose_waiting(&mut self, cmd: RaftCmd, tx: Responder, deadline: Instant) {
+    pub(super) fn propose_waiting(
+        &mut self,
+        cx: &mut ObserverCx,
+        cmd: RaftCmd,
+        tx: Responder,
+        deadline: Instant,
+    ) {
         let Some(p) = lock_request(&cmd) else {
-            return self.push_cmd(cmd, tx, None);
+            return cx.propose(cmd, tx, None);
         };
         let own = p.get_start_ts();
         let ahead = p.get_keys().iter().find_map(|k| {
@@ -152,7 +151,7 @@ impl Peer {
                         key: key.clone(),
                     },
                 };
-                self.start_wait(key, holder, waiter, None);
+                self.start_wait(cx, key, holder, waiter, None);
             }
             None => {
                 let slot = WaitSlot {
@@ -160,20 +159,8 @@ impl Peer {
                     deadline,
                     granted: None,
                 };
-                self.push_cmd(cmd, tx, Some(slot));
+                self.propose_with_slot(cx, cmd, tx, slot);
             }
-        }
-    }
-
-    /// Adds a command to the turn's proposal (a waiting one with its slot).
-    fn push_cmd(&mut self, cmd: RaftCmd, tx: Responder, slot: Option<WaitSlot>) {
-        if let Some(slot) = slot {
-            self.pending_waits.push((self.pending_cmds.len(), slot));
-        }
-        self.pending_bytes += cmd.compute_size() as usize;
-        self.pending_cmds.push((cmd, tx));
-        if self.pending_bytes >= MAX_ENTRY_DATA {
-            self.propose_pending();
         }
     }
 
@@ -182,6 +169,7 @@ impl Peer {
     /// (apply's `locked`), or else with the key's lock or `ServerIsBusy`.
     fn start_wait(
         &mut self,
+        cx: &mut ObserverCx,
         key: Vec<u8>,
         holder: u64,
         waiter: Waiter<LockWaiter>,
@@ -193,14 +181,16 @@ impl Peer {
                 // The edge goes to the waiter ahead (the holder for the head): the queue
                 // waits for the holder through it.
                 let ahead = self.lock_waits.ahead_of(waiter_ts).unwrap_or(holder);
-                if let Some(mb) = &self.mailbox {
-                    self.ctx.detector.wait(waiter_ts, ahead, &key, mb.clone());
+                if let Some(mb) = cx.mailbox {
+                    self.shared
+                        .detector
+                        .wait(waiter_ts, ahead, &key, mb.clone());
                 }
             }
             Err((why, w)) => {
                 slog::debug!(self.logger, "lock wait refused"; "reason" => ?why,
                     "start_ts" => waiter_ts, "holder_ts" => holder);
-                let resp = answer.unwrap_or_else(|| self.lock_answer(&key, waiter_ts, false));
+                let resp = answer.unwrap_or_else(|| self.lock_answer(cx, &key, waiter_ts, false));
                 let _ = w.request.tx.send(resp);
             }
         }
@@ -210,8 +200,8 @@ impl Peer {
     /// lock of another transaction (plus `lock_wait_timeout` when `timed_out`), so the
     /// client can resolve it; without such a lock, `lock_wait_timeout` alone or
     /// `ServerIsBusy`.
-    fn lock_answer(&self, key: &[u8], own_ts: u64, timed_out: bool) -> KvResponse {
-        let live = self.raw.store().engine().live();
+    fn lock_answer(&self, cx: &ObserverCx, key: &[u8], own_ts: u64, timed_out: bool) -> KvResponse {
+        let live = cx.engine.live();
         let lock = regatta_txn::MvccReader::new(&live)
             .load_lock(key)
             .ok()
@@ -219,7 +209,7 @@ impl Peer {
             .filter(|l| l.start_ts != own_ts);
         let mut ke = KeyError::new();
         if let Some(l) = lock {
-            ke.set_locked(crate::txn_cmd::lock_info(key, &l));
+            ke.set_locked(super::cmd::lock_info(key, &l));
         } else if !timed_out {
             return Error::ServerIsBusy(format!(
                 "region {}: the lock-wait queue of a key is full",
@@ -234,7 +224,13 @@ impl Peer {
     /// Apply answered a lock request that may wait: queue it if another transaction holds
     /// its key and its deadline has not passed, else answer it. A hand-over that did not
     /// get its key passes the key on.
-    pub(super) fn on_lock_answer(&mut self, slot: WaitSlot, tx: Responder, resp: KvResponse) {
+    pub(super) fn on_lock_answer(
+        &mut self,
+        cx: &mut ObserverCx,
+        slot: WaitSlot,
+        tx: Responder,
+        resp: KvResponse,
+    ) {
         let Some(own) = lock_request(&slot.cmd).map(|p| p.get_start_ts()) else {
             let _ = tx.send(resp);
             return;
@@ -244,11 +240,11 @@ impl Peer {
         // (below); any other hand-over that did not get its key passes it on.
         let keeps_turn = matches!((&slot.granted, &answer),
             (Some(granted), LockAnswer::Blocked { key, .. }) if granted == key)
-            && self.is_leader()
-            && self.ctx.clock.now() < slot.deadline;
+            && cx.leader
+            && cx.now < slot.deadline;
         if let Some(key) = &slot.granted {
             if answer != LockAnswer::Granted && !keeps_turn {
-                self.pass_on(key, own);
+                self.pass_on(cx, key, own);
             }
         }
         match answer {
@@ -259,8 +255,8 @@ impl Peer {
                 // commits above it (its prewrite's `min_commit_ts`, `txn` crate).
                 let _ = tx.send(resp);
             }
-            LockAnswer::Blocked { key, holder } if self.is_leader() => {
-                if self.ctx.clock.now() >= slot.deadline {
+            LockAnswer::Blocked { key, holder } if cx.leader => {
+                if cx.now >= slot.deadline {
                     let mut ke = resp.get_response().get_txn().get_key_error().clone();
                     ke.set_lock_wait_timeout(true);
                     let _ = tx.send(key_error_response(ke));
@@ -276,9 +272,9 @@ impl Peer {
                     },
                 };
                 if keeps_turn {
-                    self.wait_first(key, holder, waiter, resp);
+                    self.wait_first(cx, key, holder, waiter, resp);
                 } else {
-                    self.start_wait(key, holder, waiter, Some(resp));
+                    self.start_wait(cx, key, holder, waiter, Some(resp));
                 }
             }
             LockAnswer::Blocked { .. } | LockAnswer::Failed => {
@@ -289,21 +285,21 @@ impl Peer {
 
     /// Proposals that never reached apply (timed out, superseded): a hand-over among them
     /// passes its key on.
-    pub(super) fn abandon_slots(&mut self, slots: Vec<WaitSlot>) {
+    pub(super) fn abandon_slots(&mut self, cx: &mut ObserverCx, slots: Vec<WaitSlot>) {
         for slot in slots {
             if let (Some(key), Some(p)) = (&slot.granted, lock_request(&slot.cmd)) {
                 let own = p.get_start_ts();
-                self.pass_on(key, own);
+                self.pass_on(cx, key, own);
             }
         }
     }
 
     /// `released` lost their locks in an applied entry: each key's head waiter, if any, is
     /// handed it.
-    pub(super) fn on_released(&mut self, released: Vec<(Vec<u8>, u64)>) {
+    pub(super) fn on_released(&mut self, cx: &mut ObserverCx, released: Vec<(Vec<u8>, u64)>) {
         for (key, holder) in released {
             if let Some(w) = self.lock_waits.release(&key, holder) {
-                self.hand_over(key, holder, w);
+                self.hand_over(cx, key, holder, w);
             }
         }
     }
@@ -313,6 +309,7 @@ impl Peer {
     /// on and the waiter queues anew, answered `answer` if it cannot.
     fn wait_first(
         &mut self,
+        cx: &mut ObserverCx,
         key: Vec<u8>,
         holder: u64,
         waiter: Waiter<LockWaiter>,
@@ -322,13 +319,13 @@ impl Peer {
         match self.lock_waits.wait_first(&key, holder, waiter) {
             Ok(()) => {
                 // The rest still wait behind it.
-                if let Some(mb) = &self.mailbox {
-                    self.ctx.detector.wait(own, holder, &key, mb.clone());
+                if let Some(mb) = cx.mailbox {
+                    self.shared.detector.wait(own, holder, &key, mb.clone());
                 }
             }
             Err(w) => {
-                self.pass_on(&key, own);
-                self.start_wait(key, holder, w, Some(answer));
+                self.pass_on(cx, &key, own);
+                self.start_wait(cx, key, holder, w, Some(answer));
             }
         }
     }
@@ -346,7 +343,7 @@ impl Peer {
         let Some(Request_oneof_cmd::txn(t)) = &request.cmd else {
             return Vec::new();
         };
-        let Some((holder, keys)) = crate::txn_cmd::releasing(t) else {
+        let Some((holder, keys)) = super::cmd::releasing(t) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -361,23 +358,29 @@ impl Peer {
     }
 
     /// The hand-over to `holder` of `key` failed: the next waiter gets it.
-    fn pass_on(&mut self, key: &[u8], holder: u64) {
+    fn pass_on(&mut self, cx: &mut ObserverCx, key: &[u8], holder: u64) {
         if let Some(w) = self.lock_waits.pass_on(key, holder) {
-            self.hand_over(key.to_vec(), holder, w);
+            self.hand_over(cx, key.to_vec(), holder, w);
         }
     }
 
     /// Proposes waiter `w`'s lock request now (its wait for `from` ended); the key's other
     /// waiters now wait for `w`'s transaction.
-    pub(super) fn hand_over(&mut self, key: Vec<u8>, from: u64, w: Waiter<LockWaiter>) {
+    pub(super) fn hand_over(
+        &mut self,
+        cx: &mut ObserverCx,
+        key: Vec<u8>,
+        from: u64,
+        w: Waiter<LockWaiter>,
+    ) {
         // The next waiter waited behind `w` and now waits for it as the holder: the same
         // edge, so only `w`'s own ends (one report per hand-over, whatever the queue's
         // length).
-        self.ctx.detector.done(w.start_ts, from, &key);
+        self.shared.detector.done(w.start_ts, from, &key);
         let LockWaiter { mut cmd, tx, .. } = w.request;
         // The region may have changed version since it arrived (keys are checked again at
         // apply); the holder's write must not fail the hand-over.
-        cmd.set_region_epoch(self.region().get_region_epoch().clone());
+        cmd.set_region_epoch(cx.region.get_region_epoch().clone());
         // A new attempt of an idempotent command: were it proposed under its session, apply
         // would answer it from the session's cached answer, the `locked` it waited on.
         cmd.set_client_id(0);
@@ -392,36 +395,38 @@ impl Peer {
             deadline: w.deadline,
             granted: Some(key),
         };
-        self.push_cmd(cmd, tx, Some(slot));
+        self.propose_with_slot(cx, cmd, tx, slot);
     }
 
     /// Answers the waits whose deadline passed `lock_wait_timeout` (with the lock they
     /// waited for, for the client to resolve).
-    pub(super) fn expire_lock_waits(&mut self, now: Instant) {
-        for left in self.lock_waits.expire(now) {
-            self.left(&left);
+    pub(super) fn expire_lock_waits(&mut self, cx: &mut ObserverCx) {
+        for left in self.lock_waits.expire(cx.now) {
+            self.left(cx, &left);
             let w = left.waiter;
-            let resp = self.lock_answer(&w.request.key, w.start_ts, true);
+            let resp = self.lock_answer(cx, &w.request.key, w.start_ts, true);
             let _ = w.request.tx.send(resp);
         }
     }
 
     /// A waiter left its queue: its edge ends, and the one behind it now waits for the one
     /// it waited for.
-    fn left(&self, left: &Left<LockWaiter>) {
+    fn left(&self, cx: &ObserverCx, left: &Left<LockWaiter>) {
         let key = &left.waiter.request.key;
-        self.ctx
+        self.shared
             .detector
             .done(left.waiter.start_ts, left.ahead, key);
-        if let (Some(behind), Some(mb)) = (left.behind, &self.mailbox) {
-            self.ctx.detector.wait(behind, left.ahead, key, mb.clone());
+        if let (Some(behind), Some(mb)) = (left.behind, cx.mailbox) {
+            self.shared
+                .detector
+                .wait(behind, left.ahead, key, mb.clone());
         }
     }
 
     /// PD refused a wait: it would close a cycle. The waiter is answered `deadlock`,
     /// unless it was handed its key meanwhile or now waits for another transaction (whose
     /// report PD judges on its own).
-    pub fn on_wait_refused(&mut self, refused: WaitRefused) {
+    pub(super) fn on_wait_refused(&mut self, cx: &ObserverCx, refused: WaitRefused) {
         let waiter = refused.get_waiter_ts();
         let Some(key) = self.lock_waits.key_of(waiter).map(<[u8]>::to_vec) else {
             return;
@@ -431,8 +436,10 @@ impl Peer {
         }
         if let Some(left) = self.lock_waits.cancel(waiter) {
             // PD dropped the refused edge itself; the one behind now waits for `ahead`.
-            if let (Some(behind), Some(mb)) = (left.behind, &self.mailbox) {
-                self.ctx.detector.wait(behind, left.ahead, &key, mb.clone());
+            if let (Some(behind), Some(mb)) = (left.behind, cx.mailbox) {
+                self.shared
+                    .detector
+                    .wait(behind, left.ahead, &key, mb.clone());
             }
             let w = left.waiter;
             slog::debug!(self.logger, "lock wait refused: deadlock"; "start_ts" => waiter,
@@ -448,7 +455,7 @@ impl Peer {
     pub(super) fn drain_lock_waits(&mut self, e: &Error) {
         for left in self.lock_waits.drain() {
             let key = &left.waiter.request.key;
-            self.ctx
+            self.shared
                 .detector
                 .done(left.waiter.start_ts, left.ahead, key);
             let _ = left.waiter.request.tx.send(e.clone().into_response());
@@ -459,7 +466,7 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use regatta_proto::txnpb::{LockInfo, PessimisticLockResponse};
+    use regatta_proto::txnpb::{LockInfo, PessimisticLockResponse, TxnResponse};
 
     fn txn_answer(set: impl FnOnce(&mut TxnResponse)) -> KvResponse {
         let mut t = TxnResponse::new();

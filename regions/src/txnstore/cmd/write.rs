@@ -23,11 +23,6 @@ use regatta_proto::txnpb::{
 };
 use regatta_txn::{SecondaryLocksStatus, TxnStatus};
 
-/// Whether `req` is a transactional write (proposed through the log).
-pub(crate) fn is_txn_write(req: &TxnRequest) -> bool {
-    req.cmd.is_some() && !super::is_txn_read(req)
-}
-
 /// The keys a write command touches in its region (to check them against the region as
 /// of apply: a split may have moved some out).
 fn keys_of(req: &TxnRequest) -> Vec<&[u8]> {
@@ -119,7 +114,7 @@ fn lock_start_ts(req: &TxnRequest) -> Option<u64> {
 /// Returns `Ok(Ok(answer))` (which may carry a `key_error`), `Ok(Err(e))` for a store
 /// error to answer (a key no longer in the region), and `Err` for corruption or an engine
 /// failure, which stops the replica.
-pub(crate) fn apply_txn<S: Snapshot, W: WriteBatch>(
+pub(crate) fn apply_txn<S: Snapshot + ?Sized, W: WriteBatch + ?Sized>(
     overlay: &mut Overlay<'_, S>,
     wb: &mut W,
     at: &TxnWrite<'_>,

@@ -12,6 +12,42 @@ use regatta_proto::txnpb;
 use regatta_txn::{Lock, LockKind, Mutation, Op, PrewriteRequest};
 use std::sync::Arc;
 
+/// A response carrying the transactional `key_error` `ke`.
+pub(crate) fn key_error_response(ke: txnpb::KeyError) -> regatta_proto::kvrpcpb::KvResponse {
+    let mut t = txnpb::TxnResponse::new();
+    t.set_key_error(ke);
+    let mut resp = regatta_proto::kvrpcpb::KvResponse::new();
+    resp.mut_response().set_txn(t);
+    resp
+}
+
+/// A command malformed as a transaction (ts 0, a key twice, no keys, a commit not after
+/// its start): answered in `TxnResponse.key_error.invalid`, as `txnpb.KeyError` says, not
+/// in `kvrpcpb.Error`.
+pub(crate) fn txn_invalid(reason: String) -> Error {
+    let mut ke = txnpb::KeyError::new();
+    ke.set_invalid(reason.clone());
+    Error::Refused {
+        reason: format!("invalid transactional command: {reason}"),
+        response: Box::new(key_error_response(ke)),
+    }
+}
+
+/// A command carrying a timestamp beyond the store's limit (see `ts_limit.rs`): answered
+/// in `TxnResponse.key_error.ts_too_far_ahead`.
+pub(crate) fn ts_too_far_ahead(region_id: u64, ts: u64, limit: u64) -> Error {
+    let mut ke = txnpb::KeyError::new();
+    ke.mut_ts_too_far_ahead().set_ts(ts);
+    ke.mut_ts_too_far_ahead().set_limit(limit);
+    Error::Refused {
+        reason: format!(
+            "region {region_id}: timestamp {ts} is beyond the limit {limit} (PD's TSO plus \
+             the drift allowance)"
+        ),
+        response: Box::new(key_error_response(ke)),
+    }
+}
+
 /// A `regatta_txn` failure: an answer for the client, or a store failure.
 pub(crate) enum Failure {
     /// The transaction's answer (`TxnResponse.key_error`).
