@@ -1,5 +1,5 @@
-//! Connects the store's PD seam (`regatta_regions::PdClient`) to the real PD over TCP
-//! (`regatta_client::PdClient`). Lives in the binary so that `regions` never depends on
+//! Connects the store's PD seam (`regatta_server::PdClient`) to the real PD over TCP
+//! (`regatta_client::PdClient`). Lives in the binary so that the server never depends on
 //! the client crate.
 
 use regatta_proto::metapb::Store;
@@ -7,7 +7,7 @@ use regatta_proto::pdpb::{
     DetectRequest, DetectResponse, RegionHeartbeatRequest, RegionHeartbeatResponse,
     StoreHeartbeatRequest, StoreHeartbeatResponse,
 };
-use regatta_regions::pd::BoxFuture;
+use regatta_server::pd::BoxFuture;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -52,7 +52,7 @@ impl TcpPd {
     }
 }
 
-impl regatta_regions::PdClient for TcpPd {
+impl regatta_server::PdClient for TcpPd {
     fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
         self.run(|c| async move { c.put_store(store).await })
     }

@@ -5,7 +5,9 @@
 
 use crate::pd_seam::TcpPd;
 use anyhow::{Context, Result};
-use regatta_regions::{PdClient, Store, StoreConfig, StoreOptions, TcpTransport, Transport};
+use regatta_server::{
+    PdClient, Store, StoreConfig, StoreOptions, TcpTransport, Transport, TxnConfig,
+};
 use slog::{info, Logger};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -28,8 +30,10 @@ pub struct PlaygroundConfig {
     pub pd_addr: String,
     /// Port of store 1; store N listens on BASE + N - 1 (0: any free ports).
     pub store_port: u16,
-    /// The stores' configuration.
+    /// The stores' raftstore configuration.
     pub store_config: StoreConfig,
+    /// The stores' transactional layer configuration.
+    pub txn_config: TxnConfig,
     /// Optional layer around each store's transport.
     pub transport: Option<TransportWrap>,
     /// How far PD's GC safe point trails its clock (default 10 min).
@@ -49,6 +53,7 @@ impl PlaygroundConfig {
             pd_addr: "127.0.0.1:0".into(),
             store_port: 0,
             store_config: StoreConfig::default(),
+            txn_config: TxnConfig::default(),
             transport: None,
             gc_life_time: regatta_pd::gc::DEFAULT_GC_LIFE_TIME,
             tso_clock_step_ms: 1,
@@ -74,7 +79,7 @@ pub struct Playground {
     stores: Vec<Option<Store>>,
     /// Each store's address (kept across restarts so it comes back on the same port).
     store_addrs: Vec<String>,
-    /// GC's resolve-locks phase (`gc_resolver.rs`), every `store_config.gc_interval_ms`.
+    /// GC's resolve-locks phase (`gc_resolver.rs`), every `txn_config.gc_interval_ms`.
     resolver: Option<crate::gc_resolver::LockResolver>,
     logger: Logger,
 }
@@ -114,7 +119,7 @@ impl Playground {
         pg.resolver = Some(crate::gc_resolver::LockResolver::start(
             pg.pd_addr.clone(),
             pg.cfg.gc_life_time,
-            Duration::from_millis(pg.cfg.store_config.gc_interval_ms),
+            Duration::from_millis(pg.cfg.txn_config.gc_interval_ms),
             pg.logger.clone(),
         ));
         Ok(pg)
@@ -179,8 +184,9 @@ impl Playground {
                 listen_addr: self.store_addrs[idx].clone(),
                 data_dir: self.store_dir(id),
                 config: self.cfg.store_config.clone(),
+                txn: self.cfg.txn_config.clone(),
             };
-            let layer: regatta_regions::TransportLayer = match wrap.clone() {
+            let layer: regatta_server::TransportLayer = match wrap.clone() {
                 Some(w) => Box::new(move |tcp| w(id, tcp)),
                 None => Box::new(|tcp| Arc::new(tcp)),
             };
@@ -188,7 +194,7 @@ impl Playground {
                 .await
             {
                 Ok(s) => break s,
-                Err(regatta_regions::Error::Io { source, .. })
+                Err(regatta_server::Error::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::AddrInUse
                         && Instant::now() < deadline =>
                 {

@@ -12,7 +12,7 @@ use regatta_proto::kvrpcpb::{
     CasRequest, Context, GetRequest, KvRequest, KvResponse, ReadConsistency, Request,
 };
 use regatta_proto::rpc::Connection;
-use regatta_regions::StoreConfig;
+use regatta_server::StoreConfig;
 use std::time::Duration;
 
 /// Goal: dropped, duplicated and delayed raft messages never break linearizability, and the

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{wait_until, Cluster};
-use regatta_regions::StoreConfig;
+use regatta_server::StoreConfig;
 use std::time::Duration;
 
 /// Goal: with 24 idle regions every replica hibernates; a request wakes its region and is

@@ -18,7 +18,7 @@ mod common;
 use common::{random_op_with, run_workload, wait_until, Cluster, Recorder};
 use rand::Rng;
 use regatta_client::ReadConsistency;
-use regatta_regions::StoreConfig;
+use regatta_server::StoreConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

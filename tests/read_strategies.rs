@@ -10,7 +10,7 @@ use common::{run_workload_with, wait_until, Cluster, Recorder};
 use regatta::playground::{Playground, PlaygroundConfig};
 use regatta_client::{ReadConsistency, Versioned};
 use regatta_proto::kvrpcpb::ReadConsistency as Wire;
-use regatta_regions::StoreConfig;
+use regatta_server::StoreConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@ mod common;
 
 use common::linearizability::Op;
 use common::{wait_until, Cluster, Recorder};
-use regatta_regions::StoreConfig;
+use regatta_server::StoreConfig;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

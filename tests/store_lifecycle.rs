@@ -9,7 +9,7 @@ use common::{wait_until, Cluster};
 use regatta::pd_seam::TcpPd;
 use regatta_engine::{keys, Cf, EngineConfig, RocksEngine};
 use regatta_proto::raft_serverpb::RaftLocalState;
-use regatta_regions::{Error, PdClient, Store, StoreConfig, StoreOptions};
+use regatta_server::{Error, PdClient, Store, StoreConfig, StoreOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -162,6 +162,7 @@ async fn a_store_with_no_pd_gives_up_registering_within_its_timeout() {
             pd_register_timeout_ms: timeout.as_millis() as u64,
             ..StoreConfig::default()
         },
+        txn: regatta_server::TxnConfig::default(),
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let started = Instant::now();

@@ -13,7 +13,7 @@ use regatta_client::{Error, TxnClient};
 use regatta_engine::{keys, Cf, Engine, Snapshot};
 use regatta_proto::kvrpcpb::Request;
 use regatta_proto::txnpb::{Mutation, PrewriteRequest, TxnRequest};
-use regatta_regions::{RegionStatus, StoreConfig};
+use regatta_server::{RegionStatus, StoreConfig, TxnConfig};
 use regatta_txn::{Write, WriteKind};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -89,7 +89,7 @@ async fn region_safe_point(cluster: &Cluster) -> u64 {
     replicas(cluster)
         .await
         .iter()
-        .map(|(_, st)| st.observed(regatta_regions::GC_SAFE_POINT))
+        .map(|(_, st)| st.observed(regatta_server::GC_SAFE_POINT))
         .max()
         .unwrap_or(0)
 }
@@ -111,7 +111,7 @@ async fn read_all(txns: &TxnClient, ts: u64) -> Option<Vec<Option<Vec<u8>>>> {
 /// Checks GC's contract on one replica: per key, at most one write record at or below
 /// the safe point it collected at, and that one a `Put`.
 fn assert_collected(cluster: &Cluster, store_id: u64, st: &RegionStatus) {
-    let collected = st.observed(regatta_regions::GC_COLLECTED_SAFE_POINT);
+    let collected = st.observed(regatta_server::GC_COLLECTED_SAFE_POINT);
     let engine = cluster.pg.store(store_id).expect("store runs").engine();
     let (lo, hi) = keys::txn_data_range(st.region.get_start_key(), st.region.get_end_key());
     let mut below: BTreeMap<Vec<u8>, Vec<WriteKind>> = BTreeMap::new();
@@ -166,13 +166,17 @@ async fn prewrite(cluster: &Cluster, req: Request) -> regatta_proto::txnpb::TxnR
 /// GC and region reports (which carry the regions' oldest locks to PD) every 200 ms, on
 /// regions that never hibernate (a hibernating region's clock, which paces both, ticks
 /// every 5 s).
-fn gc_config() -> StoreConfig {
-    StoreConfig {
-        gc_interval_ms: 200,
+fn gc_config() -> (StoreConfig, TxnConfig) {
+    let store = StoreConfig {
         region_heartbeat_interval_ms: 200,
         hibernate_after_ms: 0,
         ..StoreConfig::default()
-    }
+    };
+    let txn = TxnConfig {
+        gc_interval_ms: 200,
+        ..TxnConfig::default()
+    };
+    (store, txn)
 }
 
 /// A prewrite of `key` (its own primary) at `start_ts`.
@@ -227,7 +231,7 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
         if all.len() == 6
             && all
                 .iter()
-                .all(|(_, st)| st.observed(regatta_regions::GC_COLLECTED_SAFE_POINT) >= history_end)
+                .all(|(_, st)| st.observed(regatta_server::GC_COLLECTED_SAFE_POINT) >= history_end)
         {
             break;
         }
@@ -238,7 +242,7 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
                 .map(|(s, st)| (
                     s,
                     st.region.get_id(),
-                    st.observed(regatta_regions::GC_COLLECTED_SAFE_POINT)
+                    st.observed(regatta_server::GC_COLLECTED_SAFE_POINT)
                 ))
                 .collect::<Vec<_>>()
         );
@@ -315,7 +319,7 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
         .map(|(_, st)| {
             (
                 st.region.get_id(),
-                st.observed(regatta_regions::GC_SAFE_POINT),
+                st.observed(regatta_server::GC_SAFE_POINT),
             )
         })
         .collect();
@@ -324,9 +328,9 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
     for (region_id, sp) in &before {
         let st = cluster.status(2, *region_id).await.expect("replica back");
         assert!(
-            st.observed(regatta_regions::GC_SAFE_POINT) >= *sp && *sp >= history_end,
+            st.observed(regatta_server::GC_SAFE_POINT) >= *sp && *sp >= history_end,
             "region {region_id}: safe point {sp} before the restart, {} after",
-            st.observed(regatta_regions::GC_SAFE_POINT)
+            st.observed(regatta_server::GC_SAFE_POINT)
         );
     }
     cluster.heal();
@@ -349,9 +353,9 @@ async fn gc_keeps_what_a_reader_at_the_safe_point_needs() {
     for (store_id, st) in replicas(&cluster).await {
         if st.region.get_id() == right.get_id() {
             assert!(
-                st.observed(regatta_regions::GC_SAFE_POINT) >= history_end,
+                st.observed(regatta_server::GC_SAFE_POINT) >= history_end,
                 "store {store_id}: the split-off region's safe point is {}",
-                st.observed(regatta_regions::GC_SAFE_POINT)
+                st.observed(regatta_server::GC_SAFE_POINT)
             );
         }
     }

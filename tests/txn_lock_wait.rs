@@ -41,7 +41,7 @@ async fn waiters(cluster: &Cluster) -> usize {
     cluster
         .status(leader, region)
         .await
-        .map_or(0, |s| s.observed(regatta_regions::LOCK_WAITERS) as usize)
+        .map_or(0, |s| s.observed(regatta_server::LOCK_WAITERS) as usize)
 }
 
 async fn wait_for_waiters(cluster: &Cluster, n: usize) {
@@ -403,7 +403,7 @@ async fn waiters_are_answered_on_a_leader_change_and_a_split_and_wait_again_wher
                     .status(old, region)
                     .await
                     .unwrap()
-                    .observed(regatta_regions::LOCK_WAITERS)
+                    .observed(regatta_server::LOCK_WAITERS)
                     == 0
             },
         )
@@ -423,7 +423,7 @@ async fn waiters_are_answered_on_a_leader_change_and_a_split_and_wait_again_wher
                 .await
                 .expect("a replica of the left half");
             assert_eq!(
-                st.observed(regatta_regions::LOCK_WAITERS),
+                st.observed(regatta_server::LOCK_WAITERS),
                 0,
                 "store {s} kept a waiter of a moved key"
             );

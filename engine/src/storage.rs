@@ -279,7 +279,7 @@ impl PeerStorage {
     }
 
     /// This replica with its log and state machine forgotten, for a seed snapshot to
-    /// replace them (see `Peer::seed` in `regatta-regions`): the same region, voters, term
+    /// replace them (see `Peer::seed` in `regatta-raftstore`): the same region, voters, term
     /// and vote, but no entries and nothing committed or applied. Nothing is written here:
     /// the snapshot's install write replaces the log, the states and the data in one go,
     /// so a crash before it lands restarts the replica exactly as it was.

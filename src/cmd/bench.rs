@@ -7,7 +7,7 @@ use regatta::bench::{self, bench_key, KvBench, KvBenchResult, ReadStrategy, Work
 use regatta::logging;
 use regatta::playground::{Playground, PlaygroundConfig};
 use regatta_client::Client;
-use regatta_regions::MetricsSnapshot;
+use regatta_server::MetricsSnapshot;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -368,7 +368,7 @@ fn execute(a: Setup, runs: Vec<KvBench>) -> Result<ExitCode> {
         .tempdir()
         .context("creating a temporary data directory")?;
     let mut cfg = PlaygroundConfig::local(3, a.regions, dir.path().to_path_buf());
-    cfg.store_config = regatta_regions::StoreConfig::default();
+    cfg.store_config = regatta_server::StoreConfig::default();
     let logger = logging::logger();
     let sys = actix::System::new();
     sys.block_on(async move {

@@ -5,7 +5,7 @@ use clap::Args;
 use regatta::logging;
 use regatta::pd_seam::TcpPd;
 use regatta::playground::{Playground, PlaygroundConfig};
-use regatta_regions::{PdClient, Store, StoreConfig, StoreOptions};
+use regatta_server::{PdClient, Store, StoreConfig, StoreOptions, TxnConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub struct GcArgs {
 }
 
 impl GcArgs {
-    fn apply(&self, config: &mut StoreConfig) {
+    fn apply(&self, config: &mut TxnConfig) {
         config.gc_interval_ms = u64::try_from(self.gc_interval.as_millis()).unwrap_or(u64::MAX);
     }
 }
@@ -168,15 +168,16 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    let mut store_config = StoreConfig::default();
-    a.gc.apply(&mut store_config);
+    let mut txn_config = TxnConfig::default();
+    a.gc.apply(&mut txn_config);
     let cfg = PlaygroundConfig {
         stores: a.stores,
         regions: a.regions,
         data_dir: dir.clone(),
         pd_addr: a.pd_addr.clone(),
         store_port: a.store_port,
-        store_config,
+        store_config: StoreConfig::default(),
+        txn_config,
         transport: None,
         gc_life_time: a.gc_life_time,
         tso_clock_step_ms: 1,
@@ -216,7 +217,7 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
         let _resolver = regatta::gc_resolver::LockResolver::start(
             pd.addr.to_string(),
             a.gc_life_time,
-            Duration::from_millis(StoreConfig::default().gc_interval_ms),
+            Duration::from_millis(TxnConfig::default().gc_interval_ms),
             logger.clone(),
         );
         shutdown_signal().await;
@@ -238,12 +239,14 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
         if let Some(ms) = a.net.frame_stall_timeout_ms {
             config.frame_stall_timeout_ms = ms;
         }
-        a.gc.apply(&mut config);
+        let mut txn = TxnConfig::default();
+        a.gc.apply(&mut txn);
         let opts = StoreOptions {
             store_id: a.id,
             listen_addr: a.addr.clone(),
             data_dir: a.data_dir.clone(),
             config,
+            txn,
         };
         let pd_client: Arc<dyn PdClient> = Arc::new(TcpPd::new(a.pd.clone())?);
         let store = Store::start(opts, pd_client, logger.clone())

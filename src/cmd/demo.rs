@@ -10,7 +10,7 @@ use regatta::bench::bench_key;
 use regatta::logging;
 use regatta::playground::{Playground, PlaygroundConfig};
 use regatta_client::Client;
-use regatta_regions::StoreConfig;
+use regatta_server::StoreConfig;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};

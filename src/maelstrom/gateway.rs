@@ -397,8 +397,8 @@ pub(super) fn on_forward(node: &Arc<Node>, src: String, body: &Value, logger: &L
 /// anything else as an untyped error (0, outcome unknown).
 fn failed(f: super::Fail) -> regatta_proto::kvrpcpb::KvResponse {
     let e = match f.0 {
-        11 => regatta_regions::Error::ServerIsBusy(f.1),
-        12 => regatta_regions::Error::InvalidArgument(f.1),
+        11 => regatta_server::Error::ServerIsBusy(f.1),
+        12 => regatta_server::Error::InvalidArgument(f.1),
         _ => {
             let mut resp = regatta_proto::kvrpcpb::KvResponse::new();
             resp.mut_error().set_message(f.1);

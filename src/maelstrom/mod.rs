@@ -31,7 +31,7 @@ use regatta_proto::kvrpcpb::{
 };
 use regatta_proto::metapb::{Peer, Region, RegionEpoch};
 use regatta_proto::raft_serverpb::RaftMessage;
-use regatta_regions::{
+use regatta_server::{
     Campaign, CompactLog, KvCommand, MemPd, PdClient, RaftMessageIn, Store, StoreConfig,
     StoreOptions, Transport,
 };
@@ -166,7 +166,7 @@ impl Node {
     }
 
     /// The actor of this node's replica.
-    fn replica(&self) -> Result<actix::Addr<regatta_regions::PeerActor>, Fail> {
+    fn replica(&self) -> Result<actix::Addr<regatta_server::PeerActor>, Fail> {
         self.store
             .router()
             .get(self.region.get_id())
@@ -199,12 +199,12 @@ impl Node {
             return resp; // a local read (lease, follower, read-your-writes)
         }
         let Some(addr) = router.get(rid) else {
-            return regatta_regions::Error::RegionNotFound(rid).into_response();
+            return regatta_server::Error::RegionNotFound(rid).into_response();
         };
         let (tx, rx) = oneshot::channel();
         addr.do_send(KvCommand { req: kv, tx });
         rx.await.unwrap_or_else(|_| {
-            regatta_regions::Error::Timeout("replica dropped the request".into()).into_response()
+            regatta_server::Error::Timeout("replica dropped the request".into()).into_response()
         })
     }
 
@@ -571,6 +571,7 @@ async fn init(
         listen_addr: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
         config: StoreConfig::default(),
+        txn: regatta_server::TxnConfig::default(),
     };
     let store =
         Store::start_with_transport(opts, pd, Box::new(move |_tcp| transport), logger.clone())

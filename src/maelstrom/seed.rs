@@ -3,7 +3,7 @@
 use super::fields::{field, num};
 use super::tso::LIMIT_KEY;
 use super::{enc, Fail, Node};
-use regatta_regions::{Error, Seed};
+use regatta_server::{Error, Seed};
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -24,7 +24,7 @@
 
 use super::{request, Node};
 use regatta_proto::kvrpcpb::{CasRequest, GetRequest, KvRequest, KvResponse, ReadConsistency};
-use regatta_regions::TsoSource;
+use regatta_server::TsoSource;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 

@@ -33,7 +33,7 @@ use regatta_proto::metapb::Region;
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_proto::region::key_in_range;
 use regatta_proto::txnpb::TxnRequest;
-use regatta_regions::{StoreConfig, TcpTransport, Transport};
+use regatta_server::{StoreConfig, TcpTransport, Transport, TxnConfig};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,21 +171,16 @@ impl Cluster {
 
     /// With a given store configuration.
     pub async fn with_config(stores: usize, regions: usize, config: StoreConfig) -> Cluster {
-        Self::with_gc_life_time(
-            stores,
-            regions,
-            config,
-            regatta_pd::gc::DEFAULT_GC_LIFE_TIME,
-        )
-        .await
+        let (txn, life) = (TxnConfig::default(), regatta_pd::gc::DEFAULT_GC_LIFE_TIME);
+        Self::start(stores, regions, (config, txn), life, 1).await
     }
 
-    /// With a given store configuration and PD's GC life time (how far its GC safe point
-    /// trails its clock).
+    /// With a given store configuration (raftstore and transactional layer) and PD's GC
+    /// life time (how far its GC safe point trails its clock).
     pub async fn with_gc_life_time(
         stores: usize,
         regions: usize,
-        config: StoreConfig,
+        config: (StoreConfig, TxnConfig),
         gc_life_time: Duration,
     ) -> Cluster {
         Self::start(stores, regions, config, gc_life_time, 1).await
@@ -195,13 +190,14 @@ impl Cluster {
     /// timestamps share one physical millisecond).
     pub async fn with_tso_clock_step_ms(stores: usize, regions: usize, step_ms: u64) -> Cluster {
         let life = regatta_pd::gc::DEFAULT_GC_LIFE_TIME;
-        Self::start(stores, regions, StoreConfig::default(), life, step_ms).await
+        let config = (StoreConfig::default(), TxnConfig::default());
+        Self::start(stores, regions, config, life, step_ms).await
     }
 
     async fn start(
         stores: usize,
         regions: usize,
-        config: StoreConfig,
+        (config, txn): (StoreConfig, TxnConfig),
         gc_life_time: Duration,
         tso_clock_step_ms: u64,
     ) -> Cluster {
@@ -224,6 +220,7 @@ impl Cluster {
         });
         let mut cfg = PlaygroundConfig::local(stores, regions, dir.path().to_path_buf());
         cfg.store_config = config;
+        cfg.txn_config = txn;
         cfg.transport = Some(wrap);
         cfg.gc_life_time = gc_life_time;
         cfg.tso_clock_step_ms = tso_clock_step_ms;
@@ -291,7 +288,7 @@ impl Cluster {
         &self,
         store_id: u64,
         region_id: u64,
-    ) -> Option<regatta_regions::RegionStatus> {
+    ) -> Option<regatta_server::RegionStatus> {
         let store = self.pg.store(store_id)?;
         store
             .region_statuses()
@@ -494,7 +491,7 @@ impl Cluster {
     pub fn request_leadership(&self, store_id: u64, region_id: u64) {
         let store = self.pg.store(store_id).expect("store running");
         if let Some(addr) = store.router().get(region_id) {
-            addr.do_send(regatta_regions::Campaign);
+            addr.do_send(regatta_server::Campaign);
         }
     }
 

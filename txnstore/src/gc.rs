@@ -7,8 +7,8 @@
 
 use super::gc_worker::{GcProgress, GcTask};
 use super::TxnObserver;
-use crate::coprocessor::ObserverCx;
 use regatta_proto::raft_serverpb::AdminCmd;
+use regatta_raftstore::coprocessor::ObserverCx;
 use slog::{debug, warn};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -7,8 +7,8 @@
 //! failure is the store's: `kvrpcpb.Error` (`StorageError`), and at apply it stops the
 //! replica (it would be the same on every replica, and skipping it could diverge).
 
-use crate::error::Error;
 use regatta_proto::txnpb;
+use regatta_raftstore::Error;
 use regatta_txn::{Lock, LockKind, Mutation, Op, PrewriteRequest};
 use std::sync::Arc;
 

@@ -6,11 +6,11 @@
 //! may buffer, and how long it may stay idle or stall mid-frame, is bounded by
 //! [`InboundLimits`] (one read budget for all the store's connections).
 
-use crate::error::Error;
-use crate::router::Router;
 use regatta_proto::framepb::{Frame, Frame_oneof_body};
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
+use regatta_raftstore::Error;
+use regatta_raftstore::Router;
 use slog::{debug, warn, Logger};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};

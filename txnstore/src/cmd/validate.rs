@@ -8,10 +8,10 @@
 //! (ts 0, duplicate keys, no mutations, a commit not after its start) is answered
 //! `TxnResponse.key_error.invalid` (`wire::txn_invalid`), as `txnpb.KeyError` says.
 
-use crate::coprocessor::Checks;
-use crate::error::Error;
-use crate::request::MAX_BATCH_KEYS;
 use regatta_proto::txnpb::{TxnRequest, TxnRequest_oneof_cmd as Cmd};
+use regatta_raftstore::coprocessor::Checks;
+use regatta_raftstore::Error;
+use regatta_raftstore::MAX_BATCH_KEYS;
 use std::collections::HashSet;
 
 fn invalid(what: impl Into<String>) -> Error {

@@ -1,11 +1,13 @@
-//! [`Transport`]: how raft messages leave a store, and [`TcpTransport`], the TCP one.
+//! [`TcpTransport`]: raft messages to other stores over TCP (the raftstore's
+//! [`Transport`]).
 //!
 //! Contract: `send` never blocks and may drop (raft tolerates loss: it retries appends and
 //! heartbeats); messages to one store are delivered in send order or not at all.
 
-use crate::pd::PdClient;
 use regatta_proto::framepb::Frame;
 use regatta_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
+use regatta_raftstore::pd::PdClient;
+use regatta_raftstore::Transport;
 use slog::{debug, Logger};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,12 +15,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-
-/// Sends raft messages to other stores.
-pub trait Transport: Send + Sync + 'static {
-    /// Queues `msg` for `msg.to_peer.store_id`; best effort, never blocks.
-    fn send(&self, msg: RaftMessage);
-}
 
 /// Messages queued per destination store before new ones are dropped.
 const QUEUE_PER_STORE: usize = 8192;

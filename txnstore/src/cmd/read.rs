@@ -4,14 +4,14 @@
 //! `max_ts` to the read's ts (see `peer/max_ts.rs`).
 
 use super::wire::{failure, lock_info, Failure};
-use crate::apply::MAX_SCAN_LIMIT;
-use crate::error::Error;
 use regatta_engine::Snapshot;
 use regatta_proto::metapb::Region;
 use regatta_proto::txnpb::{
     TxnBatchGetResponse, TxnGetResponse, TxnKvPair, TxnRequest, TxnRequest_oneof_cmd as Cmd,
     TxnResponse, TxnScanLockResponse, TxnScanResponse,
 };
+use regatta_raftstore::apply::MAX_SCAN_LIMIT;
+use regatta_raftstore::Error;
 use regatta_txn::MvccReader;
 
 /// Whether `req` is a transactional read (served without the log).

@@ -14,9 +14,9 @@
 //! is dropped and logged — an unreported wait can then only end by its timeout, and an
 //! unreported end is dropped by PD after the edge TTL. PD unreachable: the same.
 
-use crate::pd::PdClient;
-use crate::peer::PeerMailbox;
 use regatta_proto::pdpb::{DetectRequest, WaitForEntry, WaitForOp, WaitRefused};
+use regatta_raftstore::pd::PdClient;
+use regatta_raftstore::PeerMailbox;
 use slog::{warn, Logger};
 use std::collections::HashMap;
 use std::future::Future;
@@ -159,13 +159,13 @@ pub(crate) fn deadlock_error(key: &[u8], refused: &WaitRefused) -> regatta_proto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pd::{BoxFuture, MemPd};
-    use crate::peer::SplitStep;
     use regatta_proto::metapb::Store;
     use regatta_proto::pdpb::{
         DetectResponse, RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest,
         StoreHeartbeatResponse,
     };
+    use regatta_raftstore::pd::{BoxFuture, MemPd};
+    use regatta_raftstore::SplitStep;
     use std::sync::Mutex;
 
     /// A PD that records the reports it gets and refuses every add whose waiter is in
@@ -226,7 +226,7 @@ mod tests {
     impl PeerMailbox for Refusals {
         fn split_step(&self, _: SplitStep) {}
         fn spawn(&self, _: BoxFuture<'static, ()>) {}
-        fn notify(&self, note: crate::coprocessor::Note) {
+        fn notify(&self, note: regatta_raftstore::coprocessor::Note) {
             let r = note
                 .downcast::<WaitRefused>()
                 .expect("only refusals are sent");

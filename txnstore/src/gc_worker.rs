@@ -160,10 +160,7 @@ pub struct GcWorker {
 
 impl GcWorker {
     /// Starts the thread; `batch_keys` bounds a chunk, `queue` the passes waiting.
-    pub(crate) fn start(
-        batch_keys: usize,
-        queue: usize,
-    ) -> (GcWorker, std::thread::JoinHandle<()>) {
+    pub fn start(batch_keys: usize, queue: usize) -> (GcWorker, std::thread::JoinHandle<()>) {
         let (tx, rx) = crossbeam_channel::bounded(queue);
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
@@ -192,7 +189,7 @@ impl GcWorker {
 
     /// Makes the thread drop what is queued and end after its current chunk (the store
     /// stops; the engine handles the tasks hold go with them).
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
     }
 }

@@ -1,6 +1,6 @@
 //! Starting a store: failures a caller can act on, each with the typed error that says so.
 
-use regatta_regions::{Error, MemPd, PdClient, Store, StoreConfig, StoreOptions};
+use regatta_server::{Error, MemPd, PdClient, Store, StoreConfig, StoreOptions};
 use std::sync::Arc;
 
 /// Goal: a store whose listen address is taken fails to start with an I/O error that names
@@ -17,6 +17,7 @@ async fn a_store_whose_address_is_taken_fails_with_an_io_error_naming_it() {
         listen_addr: addr.clone(),
         data_dir: dir.path().join("s1"),
         config: StoreConfig::default(),
+        txn: regatta_server::TxnConfig::default(),
     };
     let err = match Store::start(opts, pd, slog::Logger::root(slog::Discard, slog::o!())).await {
         Ok(_) => panic!("a store started on {addr}, which is taken"),

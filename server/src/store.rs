@@ -6,20 +6,8 @@
 //! reaches its region's actor, and an actor's message reaches its sender task, without a
 //! hop to another thread. PD and bookkeeping tasks run on the caller's actix system.
 
-use crate::clock::{Clock, SystemClock};
-use crate::config::StoreConfig;
-use crate::error::Error;
-use crate::log_writer::LogWriter;
-use crate::metrics::{MetricsSnapshot, StoreMetrics};
-use crate::pd::PdClient;
-use crate::peer::{
-    Campaign, Fence, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RaftMessageIn,
-    RegionStatus, TransferLeader,
-};
-use crate::router::Router;
 use crate::server;
-use crate::transport::{TcpTransport, Transport};
-use crate::txnstore::{Detector, GcWorker, TxnCoprocessor};
+use crate::transport::TcpTransport;
 use actix::prelude::*;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -27,6 +15,19 @@ use regatta_engine::{bootstrap_region, EngineConfig, PeerStorage, RocksEngine};
 use regatta_proto::metapb;
 use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest};
 use regatta_proto::raft_serverpb::RaftMessage;
+use regatta_raftstore::Error;
+use regatta_raftstore::LogWriter;
+use regatta_raftstore::PdClient;
+use regatta_raftstore::Router;
+use regatta_raftstore::StoreConfig;
+use regatta_raftstore::Transport;
+use regatta_raftstore::{
+    Campaign, Fence, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RaftMessageIn,
+    RegionStatus, TransferLeader,
+};
+use regatta_raftstore::{Clock, SystemClock};
+use regatta_raftstore::{MetricsSnapshot, StoreMetrics};
+use regatta_txnstore::{Detector, GcWorker, TxnConfig, TxnCoprocessor};
 use slog::{error, info, o, warn, Logger};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,8 +47,10 @@ pub struct StoreOptions {
     pub listen_addr: String,
     /// Data directory (RocksDB lives in `DIR/db`).
     pub data_dir: PathBuf,
-    /// Tuning.
+    /// Tuning of the raftstore.
     pub config: StoreConfig,
+    /// Tuning of the transactional layer.
+    pub txn: TxnConfig,
 }
 
 /// Builds the transport a store sends raft messages through, from the TCP one.
@@ -278,6 +281,7 @@ impl Store {
         logger: Logger,
     ) -> Result<Store, Error> {
         opts.config.validate().map_err(Error::InvalidArgument)?;
+        opts.txn.validate().map_err(Error::InvalidArgument)?;
         if opts.store_id == 0 {
             return Err(Error::InvalidArgument("store id must be nonzero".into()));
         }
@@ -344,8 +348,8 @@ impl Store {
             DETECTOR_QUEUE,
             logger.new(o!("component" => "detector")),
         );
-        let (gc_worker, gc_thread) = GcWorker::start(cfg.gc_batch_keys, cfg.gc_queue);
-        let txn = TxnCoprocessor::new(cfg.clone(), pd.clone(), detector, gc_worker.clone());
+        let (gc_worker, gc_thread) = GcWorker::start(opts.txn.gc_batch_keys, opts.txn.gc_queue);
+        let txn = TxnCoprocessor::new(opts.txn.clone(), pd.clone(), detector, gc_worker.clone());
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
             engine: engine.clone(),
@@ -489,7 +493,7 @@ impl Store {
     /// lease is refused with the reason and nothing changes. Leases already granted keep
     /// their end; new ones use the new length.
     pub fn set_lease(&self, lease_ms: u64, max_clock_drift_ms: u64) -> Result<(), String> {
-        crate::config::check_lease(
+        regatta_raftstore::check_lease(
             lease_ms,
             max_clock_drift_ms,
             self.cfg.min_election_timeout_ms(),

@@ -1,18 +1,16 @@
-//! Regatta's raftstore: a [`Store`] hosts many region replicas, each a raft-rs `RawNode`
-//! inside an actix actor ([`PeerActor`]); all of them persist through one RocksDB via the
+//! Regatta's raftstore: region replicas, each a raft-rs `RawNode` inside an actix actor
+//! ([`PeerActor`] around a [`Peer`]); all of them persist through one RocksDB via the
 //! store's [`LogWriter`] (one synced batch for every region's raft writes: group commit).
+//! Apply, splits, hibernation, the leader lease and local reads live here.
 //!
-//! Layering: depends on `regatta-engine` (storage), `regatta-txn` (Percolator actions,
-//! run at apply by the transactional layer) and `regatta-proto` (wire); PD is reached
-//! through the [`pd::PdClient`] seam; nothing here is visible to clients except through
-//! the wire protocol.
+//! It knows no transaction. A layer above plugs in through one seam, [`coprocessor`]: a
+//! store-wide [`coprocessor::Coprocessor`] (claims, validates, reads and applies its own
+//! commands) and a per-replica [`coprocessor::RegionObserver`] (called when a request
+//! arrives, an entry is proposed or applied, the role changes, the clock ticks). Regatta's
+//! transactional layer is that layer (a crate of its own); the server crate wires both.
 //!
-//! Three parts, which become crates of their own: the raftstore proper (`peer/`, apply,
-//! the LogWriter, splits, hibernation, local reads), which knows no transaction; the
-//! transactional layer (`txnstore/`), which plugs into it through one seam
-//! ([`coprocessor`]: a store-wide [`coprocessor::Coprocessor`] and a per-replica
-//! [`coprocessor::RegionObserver`]); and the server (`store.rs`, the transport, the RPC
-//! server, the PD client), which wires them.
+//! Layering: depends on `regatta-engine` (storage) and `regatta-proto` (wire); PD is
+//! reached through the [`pd::PdClient`] seam, other stores through [`Transport`].
 //!
 //! Invariants:
 //! - a client write is acknowledged only after its entry is committed and applied;
@@ -34,11 +32,8 @@ pub mod pd;
 mod peer;
 mod request;
 mod router;
-mod server;
 mod split_check;
-mod store;
 mod transport;
-mod txnstore;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{check_lease, StoreConfig};
@@ -50,11 +45,8 @@ pub use pd::{BoxFuture, MemPd, PdClient, TsoSource};
 pub use peer::{
     Campaign, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer,
     PeerActor, PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder, Seed, SplitStep,
+    TransferLeader,
 };
+pub use request::MAX_BATCH_KEYS;
 pub use router::Router;
-pub use store::{Store, StoreOptions, TransportLayer};
-pub use transport::{TcpTransport, Transport};
-pub use txnstore::{
-    Detector, TsLimit, TxnCoprocessor, TxnObserver, GC_COLLECTED_SAFE_POINT, GC_SAFE_POINT,
-    LOCK_WAITERS,
-};
+pub use transport::Transport;

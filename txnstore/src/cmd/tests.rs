@@ -3,7 +3,6 @@
 //! failed command writes nothing; 1PC commits at the ts the command carries; grouping
 //! entries into apply calls does not change the outcome.
 
-use crate::apply::apply_entries;
 use protobuf::Message;
 use raft::eraftpb::Entry;
 use regatta_engine::{write_initial_state, Cf, Engine, MemEngine, Snapshot};
@@ -11,6 +10,7 @@ use regatta_proto::kvrpcpb::{KvResponse, Request};
 use regatta_proto::metapb::{Region, RegionEpoch};
 use regatta_proto::raft_serverpb::{RaftCmd, RaftCmdBatch};
 use regatta_proto::txnpb::*;
+use regatta_raftstore::apply::apply_entries;
 use regatta_txn::MvccReader;
 use slog::Logger;
 
@@ -231,14 +231,12 @@ fn raise_gc(safe_point: u64) -> regatta_proto::raft_serverpb::AdminCmd {
 }
 
 /// Whether an applied entry noted a raised GC safe point.
-fn raised_safe_point(a: &crate::apply::AppliedEntry) -> bool {
-    a.notes
-        .iter()
-        .any(|n| n.is::<crate::txnstore::SafePointRaised>())
+fn raised_safe_point(a: &regatta_raftstore::apply::AppliedEntry) -> bool {
+    a.notes.iter().any(|n| n.is::<crate::SafePointRaised>())
 }
 
 /// Applies `entries` in one call; what each entry did.
-fn apply_full(e: &MemEngine, entries: Vec<Entry>) -> Vec<crate::apply::AppliedEntry> {
+fn apply_full(e: &MemEngine, entries: Vec<Entry>) -> Vec<regatta_raftstore::apply::AppliedEntry> {
     let mut wb = e.write_batch();
     let logger = Logger::root(slog::Discard, slog::o!());
     let out = apply_entries(
@@ -247,9 +245,9 @@ fn apply_full(e: &MemEngine, entries: Vec<Entry>) -> Vec<crate::apply::AppliedEn
         &region(),
         &[11],
         entries,
-        crate::apply::ApplyEnv {
+        regatta_raftstore::apply::ApplyEnv {
             session_ttl_ms: 60_000,
-            cop: crate::txnstore::TxnCoprocessor::for_tests(),
+            cop: crate::TxnCoprocessor::for_tests(),
             logger: &logger,
         },
     )
@@ -314,7 +312,7 @@ fn entries_name_the_locks_their_commands_removed_for_the_lock_waiters() {
         .map(|a| {
             a.notes
                 .into_iter()
-                .filter_map(|n| n.downcast::<crate::txnstore::Released>().ok())
+                .filter_map(|n| n.downcast::<crate::Released>().ok())
                 .flat_map(|r| r.0)
                 .collect()
         })
@@ -440,8 +438,16 @@ fn the_gc_safe_point_refuses_locks_at_or_below_it_and_reads_below_it() {
     // The store's read path (leader reads) refuses the same way.
     let mut req = Request::new();
     req.set_txn(get(b"b", 99));
-    let cop = crate::txnstore::TxnCoprocessor::for_tests();
-    let resp = crate::request::read_from_engine(&e.snapshot(), &region(), &req, cop);
+    let cop = crate::TxnCoprocessor::for_tests();
+    let resp = match regatta_raftstore::coprocessor::Coprocessor::read(
+        cop,
+        &e.snapshot(),
+        &region(),
+        &req,
+    ) {
+        Ok(r) => regatta_raftstore::coprocessor::response(r),
+        Err(e) => e.into_response(),
+    };
     assert_eq!(below_gc(&resp), 100);
 }
 

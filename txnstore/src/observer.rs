@@ -1,5 +1,5 @@
 //! [`TxnObserver`]: the transactional layer's part of one region replica, driven by the
-//! raftstore at the seam's hooks (see [`crate::coprocessor`]).
+//! raftstore at the seam's hooks (see [`regatta_raftstore::coprocessor`]).
 //!
 //! It owns, per replica:
 //! - `max_ts` and the read floor (see `max_ts.rs`): transactional reads raise `max_ts`, a
@@ -17,13 +17,13 @@ use super::gc::GcState;
 use super::max_ts::MaxTs;
 use super::waits::{LockWaits, WaitSlot};
 use super::{Released, SafePointRaised, Shared};
-use crate::coprocessor::{Gate, Note, ObserverCx, RegionObserver};
-use crate::error::Error;
-use crate::peer::Responder;
 use regatta_proto::kvrpcpb::{KvResponse, Request, Request_oneof_cmd};
 use regatta_proto::pdpb::{LockReport, RegionHeartbeatRequest, WaitRefused};
 use regatta_proto::raft_serverpb::RaftCmd;
 use regatta_proto::txnpb::TxnRequest_oneof_cmd;
+use regatta_raftstore::coprocessor::{Gate, Note, ObserverCx, RegionObserver};
+use regatta_raftstore::Error;
+use regatta_raftstore::Responder;
 use slog::Logger;
 use std::collections::HashMap;
 use std::sync::Arc;

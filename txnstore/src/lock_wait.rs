@@ -264,7 +264,7 @@ impl<T> LockWaitQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, ManualClock};
+    use regatta_raftstore::{Clock, ManualClock};
     use std::time::Duration;
 
     fn waiter(clock: &ManualClock, start_ts: u64, wait_ms: u64) -> Waiter<u64> {

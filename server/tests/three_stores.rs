@@ -7,7 +7,7 @@ use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::*;
 use regatta_proto::metapb::{Peer, Region, RegionEpoch};
 use regatta_proto::rpc::Connection;
-use regatta_regions::{MemPd, PdClient, Store, StoreConfig, StoreOptions};
+use regatta_server::{MemPd, PdClient, Store, StoreConfig, StoreOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +43,7 @@ async fn start_store(dir: &Path, pd: &Arc<MemPd>, id: u64, config: StoreConfig) 
         listen_addr: "127.0.0.1:0".into(),
         data_dir: dir.join(format!("s{id}")),
         config,
+        txn: regatta_server::TxnConfig::default(),
     };
     let pd: Arc<dyn PdClient> = pd.clone();
     Store::start(opts, pd, logger()).await.unwrap()

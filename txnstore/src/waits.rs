@@ -32,13 +32,13 @@ use super::cmd::key_error_response;
 use super::detector::deadlock_error;
 use super::lock_wait::{Left, LockWaitQueue, Waiter};
 use super::TxnObserver;
-use crate::coprocessor::ObserverCx;
-use crate::error::Error;
-use crate::peer::Responder;
 use regatta_proto::kvrpcpb::{KvResponse, Request, Request_oneof_cmd};
 use regatta_proto::pdpb::WaitRefused;
 use regatta_proto::raft_serverpb::RaftCmd;
 use regatta_proto::txnpb::{KeyError, PessimisticLockRequest, TxnRequest_oneof_cmd as Cmd};
+use regatta_raftstore::coprocessor::ObserverCx;
+use regatta_raftstore::Error;
+use regatta_raftstore::Responder;
 use std::time::{Duration, Instant};
 
 /// A waiting request: what to propose when it is handed its key, and where to answer.

@@ -11,7 +11,6 @@
 //! check_txn_status, the 1PC commit ts) come from the command, never a local clock.
 
 use super::wire::{failure, lock_info, prewrite_request, Failure};
-use crate::error::Error;
 use regatta_engine::{Cf, OpBatch, Overlay, OverlayOp, Snapshot, WriteBatch};
 use regatta_proto::metapb::Region;
 use regatta_proto::region::key_in_range;
@@ -21,6 +20,7 @@ use regatta_proto::txnpb::{
     RollbackResponse, TxnHeartbeatResponse, TxnRequest, TxnRequest_oneof_cmd as Cmd, TxnResponse,
     TxnStatusKind, TxnValue,
 };
+use regatta_raftstore::Error;
 use regatta_txn::{SecondaryLocksStatus, TxnStatus};
 
 /// The keys a write command touches in its region (to check them against the region as

@@ -37,10 +37,10 @@ pub trait PdClient: Send + Sync + 'static {
     /// `count` fresh, consecutive ids (for split regions and their peers); the first.
     fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>>;
     /// One timestamp from PD's oracle (`physical_ms << 18 | logical`), greater than every
-    /// timestamp it handed out before the call (a new leader raises its `max_ts` with it
-    /// before it chooses 1PC commit timestamps).
+    /// timestamp it handed out before the call (for the layer above the raftstore: a new
+    /// leader's transactional layer syncs with it before it chooses commit timestamps).
     fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>>;
-    /// Reports pessimistic lock waits that start (`WAIT_ADD`) and end (`WAIT_REMOVE`),
+    /// For the layer above the raftstore: reports pessimistic lock waits that start (`WAIT_ADD`) and end (`WAIT_REMOVE`),
     /// applied in order; answers the added waits refused because they would close a
     /// cycle in the waits-for graph (the waiter must then give up: a deadlock).
     fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>>;
@@ -84,7 +84,8 @@ impl MemPd {
 
     /// Timestamps come from `tso` instead of this PD's clock: several in-memory PDs of one
     /// cluster (the JSON-lines node's) must share one oracle, or a region leader would
-    /// sync its `max_ts` with a clock the transactions' timestamps do not follow.
+    /// sync its transactional layer with a clock the transactions' timestamps do not
+    /// follow.
     pub fn with_tso(mut self, tso: TsoSource) -> Self {
         self.tso = Some(tso);
         self

@@ -1,5 +1,5 @@
 //! The transactional layer of a store: Percolator commands (`txnpb`) on the raftstore,
-//! plugged in through its seam ([`crate::coprocessor`]); the raftstore knows none of this.
+//! plugged in through its seam ([`regatta_raftstore::coprocessor`]); the raftstore knows none of this.
 //!
 //! | file | concern |
 //! |---|---|
@@ -11,8 +11,12 @@
 //! | `detector.rs` | lock waits reported to PD's deadlock detector |
 //! | `ts_limit.rs` | the newest timestamp a command may carry |
 //! | `gc.rs`, `gc_worker.rs` | MVCC GC: PD's safe point into the log, passes on a worker |
+//! | `config.rs` | [`TxnConfig`]: the layer's bounds and intervals |
+
+#![deny(missing_docs)]
 
 mod cmd;
+mod config;
 mod detector;
 mod gc;
 mod gc_worker;
@@ -22,21 +26,24 @@ mod observer;
 mod ts_limit;
 mod waits;
 
+pub use config::TxnConfig;
 pub use detector::Detector;
-pub(crate) use gc_worker::{oldest_lock, GcWorker};
+pub(crate) use gc_worker::oldest_lock;
+pub use gc_worker::GcWorker;
 pub use observer::{TxnObserver, GC_COLLECTED_SAFE_POINT, GC_SAFE_POINT, LOCK_WAITERS};
 pub use ts_limit::TsLimit;
 
-use crate::config::StoreConfig;
-use crate::coprocessor::{Applier, Checks, Coprocessor, KeySpace, Kind, Note, RegionObserver};
-use crate::error::Error;
-use crate::pd::PdClient;
 use regatta_engine::{keys, Cf, DynSnapshot, DynWriteBatch, Overlay};
 use regatta_engine::{read_gc_safe_point, write_gc_safe_point};
 use regatta_proto::kvrpcpb::{KvResponse, Request, Request_oneof_cmd, Response};
 use regatta_proto::metapb::Region;
 use regatta_proto::raft_serverpb::{AdminCmd, RaftCmd};
 use regatta_proto::txnpb::TxnRequest;
+use regatta_raftstore::coprocessor::{
+    Applier, Checks, Coprocessor, KeySpace, Kind, Note, RegionObserver,
+};
+use regatta_raftstore::pd::PdClient;
+use regatta_raftstore::Error;
 use slog::Logger;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,7 +57,7 @@ pub(crate) struct SafePointRaised;
 
 /// What every replica's observer shares on a store.
 pub(crate) struct Shared {
-    pub(crate) cfg: Arc<StoreConfig>,
+    pub(crate) cfg: TxnConfig,
     pub(crate) pd: Arc<dyn PdClient>,
     pub(crate) detector: Detector,
     pub(crate) gc_worker: GcWorker,
@@ -69,7 +76,7 @@ impl TxnCoprocessor {
     /// The layer of a store with config `cfg`, reaching PD through `pd` (TSO syncs) and
     /// its deadlock detector through `detector`, running GC passes on `gc_worker`.
     pub fn new(
-        cfg: Arc<StoreConfig>,
+        cfg: TxnConfig,
         pd: Arc<dyn PdClient>,
         detector: Detector,
         gc_worker: GcWorker,
@@ -94,9 +101,9 @@ impl TxnCoprocessor {
         static COP: std::sync::OnceLock<TxnCoprocessor> = std::sync::OnceLock::new();
         COP.get_or_init(|| {
             let logger = Logger::root(slog::Discard, slog::o!());
-            let pd: Arc<dyn PdClient> = Arc::new(crate::pd::MemPd::default());
+            let pd: Arc<dyn PdClient> = Arc::new(regatta_raftstore::pd::MemPd::default());
             let (detector, _unsent) = Detector::new(pd.clone(), 16, logger);
-            let cfg = Arc::new(StoreConfig::default());
+            let cfg = TxnConfig::default();
             let (gc_worker, _thread) = GcWorker::start(cfg.gc_batch_keys, cfg.gc_queue);
             TxnCoprocessor::new(cfg, pd, detector, gc_worker)
         })
@@ -303,9 +310,9 @@ impl Applier for TxnApplier<'_> {
 
 #[cfg(test)]
 mod split_tests {
-    use crate::split_check::split_check;
     use regatta_engine::{keys, Cf, Engine, MemEngine, WriteBatch};
     use regatta_proto::metapb::Region;
+    use regatta_raftstore::apply::split_check;
 
     #[test]
     fn transactional_versions_are_counted_and_the_split_key_is_a_user_key() {
