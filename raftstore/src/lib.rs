@@ -43,9 +43,9 @@ pub use log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};
 pub use metrics::{MetricsSnapshot, StoreMetrics};
 pub use pd::{BoxFuture, MemPd, PdClient, TsoSource};
 pub use peer::{
-    Campaign, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer,
-    PeerActor, PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder, Seed, SplitStep,
-    TransferLeader,
+    Campaign, CompactLog, Effect, Fence, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer,
+    PeerActor, PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder, Seed,
+    ShellContext, SplitCheckTask, SplitStep, TransferLeader,
 };
 pub use request::MAX_BATCH_KEYS;
 pub use router::Router;

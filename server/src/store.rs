@@ -23,7 +23,7 @@ use regatta_raftstore::StoreConfig;
 use regatta_raftstore::Transport;
 use regatta_raftstore::{
     Campaign, Fence, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RaftMessageIn,
-    RegionStatus, TransferLeader,
+    RegionStatus, ShellContext, TransferLeader,
 };
 use regatta_raftstore::{Clock, SystemClock};
 use regatta_raftstore::{MetricsSnapshot, StoreMetrics};
@@ -83,6 +83,8 @@ struct Shared {
     engine: RocksEngine,
     router: Router,
     ctx: PeerContext,
+    /// What the peers' shells need to carry out their effects.
+    shell: ShellContext,
     /// The transactional layer (see `txnstore`), behind `ctx.coprocessor` for the peers.
     txn: TxnCoprocessor,
     arbiter: ArbiterHandle,
@@ -172,10 +174,10 @@ impl Shared {
         let region_id = peer.region_id();
         let delegate = peer.delegate();
         let cap = self.ctx.cfg.peer_inbox_capacity;
-        let inbox = PeerActor::start_with_inbox(peer, &self.arbiter, cap);
+        let inbox = PeerActor::start_with_inbox(peer, self.shell.clone(), &self.arbiter, cap);
         let addr = inbox.addr().clone();
         self.router.register(region_id, inbox, delegate);
-        if let Some(reason) = self.ctx.log_writer.poison_reason() {
+        if let Some(reason) = self.shell.log_writer.poison_reason() {
             // Started after the store was poisoned (a split, a missed region): it stops
             // at once too.
             addr.do_send(Fence(format!("the store's log writer failed: {reason}")));
@@ -188,7 +190,7 @@ impl Shared {
     /// disk). Said once.
     async fn fence_when_poisoned(self: Arc<Self>, logger: Logger) {
         let reason = loop {
-            if let Some(reason) = self.ctx.log_writer.poison_reason() {
+            if let Some(reason) = self.shell.log_writer.poison_reason() {
                 break reason;
             }
             tokio::time::sleep(POISON_POLL).await;
@@ -356,19 +358,21 @@ impl Store {
             router: router.clone(),
             ctx: PeerContext {
                 cfg: cfg.clone(),
-                transport,
-                log_writer: log_writer.clone(),
                 metrics: metrics.clone(),
-                pd_reports: reports_tx,
-                pd: pd.clone(),
                 coprocessor: Arc::new(txn.clone()),
-                new_regions: new_regions_tx,
                 store_id: opts.store_id,
                 reads: router.reads().clone(),
                 lease_ms: lease_ms.clone(),
                 split_keys: split_keys.clone(),
                 clock,
                 logger: logger.clone(),
+            },
+            shell: ShellContext {
+                transport,
+                log_writer: log_writer.clone(),
+                pd: pd.clone(),
+                pd_reports: reports_tx,
+                new_regions: new_regions_tx,
             },
             txn,
             arbiter: arbiter.handle(),
@@ -707,7 +711,7 @@ async fn heartbeat_loop(
 ) {
     let mut bootstrapped = false;
     loop {
-        let poisoned = shared.ctx.log_writer.poison_reason();
+        let poisoned = shared.shell.log_writer.poison_reason();
         let mut hb = StoreHeartbeatRequest::new();
         hb.set_store_id(shared.store_id);
         hb.set_region_count(shared.router.region_ids().len() as u32);

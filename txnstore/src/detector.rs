@@ -165,7 +165,6 @@ mod tests {
         StoreHeartbeatResponse,
     };
     use regatta_raftstore::pd::{BoxFuture, MemPd};
-    use regatta_raftstore::SplitStep;
     use std::sync::Mutex;
 
     /// A PD that records the reports it gets and refuses every add whose waiter is in
@@ -224,7 +223,6 @@ mod tests {
     struct Refusals(Mutex<Vec<(u64, u64)>>);
 
     impl PeerMailbox for Refusals {
-        fn split_step(&self, _: SplitStep) {}
         fn spawn(&self, _: BoxFuture<'static, ()>) {}
         fn notify(&self, note: regatta_raftstore::coprocessor::Note) {
             let r = note

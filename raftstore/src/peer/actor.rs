@@ -1,5 +1,6 @@
 //! [`PeerActor`]: the actix shell around a [`Peer`], and the messages it takes. The only
-//! file of the peer that knows actix.
+//! file of the peer that knows actix, and the one that carries out the peer's effects
+//! (sends, log writes, PD calls, split checks: see `effects.rs`).
 //!
 //! A turn: messages (raft traffic, client commands, ticks, persist notices, split steps)
 //! update the peer; the first one schedules a `Flush` that runs after the mailbox batch,
@@ -8,21 +9,45 @@
 //! never blocks: fsyncs happen on the LogWriter thread, split checks on a thread of their
 //! own, PD calls as tasks on the store's arbiter.
 
-use super::{Peer, PeerMailbox, RegionStatus, SplitStep};
+use super::effects::Effect;
+use super::{NewRegion, Peer, PeerMailbox, RegionStatus, SplitStep};
 use crate::coprocessor::Note;
 use crate::error::Error;
-use crate::log_writer::{Persisted, PersistedSink};
-use crate::pd::BoxFuture;
+use crate::log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};
+use crate::pd::{BoxFuture, PdClient};
 use crate::peer::Responder;
+use crate::transport::Transport;
 use actix::prelude::*;
 use regatta_proto::kvrpcpb::KvRequest;
+use regatta_proto::pdpb::RegionHeartbeatRequest;
 use regatta_proto::raft_serverpb::RaftMessage;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What the shell needs to carry out its peer's effects: the store's transport, LogWriter
+/// and PD, and where the store hears of region reports and new regions.
+#[derive(Clone)]
+pub struct ShellContext {
+    /// Raft transport.
+    pub transport: Arc<dyn Transport>,
+    /// The store's LogWriter.
+    pub log_writer: LogWriter,
+    /// PD, for the ids of split regions.
+    pub pd: Arc<dyn PdClient>,
+    /// Region reports for PD.
+    pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
+    /// Regions a split created on this store: the store starts their peers (and makes the
+    /// one on the old leader's store campaign at once).
+    pub new_regions: mpsc::UnboundedSender<NewRegion>,
+}
 
 /// The actix shell of a [`Peer`].
 pub struct PeerActor {
     peer: Peer,
+    shell: ShellContext,
+    /// This actor's address, once started (where LogWriter notices and PD answers go).
+    me: Option<Addr<PeerActor>>,
     flush_scheduled: bool,
     tick_handle: Option<SpawnHandle>,
     /// Messages from the network queued for this actor (see [`Inbox`]).
@@ -30,10 +55,12 @@ pub struct PeerActor {
 }
 
 impl PeerActor {
-    /// Wraps `peer`.
-    pub fn new(peer: Peer) -> Self {
+    /// Wraps `peer`, carrying out its effects through `shell`.
+    pub fn new(peer: Peer, shell: ShellContext) -> Self {
         PeerActor {
             peer,
+            shell,
+            me: None,
             flush_scheduled: false,
             tick_handle: None,
             inbox_queued: Arc::default(),
@@ -43,11 +70,16 @@ impl PeerActor {
     /// Starts `peer`'s actor on `arbiter`; the network reaches it through the returned
     /// [`Inbox`], which holds at most `capacity` client requests and, apart from them, at
     /// most `capacity` raft messages.
-    pub fn start_with_inbox(peer: Peer, arbiter: &ArbiterHandle, capacity: usize) -> Inbox {
+    pub fn start_with_inbox(
+        peer: Peer,
+        shell: ShellContext,
+        arbiter: &ArbiterHandle,
+        capacity: usize,
+    ) -> Inbox {
         let queued = Arc::new(Queued::default());
         let q = queued.clone();
         let addr = PeerActor::start_in_arbiter(arbiter, move |_| {
-            let mut a = PeerActor::new(peer);
+            let mut a = PeerActor::new(peer, shell);
             a.inbox_queued = q;
             a
         });
@@ -58,7 +90,65 @@ impl PeerActor {
         }
     }
 
+    /// Carries out the peer's effects, in order (see `effects.rs`).
+    fn run_effects(&mut self) {
+        let effects = self.peer.take_effects();
+        if effects.is_empty() {
+            return;
+        }
+        let Some(me) = self.me.clone() else {
+            return; // not started: nothing can have happened yet
+        };
+        for e in effects {
+            match e {
+                Effect::Send(m) => self.shell.transport.send(m),
+                Effect::Persist {
+                    write,
+                    ready_number,
+                    last_index,
+                } => self.shell.log_writer.submit(WriteTask {
+                    write,
+                    ready_number,
+                    last_index,
+                    notify: Arc::new(me.clone()),
+                }),
+                Effect::PoisonStore(reason) => self.shell.log_writer.poison(reason),
+                Effect::ReportRegion(hb) => {
+                    let _ = self.shell.pd_reports.send(hb);
+                }
+                Effect::StartRegion(r) => {
+                    let _ = self.shell.new_regions.send(r);
+                }
+                Effect::AllocSplitIds {
+                    count,
+                    key,
+                    epoch,
+                    tx,
+                } => {
+                    let (pd, back) = (self.shell.pd.clone(), me.clone());
+                    actix::spawn(async move {
+                        let step = match pd.alloc_id(count).await {
+                            Ok(first_id) => SplitStep::Ids {
+                                key,
+                                epoch,
+                                first_id,
+                                tx,
+                            },
+                            Err(reason) => SplitStep::Failed { reason, tx },
+                        };
+                        back.do_send(step);
+                    });
+                }
+                Effect::CheckSplit(task) => {
+                    let back = me.clone();
+                    std::thread::spawn(move || back.do_send(task.run()));
+                }
+            }
+        }
+    }
+
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        self.run_effects();
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.notify(Flush);
@@ -85,13 +175,9 @@ impl PeerActor {
     }
 }
 
-/// How the peer core reaches its actor: split steps come back as messages, and PD calls
-/// run as tasks on the actor's arbiter.
+/// How the observer's off-turn work comes back: tasks run on the actor's arbiter, their
+/// messages come back as actor messages.
 impl PeerMailbox for Addr<PeerActor> {
-    fn split_step(&self, step: SplitStep) {
-        self.do_send(step);
-    }
-
     fn spawn(&self, task: BoxFuture<'static, ()>) {
         actix::spawn(task);
     }
@@ -125,8 +211,8 @@ impl Actor for PeerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let addr = ctx.address();
-        self.peer.persisted_sink = Some(Arc::new(addr.clone()));
-        self.peer.mailbox = Some(Arc::new(addr));
+        self.me = Some(addr.clone());
+        self.peer.set_mailbox(Arc::new(addr));
         self.schedule_tick(ctx);
         self.peer.on_started();
         self.schedule_flush(ctx);
@@ -233,6 +319,7 @@ impl Handler<Flush> for PeerActor {
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
         self.flush_scheduled = false;
         self.peer.flush();
+        self.run_effects();
     }
 }
 
@@ -301,6 +388,7 @@ impl Handler<Fence> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Fence, _: &mut Context<Self>) {
         self.peer.fence(msg.0);
+        self.run_effects();
     }
 }
 

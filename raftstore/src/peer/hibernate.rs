@@ -9,6 +9,7 @@
 //! Slowing the clock only lengthens elections, so leases stay safe (a hibernating leader
 //! does not renew its lease).
 
+use super::effects::Effect;
 use super::Peer;
 use regatta_proto::metapb::Peer as PeerMeta;
 use slog::debug;
@@ -140,7 +141,7 @@ impl Peer {
             for to in others {
                 let mut rm = self.envelope(to);
                 rm.set_wake(true);
-                self.ctx.transport.send(rm);
+                self.effects.push(Effect::Send(rm));
                 self.ctx
                     .metrics
                     .raft_messages_sent

@@ -2,6 +2,7 @@
 //! hibernation, freshness and post-start vote guards), and wrapping outgoing ones in the
 //! store's envelope (region, peers, epoch, freshness numbers, leader stamps).
 
+use super::effects::Effect;
 use super::Peer;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -162,7 +163,7 @@ impl Peer {
                 m.write_to_bytes()
                     .expect("encoding an in-memory raft message cannot fail"),
             );
-            self.ctx.transport.send(rm);
+            self.effects.push(Effect::Send(rm));
             self.ctx
                 .metrics
                 .raft_messages_sent

@@ -30,6 +30,7 @@
 
 mod actor;
 mod admin;
+mod effects;
 mod fence;
 mod freshness;
 mod hibernate;
@@ -45,8 +46,9 @@ mod tick;
 
 pub use actor::{
     Campaign, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, PeerActor, RaftMessageIn,
-    Seed, TransferLeader,
+    Seed, ShellContext, TransferLeader,
 };
+pub use effects::{Effect, SplitCheckTask};
 pub use split::SplitStep;
 
 use crate::clock::Clock;
@@ -54,11 +56,9 @@ use crate::config::StoreConfig;
 use crate::coprocessor::{Coprocessor, Outbox, RegionObserver};
 use crate::error::Error;
 use crate::local_reader::{ReadDelegate, ReadRegistry, ReadState};
-use crate::log_writer::{LogWriter, PersistedSink};
 use crate::metrics::StoreMetrics;
-use crate::pd::{BoxFuture, PdClient};
+use crate::pd::BoxFuture;
 use crate::request::validate_request;
-use crate::transport::Transport;
 use freshness::Freshness;
 use hibernate::Hibernation;
 use lease::Lease;
@@ -68,7 +68,6 @@ use read_index::{ReadIndexQueue, ReadReq};
 use regatta_engine::PeerStorage;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse};
 use regatta_proto::metapb::{Peer as PeerMeta, Region};
-use regatta_proto::pdpb::RegionHeartbeatRequest;
 use regatta_proto::raft_serverpb::RaftCmd;
 use slog::{o, Logger};
 use split::Splits;
@@ -76,7 +75,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Where a request's answer goes.
 pub type Responder = oneshot::Sender<KvResponse>;
@@ -84,12 +83,10 @@ pub type Responder = oneshot::Sender<KvResponse>;
 /// Bytes of command data per log entry before a turn's commands spill into another entry.
 const MAX_ENTRY_DATA: usize = 1 << 20;
 
-/// How work done off the peer's turn comes back to it. The actor shell implements it; the
-/// core never names actix.
+/// How the observer's work done off the peer's turn comes back to it (see
+/// [`crate::coprocessor`]). The actor shell implements it; the core never names actix.
 pub trait PeerMailbox: Send + Sync {
-    /// Delivers a split step to the peer's next turn (from any thread).
-    fn split_step(&self, step: SplitStep);
-    /// Runs `task` on the peer's runtime (a PD call whose answer comes back as a step).
+    /// Runs `task` on the peer's runtime (a PD call whose answer comes back as a message).
     fn spawn(&self, task: BoxFuture<'static, ()>);
     /// Delivers a message of the layer above (see [`crate::coprocessor`]) to the peer's
     /// next turn, where its observer takes it (from any thread).
@@ -112,21 +109,10 @@ struct Proposal {
 pub struct PeerContext {
     /// Store config.
     pub cfg: Arc<StoreConfig>,
-    /// Raft transport.
-    pub transport: Arc<dyn Transport>,
-    /// The store's LogWriter.
-    pub log_writer: LogWriter,
     /// Store counters.
     pub metrics: Arc<StoreMetrics>,
-    /// Region reports for PD.
-    pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
-    /// PD, for the ids of split regions.
-    pub pd: Arc<dyn PdClient>,
     /// The layer above the raftstore (see [`crate::coprocessor`]).
     pub coprocessor: Arc<dyn Coprocessor>,
-    /// Regions a split created on this store: the store starts their peers (and makes the
-    /// one on the old leader's store campaign at once).
-    pub new_regions: mpsc::UnboundedSender<NewRegion>,
     /// The store this peer lives on.
     pub store_id: u64,
     /// The read delegates of the regions hosted on this store (an uninitialized replica
@@ -233,9 +219,9 @@ pub struct Peer {
     /// When, and in which term, this replica became leader, until that term's first entry
     /// is applied (whose commit renews the lease from then).
     leader_since: Option<(Instant, u64)>,
-    /// Where the LogWriter reports this peer's writes; set by the shell when it starts.
-    persisted_sink: Option<Arc<dyn PersistedSink>>,
-    /// How off-turn work comes back; set by the shell when it starts.
+    /// What this replica asks its shell to do, in order (see `effects.rs`).
+    effects: Vec<effects::Effect>,
+    /// How the observer's off-turn work comes back; set by the shell when it starts.
     mailbox: Option<Arc<dyn PeerMailbox>>,
     // Reads.
     reads: ReadIndexQueue,
@@ -338,7 +324,7 @@ impl Peer {
             fenced: None,
             was_leader: false,
             leader_since: None,
-            persisted_sink: None,
+            effects: Vec::new(),
             mailbox: None,
             reads: ReadIndexQueue::default(),
             lease: Lease::default(),
@@ -363,6 +349,11 @@ impl Peer {
     /// start and after a seed, instead of waiting out an election timeout.
     fn is_sole_voter(&self) -> bool {
         self.raw.store().voters() == [self.peer_id]
+    }
+
+    /// Where the observer's off-turn work comes back (the shell sets it when it starts).
+    pub fn set_mailbox(&mut self, mailbox: Arc<dyn PeerMailbox>) {
+        self.mailbox = Some(mailbox);
     }
 
     /// The region's id.
@@ -506,3 +497,6 @@ impl Peer {
         }
     }
 }
+
+#[cfg(test)]
+mod machine_tests;

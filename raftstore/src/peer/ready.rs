@@ -9,10 +9,11 @@
 //! Invariants: a proposal is answered once; success means its entry was applied;
 //! `StaleCommand` means it never will be; `Timeout` means unknown.
 
+use super::effects::Effect;
 use super::{Peer, Proposal};
 use crate::apply::{self, AppliedEntry};
 use crate::error::Error;
-use crate::log_writer::{Persisted, WriteTask};
+use crate::log_writer::Persisted;
 use protobuf::Message as _;
 use raft::eraftpb::Entry;
 use regatta_engine::LogWrite;
@@ -183,16 +184,14 @@ impl Peer {
         }
     }
 
-    /// Hands a write to the store's LogWriter, to be reported back to this peer.
-    fn submit(&self, write: LogWrite, ready_number: u64, last_index: u64) {
-        if let Some(sink) = &self.persisted_sink {
-            self.ctx.log_writer.submit(WriteTask {
-                write,
-                ready_number,
-                last_index,
-                notify: sink.clone(),
-            });
-        }
+    /// Asks the shell to hand a write to the store's LogWriter, to be reported back to
+    /// this peer.
+    fn submit(&mut self, write: LogWrite, ready_number: u64, last_index: u64) {
+        self.effects.push(Effect::Persist {
+            write,
+            ready_number,
+            last_index,
+        });
     }
 
     /// Sends a write that needs no Ready of its own (compaction) through the LogWriter
@@ -252,7 +251,7 @@ impl Peer {
                 let reason = format!("apply failed: {e}");
                 if matches!(&e, Error::Engine(inner) if !matches!(**inner, regatta_engine::Error::Corrupt { .. }))
                 {
-                    self.ctx.log_writer.poison(reason.clone());
+                    self.effects.push(Effect::PoisonStore(reason.clone()));
                 }
                 self.fence(reason);
             }

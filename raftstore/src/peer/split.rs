@@ -16,8 +16,8 @@
 //! leader before this one applies the split); a check's result only counts for the epoch
 //! it scanned.
 
+use super::effects::{Effect, SplitCheckTask};
 use super::{Peer, Responder};
-use crate::apply;
 use crate::error::Error;
 use crate::peer::NewRegion;
 use regatta_proto::metapb::{Region, RegionEpoch};
@@ -142,26 +142,13 @@ impl Peer {
 
     /// Asks PD for the new region's id and peer ids, then comes back with `SplitStep::Ids`.
     fn ask_split_ids(&mut self, key: Vec<u8>, tx: Option<Responder>) {
-        let Some(me) = self.mailbox.clone() else {
-            return;
-        };
         self.splits.progress = SplitProgress::AskingIds;
-        let pd = self.ctx.pd.clone();
-        let count = self.region().get_peers().len() as u32 + 1;
-        let epoch = self.region().get_region_epoch().clone();
-        let back = me.clone();
-        me.spawn(Box::pin(async move {
-            let step = match pd.alloc_id(count).await {
-                Ok(first_id) => SplitStep::Ids {
-                    key,
-                    epoch,
-                    first_id,
-                    tx,
-                },
-                Err(reason) => SplitStep::Failed { reason, tx },
-            };
-            back.split_step(step);
-        }));
+        self.effects.push(Effect::AllocSplitIds {
+            count: self.region().get_peers().len() as u32 + 1,
+            key,
+            epoch: self.region().get_region_epoch().clone(),
+            tx,
+        });
     }
 
     /// The next step of a split (see [`SplitStep`]).
@@ -270,15 +257,15 @@ impl Peer {
         });
         self.observer.drain(&e);
         let leader = self.is_leader();
-        let _ = self.ctx.new_regions.send(NewRegion {
+        self.effects.push(Effect::StartRegion(NewRegion {
             region_id: right.get_id(),
             campaign: leader,
-        });
+        }));
         if leader {
             self.report_to_pd();
             let mut hb = RegionHeartbeatRequest::new();
             hb.set_region(right.clone());
-            let _ = self.ctx.pd_reports.send(hb);
+            self.effects.push(Effect::ReportRegion(hb));
         }
     }
 
@@ -295,32 +282,18 @@ impl Peer {
         {
             return;
         }
-        let Some(me) = self.mailbox.clone() else {
-            return;
-        };
         self.splits.checking = true;
         self.splits.written_since_check = 0;
         self.splits.checked_split_keys = self.ctx.split_keys();
-        let engine = self.raw.store().engine().clone();
         let region = self.region().clone();
-        let (max_size, max_keys) = (cfg.region_split_size, self.splits.checked_split_keys);
-        let logger = self.logger.clone();
-        let others = self.ctx.coprocessor.key_spaces(&region);
-        std::thread::spawn(move || {
-            let version = region.get_region_epoch().get_version();
-            let check = match apply::split_check(&engine, &region, max_size, max_keys, &others) {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(logger, "split check failed"; "error" => %e);
-                    apply::SplitCheck::default()
-                }
-            };
-            me.split_step(SplitStep::Checked {
-                key: check.split_key,
-                stats: (check.keys, check.size),
-                version,
-            });
-        });
+        self.effects.push(Effect::CheckSplit(SplitCheckTask {
+            engine: self.raw.store().engine().clone(),
+            others: self.ctx.coprocessor.key_spaces(&region),
+            region,
+            max_size: cfg.region_split_size,
+            max_keys: self.splits.checked_split_keys,
+            logger: self.logger.clone(),
+        }));
     }
 }
 

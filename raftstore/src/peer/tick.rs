@@ -2,6 +2,7 @@
 //! kept warm, split checks, log compaction, PD reports and the observer's periodic work. Periodic work is time-based
 //! (on the peer's [`crate::Clock`]), so it keeps its pace while the region hibernates.
 
+use super::effects::Effect;
 use super::Peer;
 use crate::coprocessor::Outbox;
 use crate::error::Error;
@@ -80,7 +81,7 @@ impl Peer {
         let mut scratch = Outbox::default();
         self.observer
             .on_heartbeat(&mut hb, &self.view(&mut scratch));
-        let _ = self.ctx.pd_reports.send(hb);
+        self.effects.push(Effect::ReportRegion(hb));
     }
 
     /// Compacts the raft log once it holds `raft_log_gc_count_limit` applied entries.
