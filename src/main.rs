@@ -47,6 +47,8 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Run a benchmark (embedded playground by default, or --pd for a running cluster).
     Bench(cmd::bench::BenchArgs),
+    /// Run the deterministic simulator over many seeds (or replay one with --seed).
+    Sim(cmd::sim::SimArgs),
 }
 
 /// `regatta maelstrom`.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Txn(a) => cmd::txn::txn(a),
         Command::Bench(a) => cmd::bench::bench(a),
         Command::Demo(a) => cmd::demo::demo(a),
+        Command::Sim(a) => cmd::sim::sim(a),
         Command::Regions(a) => cmd::regions::regions(a),
         Command::Split(a) => cmd::regions::split(a),
         Command::Maelstrom(a) => regatta::maelstrom::run(a.data_dir, regatta::logging::logger())

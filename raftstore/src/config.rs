@@ -9,8 +9,14 @@ use std::time::Duration;
 pub struct StoreConfig {
     /// Raft logical clock period. Default 50 ms.
     pub tick_interval_ms: u64,
-    /// Election timeout in ticks (randomised in `[n, 2n)` by raft-rs). Default 10 (0.5-1 s).
+    /// Election timeout in ticks (randomised in `[n, max_election_ticks)` by raft-rs).
+    /// Default 10 (0.5-1 s).
     pub election_ticks: usize,
+    /// The (exclusive) top of the randomised election timeout, in ticks; 0: twice
+    /// `election_ticks` (raft-rs's default). `election_ticks + 1` makes the timeout fixed,
+    /// which a deterministic simulator needs (raft-rs draws it from a thread-local RNG):
+    /// the simulator then varies who times out first by when it ticks each replica.
+    pub max_election_ticks: usize,
     /// Heartbeat interval in ticks. Default 2 (100 ms).
     pub heartbeat_ticks: usize,
     /// Bytes of entries per append message. Default 1 MiB.
@@ -98,6 +104,7 @@ impl Default for StoreConfig {
         StoreConfig {
             tick_interval_ms: 50,
             election_ticks: 10,
+            max_election_ticks: 0,
             heartbeat_ticks: 2,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
@@ -138,6 +145,12 @@ impl StoreConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.tick_interval_ms == 0 {
             return Err("tick_interval_ms must be > 0".into());
+        }
+        if self.max_election_ticks != 0 && self.max_election_ticks <= self.election_ticks {
+            return Err(format!(
+                "max_election_ticks ({}) must be 0 or above election_ticks ({})",
+                self.max_election_ticks, self.election_ticks
+            ));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Err(format!(

@@ -365,6 +365,7 @@ impl Store {
                 lease_ms: lease_ms.clone(),
                 split_keys: split_keys.clone(),
                 clock,
+                seed: rand::random(),
                 logger: logger.clone(),
             },
             shell: ShellContext {

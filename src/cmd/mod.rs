@@ -8,4 +8,5 @@ pub mod demo;
 pub mod demo_txn;
 pub mod kv;
 pub mod regions;
+pub mod sim;
 pub mod txn;

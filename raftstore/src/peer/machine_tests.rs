@@ -93,6 +93,7 @@ impl Group {
                     split_keys: Arc::new(AtomicU64::new(cfg.region_split_keys)),
                     lease_ms: Arc::new(AtomicU64::new(0)),
                     clock: clock.clone() as Arc<dyn Clock>,
+                    seed: store_id,
                     logger: logger.clone(),
                 };
                 let mut peer = Peer::new(storage, 10 + store_id, ctx).expect("peer");

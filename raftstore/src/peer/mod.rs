@@ -126,6 +126,9 @@ pub struct PeerContext {
     pub lease_ms: Arc<AtomicU64>,
     /// Where time is read (the system clock, or a manual one in tests).
     pub clock: Arc<dyn Clock>,
+    /// Seeds what only has to differ between incarnations of a replica (the numbering of
+    /// its freshness stamps): the store draws it at random, a simulator from its seed.
+    pub seed: u64,
     /// Logger.
     pub logger: Logger,
 }
@@ -248,12 +251,27 @@ pub struct Peer {
     observer: Box<dyn RegionObserver>,
 }
 
+/// A numbering base for a replica's freshness stamps, distinct per store process (`seed`),
+/// replica and moment of creation (splitmix64 of the three; two bits of headroom).
+fn fresh_base(seed: u64, peer_id: u64, wall_ms: u64) -> u64 {
+    let mut z = seed ^ peer_id.rotate_left(32) ^ wall_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) >> 2
+}
+
 /// The raft-rs configuration of peer `peer_id`, whose state machine applied through
 /// `applied`.
 fn raft_config(cfg: &StoreConfig, peer_id: u64, applied: u64) -> Result<raft::Config, Error> {
     let raft_cfg = raft::Config {
         id: peer_id,
         election_tick: cfg.election_ticks,
+        min_election_tick: cfg.election_ticks,
+        max_election_tick: if cfg.max_election_ticks == 0 {
+            2 * cfg.election_ticks
+        } else {
+            cfg.max_election_ticks
+        },
         heartbeat_tick: cfg.heartbeat_ticks,
         applied,
         max_size_per_msg: cfg.max_size_per_msg,
@@ -295,6 +313,7 @@ impl Peer {
         ));
         delegate.set_applied(storage.applied().0);
         let now = ctx.clock.now();
+        let fresh_base = fresh_base(ctx.seed, peer_id, ctx.clock.wall_ms());
         // Only a replica that has seen an election (term above the initial one) can have
         // acknowledged a leader's lease; fresh regions (bootstrap, split) elect at once.
         let seen_leader = raft::Storage::initial_state(&storage)
@@ -328,8 +347,8 @@ impl Peer {
             mailbox: None,
             reads: ReadIndexQueue::default(),
             lease: Lease::default(),
-            // A random base: echoes meant for an earlier incarnation match nothing.
-            freshness: Freshness::new(rand::random::<u64>() >> 2),
+            // A base of its own: echoes meant for an earlier incarnation match nothing.
+            freshness: Freshness::new(fresh_base),
             ryw_waiting: Vec::new(),
             leader_wait: leader_wait::LeaderWait::default(),
             delegate,

@@ -1,0 +1,60 @@
+//! The simulator's own checks: a seed replays exactly, and the KV workload holds over
+//! many seeds (`SIM_SEEDS` sets how many; `regatta sim --seeds N` runs more).
+
+use super::*;
+
+fn seeds() -> u64 {
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300)
+}
+
+#[test]
+fn one_seed_replays_exactly() {
+    let cfg = SimConfig::with_seed(42);
+    let (a, b) = (run(&cfg), run(&cfg));
+    assert_eq!(a.trace_hash, b.trace_hash, "same seed, same trace");
+    assert_eq!(a.steps, b.steps);
+    assert_eq!(a.trace, b.trace);
+    let other = run(&SimConfig::with_seed(43));
+    assert_ne!(a.trace_hash, other.trace_hash, "another seed, another run");
+}
+
+#[test]
+fn the_kv_workload_is_linearizable_under_faults_over_many_seeds() {
+    let n = seeds();
+    let (mut ops, mut completed) = (0, 0);
+    for seed in 0..n {
+        let r = run(&SimConfig::with_seed(seed));
+        assert!(
+            r.result.is_ok(),
+            "seed {seed} (trace hash {:016x}): {:?}\nlast decisions:\n{}",
+            r.trace_hash,
+            r.result,
+            r.trace.join("\n")
+        );
+        ops += r.ops;
+        completed += r.completed;
+    }
+    // Faults must not stop the cluster: most operations get a definite answer.
+    assert!(
+        completed * 2 > ops,
+        "{completed} of {ops} operations completed over {n} seeds"
+    );
+}
+
+#[test]
+#[ignore]
+fn print_some_runs() {
+    for seed in 0..8 {
+        let r = run(&SimConfig::with_seed(seed));
+        println!(
+            "seed {seed}: steps {} simulated {:?} ops {} completed {} hash {:016x}",
+            r.steps, r.simulated, r.ops, r.completed, r.trace_hash
+        );
+        if seed == 0 {
+            println!("{}", r.trace[r.trace.len().saturating_sub(60)..].join("\n"));
+        }
+    }
+}
