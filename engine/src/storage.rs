@@ -1,5 +1,6 @@
 //! [`PeerStorage`]: the raft log and raft states of one region replica, implementing
-//! `raft::Storage` on the store's [`RocksEngine`].
+//! `raft::Storage` on any [`Engine`] (the store's [`RocksEngine`] by default; the
+//! in-memory twin in tests and simulations). One suite (`storage_tests.rs`) runs on both.
 //!
 //! Writes are *staged*: [`PeerStorage::append`] and [`PeerStorage::set_hard_state`] update the
 //! in-memory view at once (raft-rs's async-ready contract requires appended entries to be
@@ -34,8 +35,8 @@ pub const RAFT_INIT_LOG_INDEX: u64 = 5;
 pub const RAFT_INIT_LOG_TERM: u64 = 5;
 
 /// The durable part of a Ready for one region, built by the peer, written by the LogWriter.
-#[derive(Default)]
-pub struct LogWrite {
+/// `W` is the engine's write batch (of the `extra` part).
+pub struct LogWrite<W = RocksWriteBatch> {
     /// Region the write belongs to.
     pub region_id: u64,
     /// Entries to put (already in the cache).
@@ -46,7 +47,7 @@ pub struct LogWrite {
     pub raft_state: Option<RaftLocalState>,
     /// A self-contained batch written (unsynced) before the group's synced batch:
     /// snapshot installs and log compaction.
-    pub extra: Option<RocksWriteBatch>,
+    pub extra: Option<W>,
     /// Whether `raft_state` changed in term or vote (which must be durable before any
     /// message that depends on them is sent). A change of the commit index alone need not
     /// be synced: on restart the commit index is raised to the applied index, and raft
@@ -54,7 +55,20 @@ pub struct LogWrite {
     pub state_must_sync: bool,
 }
 
-impl LogWrite {
+impl<W> Default for LogWrite<W> {
+    fn default() -> Self {
+        LogWrite {
+            region_id: 0,
+            entries: Vec::new(),
+            delete_entries: None,
+            raft_state: None,
+            extra: None,
+            state_must_sync: false,
+        }
+    }
+}
+
+impl<W> LogWrite<W> {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -73,7 +87,7 @@ impl LogWrite {
     }
 
     /// Adds the entry/state part of this write to `wb` (the LogWriter's group batch).
-    pub fn write_into<W: WriteBatch>(&self, wb: &mut W) {
+    pub fn write_into<B: WriteBatch>(&self, wb: &mut B) {
         if let Some((from, to)) = self.delete_entries {
             let (lo, hi) = keys::entry_range(self.region_id, from, to);
             wb.delete_range(Cf::Raft, &lo, &hi);
@@ -87,9 +101,9 @@ impl LogWrite {
     }
 }
 
-/// Raft log storage of one region replica.
-pub struct PeerStorage {
-    engine: RocksEngine,
+/// Raft log storage of one region replica, on engine `E`.
+pub struct PeerStorage<E: Engine = RocksEngine> {
+    engine: E,
     region: Region,
     voters: Vec<u64>,
     raft_state: RaftLocalState,
@@ -103,7 +117,7 @@ pub struct PeerStorage {
     cache_limit: usize,
 }
 
-impl std::fmt::Debug for PeerStorage {
+impl<E: Engine> std::fmt::Debug for PeerStorage<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerStorage")
             .field("region_id", &self.region.get_id())
@@ -116,9 +130,10 @@ impl std::fmt::Debug for PeerStorage {
 
 /// Writes the initial states of `region` with voters = its peers, unless the region already
 /// has a state on this store. Returns whether it wrote. The write is synced.
-pub fn bootstrap_region(engine: &RocksEngine, region: &Region) -> Result<bool> {
+pub fn bootstrap_region<E: Engine>(engine: &E, region: &Region) -> Result<bool> {
     let rid = region.get_id();
     if engine
+        .snapshot()
         .get(Cf::Raft, &keys::region_state_key(rid))?
         .is_some()
     {
@@ -182,11 +197,12 @@ pub fn read_gc_safe_point<S: crate::traits::Snapshot>(snap: &S, region_id: u64) 
     Ok(st.map_or(0, |s| s.get_safe_point()))
 }
 
-impl PeerStorage {
+impl<E: Engine> PeerStorage<E> {
     /// Loads the storage of `region_id`; `None` if the region has no state here or is a
     /// tombstone.
-    pub fn open(engine: RocksEngine, region_id: u64, cache_limit: usize) -> Result<Option<Self>> {
-        let Some(state): Option<RegionLocalState> = engine.get_msg(
+    pub fn open(engine: E, region_id: u64, cache_limit: usize) -> Result<Option<Self>> {
+        let snap = engine.snapshot();
+        let Some(state): Option<RegionLocalState> = snap.get_msg(
             Cf::Raft,
             &keys::region_state_key(region_id),
             "region state",
@@ -203,7 +219,7 @@ impl PeerStorage {
             region_id,
             detail: "missing".into(),
         };
-        let raft_state: RaftLocalState = engine
+        let raft_state: RaftLocalState = snap
             .get_msg(
                 Cf::Raft,
                 &keys::raft_state_key(region_id),
@@ -211,7 +227,7 @@ impl PeerStorage {
                 region_id,
             )?
             .ok_or_else(|| missing("raft state"))?;
-        let apply_state: RaftApplyState = engine
+        let apply_state: RaftApplyState = snap
             .get_msg(
                 Cf::Raft,
                 &keys::apply_state_key(region_id),
@@ -219,7 +235,7 @@ impl PeerStorage {
                 region_id,
             )?
             .ok_or_else(|| missing("apply state"))?;
-        let truncated: RaftTruncatedState = engine
+        let truncated: RaftTruncatedState = snap
             .get_msg(
                 Cf::Raft,
                 &keys::truncated_state_key(region_id),
@@ -227,7 +243,8 @@ impl PeerStorage {
                 region_id,
             )?
             .ok_or_else(|| missing("truncated state"))?;
-        let gc_safe_point = read_gc_safe_point(&engine.live(), region_id)?;
+        let gc_safe_point = read_gc_safe_point(&snap, region_id)?;
+        drop(snap);
         let mut s = PeerStorage {
             gc_safe_point,
             engine,
@@ -260,7 +277,7 @@ impl PeerStorage {
     /// then no region state is written (raft-rs's term changes are, as its raft state), so
     /// a restart forgets it and the leader's next message makes it again. The store makes
     /// one only when no state of the region is on disk (a split applied here wrote one).
-    pub fn uninitialized(engine: RocksEngine, region_id: u64, cache_limit: usize) -> Self {
+    pub fn uninitialized(engine: E, region_id: u64, cache_limit: usize) -> Self {
         let mut region = Region::new();
         region.set_id(region_id);
         PeerStorage {
@@ -340,7 +357,7 @@ impl PeerStorage {
     }
 
     /// The engine.
-    pub fn engine(&self) -> &RocksEngine {
+    pub fn engine(&self) -> &E {
         &self.engine
     }
 
@@ -419,7 +436,7 @@ impl PeerStorage {
 
     /// Stages `entries` (contiguous, from raft's Ready) into `w`, overwriting any conflicting
     /// suffix. The cache is updated now, so raft can read them before they are durable.
-    pub fn append(&mut self, entries: Vec<Entry>, w: &mut LogWrite) {
+    pub fn append(&mut self, entries: Vec<Entry>, w: &mut LogWrite<E::WriteBatch>) {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return;
         };
@@ -459,7 +476,7 @@ impl PeerStorage {
     }
 
     /// Stages a new HardState into `w`.
-    pub fn set_hard_state(&mut self, hs: &HardState, w: &mut LogWrite) {
+    pub fn set_hard_state(&mut self, hs: &HardState, w: &mut LogWrite<E::WriteBatch>) {
         let st = &self.raft_state;
         w.state_must_sync |= st.get_term() != hs.term || st.get_vote() != hs.vote;
         self.raft_state.set_term(hs.term);
@@ -492,7 +509,11 @@ impl PeerStorage {
 
     /// Stages a snapshot received from the leader: the returned write replaces the region's
     /// data, sessions, apply/truncated states and log. The in-memory view switches now.
-    pub fn apply_snapshot(&mut self, snap: &Snapshot, w: &mut LogWrite) -> Result<()> {
+    pub fn apply_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        w: &mut LogWrite<E::WriteBatch>,
+    ) -> Result<()> {
         let rid = self.region.get_id();
         let decoded = snapshot::decode(rid, snap)?;
         let meta = snap.get_metadata();
@@ -553,7 +574,7 @@ impl PeerStorage {
 
     /// Compacts the log through `index` (at most the applied index). Returns the write to
     /// hand to the LogWriter, or `None` when there is nothing to compact.
-    pub fn compact_to(&mut self, index: u64) -> Result<Option<RocksWriteBatch>> {
+    pub fn compact_to(&mut self, index: u64) -> Result<Option<E::WriteBatch>> {
         let index = index.min(self.apply_state.get_applied_index());
         if index <= self.truncated.get_index() {
             return Ok(None);
@@ -589,6 +610,7 @@ impl PeerStorage {
         let rid = self.region.get_id();
         let e: Entry = self
             .engine
+            .snapshot()
             .get_msg(Cf::Raft, &keys::entry_key(rid, idx), "log entry", rid)?
             .ok_or_else(|| Error::Corrupt {
                 what: "log entry",
@@ -644,7 +666,7 @@ fn to_raft_err(e: Error) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(e)))
 }
 
-impl raft::Storage for PeerStorage {
+impl<E: Engine> raft::Storage for PeerStorage<E> {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let hs = HardState {
             term: self.raft_state.get_term(),

@@ -1,5 +1,8 @@
 //! The raft-rs storage contract of [`PeerStorage`], across restarts, conflicts,
-//! compaction and snapshot install.
+//! compaction and snapshot install: one suite, run on every engine (RocksDB and the
+//! in-memory twin; openraft's storage `Suite` is the model). Each scenario is generic over
+//! the engine and takes a factory of fresh engines; `on_every_engine!` instantiates it once
+//! per engine.
 
 use super::*;
 use raft::Storage;
@@ -32,14 +35,14 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
-fn open(engine: &RocksEngine, id: u64, cache: usize) -> PeerStorage {
+fn open<E: Engine>(engine: &E, id: u64, cache: usize) -> PeerStorage<E> {
     PeerStorage::open(engine.clone(), id, cache)
         .unwrap()
         .unwrap()
 }
 
 /// What the LogWriter does with a staged write.
-fn persist(engine: &RocksEngine, s: &mut PeerStorage, mut w: LogWrite) {
+fn persist<E: Engine>(engine: &E, s: &mut PeerStorage<E>, mut w: LogWrite<E::WriteBatch>) {
     if let Some(extra) = w.extra.take() {
         engine.write(extra, false).unwrap();
     }
@@ -50,7 +53,7 @@ fn persist(engine: &RocksEngine, s: &mut PeerStorage, mut w: LogWrite) {
     s.on_persisted(last);
 }
 
-fn append(engine: &RocksEngine, s: &mut PeerStorage, entries: Vec<Entry>) {
+fn append<E: Engine>(engine: &E, s: &mut PeerStorage<E>, entries: Vec<Entry>) {
     let mut w = LogWrite {
         region_id: s.region().get_id(),
         ..LogWrite::default()
@@ -63,10 +66,8 @@ fn ctx() -> GetEntriesContext {
     GetEntriesContext::empty(false)
 }
 
-#[test]
-fn bootstrapped_region_starts_at_the_init_index_on_every_replica() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+fn bootstrapped_region_starts_at_the_init_index_on_every_replica<E: Engine>(new: &dyn Fn() -> E) {
+    let engine = new();
     assert!(bootstrap_region(&engine, &region(1)).unwrap());
     assert!(
         !bootstrap_region(&engine, &region(1)).unwrap(),
@@ -91,10 +92,10 @@ fn bootstrapped_region_starts_at_the_init_index_on_every_replica() {
     assert!(PeerStorage::open(engine.clone(), 2, 16).unwrap().is_none());
 }
 
-#[test]
-fn entries_read_back_from_cache_and_from_disk_after_eviction_and_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+fn entries_read_back_from_cache_and_from_disk_after_eviction_and_restart<E: Engine>(
+    new: &dyn Fn() -> E,
+) {
+    let engine = new();
     bootstrap_region(&engine, &region(1)).unwrap();
     let mut s = open(&engine, 1, 4);
     append(&engine, &mut s, (6..=30).map(|i| entry(i, 6)).collect());
@@ -133,10 +134,8 @@ fn entries_read_back_from_cache_and_from_disk_after_eviction_and_restart() {
     assert_eq!(s.entries(6, 31, None, ctx()).unwrap().len(), 25);
 }
 
-#[test]
-fn conflicting_append_replaces_the_suffix_in_memory_and_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+fn conflicting_append_replaces_the_suffix_in_memory_and_on_disk<E: Engine>(new: &dyn Fn() -> E) {
+    let engine = new();
     bootstrap_region(&engine, &region(1)).unwrap();
     let mut s = open(&engine, 1, 1024);
     append(&engine, &mut s, (6..=12).map(|i| entry(i, 6)).collect());
@@ -164,10 +163,8 @@ fn conflicting_append_replaces_the_suffix_in_memory_and_on_disk() {
     assert_eq!(stale, 0, "overwritten entries deleted from disk");
 }
 
-#[test]
-fn compaction_moves_first_index_and_keeps_the_boundary_term() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+fn compaction_moves_first_index_and_keeps_the_boundary_term<E: Engine>(new: &dyn Fn() -> E) {
+    let engine = new();
     bootstrap_region(&engine, &region(1)).unwrap();
     let mut s = open(&engine, 1, 1024);
     append(&engine, &mut s, (6..=20).map(|i| entry(i, 6)).collect());
@@ -194,12 +191,9 @@ fn compaction_moves_first_index_and_keeps_the_boundary_term() {
     assert_eq!(s.term(15).unwrap(), 6);
 }
 
-#[test]
-fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
-    let leader_dir = tempfile::tempdir().unwrap();
-    let follower_dir = tempfile::tempdir().unwrap();
-    let le = RocksEngine::open(leader_dir.path(), &Default::default()).unwrap();
-    let fe = RocksEngine::open(follower_dir.path(), &Default::default()).unwrap();
+fn snapshot_from_leader_replaces_a_lagging_replicas_state<E: Engine>(new: &dyn Fn() -> E) {
+    let le = new();
+    let fe = new();
     bootstrap_region(&le, &region(1)).unwrap();
     bootstrap_region(&fe, &region(1)).unwrap();
     // Leader state: data applied through 40 of term 7.
@@ -272,12 +266,9 @@ fn snapshot_from_leader_replaces_a_lagging_replicas_state() {
 /// range, peers, log or state on disk; a leader's snapshot makes it a full replica that a
 /// restart recovers — and installing it leaves data outside the snapshot's range alone
 /// (it may belong to another region hosted on the same store).
-#[test]
-fn uninitialized_replica_becomes_a_full_one_by_snapshot() {
-    let leader_dir = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let le = RocksEngine::open(leader_dir.path(), &Default::default()).unwrap();
-    let fe = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+fn uninitialized_replica_becomes_a_full_one_by_snapshot<E: Engine>(new: &dyn Fn() -> E) {
+    let le = new();
+    let fe = new();
     bootstrap_region(&le, &region(1)).unwrap();
     let ls = open(&le, 1, 1024);
     let mut wb = le.write_batch();
@@ -332,10 +323,8 @@ fn uninitialized_replica_becomes_a_full_one_by_snapshot() {
     );
 }
 
-#[test]
-fn corrupt_or_foreign_snapshots_are_rejected_not_applied() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+fn corrupt_or_foreign_snapshots_are_rejected_not_applied<E: Engine>(new: &dyn Fn() -> E) {
+    let engine = new();
     bootstrap_region(&engine, &region(1)).unwrap();
     bootstrap_region(&engine, &region(2)).unwrap();
     let s2 = open(&engine, 2, 16);
@@ -353,10 +342,8 @@ fn corrupt_or_foreign_snapshots_are_rejected_not_applied() {
 /// committed past the seed's index: the rewound storage keeps term and vote, forgets the
 /// log, and a seed snapshot at a lower index and term then replaces log, states and data,
 /// durably; until that write lands the disk still holds the old state.
-#[test]
-fn a_rewound_replica_takes_a_seed_below_its_old_commit_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+fn a_rewound_replica_takes_a_seed_below_its_old_commit_index<E: Engine>(new: &dyn Fn() -> E) {
+    let e = new();
     bootstrap_region(&e, &region(1)).unwrap();
     let mut s = open(&e, 1, 1024);
     append(&e, &mut s, (6..=7).map(|i| entry(i, 6)).collect());
@@ -444,10 +431,8 @@ fn a_rewound_replica_takes_a_seed_below_its_old_commit_index() {
 
 /// A seed refuses a replica with client data, but not one holding only its node's own
 /// keys: `first_data_key` finds the first key of any data column family besides them.
-#[test]
-fn first_data_key_skips_the_given_raw_keys_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+fn first_data_key_skips_the_given_raw_keys_only<E: Engine>(new: &dyn Fn() -> E) {
+    let e = new();
     let r = region(1);
     let own = b"b-own".to_vec();
     let first =
@@ -476,3 +461,44 @@ fn first_data_key_skips_the_given_raw_keys_only() {
         "transactional records count"
     );
 }
+
+/// Instantiates each generic scenario once per engine.
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        mod on_rocksdb {
+            $(
+                #[test]
+                fn $name() {
+                    let dirs = std::cell::RefCell::new(Vec::new());
+                    super::$name(&|| {
+                        let dir = tempfile::tempdir().unwrap();
+                        let e = crate::RocksEngine::open(dir.path(), &Default::default())
+                            .unwrap();
+                        dirs.borrow_mut().push(dir);
+                        e
+                    });
+                }
+            )*
+        }
+        mod on_memory {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&crate::MemEngine::new);
+                }
+            )*
+        }
+    };
+}
+
+on_every_engine!(
+    bootstrapped_region_starts_at_the_init_index_on_every_replica,
+    entries_read_back_from_cache_and_from_disk_after_eviction_and_restart,
+    conflicting_append_replaces_the_suffix_in_memory_and_on_disk,
+    compaction_moves_first_index_and_keeps_the_boundary_term,
+    snapshot_from_leader_replaces_a_lagging_replicas_state,
+    uninitialized_replica_becomes_a_full_one_by_snapshot,
+    corrupt_or_foreign_snapshots_are_rejected_not_applied,
+    a_rewound_replica_takes_a_seed_below_its_old_commit_index,
+    first_data_key_skips_the_given_raw_keys_only,
+);
