@@ -3,9 +3,7 @@
 //! SIGKILL), the store's RocksDB read directly after the crash, and a store started
 //! against a PD address nothing listens on.
 
-mod common;
-
-use common::{wait_until, Cluster};
+use crate::common::{wait_until, Cluster};
 use regatta::pd_seam::TcpPd;
 use regatta_engine::{keys, Cf, EngineConfig, RocksEngine};
 use regatta_proto::raft_serverpb::RaftLocalState;

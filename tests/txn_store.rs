@@ -3,9 +3,7 @@
 //! Requests are raw `KvRequest`s with `txn` bodies sent straight to the leader of the
 //! region holding their key (`send`), timestamps from PD's TSO.
 
-mod common;
-
-use common::{commit_req, prewrite_req, Cluster};
+use crate::common::{commit_req, prewrite_req, Cluster};
 use regatta_proto::kvrpcpb::Request;
 use regatta_proto::txnpb::*;
 use std::sync::{Arc, Mutex};
