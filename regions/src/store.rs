@@ -331,8 +331,12 @@ impl Store {
             arbiter_rt.clone(),
             logger.clone(),
         ));
-        let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<RegionHeartbeatRequest>();
-        let (new_regions_tx, mut new_regions_rx) = mpsc::unbounded_channel::<NewRegion>();
+        // Both bounded (StoreConfig): a full report queue drops reports, a full new-region
+        // queue leaves the region with its parent's replica until a later tick.
+        let (reports_tx, mut reports_rx) =
+            mpsc::channel::<RegionHeartbeatRequest>(opts.config.pd_report_queue);
+        let (new_regions_tx, mut new_regions_rx) =
+            mpsc::channel::<NewRegion>(opts.config.new_region_queue);
         let router = Router::default();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let cfg = Arc::new(opts.config.clone());

@@ -124,15 +124,19 @@ pub struct PeerContext {
     pub log_writer: LogWriter,
     /// Store counters.
     pub metrics: Arc<StoreMetrics>,
-    /// Region reports for PD.
-    pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
+    /// Region reports for PD, sent one at a time by a store task; bounded by
+    /// `StoreConfig::pd_report_queue` (a report that finds it full is dropped: the next
+    /// one carries the region's latest state).
+    pub pd_reports: mpsc::Sender<RegionHeartbeatRequest>,
     /// PD, for the ids of split regions.
     pub pd: Arc<dyn PdClient>,
     /// PD's deadlock detector, for pessimistic lock waits.
     pub detector: crate::detector::Detector,
     /// Regions a split created on this store: the store starts their peers (and makes the
-    /// one on the old leader's store campaign at once).
-    pub new_regions: mpsc::UnboundedSender<NewRegion>,
+    /// one on the old leader's store campaign at once). Bounded by
+    /// `StoreConfig::new_region_queue`: one that finds it full stays with the parent's
+    /// replica, offered again at its next tick.
+    pub new_regions: mpsc::Sender<NewRegion>,
     /// The store this peer lives on.
     pub store_id: u64,
     /// The read delegates of the regions hosted on this store (an uninitialized replica

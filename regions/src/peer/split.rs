@@ -26,6 +26,7 @@ use regatta_proto::raft_serverpb::{AdminCmd, SplitCmd};
 use slog::{info, warn};
 use std::collections::VecDeque;
 use std::time::Duration;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
 /// Where the region's split stands.
@@ -91,6 +92,9 @@ pub(crate) struct Splits {
     pub(crate) recent: VecDeque<Region>,
     /// The split threshold the last split check used (a change triggers a new check).
     pub(crate) checked_split_keys: u64,
+    /// Regions splits made here that the store's full queue did not take yet (offered
+    /// again at every tick).
+    pub(crate) unstarted: VecDeque<NewRegion>,
 }
 
 /// A step of a split that comes back to the region's peer from another task.
@@ -270,16 +274,24 @@ impl Peer {
         });
         self.drain_lock_waits(&e);
         let leader = self.is_leader();
-        let _ = self.ctx.new_regions.send(NewRegion {
+        self.splits.unstarted.push_back(NewRegion {
             region_id: right.get_id(),
             campaign: leader,
         });
+        self.start_new_regions();
         if leader {
             self.report_to_pd();
             let mut hb = RegionHeartbeatRequest::new();
             hb.set_region(right.clone());
-            let _ = self.ctx.pd_reports.send(hb);
+            self.send_report(hb);
         }
+    }
+
+    /// Hands the regions splits made here to the store to start, as far as its queue takes
+    /// them. One that waits here is not lost meanwhile: its state is on disk, and a raft
+    /// heartbeat from its leader elsewhere starts it too (`Store::on_unknown_region_message`).
+    pub(super) fn start_new_regions(&mut self) {
+        offer_new_regions(&self.ctx.new_regions, &mut self.splits.unstarted);
     }
 
     /// Starts a split check on another thread when the leader wrote enough since the last.
@@ -323,9 +335,53 @@ impl Peer {
     }
 }
 
+/// Sends `pending` into `tx` in order until it is full; what it does not take stays. A
+/// closed queue (the store is stopping) takes nothing ever again: a restart starts every
+/// region from disk, so the pending ones are dropped.
+fn offer_new_regions(tx: &mpsc::Sender<NewRegion>, pending: &mut VecDeque<NewRegion>) {
+    while let Some(&n) = pending.front() {
+        match tx.try_send(n) {
+            Ok(()) => {
+                pending.pop_front();
+            }
+            Err(TrySendError::Full(_)) => return,
+            Err(TrySendError::Closed(_)) => {
+                pending.clear();
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::SplitProgress::{self, *};
+    use super::{offer_new_regions, NewRegion};
+    use std::collections::VecDeque;
+    use tokio::sync::mpsc;
+
+    #[test]
+    fn new_regions_wait_in_order_while_the_store_queue_is_full() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let region = |region_id| NewRegion {
+            region_id,
+            campaign: false,
+        };
+        let mut pending: VecDeque<NewRegion> = (1..=3).map(region).collect();
+        offer_new_regions(&tx, &mut pending);
+        let ids = |p: &VecDeque<NewRegion>| p.iter().map(|n| n.region_id).collect::<Vec<_>>();
+        assert_eq!(ids(&pending), [2, 3], "the queue took one");
+        assert_eq!(rx.try_recv().unwrap().region_id, 1);
+        offer_new_regions(&tx, &mut pending);
+        assert_eq!(ids(&pending), [3]);
+        assert_eq!(rx.try_recv().unwrap().region_id, 2);
+        drop(rx);
+        offer_new_regions(&tx, &mut pending);
+        assert!(
+            pending.is_empty(),
+            "a stopped store takes nothing; a restart reads disk"
+        );
+    }
 
     #[test]
     fn a_split_walks_the_states_in_order() {

@@ -38,6 +38,7 @@ impl Peer {
                 r.tx.send(Error::Timeout("read index".into()).into_response());
         }
         self.serve_ryw(now);
+        self.start_new_regions();
         self.keep_lease_warm(now);
         let cfg = self.ctx.cfg.clone();
         if now.saturating_duration_since(self.last_split_check)
@@ -95,7 +96,13 @@ impl Peer {
                 }
             }
         }
-        let _ = self.ctx.pd_reports.send(hb);
+        self.send_report(hb);
+    }
+
+    /// Queues a region report for PD. A full queue drops it (PD is slow or unreachable):
+    /// reports are periodic, and the region's next one carries its latest state.
+    pub(super) fn send_report(&self, hb: RegionHeartbeatRequest) {
+        let _ = self.ctx.pd_reports.try_send(hb);
     }
 
     /// Compacts the raft log once it holds `raft_log_gc_count_limit` applied entries.
