@@ -8,10 +8,19 @@
 //! `x` space is `x` + memcomparable(user key) + `!ts` (order-preserving and prefix-free:
 //! all versions and the lock of one user key sort between `enc(k)` and the next user
 //! key's), so a split never separates a key's lock from its versions.
+//!
+//! Checks run on the store's [`SplitChecker`]: a few threads fed by one bounded queue, so
+//! 10,000 leaders asking at once cost a queue, not 10,000 threads. A leader that finds the
+//! queue full skips its check and asks again at its next split-check interval.
 
 use crate::error::Error;
-use regatta_engine::{keys, Cf, Engine, Snapshot};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use regatta_engine::{keys, Cf, Engine, RocksEngine, Snapshot};
 use regatta_proto::metapb::Region;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// What a split check found: the region's keys and bytes, and where to split it.
 #[derive(Debug, Clone, Default)]
@@ -122,10 +131,126 @@ pub fn split_check<E: Engine>(
     Ok(check)
 }
 
+/// One check for the pool: scan `region` on `engine` against the limits, then hand the
+/// result to `done` (on a pool thread).
+pub(crate) struct SplitCheckTask {
+    pub engine: RocksEngine,
+    pub region: Region,
+    pub max_size: u64,
+    pub max_keys: u64,
+    pub done: Box<dyn FnOnce(Result<SplitCheck, Error>) + Send>,
+}
+
+/// The store's split-check pool: `threads` threads taking tasks from one queue of
+/// `queue` at most. Cloned into every peer; stopped with the store.
+#[derive(Clone)]
+pub struct SplitChecker {
+    tx: Sender<SplitCheckTask>,
+    stop: Arc<AtomicBool>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// How often an idle pool thread looks whether the store is stopping.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+impl SplitChecker {
+    /// Starts the pool (both bounds come from `StoreConfig`, which checks them).
+    pub(crate) fn start(threads: usize, queue: usize) -> SplitChecker {
+        let (tx, rx) = crossbeam_channel::bounded(queue);
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..threads)
+            .map(|i| {
+                let (rx, stop) = (rx.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name(format!("regatta-split-check-{i}"))
+                    .spawn(move || run(rx, stop))
+                    .expect("spawning a split-check thread (resources at start-up)")
+            })
+            .collect();
+        SplitChecker {
+            tx,
+            stop,
+            threads: Arc::new(Mutex::new(handles)),
+        }
+    }
+
+    /// Queues `task`; false (and the task dropped) when the queue is full or the store is
+    /// stopping: the caller skips this check and tries again later.
+    pub(crate) fn schedule(&self, task: SplitCheckTask) -> bool {
+        !self.stop.load(Ordering::Acquire) && self.tx.try_send(task).is_ok()
+    }
+
+    /// Makes the threads drop what is queued (the tasks hold the engine, which must close
+    /// with the store) and end after their current check.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Waits for the threads to end (after [`SplitChecker::stop`]); false if one panicked.
+    pub(crate) fn join(&self) -> bool {
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        handles.into_iter().all(|h| h.join().is_ok())
+    }
+}
+
+fn run(rx: Receiver<SplitCheckTask>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        match rx.recv_timeout(STOP_POLL) {
+            Ok(t) => (t.done)(split_check(&t.engine, &t.region, t.max_size, t.max_keys)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+    while rx.try_recv().is_ok() {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use regatta_engine::{MemEngine, WriteBatch};
+
+    #[test]
+    fn the_pool_runs_checks_and_refuses_what_its_full_queue_cannot_hold() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = RocksEngine::open(dir.path(), &Default::default()).expect("engine");
+        let pool = SplitChecker::start(1, 1);
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (results_tx, results) = std::sync::mpsc::channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let task = |n: u32| {
+            let (started_tx, results_tx, gate) =
+                (started_tx.clone(), results_tx.clone(), gate.clone());
+            SplitCheckTask {
+                engine: engine.clone(),
+                region: Region::new(),
+                max_size: u64::MAX,
+                max_keys: u64::MAX,
+                done: Box::new(move |r| {
+                    started_tx.send(n).expect("test alive");
+                    gate.lock().expect("gate").recv().expect("released");
+                    results_tx
+                        .send((n, r.map(|c| c.keys).ok()))
+                        .expect("test alive");
+                }),
+            }
+        };
+        assert!(pool.schedule(task(1)));
+        assert_eq!(started.recv().expect("the only thread runs it"), 1);
+        assert!(pool.schedule(task(2)), "the queue holds one");
+        assert!(!pool.schedule(task(3)), "a full queue refuses");
+        release.send(()).expect("gate");
+        release.send(()).expect("gate");
+        let done: Vec<_> = (0..2).map(|_| results.recv().expect("a result")).collect();
+        assert_eq!(
+            done,
+            [(1, Some(0)), (2, Some(0))],
+            "an empty region, in order"
+        );
+        pool.stop();
+        assert!(!pool.schedule(task(4)), "a stopping pool refuses");
+        assert!(pool.join());
+    }
 
     #[test]
     fn transactional_versions_are_counted_and_the_split_key_is_a_user_key() {

@@ -20,6 +20,7 @@ use crate::peer::{
 };
 use crate::router::Router;
 use crate::server;
+use crate::split_check::SplitChecker;
 use crate::transport::{TcpTransport, Transport};
 use actix::prelude::*;
 use protobuf::Message as _;
@@ -70,6 +71,7 @@ pub struct Store {
     log_writer_thread: std::thread::JoinHandle<()>,
     gc_worker: GcWorker,
     gc_thread: std::thread::JoinHandle<()>,
+    split_checker: SplitChecker,
     logger: Logger,
     cfg: Arc<StoreConfig>,
     lease_ms: Arc<AtomicU64>,
@@ -348,6 +350,7 @@ impl Store {
             logger.new(o!("component" => "detector")),
         );
         let (gc_worker, gc_thread) = GcWorker::start(cfg.gc_batch_keys, cfg.gc_queue);
+        let split_checker = SplitChecker::start(cfg.split_check_threads, cfg.split_check_queue);
         let pd_gc_safe_point = Arc::new(AtomicU64::new(0));
         let ts_limit = Arc::new(crate::TsLimit::new(cfg.max_ts_drift_allowance_ms));
         let shared = Arc::new(Shared {
@@ -358,6 +361,7 @@ impl Store {
                 cfg: cfg.clone(),
                 transport,
                 log_writer: log_writer.clone(),
+                split_checker: split_checker.clone(),
                 metrics: metrics.clone(),
                 pd_reports: reports_tx,
                 pd: pd.clone(),
@@ -383,6 +387,7 @@ impl Store {
                 // RocksDB they hold), so that a retry can open the data directory.
                 arbiter.stop();
                 gc_worker.stop();
+                split_checker.stop();
                 return Err(e);
             }
         };
@@ -470,6 +475,7 @@ impl Store {
             log_writer_thread,
             gc_worker,
             gc_thread,
+            split_checker,
             logger,
             cfg,
             lease_ms,
@@ -595,13 +601,16 @@ impl Store {
             log_writer_thread,
             gc_worker,
             gc_thread,
+            split_checker,
             logger,
             router,
             ..
         } = self;
         let _ = shutdown.send(true);
-        // The GC thread drops its queue and ends after its current chunk.
+        // The GC and split-check threads drop their queues and end after their current
+        // chunk or check.
         gc_worker.stop();
+        split_checker.stop();
         for t in &tasks {
             t.abort();
         }
@@ -617,7 +626,10 @@ impl Store {
         drop(log_writer);
         drop(gc_worker);
         let joined = tokio::task::spawn_blocking(move || {
-            arbiter.join().is_ok() && log_writer_thread.join().is_ok() && gc_thread.join().is_ok()
+            arbiter.join().is_ok()
+                && log_writer_thread.join().is_ok()
+                && gc_thread.join().is_ok()
+                && split_checker.join()
         })
         .await;
         if !matches!(joined, Ok(true)) {

@@ -122,6 +122,8 @@ pub struct PeerContext {
     pub transport: Arc<dyn Transport>,
     /// The store's LogWriter.
     pub log_writer: LogWriter,
+    /// The store's split-check pool.
+    pub split_checker: crate::split_check::SplitChecker,
     /// Store counters.
     pub metrics: Arc<StoreMetrics>,
     /// Region reports for PD, sent one at a time by a store task; bounded by

@@ -3,7 +3,7 @@
 //! splits").
 //!
 //! The progress of a split is one state machine, [`SplitProgress`]; the size check that
-//! may start one runs beside it on a thread of its own (`Splits::checking`):
+//! may start one runs beside it on the store's split-check pool (`Splits::checking`):
 //!
 //! ```text
 //! Idle --ask ids--> AskingIds --ids--> Proposed{index} --applied / step down--> Idle
@@ -20,6 +20,7 @@ use super::{Peer, Responder};
 use crate::apply;
 use crate::error::Error;
 use crate::peer::NewRegion;
+use crate::split_check::SplitCheckTask;
 use regatta_proto::metapb::{Region, RegionEpoch};
 use regatta_proto::pdpb::RegionHeartbeatRequest;
 use regatta_proto::raft_serverpb::{AdminCmd, SplitCmd};
@@ -82,7 +83,7 @@ impl SplitProgress {
 #[derive(Default)]
 pub(crate) struct Splits {
     pub(crate) progress: SplitProgress,
-    /// A size check runs on its own thread (at most one at a time).
+    /// A size check is queued or running on the store's pool (at most one at a time).
     pub(crate) checking: bool,
     /// Bytes proposed since the last split check.
     pub(crate) written_since_check: u64,
@@ -294,7 +295,7 @@ impl Peer {
         offer_new_regions(&self.ctx.new_regions, &mut self.splits.unstarted);
     }
 
-    /// Starts a split check on another thread when the leader wrote enough since the last.
+    /// Queues a split check on the store's pool when the leader wrote enough since the last.
     pub(super) fn maybe_check_split(&mut self) {
         let cfg = &self.ctx.cfg;
         let s = &self.splits;
@@ -310,28 +311,33 @@ impl Peer {
         let Some(me) = self.mailbox.clone() else {
             return;
         };
-        self.splits.checking = true;
-        self.splits.written_since_check = 0;
-        self.splits.checked_split_keys = self.ctx.split_keys();
-        let engine = self.raw.store().engine().clone();
         let region = self.region().clone();
-        let (max_size, max_keys) = (cfg.region_split_size, self.splits.checked_split_keys);
+        let version = region.get_region_epoch().get_version();
+        let max_keys = self.ctx.split_keys();
         let logger = self.logger.clone();
-        std::thread::spawn(move || {
-            let version = region.get_region_epoch().get_version();
-            let check = match apply::split_check(&engine, &region, max_size, max_keys) {
-                Ok(c) => c,
-                Err(e) => {
+        let task = SplitCheckTask {
+            engine: self.raw.store().engine().clone(),
+            region,
+            max_size: cfg.region_split_size,
+            max_keys,
+            done: Box::new(move |check| {
+                let check = check.unwrap_or_else(|e| {
                     warn!(logger, "split check failed"; "error" => %e);
                     apply::SplitCheck::default()
-                }
-            };
-            me.split_step(SplitStep::Checked {
-                key: check.split_key,
-                stats: (check.keys, check.size),
-                version,
-            });
-        });
+                });
+                me.split_step(SplitStep::Checked {
+                    key: check.split_key,
+                    stats: (check.keys, check.size),
+                    version,
+                });
+            }),
+        };
+        // A full queue: nothing changes here, so the next interval asks again.
+        if self.ctx.split_checker.schedule(task) {
+            self.splits.checking = true;
+            self.splits.written_since_check = 0;
+            self.splits.checked_split_keys = max_keys;
+        }
     }
 }
 
