@@ -18,14 +18,13 @@ use regatta_proto::kvrpcpb::{
 };
 use regatta_proto::metapb::{Peer, Region};
 use regatta_proto::region::key_in_range;
+use regatta_proto::MAX_BATCH_KEYS;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod batch;
 
-/// Most keys the client puts in one request (the store refuses bigger batches).
-const MAX_BATCH_KEYS: usize = 10_000;
 /// Most key and value bytes the client puts in one request (well under a frame's limit).
 const MAX_BATCH_BYTES: usize = 8 << 20;
 

@@ -163,9 +163,11 @@ impl PdClient for MemPd {
         );
         let prev = self
             .last_ts
-            .fetch_update(set, fetch, |last| Some((last + 1).max(now_ms << 18)))
+            .fetch_update(set, fetch, |last| {
+                Some((last + 1).max(regatta_proto::ts::compose(now_ms, 0)))
+            })
             .unwrap_or_else(|last| last);
-        let ts = (prev + 1).max(now_ms << 18);
+        let ts = (prev + 1).max(regatta_proto::ts::compose(now_ms, 0));
         Box::pin(async move { Ok(ts) })
     }
 
@@ -188,7 +190,7 @@ mod tests {
             last = ts;
         }
         assert!(
-            last >> 18 > 1_577_836_800_000,
+            regatta_proto::ts::physical_ms(last) > 1_577_836_800_000,
             "milliseconds since 2020 and more"
         );
     }

@@ -12,6 +12,7 @@ use crate::txn_cmd;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse, Request, Request_oneof_cmd};
 use regatta_proto::metapb::Region;
 use regatta_proto::txnpb::TxnRequest_oneof_cmd;
+use regatta_proto::MAX_BATCH_KEYS;
 
 /// Checks a request against the replica's region (epoch, key range) and the size limits.
 pub(crate) fn validate_request(
@@ -141,9 +142,6 @@ fn check_batch_len(n: usize) -> Result<(), Error> {
     }
     Ok(())
 }
-
-/// Most keys one batch request carries (the client cuts bigger batches).
-pub const MAX_BATCH_KEYS: usize = 10_000;
 
 /// Serves a get, batch get or scan from the replica's applied state in `snap`.
 pub(crate) fn read_from_engine<S: regatta_engine::Snapshot>(

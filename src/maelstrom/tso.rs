@@ -24,6 +24,7 @@
 
 use super::{request, Node};
 use regatta_proto::kvrpcpb::{CasRequest, GetRequest, KvRequest, KvResponse, ReadConsistency};
+use regatta_proto::ts::LOGICAL_BITS;
 use regatta_regions::TsoSource;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -31,9 +32,6 @@ use std::time::Duration;
 /// The raw key of the limit record (8 bytes, big-endian). It starts with `\0`, which no
 /// JSON text does, so no client key meets it.
 pub(super) const LIMIT_KEY: &[u8] = b"\0tso\0limit";
-
-/// Bits of the logical counter in a timestamp.
-const LOGICAL_BITS: u32 = 18;
 
 /// How far past the clock one raft write of the limit lets the owner hand out. A new
 /// owner starts at the limit, so timestamps can run this far ahead of the clock after a

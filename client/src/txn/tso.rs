@@ -90,12 +90,3 @@ impl TsoBatcher {
         }
     }
 }
-
-/// Bits of the logical counter in a TSO timestamp (`physical_ms << 18 | logical`).
-const LOGICAL_BITS: u32 = 18;
-
-/// The milliseconds (physical part) of timestamp `ts`: only this part means time, so lock
-/// TTLs are judged on it.
-pub(crate) fn physical_ms(ts: u64) -> u64 {
-    ts >> LOGICAL_BITS
-}

@@ -9,8 +9,8 @@
 //! `TxnResponse.key_error.invalid` (`Error::TxnInvalid`), as `txnpb.KeyError` says.
 
 use crate::error::Error;
-use crate::request::MAX_BATCH_KEYS;
 use regatta_proto::txnpb::{TxnRequest, TxnRequest_oneof_cmd as Cmd};
+use regatta_proto::MAX_BATCH_KEYS;
 use std::collections::HashSet;
 
 /// Checks of one key and one value against the region and the size limits.
