@@ -14,8 +14,48 @@
 //!   error with no typed field (`message` only: not retryable) fail as [`Error::Server`].
 
 use crate::error::Error;
-use regatta_proto::kvrpcpb;
+use regatta_proto::kvrpcpb::{self, KvResponse};
 use regatta_proto::metapb::{Peer, Region};
+use std::time::Duration;
+
+/// What one operation adds to the generic retry loop (`Client::execute_keys`), which knows
+/// no kind of request itself. The raw operations pass [`Plain`]; the transaction client
+/// passes its own (`txn::rpc`), which knows which commands may wait on the store and which
+/// commit a transaction.
+pub(crate) trait RetryHook: Send + Sync {
+    /// Time the store may hold the request before answering (a lock wait), added to each
+    /// attempt's RPC deadline.
+    fn store_wait(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// How the operation ends once an earlier attempt of it went unanswered (it may have
+    /// been applied, or may yet be) and a later one ended as `ending`: `None` to end as the
+    /// loop would (return the answer, hand the keys back to be cut again, fail with the
+    /// error), `Some(e)` to end with `e` instead.
+    fn after_lost_attempt(&self, ending: Ending<'_>) -> Option<Error>;
+}
+
+/// How an attempt ended, as a [`RetryHook`] sees it.
+#[derive(Debug)]
+pub(crate) enum Ending<'a> {
+    /// The store answered (perhaps with a transactional refusal inside the answer).
+    Answered(&'a KvResponse),
+    /// The keys no longer lie in one region: the loop would hand them back to be cut again.
+    Regrouped,
+    /// The attempt failed with an error retrying does not fix.
+    Failed(&'a Error),
+}
+
+/// The hook of the raw operations: nothing to add. Their writes carry a session, so a
+/// retry after a lost attempt applies once, and a read may simply be repeated.
+pub(crate) struct Plain;
+
+impl RetryHook for Plain {
+    fn after_lost_attempt(&self, _: Ending<'_>) -> Option<Error> {
+        None
+    }
+}
 
 /// The next step after a store's error.
 #[derive(Debug, PartialEq)]
