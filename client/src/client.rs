@@ -1,7 +1,7 @@
 //! [`Client`]: key-value operations with routing, retries and at-most-once writes.
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, PdError, Result};
 use crate::pd::PdClient;
 use crate::read::{scan_resume, KvPair, ReadConsistency, ReadOutcome, Versioned};
 use crate::region_cache::{CachedRegion, RegionCache};
@@ -406,9 +406,11 @@ impl Client {
         let (region, leader) = self.inner.pd.get_region(key).await?;
         let mut cache = self.inner.cache.lock().expect("cache lock");
         cache.insert(region, leader);
-        cache
-            .get(key)
-            .ok_or_else(|| Error::Pd(format!("PD answered a region that does not hold {key:?}")))
+        cache.get(key).ok_or_else(|| {
+            Error::Pd(PdError::Refused(format!(
+                "PD answered a region that does not hold {key:?}"
+            )))
+        })
     }
 
     /// As [`Client::locate`], retrying PD's errors (PD unreachable, or a region it has not

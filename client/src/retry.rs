@@ -10,8 +10,9 @@
 //!   `StaleCommand`), and so is `StorePoisoned`, on another replica: it is one store's
 //!   failure, and a write keeps its session, so a retry is never applied twice;
 //! - `InvalidArgument` fails as [`Error::InvalidArgument`]; `StorageError` (this request
-//!   failed on the store's storage: not retried, says the proto), `StaleSequence` and an
-//!   error with no typed field (`message` only: not retryable) fail as [`Error::Server`].
+//!   failed on the store's storage: not retried, says the proto) as [`Error::Storage`];
+//!   `StaleSequence` and an error with no typed field (`message` only: not retryable) fail
+//!   as [`Error::Server`].
 
 use crate::error::Error;
 use regatta_proto::kvrpcpb::{self, KvResponse};
@@ -117,7 +118,10 @@ pub(crate) fn classify(mut e: kvrpcpb::Error, target: &Peer, any_replica: bool) 
             e.get_invalid_argument().get_reason().to_string(),
         ));
     }
-    // StorageError, StaleSequence, and anything untyped or unknown to this client.
+    if e.has_storage_error() {
+        return Step::Fail(Error::Storage(describe(&e)));
+    }
+    // StaleSequence, and anything untyped or unknown to this client.
     Step::Fail(Error::Server(describe(&e)))
 }
 
@@ -263,9 +267,11 @@ mod tests {
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
         let storage = error(|e| e.set_storage_error(kvrpcpb::StorageError::new()));
+        let step = classify(storage, &peer(1), false);
+        assert!(matches!(step, Step::Fail(Error::Storage(_))), "{step:?}");
         let stale_seq = error(|e| e.set_stale_sequence(kvrpcpb::StaleSequence::new()));
         let untyped = error(|_| {});
-        for e in [storage, stale_seq, untyped] {
+        for e in [stale_seq, untyped] {
             let step = classify(e.clone(), &peer(1), false);
             assert!(
                 matches!(step, Step::Fail(Error::Server(_))),

@@ -705,12 +705,13 @@ fn settle(r: Result<(), regatta_client::Error>, op: Op) -> Outcome {
     }
 }
 
-/// A timeout leaves a write's outcome unknown; other errors are definite failures.
+/// A timeout or a store-side failure leaves a write's outcome unknown; other errors are
+/// definite failures.
 fn unknown_or_failed(e: &regatta_client::Error, op: Op) -> Outcome {
     match e {
-        regatta_client::Error::Timeout { .. } | regatta_client::Error::Server(_) => {
-            Outcome::Unknown(op)
-        }
+        regatta_client::Error::Timeout { .. }
+        | regatta_client::Error::Storage(_)
+        | regatta_client::Error::Server(_) => Outcome::Unknown(op),
         _ => Outcome::Failed,
     }
 }
