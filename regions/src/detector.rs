@@ -159,7 +159,7 @@ pub(crate) fn deadlock_error(key: &[u8], refused: &WaitRefused) -> regatta_proto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pd::{BoxFuture, MemPd};
+    use crate::pd::{BoxFuture, MemPd, PdError};
     use crate::peer::SplitStep;
     use regatta_proto::metapb::Store;
     use regatta_proto::pdpb::{
@@ -178,31 +178,31 @@ mod tests {
     }
 
     impl PdClient for RecordingPd {
-        fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
+        fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), PdError>> {
             self.mem.put_store(store)
         }
-        fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>> {
+        fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, PdError>> {
             self.mem.get_store(store_id)
         }
         fn store_heartbeat(
             &self,
             req: StoreHeartbeatRequest,
-        ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>> {
+        ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, PdError>> {
             self.mem.store_heartbeat(req)
         }
         fn region_heartbeat(
             &self,
             req: RegionHeartbeatRequest,
-        ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
+        ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, PdError>> {
             self.mem.region_heartbeat(req)
         }
-        fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
+        fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, PdError>> {
             self.mem.alloc_id(count)
         }
-        fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+        fn get_ts(&self) -> BoxFuture<'_, Result<u64, PdError>> {
             self.mem.get_ts()
         }
-        fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
+        fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, PdError>> {
             let mut resp = DetectResponse::new();
             let mut batch = Vec::new();
             for e in req.get_entries() {

@@ -42,7 +42,7 @@ pub use error::{Error, Result};
 pub use local_reader::{ReadDelegate, ReadRegistry};
 pub use log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};
 pub use metrics::{MetricsSnapshot, StoreMetrics};
-pub use pd::{BoxFuture, MemPd, PdClient, TsoSource};
+pub use pd::{BoxFuture, MemPd, PdClient, PdError, TsoSource};
 pub use peer::{
     Campaign, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer,
     PeerActor, PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder, Seed, SplitStep,

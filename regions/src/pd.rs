@@ -1,9 +1,11 @@
 //! [`PdClient`]: what a store needs from the placement driver, as a small seam, and
 //! [`MemPd`], its in-memory twin for tests.
 //!
-//! Contract: every method may fail (PD unreachable, not bootstrapped); callers retry with
-//! backoff. `store_heartbeat` answers the regions PD bootstrapped with a peer on this
-//! store; creating them is idempotent on the store side.
+//! Contract: every method may fail with a [`PdError`] whose kind says what to do: PD
+//! unreachable or the cluster not bootstrapped yet, retry with backoff; a refusal, do not
+//! repeat the same request (registering a store gives up at once). `store_heartbeat`
+//! answers the regions PD bootstrapped with a peer on this store; creating them is
+//! idempotent on the store side.
 
 use regatta_proto::metapb::{Region, Store};
 use regatta_proto::pdpb::{
@@ -18,32 +20,56 @@ use std::sync::Mutex;
 /// A boxed, sendable future (keeps [`PdClient`] object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Why a call to PD failed: the kinds a store acts on differently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PdError {
+    /// No answer: PD is down, not listening at its address, or answered too late. Retry
+    /// with backoff.
+    #[error("PD unreachable: {0}")]
+    Unreachable(String),
+    /// PD answered that the cluster is not bootstrapped yet; it bootstraps once its initial
+    /// stores have registered. Retry: nothing is wrong with this store.
+    #[error("cluster not bootstrapped yet: {0}")]
+    NotBootstrapped(String),
+    /// PD answered and refused the request (a store id or address it will not take, an
+    /// unknown store): the same request will be refused again.
+    #[error("PD refused: {0}")]
+    Refused(String),
+}
+
+impl PdError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, PdError::Refused(_))
+    }
+}
+
 /// The placement driver as a store sees it.
 pub trait PdClient: Send + Sync + 'static {
     /// Registers (or updates the address of) a store.
-    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>>;
+    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), PdError>>;
     /// Looks up a store (for its address).
-    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>>;
+    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, PdError>>;
     /// Reports the store; the answer lists the bootstrap regions with a peer on it.
     fn store_heartbeat(
         &self,
         req: StoreHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>>;
+    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, PdError>>;
     /// Reports a region led by this store; the answer may order a leader transfer.
     fn region_heartbeat(
         &self,
         req: RegionHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>>;
+    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, PdError>>;
     /// `count` fresh, consecutive ids (for split regions and their peers); the first.
-    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>>;
+    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, PdError>>;
     /// One timestamp from PD's oracle (`physical_ms << 18 | logical`), greater than every
     /// timestamp it handed out before the call (a new leader raises its `max_ts` with it
     /// before it chooses 1PC commit timestamps).
-    fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>>;
+    fn get_ts(&self) -> BoxFuture<'_, Result<u64, PdError>>;
     /// Reports pessimistic lock waits that start (`WAIT_ADD`) and end (`WAIT_REMOVE`),
     /// applied in order; answers the added waits refused because they would close a
     /// cycle in the waits-for graph (the waiter must then give up: a deadlock).
-    fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>>;
+    fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, PdError>>;
 }
 
 /// In-memory PD for tests: stores register, and `bootstrap_regions` are handed to the
@@ -64,7 +90,7 @@ pub struct MemPd {
 }
 
 /// A timestamp oracle other than a [`MemPd`]'s own clock.
-pub type TsoSource = Box<dyn Fn() -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
+pub type TsoSource = Box<dyn Fn() -> BoxFuture<'static, Result<u64, PdError>> + Send + Sync>;
 
 impl MemPd {
     /// A PD that bootstraps `regions`.
@@ -97,7 +123,12 @@ impl MemPd {
 }
 
 impl PdClient for MemPd {
-    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
+    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), PdError>> {
+        // As PD does: a store needs an id and an address.
+        if store.get_id() == 0 || store.get_address().is_empty() {
+            let refused = PdError::Refused(format!("store {store:?} needs an id and an address"));
+            return Box::pin(async move { Err(refused) });
+        }
         self.stores
             .lock()
             .expect("lock")
@@ -105,15 +136,17 @@ impl PdClient for MemPd {
         Box::pin(async { Ok(()) })
     }
 
-    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>> {
+    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, PdError>> {
         let s = self.stores.lock().expect("lock").get(&store_id).cloned();
-        Box::pin(async move { s.ok_or_else(|| format!("store {store_id} unknown")) })
+        Box::pin(
+            async move { s.ok_or_else(|| PdError::Refused(format!("store {store_id} unknown"))) },
+        )
     }
 
     fn store_heartbeat(
         &self,
         req: StoreHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>> {
+    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, PdError>> {
         let mut resp = StoreHeartbeatResponse::new();
         resp.set_bootstrapped(true);
         for r in self.bootstrap.lock().expect("lock").iter() {
@@ -130,7 +163,7 @@ impl PdClient for MemPd {
     fn region_heartbeat(
         &self,
         req: RegionHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
+    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, PdError>> {
         self.leaders
             .lock()
             .expect("lock")
@@ -138,7 +171,7 @@ impl PdClient for MemPd {
         Box::pin(async { Ok(RegionHeartbeatResponse::new()) })
     }
 
-    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
+    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, PdError>> {
         // Ids from 1,000,000 up never meet the ids of bootstrap regions and peers.
         let first = self.id_base.max(1_000_000)
             + self
@@ -147,7 +180,7 @@ impl PdClient for MemPd {
         Box::pin(async move { Ok(first) })
     }
 
-    fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+    fn get_ts(&self) -> BoxFuture<'_, Result<u64, PdError>> {
         if let Some(tso) = &self.tso {
             return tso();
         }
@@ -171,7 +204,7 @@ impl PdClient for MemPd {
         Box::pin(async move { Ok(ts) })
     }
 
-    fn detect(&self, _req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
+    fn detect(&self, _req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, PdError>> {
         Box::pin(async { Ok(DetectResponse::new()) })
     }
 }
@@ -179,6 +212,20 @@ impl PdClient for MemPd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_is_not_retried_and_the_other_kinds_are() {
+        let pd = MemPd::default();
+        let mut nameless = Store::new();
+        nameless.set_id(3);
+        let refused = block_on(pd.put_store(nameless)).expect_err("no address");
+        assert!(matches!(refused, PdError::Refused(_)), "{refused}");
+        assert!(!refused.is_retryable());
+        let unknown = block_on(pd.get_store(3)).expect_err("never registered");
+        assert!(matches!(unknown, PdError::Refused(_)), "{unknown}");
+        assert!(PdError::Unreachable("down".into()).is_retryable());
+        assert!(PdError::NotBootstrapped("1 of 3 stores".into()).is_retryable());
+    }
 
     #[test]
     fn timestamps_grow_strictly_and_carry_the_clock() {

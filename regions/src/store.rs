@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::gc_worker::GcWorker;
 use crate::log_writer::LogWriter;
 use crate::metrics::{MetricsSnapshot, StoreMetrics};
-use crate::pd::PdClient;
+use crate::pd::{PdClient, PdError};
 use crate::peer::{
     Campaign, Fence, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RaftMessageIn,
     RegionStatus, TransferLeader,
@@ -29,7 +29,7 @@ use regatta_engine::{bootstrap_region, EngineConfig, PeerStorage, RocksEngine};
 use regatta_proto::metapb;
 use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest};
 use regatta_proto::raft_serverpb::RaftMessage;
-use slog::{error, info, o, warn, Logger};
+use slog::{debug, error, info, o, warn, Logger};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -658,15 +658,23 @@ async fn register(
     loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
+        let operation = || format!("registering store {} ({})", me.get_id(), me.get_address());
         let last_error = match tokio::time::timeout(left, pd.put_store(me.clone())).await {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => e,
+            // PD will refuse it again: say so now rather than at the deadline.
+            Ok(Err(PdError::Refused(reason))) => {
+                return Err(Error::PdRefused {
+                    operation: operation(),
+                    reason,
+                })
+            }
+            Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {timeout:?}"),
         };
         let now = Instant::now();
         if now + PD_REGISTER_RETRY >= deadline {
             return Err(Error::PdUnavailable {
-                operation: format!("registering store {} ({})", me.get_id(), me.get_address()),
+                operation: operation(),
                 waited_ms: now.duration_since(started).as_millis() as u64,
                 attempts,
                 last_error,
@@ -752,7 +760,11 @@ async fn heartbeat_loop(
                 }
                 bootstrapped = resp.get_bootstrapped();
             }
-            Err(e) => warn!(logger, "store heartbeat failed"; "error" => e),
+            // Until PD has its initial stores: expected, and polled fast below.
+            Err(e @ PdError::NotBootstrapped(_)) => {
+                debug!(logger, "waiting for the cluster's bootstrap"; "pd" => %e)
+            }
+            Err(e) => warn!(logger, "store heartbeat failed"; "error" => %e),
         }
         // Poll fast until PD has bootstrapped the cluster.
         let wait = if bootstrapped {

@@ -25,7 +25,7 @@
 use super::{request, Node};
 use regatta_proto::kvrpcpb::{CasRequest, GetRequest, KvRequest, KvResponse, ReadConsistency};
 use regatta_proto::ts::LOGICAL_BITS;
-use regatta_regions::TsoSource;
+use regatta_regions::{PdError, TsoSource};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -148,8 +148,10 @@ pub(super) fn store_tso(node: Arc<OnceLock<Weak<Node>>>) -> TsoSource {
     Box::new(move || {
         let node = node.get().and_then(Weak::upgrade);
         Box::pin(async move {
-            let node = node.ok_or_else(|| "the node is not serving timestamps yet".to_string())?;
-            node.timestamps(1).await
+            let node = node.ok_or_else(|| {
+                PdError::Unreachable("the node is not serving timestamps yet".into())
+            })?;
+            node.timestamps(1).await.map_err(PdError::Unreachable)
         })
     })
 }

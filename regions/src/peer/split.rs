@@ -163,7 +163,10 @@ impl Peer {
                     first_id,
                     tx,
                 },
-                Err(reason) => SplitStep::Failed { reason, tx },
+                Err(e) => SplitStep::Failed {
+                    reason: e.to_string(),
+                    tx,
+                },
             };
             back.split_step(step);
         }));
