@@ -3,6 +3,8 @@
 //! keys with 128-byte values (the project's standard workload, README "Measuring"). `regatta bench reads`
 //! runs the mixed workload once per read strategy ([`ReadStrategy`]).
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use regatta_client::{Client, ReadConsistency};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -174,12 +176,7 @@ pub fn bench_key(i: usize, keys: usize) -> Vec<u8> {
 /// Two distinct accounts of `n` (keys [`bench_key`]`(i, n)`), both in one of `regions`
 /// equal slices of the key space (one static region of a playground with that many) or,
 /// when `cross`, in two different slices.
-pub fn transfer_pair(
-    n: usize,
-    regions: usize,
-    cross: bool,
-    rng: &mut impl rand::Rng,
-) -> (usize, usize) {
+pub fn transfer_pair(n: usize, regions: usize, cross: bool, rng: &mut impl Rng) -> (usize, usize) {
     let per = n / regions;
     let q1 = rng.gen_range(0..regions);
     let q2 = if cross {
@@ -232,19 +229,20 @@ pub async fn transfer(
 /// clients, stores and PD together. Divided by the operations run in between, it is the
 /// cost model of a benchmark on this machine: `cores / cpu_per_op` bounds the throughput
 /// whatever the concurrency.
+/// The one measure of CPU time in the binary (the `bench` commands use it too):
+/// `getrusage(RUSAGE_SELF)`, every thread's, to the microsecond. Zero if the call fails.
 pub fn process_cpu_time() -> std::time::Duration {
-    // Fields 14 and 15 of /proc/self/stat (after the parenthesised command name): user and
-    // system time of every thread, in USER_HZ ticks, which Linux fixes at 100 per second
-    // for user space. Zero where there is no /proc.
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    std::time::Duration::from_millis(ticks * 10)
+    // SAFETY: getrusage only writes into the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let t = |tv: libc::timeval| {
+        std::time::Duration::from_secs(tv.tv_sec as u64)
+            + std::time::Duration::from_micros(tv.tv_usec as u64)
+    };
+    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 /// Writes every key once (so that gets find values), with `concurrency` writers.
@@ -303,17 +301,14 @@ pub async fn run(clients: &[Client], bench: &KvBench, progress: impl Fn(u64)) ->
             let value = vec![b'x'; b.value_size];
             let consistency = b.reads.consistency();
             let (mut read_us, mut write_us): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
-            let mut rng_state = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+            // One RNG per client task: uniform choices without a shared one.
+            let mut rng = StdRng::seed_from_u64(c as u64 + 1);
             while !stop.load(Ordering::Relaxed) {
-                // xorshift: cheap uniform choices without a shared RNG.
-                rng_state ^= rng_state << 13;
-                rng_state ^= rng_state >> 7;
-                rng_state ^= rng_state << 17;
-                let key = bench_key((rng_state % b.keys as u64) as usize, b.keys);
+                let key = bench_key(rng.gen_range(0..b.keys), b.keys);
                 let is_put = match b.workload {
                     Workload::Put => true,
                     Workload::Get => false,
-                    Workload::Mixed => (rng_state >> 32) % 10 < 2,
+                    Workload::Mixed => rng.gen_range(0..10) < 2,
                 };
                 let t0 = Instant::now();
                 let ok = if is_put {

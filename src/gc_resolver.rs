@@ -7,11 +7,9 @@
 //! (plus the life time every lock waits anyway), instead of until some reader meets them.
 
 use regatta_client::TxnClient;
+use regatta_proto::ts::LOGICAL_BITS;
 use slog::{info, warn, Logger};
 use std::time::Duration;
-
-/// Bits of the logical part of a TSO timestamp.
-const LOGICAL_BITS: u32 = 18;
 
 /// The running resolver; stops when dropped.
 pub struct LockResolver {

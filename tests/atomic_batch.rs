@@ -3,9 +3,8 @@
 //! their keys apart; a batch whose leader crashes between proposing it and applying it
 //! is applied whole or not at all.
 
-mod common;
-
-use common::Cluster;
+use crate::common;
+use crate::common::Cluster;
 use regatta_client::{AtomicOp, Error, TxnClient};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,9 +1,7 @@
 //! The `regatta` command line against a playground process: values too large for an
 //! argument come from stdin (`-`) or a file, and a reversed scan range is refused.
 
-mod common;
-
-use common::process::{free_port, spawn_ready, Proc};
+use crate::common::process::{free_port, spawn_ready, Proc};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

@@ -4,9 +4,8 @@
 //! transport and store crash/restart, client histories checked for linearizability, and
 //! every acknowledged write read back at the end.
 
-mod common;
-
-use common::{run_workload, wait_until, Cluster, Recorder};
+use crate::common;
+use crate::common::{run_workload, wait_until, Cluster, Recorder};
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::{
     CasRequest, Context, GetRequest, KvRequest, KvResponse, ReadConsistency, Request,

@@ -2,9 +2,7 @@
 //! clients, several regions at once. Method: a real PD and 3 real stores on loopback, the
 //! client crate, histories checked for linearizability.
 
-mod common;
-
-use common::{run_workload, spread_keys, Cluster, Recorder};
+use crate::common::{run_workload, spread_keys, Cluster, Recorder};
 use regatta_client::{ReadConsistency, Versioned};
 use std::time::Duration;
 

@@ -5,9 +5,7 @@
 //! then the fault is lifted, the store restarts and must catch up. Every acknowledged write
 //! is read back.
 
-mod common;
-
-use common::{wait_until, Cluster};
+use crate::common::{wait_until, Cluster};
 use std::time::Duration;
 
 const DISK_FULL: &str = "IO error: No space left on device";

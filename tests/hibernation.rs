@@ -1,9 +1,8 @@
 //! Hibernation: idle regions slow their raft clocks, wake on any request, and still fail
 //! over when a store dies while they sleep.
 
-mod common;
-
-use common::{wait_until, Cluster};
+use crate::common;
+use crate::common::{wait_until, Cluster};
 use regatta_server::StoreConfig;
 use std::time::Duration;
 

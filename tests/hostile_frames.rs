@@ -2,9 +2,7 @@
 //! declare frames just under the limit and then go quiet must not pin the memory they
 //! declare, must not stop ordinary clients, and are closed once they stall or idle.
 
-mod common;
-
-use common::process::{free_port, spawn_ready, Proc};
+use crate::common::process::{free_port, spawn_ready, Proc};
 use regatta_client::{Client, Config};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,9 +1,7 @@
 //! The linearizability checker, tested as data: histories that are and are not
 //! linearizable, including operations whose outcome is unknown.
 
-mod common;
-
-use common::linearizability::{check, Event, Op};
+use crate::common::linearizability::{check, Event, Op};
 use std::time::{Duration, Instant};
 
 fn ev(t0: Instant, key: &str, op: Op, from_ms: u64, to_ms: Option<u64>) -> Event {

@@ -3,10 +3,9 @@
 //! node. Checked: the KV and error codes, SIGKILL + restart, seeding and log compaction,
 //! leadership on request, and a linearizable history under partitions.
 
-mod common;
-
-use common::linearizability::{check, Event, Op};
-use common::maelstrom::{on_one_and_three_nodes, Cluster, NAMES};
+use crate::common;
+use crate::common::linearizability::{check, Event, Op};
+use crate::common::maelstrom::{on_one_and_three_nodes, Cluster, NAMES};
 use rand::Rng;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

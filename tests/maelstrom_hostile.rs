@@ -2,9 +2,7 @@
 //! replies before `init`, a second `init` that disagrees, and fields of the wrong type.
 //! Each scenario drives a real node process through its stdin and reads its stdout.
 
-mod common;
-
-use common::maelstrom::node_command;
+use crate::common::maelstrom::node_command;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin};

@@ -6,11 +6,9 @@
 //! exact replies, each reply holds every field shown with the value shown (compared as
 //! parsed JSON); every reply line writes its keys in the protocol's order.
 
-mod common;
-
-use common::maelstrom::{run_as_published, Published};
+use crate::common::machine;
+use crate::common::maelstrom::{run_as_published, Published};
 use serde_json::{json, Value};
-use std::sync::Mutex;
 
 /// Checks the key order of every reply line: `src`, `dest`, `body`; in the body `type`
 /// first, `in_reply_to` second, `msg_id` last. Also that `msg_id`s count 0, 1, 2, ... in
@@ -32,13 +30,12 @@ fn check_lines(p: &Published) {
     }
 }
 
-/// Published tests run one at a time, as published (each one's nodes have the machine;
-/// the benchmark tests compare timings).
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Runs a published test on `nodes` nodes and checks its lines and `init_ok`.
+/// Runs a published test on `nodes` nodes and checks its lines and `init_ok`. Published
+/// tests run with the machine to themselves, as published (each one's nodes have the
+/// machine; the benchmark tests compare timings): no other test of the binary runs beside
+/// one ([`machine::alone`]).
 fn run(nodes: usize, lines: &[&str]) -> Published {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = machine::alone();
     let p = run_as_published(nodes, lines);
     check_lines(&p);
     let init = p.reply_to(1);

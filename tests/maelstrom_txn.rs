@@ -9,9 +9,7 @@
 //! are idempotent (reads, blind writes, batches whose gets follow their own writes);
 //! otherwise they are resolved or counted as undetermined, never taken as success.
 
-mod common;
-
-use common::maelstrom::{on_one_and_three_nodes, Cluster};
+use crate::common::maelstrom::{on_one_and_three_nodes, Cluster};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -13,9 +13,8 @@
 //! Between two faults the clients must get answers again; afterwards, healed, the cluster
 //! must answer a full workload.
 
-mod common;
-
-use common::{random_op_with, run_workload, wait_until, Cluster, Recorder};
+use crate::common;
+use crate::common::{random_op_with, run_workload, wait_until, Cluster, Recorder};
 use rand::Rng;
 use regatta_client::ReadConsistency;
 use regatta_server::StoreConfig;

@@ -5,9 +5,8 @@
 //! no update; a partition and a leader kill in the middle of cross-region commits leave
 //! every commit all or nothing.
 
-mod common;
-
-use common::{prewrite_req, Cluster};
+use crate::common;
+use crate::common::{prewrite_req, Cluster};
 use regatta_client::{Error, OccOutcome, TxnClient};
 use regatta_proto::txnpb::{RollbackRequest, TxnRequest};
 use std::sync::atomic::{AtomicU64, Ordering};

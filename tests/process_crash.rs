@@ -5,14 +5,10 @@
 //! one), and checks the whole history for snapshot isolation. And a second `regatta pd`
 //! on a data directory another PD process holds refuses to start.
 
-#[path = "common/bank.rs"]
-mod bank;
-mod common;
-#[path = "common/si.rs"]
-mod si;
-
-use common::process::{free_port, spawn_ready, Proc};
-use common::wait_until;
+use crate::common;
+use crate::common::bank;
+use crate::common::process::{free_port, spawn_ready, Proc};
+use crate::common::wait_until;
 use regatta_client::{Client, Config};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -254,14 +250,12 @@ fn a_second_pd_on_a_held_data_dir_refuses_to_start() {
         ]
     };
     let first = spawn_ready(&pd_args(free_port()), "error");
-    let mut second = Proc(
+    let mut second = Proc::spawn(
         std::process::Command::new(env!("CARGO_BIN_EXE_regatta"))
             .args(pd_args(free_port()))
             .env("REGATTA_LOG", "error")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("regatta runs"),
+            .stderr(std::process::Stdio::piped()),
     );
     // It must exit by itself (a PD that serves runs until killed).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -4,9 +4,7 @@
 //! never return data older than their bound; read-your-writes reads always see the
 //! client's own writes, a follower restart included. No timing is asserted.
 
-mod common;
-
-use common::{run_workload_with, wait_until, Cluster, Recorder};
+use crate::common::{run_workload_with, wait_until, Cluster, Recorder};
 use regatta::playground::{Playground, PlaygroundConfig};
 use regatta_client::{ReadConsistency, Versioned};
 use regatta_proto::kvrpcpb::ReadConsistency as Wire;

@@ -5,10 +5,9 @@
 //! new region by snapshot; batches span regions through splits; a PD restart keeps ids
 //! and timestamps monotonic.
 
-mod common;
-
-use common::linearizability::Op;
-use common::{wait_until, Cluster, Recorder};
+use crate::common;
+use crate::common::linearizability::Op;
+use crate::common::{wait_until, Cluster, Recorder};
 use regatta_server::StoreConfig;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

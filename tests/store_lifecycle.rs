@@ -3,13 +3,12 @@
 //! SIGKILL), the store's RocksDB read directly after the crash, and a store started
 //! against a PD address nothing listens on.
 
-mod common;
-
-use common::{wait_until, Cluster};
+use crate::common::{wait_until, Cluster};
 use regatta::pd_seam::TcpPd;
 use regatta_engine::{keys, Cf, EngineConfig, RocksEngine};
 use regatta_proto::raft_serverpb::RaftLocalState;
 use regatta_server::{Error, PdClient, Store, StoreConfig, StoreOptions};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -152,29 +151,10 @@ async fn a_store_with_no_pd_gives_up_registering_within_its_timeout() {
         .and_then(|l| l.local_addr())
         .unwrap()
         .to_string();
-    let pd: Arc<dyn PdClient> = Arc::new(TcpPd::new(vec![nobody.clone()]).unwrap());
     let timeout = Duration::from_millis(1_500);
-    let opts = StoreOptions {
-        store_id: 7,
-        listen_addr: "127.0.0.1:0".into(),
-        data_dir: dir.path().join("s7"),
-        config: StoreConfig {
-            pd_register_timeout_ms: timeout.as_millis() as u64,
-            ..StoreConfig::default()
-        },
-        txn: regatta_server::TxnConfig::default(),
-    };
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
     let started = Instant::now();
-    let result = Store::start(opts, pd, logger).await;
+    let err = fail_to_start(&nobody, 7, "127.0.0.1:0", dir.path(), timeout).await;
     let took = started.elapsed();
-    let err = match result {
-        Ok(store) => {
-            store.stop().await;
-            panic!("a store started although nothing answers at {nobody}")
-        }
-        Err(e) => e,
-    };
     let Error::PdUnavailable { attempts, .. } = &err else {
         panic!("not a PD error: {err}");
     };
@@ -191,4 +171,58 @@ async fn a_store_with_no_pd_gives_up_registering_within_its_timeout() {
     );
     RocksEngine::open(dir.path().join("s7").join("db"), &EngineConfig::default())
         .expect("the failed start closed its RocksDB");
+}
+
+/// Goal: a store PD refuses (here: one started on the address another store registered)
+/// fails at once with PD's refusal, instead of repeating a request PD will refuse again
+/// until `pd_register_timeout_ms`. Method: a one-store cluster; store 1 stops, and a store
+/// with another id starts on its address against the same PD, with a long register timeout.
+#[actix_rt::test]
+async fn a_store_pd_refuses_fails_at_once_with_the_refusal() {
+    let mut cluster = Cluster::new(1, 1).await;
+    let addr = cluster.pg.store(1).expect("store 1 runs").addr.to_string();
+    cluster.pg.stop_store(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_secs(60);
+    let started = Instant::now();
+    let err = fail_to_start(&cluster.pg.pd_addr(), 9, &addr, dir.path(), timeout).await;
+    let Error::PdRefused { operation, .. } = &err else {
+        panic!("not PD's refusal: {err}");
+    };
+    assert!(operation.contains("registering store 9"), "{err}");
+    assert!(
+        started.elapsed() < timeout,
+        "retried a refusal until the timeout: {err}"
+    );
+}
+
+/// Starts store `store_id` listening on `listen_addr` (its data under `dir`) against the
+/// PD at `pd_addr`, with `timeout` to register, and returns why it could not start (a
+/// store that starts is stopped and fails the test).
+async fn fail_to_start(
+    pd_addr: &str,
+    store_id: u64,
+    listen_addr: &str,
+    dir: &Path,
+    timeout: Duration,
+) -> Error {
+    let pd: Arc<dyn PdClient> = Arc::new(TcpPd::new(vec![pd_addr.to_string()]).unwrap());
+    let opts = StoreOptions {
+        store_id,
+        listen_addr: listen_addr.to_string(),
+        data_dir: dir.join(format!("s{store_id}")),
+        config: StoreConfig {
+            pd_register_timeout_ms: timeout.as_millis() as u64,
+            ..StoreConfig::default()
+        },
+        txn: regatta_server::TxnConfig::default(),
+    };
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    match Store::start(opts, pd, logger).await {
+        Ok(store) => {
+            store.stop().await;
+            panic!("store {store_id} started on {listen_addr} against PD at {pd_addr}")
+        }
+        Err(e) => e,
+    }
 }

@@ -2,9 +2,7 @@
 //! playground (`regatta playground`) on loopback, then `regatta txn ...` and `regatta demo
 //! txn` as a user runs them; exit codes and outputs checked.
 
-mod common;
-
-use common::process::{free_port, spawn_ready, Proc};
+use crate::common::process::{free_port, spawn_ready, Proc};
 use std::process::{Command, Output};
 
 fn playground(pd: &str) -> Proc {

@@ -5,14 +5,9 @@
 //! by others once their TTL ran out; a committed primary whose secondaries were never
 //! committed, resolved to committed.
 
-#[path = "common/bank.rs"]
-mod bank;
-mod common;
-#[path = "common/si.rs"]
-mod si;
-
-use bank::{account, Bank, ACCOUNTS};
-use common::{commit_req, prewrite_req, wait_until, Cluster};
+use crate::common::bank;
+use crate::common::bank::{account, Bank, ACCOUNTS};
+use crate::common::{commit_req, prewrite_req, wait_until, Cluster};
 use regatta_client::{Error, TxnClient, TxnMode, TxnOptions};
 use regatta_proto::txnpb::TxnRequest;
 use std::sync::atomic::{AtomicU64, Ordering};

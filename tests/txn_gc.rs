@@ -5,9 +5,7 @@
 //! over two regions; reads at the safe point compared with the model; the write records
 //! left on each store counted against GC's contract.
 
-mod common;
-
-use common::{wait_until, Cluster};
+use crate::common::{wait_until, Cluster};
 use rand::Rng;
 use regatta_client::{Error, TxnClient};
 use regatta_engine::{keys, Cf, Engine, Snapshot};

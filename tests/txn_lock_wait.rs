@@ -5,9 +5,7 @@
 //! Transactions go through `TxnClient`; arrivals are sequenced by watching the leader's
 //! count of waiters (`RegionStatus::observed`, `LOCK_WAITERS`), never by sleeping.
 
-mod common;
-
-use common::{wait_until, Cluster};
+use crate::common::{wait_until, Cluster};
 use regatta_client::{Error, Transaction, TxnClient, TxnOptions};
 use regatta_proto::kvrpcpb::{KvResponse, Request};
 use regatta_proto::txnpb::{

@@ -3,9 +3,7 @@
 //! Requests are raw `KvRequest`s with `txn` bodies sent straight to the leader of the
 //! region holding their key (`send`), timestamps from PD's TSO.
 
-mod common;
-
-use common::{commit_req, prewrite_req, Cluster};
+use crate::common::{commit_req, prewrite_req, Cluster};
 use regatta_proto::kvrpcpb::Request;
 use regatta_proto::txnpb::*;
 use std::sync::{Arc, Mutex};
@@ -203,7 +201,7 @@ async fn check_txn_status_rolls_back_an_expired_primary_by_the_ts_it_carries() {
         "{r:?}"
     );
     assert_eq!(r.get_check_txn_status().get_lock().get_start_ts(), start);
-    let expired_at = start + (1000 << 18);
+    let expired_at = start + (1000 << regatta_proto::ts::LOGICAL_BITS);
     let r = send(&cluster, b"p", check_status_req(b"p", start, expired_at)).await;
     assert_eq!(
         r.get_check_txn_status().get_status(),
@@ -336,7 +334,7 @@ async fn a_one_pc_commit_never_lands_below_a_read_that_missed_it() {
 #[actix_rt::test]
 async fn timestamps_far_beyond_the_tso_are_refused_and_1pc_stays_visible() {
     let cluster = Cluster::new(3, 1).await;
-    let hour_ahead = ts(&cluster).await + ((3_600_000u64) << 18);
+    let hour_ahead = ts(&cluster).await + regatta_proto::ts::compose(3_600_000, 0);
     for far in [hour_ahead, u64::MAX] {
         let mut lock = PessimisticLockRequest::new();
         lock.set_keys(vec![b"k".to_vec()].into());

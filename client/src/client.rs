@@ -1,11 +1,11 @@
 //! [`Client`]: key-value operations with routing, retries and at-most-once writes.
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, PdError, Result};
 use crate::pd::PdClient;
 use crate::read::{scan_resume, KvPair, ReadConsistency, ReadOutcome, Versioned};
 use crate::region_cache::{CachedRegion, RegionCache};
-use crate::retry::{self, CacheUpdate, Step};
+use crate::retry::{self, CacheUpdate, Ending, Plain, RetryHook, Step};
 use crate::session::SessionPool;
 use crate::txn::{AtomicOp, AtomicOutcome, OccTxn, TsoQueue, TxnClient};
 use crate::wire::{TcpWire, Wire, WireError};
@@ -18,14 +18,13 @@ use regatta_proto::kvrpcpb::{
 };
 use regatta_proto::metapb::{Peer, Region};
 use regatta_proto::region::key_in_range;
+use regatta_proto::MAX_BATCH_KEYS;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod batch;
 
-/// Most keys the client puts in one request (the store refuses bigger batches).
-const MAX_BATCH_KEYS: usize = 10_000;
 /// Most key and value bytes the client puts in one request (well under a frame's limit).
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
@@ -195,7 +194,9 @@ impl Client {
         g.set_key(key.to_vec());
         let mut req = Request::new();
         req.set_get(g);
-        let mut resp = self.execute("get", key, req, consistency, false).await?;
+        let mut resp = self
+            .execute("get", key, req, consistency, false, &Plain)
+            .await?;
         let info = resp.take_read_info();
         let g = resp.mut_response().take_get();
         Ok(ReadOutcome {
@@ -222,7 +223,7 @@ impl Client {
         let mut req = Request::new();
         req.set_put(p);
         let resp = self
-            .execute("put", key, req, ReadConsistency::Linearizable, true)
+            .execute("put", key, req, ReadConsistency::Linearizable, true, &Plain)
             .await?;
         Ok(resp.get_response().get_put().get_index())
     }
@@ -234,7 +235,14 @@ impl Client {
         let mut req = Request::new();
         req.set_delete(d);
         let resp = self
-            .execute("delete", key, req, ReadConsistency::Linearizable, true)
+            .execute(
+                "delete",
+                key,
+                req,
+                ReadConsistency::Linearizable,
+                true,
+                &Plain,
+            )
             .await?;
         Ok(resp.get_response().get_delete().get_existed())
     }
@@ -252,7 +260,7 @@ impl Client {
         let mut req = Request::new();
         req.set_cas(c);
         let mut resp = self
-            .execute("cas", key, req, ReadConsistency::Linearizable, true)
+            .execute("cas", key, req, ReadConsistency::Linearizable, true, &Plain)
             .await?;
         let c = resp.mut_response().take_cas();
         Ok(CasOutcome {
@@ -270,7 +278,14 @@ impl Client {
         let mut req = Request::new();
         req.set_split(sp);
         let mut resp = self
-            .execute("split", key, req, ReadConsistency::Linearizable, false)
+            .execute(
+                "split",
+                key,
+                req,
+                ReadConsistency::Linearizable,
+                false,
+                &Plain,
+            )
             .await?;
         let mut s = resp.mut_response().take_split();
         let (left, right) = (s.take_left(), s.take_right());
@@ -365,7 +380,7 @@ impl Client {
             let mut req = Request::new();
             req.set_scan(s);
             let mut resp = self
-                .execute("scan", &cursor, req, consistency, false)
+                .execute("scan", &cursor, req, consistency, false, &Plain)
                 .await?;
             let scan = resp.mut_response().mut_scan();
             let resume = scan.take_scanned_end();
@@ -391,9 +406,11 @@ impl Client {
         let (region, leader) = self.inner.pd.get_region(key).await?;
         let mut cache = self.inner.cache.lock().expect("cache lock");
         cache.insert(region, leader);
-        cache
-            .get(key)
-            .ok_or_else(|| Error::Pd(format!("PD answered a region that does not hold {key:?}")))
+        cache.get(key).ok_or_else(|| {
+            Error::Pd(PdError::Refused(format!(
+                "PD answered a region that does not hold {key:?}"
+            )))
+        })
     }
 
     /// As [`Client::locate`], retrying PD's errors (PD unreachable, or a region it has not
@@ -436,7 +453,8 @@ impl Client {
         Ok(addr)
     }
 
-    /// Runs one request on the region holding `key`, retrying until the deadline.
+    /// Runs one request on the region holding `key`, retrying until the deadline, with
+    /// the operation's [`RetryHook`] ([`Plain`] for the raw operations).
     pub(crate) async fn execute(
         &self,
         op: &'static str,
@@ -444,12 +462,22 @@ impl Client {
         req: Request,
         consistency: ReadConsistency,
         write: bool,
+        hook: &dyn RetryHook,
     ) -> Result<KvResponse> {
         consistency.validate()?;
         let deadline = Instant::now() + self.inner.cfg.op_timeout;
         let session = write.then(|| self.inner.sessions.take());
         let result = self
-            .execute_keys(op, key, &[], req, consistency, session.as_ref(), deadline)
+            .execute_keys(
+                op,
+                key,
+                &[],
+                req,
+                consistency,
+                session.as_ref(),
+                deadline,
+                hook,
+            )
             .await;
         if let Some(s) = session {
             self.inner.sessions.put_back(s);
@@ -461,7 +489,8 @@ impl Client {
     /// until `deadline`, with `session` for a write (kept across all retries); `None`
     /// when the keys are no longer in one region. At the deadline: [`Error::Connection`]
     /// if no attempt got as far as sending (the last failed to connect), else
-    /// [`Error::Timeout`].
+    /// [`Error::Timeout`]. `hook` adds what the operation knows about its request (see
+    /// [`RetryHook`]): the loop itself knows no kind of request.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn execute_keys(
         &self,
@@ -472,6 +501,7 @@ impl Client {
         consistency: ReadConsistency,
         session: Option<&crate::session::Session>,
         deadline: Instant,
+        hook: &dyn RetryHook,
     ) -> Result<Option<KvResponse>> {
         let started = Instant::now();
         let mut backoff = self.inner.cfg.backoff_base;
@@ -481,29 +511,27 @@ impl Client {
         let mut lost_any = false;
         let result = loop {
             let outcome = self
-                .attempt(key, others, &req, consistency, session, attempt)
+                .attempt(key, others, &req, consistency, session, attempt, hook)
                 .await;
             attempt += 1;
+            // After an unanswered attempt the operation may end otherwise (its hook says).
+            let settled = |ending| {
+                if lost_any {
+                    hook.after_lost_attempt(ending)
+                } else {
+                    None
+                }
+            };
             let (error, sleep) = match outcome {
-                Attempt::Done(resp) => {
-                    if lost_any && refused_commit(&req, &resp) {
-                        // The lost attempt may have committed, or may yet: this refusal
-                        // does not settle it.
-                        break Err(undetermined(&req, "refused"));
-                    }
-                    break Ok(Some(*resp));
-                }
-                // A commit point whose earlier attempt went unanswered may have applied:
-                // re-cut and sent again as other requests (a 1PC becoming a 2PC), a
-                // refusal of those would be taken for proof that it did not.
-                Attempt::Regroup if lost_any && commit_start_ts(&req).is_some() => {
-                    break Err(undetermined(&req, "regrouped after a split"))
-                }
-                Attempt::Regroup => break Ok(None),
-                Attempt::Fail(e) if lost_any && commit_start_ts(&req).is_some() => {
-                    break Err(undetermined(&req, &format!("failed ({e})")))
-                }
-                Attempt::Fail(e) => break Err(e),
+                Attempt::Done(resp) => match settled(Ending::Answered(&resp)) {
+                    Some(e) => break Err(e),
+                    None => break Ok(Some(*resp)),
+                },
+                Attempt::Regroup => match settled(Ending::Regrouped) {
+                    Some(e) => break Err(e),
+                    None => break Ok(None),
+                },
+                Attempt::Fail(e) => break Err(settled(Ending::Failed(&e)).unwrap_or(e)),
                 Attempt::Retry {
                     error,
                     backoff,
@@ -540,6 +568,7 @@ impl Client {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         key: &[u8],
@@ -548,6 +577,7 @@ impl Client {
         consistency: ReadConsistency,
         session: Option<&crate::session::Session>,
         attempt: usize,
+        hook: &dyn RetryHook,
     ) -> Attempt {
         let region = match self.locate(key).await {
             Ok(r) => r,
@@ -619,7 +649,7 @@ impl Client {
         let mut kv = KvRequest::new();
         kv.set_context(ctx);
         kv.set_request(req.clone());
-        let timeout = self.inner.cfg.rpc_timeout + lock_wait(req);
+        let timeout = self.inner.cfg.rpc_timeout + hook.store_wait();
         let sent = match self
             .inner
             .wire
@@ -700,68 +730,6 @@ impl Client {
             .get(&region_id)
             .copied()
             .unwrap_or(0)
-    }
-}
-
-/// How long the store may hold `req` in a lock-wait queue before answering it (a
-/// pessimistic lock's `wait_timeout_ms`): the RPC deadline must cover it.
-fn lock_wait(req: &Request) -> Duration {
-    use regatta_proto::txnpb::TxnRequest_oneof_cmd;
-    match &req.cmd {
-        Some(regatta_proto::kvrpcpb::Request_oneof_cmd::txn(t)) => match &t.cmd {
-            Some(TxnRequest_oneof_cmd::pessimistic_lock(p)) => {
-                Duration::from_millis(p.get_wait_timeout_ms())
-            }
-            _ => Duration::ZERO,
-        },
-        _ => Duration::ZERO,
-    }
-}
-
-/// The 1PC prewrite in `req`, if it is one.
-fn one_pc_prewrite(req: &Request) -> Option<&regatta_proto::txnpb::PrewriteRequest> {
-    use regatta_proto::txnpb::TxnRequest_oneof_cmd;
-    match &req.cmd {
-        Some(regatta_proto::kvrpcpb::Request_oneof_cmd::txn(t)) => match &t.cmd {
-            Some(TxnRequest_oneof_cmd::prewrite(p)) if p.get_try_one_pc() => Some(p),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// The start ts of the transaction `req` commits, if it is a commit point: a 1PC
-/// prewrite or a commit.
-fn commit_start_ts(req: &Request) -> Option<u64> {
-    use regatta_proto::txnpb::TxnRequest_oneof_cmd;
-    if let Some(p) = one_pc_prewrite(req) {
-        return Some(p.get_start_ts());
-    }
-    match &req.cmd {
-        Some(regatta_proto::kvrpcpb::Request_oneof_cmd::txn(t)) => match &t.cmd {
-            Some(TxnRequest_oneof_cmd::commit(c)) => Some(c.get_start_ts()),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// Whether `req` is a commit point (a 1PC prewrite or a commit) that `resp` refused. The
-/// store may have applied an earlier, lost copy of it, or may still apply it (a harness
-/// that delays lines): after one went unanswered, a refusal of the retry is no proof it
-/// did not commit, and a rollback on its word could undo a committed transaction.
-fn refused_commit(req: &Request, resp: &KvResponse) -> bool {
-    commit_start_ts(req).is_some() && resp.get_response().get_txn().has_key_error()
-}
-
-/// [`Error::CommitUndetermined`] for a commit point whose retry `what` after a lost
-/// attempt.
-fn undetermined(req: &Request, what: &str) -> Error {
-    Error::CommitUndetermined {
-        start_ts: commit_start_ts(req).unwrap_or(0),
-        reason: format!(
-            "a commit went unanswered, and its retry {what}: the first may have committed"
-        ),
     }
 }
 

@@ -36,12 +36,20 @@ pub enum Error {
         /// Why the connection failed.
         reason: String,
     },
-    /// PD could not be reached or refused the request. Retryable.
+    /// PD did not serve a request; [`PdError`] says why (unreachable, the cluster not
+    /// bootstrapped yet, refused). Retryable: the client retries PD until the operation's
+    /// deadline, and PD's view may catch up (a region it has not heard of yet just after a
+    /// split, the last initial store registering).
     #[error("placement driver: {0}")]
-    Pd(String),
-    /// A store answered with an error that retrying does not fix: a storage failure on
-    /// that request (an I/O error or a corrupt record), a refused stale session sequence,
-    /// an answer of the wrong kind, an untyped error (a server-side bug). Not retried.
+    Pd(PdError),
+    /// A store's storage failed on this request (an I/O error or a corrupt record: the
+    /// store's `StorageError`). That replica did not serve it; retrying it there at once
+    /// does not help, so the client does not. Not retryable.
+    #[error("storage error on the store: {0}")]
+    Storage(String),
+    /// A store answered with something no caller can act on but report: a refused stale
+    /// session sequence, an answer of the wrong kind, an untyped error (a server-side
+    /// bug). Not retried.
     #[error("server error: {0}")]
     Server(String),
     /// A transaction met a write to `key` committed by another transaction after it
@@ -207,10 +215,27 @@ pub enum Error {
     },
 }
 
+/// Why PD did not serve a request: the kinds a caller can tell apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PdError {
+    /// No PD answered: down, not listening at any of the addresses, or an answer lost or
+    /// late. Try again later, or check the addresses.
+    #[error("no answer: {0}")]
+    Unreachable(String),
+    /// PD answered that the cluster is not bootstrapped yet: it bootstraps once its initial
+    /// stores have registered. Nothing is wrong with the request; wait for the stores.
+    #[error("the cluster is not bootstrapped yet: {0}")]
+    NotBootstrapped(String),
+    /// PD answered with an error, or with something that is not an answer to the request
+    /// (its message says which).
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
 impl Error {
     /// Whether calling the operation again later may succeed: `true` for
     /// [`Error::Connection`], [`Error::Pd`] and [`Error::Timeout`], `false` for
-    /// [`Error::InvalidArgument`] and [`Error::Server`]. A write that timed out may already
+    /// [`Error::InvalidArgument`], [`Error::Storage`] and [`Error::Server`]. A write that timed out may already
     /// have been applied, so calling it again may apply it twice: a new call is a new
     /// write, with a session of its own.
     ///
@@ -235,6 +260,7 @@ impl Error {
             | Error::AlreadyRolledBack { .. }
             | Error::PessimisticLockNotFound { .. } => true,
             Error::InvalidArgument(_)
+            | Error::Storage(_)
             | Error::Server(_)
             | Error::AlreadyCommitted { .. }
             | Error::BelowGcSafePoint { .. }
@@ -258,7 +284,8 @@ mod tests {
                 addr: "127.0.0.1:1".into(),
                 reason: "connection refused".into(),
             },
-            Error::Pd("no PD reachable".into()),
+            Error::Pd(PdError::Unreachable("no PD reachable".into())),
+            Error::Pd(PdError::NotBootstrapped("1 of 3 stores".into())),
             Error::Timeout {
                 operation: "put",
                 elapsed_ms: 20_000,
@@ -271,6 +298,7 @@ mod tests {
         for e in [
             Error::InvalidArgument("empty key".into()),
             Error::Server("stale sequence".into()),
+            Error::Storage("corrupt record".into()),
         ] {
             assert!(!e.is_retryable(), "{e}");
         }

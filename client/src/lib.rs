@@ -47,7 +47,7 @@ mod wire;
 
 pub use client::{CasOutcome, Client};
 pub use config::Config;
-pub use error::Error;
+pub use error::{Error, PdError};
 pub use pd::PdClient;
 pub use read::{KvPair, ReadConsistency, ReadOutcome, Versioned};
 pub use txn::{

@@ -2,7 +2,7 @@
 //! (over TCP by default: one multiplexed connection per address, reopened when it breaks).
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, PdError, Result};
 use crate::wire::{TcpWire, Wire, WireError};
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::metapb::{Peer, Region, Store};
@@ -83,26 +83,28 @@ impl PdClient {
                     last = reason;
                     continue;
                 }
-                Err(WireError::NoAnswer(reason)) => return Err(Error::Pd(reason)),
+                Err(WireError::NoAnswer(reason)) => {
+                    return Err(Error::Pd(PdError::Unreachable(reason)))
+                }
             };
             self.current.store(at, Ordering::Relaxed);
             return match body {
                 Frame_oneof_body::pd_response(resp) => {
                     if resp.has_error() {
-                        Err(Error::Pd(resp.get_error().get_message().to_string()))
+                        Err(Error::Pd(refusal(resp.get_error())))
                     } else {
                         Ok(resp)
                     }
                 }
-                _ => Err(Error::Pd(format!(
+                _ => Err(Error::Pd(PdError::Refused(format!(
                     "{addr} answered with something that is not a PD response"
-                ))),
+                )))),
             };
         }
-        Err(Error::Pd(format!(
+        Err(Error::Pd(PdError::Unreachable(format!(
             "no PD reachable at {:?}: {last}",
             self.addrs
-        )))
+        ))))
     }
 
     /// The region holding `key` and its leader if known.
@@ -245,5 +247,37 @@ impl PdClient {
         let mut req = PdRequest::new();
         req.set_detect(r);
         Ok(self.call(req).await?.take_detect())
+    }
+}
+
+/// PD's error answer as the kind a caller can act on.
+fn refusal(e: &regatta_proto::pdpb::PdError) -> PdError {
+    let message = e.get_message().to_string();
+    if e.get_not_bootstrapped() {
+        PdError::NotBootstrapped(message)
+    } else {
+        PdError::Refused(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unbootstrapped_cluster_is_told_apart_from_a_refusal() {
+        let mut e = regatta_proto::pdpb::PdError::new();
+        e.set_message("1 of 3 initial stores registered".into());
+        e.set_not_bootstrapped(true);
+        assert_eq!(
+            refusal(&e),
+            PdError::NotBootstrapped("1 of 3 initial stores registered".into())
+        );
+        e.set_not_bootstrapped(false);
+        e.set_message("store 0 has no address".into());
+        assert_eq!(
+            refusal(&e),
+            PdError::Refused("store 0 has no address".into())
+        );
     }
 }

@@ -10,12 +10,53 @@
 //!   `StaleCommand`), and so is `StorePoisoned`, on another replica: it is one store's
 //!   failure, and a write keeps its session, so a retry is never applied twice;
 //! - `InvalidArgument` fails as [`Error::InvalidArgument`]; `StorageError` (this request
-//!   failed on the store's storage: not retried, says the proto), `StaleSequence` and an
-//!   error with no typed field (`message` only: not retryable) fail as [`Error::Server`].
+//!   failed on the store's storage: not retried, says the proto) as [`Error::Storage`];
+//!   `StaleSequence` and an error with no typed field (`message` only: not retryable) fail
+//!   as [`Error::Server`].
 
 use crate::error::Error;
-use regatta_proto::kvrpcpb;
+use regatta_proto::kvrpcpb::{self, KvResponse};
 use regatta_proto::metapb::{Peer, Region};
+use std::time::Duration;
+
+/// What one operation adds to the generic retry loop (`Client::execute_keys`), which knows
+/// no kind of request itself. The raw operations pass [`Plain`]; the transaction client
+/// passes its own (`txn::rpc`), which knows which commands may wait on the store and which
+/// commit a transaction.
+pub(crate) trait RetryHook: Send + Sync {
+    /// Time the store may hold the request before answering (a lock wait), added to each
+    /// attempt's RPC deadline.
+    fn store_wait(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// How the operation ends once an earlier attempt of it went unanswered (it may have
+    /// been applied, or may yet be) and a later one ended as `ending`: `None` to end as the
+    /// loop would (return the answer, hand the keys back to be cut again, fail with the
+    /// error), `Some(e)` to end with `e` instead.
+    fn after_lost_attempt(&self, ending: Ending<'_>) -> Option<Error>;
+}
+
+/// How an attempt ended, as a [`RetryHook`] sees it.
+#[derive(Debug)]
+pub(crate) enum Ending<'a> {
+    /// The store answered (perhaps with a transactional refusal inside the answer).
+    Answered(&'a KvResponse),
+    /// The keys no longer lie in one region: the loop would hand them back to be cut again.
+    Regrouped,
+    /// The attempt failed with an error retrying does not fix.
+    Failed(&'a Error),
+}
+
+/// The hook of the raw operations: nothing to add. Their writes carry a session, so a
+/// retry after a lost attempt applies once, and a read may simply be repeated.
+pub(crate) struct Plain;
+
+impl RetryHook for Plain {
+    fn after_lost_attempt(&self, _: Ending<'_>) -> Option<Error> {
+        None
+    }
+}
 
 /// The next step after a store's error.
 #[derive(Debug, PartialEq)]
@@ -77,7 +118,10 @@ pub(crate) fn classify(mut e: kvrpcpb::Error, target: &Peer, any_replica: bool) 
             e.get_invalid_argument().get_reason().to_string(),
         ));
     }
-    // StorageError, StaleSequence, and anything untyped or unknown to this client.
+    if e.has_storage_error() {
+        return Step::Fail(Error::Storage(describe(&e)));
+    }
+    // StaleSequence, and anything untyped or unknown to this client.
     Step::Fail(Error::Server(describe(&e)))
 }
 
@@ -223,9 +267,11 @@ mod tests {
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
         let storage = error(|e| e.set_storage_error(kvrpcpb::StorageError::new()));
+        let step = classify(storage, &peer(1), false);
+        assert!(matches!(step, Step::Fail(Error::Storage(_))), "{step:?}");
         let stale_seq = error(|e| e.set_stale_sequence(kvrpcpb::StaleSequence::new()));
         let untyped = error(|_| {});
-        for e in [storage, stale_seq, untyped] {
+        for e in [stale_seq, untyped] {
             let step = classify(e.clone(), &peer(1), false);
             assert!(
                 matches!(step, Step::Fail(Error::Server(_))),

@@ -203,7 +203,7 @@ async fn errors_the_docs_call_not_retryable_end_the_operation_after_one_request(
         ),
         (stale_sequence, |e| matches!(e, Error::Server(_))),
         (untyped, |e| matches!(e, Error::Server(_))),
-        (storage, |e| matches!(e, Error::Server(_))),
+        (storage, |e| matches!(e, Error::Storage(_))),
     ] {
         let node = Node::start(None, 0, script).await;
         let c = Client::connect_with(&[&node.addr], config(Duration::from_secs(10)))

@@ -5,12 +5,10 @@
 //! and no lock is left behind. Method: tasks transfer between random accounts; then one
 //! snapshot scan over both regions.
 
-mod support;
-
+use crate::support::FakeCluster;
 use rand::Rng;
 use regatta_client::{Config, Error, Transaction, TxnClient, TxnMode, TxnOptions};
 use std::time::Duration;
-use support::FakeCluster;
 
 const ACCOUNTS: usize = 6;
 const OPENING: i64 = 100;

@@ -7,13 +7,11 @@
 //! public API, then look at the data through snapshots and at the commands the fake
 //! counted.
 
-mod support;
-
+use crate::support::FakeCluster;
 use regatta_client::{Config, Error, TxnClient, TxnOptions};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::FakeCluster;
 
 fn config() -> Config {
     Config {

@@ -5,10 +5,8 @@
 //! actions over a `MemEngine`), whose TSO a test may step by hand and which may serve a
 //! lock as the store's queue serves a hand-over; interleavings built step by step.
 
-mod support;
-
+use crate::support::FakeCluster;
 use regatta_client::{Error, TxnClient, TxnOptions};
-use support::FakeCluster;
 
 async fn read_at(txns: &TxnClient, ts: u64, key: &[u8]) -> Option<Vec<u8>> {
     txns.snapshot(ts)

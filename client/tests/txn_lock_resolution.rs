@@ -6,11 +6,9 @@
 //! engine by the real actions (a client that prewrote and died), then the public API
 //! reads or writes; the engine and the command counts show what was resolved and how.
 
-mod support;
-
+use crate::support::FakeCluster;
 use regatta_client::{Config, Error, TxnClient, TxnMode, TxnOptions};
 use std::time::{Duration, Instant};
-use support::FakeCluster;
 
 fn config(op_timeout: Duration) -> Config {
     Config {

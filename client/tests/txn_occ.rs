@@ -5,11 +5,9 @@
 //! answers. Method: drive `OccTxn`, then look at the commands the fake counted and at its
 //! locks.
 
-mod support;
-
+use crate::support::FakeCluster;
 use regatta_client::{Config, TxnClient};
 use std::time::Duration;
-use support::FakeCluster;
 
 async fn connect(fake: &FakeCluster) -> TxnClient {
     let cfg = Config {

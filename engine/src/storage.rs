@@ -334,7 +334,10 @@ impl<E: Engine> PeerStorage<E> {
             self.raft_state.get_commit(),
             self.raft_state.get_last_index(),
         );
-        if !(tr <= ap && ap <= commit.max(ap) && ap <= last.max(ap) && tr <= last) {
+        // `open` has raised a lagging commit to the applied index, so what can fail here is
+        // a log that lacks committed or applied entries (`commit > last`) or a compaction
+        // past what was applied.
+        if !(tr <= ap && ap <= commit && commit <= last) {
             return Err(Error::Corrupt {
                 what: "raft states",
                 region_id: self.region.get_id(),

@@ -462,6 +462,64 @@ fn first_data_key_skips_the_given_raw_keys_only<E: Engine>(new: &dyn Fn() -> E) 
     );
 }
 
+/// Opens region 1 after `corrupt` changed its stored states, expecting `Corrupt`.
+fn open_refuses(corrupt: impl FnOnce(&RocksEngine)) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    bootstrap_region(&engine, &region(1)).unwrap();
+    corrupt(&engine);
+    match PeerStorage::open(engine.clone(), 1, 16) {
+        Err(Error::Corrupt {
+            what, region_id, ..
+        }) => {
+            assert_eq!((what, region_id), ("raft states", 1));
+        }
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("expected Corrupt, the storage opened"),
+    }
+}
+
+#[test]
+fn applied_entries_missing_from_the_log_are_corruption() {
+    open_refuses(|engine| {
+        // Applied through 9, but the log ends at the init index (5).
+        let mut wb = engine.write_batch();
+        write_apply_state(&mut wb, 1, RAFT_INIT_LOG_INDEX + 4, RAFT_INIT_LOG_TERM);
+        engine.write(wb, true).unwrap();
+    });
+}
+
+#[test]
+fn a_commit_index_past_the_last_entry_is_corruption() {
+    open_refuses(|engine| {
+        let mut rs: RaftLocalState = engine
+            .get_msg(Cf::Raft, &keys::raft_state_key(1), "raft state", 1)
+            .unwrap()
+            .unwrap();
+        rs.set_commit(rs.get_last_index() + 3);
+        let mut wb = engine.write_batch();
+        wb.put_msg(Cf::Raft, &keys::raft_state_key(1), &rs);
+        engine.write(wb, true).unwrap();
+    });
+}
+
+#[test]
+fn a_commit_index_behind_the_applied_index_is_raised_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    bootstrap_region(&engine, &region(1)).unwrap();
+    let mut s = open(&engine, 1, 16);
+    append(&engine, &mut s, (6..=8).map(|i| entry(i, 6)).collect());
+    // Applied through 8 while the stored commit still says 5: a commit change alone is not
+    // synced, so a crash can leave this.
+    let mut wb = engine.write_batch();
+    write_apply_state(&mut wb, 1, 8, 6);
+    engine.write(wb, true).unwrap();
+    drop(s);
+    let s = open(&engine, 1, 16);
+    assert_eq!(s.commit_index(), 8);
+}
+
 /// Instantiates each generic scenario once per engine.
 macro_rules! on_every_engine {
     ($($name:ident),* $(,)?) => {

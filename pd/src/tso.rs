@@ -7,8 +7,8 @@
 //! it. After a restart it starts above the persisted high water, so it never goes back,
 //! even if the wall clock did.
 
-/// Bits of the logical part.
-pub const LOGICAL_BITS: u32 = 18;
+pub use regatta_proto::ts::{compose, LOGICAL_BITS};
+
 /// Timestamps per physical millisecond.
 pub const MAX_LOGICAL: u64 = 1 << LOGICAL_BITS;
 /// How far ahead of the handed-out physical time the persisted high water runs.
@@ -22,11 +22,6 @@ pub struct Tso {
     physical: u64,
     logical: u64,
     high_water: u64,
-}
-
-/// A timestamp's parts.
-pub fn compose(physical_ms: u64, logical: u64) -> u64 {
-    (physical_ms << LOGICAL_BITS) | logical
 }
 
 /// Splits a timestamp into `(physical_ms, logical)`.

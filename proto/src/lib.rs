@@ -47,6 +47,11 @@ generated! {
 pub mod frame;
 pub mod region;
 pub mod rpc;
+pub mod ts;
+
+/// Most keys one batch request (batch get, batch put, a transactional command) carries:
+/// stores refuse more as an invalid argument, and the client cuts bigger batches.
+pub const MAX_BATCH_KEYS: usize = 10_000;
 
 /// The protobuf runtime, so dependants encode with the same version.
 pub use protobuf;

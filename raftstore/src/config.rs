@@ -88,6 +88,20 @@ pub struct StoreConfig {
     /// Bytes proposed since the last check before a leader scans its region again.
     /// Default 8 MiB (0: check every interval).
     pub split_check_diff_bytes: u64,
+    /// Threads of the store's split-check pool (each scans one region at a time). Default 1
+    /// (TiKV's split-check worker is one thread too).
+    pub split_check_threads: usize,
+    /// Split checks queued for the pool at most; a leader that finds the queue full skips
+    /// its check and tries again at its next `split_check_interval_ms`. Default 1,024.
+    pub split_check_queue: usize,
+    /// Region reports (heartbeats) queued for PD at most; the store sends them one at a
+    /// time. A report that finds the queue full is dropped: reports are periodic and the
+    /// region's next one carries its latest state. Default 4,096.
+    pub pd_report_queue: usize,
+    /// Regions made by splits queued for the store to start their peers at most; a split
+    /// whose new region finds the queue full keeps it and offers it again at every tick of
+    /// the parent's replica. Default 1,024.
+    pub new_region_queue: usize,
     /// A leader idle this long, with every follower caught up, hibernates its region: the
     /// replicas tick every `hibernated_tick_interval_ms` instead (0: never). Default 500 ms.
     pub hibernate_after_ms: u64,
@@ -133,6 +147,10 @@ impl Default for StoreConfig {
             region_split_keys: 960_000,
             split_check_interval_ms: 10_000,
             split_check_diff_bytes: 8 << 20,
+            split_check_threads: 1,
+            split_check_queue: 1024,
+            pd_report_queue: 4096,
+            new_region_queue: 1024,
             hibernate_after_ms: 500,
             hibernated_tick_interval_ms: 5_000,
             pd_register_timeout_ms: 60_000,
@@ -191,6 +209,17 @@ impl StoreConfig {
         }
         if self.split_check_interval_ms < self.tick_interval_ms {
             return Err("split_check_interval_ms must be at least one tick".into());
+        }
+        if self.split_check_threads == 0 || self.split_check_threads > 64 {
+            return Err(format!(
+                "split_check_threads ({}) must be in 1..=64",
+                self.split_check_threads
+            ));
+        }
+        if self.split_check_queue == 0 || self.pd_report_queue == 0 || self.new_region_queue == 0 {
+            return Err(
+                "split_check_queue, pd_report_queue and new_region_queue must be > 0".into(),
+            );
         }
         if self.pd_register_timeout_ms == 0 {
             return Err("pd_register_timeout_ms must be > 0 (one attempt needs time)".into());
@@ -292,6 +321,34 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("pd_register_timeout_ms"));
+    }
+
+    #[test]
+    fn every_queue_and_pool_is_bounded_and_not_empty() {
+        for bad in [
+            StoreConfig {
+                split_check_threads: 0,
+                ..StoreConfig::default()
+            },
+            StoreConfig {
+                split_check_threads: 65,
+                ..StoreConfig::default()
+            },
+            StoreConfig {
+                split_check_queue: 0,
+                ..StoreConfig::default()
+            },
+            StoreConfig {
+                pd_report_queue: 0,
+                ..StoreConfig::default()
+            },
+            StoreConfig {
+                new_region_queue: 0,
+                ..StoreConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -104,6 +104,16 @@ pub enum Error {
         /// The last attempt's error.
         last_error: String,
     },
+    /// PD answered a request and refused it (e.g. registering a store whose id or address
+    /// it will not take): repeating it would be refused again; check the store's id and
+    /// address.
+    #[error("PD refused {operation}: {reason}")]
+    PdRefused {
+        /// What was asked of PD, with the ids involved.
+        operation: String,
+        /// PD's answer.
+        reason: String,
+    },
 }
 
 impl From<regatta_engine::Error> for Error {
@@ -187,7 +197,7 @@ impl Error {
                 e.set_reason(reason.clone());
                 pb.set_invalid_argument(e);
             }
-            Error::PdUnavailable { .. } => {
+            Error::PdUnavailable { .. } | Error::PdRefused { .. } => {
                 // Only a store's start meets it; a caller elsewhere backs off and retries.
                 let mut e = kvrpcpb::ServerIsBusy::new();
                 e.set_reason(self.to_string());

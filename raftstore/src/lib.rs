@@ -41,12 +41,13 @@ pub use error::{Error, Result};
 pub use local_reader::{ReadDelegate, ReadRegistry};
 pub use log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};
 pub use metrics::{MetricsSnapshot, StoreMetrics};
-pub use pd::{BoxFuture, MemPd, PdClient, TsoSource};
+pub use pd::{BoxFuture, MemPd, PdClient, PdError, TsoSource};
 pub use peer::{
     Campaign, CompactLog, Effect, Fence, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer,
     PeerActor, PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder, Seed,
     ShellContext, SplitCheckTask, SplitStep, TransferLeader,
 };
-pub use request::MAX_BATCH_KEYS;
+pub use regatta_proto::MAX_BATCH_KEYS;
 pub use router::Router;
+pub use split_check::{SplitCheckJob, SplitChecker};
 pub use transport::Transport;

@@ -1,9 +1,11 @@
 //! [`PdClient`]: what a store needs from the placement driver, as a small seam, and
 //! [`MemPd`], its in-memory twin for tests.
 //!
-//! Contract: every method may fail (PD unreachable, not bootstrapped); callers retry with
-//! backoff. `store_heartbeat` answers the regions PD bootstrapped with a peer on this
-//! store; creating them is idempotent on the store side.
+//! Contract: every method may fail with a [`PdError`] whose kind says what to do: PD
+//! unreachable or the cluster not bootstrapped yet, retry with backoff; a refusal, do not
+//! repeat the same request (registering a store gives up at once). `store_heartbeat`
+//! answers the regions PD bootstrapped with a peer on this store; creating them is
+//! idempotent on the store side.
 
 use regatta_proto::metapb::{Region, Store};
 use regatta_proto::pdpb::{
@@ -18,32 +20,57 @@ use std::sync::Mutex;
 /// A boxed, sendable future (keeps [`PdClient`] object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Why a call to PD failed: the kinds a store acts on differently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PdError {
+    /// No answer: PD is down, not listening at its address, or answered too late. Retry
+    /// with backoff.
+    #[error("PD unreachable: {0}")]
+    Unreachable(String),
+    /// PD answered that the cluster is not bootstrapped yet; it bootstraps once its initial
+    /// stores have registered. Retry: nothing is wrong with this store.
+    #[error("cluster not bootstrapped yet: {0}")]
+    NotBootstrapped(String),
+    /// PD answered and refused the request (a store id or address it will not take, an
+    /// unknown store): the same request will be refused again.
+    #[error("PD refused: {0}")]
+    Refused(String),
+}
+
+impl PdError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, PdError::Refused(_))
+    }
+}
+
 /// The placement driver as a store sees it.
 pub trait PdClient: Send + Sync + 'static {
     /// Registers (or updates the address of) a store.
-    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>>;
+    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), PdError>>;
     /// Looks up a store (for its address).
-    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>>;
+    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, PdError>>;
     /// Reports the store; the answer lists the bootstrap regions with a peer on it.
     fn store_heartbeat(
         &self,
         req: StoreHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>>;
+    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, PdError>>;
     /// Reports a region led by this store; the answer may order a leader transfer.
     fn region_heartbeat(
         &self,
         req: RegionHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>>;
+    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, PdError>>;
     /// `count` fresh, consecutive ids (for split regions and their peers); the first.
-    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>>;
+    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, PdError>>;
     /// One timestamp from PD's oracle (`physical_ms << 18 | logical`), greater than every
     /// timestamp it handed out before the call (for the layer above the raftstore: a new
     /// leader's transactional layer syncs with it before it chooses commit timestamps).
-    fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>>;
-    /// For the layer above the raftstore: reports pessimistic lock waits that start (`WAIT_ADD`) and end (`WAIT_REMOVE`),
+    fn get_ts(&self) -> BoxFuture<'_, Result<u64, PdError>>;
+    /// For the layer above the raftstore: reports pessimistic lock waits that start
+    /// (`WAIT_ADD`) and end (`WAIT_REMOVE`),
     /// applied in order; answers the added waits refused because they would close a
     /// cycle in the waits-for graph (the waiter must then give up: a deadlock).
-    fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>>;
+    fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, PdError>>;
 }
 
 /// In-memory PD for tests: stores register, and `bootstrap_regions` are handed to the
@@ -64,7 +91,7 @@ pub struct MemPd {
 }
 
 /// A timestamp oracle other than a [`MemPd`]'s own clock.
-pub type TsoSource = Box<dyn Fn() -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
+pub type TsoSource = Box<dyn Fn() -> BoxFuture<'static, Result<u64, PdError>> + Send + Sync>;
 
 impl MemPd {
     /// A PD that bootstraps `regions`.
@@ -98,7 +125,12 @@ impl MemPd {
 }
 
 impl PdClient for MemPd {
-    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
+    fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), PdError>> {
+        // As PD does: a store needs an id and an address.
+        if store.get_id() == 0 || store.get_address().is_empty() {
+            let refused = PdError::Refused(format!("store {store:?} needs an id and an address"));
+            return Box::pin(async move { Err(refused) });
+        }
         self.stores
             .lock()
             .expect("lock")
@@ -106,15 +138,17 @@ impl PdClient for MemPd {
         Box::pin(async { Ok(()) })
     }
 
-    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>> {
+    fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, PdError>> {
         let s = self.stores.lock().expect("lock").get(&store_id).cloned();
-        Box::pin(async move { s.ok_or_else(|| format!("store {store_id} unknown")) })
+        Box::pin(
+            async move { s.ok_or_else(|| PdError::Refused(format!("store {store_id} unknown"))) },
+        )
     }
 
     fn store_heartbeat(
         &self,
         req: StoreHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>> {
+    ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, PdError>> {
         let mut resp = StoreHeartbeatResponse::new();
         resp.set_bootstrapped(true);
         for r in self.bootstrap.lock().expect("lock").iter() {
@@ -131,7 +165,7 @@ impl PdClient for MemPd {
     fn region_heartbeat(
         &self,
         req: RegionHeartbeatRequest,
-    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
+    ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, PdError>> {
         self.leaders
             .lock()
             .expect("lock")
@@ -139,7 +173,7 @@ impl PdClient for MemPd {
         Box::pin(async { Ok(RegionHeartbeatResponse::new()) })
     }
 
-    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
+    fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, PdError>> {
         // Ids from 1,000,000 up never meet the ids of bootstrap regions and peers.
         let first = self.id_base.max(1_000_000)
             + self
@@ -148,7 +182,7 @@ impl PdClient for MemPd {
         Box::pin(async move { Ok(first) })
     }
 
-    fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+    fn get_ts(&self) -> BoxFuture<'_, Result<u64, PdError>> {
         if let Some(tso) = &self.tso {
             return tso();
         }
@@ -164,13 +198,15 @@ impl PdClient for MemPd {
         );
         let prev = self
             .last_ts
-            .fetch_update(set, fetch, |last| Some((last + 1).max(now_ms << 18)))
+            .fetch_update(set, fetch, |last| {
+                Some((last + 1).max(regatta_proto::ts::compose(now_ms, 0)))
+            })
             .unwrap_or_else(|last| last);
-        let ts = (prev + 1).max(now_ms << 18);
+        let ts = (prev + 1).max(regatta_proto::ts::compose(now_ms, 0));
         Box::pin(async move { Ok(ts) })
     }
 
-    fn detect(&self, _req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
+    fn detect(&self, _req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, PdError>> {
         Box::pin(async { Ok(DetectResponse::new()) })
     }
 }
@@ -178,6 +214,20 @@ impl PdClient for MemPd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_is_not_retried_and_the_other_kinds_are() {
+        let pd = MemPd::default();
+        let mut nameless = Store::new();
+        nameless.set_id(3);
+        let refused = block_on(pd.put_store(nameless)).expect_err("no address");
+        assert!(matches!(refused, PdError::Refused(_)), "{refused}");
+        assert!(!refused.is_retryable());
+        let unknown = block_on(pd.get_store(3)).expect_err("never registered");
+        assert!(matches!(unknown, PdError::Refused(_)), "{unknown}");
+        assert!(PdError::Unreachable("down".into()).is_retryable());
+        assert!(PdError::NotBootstrapped("1 of 3 stores".into()).is_retryable());
+    }
 
     #[test]
     fn timestamps_grow_strictly_and_carry_the_clock() {
@@ -189,7 +239,7 @@ mod tests {
             last = ts;
         }
         assert!(
-            last >> 18 > 1_577_836_800_000,
+            regatta_proto::ts::physical_ms(last) > 1_577_836_800_000,
             "milliseconds since 2020 and more"
         );
     }

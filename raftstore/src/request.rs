@@ -11,6 +11,7 @@ use crate::coprocessor::{Checks, Coprocessor};
 use crate::error::Error;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse, Request, Request_oneof_cmd};
 use regatta_proto::metapb::Region;
+use regatta_proto::MAX_BATCH_KEYS;
 
 /// Checks a request against the replica's region (epoch, key range) and the size limits.
 pub(crate) fn validate_request(
@@ -140,9 +141,6 @@ fn check_batch_len(n: usize) -> Result<(), Error> {
     }
     Ok(())
 }
-
-/// Most keys one batch request carries (the client cuts bigger batches).
-pub const MAX_BATCH_KEYS: usize = 10_000;
 
 /// Serves a get, batch get or scan from the replica's applied state in `snap`.
 pub(crate) fn read_from_engine<S: regatta_engine::Snapshot>(

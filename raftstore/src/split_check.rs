@@ -6,11 +6,20 @@
 //! key, taken from whichever record passes the middle; each space maps its data keys back
 //! to user keys in order, so a region cut at user key `k` has every record of a user key
 //! on one side.
+//!
+//! Checks run on the store's [`SplitChecker`]: a few threads fed by one bounded queue, so
+//! 10,000 leaders asking at once cost a queue, not 10,000 threads. A check the full queue
+//! refuses is reported back to its replica, which asks again at its next interval.
 
 use crate::coprocessor::KeySpace;
 use crate::error::Error;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use regatta_engine::{keys, Cf, Engine, Snapshot};
 use regatta_proto::metapb::Region;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// What a split check found: the region's keys and bytes, and where to split it.
 #[derive(Debug, Clone, Default)]
@@ -94,4 +103,103 @@ pub fn split_check<E: Engine>(
         }
     }
     Ok(check)
+}
+
+/// A job of the pool: one split check and the delivery of its result.
+pub type SplitCheckJob = Box<dyn FnOnce() + Send>;
+
+/// The store's split-check pool: `threads` threads taking jobs from one queue of `queue`
+/// at most. Stopped with the store.
+#[derive(Clone)]
+pub struct SplitChecker {
+    tx: Sender<SplitCheckJob>,
+    stop: Arc<AtomicBool>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// How often an idle pool thread looks whether the store is stopping.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+impl SplitChecker {
+    /// Starts the pool (both bounds come from `StoreConfig`, which checks them).
+    pub fn start(threads: usize, queue: usize) -> SplitChecker {
+        let (tx, rx) = crossbeam_channel::bounded(queue);
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..threads)
+            .map(|i| {
+                let (rx, stop) = (rx.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name(format!("regatta-split-check-{i}"))
+                    .spawn(move || run(rx, stop))
+                    .expect("spawning a split-check thread (resources at start-up)")
+            })
+            .collect();
+        SplitChecker {
+            tx,
+            stop,
+            threads: Arc::new(Mutex::new(handles)),
+        }
+    }
+
+    /// Queues `job`; false (and the job dropped) when the queue is full or the store is
+    /// stopping: the caller tells the replica, which tries again later.
+    pub fn schedule(&self, job: SplitCheckJob) -> bool {
+        !self.stop.load(Ordering::Acquire) && self.tx.try_send(job).is_ok()
+    }
+
+    /// Makes the threads drop what is queued (the jobs hold the engine, which must close
+    /// with the store) and end after their current check.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Waits for the threads to end (after [`SplitChecker::stop`]); false if one panicked.
+    pub fn join(&self) -> bool {
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        handles.into_iter().all(|h| h.join().is_ok())
+    }
+}
+
+fn run(rx: Receiver<SplitCheckJob>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        match rx.recv_timeout(STOP_POLL) {
+            Ok(job) => job(),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+    while rx.try_recv().is_ok() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_runs_jobs_in_order_and_refuses_what_its_full_queue_cannot_hold() {
+        let pool = SplitChecker::start(1, 1);
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let job = |n: u32| -> SplitCheckJob {
+            let (started_tx, done_tx, gate) = (started_tx.clone(), done_tx.clone(), gate.clone());
+            Box::new(move || {
+                started_tx.send(n).expect("test alive");
+                gate.lock().expect("gate").recv().expect("released");
+                done_tx.send(n).expect("test alive");
+            })
+        };
+        assert!(pool.schedule(job(1)));
+        assert_eq!(started.recv().expect("the only thread runs it"), 1);
+        assert!(pool.schedule(job(2)), "the queue holds one");
+        assert!(!pool.schedule(job(3)), "a full queue refuses");
+        release.send(()).expect("gate");
+        release.send(()).expect("gate");
+        let order: Vec<u32> = (0..2).map(|_| done.recv().expect("done")).collect();
+        assert_eq!(order, [1, 2]);
+        pool.stop();
+        assert!(!pool.schedule(job(4)), "a stopping pool refuses");
+        assert!(pool.join());
+    }
 }

@@ -15,9 +15,10 @@ mod transport;
 pub use regatta_raftstore::{
     apply, check_lease, coprocessor, pd, BoxFuture, Campaign, Clock, CompactLog, Error, Fence,
     GetStatus, Inbox, InboxFull, KvCommand, LogWriter, ManualClock, MemPd, MetricsSnapshot,
-    NewRegion, PdClient, Peer, PeerActor, PeerContext, PeerMailbox, Persisted, PersistedSink,
-    RaftMessageIn, ReadDelegate, ReadRegistry, RegionStatus, Responder, Result, Router, Seed,
-    SplitStep, StoreConfig, StoreMetrics, SystemClock, Transport, TsoSource, WriteTask,
+    NewRegion, PdClient, PdError, Peer, PeerActor, PeerContext, PeerMailbox, Persisted,
+    PersistedSink, RaftMessageIn, ReadDelegate, ReadRegistry, RegionStatus, Responder, Result,
+    Router, Seed, SplitStep, StoreConfig, StoreMetrics, SystemClock, Transport, TsoSource,
+    WriteTask,
 };
 pub use regatta_txnstore::{
     Detector, TsLimit, TxnConfig, TxnCoprocessor, TxnObserver, GC_COLLECTED_SAFE_POINT,

@@ -17,7 +17,6 @@ use regatta_proto::pdpb::{RegionHeartbeatRequest, StoreHeartbeatRequest};
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_raftstore::Error;
 use regatta_raftstore::LogWriter;
-use regatta_raftstore::PdClient;
 use regatta_raftstore::Router;
 use regatta_raftstore::StoreConfig;
 use regatta_raftstore::Transport;
@@ -27,8 +26,9 @@ use regatta_raftstore::{
 };
 use regatta_raftstore::{Clock, SystemClock};
 use regatta_raftstore::{MetricsSnapshot, StoreMetrics};
+use regatta_raftstore::{PdClient, PdError, SplitChecker};
 use regatta_txnstore::{Detector, GcWorker, TxnConfig, TxnCoprocessor};
-use slog::{error, info, o, warn, Logger};
+use slog::{debug, error, info, o, warn, Logger};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +72,7 @@ pub struct Store {
     log_writer_thread: std::thread::JoinHandle<()>,
     gc_worker: GcWorker,
     gc_thread: std::thread::JoinHandle<()>,
+    split_checker: SplitChecker,
     logger: Logger,
     cfg: Arc<StoreConfig>,
     lease_ms: Arc<AtomicU64>,
@@ -338,8 +339,12 @@ impl Store {
             arbiter_rt.clone(),
             logger.clone(),
         ));
-        let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<RegionHeartbeatRequest>();
-        let (new_regions_tx, mut new_regions_rx) = mpsc::unbounded_channel::<NewRegion>();
+        // Both bounded (StoreConfig): a full report queue drops reports, a full new-region
+        // queue leaves the region with its parent's replica until a later tick.
+        let (reports_tx, mut reports_rx) =
+            mpsc::channel::<RegionHeartbeatRequest>(opts.config.pd_report_queue);
+        let (new_regions_tx, mut new_regions_rx) =
+            mpsc::channel::<NewRegion>(opts.config.new_region_queue);
         let router = Router::default();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let cfg = Arc::new(opts.config.clone());
@@ -351,6 +356,7 @@ impl Store {
             logger.new(o!("component" => "detector")),
         );
         let (gc_worker, gc_thread) = GcWorker::start(opts.txn.gc_batch_keys, opts.txn.gc_queue);
+        let split_checker = SplitChecker::start(cfg.split_check_threads, cfg.split_check_queue);
         let txn = TxnCoprocessor::new(opts.txn.clone(), pd.clone(), detector, gc_worker.clone());
         let shared = Arc::new(Shared {
             store_id: opts.store_id,
@@ -372,6 +378,7 @@ impl Store {
                 transport,
                 log_writer: log_writer.clone(),
                 pd: pd.clone(),
+                split_checker: split_checker.clone(),
                 pd_reports: reports_tx,
                 new_regions: new_regions_tx,
             },
@@ -386,6 +393,7 @@ impl Store {
                 // RocksDB they hold), so that a retry can open the data directory.
                 arbiter.stop();
                 gc_worker.stop();
+                split_checker.stop();
                 return Err(e);
             }
         };
@@ -473,6 +481,7 @@ impl Store {
             log_writer_thread,
             gc_worker,
             gc_thread,
+            split_checker,
             logger,
             cfg,
             lease_ms,
@@ -598,13 +607,16 @@ impl Store {
             log_writer_thread,
             gc_worker,
             gc_thread,
+            split_checker,
             logger,
             router,
             ..
         } = self;
         let _ = shutdown.send(true);
-        // The GC thread drops its queue and ends after its current chunk.
+        // The GC and split-check threads drop their queues and end after their current
+        // chunk or check.
         gc_worker.stop();
+        split_checker.stop();
         for t in &tasks {
             t.abort();
         }
@@ -620,7 +632,10 @@ impl Store {
         drop(log_writer);
         drop(gc_worker);
         let joined = tokio::task::spawn_blocking(move || {
-            arbiter.join().is_ok() && log_writer_thread.join().is_ok() && gc_thread.join().is_ok()
+            arbiter.join().is_ok()
+                && log_writer_thread.join().is_ok()
+                && gc_thread.join().is_ok()
+                && split_checker.join()
         })
         .await;
         if !matches!(joined, Ok(true)) {
@@ -649,15 +664,23 @@ async fn register(
     loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
+        let operation = || format!("registering store {} ({})", me.get_id(), me.get_address());
         let last_error = match tokio::time::timeout(left, pd.put_store(me.clone())).await {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => e,
+            // PD will refuse it again: say so now rather than at the deadline.
+            Ok(Err(PdError::Refused(reason))) => {
+                return Err(Error::PdRefused {
+                    operation: operation(),
+                    reason,
+                })
+            }
+            Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {timeout:?}"),
         };
         let now = Instant::now();
         if now + PD_REGISTER_RETRY >= deadline {
             return Err(Error::PdUnavailable {
-                operation: format!("registering store {} ({})", me.get_id(), me.get_address()),
+                operation: operation(),
                 waited_ms: now.duration_since(started).as_millis() as u64,
                 attempts,
                 last_error,
@@ -740,7 +763,11 @@ async fn heartbeat_loop(
                 }
                 bootstrapped = resp.get_bootstrapped();
             }
-            Err(e) => warn!(logger, "store heartbeat failed"; "error" => e),
+            // Until PD has its initial stores: expected, and polled fast below.
+            Err(e @ PdError::NotBootstrapped(_)) => {
+                debug!(logger, "waiting for the cluster's bootstrap"; "pd" => %e)
+            }
+            Err(e) => warn!(logger, "store heartbeat failed"; "error" => %e),
         }
         // Poll fast until PD has bootstrapped the cluster.
         let wait = if bootstrapped {

@@ -86,7 +86,7 @@ async fn run_sender(inner: Arc<Inner>, store_id: u64, mut rx: mpsc::Receiver<Raf
                     store.get_address().to_string()
                 }
                 Err(e) => {
-                    debug!(inner.logger, "cannot resolve store"; "store_id" => store_id, "error" => e);
+                    debug!(inner.logger, "cannot resolve store"; "store_id" => store_id, "error" => %e);
                     drain(&mut rx);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));

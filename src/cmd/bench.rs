@@ -430,16 +430,9 @@ fn print_ratios(results: &[KvBenchResult], json: bool, table: Table) {
     }
 }
 
-/// CPU seconds (user + system) this process has used.
+/// CPU seconds (user + system) this process has used ([`bench::process_cpu_time`]).
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes into the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0.0;
-    }
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
+    bench::process_cpu_time().as_secs_f64()
 }
 
 /// Resident memory of this process in MiB (from /proc/self/status).

@@ -242,7 +242,10 @@ fn fail(e: Error, writes: bool) -> Fail {
         }
         Error::BelowGcSafePoint { .. } => 14,
         // Timeouts, an undetermined commit, a server error: the outcome is unknown.
-        Error::Timeout { .. } | Error::CommitUndetermined { .. } | Error::Server(_) => 0,
+        Error::Timeout { .. }
+        | Error::CommitUndetermined { .. }
+        | Error::Storage(_)
+        | Error::Server(_) => 0,
         // Conflicts, locks, lock waits, deadlocks, a rollback by another client: the
         // transaction did not commit (a 1PC whose earlier attempt went unanswered is
         // `CommitUndetermined` instead), and another try may.

@@ -24,16 +24,14 @@
 
 use super::{request, Node};
 use regatta_proto::kvrpcpb::{CasRequest, GetRequest, KvRequest, KvResponse, ReadConsistency};
-use regatta_server::TsoSource;
+use regatta_proto::ts::LOGICAL_BITS;
+use regatta_server::{PdError, TsoSource};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 /// The raw key of the limit record (8 bytes, big-endian). It starts with `\0`, which no
 /// JSON text does, so no client key meets it.
 pub(super) const LIMIT_KEY: &[u8] = b"\0tso\0limit";
-
-/// Bits of the logical counter in a timestamp.
-const LOGICAL_BITS: u32 = 18;
 
 /// How far past the clock one raft write of the limit lets the owner hand out. A new
 /// owner starts at the limit, so timestamps can run this far ahead of the clock after a
@@ -150,8 +148,10 @@ pub(super) fn store_tso(node: Arc<OnceLock<Weak<Node>>>) -> TsoSource {
     Box::new(move || {
         let node = node.get().and_then(Weak::upgrade);
         Box::pin(async move {
-            let node = node.ok_or_else(|| "the node is not serving timestamps yet".to_string())?;
-            node.timestamps(1).await
+            let node = node.ok_or_else(|| {
+                PdError::Unreachable("the node is not serving timestamps yet".into())
+            })?;
+            node.timestamps(1).await.map_err(PdError::Unreachable)
         })
     })
 }

@@ -4,7 +4,7 @@
 //! handed to the snapshot-isolation checker (`si.rs`). Include it with `si.rs`:
 //! `#[path = "common/si.rs"] mod si; #[path = "common/bank.rs"] mod bank;`.
 
-use crate::si::{self, Outcome, SnapshotRead, Txn};
+use super::si::{self, Outcome, SnapshotRead, Txn};
 use rand::rngs::StdRng;
 use rand::Rng;
 use regatta_client::{Error, Transaction, TxnClient, TxnMode, TxnOptions};

@@ -56,6 +56,8 @@ pub struct Cluster {
     routes: Arc<Mutex<Routes>>,
     children: HashMap<String, Child>,
     next_msg: AtomicU64,
+    /// Held while the nodes run (released after `drop` kills them).
+    _machine: super::machine::Shared,
 }
 
 impl Cluster {
@@ -72,6 +74,7 @@ impl Cluster {
             routes: Arc::default(),
             children: HashMap::new(),
             next_msg: AtomicU64::new(1),
+            _machine: super::machine::shared(),
         };
         for n in names {
             c.spawn(n);

@@ -16,11 +16,13 @@
 //! Waiting: tests wait for a condition with a deadline ([`wait_until`]); the fixed
 //! durations left are fault windows (how long a partition lasts), never stand-ins for a
 //! condition.
-#![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod bank;
 pub mod linearizability;
+pub mod machine;
 pub mod maelstrom;
 pub mod process;
+pub mod si;
 pub mod txn_requests;
 
 use linearizability::{Event, Op};
@@ -39,11 +41,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-// Not every test binary that includes `common` sends raw transactional commands.
-#[allow(unused_imports)]
 pub use txn_requests::{commit_req, prewrite_req};
 
-/// The seed of this test run (one per test binary): `REGATTA_TEST_SEED` if set, else one
+/// The seed of this test run (one for the whole test binary): `REGATTA_TEST_SEED` if set, else one
 /// drawn from the clock. Printed to stderr on every call, so that the output of each test
 /// that uses it (which `cargo test` shows on failure) names the seed that replays it.
 pub fn test_seed() -> u64 {
@@ -152,6 +152,8 @@ pub struct Cluster {
     /// RNGs handed out so far (each gets its own stream).
     rngs: AtomicU64,
     _dir: tempfile::TempDir,
+    /// Held while the cluster runs (dropped last, after the stores).
+    _machine: machine::Shared,
 }
 
 fn test_logger() -> slog::Logger {
@@ -201,6 +203,7 @@ impl Cluster {
         gc_life_time: Duration,
         tso_clock_step_ms: u64,
     ) -> Cluster {
+        let machine = machine::shared();
         let dir = tempfile::tempdir().expect("temp dir");
         let seed = test_seed();
         let net = Arc::new(Network::default());
@@ -233,6 +236,7 @@ impl Cluster {
             seed,
             rngs: AtomicU64::new(0),
             _dir: dir,
+            _machine: machine,
         }
     }
 
@@ -244,14 +248,12 @@ impl Cluster {
 
     /// A client of this cluster with short retry delays and the given op deadline.
     pub async fn client_with_deadline(&self, op_timeout: Duration) -> Client {
-        let cfg = Config {
+        self.client_with(Config {
             op_timeout,
             rpc_timeout: Duration::from_secs(2),
             ..Config::default()
-        };
-        Client::connect_with(&[self.pg.pd_addr()], cfg)
-            .await
-            .expect("client connects")
+        })
+        .await
     }
 
     /// A transaction client of this cluster with short retry delays and the given op
@@ -341,11 +343,6 @@ impl Cluster {
     /// handed to RocksDB stays (see `Store::crash`).
     pub async fn crash(&mut self, id: u64) {
         self.pg.crash_store(id).await;
-    }
-
-    /// Stops store `id` gracefully: its LogWriter writes everything queued first.
-    pub async fn stop(&mut self, id: u64) {
-        self.pg.stop_store(id).await;
     }
 
     /// Stalls (or resumes) store `id`'s disk: its raft writes queue up unwritten, so its
@@ -705,12 +702,13 @@ fn settle(r: Result<(), regatta_client::Error>, op: Op) -> Outcome {
     }
 }
 
-/// A timeout leaves a write's outcome unknown; other errors are definite failures.
+/// A timeout or a store-side failure leaves a write's outcome unknown; other errors are
+/// definite failures.
 fn unknown_or_failed(e: &regatta_client::Error, op: Op) -> Outcome {
     match e {
-        regatta_client::Error::Timeout { .. } | regatta_client::Error::Server(_) => {
-            Outcome::Unknown(op)
-        }
+        regatta_client::Error::Timeout { .. }
+        | regatta_client::Error::Storage(_)
+        | regatta_client::Error::Server(_) => Outcome::Unknown(op),
         _ => Outcome::Failed,
     }
 }

@@ -15,16 +15,25 @@ pub fn free_port() -> u16 {
 }
 
 /// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
-pub struct Proc(pub Child);
+/// Holds a shared claim on the machine while it runs ([`super::machine`]).
+pub struct Proc(pub Child, Option<super::machine::Shared>);
 
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // The claim ends once the process is gone.
+        drop(self.1.take());
     }
 }
 
 impl Proc {
+    /// Starts `command` under a shared claim on the machine.
+    pub fn spawn(command: &mut Command) -> Proc {
+        let machine = super::machine::shared();
+        Proc(command.spawn().expect("regatta runs"), Some(machine))
+    }
+
     /// The process's resident memory, in bytes (`VmRSS` of /proc/<pid>/status).
     pub fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
@@ -43,14 +52,14 @@ impl Proc {
 /// `ready` line on stdout.
 pub fn spawn_ready<S: AsRef<str>>(args: &[S], log_level: &str) -> Proc {
     let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regatta"))
-        .args(&args)
-        .env("REGATTA_LOG", log_level)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("regatta starts");
-    let stdout = child.stdout.take().expect("piped stdout");
+    let mut proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_regatta"))
+            .args(&args)
+            .env("REGATTA_LOG", log_level)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let stdout = proc.0.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -61,5 +70,5 @@ pub fn spawn_ready<S: AsRef<str>>(args: &[S], log_level: &str) -> Proc {
     });
     rx.recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("`regatta {}` printed no ready line", args.join(" ")));
-    Proc(child)
+    proc
 }

@@ -164,7 +164,7 @@ mod tests {
         DetectResponse, RegionHeartbeatRequest, RegionHeartbeatResponse, StoreHeartbeatRequest,
         StoreHeartbeatResponse,
     };
-    use regatta_raftstore::pd::{BoxFuture, MemPd};
+    use regatta_raftstore::pd::{BoxFuture, MemPd, PdError};
     use std::sync::Mutex;
 
     /// A PD that records the reports it gets and refuses every add whose waiter is in
@@ -177,31 +177,31 @@ mod tests {
     }
 
     impl PdClient for RecordingPd {
-        fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), String>> {
+        fn put_store(&self, store: Store) -> BoxFuture<'_, Result<(), PdError>> {
             self.mem.put_store(store)
         }
-        fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, String>> {
+        fn get_store(&self, store_id: u64) -> BoxFuture<'_, Result<Store, PdError>> {
             self.mem.get_store(store_id)
         }
         fn store_heartbeat(
             &self,
             req: StoreHeartbeatRequest,
-        ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, String>> {
+        ) -> BoxFuture<'_, Result<StoreHeartbeatResponse, PdError>> {
             self.mem.store_heartbeat(req)
         }
         fn region_heartbeat(
             &self,
             req: RegionHeartbeatRequest,
-        ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, String>> {
+        ) -> BoxFuture<'_, Result<RegionHeartbeatResponse, PdError>> {
             self.mem.region_heartbeat(req)
         }
-        fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, String>> {
+        fn alloc_id(&self, count: u32) -> BoxFuture<'_, Result<u64, PdError>> {
             self.mem.alloc_id(count)
         }
-        fn get_ts(&self) -> BoxFuture<'_, Result<u64, String>> {
+        fn get_ts(&self) -> BoxFuture<'_, Result<u64, PdError>> {
             self.mem.get_ts()
         }
-        fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, String>> {
+        fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, PdError>> {
             let mut resp = DetectResponse::new();
             let mut batch = Vec::new();
             for e in req.get_entries() {

@@ -23,11 +23,9 @@
 //! its persisted window, 3 s). A store whose clock is far ahead accepts timestamps up to
 //! its clock plus the allowance.
 
+use regatta_proto::ts::LOGICAL_BITS;
 use regatta_proto::txnpb::{TxnRequest, TxnRequest_oneof_cmd as Cmd};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Bits of the logical part of a TSO timestamp (`physical_ms << 18 | logical`).
-const LOGICAL_BITS: u32 = 18;
 
 /// The store's timestamp limit (one per store, shared by its replicas).
 #[derive(Debug)]

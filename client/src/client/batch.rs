@@ -209,8 +209,17 @@ impl Client {
                 let req = build(idx);
                 tasks.push(tokio::spawn(async move {
                     let session = session.as_deref();
-                    c.execute_keys(op, &first, &others, req, consistency, session, deadline)
-                        .await
+                    c.execute_keys(
+                        op,
+                        &first,
+                        &others,
+                        req,
+                        consistency,
+                        session,
+                        deadline,
+                        &Plain,
+                    )
+                    .await
                 }));
             }
             let mut again = Vec::new();

@@ -16,10 +16,10 @@
 //! out, as client-go does; before that it counts as alive.
 
 use super::rpc::{call, call_grouped, failure, key_error, Builder};
-use super::tso::physical_ms;
 use super::Shared;
 use crate::error::{Error, Result};
 use rand::Rng;
+use regatta_proto::ts::physical_ms;
 use regatta_proto::txnpb::{
     CheckTxnStatusRequest, LockInfo, ResolveLockRequest, TxnRequest, TxnResponse, TxnStatusKind,
 };

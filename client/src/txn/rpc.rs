@@ -11,11 +11,12 @@
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::read::ReadConsistency;
+use crate::retry::{Ending, RetryHook};
 use regatta_proto::kvrpcpb::{KvResponse, Request};
-use regatta_proto::txnpb::{KeyError, TxnRequest, TxnResponse};
+use regatta_proto::txnpb::{KeyError, TxnRequest, TxnRequest_oneof_cmd, TxnResponse};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How transactional reads (get, batch_get, scan) are served: by the region's leader from
 /// its lease, as TiKV's local reader does, under the clock assumption of
@@ -33,10 +34,76 @@ pub(crate) async fn call(
     key: &[u8],
     cmd: TxnRequest,
 ) -> Result<TxnResponse> {
+    let hook = TxnHook::of(&cmd);
     let mut req = Request::new();
     req.set_txn(cmd);
-    let resp = client.execute(op, key, req, TXN_READS, false).await?;
+    let resp = client
+        .execute(op, key, req, TXN_READS, false, &hook)
+        .await?;
     take_txn(op, resp)
+}
+
+/// What the client's retry loop must know of a transactional command ([`RetryHook`]):
+/// how long a pessimistic lock request may wait in the store's queue (its
+/// `wait_timeout_ms`: the RPC deadline must cover it), and whether it is a commit point,
+/// a 1PC prewrite or a commit, and of which transaction.
+///
+/// After an attempt of a commit point went unanswered, the store may have applied it, or
+/// may still (a harness that delays lines). A refusal of a retry is then no proof that it
+/// did not commit, nor is a failure, nor a re-cut after a split (sent again as other
+/// requests, a 1PC becoming a 2PC, whose refusal would be taken for proof): the operation
+/// ends [`Error::CommitUndetermined`], since a rollback on such a word could undo a
+/// committed transaction.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct TxnHook {
+    lock_wait: Duration,
+    /// The start ts of the transaction the command commits, if it is a commit point.
+    commits: Option<u64>,
+}
+
+impl TxnHook {
+    /// The hook of `cmd`.
+    pub(crate) fn of(cmd: &TxnRequest) -> TxnHook {
+        match &cmd.cmd {
+            Some(TxnRequest_oneof_cmd::pessimistic_lock(p)) => TxnHook {
+                lock_wait: Duration::from_millis(p.get_wait_timeout_ms()),
+                commits: None,
+            },
+            Some(TxnRequest_oneof_cmd::prewrite(p)) if p.get_try_one_pc() => TxnHook {
+                lock_wait: Duration::ZERO,
+                commits: Some(p.get_start_ts()),
+            },
+            Some(TxnRequest_oneof_cmd::commit(c)) => TxnHook {
+                lock_wait: Duration::ZERO,
+                commits: Some(c.get_start_ts()),
+            },
+            _ => TxnHook::default(),
+        }
+    }
+}
+
+impl RetryHook for TxnHook {
+    fn store_wait(&self) -> Duration {
+        self.lock_wait
+    }
+
+    fn after_lost_attempt(&self, ending: Ending<'_>) -> Option<Error> {
+        let start_ts = self.commits?;
+        let what = match ending {
+            Ending::Answered(resp) if resp.get_response().get_txn().has_key_error() => {
+                "was refused".to_string()
+            }
+            Ending::Answered(_) => return None,
+            Ending::Regrouped => "was regrouped after a split".to_string(),
+            Ending::Failed(e) => format!("failed ({e})"),
+        };
+        Some(Error::CommitUndetermined {
+            start_ts,
+            reason: format!(
+                "a commit went unanswered, and its retry {what}: the first may have committed"
+            ),
+        })
+    }
 }
 
 fn take_txn(op: &'static str, mut resp: KvResponse) -> Result<TxnResponse> {
@@ -70,10 +137,21 @@ pub(crate) async fn call_grouped(
         for group in groups {
             let (c, build) = (client.clone(), build.clone());
             tasks.push(tokio::spawn(async move {
+                let cmd = build(&group);
+                let hook = TxnHook::of(&cmd);
                 let mut req = Request::new();
-                req.set_txn(build(&group));
+                req.set_txn(cmd);
                 let answer = c
-                    .execute_keys(op, &group[0], &group[1..], req, TXN_READS, None, deadline)
+                    .execute_keys(
+                        op,
+                        &group[0],
+                        &group[1..],
+                        req,
+                        TXN_READS,
+                        None,
+                        deadline,
+                        &hook,
+                    )
                     .await;
                 (group, answer)
             }));
@@ -220,7 +298,76 @@ pub(crate) fn failure(resp: &TxnResponse) -> Option<&KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use regatta_proto::txnpb::{Deadlock, LockInfo, WriteConflict};
+    use crate::retry::Plain;
+    use regatta_proto::txnpb::{
+        CommitRequest, Deadlock, LockInfo, PessimisticLockRequest, PrewriteRequest, WriteConflict,
+    };
+
+    fn answer(refused: bool) -> KvResponse {
+        let mut resp = KvResponse::new();
+        let mut txn = TxnResponse::new();
+        if refused {
+            txn.set_key_error(KeyError::new());
+        }
+        resp.mut_response().set_txn(txn);
+        resp
+    }
+
+    #[test]
+    fn only_a_commit_point_after_a_lost_attempt_ends_undetermined() {
+        let mut one_pc = PrewriteRequest::new();
+        one_pc.set_start_ts(7);
+        one_pc.set_try_one_pc(true);
+        let mut cmd = TxnRequest::new();
+        cmd.set_prewrite(one_pc.clone());
+        let hook = TxnHook::of(&cmd);
+        let failed = Error::Server("storage".into());
+        for ending in [
+            Ending::Answered(&answer(true)),
+            Ending::Regrouped,
+            Ending::Failed(&failed),
+        ] {
+            let e = hook.after_lost_attempt(ending);
+            assert!(
+                matches!(e, Some(Error::CommitUndetermined { start_ts: 7, .. })),
+                "{e:?}"
+            );
+        }
+        assert_eq!(
+            hook.after_lost_attempt(Ending::Answered(&answer(false))),
+            None
+        );
+
+        let mut commit = CommitRequest::new();
+        commit.set_start_ts(9);
+        cmd.set_commit(commit);
+        let e = TxnHook::of(&cmd).after_lost_attempt(Ending::Regrouped);
+        assert!(matches!(
+            e,
+            Some(Error::CommitUndetermined { start_ts: 9, .. })
+        ));
+
+        // A 2PC prewrite commits nothing: its refusal is its answer.
+        one_pc.set_try_one_pc(false);
+        cmd.set_prewrite(one_pc);
+        assert_eq!(TxnHook::of(&cmd), TxnHook::default());
+        let hook = TxnHook::of(&cmd);
+        assert_eq!(
+            hook.after_lost_attempt(Ending::Answered(&answer(true))),
+            None
+        );
+        assert_eq!(Plain.after_lost_attempt(Ending::Regrouped), None);
+    }
+
+    #[test]
+    fn a_lock_request_gets_its_wait_on_top_of_the_rpc_deadline() {
+        let mut lock = PessimisticLockRequest::new();
+        lock.set_wait_timeout_ms(1_500);
+        let mut cmd = TxnRequest::new();
+        cmd.set_pessimistic_lock(lock);
+        assert_eq!(TxnHook::of(&cmd).store_wait(), Duration::from_millis(1_500));
+        assert_eq!(Plain.store_wait(), Duration::ZERO);
+    }
 
     fn with(set: impl FnOnce(&mut KeyError)) -> Error {
         let mut e = KeyError::new();

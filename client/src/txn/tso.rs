@@ -10,7 +10,7 @@
 //! dropped) never strands the others.
 
 use crate::client::Client;
-use crate::error::{Error, Result};
+use crate::error::{Error, PdError, Result};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -57,8 +57,11 @@ impl TsoBatcher {
             let me = self.clone();
             tokio::spawn(async move { me.flush().await });
         }
-        rx.await
-            .map_err(|_| Error::Pd("the timestamp request was dropped".into()))?
+        rx.await.map_err(|_| {
+            Error::Pd(PdError::Unreachable(
+                "the timestamp request was dropped".into(),
+            ))
+        })?
     }
 
     /// Serves queued slots until the queue is empty.
@@ -89,13 +92,4 @@ impl TsoBatcher {
             }
         }
     }
-}
-
-/// Bits of the logical counter in a TSO timestamp (`physical_ms << 18 | logical`).
-const LOGICAL_BITS: u32 = 18;
-
-/// The milliseconds (physical part) of timestamp `ts`: only this part means time, so lock
-/// TTLs are judged on it.
-pub(crate) fn physical_ms(ts: u64) -> u64 {
-    ts >> LOGICAL_BITS
 }

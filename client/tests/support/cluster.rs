@@ -506,7 +506,7 @@ pub(super) fn next_ts(s: &mut State, count: u64) -> u64 {
     let first = if s.manual_tso {
         s.last_ts + 1
     } else {
-        (s.last_ts + 1).max(now_ms << 18)
+        (s.last_ts + 1).max(regatta_proto::ts::compose(now_ms, 0))
     };
     s.last_ts = first + count - 1;
     first

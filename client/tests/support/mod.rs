@@ -9,8 +9,6 @@
 //! at once), the concurrency manager (1PC commits at a fresh TSO ts, which is above every
 //! read ts served). It counts the commands it served, by name.
 
-#![allow(dead_code)]
-
 mod actions;
 mod cluster;
 

@@ -16,11 +16,13 @@ use crate::error::Error;
 use crate::log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};
 use crate::pd::{BoxFuture, PdClient};
 use crate::peer::Responder;
+use crate::split_check::SplitChecker;
 use crate::transport::Transport;
 use actix::prelude::*;
 use regatta_proto::kvrpcpb::KvRequest;
 use regatta_proto::pdpb::RegionHeartbeatRequest;
 use regatta_proto::raft_serverpb::RaftMessage;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -35,11 +37,17 @@ pub struct ShellContext {
     pub log_writer: LogWriter,
     /// PD, for the ids of split regions.
     pub pd: Arc<dyn PdClient>,
-    /// Region reports for PD.
-    pub pd_reports: mpsc::UnboundedSender<RegionHeartbeatRequest>,
+    /// The store's split-check pool.
+    pub split_checker: SplitChecker,
+    /// Region reports for PD, sent one at a time by a store task; bounded by
+    /// `StoreConfig::pd_report_queue` (a report that finds it full is dropped: the next
+    /// one carries the region's latest state).
+    pub pd_reports: mpsc::Sender<RegionHeartbeatRequest>,
     /// Regions a split created on this store: the store starts their peers (and makes the
-    /// one on the old leader's store campaign at once).
-    pub new_regions: mpsc::UnboundedSender<NewRegion>,
+    /// one on the old leader's store campaign at once). Bounded by
+    /// `StoreConfig::new_region_queue`: one that finds it full waits in the shell, offered
+    /// again at every tick.
+    pub new_regions: mpsc::Sender<NewRegion>,
 }
 
 /// The actix shell of a [`Peer`].
@@ -48,6 +56,8 @@ pub struct PeerActor {
     shell: ShellContext,
     /// This actor's address, once started (where LogWriter notices and PD answers go).
     me: Option<Addr<PeerActor>>,
+    /// Regions splits made here that the store's full queue did not take yet.
+    unstarted: VecDeque<NewRegion>,
     flush_scheduled: bool,
     tick_handle: Option<SpawnHandle>,
     /// Messages from the network queued for this actor (see [`Inbox`]).
@@ -61,6 +71,7 @@ impl PeerActor {
             peer,
             shell,
             me: None,
+            unstarted: VecDeque::new(),
             flush_scheduled: false,
             tick_handle: None,
             inbox_queued: Arc::default(),
@@ -114,10 +125,11 @@ impl PeerActor {
                 }),
                 Effect::PoisonStore(reason) => self.shell.log_writer.poison(reason),
                 Effect::ReportRegion(hb) => {
-                    let _ = self.shell.pd_reports.send(hb);
+                    let _ = self.shell.pd_reports.try_send(hb);
                 }
                 Effect::StartRegion(r) => {
-                    let _ = self.shell.new_regions.send(r);
+                    self.unstarted.push_back(r);
+                    offer_new_regions(&self.shell.new_regions, &mut self.unstarted);
                 }
                 Effect::AllocSplitIds {
                     count,
@@ -134,14 +146,23 @@ impl PeerActor {
                                 first_id,
                                 tx,
                             },
-                            Err(reason) => SplitStep::Failed { reason, tx },
+                            Err(e) => SplitStep::Failed {
+                                reason: e.to_string(),
+                                tx,
+                            },
                         };
                         back.do_send(step);
                     });
                 }
                 Effect::CheckSplit(task) => {
-                    let back = me.clone();
-                    std::thread::spawn(move || back.do_send(task.run()));
+                    let (back, refused) = (me.clone(), task.refused());
+                    if !self
+                        .shell
+                        .split_checker
+                        .schedule(Box::new(move || back.do_send(task.run())))
+                    {
+                        me.do_send(refused);
+                    }
                 }
             }
         }
@@ -166,12 +187,32 @@ impl PeerActor {
         let interval = self.peer.tick_interval();
         self.tick_handle = Some(ctx.run_later(interval, |act, ctx| {
             act.tick_handle = None;
+            offer_new_regions(&act.shell.new_regions, &mut act.unstarted);
             act.peer.tick();
             act.schedule_flush(ctx);
             if act.tick_handle.is_none() {
                 act.schedule_tick(ctx);
             }
         }));
+    }
+}
+
+/// Hands the regions splits made here to the store to start, in order, as far as its queue
+/// takes them. One that waits is not lost meanwhile: its state is on disk, and a raft
+/// heartbeat from its leader elsewhere starts it too. A closed queue (the store is
+/// stopping) takes nothing ever again: a restart starts every region from disk.
+fn offer_new_regions(tx: &mpsc::Sender<NewRegion>, pending: &mut VecDeque<NewRegion>) {
+    while let Some(&n) = pending.front() {
+        match tx.try_send(n) {
+            Ok(()) => {
+                pending.pop_front();
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => return,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                pending.clear();
+                return;
+            }
+        }
     }
 }
 
@@ -472,7 +513,33 @@ impl Handler<CompactLog> for PeerActor {
 
 #[cfg(test)]
 mod tests {
-    use super::admit;
+    use super::{admit, offer_new_regions, NewRegion};
+    use std::collections::VecDeque;
+    use tokio::sync::mpsc;
+
+    #[test]
+    fn new_regions_wait_in_order_while_the_store_queue_is_full() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let region = |region_id| NewRegion {
+            region_id,
+            campaign: false,
+        };
+        let mut pending: VecDeque<NewRegion> = (1..=3).map(region).collect();
+        offer_new_regions(&tx, &mut pending);
+        let ids = |p: &VecDeque<NewRegion>| p.iter().map(|n| n.region_id).collect::<Vec<_>>();
+        assert_eq!(ids(&pending), [2, 3], "the queue took one");
+        assert_eq!(rx.try_recv().unwrap().region_id, 1);
+        offer_new_regions(&tx, &mut pending);
+        assert_eq!(ids(&pending), [3]);
+        assert_eq!(rx.try_recv().unwrap().region_id, 2);
+        drop(rx);
+        offer_new_regions(&tx, &mut pending);
+        assert!(
+            pending.is_empty(),
+            "a stopped store takes nothing; a restart reads disk"
+        );
+    }
+
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]

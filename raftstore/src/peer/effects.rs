@@ -55,8 +55,10 @@ pub enum Effect {
     CheckSplit(SplitCheckTask),
 }
 
-/// A split check to run off the replica's turn.
+/// A split check to run off the replica's turn (on the store's split-check pool).
 pub struct SplitCheckTask {
+    /// Bytes the replica wrote since the check before (handed back if the pool refuses).
+    pub written: u64,
     /// The store's engine.
     pub engine: RocksEngine,
     /// The region as of the check.
@@ -72,6 +74,13 @@ pub struct SplitCheckTask {
 }
 
 impl SplitCheckTask {
+    /// The step that tells the replica the pool refused this check.
+    pub fn refused(&self) -> super::SplitStep {
+        super::SplitStep::CheckRefused {
+            written: self.written,
+        }
+    }
+
     /// Runs the check (blocking: scans the region) and builds the step that reports it.
     pub fn run(self) -> super::SplitStep {
         let version = self.region.get_region_epoch().get_version();

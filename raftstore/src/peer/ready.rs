@@ -266,19 +266,7 @@ impl Peer {
             let Some(p) = self.proposals.pop_front() else {
                 break;
             };
-            if p.index == a.index && p.term == a.term {
-                assert_eq!(
-                    p.responders.len(),
-                    a.responses.len(),
-                    "region {} peer {}: the entry at index {} term {} applied {} commands but \
-                     {} were proposed in it",
-                    self.region_id,
-                    self.peer_id,
-                    a.index,
-                    a.term,
-                    a.responses.len(),
-                    p.responders.len()
-                );
+            if is_its_entry(&p, &a, self.region_id, self.peer_id) {
                 // Committed: a quorum took an append sent after it was proposed.
                 self.renew_lease(p.proposed_at, p.term);
                 let waited = self
@@ -377,5 +365,74 @@ impl Peer {
                 self.send_messages(msgs);
             }
         }
+    }
+}
+
+/// Whether applied entry `a` is the one proposal `p` made. Raft puts one entry at an index
+/// per term, so matching index and term mean it is; apply answers one response per command
+/// of the entry, so the counts must then agree. A mismatch is a broken invariant (responses
+/// would reach the wrong callers), not staleness: it panics, naming the entry.
+fn is_its_entry(p: &Proposal, a: &AppliedEntry, region_id: u64, peer_id: u64) -> bool {
+    if (p.index, p.term) != (a.index, a.term) {
+        return false;
+    }
+    assert_eq!(
+        p.responders.len(),
+        a.responses.len(),
+        "region {region_id} peer {peer_id}: the entry at term {} index {} was proposed with \
+         {} commands but applied with {} responses",
+        a.term,
+        a.index,
+        p.responders.len(),
+        a.responses.len(),
+    );
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regatta_proto::kvrpcpb::KvResponse;
+    use std::time::Instant;
+
+    fn proposal(index: u64, term: u64, commands: usize) -> Proposal {
+        let now = Instant::now();
+        Proposal {
+            index,
+            term,
+            responders: (0..commands)
+                .map(|_| tokio::sync::oneshot::channel().0)
+                .collect(),
+            tokens: Vec::new(),
+            deadline: now,
+            proposed_at: now,
+        }
+    }
+
+    fn applied(index: u64, term: u64, responses: usize) -> AppliedEntry {
+        AppliedEntry {
+            index,
+            term,
+            responses: vec![KvResponse::new(); responses],
+            split: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_proposal_is_answered_by_the_entry_at_its_index_and_term_only() {
+        assert!(is_its_entry(&proposal(7, 2, 3), &applied(7, 2, 3), 1, 11));
+        // Another leader's entry took the index: the proposal is stale.
+        assert!(!is_its_entry(&proposal(7, 2, 3), &applied(7, 3, 1), 1, 11));
+        assert!(!is_its_entry(&proposal(6, 2, 3), &applied(7, 2, 3), 1, 11));
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "region 1 peer 11: the entry at term 2 index 7 was proposed \
+                               with 3 commands but applied with 2 responses"
+    )]
+    fn its_entry_with_another_count_of_responses_is_a_broken_invariant() {
+        is_its_entry(&proposal(7, 2, 3), &applied(7, 2, 2), 1, 11);
     }
 }

@@ -115,6 +115,12 @@ pub enum SplitStep {
         /// Who asked (a manual split), answered at apply.
         tx: Option<Responder>,
     },
+    /// The store's split-check pool was full: the check did not run. `written` is what the
+    /// replica had written since the check before it (so the next interval asks again).
+    CheckRefused {
+        /// Bytes written since the last check that ran.
+        written: u64,
+    },
     /// PD could not hand out ids.
     Failed {
         /// Why.
@@ -181,6 +187,10 @@ impl Peer {
                         self.ask_split_ids(key, None);
                     }
                 }
+            }
+            SplitStep::CheckRefused { written } => {
+                self.splits.checking = false;
+                self.splits.written_since_check += written;
             }
             SplitStep::Failed { reason, tx } => {
                 self.splits.progress.ids_answered();
@@ -283,10 +293,11 @@ impl Peer {
             return;
         }
         self.splits.checking = true;
-        self.splits.written_since_check = 0;
+        let written = std::mem::take(&mut self.splits.written_since_check);
         self.splits.checked_split_keys = self.ctx.split_keys();
         let region = self.region().clone();
         self.effects.push(Effect::CheckSplit(SplitCheckTask {
+            written,
             engine: self.raw.store().engine().clone(),
             others: self.ctx.coprocessor.key_spaces(&region),
             region,

@@ -257,7 +257,7 @@ mod tests {
     fn ttl_counts_on_the_physical_part_and_only_data_locks_block_readers() {
         let start = crate::ts::compose(1000, 7);
         let l = Lock::new(LockKind::Put, b"p".to_vec(), start, 100);
-        assert!(!l.is_expired(crate::ts::compose(1099, (1 << 18) - 1)));
+        assert!(!l.is_expired(crate::ts::compose(1099, (1 << crate::ts::LOGICAL_BITS) - 1)));
         assert!(l.is_expired(crate::ts::compose(1100, 0)));
         assert!(l.blocks_read_at(start) && !l.blocks_read_at(start - 1));
         let mut pushed = l.clone();

@@ -145,14 +145,6 @@ mod tests {
         assert!(Cursor::new("t", &overflow).varint().is_err());
     }
 
-    /// xorshift64*: deterministic, so a failure replays.
-    fn next(state: &mut u64) -> u64 {
-        *state ^= *state >> 12;
-        *state ^= *state << 25;
-        *state ^= *state >> 27;
-        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
     #[test]
     fn decoders_never_panic_on_mutated_or_random_bytes() {
         // Goal: a fuzz pass over the decoders that runs in the unit tests. Method: every
@@ -174,10 +166,10 @@ mod tests {
                 }
             }
         }
-        let mut state = 0x1234_5678_9ABC_DEF1u64;
+        let mut rng = crate::tests::Rng(0x1234_5678_9ABC_DEF1);
         for i in 0..20_000u64 {
-            let len = (next(&mut state) % 40) as usize;
-            let mut bytes: Vec<u8> = (0..len).map(|_| next(&mut state) as u8).collect();
+            let len = rng.below(40) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if let Some(first) = bytes.first_mut() {
                 *first = if i % 2 == 0 { b'L' } else { b'W' };
             }

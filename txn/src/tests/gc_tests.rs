@@ -44,18 +44,6 @@ fn gc_touches_only_its_key_range<E: Fresh>() {
     assert_eq!(env.writes(b"c").len(), 2);
 }
 
-/// xorshift64*: a deterministic generator, so a failure replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 fn gc_never_changes_a_read_at_or_after_the_safe_point_on_generated_histories<E: Fresh>() {
     // Goal: the GC invariant on many shapes of history. Method: random committed puts
     // (short and large), deletes, lock records and rollbacks on three keys, then GC at a

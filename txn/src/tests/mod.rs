@@ -15,6 +15,24 @@ mod status_tests;
 use crate::*;
 use regatta_engine::{Cf, Engine, EngineConfig, MemEngine, RocksEngine, Snapshot, WriteBatch};
 
+/// The tests' random numbers: xorshift64*, deterministic, so a failing seed replays.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
 /// A fresh engine of the kind under test; the guard keeps its files alive.
 pub(crate) trait Fresh: Engine {
     type Guard;

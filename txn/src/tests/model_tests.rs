@@ -51,18 +51,6 @@ impl Txn {
     }
 }
 
-/// xorshift64*, so a failing seed replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 struct Sim<E: Fresh> {
     env: Env<E>,
     rng: Rng,

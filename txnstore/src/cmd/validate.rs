@@ -9,9 +9,9 @@
 //! `TxnResponse.key_error.invalid` (`wire::txn_invalid`), as `txnpb.KeyError` says.
 
 use regatta_proto::txnpb::{TxnRequest, TxnRequest_oneof_cmd as Cmd};
+use regatta_proto::MAX_BATCH_KEYS;
 use regatta_raftstore::coprocessor::Checks;
 use regatta_raftstore::Error;
-use regatta_raftstore::MAX_BATCH_KEYS;
 use std::collections::HashSet;
 
 fn invalid(what: impl Into<String>) -> Error {
