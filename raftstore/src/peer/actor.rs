@@ -6,8 +6,8 @@
 //! update the peer; the first one schedules a `Flush` that runs after the mailbox batch,
 //! so all commands of a turn share one log entry and all reads one ReadIndex round. The
 //! raft clock is a timer re-armed at the peer's pace (slow while hibernating). The shell
-//! never blocks: fsyncs happen on the LogWriter thread, split checks on a thread of their
-//! own, PD calls as tasks on the store's arbiter.
+//! never blocks: fsyncs happen on the LogWriter thread, split checks on the store's
+//! split-check pool, PD calls as tasks on the store's arbiter.
 
 use super::effects::Effect;
 use super::{NewRegion, Peer, PeerMailbox, RegionStatus, SplitStep};
