@@ -109,8 +109,6 @@ pub struct PeerStorage<E: Engine = RocksEngine> {
     raft_state: RaftLocalState,
     apply_state: RaftApplyState,
     truncated: RaftTruncatedState,
-    /// The applied GC safe point (raft CF `RegionGcState`).
-    gc_safe_point: u64,
     last_term: u64,
     cache: VecDeque<Entry>,
     persisted_index: u64,
@@ -243,10 +241,8 @@ impl<E: Engine> PeerStorage<E> {
                 region_id,
             )?
             .ok_or_else(|| missing("truncated state"))?;
-        let gc_safe_point = read_gc_safe_point(&snap, region_id)?;
         drop(snap);
         let mut s = PeerStorage {
-            gc_safe_point,
             engine,
             voters: state.get_voters().to_vec(),
             region: state.get_region().clone(),
@@ -287,7 +283,6 @@ impl<E: Engine> PeerStorage<E> {
             raft_state: RaftLocalState::new(),
             apply_state: RaftApplyState::new(),
             truncated: RaftTruncatedState::new(),
-            gc_safe_point: 0,
             last_term: 0,
             cache: VecDeque::new(),
             persisted_index: 0,
@@ -392,21 +387,11 @@ impl<E: Engine> PeerStorage<E> {
         write_apply_state(wb, self.region.get_id(), index, term);
     }
 
-    /// The region's applied GC safe point (0: none yet).
-    pub fn gc_safe_point(&self) -> u64 {
-        self.gc_safe_point
-    }
-
-    /// Records the GC safe point an applied entry raised (the caller wrote it in the apply
-    /// batch). It never goes backwards.
-    pub fn set_gc_safe_point(&mut self, safe_point: u64) {
-        assert!(
-            safe_point >= self.gc_safe_point,
-            "region {} GC safe point going backwards: {} -> {safe_point}",
-            self.region.get_id(),
-            self.gc_safe_point
-        );
-        self.gc_safe_point = safe_point;
+    /// The region's applied GC safe point as written in the engine (0: none yet). Apply
+    /// (the transactional layer's admin command) and snapshots write it; it is read here,
+    /// not cached, so it is never stale.
+    pub fn gc_safe_point(&self) -> Result<u64> {
+        read_gc_safe_point(&self.engine.snapshot(), self.region.get_id())
     }
 
     /// Adopts `region` (a split narrowed it; the caller wrote its state in the apply batch).
@@ -544,7 +529,7 @@ impl<E: Engine> PeerStorage<E> {
         }
         // The snapshot's safe point is at least this replica's: it was taken at a later
         // index, and the safe point only rises along the log.
-        let gc_safe_point = decoded.gc_safe_point.max(self.gc_safe_point);
+        let gc_safe_point = decoded.gc_safe_point.max(self.gc_safe_point()?);
         write_gc_safe_point(&mut wb, rid, gc_safe_point);
         let (lo, hi) = keys::entry_range(rid, 0, u64::MAX);
         wb.delete_range(Cf::Raft, &lo, &hi);
@@ -565,7 +550,6 @@ impl<E: Engine> PeerStorage<E> {
         self.region = decoded.region;
         self.voters = meta.get_conf_state().voters.clone();
         self.apply_state = decoded.apply_state;
-        self.gc_safe_point = gc_safe_point;
         self.truncated = tr;
         self.last_term = term;
         self.cache.clear();

@@ -239,7 +239,7 @@ fn snapshot_from_leader_replaces_a_lagging_replicas_state<E: Engine>(new: &dyn F
     persist(&fe, &mut fs, w);
     assert_eq!(fs.applied(), (40, 7));
     assert_eq!(
-        fs.gc_safe_point(),
+        fs.gc_safe_point().unwrap(),
         500,
         "the snapshot carries the GC safe point"
     );
@@ -249,7 +249,7 @@ fn snapshot_from_leader_replaces_a_lagging_replicas_state<E: Engine>(new: &dyn F
     drop(fs);
     let fs = open(&fe, 1, 1024);
     assert_eq!(fs.applied(), (40, 7));
-    assert_eq!(fs.gc_safe_point(), 500, "and it is durable");
+    assert_eq!(fs.gc_safe_point().unwrap(), 500, "and it is durable");
     assert_eq!(fs.last_index().unwrap(), 40);
     assert_eq!(fe.snapshot().get_raw(b"b").unwrap().unwrap().value, b"v");
     assert!(

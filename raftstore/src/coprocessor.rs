@@ -1,8 +1,9 @@
 //! The seam between the raftstore and the layer above it: the raftstore replicates and
 //! applies commands, serves reads and moves regions, and knows no transaction; whatever
 //! enters a replica's life for transactions enters here (TiKV's coprocessor host and
-//! observers are the model). The only implementation is the transactional layer
-//! (`crate::txnstore`); the raftstore calls it at six points:
+//! observers are the model). Regatta's transactional layer implements it (a crate of its
+//! own); [`NoCoprocessor`] is a raftstore with nothing above. The raftstore calls it at six
+//! points:
 //!
 //! | point | hook | what the transactional layer does there |
 //! |---|---|---|
@@ -241,8 +242,9 @@ pub trait RegionObserver: Send {
     /// A command proposed with `token` applied: the observer answers `tx` (now or later).
     fn on_answer(&mut self, token: u64, tx: Responder, resp: KvResponse, cx: &mut ObserverCx);
 
-    /// Commands proposed with these tokens will never apply (timed out, superseded,
-    /// refused); their requesters were answered.
+    /// Commands proposed with these tokens will not be answered through the observer:
+    /// superseded or refused (never applied), timed out (outcome unknown: they may still
+    /// apply) or the replica was fenced. Their requesters were answered already.
     fn on_abandoned(&mut self, tokens: Vec<u64>, cx: &mut ObserverCx);
 
     /// An entry applied with these notes (after its answers were given).

@@ -444,8 +444,10 @@ impl Store {
                 };
                 let Some(n) = n else { return };
                 match shared2.create_peer(n.region_id) {
-                    Ok(_) => {
-                        if n.campaign {
+                    // Started now (not already, by a heartbeat while this waited: a leader
+                    // elected meanwhile keeps its leadership).
+                    Ok(started) => {
+                        if started && n.campaign {
                             if let Some(addr) = shared2.router.get(n.region_id) {
                                 addr.do_send(Campaign);
                             }

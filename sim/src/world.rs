@@ -21,7 +21,7 @@ use regatta_proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_raftstore::coprocessor::NoCoprocessor;
 use regatta_raftstore::{
-    Clock, Effect, ManualClock, Peer, PeerContext, Persisted, ReadRegistry, StoreConfig,
+    Clock, Effect, ManualClock, Peer, PeerContext, Persisted, ReadRegistry, SplitStep, StoreConfig,
     StoreMetrics,
 };
 use std::collections::{HashSet, VecDeque};
@@ -348,11 +348,22 @@ impl World {
                     Effect::PoisonStore(reason) => {
                         return Err(format!("store {} poisoned itself: {reason}", i + 1));
                     }
-                    // One region, no PD: nothing to report or split.
-                    Effect::ReportRegion(_)
-                    | Effect::StartRegion(_)
-                    | Effect::AllocSplitIds { .. }
-                    | Effect::CheckSplit(_) => {}
+                    // One region, no PD: nothing to report or start; a split check or
+                    // an id request is answered at once as refused (splits are off here).
+                    Effect::ReportRegion(_) | Effect::StartRegion(_) => {}
+                    Effect::CheckSplit(task) => {
+                        if let Some(peer) = self.nodes[i].peer.as_mut() {
+                            peer.on_split_step(task.refused());
+                        }
+                    }
+                    Effect::AllocSplitIds { tx, .. } => {
+                        if let Some(peer) = self.nodes[i].peer.as_mut() {
+                            peer.on_split_step(SplitStep::Failed {
+                                reason: "no PD in the simulator".into(),
+                                tx,
+                            });
+                        }
+                    }
                 }
             }
         }

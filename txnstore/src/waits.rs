@@ -4,13 +4,13 @@
 //! proposed again in the same step, with its answer channel (no retry round trip).
 //!
 //! The path of a waiting request:
-//! - arrival (`on_kv`): if a key of the request already has a queue whose holder is
+//! - arrival (`RegionObserver::on_write`): if a key of the request already has a queue whose holder is
 //!   another transaction, it queues behind that key's waiters at once, never proposed
 //!   (no overtaking); otherwise it is proposed, remembering its [`WaitSlot`];
 //! - apply answers it `locked` (another transaction's lock): the leader queues it behind
 //!   that lock's transaction instead of answering, and reports the wait to PD's deadlock
 //!   detector ([`crate::detector`]) without waiting for PD;
-//! - an applied command removes the holder's lock (`AppliedEntry::released`): the head
+//! - an applied command removes the holder's lock (a `Released` note of the applier): the head
 //!   waiter is handed the key and its request proposed at once with
 //!   `allow_lock_with_conflict` (the holder's write does not fail it; the lock is taken at
 //!   that write's commit ts), the others' waits are reported again against the new holder;
@@ -297,6 +297,9 @@ impl TxnObserver {
     /// `released` lost their locks in an applied entry: each key's head waiter, if any, is
     /// handed it.
     pub(super) fn on_released(&mut self, cx: &mut ObserverCx, released: Vec<(Vec<u8>, u64)>) {
+        if !cx.leader || cx.fenced {
+            return; // only a leader hands keys over; its waiters were (or are being) drained
+        }
         for (key, holder) in released {
             if let Some(w) = self.lock_waits.release(&key, holder) {
                 self.hand_over(cx, key, holder, w);
@@ -359,6 +362,9 @@ impl TxnObserver {
 
     /// The hand-over to `holder` of `key` failed: the next waiter gets it.
     fn pass_on(&mut self, cx: &mut ObserverCx, key: &[u8], holder: u64) {
+        if !cx.leader || cx.fenced {
+            return; // as in `on_released`
+        }
         if let Some(w) = self.lock_waits.pass_on(key, holder) {
             self.hand_over(cx, key.to_vec(), holder, w);
         }

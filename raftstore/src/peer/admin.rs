@@ -12,8 +12,12 @@ use slog::{info, warn};
 
 impl Peer {
     /// Proposes `admin` alone in its entry (stamped with the leader's wall clock, as every
-    /// entry is); `Err` when raft refuses it (not the leader).
+    /// entry is); `Err` when this replica does not lead (raft-rs 0.7 would forward a
+    /// follower's proposal to the leader; the peer never lets it).
     pub(super) fn propose_admin(&mut self, admin: AdminCmd) -> raft::Result<()> {
+        if !self.is_leader() {
+            return Err(raft::Error::ProposalDropped);
+        }
         let mut batch = RaftCmdBatch::new();
         batch.set_propose_time_ms(self.ctx.clock.wall_ms());
         batch.set_admin(admin);
@@ -164,7 +168,12 @@ impl Peer {
         self.delegate.reset_applied(0);
         self.persisted_msgs.clear();
         self.reads = super::read_index::ReadIndexQueue::default();
-        self.freshness = super::freshness::Freshness::new(rand::random::<u64>() >> 2);
+        let base = super::fresh_base(
+            self.ctx.seed ^ self.raw.raft.term,
+            self.peer_id,
+            self.ctx.clock.wall_ms(),
+        );
+        self.freshness = super::freshness::Freshness::new(base);
         info!(self.logger, "rewound the replica's log for a seed"; "term" => self.raw.raft.term);
         Ok(())
     }

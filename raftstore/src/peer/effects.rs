@@ -51,7 +51,8 @@ pub enum Effect {
         tx: Option<Responder>,
     },
     /// Scan the region off the replica's turn (see `apply::split_check`); the result comes
-    /// back as [`super::SplitStep::Checked`].
+    /// back as [`super::SplitStep::Checked`], or [`super::SplitStep::CheckRefused`] when the
+    /// store's split-check pool is full.
     CheckSplit(SplitCheckTask),
 }
 

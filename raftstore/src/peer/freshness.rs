@@ -8,7 +8,7 @@
 //! applied the stamp, its *safe time* is `t`: a read at `now` is at most `now - t` stale.
 //!
 //! Invariants: the safe time never goes backwards; it moves only over stamps that are
-//! applied; an echo of a message this incarnation never sent (a random base numbers each
+//! applied; an echo of a message this incarnation never sent (a base of its own numbers each
 //! incarnation) proves nothing.
 
 use super::read_index::ReadReq;
@@ -36,7 +36,7 @@ pub(crate) struct Freshness {
 }
 
 impl Freshness {
-    /// Numbering starts at `base` (random per incarnation, so echoes meant for an
+    /// Numbering starts at `base` (distinct per incarnation, so echoes meant for an
     /// earlier one match nothing).
     pub(crate) fn new(base: u64) -> Freshness {
         Freshness {

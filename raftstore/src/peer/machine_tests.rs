@@ -309,3 +309,39 @@ fn a_leader_cut_off_from_its_followers_never_acknowledges_a_write() {
     let others: Vec<usize> = g.leaders().into_iter().filter(|i| *i != leader).collect();
     assert_eq!(others.len(), 1, "the majority elected a leader of its own");
 }
+
+#[test]
+fn a_command_queued_by_a_leader_that_steps_down_before_proposing_is_refused() {
+    // Goal: a command queued in a turn whose replica loses leadership before the turn's
+    // entry is proposed is answered NotLeader, never proposed (raft-rs 0.7 would forward it
+    // to the new leader, and the peer would wait for it at an index another leader fills).
+    // Method: queue a put at the leader, then, before its flush, hand it a heartbeat of a
+    // higher term from another replica.
+    let mut g = Group::new();
+    let leader = g.elect();
+    let other = (leader + 1) % 3;
+    let mut rx = g.put(leader, b"k", b"v");
+    let term = g.nodes[leader].peer.raw.raft.term;
+    let to = g.nodes[leader].peer.region().get_peers()[leader].clone();
+    let mut rm = g.nodes[other].peer.envelope(to);
+    let hb = raft::eraftpb::Message {
+        msg_type: raft::eraftpb::MessageType::MsgHeartbeat,
+        to: 10 + g.nodes[leader].store_id,
+        from: 10 + g.nodes[other].store_id,
+        term: term + 1,
+        ..Default::default()
+    };
+    rm.set_message(protobuf::Message::write_to_bytes(&hb).expect("encode"));
+    g.nodes[leader].peer.on_raft_message(rm);
+    assert!(
+        !g.nodes[leader].peer.is_leader(),
+        "a higher term steps it down"
+    );
+    g.nodes[leader].peer.flush();
+    let resp = rx.try_recv().expect("answered in the same turn");
+    assert!(resp.get_error().has_not_leader(), "{resp:?}");
+    assert!(
+        g.nodes[leader].peer.proposals.is_empty(),
+        "nothing was proposed (nor forwarded)"
+    );
+}

@@ -69,6 +69,17 @@ impl Peer {
         let mut cmds = std::mem::take(&mut self.pending_cmds);
         let tokens = std::mem::take(&mut self.pending_tokens);
         self.pending_bytes = 0;
+        if !self.is_leader() {
+            // Queued while leading, or by a hook after this turn's Ready stepped the
+            // replica down: never proposed here (and never forwarded: an entry of another
+            // leader at the index this replica would record could be taken for it).
+            let e = self.not_leader();
+            for (_, tx) in cmds {
+                let _ = tx.send(e.clone().into_response());
+            }
+            self.abandon_tokens(tokens);
+            return;
+        }
         // Chosen now, after every read of this turn reached the observer.
         let marked = self.observe(|o, cx| {
             let mut marked = false;
