@@ -58,6 +58,8 @@ pub struct PeerActor {
     me: Option<Addr<PeerActor>>,
     /// Regions splits made here that the store's full queue did not take yet.
     unstarted: VecDeque<NewRegion>,
+    /// The buffer the peer's effects are carried out from (kept, with its capacity).
+    effects: Vec<Effect>,
     flush_scheduled: bool,
     tick_handle: Option<SpawnHandle>,
     /// Messages from the network queued for this actor (see [`Inbox`]).
@@ -72,6 +74,7 @@ impl PeerActor {
             shell,
             me: None,
             unstarted: VecDeque::new(),
+            effects: Vec::new(),
             flush_scheduled: false,
             tick_handle: None,
             inbox_queued: Arc::default(),
@@ -103,14 +106,16 @@ impl PeerActor {
 
     /// Carries out the peer's effects, in order (see `effects.rs`).
     fn run_effects(&mut self) {
-        let effects = self.peer.take_effects();
-        if effects.is_empty() {
+        if !self.peer.has_effects() {
             return;
         }
         let Some(me) = self.me.clone() else {
             return; // not started: nothing can have happened yet
         };
-        for e in effects {
+        // One buffer, reused turn after turn.
+        let mut effects = std::mem::take(&mut self.effects);
+        self.peer.drain_effects_into(&mut effects);
+        for e in effects.drain(..) {
             match e {
                 Effect::Send(m) => self.shell.transport.send(m),
                 Effect::Persist {
@@ -166,6 +171,7 @@ impl PeerActor {
                 }
             }
         }
+        self.effects = effects;
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {

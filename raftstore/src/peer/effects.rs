@@ -127,4 +127,16 @@ impl Peer {
     pub fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
     }
+
+    /// Moves the effects left since the last call into `out`, in order, keeping both
+    /// buffers' capacity (a shell that calls this every turn allocates nothing for them
+    /// once warm).
+    pub fn drain_effects_into(&mut self, out: &mut Vec<Effect>) {
+        out.append(&mut self.effects);
+    }
+
+    /// Whether any effect is waiting.
+    pub fn has_effects(&self) -> bool {
+        !self.effects.is_empty()
+    }
 }
