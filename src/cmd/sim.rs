@@ -73,7 +73,14 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     let (mut ops, mut completed) = (0usize, 0usize);
-    for (n, seed) in (a.start..a.start.saturating_add(a.seeds)).enumerate() {
+    let end = a.start.checked_add(a.seeds).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--start {} plus --seeds {} passes the last seed",
+            a.start,
+            a.seeds
+        )
+    })?;
+    for (n, seed) in (a.start..end).enumerate() {
         let r = run(&a.config(seed));
         ops += r.ops;
         completed += r.completed;
@@ -102,7 +109,7 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
             eprintln!("{} seeds passed ({rate:.0} seeds/s)", n + 1);
         }
     }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
     println!(
         "seeds={} failed=0 seeds_per_s={:.1} seeds_per_hour={:.0} ops={ops} completed={completed}",
         a.seeds,
