@@ -65,8 +65,8 @@ pub mod ts;
 pub use actions::{
     acquire_pessimistic_lock, acquire_pessimistic_lock_at, acquire_pessimistic_lock_with_conflict,
     check_secondary_locks, check_txn_status, cleanup, commit, one_pc, pessimistic_rollback,
-    prewrite, resolve_lock, rollback, txn_heartbeat, Mutation, Op, PessimisticLockRequest,
-    PrewriteOutcome, PrewriteRequest, SecondaryLocksStatus, TxnStatus,
+    prewrite, resolve_lock, rollback, txn_heartbeat, Mutation, OnePcOutcome, Op,
+    PessimisticLockRequest, PrewriteOutcome, PrewriteRequest, SecondaryLocksStatus, TxnStatus,
 };
 pub use error::{Error, Result};
 pub use gc::gc;

@@ -167,7 +167,14 @@ pub(super) fn run(s: &mut State, region: &Region, cmd: Cmd, out: &mut TxnRespons
                 let r = txn::one_pc(&snap, &mut wb, &req, commit_ts);
                 (
                     "prewrite_1pc",
-                    r.map(|at| out.mut_prewrite().set_one_pc_commit_ts(at)),
+                    r.map(|outcome| match outcome {
+                        txn::OnePcOutcome::Committed(at) => {
+                            out.mut_prewrite().set_one_pc_commit_ts(at)
+                        }
+                        txn::OnePcOutcome::Prewritten { min_commit_ts } => {
+                            out.mut_prewrite().set_min_commit_ts(min_commit_ts)
+                        }
+                    }),
                 )
             } else {
                 let r = txn::prewrite(&snap, &mut wb, &req);

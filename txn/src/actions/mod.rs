@@ -26,7 +26,9 @@ pub use pessimistic::{
     acquire_pessimistic_lock, acquire_pessimistic_lock_at, acquire_pessimistic_lock_with_conflict,
     pessimistic_rollback, PessimisticLockRequest,
 };
-pub use prewrite::{one_pc, prewrite, Mutation, Op, PrewriteOutcome, PrewriteRequest};
+pub use prewrite::{
+    one_pc, prewrite, Mutation, OnePcOutcome, Op, PrewriteOutcome, PrewriteRequest,
+};
 pub use rollback::{cleanup, rollback};
 pub use status::{
     check_secondary_locks, check_txn_status, txn_heartbeat, SecondaryLocksStatus, TxnStatus,

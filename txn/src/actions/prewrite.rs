@@ -289,18 +289,34 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
     Ok(outcome)
 }
 
+/// What a 1PC prewrite did ([`one_pc`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnePcOutcome {
+    /// The transaction committed at this ts.
+    Committed(u64),
+    /// An earlier attempt of the same prewrite landed as a plain prewrite (it was
+    /// proposed when 1PC was not possible, and its answer was lost): its locks stand and
+    /// nothing was written; the client commits by 2PC at a ts of at least `min_commit_ts`.
+    Prewritten {
+        /// The locks' floor for the commit ts (0: none beyond the start ts).
+        min_commit_ts: u64,
+    },
+}
+
 /// Prewrites and commits `req.mutations` at `commit_ts` in one step (1PC): the checks of
 /// [`prewrite`], then write records at `commit_ts` (and large values at `start_ts`), and
 /// the transaction's pessimistic locks removed. Returns the ts the transaction committed
 /// at: `commit_ts`, or, for a retried 1PC that finds every key already committed by this
 /// transaction, the ts of that earlier commit (nothing is written; a retry must not
-/// report a commit ts the data does not carry). On `Err` discard the batch.
+/// report a commit ts the data does not carry); a retry that finds every key locked by
+/// an earlier plain prewrite of this transaction writes nothing and says so
+/// ([`OnePcOutcome::Prewritten`]). On `Err` discard the batch.
 pub fn one_pc<S: Snapshot, W: WriteBatch>(
     snap: &S,
     wb: &mut W,
     req: &PrewriteRequest,
     commit_ts: u64,
-) -> Result<u64> {
+) -> Result<OnePcOutcome> {
     ensure_distinct(req.mutations.iter().map(|m| m.key.as_slice()))?;
     if commit_ts <= req.start_ts || commit_ts <= req.for_update_ts {
         return Err(Error::InvalidRequest(format!(
@@ -312,17 +328,18 @@ pub fn one_pc<S: Snapshot, W: WriteBatch>(
     let reader = MvccReader::new(snap);
     let mut earlier: Option<u64> = None;
     let mut fresh = 0;
+    // Keys an earlier plain prewrite of this transaction locked, and their floor.
+    let (mut prewritten, mut floor) = (0, 0);
     for m in &req.mutations {
         match check(&reader, req, m, versions.get(m.key.as_slice()).copied())? {
             Prior::Committed(ts) => {
                 earlier = Some(ts);
                 continue;
             }
-            Prior::OwnPrewriteLock(_) => {
-                return Err(Error::InvalidRequest(format!(
-                    "1PC of txn {} over its own prewrite lock on {:?}",
-                    req.start_ts, m.key
-                )))
+            Prior::OwnPrewriteLock(lock) => {
+                prewritten += 1;
+                floor = floor.max(lock.min_commit_ts);
+                continue;
             }
             Prior::OwnPessimisticLock(_) => delete_lock(wb, &m.key),
             Prior::Nothing => {}
@@ -350,10 +367,22 @@ pub fn one_pc<S: Snapshot, W: WriteBatch>(
         )?;
         fresh += 1;
     }
+    // A prewrite writes all its keys in one step: a retry finds all or none of them
+    // committed, or all or none locked.
+    if prewritten > 0 {
+        if prewritten == req.mutations.len() {
+            return Ok(OnePcOutcome::Prewritten {
+                min_commit_ts: floor,
+            });
+        }
+        return Err(Error::InvalidRequest(format!(
+            "1PC of txn {} finds its own prewrite lock on some keys and not on others",
+            req.start_ts
+        )));
+    }
     match earlier {
-        None => Ok(commit_ts),
-        // A 1PC writes all its keys in one step: a retry finds all or none committed.
-        Some(ts) if fresh == 0 => Ok(ts),
+        None => Ok(OnePcOutcome::Committed(commit_ts)),
+        Some(ts) if fresh == 0 => Ok(OnePcOutcome::Committed(ts)),
         Some(ts) => Err(Error::InvalidRequest(format!(
             "1PC of txn {} finds some keys committed (at {ts}) and others not",
             req.start_ts

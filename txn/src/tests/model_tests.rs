@@ -189,7 +189,8 @@ impl<E: Fresh> Sim<E> {
             match self.env.run(|s, wb| one_pc(s, wb, &req, commit_ts)) {
                 Ok(at) => {
                     assert_eq!(
-                        at, commit_ts,
+                        at,
+                        OnePcOutcome::Committed(commit_ts),
                         "seed {seed} step {step}: a first 1PC commits at its ts"
                     );
                     self.record_commit(i, commit_ts)

@@ -63,7 +63,10 @@ fn matching_versions_commit_by_one_pc_and_lock_the_reads_only<E: Fresh>() {
     env.committed(vec![Mutation::put(b"r".to_vec(), b"1".to_vec())], 10, 20);
     let mut req = write_w_reading_r(&env, 20);
     req.read_versions.push((b"w".to_vec(), 0));
-    assert_eq!(env.run(|s, wb| one_pc(s, wb, &req, 40)).unwrap(), 40);
+    assert_eq!(
+        env.run(|s, wb| one_pc(s, wb, &req, 40)).unwrap(),
+        OnePcOutcome::Committed(40)
+    );
     assert_eq!(env.value(b"w", 40), Some(b"x".to_vec()));
     assert_eq!(
         env.value(b"r", 40),

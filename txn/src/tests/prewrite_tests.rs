@@ -233,7 +233,10 @@ fn one_pc_writes_commit_records_directly<E: Fresh>() {
     // A retry, at the new ts the leader chose for it, writes nothing and reports the ts
     // the data carries; so does a commit of its keys by a 2PC fallback.
     let (out, writes) = env.run_counted(|s, wb| one_pc(s, wb, &req, 18));
-    assert_eq!(out.expect("a retried 1PC is idempotent"), 15);
+    assert_eq!(
+        out.expect("a retried 1PC is idempotent"),
+        OnePcOutcome::Committed(15)
+    );
     assert_eq!(writes, 0);
     let (out, writes) = env.run_counted(|s, wb| commit(s, wb, &[b"a".to_vec()], 10, 30));
     assert_eq!(out.expect("a commit after the 1PC is idempotent"), 15);
@@ -249,7 +252,35 @@ fn one_pc_writes_commit_records_directly<E: Fresh>() {
     ));
 }
 
+/// A prewrite proposed as a plain prewrite (1PC was not possible on the leader then)
+/// whose answer was lost, retried as 1PC: the retry writes nothing and says the keys are
+/// prewritten, so the client commits them by 2PC (found by the simulator's bank).
+fn a_one_pc_retry_over_its_own_prewrite_answers_prewritten<E: Fresh>() {
+    let env = Env::<E>::new();
+    let req = env.request(
+        b"a",
+        10,
+        vec![
+            Mutation::put(b"a".to_vec(), b"1".to_vec()),
+            Mutation::put(b"b".to_vec(), b"2".to_vec()),
+        ],
+    );
+    env.run(|s, wb| prewrite(s, wb, &req).map(|_| ())).unwrap();
+    let (out, writes) = env.run_counted(|s, wb| one_pc(s, wb, &req, 15));
+    assert_eq!(
+        out.expect("a 1PC retry over its own locks is no error"),
+        OnePcOutcome::Prewritten { min_commit_ts: 0 }
+    );
+    assert_eq!(writes, 0, "the retry writes nothing");
+    assert_eq!(env.count(Cf::Lock), 2, "the first attempt's locks stand");
+    assert!(env.write_at(b"a", 15).is_none(), "nothing committed");
+    env.run(|s, wb| commit(s, wb, &[b"a".to_vec(), b"b".to_vec()], 10, 20).map(|_| ()))
+        .unwrap();
+    assert_eq!(env.value(b"b", 20), Some(b"2".to_vec()));
+}
+
 on_both!(
+    a_one_pc_retry_over_its_own_prewrite_answers_prewritten,
     prewrite_meets_another_txns_lock,
     prewrite_meets_a_write_committed_at_or_after_its_start_ts,
     a_late_prewrite_after_rollback_cannot_land,

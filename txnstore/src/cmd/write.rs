@@ -141,9 +141,16 @@ pub(crate) fn apply_txn<S: Snapshot + ?Sized, W: WriteBatch + ?Sized>(
         Some(Cmd::prewrite(p)) => {
             let tr = prewrite_request(p);
             let r = if p.get_try_one_pc() && one_pc_commit_ts != 0 {
-                regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts).map(|committed_at| {
+                regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts).map(|outcome| {
                     let mut r = PrewriteResponse::new();
-                    r.set_one_pc_commit_ts(committed_at);
+                    match outcome {
+                        regatta_txn::OnePcOutcome::Committed(at) => r.set_one_pc_commit_ts(at),
+                        // An earlier attempt landed as a plain prewrite: the client goes
+                        // on by 2PC.
+                        regatta_txn::OnePcOutcome::Prewritten { min_commit_ts } => {
+                            r.set_min_commit_ts(min_commit_ts)
+                        }
+                    }
                     r.set_log_index(index);
                     resp.set_prewrite(r);
                 })
