@@ -6,8 +6,16 @@
 //! network partitions and heals, and when each client sends its next operation. A run is
 //! a function of its seed: the same seed gives the same trace and the same trace hash.
 //!
-//! Workloads check what must hold with [`check`]: the linearizable KV workload records a
-//! history of puts and reads and checks it is linearizable.
+//! Each store runs the real raftstore with the real transactional layer behind its seam;
+//! PD is in memory with a timestamp oracle on the manual clock, and the work replicas do
+//! off their turn (a TSO fetch after an election, notes to themselves) is queued for the
+//! scheduler. Messages draw a delay when sent (mostly none, now and then longer than an
+//! election timeout); log writes complete in group commits of random size.
+//!
+//! Two workloads ([`Workload`]), checked with [`check`]: the linearizable KV workload
+//! records a history of puts and reads and checks it is linearizable; the bank moves money
+//! between accounts in Percolator transactions (1PC and 2PC, resolving the locks of
+//! clients that gave up), audits the total, and checks the history for snapshot isolation.
 //!
 //! ```no_run
 //! let report = regatta_sim::run(&regatta_sim::SimConfig::with_seed(7));
@@ -18,10 +26,13 @@
 //! [`Peer`]: regatta_raftstore::Peer
 #![deny(missing_docs)]
 
+mod bank;
 pub mod check;
+mod kv;
+mod layer;
 mod world;
 
-pub use world::{run, shrink, SimConfig, SimReport};
+pub use world::{run, shrink, SimConfig, SimReport, Workload};
 
 #[cfg(test)]
 mod tests;

@@ -21,27 +21,37 @@ fn one_seed_replays_exactly() {
     assert_ne!(a.trace_hash, other.trace_hash, "another seed, another run");
 }
 
-#[test]
-fn the_kv_workload_is_linearizable_under_faults_over_many_seeds() {
+/// Runs `make(seed)` for the seeds; each must pass, and faults must have struck without
+/// stopping the cluster: most operations end definitely.
+fn many_seeds(make: fn(u64) -> SimConfig, what: &str) {
     let n = seeds();
-    let (mut ops, mut completed) = (0, 0);
+    let (mut ops, mut completed, mut faults) = (0, 0, 0);
     for seed in 0..n {
-        let r = run(&SimConfig::with_seed(seed));
+        let r = run(&make(seed));
         assert!(
             r.result.is_ok(),
-            "seed {seed} (trace hash {:016x}): {:?}\nlast decisions:\n{}",
+            "{what} seed {seed} (trace hash {:016x}): {:?}\nlast decisions:\n{}",
             r.trace_hash,
             r.result,
             r.trace.join("\n")
         );
         ops += r.ops;
         completed += r.completed;
+        faults += r.faults;
     }
-    // Faults must not stop the cluster: most operations get a definite answer.
     assert!(
         completed * 2 > ops,
-        "{completed} of {ops} operations completed over {n} seeds"
+        "{what}: {completed} of {ops} operations ended definitely over {n} seeds"
     );
+    assert!(
+        faults >= n as usize,
+        "{what}: only {faults} faults over {n} seeds"
+    );
+}
+
+#[test]
+fn the_kv_workload_is_linearizable_under_faults_over_many_seeds() {
+    many_seeds(SimConfig::with_seed, "kv");
 }
 
 #[test]
@@ -55,6 +65,44 @@ fn print_some_runs() {
         );
         if seed == 0 {
             println!("{}", r.trace[r.trace.len().saturating_sub(60)..].join("\n"));
+        }
+    }
+}
+
+#[test]
+fn one_bank_seed_replays_exactly() {
+    let cfg = SimConfig::bank(42);
+    let (a, b) = (run(&cfg), run(&cfg));
+    assert_eq!(a.trace_hash, b.trace_hash, "same seed, same trace");
+    assert_eq!(a.trace, b.trace);
+}
+
+#[test]
+fn the_bank_workload_is_snapshot_isolated_under_faults_over_many_seeds() {
+    many_seeds(SimConfig::bank, "bank");
+}
+
+#[test]
+#[ignore]
+fn print_some_bank_runs() {
+    for seed in 0..8 {
+        let r = run(&SimConfig::bank(seed));
+        println!(
+            "seed {seed}: steps {} simulated {:?} ops {} completed {} hash {:016x} {:?}",
+            r.steps, r.simulated, r.ops, r.completed, r.trace_hash, r.result
+        );
+        if r.result.is_err() || seed == 0 {
+            let keep = [
+                "bank", "crash", "restart", "isolate", "heal", "view", "fail",
+            ];
+            let lines: Vec<&String> = r
+                .trace
+                .iter()
+                .filter(|l| keep.iter().any(|k| l.contains(k)))
+                .collect();
+            for l in lines {
+                println!("{l}");
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //! that drives them (see the crate doc).
 //!
 //! What a store is here: one RocksDB (in a temporary directory) and the replica of the
-//! region it hosts, a [`Peer`] whose effects the scheduler carries out. A log write is
+//! region it hosts, a [`Peer`] running the transactional layer (as a store's replicas do;
+//! see `layer.rs`) whose effects the scheduler carries out. A log write is
 //! held until the scheduler completes it (in order per store, as the LogWriter does) or
 //! fails it; a crash drops the replica and the writes not yet completed — a process crash:
 //! what reached the engine survives, as it would in the OS page cache — and a restart
@@ -12,27 +13,31 @@
 //! manual clock; raft-rs's election timeout is fixed (`max_election_ticks`) and the
 //! scheduler varies who times out first by skipping some replicas' ticks.
 
-use crate::check::linearizability::{self, Event, Op};
+use crate::bank::{Bank, Phase};
+use crate::check::linearizability::{self, Event};
+use crate::kv::Client;
+use crate::layer::{self, OffturnQueue, SimMailbox, Tso};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use regatta_engine::{bootstrap_region, Engine, EngineConfig, LogWrite, PeerStorage, RocksEngine};
-use regatta_proto::kvrpcpb::{GetRequest, KvRequest, KvResponse, PutRequest, ReadConsistency};
+use regatta_proto::kvrpcpb::KvResponse;
 use regatta_proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
 use regatta_proto::raft_serverpb::RaftMessage;
-use regatta_raftstore::coprocessor::NoCoprocessor;
+use regatta_raftstore::pd::PdClient;
 use regatta_raftstore::{
     Clock, Effect, ManualClock, Peer, PeerContext, Persisted, ReadRegistry, SplitStep, StoreConfig,
     StoreMetrics,
 };
+use regatta_txnstore::GcWorker;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
-const REGION: u64 = 1;
+/// The one region's id.
+pub(crate) const REGION: u64 = 1;
 /// Decisions kept for the report's trace (the last ones).
-const TRACE_KEPT: usize = 400;
+const TRACE_KEPT: usize = 5_000;
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -45,7 +50,10 @@ pub struct SimConfig {
     pub clients: usize,
     /// Operations each client runs (12).
     pub ops_per_client: usize,
-    /// Keys the operations spread over (2: contention makes a history worth checking).
+    /// What the clients run.
+    pub workload: Workload,
+    /// Keys the operations spread over: the KV workload's keys (2: contention makes a
+    /// history worth checking), the bank's accounts (4).
     pub keys: usize,
     /// Crashes, restarts, partitions, failed writes (on by default); without them only
     /// delays, reorders, drops and duplicates.
@@ -63,11 +71,43 @@ impl SimConfig {
             stores: 3,
             clients: 3,
             ops_per_client: 12,
+            workload: Workload::Kv,
             keys: 2,
             faults: true,
             max_steps: 60_000,
         }
     }
+
+    /// The default bank run of `seed`: 4 accounts, 3 clients of 8 transactions or audits.
+    pub fn bank(seed: u64) -> SimConfig {
+        SimConfig {
+            workload: Workload::Bank,
+            keys: 4,
+            ops_per_client: 8,
+            max_steps: 120_000,
+            ..SimConfig::with_seed(seed)
+        }
+    }
+}
+
+/// What one scheduler step does when no fault is injected.
+#[derive(Clone, Copy)]
+enum Action {
+    Deliver,
+    Persist,
+    Invoke,
+    Offturn,
+    Tick,
+}
+
+/// The simulated clients' workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Puts and reads of a few keys; the history must be linearizable.
+    Kv,
+    /// Transfers between accounts in Percolator transactions, and audits; the history
+    /// must be snapshot-isolated and every audit must see the bank's total.
+    Bank,
 }
 
 /// What a run found.
@@ -89,6 +129,8 @@ pub struct SimReport {
     pub result: Result<(), String>,
     /// The last decisions, oldest first.
     pub trace: Vec<String>,
+    /// Faults injected: crashes, failed writes, partitions.
+    pub faults: usize,
 }
 
 /// Runs `cfg` once.
@@ -111,61 +153,47 @@ pub fn shrink(cfg: &SimConfig) -> (SimConfig, SimReport) {
     best
 }
 
-struct Node {
+pub(crate) struct Node {
     store_id: u64,
     engine: RocksEngine,
     _dir: tempfile::TempDir,
-    peer: Option<Peer>,
+    pub(crate) peer: Option<Peer>,
     /// Log writes not yet completed, in submission order.
     writes: VecDeque<(LogWrite, u64, u64)>,
     /// Times this store was started (its replica's incarnation).
     starts: u64,
 }
 
-enum Kind {
-    Put(Vec<u8>),
-    Get(ReadConsistency),
-}
-
-struct Pending {
-    key: Vec<u8>,
-    kind: Kind,
-    seq: u64,
-    invoked: Instant,
-    /// Give up (outcome unknown) after this.
-    deadline: Instant,
-    rx: Option<oneshot::Receiver<KvResponse>>,
-    /// The store it was last sent to.
-    target: usize,
-}
-
-struct Client {
-    id: u64,
-    seq: u64,
-    done: usize,
-    pending: Option<Pending>,
-}
-
-struct World {
-    cfg: SimConfig,
+pub(crate) struct World {
+    pub(crate) cfg: SimConfig,
     store_cfg: Arc<StoreConfig>,
-    rng: StdRng,
+    pub(crate) rng: StdRng,
     clock: Arc<ManualClock>,
     started: Instant,
-    nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
+    /// The cluster's timestamp oracle (PD's, which clients ask too).
+    pub(crate) tso: Tso,
+    pd: Arc<dyn PdClient>,
+    /// The replicas' off-turn work (TSO fetches, notes to themselves).
+    offturn: OffturnQueue,
+    gc_worker: GcWorker,
+    /// The bank workload's state (the bank workload only).
+    pub(crate) bank: Option<Bank>,
     /// Messages in flight: (to store index, message).
-    wire: Vec<(usize, RaftMessage)>,
+    wire: Vec<(Instant, usize, RaftMessage)>,
     /// Stores cut off from the rest (messages to or from them are lost).
     isolated: HashSet<usize>,
-    clients: Vec<Client>,
-    history: Vec<Event>,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) history: Vec<Event>,
     hash: u64,
     trace: VecDeque<String>,
     steps: u64,
+    faults: usize,
     logger: slog::Logger,
 }
 
-fn region(stores: usize) -> Region {
+/// The one region, with a replica on each of `stores` stores.
+pub(crate) fn region(stores: usize) -> Region {
     let mut r = Region::new();
     r.set_id(REGION);
     let mut e = RegionEpoch::new();
@@ -209,7 +237,12 @@ impl World {
                 }
             })
             .collect();
-        let clients = (0..cfg.clients as u64)
+        let kv_clients = if cfg.workload == Workload::Kv {
+            cfg.clients as u64
+        } else {
+            0
+        };
+        let clients = (0..kv_clients)
             .map(|i| Client {
                 id: 1000 + i,
                 seq: 0,
@@ -218,7 +251,15 @@ impl World {
             })
             .collect();
         let started = clock.now();
+        let tso = Tso::new(clock.clone());
+        let (gc_worker, _thread) = GcWorker::start(64, 4);
+        let bank = (cfg.workload == Workload::Bank).then(|| Bank::new(cfg.clients, cfg.keys));
         let mut w = World {
+            pd: tso.pd(),
+            tso,
+            offturn: OffturnQueue::default(),
+            gc_worker,
+            bank,
             cfg: cfg.clone(),
             store_cfg: Arc::new(store_cfg),
             rng: StdRng::seed_from_u64(cfg.seed),
@@ -232,6 +273,7 @@ impl World {
             hash: 0xcbf2_9ce4_8422_2325,
             trace: VecDeque::new(),
             steps: 0,
+            faults: 0,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         };
         for i in 0..w.nodes.len() {
@@ -241,7 +283,7 @@ impl World {
     }
 
     /// Records a decision: into the trace hash, and the kept trace.
-    fn note(&mut self, what: String) {
+    pub(crate) fn note(&mut self, what: String) {
         self.mix(what.as_bytes());
         if self.trace.len() == TRACE_KEPT {
             self.trace.pop_front();
@@ -258,53 +300,157 @@ impl World {
     }
 
     fn start(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        node.starts += 1;
-        let storage = PeerStorage::open(node.engine.clone(), REGION, 1 << 20)
+        self.nodes[i].starts += 1;
+        let (store_id, starts) = (self.nodes[i].store_id, self.nodes[i].starts);
+        let storage = PeerStorage::open(self.nodes[i].engine.clone(), REGION, 1 << 20)
             .expect("reading a store's replica")
             .expect("the region is bootstrapped");
+        let coprocessor = layer::txn_layer(
+            self.pd.clone(),
+            &self.gc_worker,
+            i,
+            starts,
+            &self.offturn,
+            &self.logger,
+        );
         let ctx = PeerContext {
             cfg: self.store_cfg.clone(),
             metrics: Arc::new(StoreMetrics::default()),
-            coprocessor: Arc::new(NoCoprocessor),
-            store_id: node.store_id,
+            coprocessor,
+            store_id,
             reads: ReadRegistry::default(),
             split_keys: Arc::new(AtomicU64::new(self.store_cfg.region_split_keys)),
             lease_ms: Arc::new(AtomicU64::new(self.store_cfg.lease_ms)),
             clock: self.clock.clone() as Arc<dyn Clock>,
-            seed: self.cfg.seed ^ (node.store_id << 48) ^ node.starts,
+            seed: self.cfg.seed ^ (store_id << 48) ^ starts,
             logger: self.logger.clone(),
         };
-        let mut peer = Peer::new(storage, 100 + node.store_id, ctx).expect("starting a replica");
+        let mut peer = Peer::new(storage, 100 + store_id, ctx).expect("starting a replica");
+        peer.set_mailbox(Arc::new(SimMailbox {
+            store: i,
+            incarnation: starts,
+            queue: self.offturn.clone(),
+        }));
         peer.on_started();
-        node.peer = Some(peer);
+        self.nodes[i].peer = Some(peer);
+    }
+
+    /// Where a client sends a request again after `answer` (an error, or none: the store
+    /// went down): the store a `NotLeader` names, else one at random.
+    pub(crate) fn retry_target(&mut self, answer: Option<&KvResponse>) -> usize {
+        let n = self.nodes.len();
+        let hint = answer.map_or(0, |r| {
+            r.get_error().get_not_leader().get_leader().get_store_id() as usize
+        });
+        if (1..=n).contains(&hint) {
+            hint - 1
+        } else {
+            self.rng.gen_range(0..n)
+        }
+    }
+
+    pub(crate) fn clock_now(&self) -> Instant {
+        self.clock.now()
     }
 
     fn run(mut self) -> SimReport {
         let mut result = Ok(());
+        // SIM_DUMP=1: the trace also shows each replica's (term, leader) as it changes
+        // and, at the end, each replica's log and what is in flight (for debugging).
+        let dump = std::env::var_os("SIM_DUMP").is_some();
+        let mut views = vec![None; self.nodes.len()];
         while self.steps < self.cfg.max_steps {
             self.steps += 1;
+            if dump {
+                let now: Vec<_> = self
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        n.peer
+                            .as_ref()
+                            .map(|p| (p.status().term, p.status().leader_id))
+                    })
+                    .collect();
+                for (i, view) in now.into_iter().enumerate() {
+                    if view != views[i] {
+                        views[i] = view;
+                        self.note(format!("view s{}: {view:?}", i + 1));
+                    }
+                }
+            }
             if let Err(e) = self.drain_effects() {
                 result = Err(e);
                 break;
             }
-            self.poll_clients();
+            match self.bank {
+                Some(_) => self.bank_poll(),
+                None => self.kv_poll(),
+            }
             if self.finished() {
                 break;
             }
             self.step();
         }
+        if std::env::var_os("SIM_DUMP").is_some() {
+            for i in 0..self.nodes.len() {
+                let st = self.nodes[i].peer.as_ref().map(|p| p.status());
+                let line = match st {
+                    Some(s) => format!(
+                        "s{}: leader {} term {} commit {} applied {} last {} lease {}",
+                        i + 1,
+                        s.leader_id,
+                        s.term,
+                        s.commit_index,
+                        s.applied_index,
+                        s.last_index,
+                        s.lease_valid
+                    ),
+                    None => format!("s{}: down", i + 1),
+                };
+                let now = self.clock.now();
+                let due = self.wire.iter().filter(|w| w.0 <= now).count();
+                let mut kinds = std::collections::BTreeMap::new();
+                for w in &self.wire {
+                    *kinds
+                        .entry(format!(
+                            "{:?}",
+                            <raft::eraftpb::Message as protobuf::Message>::parse_from_bytes(
+                                w.2.get_message()
+                            )
+                            .map(|m| m.get_msg_type())
+                        ))
+                        .or_insert(0) += 1;
+                }
+                let line = format!(
+                    "{line} writes {} wire {} due {due} {kinds:?}",
+                    self.nodes[i].writes.len(),
+                    self.wire.len()
+                );
+                self.note(line);
+            }
+        }
         // What is still pending has an unknown outcome.
         for c in 0..self.clients.len() {
             if let Some(p) = self.clients[c].pending.take() {
-                self.record(&p, None, None);
+                self.kv_record(&p, None, None);
             }
         }
-        let ops = self.history.len();
-        let completed = self.history.iter().filter(|e| e.returned.is_some()).count();
+        self.gc_worker.stop();
+        let (ops, completed) = match &self.bank {
+            Some(bank) => bank.counts(),
+            None => (
+                self.history.len(),
+                self.history.iter().filter(|e| e.returned.is_some()).count(),
+            ),
+        };
         if result.is_ok() {
-            result = linearizability::check(&self.history)
-                .map_err(|e| format!("the history is not linearizable: {e}"));
+            result = match &self.bank {
+                Some(bank) => bank
+                    .check()
+                    .map_err(|e| format!("the bank's history is not snapshot-isolated: {e}")),
+                None => linearizability::check(&self.history)
+                    .map_err(|e| format!("the history is not linearizable: {e}")),
+            };
         }
         SimReport {
             seed: self.cfg.seed,
@@ -315,10 +461,14 @@ impl World {
             simulated: self.clock.now().saturating_duration_since(self.started),
             result,
             trace: self.trace.into_iter().collect(),
+            faults: self.faults,
         }
     }
 
     fn finished(&self) -> bool {
+        if let Some(bank) = &self.bank {
+            return bank.phase() == Phase::Done;
+        }
         self.clients
             .iter()
             .all(|c| c.pending.is_none() && c.done >= self.cfg.ops_per_client)
@@ -336,7 +486,8 @@ impl World {
                 match e {
                     Effect::Send(m) => {
                         let to = m.get_to_peer().get_store_id() as usize - 1;
-                        self.wire.push((to, m));
+                        let due = self.clock.now() + self.delay();
+                        self.wire.push((due, to, m));
                     }
                     Effect::Persist {
                         write,
@@ -374,40 +525,114 @@ impl World {
     /// a completed write, a client's next operation or a tick.
     fn step(&mut self) {
         let any_writes = self.nodes.iter().any(|n| !n.writes.is_empty());
-        if self.cfg.faults {
+        // The bank's setup and final read run with the faults off, on a healed network
+        // with every store up.
+        let calm = self.bank.as_ref().is_some_and(|b| b.phase() != Phase::Run);
+        if calm && !self.isolated.is_empty() {
+            return self.partition_or_heal();
+        }
+        if calm && self.nodes.iter().any(|n| n.peer.is_none()) {
+            return self.restart_down();
+        }
+        if self.cfg.faults && !calm {
             let down = self.nodes.iter().any(|n| n.peer.is_none());
-            if down && self.rng.gen_ratio(1, 60) {
+            if down && self.rng.gen_ratio(1, 40) {
                 return self.restart_down();
             }
-            if !down && self.rng.gen_ratio(1, 700) {
+            if !down && self.rng.gen_ratio(1, 250) {
                 let i = self.rng.gen_range(0..self.nodes.len());
                 return self.crash(i);
             }
-            let flip = if self.isolated.is_empty() { 700 } else { 150 };
+            let flip = if self.isolated.is_empty() { 300 } else { 80 };
             if self.rng.gen_ratio(1, flip) {
                 return self.partition_or_heal();
             }
-            if any_writes && self.rng.gen_ratio(1, 2000) {
+            if any_writes && self.rng.gen_ratio(1, 600) {
                 return self.fail_write();
             }
         }
-        let idle = self
-            .clients
-            .iter()
-            .any(|c| c.pending.is_none() && c.done < self.cfg.ops_per_client);
-        match self.rng.gen_range(0..100u32) {
-            0..=49 if !self.wire.is_empty() => self.deliver(),
-            50..=79 if any_writes => self.complete_write(),
-            80..=87 if idle => self.invoke(),
-            _ => self.tick(),
+        let idle = match &self.bank {
+            Some(bank) => !bank.idle(self.cfg.ops_per_client).is_empty(),
+            None => self
+                .clients
+                .iter()
+                .any(|c| c.pending.is_none() && c.done < self.cfg.ops_per_client),
+        };
+        let (tasks, notes) = layer::pending(&self.offturn);
+        let now = self.clock.now();
+        let due = self.wire.iter().any(|(at, _, _)| *at <= now);
+        // Time moves on mostly once the work due now is done: a message is late by the
+        // delay it drew, not by how many others are in flight.
+        let busy = due || any_writes;
+        let options = [
+            (if due { 55 } else { 0 }, Action::Deliver),
+            (if any_writes { 30 } else { 0 }, Action::Persist),
+            (if idle { 8 } else { 0 }, Action::Invoke),
+            (if tasks || notes { 4 } else { 0 }, Action::Offturn),
+            (if busy { 3 } else { 30 }, Action::Tick),
+        ];
+        let total: u32 = options.iter().map(|o| o.0).sum();
+        let mut roll = self.rng.gen_range(0..total);
+        let mut action = Action::Tick;
+        for (weight, a) in options {
+            if roll < weight {
+                action = a;
+                break;
+            }
+            roll -= weight;
+        }
+        match action {
+            Action::Deliver => self.deliver(),
+            Action::Persist => self.complete_write(),
+            Action::Invoke => match self.bank {
+                Some(_) => self.bank_invoke(),
+                None => self.kv_invoke(),
+            },
+            Action::Offturn => self.offturn(),
+            Action::Tick => self.tick(),
         }
     }
 
-    /// Delivers one message in flight, chosen at random (so messages are reordered);
-    /// sometimes drops it or delivers it twice.
+    /// How late a message sent now arrives: mostly at once or within the tick, now and
+    /// then a few ticks late, rarely later than an election timeout.
+    fn delay(&mut self) -> Duration {
+        let tick = self.store_cfg.tick_interval();
+        match self.rng.gen_range(0..1000u32) {
+            0..=699 => Duration::ZERO,
+            700..=949 => tick.mul_f64(self.rng.gen_range(0.0..1.0)),
+            950..=989 => tick * self.rng.gen_range(1..=4),
+            _ => tick * self.rng.gen_range(5..=30),
+        }
+    }
+
+    /// The replicas' off-turn work makes progress: every queued task is polled once (a
+    /// TSO fetch answers at once), and the oldest note reaches its replica (unless that
+    /// replica crashed since).
+    fn offturn(&mut self) {
+        let finished = layer::run_tasks(&self.offturn);
+        let note = layer::next_note(&self.offturn);
+        let delivered = note.is_some();
+        if let Some((i, incarnation, note)) = note {
+            if self.nodes[i].starts == incarnation {
+                if let Some(peer) = self.nodes[i].peer.as_mut() {
+                    peer.on_observer_message(note);
+                }
+            }
+        }
+        self.note(format!(
+            "off-turn: {finished} tasks finished, note {delivered}"
+        ));
+    }
+
+    /// Delivers one message due now, chosen at random among those due (so messages are
+    /// reordered); sometimes drops it or delivers it twice (the copy later).
     fn deliver(&mut self) {
-        let at = self.rng.gen_range(0..self.wire.len());
-        let (to, m) = self.wire.swap_remove(at);
+        let now = self.clock.now();
+        let due: Vec<usize> = (0..self.wire.len())
+            .filter(|i| self.wire[*i].0 <= now)
+            .collect();
+        let at = due[self.rng.gen_range(0..due.len())];
+        let (_, to, m) = self.wire.swap_remove(at);
         let from = m.get_from_peer().get_store_id() as usize - 1;
         let fate = self.rng.gen_range(0..100u32);
         let cut = self.isolated.contains(&to) != self.isolated.contains(&from);
@@ -416,7 +641,8 @@ impl World {
             return;
         }
         if fate < 5 {
-            self.wire.push((to, m.clone()));
+            let again = now + self.delay();
+            self.wire.push((again, to, m.clone()));
         }
         let bytes = protobuf::Message::write_to_bytes(&m).unwrap_or_default();
         self.mix(&bytes);
@@ -426,32 +652,37 @@ impl World {
         }
     }
 
-    /// Completes the oldest write of a store with writes queued.
+    /// A store's group commit: its oldest writes, a random number of them, become
+    /// durable in order (as the LogWriter completes every write of a batch at once).
     fn complete_write(&mut self) {
         let with: Vec<usize> = (0..self.nodes.len())
             .filter(|i| !self.nodes[*i].writes.is_empty())
             .collect();
         let i = with[self.rng.gen_range(0..with.len())];
-        let Some((mut write, ready_number, last_index)) = self.nodes[i].writes.pop_front() else {
-            return;
-        };
-        self.note(format!("persist s{} ready {ready_number}", i + 1));
-        let engine = &self.nodes[i].engine;
-        let outcome = (|| {
-            if let Some(extra) = write.extra.take() {
-                engine.write(extra, false)?;
+        let batch = self.rng.gen_range(1..=self.nodes[i].writes.len());
+        self.note(format!("persist s{} {batch} writes", i + 1));
+        for _ in 0..batch {
+            let Some((mut write, ready_number, last_index)) = self.nodes[i].writes.pop_front()
+            else {
+                return;
+            };
+            let engine = &self.nodes[i].engine;
+            let outcome = (|| {
+                if let Some(extra) = write.extra.take() {
+                    engine.write(extra, false)?;
+                }
+                let mut wb = engine.write_batch();
+                write.write_into(&mut wb);
+                engine.write(wb, false)
+            })();
+            let result = outcome.map_err(|e| e.to_string());
+            if let Some(peer) = self.nodes[i].peer.as_mut() {
+                peer.on_persisted(Persisted {
+                    ready_number,
+                    last_index,
+                    result,
+                });
             }
-            let mut wb = engine.write_batch();
-            write.write_into(&mut wb);
-            engine.write(wb, false)
-        })();
-        let result = outcome.map_err(|e| e.to_string());
-        if let Some(peer) = self.nodes[i].peer.as_mut() {
-            peer.on_persisted(Persisted {
-                ready_number,
-                last_index,
-                result,
-            });
         }
     }
 
@@ -476,9 +707,11 @@ impl World {
     }
 
     fn crash(&mut self, i: usize) {
+        self.faults += 1;
         self.note(format!("crash s{}", i + 1));
         self.nodes[i].peer = None;
         self.nodes[i].writes.clear();
+        layer::forget(&self.offturn, i);
     }
 
     /// Restarts the store that is down (at most one is).
@@ -492,6 +725,7 @@ impl World {
     /// Cuts one store off from the rest, or heals the network.
     fn partition_or_heal(&mut self) {
         if self.isolated.is_empty() {
+            self.faults += 1;
             let i = self.rng.gen_range(0..self.nodes.len());
             self.isolated.insert(i);
             self.note(format!("isolate s{}", i + 1));
@@ -525,166 +759,10 @@ impl World {
             if expired {
                 if let Some(p) = self.clients[c].pending.take() {
                     self.note(format!("client {c} gives up"));
-                    self.record(&p, None, None);
+                    self.kv_record(&p, None, None);
                     self.clients[c].done += 1;
                 }
             }
         }
-    }
-
-    /// An idle client invokes its next operation at a random store.
-    fn invoke(&mut self) {
-        let idle: Vec<usize> = (0..self.clients.len())
-            .filter(|c| {
-                self.clients[*c].pending.is_none()
-                    && self.clients[*c].done < self.cfg.ops_per_client
-            })
-            .collect();
-        let c = idle[self.rng.gen_range(0..idle.len())];
-        let key = format!("k{}", self.rng.gen_range(0..self.cfg.keys)).into_bytes();
-        let kind = if self.rng.gen_bool(0.5) {
-            let client = &self.clients[c];
-            Kind::Put(format!("c{}-{}", client.id, client.seq + 1).into_bytes())
-        } else if self.rng.gen_bool(0.5) {
-            Kind::Get(ReadConsistency::LINEARIZABLE)
-        } else {
-            Kind::Get(ReadConsistency::LEASE)
-        };
-        let seq = if matches!(kind, Kind::Put(_)) {
-            self.clients[c].seq += 1;
-            self.clients[c].seq
-        } else {
-            0
-        };
-        let target = self.rng.gen_range(0..self.nodes.len());
-        let now = self.clock.now();
-        let p = Pending {
-            key,
-            kind,
-            seq,
-            invoked: now,
-            deadline: now + Duration::from_secs(20),
-            rx: None,
-            target,
-        };
-        self.note(format!(
-            "client {c} invokes {} on {} at s{}",
-            match &p.kind {
-                Kind::Put(v) => format!("put {}", String::from_utf8_lossy(v)),
-                Kind::Get(c) => format!("get ({c:?})"),
-            },
-            String::from_utf8_lossy(&p.key),
-            target + 1
-        ));
-        self.clients[c].pending = Some(p);
-        self.send(c);
-    }
-
-    /// Sends client `c`'s pending operation to its target store (a write keeps its
-    /// session's seq, so a retry is applied at most once).
-    fn send(&mut self, c: usize) {
-        let client_id = self.clients[c].id;
-        let Some(p) = self.clients[c].pending.as_mut() else {
-            return;
-        };
-        let mut req = KvRequest::new();
-        req.mut_context().set_region_id(REGION);
-        req.mut_context()
-            .set_region_epoch(region(self.cfg.stores).get_region_epoch().clone());
-        match &p.kind {
-            Kind::Put(v) => {
-                req.mut_context().set_client_id(client_id);
-                req.mut_context().set_seq(p.seq);
-                let mut put = PutRequest::new();
-                put.set_key(p.key.clone());
-                put.set_value(v.clone());
-                req.mut_request().set_put(put);
-            }
-            Kind::Get(consistency) => {
-                req.mut_context().set_consistency(*consistency);
-                let mut get = GetRequest::new();
-                get.set_key(p.key.clone());
-                req.mut_request().set_get(get);
-            }
-        }
-        let (tx, rx) = oneshot::channel();
-        p.rx = Some(rx);
-        match self.nodes[p.target].peer.as_mut() {
-            Some(peer) => peer.on_kv(req, tx),
-            None => drop(tx), // a down store: the client sees the connection fail
-        }
-    }
-
-    /// Takes the answers that arrived; retries what may be retried.
-    fn poll_clients(&mut self) {
-        for c in 0..self.clients.len() {
-            let Some(p) = self.clients[c].pending.as_mut() else {
-                continue;
-            };
-            let Some(rx) = p.rx.as_mut() else {
-                continue;
-            };
-            let answer = match rx.try_recv() {
-                Ok(resp) => Some(resp),
-                Err(oneshot::error::TryRecvError::Empty) => continue,
-                Err(oneshot::error::TryRecvError::Closed) => None,
-            };
-            let n = self.nodes.len();
-            let retry_at = match &answer {
-                Some(resp) if !resp.has_error() => {
-                    let Some(p) = self.clients[c].pending.take() else {
-                        continue;
-                    };
-                    let read = match p.kind {
-                        Kind::Get(_) => {
-                            let g = resp.get_response().get_get();
-                            Some(g.get_found().then(|| g.get_value().to_vec()))
-                        }
-                        Kind::Put(_) => None,
-                    };
-                    self.note(format!("client {c} completes"));
-                    let now = self.clock.now();
-                    self.record(&p, Some(now), read);
-                    self.clients[c].done += 1;
-                    continue;
-                }
-                Some(resp) if resp.get_error().has_not_leader() => {
-                    let hint = resp
-                        .get_error()
-                        .get_not_leader()
-                        .get_leader()
-                        .get_store_id();
-                    if hint >= 1 && hint as usize <= n {
-                        hint as usize - 1
-                    } else {
-                        self.rng.gen_range(0..n)
-                    }
-                }
-                // Any other error, or a store that went down: try another store. A write
-                // retried under its session is applied at most once.
-                _ => self.rng.gen_range(0..n),
-            };
-            if let Some(p) = self.clients[c].pending.as_mut() {
-                p.target = retry_at;
-            }
-            self.note(format!("client {c} retries at s{}", retry_at + 1));
-            self.send(c);
-        }
-    }
-
-    /// Adds an operation to the history: `returned` `None` is an unknown outcome (a read
-    /// without an answer constrains nothing and is left out).
-    fn record(&mut self, p: &Pending, returned: Option<Instant>, read: Option<Option<Vec<u8>>>) {
-        let op = match (&p.kind, read) {
-            (Kind::Put(v), _) => Op::Put(v.clone()),
-            (Kind::Get(_), Some(v)) => Op::Get(v),
-            (Kind::Get(_), None) => return,
-        };
-        self.history.push(Event {
-            key: p.key.clone(),
-            op,
-            invoked: p.invoked,
-            returned,
-        });
     }
 }

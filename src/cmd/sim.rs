@@ -1,8 +1,9 @@
 //! `regatta sim`: runs the deterministic simulator (`regatta-sim`) over many seeds and
 //! reports the first failing one with its shortest trace; `--seed S` replays one run.
+//! Each seed runs the linearizable KV workload, the bank, or both (`--workload`).
 
 use anyhow::Result;
-use regatta_sim::{run, shrink, SimConfig};
+use regatta_sim::{run, shrink, SimConfig, Workload};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -18,9 +19,13 @@ pub struct SimArgs {
     /// Replay this one seed and print its trace (ignores --seeds and --start).
     #[arg(long)]
     seed: Option<u64>,
-    /// Operations per client in each run.
-    #[arg(long, default_value_t = 12)]
-    ops: usize,
+    /// What each seed runs: the linearizable KV workload, the bank (transactions,
+    /// checked for snapshot isolation), or both, one after the other.
+    #[arg(long, value_enum, default_value_t = WorkloadArg::All)]
+    workload: WorkloadArg,
+    /// Operations per client in each run (default: 12 for kv, 8 for the bank).
+    #[arg(long)]
+    ops: Option<usize>,
     /// Clients in each run.
     #[arg(long, default_value_t = 3)]
     clients: usize,
@@ -30,44 +35,80 @@ pub struct SimArgs {
     no_faults: bool,
 }
 
+/// `--workload`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WorkloadArg {
+    Kv,
+    Bank,
+    All,
+}
+
 impl SimArgs {
-    fn config(&self, seed: u64) -> SimConfig {
-        SimConfig {
-            ops_per_client: self.ops,
-            clients: self.clients,
-            faults: !self.no_faults,
-            ..SimConfig::with_seed(seed)
-        }
+    /// The runs of `seed`, one per workload.
+    fn configs(&self, seed: u64) -> Vec<SimConfig> {
+        let workloads: &[Workload] = match self.workload {
+            WorkloadArg::Kv => &[Workload::Kv],
+            WorkloadArg::Bank => &[Workload::Bank],
+            WorkloadArg::All => &[Workload::Kv, Workload::Bank],
+        };
+        workloads
+            .iter()
+            .map(|w| {
+                let base = match w {
+                    Workload::Kv => SimConfig::with_seed(seed),
+                    Workload::Bank => SimConfig::bank(seed),
+                };
+                SimConfig {
+                    ops_per_client: self.ops.unwrap_or(base.ops_per_client),
+                    clients: self.clients,
+                    faults: !self.no_faults,
+                    ..base
+                }
+            })
+            .collect()
+    }
+}
+
+fn workload_name(w: Workload) -> &'static str {
+    match w {
+        Workload::Kv => "kv",
+        Workload::Bank => "bank",
     }
 }
 
 /// Runs the seeds; exit code 1 when one fails.
 pub fn sim(a: SimArgs) -> Result<ExitCode> {
     anyhow::ensure!(
-        a.ops > 0 && a.clients > 0,
+        a.ops != Some(0) && a.clients > 0,
         "--ops and --clients must be positive"
     );
     if let Some(seed) = a.seed {
-        let r = run(&a.config(seed));
-        for line in &r.trace {
-            eprintln!("{line}");
-        }
-        println!(
-            "seed={seed} trace_hash={:016x} steps={} simulated_ms={} ops={} completed={} result={}",
-            r.trace_hash,
-            r.steps,
-            r.simulated.as_millis(),
-            r.ops,
-            r.completed,
-            match &r.result {
-                Ok(()) => "ok".to_string(),
-                Err(e) => format!("FAILED: {e}"),
+        let mut failed = false;
+        for cfg in a.configs(seed) {
+            let r = run(&cfg);
+            for line in &r.trace {
+                eprintln!("{line}");
             }
-        );
-        return Ok(if r.result.is_ok() {
-            ExitCode::SUCCESS
-        } else {
+            println!(
+                "seed={seed} workload={} trace_hash={:016x} steps={} simulated_ms={} ops={} \
+                 completed={} result={}",
+                workload_name(cfg.workload),
+                r.trace_hash,
+                r.steps,
+                r.simulated.as_millis(),
+                r.ops,
+                r.completed,
+                match &r.result {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => format!("FAILED: {e}"),
+                }
+            );
+            failed |= r.result.is_err();
+        }
+        return Ok(if failed {
             ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
         });
     }
     let started = Instant::now();
@@ -81,27 +122,30 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
         )
     })?;
     for (n, seed) in (a.start..end).enumerate() {
-        let r = run(&a.config(seed));
-        ops += r.ops;
-        completed += r.completed;
-        if let Err(e) = &r.result {
-            eprintln!("seed {seed} failed: {e}; shrinking");
-            let (cfg, small) = shrink(&a.config(seed));
-            for line in &small.trace {
-                eprintln!("{line}");
+        for cfg in a.configs(seed) {
+            let r = run(&cfg);
+            ops += r.ops;
+            completed += r.completed;
+            if let Err(e) = &r.result {
+                let name = workload_name(cfg.workload);
+                eprintln!("seed {seed} ({name}) failed: {e}; shrinking");
+                let (small_cfg, small) = shrink(&cfg);
+                for line in &small.trace {
+                    eprintln!("{line}");
+                }
+                println!(
+                    "seeds={} failed_seed={seed} workload={name} trace_hash={:016x} \
+                     shortest_ops_per_client={} error={e}",
+                    n + 1,
+                    small.trace_hash,
+                    small_cfg.ops_per_client
+                );
+                println!(
+                    "replay: regatta sim --seed {seed} --workload {name} --ops {}",
+                    small_cfg.ops_per_client
+                );
+                return Ok(ExitCode::FAILURE);
             }
-            println!(
-                "seeds={} failed_seed={seed} trace_hash={:016x} shortest_ops_per_client={} \
-                 error={e}",
-                n + 1,
-                small.trace_hash,
-                cfg.ops_per_client
-            );
-            println!(
-                "replay: regatta sim --seed {seed} --ops {}",
-                cfg.ops_per_client
-            );
-            return Ok(ExitCode::FAILURE);
         }
         if last_report.elapsed().as_secs() >= 10 {
             last_report = Instant::now();
@@ -111,8 +155,14 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
     }
     let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
     println!(
-        "seeds={} failed=0 seeds_per_s={:.1} seeds_per_hour={:.0} ops={ops} completed={completed}",
+        "seeds={} workload={} failed=0 seeds_per_s={:.1} seeds_per_hour={:.0} ops={ops} \
+         completed={completed}",
         a.seeds,
+        match a.workload {
+            WorkloadArg::Kv => "kv",
+            WorkloadArg::Bank => "bank",
+            WorkloadArg::All => "kv+bank",
+        },
         a.seeds as f64 / secs,
         a.seeds as f64 / secs * 3600.0
     );
