@@ -12,12 +12,14 @@
 //! | `ts_limit.rs` | the newest timestamp a command may carry |
 //! | `gc.rs`, `gc_worker.rs` | MVCC GC: PD's safe point into the log, passes on a worker |
 //! | `config.rs` | [`TxnConfig`]: the layer's bounds and intervals |
+//! | `direct.rs` | [`direct::execute`]: a command straight on an engine, without Raft (fakes, tools) |
 
 #![deny(missing_docs)]
 
 mod cmd;
 mod config;
 mod detector;
+pub mod direct;
 mod gc;
 mod gc_worker;
 mod lock_wait;

@@ -10,7 +10,7 @@ use regatta_proto::metapb::{Peer, Region, Store};
 use regatta_proto::pdpb::{PdRequest_oneof_req, PdResponse};
 use regatta_proto::region::key_in_range;
 use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
-use regatta_proto::txnpb::{TxnRequest_oneof_cmd as Cmd, TxnResponse};
+use regatta_proto::txnpb::TxnRequest_oneof_cmd as Cmd;
 use regatta_txn as txn;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -482,8 +482,11 @@ impl FakeCluster {
                 e.mut_storage_error();
             }));
         }
-        let mut txn_resp = TxnResponse::new();
-        let name = run(&mut s, &region, cmd, &mut txn_resp);
+        let (name, answer) = run(&mut s, &region, cmd);
+        let txn_resp = match answer {
+            Ok(resp) => resp,
+            Err(e) => return Some(kv_error(|k| k.set_message(e))),
+        };
         if is_commit && s.lose_then_fail_commit == 1 {
             s.lose_then_fail_commit = 2;
             return None;

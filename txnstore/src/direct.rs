@@ -1,0 +1,47 @@
+//! Transactional commands run straight on an engine: the store's one mapping of `txnpb` to
+//! the Percolator actions and back — the code apply and the read path run — without Raft,
+//! leader checks, `max_ts` or lock waits. For fakes and tools: the client's tests run
+//! their fake store on it, so the fake answers exactly as a store does.
+
+use crate::cmd;
+use regatta_engine::{read_gc_safe_point, Engine, Overlay};
+use regatta_proto::metapb::Region;
+use regatta_proto::txnpb::{TxnRequest, TxnResponse};
+use regatta_raftstore::Error;
+
+/// Runs `req` on `engine` as the applied state of `region`: a read on a snapshot, a write
+/// through apply's path, its batch written (not synced) when the command succeeds. A
+/// prewrite with `try_one_pc` commits at `one_pc_commit_ts` (0: it stays a plain
+/// prewrite, as a leader whose `max_ts` is not synced proposes it).
+///
+/// `Ok` carries the answer, which may hold a `key_error` (a lock met, a conflict, ...);
+/// `Err` is the store error a store would answer instead (a key outside the region, an
+/// engine failure).
+pub fn execute<E: Engine>(
+    engine: &E,
+    region: &Region,
+    req: &TxnRequest,
+    one_pc_commit_ts: u64,
+) -> Result<TxnResponse, Error> {
+    let snap = engine.snapshot();
+    let gc_safe_point = read_gc_safe_point(&snap, region.get_id())?;
+    if cmd::is_txn_read(req) {
+        cmd::check_read_keys(req, region)?;
+        return cmd::read_txn(&snap, region, req, gc_safe_point);
+    }
+    let mut wb = engine.write_batch();
+    let answer = {
+        let mut overlay = Overlay::new(&snap);
+        let at = cmd::TxnWrite {
+            region,
+            one_pc_commit_ts,
+            gc_safe_point,
+            index: 0,
+        };
+        let mut released = Vec::new();
+        cmd::apply_txn(&mut overlay, &mut wb, &at, req, &mut released)??
+    };
+    drop(snap);
+    engine.write(wb, false)?;
+    Ok(answer)
+}
