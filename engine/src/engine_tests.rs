@@ -367,3 +367,40 @@ conformance!(
     messages_and_raw_records_read_back_through_a_snapshot,
     an_overlay_reads_like_the_engine_after_the_same_batch,
 );
+
+/// The memory engine's power-loss model: a loss keeps the synced state and a prefix of
+/// the unsynced writes after it, in order; an engine without the model loses nothing.
+#[test]
+fn a_power_loss_keeps_the_synced_state_and_a_prefix_of_later_writes() {
+    let put = |e: &MemEngine, k: &[u8], sync: bool| {
+        let mut wb = e.write_batch();
+        wb.put(Cf::Default, k, b"v");
+        e.write(wb, sync).unwrap();
+    };
+    let keys = |e: &MemEngine| -> Vec<Vec<u8>> {
+        all(&e.snapshot(), Cf::Default, b"", b"\xff")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    let e = MemEngine::with_power_loss();
+    put(&e, b"a", false);
+    put(&e, b"b", true);
+    put(&e, b"c", false);
+    put(&e, b"d", false);
+    put(&e, b"e", false);
+    assert_eq!(e.unsynced_writes(), 3);
+    e.lose_power(1);
+    assert_eq!(
+        keys(&e),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+        "the sync made a and b durable; c is the surviving prefix; d and e are lost"
+    );
+    assert_eq!(e.unsynced_writes(), 0, "what survived is durable now");
+    e.lose_power(0);
+    assert_eq!(keys(&e).len(), 3, "nothing more to lose");
+    let plain = MemEngine::new();
+    put(&plain, b"x", false);
+    plain.lose_power(0);
+    assert_eq!(keys(&plain), vec![b"x".to_vec()]);
+}

@@ -8,8 +8,52 @@
 //! generic code above them (an [`crate::Overlay`], MVCC actions) runs unchanged. The cost
 //! is one indirect call per read or write, small beside a RocksDB lookup.
 
-use crate::traits::{Cf, Snapshot, WriteBatch};
+use crate::traits::{Cf, Engine, Snapshot, WriteBatch};
 use crate::Result;
+use std::sync::Arc;
+
+/// An [`Engine`] as a trait object, for a layer behind a `dyn` seam that reads the live
+/// state or writes from another thread (the transactional layer's GC passes). Every
+/// `Engine` is one.
+pub trait DynEngine: Send + Sync {
+    /// [`Engine::live`].
+    fn dyn_live(&self) -> Box<dyn DynSnapshot + '_>;
+    /// [`Engine::snapshot`].
+    fn dyn_snapshot(&self) -> Box<dyn DynSnapshot + '_>;
+    /// A new batch, filled by `fill`, then written ([`Engine::write`]); nothing is written
+    /// when `fill` fails.
+    fn dyn_write(
+        &self,
+        sync: bool,
+        fill: &mut dyn FnMut(&mut dyn DynWriteBatch) -> Result<()>,
+    ) -> Result<()>;
+    /// A handle on the same engine, for another thread.
+    fn dyn_clone(&self) -> Arc<dyn DynEngine>;
+}
+
+impl<E: Engine> DynEngine for E {
+    fn dyn_live(&self) -> Box<dyn DynSnapshot + '_> {
+        Box::new(self.live())
+    }
+
+    fn dyn_snapshot(&self) -> Box<dyn DynSnapshot + '_> {
+        Box::new(self.snapshot())
+    }
+
+    fn dyn_write(
+        &self,
+        sync: bool,
+        fill: &mut dyn FnMut(&mut dyn DynWriteBatch) -> Result<()>,
+    ) -> Result<()> {
+        let mut wb = self.write_batch();
+        fill(&mut wb)?;
+        self.write(wb, sync)
+    }
+
+    fn dyn_clone(&self) -> Arc<dyn DynEngine> {
+        Arc::new(self.clone())
+    }
+}
 
 /// The visitor of a [`DynSnapshot::dyn_scan`] (see [`Snapshot::scan`]).
 pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
@@ -58,6 +102,24 @@ impl Snapshot for dyn DynSnapshot + '_ {
 /// A reference reads like what it points to (so `&dyn DynSnapshot` is a sized `Snapshot`,
 /// for generic code that needs one).
 impl<S: Snapshot + ?Sized> Snapshot for &S {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(cf, key)
+    }
+
+    fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], f: F) -> Result<()>
+    where
+        F: FnMut(&[u8], &[u8]) -> Result<bool>,
+    {
+        (**self).scan(cf, start, end, f)
+    }
+
+    fn seek(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        (**self).seek(cf, start, end)
+    }
+}
+
+/// A boxed snapshot (what [`DynEngine`] hands out) reads as the snapshot in the box.
+impl<S: Snapshot + ?Sized> Snapshot for Box<S> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         (**self).get(cf, key)
     }

@@ -45,7 +45,7 @@ pub mod snapshot;
 mod storage;
 mod traits;
 
-pub use erased::{DynSnapshot, DynWriteBatch, ScanVisitor};
+pub use erased::{DynEngine, DynSnapshot, DynWriteBatch, ScanVisitor};
 pub use error::{Error, Result};
 pub use mem::{MemEngine, MemSnapshot, MemWriteBatch};
 pub use overlay::{OpBatch, Overlay, OverlayOp};

@@ -5,7 +5,11 @@
 //! The maps live behind one `Arc` swapped under a mutex: a [`MemSnapshot`] is a clone of
 //! that `Arc` (O(1)), and a write copies the maps only while a snapshot still holds the old
 //! ones (`Arc::make_mut`), so snapshots are point-in-time and writes atomic by
-//! construction. Nothing is durable: `sync` is accepted and means nothing.
+//! construction. By default nothing is durable and `sync` means nothing; an engine made
+//! with [`MemEngine::with_power_loss`] also keeps what a power loss would leave — the
+//! state as of the last synced write, plus the unsynced writes after it in order, of
+//! which a power loss keeps a prefix (as RocksDB's WAL loses a suffix) — for the
+//! simulator's crashes.
 
 use crate::error::Result;
 use crate::traits::{Cf, Engine, Snapshot, WriteBatch};
@@ -20,6 +24,34 @@ type CfMaps = [CfMap; Cf::ALL.len()];
 #[derive(Clone, Default)]
 pub struct MemEngine {
     maps: Arc<Mutex<Arc<CfMaps>>>,
+    /// What survives a power loss, when tracked.
+    durable: Option<Arc<Mutex<Durable>>>,
+}
+
+/// The state as of the last synced write, and the writes since, in order.
+#[derive(Default)]
+struct Durable {
+    synced: Arc<CfMaps>,
+    unsynced: Vec<Vec<Op>>,
+}
+
+fn apply(maps: &mut CfMaps, ops: impl IntoIterator<Item = Op>) {
+    for op in ops {
+        match op {
+            Op::Put(cf, k, v) => {
+                maps[cf.index()].insert(k, v);
+            }
+            Op::Delete(cf, k) => {
+                maps[cf.index()].remove(&k);
+            }
+            Op::DeleteRange(cf, start, end) => {
+                let map = &mut maps[cf.index()];
+                let mut tail = map.split_off(&start);
+                let mut rest = tail.split_off(&end);
+                map.append(&mut rest);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for MemEngine {
@@ -33,10 +65,48 @@ impl std::fmt::Debug for MemEngine {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl MemEngine {
     /// A new, empty engine.
     pub fn new() -> MemEngine {
         MemEngine::default()
+    }
+
+    /// A new, empty engine that tracks what a power loss would leave (see the module
+    /// doc and [`MemEngine::lose_power`]). Each write after a sync copies the maps once
+    /// (the synced state shares them): for tests and the simulator, not for big data.
+    pub fn with_power_loss() -> MemEngine {
+        MemEngine {
+            durable: Some(Arc::default()),
+            ..MemEngine::default()
+        }
+    }
+
+    /// Writes since the last synced one (0 without power-loss tracking).
+    pub fn unsynced_writes(&self) -> usize {
+        self.durable.as_ref().map_or(0, |d| lock(d).unsynced.len())
+    }
+
+    /// The power fails: the engine goes back to its last synced state plus the first
+    /// `surviving` unsynced writes (clamped), which are then as durable as the rest.
+    /// Without power-loss tracking nothing is lost.
+    pub fn lose_power(&self, surviving: usize) {
+        let Some(durable) = &self.durable else {
+            return;
+        };
+        let mut guard = self.lock();
+        let mut d = lock(durable);
+        let mut maps = (*d.synced).clone();
+        let unsynced = std::mem::take(&mut d.unsynced);
+        for ops in unsynced.into_iter().take(surviving) {
+            apply(&mut maps, ops);
+        }
+        let maps = Arc::new(maps);
+        d.synced = Arc::clone(&maps);
+        *guard = maps;
     }
 
     fn lock(&self) -> MutexGuard<'_, Arc<CfMaps>> {
@@ -48,7 +118,13 @@ impl MemEngine {
 
 impl Engine for MemEngine {
     type Snapshot<'a> = MemSnapshot;
+    type Live<'a> = MemSnapshot;
     type WriteBatch = MemWriteBatch;
+
+    /// A snapshot: taking one is a clone of an `Arc`.
+    fn live(&self) -> MemSnapshot {
+        self.snapshot()
+    }
 
     fn snapshot(&self) -> MemSnapshot {
         MemSnapshot {
@@ -60,24 +136,21 @@ impl Engine for MemEngine {
         MemWriteBatch::default()
     }
 
-    fn write(&self, batch: MemWriteBatch, _sync: bool) -> Result<()> {
+    fn write(&self, batch: MemWriteBatch, sync: bool) -> Result<()> {
         let mut guard = self.lock();
-        let maps = Arc::make_mut(&mut guard);
-        for op in batch.ops {
-            match op {
-                Op::Put(cf, k, v) => {
-                    maps[cf.index()].insert(k, v);
-                }
-                Op::Delete(cf, k) => {
-                    maps[cf.index()].remove(&k);
-                }
-                Op::DeleteRange(cf, start, end) => {
-                    let map = &mut maps[cf.index()];
-                    let mut tail = map.split_off(&start);
-                    let mut rest = tail.split_off(&end);
-                    map.append(&mut rest);
-                }
-            }
+        let Some(durable) = &self.durable else {
+            apply(Arc::make_mut(&mut guard), batch.ops);
+            return Ok(());
+        };
+        let mut d = lock(durable);
+        if sync {
+            // Everything before and this write are durable now.
+            apply(Arc::make_mut(&mut guard), batch.ops);
+            d.synced = Arc::clone(&guard);
+            d.unsynced.clear();
+        } else {
+            d.unsynced.push(batch.ops.clone());
+            apply(Arc::make_mut(&mut guard), batch.ops);
         }
         Ok(())
     }
@@ -111,6 +184,7 @@ impl Snapshot for MemSnapshot {
     }
 }
 
+#[derive(Clone)]
 enum Op {
     Put(Cf, Vec<u8>, Vec<u8>),
     Delete(Cf, Vec<u8>),

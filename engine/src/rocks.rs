@@ -173,7 +173,12 @@ impl RocksEngine {
 
 impl Engine for RocksEngine {
     type Snapshot<'a> = RocksSnapshot<'a>;
+    type Live<'a> = RocksLive<'a>;
     type WriteBatch = RocksWriteBatch;
+
+    fn live(&self) -> RocksLive<'_> {
+        RocksEngine::live(self)
+    }
 
     fn snapshot(&self) -> RocksSnapshot<'_> {
         RocksSnapshot {

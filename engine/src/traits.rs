@@ -12,8 +12,10 @@
 //! range is `[start, end)`: `start` inclusive, `end` exclusive, both required — an `end`
 //! at or below `start` is an empty range, never "unbounded".
 //!
-//! The traits are used through generics (`fn f<S: Snapshot>`), never `dyn`: apply runs per
-//! raft entry on the write path, and monomorphised calls cost what direct calls did.
+//! The traits are used through generics (`fn f<S: Snapshot>`) on the raftstore's own
+//! paths: apply runs per raft entry on the write path, and monomorphised calls cost what
+//! direct calls did. A layer behind a `dyn` seam uses their object-safe faces
+//! (`erased.rs`).
 
 use crate::error::{Error, Result};
 use crate::keys;
@@ -173,12 +175,22 @@ pub trait Engine: Clone + Send + Sync + 'static {
     type Snapshot<'a>: Snapshot
     where
         Self: 'a;
+    /// The engine's reader of its live state (see [`Engine::live`]).
+    type Live<'a>: Snapshot
+    where
+        Self: 'a;
     /// The engine's write batch.
     type WriteBatch: WriteBatch + Send;
 
     /// A snapshot of the state as of now: it sees every batch whose `write` returned before
     /// this call and no batch written after. Never fails.
     fn snapshot(&self) -> Self::Snapshot<'_>;
+
+    /// A reader of the live state, cheaper than a snapshot where the engine can do
+    /// better: each `get` sees the latest write and each `scan` is consistent in itself,
+    /// but two reads may see different states. For readers whose keys nothing else writes
+    /// meanwhile (apply: only a region's replica writes its data).
+    fn live(&self) -> Self::Live<'_>;
 
     /// A new, empty batch for this engine.
     fn write_batch(&self) -> Self::WriteBatch;

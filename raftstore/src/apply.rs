@@ -88,8 +88,8 @@ pub struct ApplyEnv<'a> {
 /// [`apply_entries`] on a snapshot of its engine, writes the batch (unsynced), then adopts
 /// the region a split narrowed and records the applied index. Returns the responses per
 /// entry.
-pub fn apply_committed(
-    storage: &mut PeerStorage,
+pub fn apply_committed<E: Engine>(
+    storage: &mut PeerStorage<E>,
     entries: Vec<Entry>,
     env: ApplyEnv,
 ) -> Result<Vec<AppliedEntry>, Error> {

@@ -28,7 +28,7 @@
 use crate::error::Error;
 use crate::peer::{PeerMailbox, Responder};
 use protobuf::Message as _;
-use regatta_engine::{Cf, DynSnapshot, DynWriteBatch, RocksEngine};
+use regatta_engine::{Cf, DynEngine, DynSnapshot, DynWriteBatch};
 use regatta_proto::kvrpcpb::{KvResponse, Request, Response};
 use regatta_proto::metapb::{Peer as PeerMeta, Region};
 use regatta_proto::pdpb::RegionHeartbeatRequest;
@@ -172,7 +172,7 @@ pub struct ObserverCx<'a> {
     /// The region as this replica knows it.
     pub region: &'a Region,
     /// The store's engine (reads of the applied state; the GC worker's target).
-    pub engine: &'a RocksEngine,
+    pub engine: &'a dyn DynEngine,
     /// Whether this replica leads.
     pub leader: bool,
     /// The leader as this replica knows it.

@@ -20,7 +20,7 @@ use crate::config::StoreConfig;
 use crate::coprocessor::NoCoprocessor;
 use crate::metrics::StoreMetrics;
 use crate::request::{read_from_engine, validate_request};
-use regatta_engine::RocksEngine;
+use regatta_engine::{Engine, RocksEngine};
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse, ReadConsistency, ReadInfo, Request_oneof_cmd};
 use regatta_proto::metapb::Region;
 use std::collections::HashMap;
@@ -50,10 +50,10 @@ pub(crate) struct ReadState {
 }
 
 /// One replica's published read state, shared with the store's connections.
-pub struct ReadDelegate {
+pub struct ReadDelegate<E: Engine = RocksEngine> {
     store_id: u64,
     metrics: Arc<StoreMetrics>,
-    engine: RocksEngine,
+    engine: E,
     cfg: Arc<StoreConfig>,
     clock: Arc<dyn Clock>,
     /// Swapped whole on publish; a reader takes a reference, never a copy.
@@ -63,11 +63,11 @@ pub struct ReadDelegate {
     applied: AtomicU64,
 }
 
-impl ReadDelegate {
+impl<E: Engine> ReadDelegate<E> {
     pub(crate) fn new(
         store_id: u64,
         metrics: Arc<StoreMetrics>,
-        engine: RocksEngine,
+        engine: E,
         cfg: Arc<StoreConfig>,
         clock: Arc<dyn Clock>,
         region: Region,

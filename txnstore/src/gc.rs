@@ -33,7 +33,7 @@ impl GcState {
 impl TxnObserver {
     /// The region's applied GC safe point (0: none yet, or unreadable).
     pub(super) fn applied_safe_point(&self, cx: &ObserverCx) -> u64 {
-        match regatta_engine::read_gc_safe_point(&cx.engine.live(), cx.region.get_id()) {
+        match regatta_engine::read_gc_safe_point(&cx.engine.dyn_live(), cx.region.get_id()) {
             Ok(sp) => sp,
             Err(e) => {
                 warn!(self.logger, "reading the region's GC safe point failed"; "error" => %e);
@@ -89,7 +89,7 @@ impl TxnObserver {
             return;
         }
         self.shared.gc_worker.schedule(GcTask {
-            engine: cx.engine.clone(),
+            engine: cx.engine.dyn_clone(),
             region: cx.region.clone(),
             safe_point,
             progress: self.gc.progress.clone(),

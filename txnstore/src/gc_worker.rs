@@ -15,7 +15,7 @@
 //! point that refuses the reads those deletes would change.
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use regatta_engine::{Cf, Engine, RocksEngine, Snapshot};
+use regatta_engine::{Cf, DynEngine, DynSnapshot, OpBatch, Snapshot};
 use regatta_proto::metapb::Region;
 use slog::{info, warn, Logger};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,14 +37,15 @@ pub struct ChunkStats {
 /// two (its newest version at or below the safe point decides what goes). Writes the
 /// chunk's deletes in one unsynced batch. Returns what it did and where the next chunk
 /// starts (`None`: the range is done).
-pub fn gc_chunk<E: Engine>(
-    engine: &E,
+pub fn gc_chunk(
+    engine: &dyn DynEngine,
     start: &[u8],
     end: &[u8],
     safe_point: u64,
     batch_keys: usize,
 ) -> regatta_txn::Result<(ChunkStats, Option<Vec<u8>>)> {
-    let snap = engine.snapshot();
+    let snap = engine.dyn_snapshot();
+    let snap: &dyn DynSnapshot = &*snap;
     let (lo, hi) = regatta_txn::key::data_range(start, end);
     let mut scanned = 0u64;
     // The versions prefix (`x` + enc(user key)) of the record that reached the bound.
@@ -78,11 +79,15 @@ pub fn gc_chunk<E: Engine>(
         return Err(e);
     }
     let chunk_end = next.as_deref().unwrap_or(end);
-    let mut wb = engine.write_batch();
-    let deleted = regatta_txn::gc(&snap, &mut wb, start, chunk_end, safe_point)?;
-    drop(snap);
+    let mut ops = OpBatch::default();
+    let deleted = regatta_txn::gc(&snap, &mut ops, start, chunk_end, safe_point)?;
     if deleted > 0 {
-        engine.write(wb, false)?;
+        engine.dyn_write(false, &mut |wb| {
+            for op in &ops.ops {
+                op.replay(wb);
+            }
+            Ok(())
+        })?;
     }
     Ok((
         ChunkStats {
@@ -144,7 +149,7 @@ impl GcProgress {
 
 /// One pass: GC of `region`'s range on `engine` at `safe_point`.
 pub(crate) struct GcTask {
-    pub engine: RocksEngine,
+    pub engine: Arc<dyn DynEngine>,
     pub region: Region,
     pub safe_point: u64,
     pub progress: Arc<GcProgress>,
@@ -225,7 +230,13 @@ fn run_pass(task: &GcTask, batch_keys: usize, stop: &AtomicBool) {
         if stop.load(Ordering::Acquire) {
             return;
         }
-        match gc_chunk(&task.engine, &from, end, task.safe_point, batch_keys) {
+        match gc_chunk(
+            task.engine.as_ref(),
+            &from,
+            end,
+            task.safe_point,
+            batch_keys,
+        ) {
             Ok((stats, next)) => {
                 chunks += 1;
                 total.scanned += stats.scanned;
@@ -254,7 +265,7 @@ fn run_pass(task: &GcTask, batch_keys: usize, stop: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use regatta_engine::{MemEngine, WriteBatch};
+    use regatta_engine::{Engine, MemEngine, WriteBatch};
     use regatta_txn::{Write, WriteKind};
 
     fn put_version(wb: &mut impl WriteBatch, key: &[u8], commit_ts: u64, kind: WriteKind) {

@@ -265,7 +265,7 @@ impl RegionObserver for TxnObserver {
         if cx.applied.1 != cx.term {
             return;
         }
-        match super::oldest_lock(&cx.engine.live(), cx.region) {
+        match super::oldest_lock(&cx.engine.dyn_live(), cx.region) {
             Ok(oldest) => {
                 let mut locks = LockReport::new();
                 locks.set_oldest_start_ts(oldest);

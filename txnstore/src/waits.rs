@@ -201,7 +201,7 @@ impl TxnObserver {
     /// client can resolve it; without such a lock, `lock_wait_timeout` alone or
     /// `ServerIsBusy`.
     fn lock_answer(&self, cx: &ObserverCx, key: &[u8], own_ts: u64, timed_out: bool) -> KvResponse {
-        let live = cx.engine.live();
+        let live = cx.engine.dyn_live();
         let lock = regatta_txn::MvccReader::new(&live)
             .load_lock(key)
             .ok()

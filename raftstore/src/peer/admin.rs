@@ -6,11 +6,12 @@ use crate::error::Error;
 use protobuf::Message as _;
 use raft::RawNode;
 use raft::StateRole;
-use regatta_engine::{Engine as _, PeerStorage, Snapshot as _};
+use regatta_engine::Engine;
+use regatta_engine::{PeerStorage, Snapshot as _};
 use regatta_proto::raft_serverpb::{AdminCmd, RaftCmdBatch};
 use slog::{info, warn};
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Proposes `admin` alone in its entry (stamped with the leader's wall clock, as every
     /// entry is); `Err` when this replica does not lead (raft-rs 0.7 would forward a
     /// follower's proposal to the leader; the peer never lets it).

@@ -11,13 +11,14 @@
 
 use super::{NewRegion, Peer, Responder};
 use crate::coprocessor::KeySpace;
+use regatta_engine::Engine;
 use regatta_engine::{LogWrite, RocksEngine};
 use regatta_proto::metapb::{Region, RegionEpoch};
 use regatta_proto::pdpb::RegionHeartbeatRequest;
 use regatta_proto::raft_serverpb::RaftMessage;
 
 /// One thing a replica asks its shell to do.
-pub enum Effect {
+pub enum Effect<E: Engine = RocksEngine> {
     /// Send a raft message to the store of `to_peer` (best effort; raft retransmits).
     Send(RaftMessage),
     /// Write to the raft log through the store's LogWriter (synced when
@@ -25,7 +26,7 @@ pub enum Effect {
     /// `ready_number` (0: a write of no Ready, such as a compaction) and `last_index`.
     Persist {
         /// The write.
-        write: LogWrite,
+        write: LogWrite<E::WriteBatch>,
         /// The Ready it persists (0: none).
         ready_number: u64,
         /// The last log index it appends (0: none).
@@ -53,15 +54,15 @@ pub enum Effect {
     /// Scan the region off the replica's turn (see `apply::split_check`); the result comes
     /// back as [`super::SplitStep::Checked`], or [`super::SplitStep::CheckRefused`] when the
     /// store's split-check pool is full.
-    CheckSplit(SplitCheckTask),
+    CheckSplit(SplitCheckTask<E>),
 }
 
 /// A split check to run off the replica's turn (on the store's split-check pool).
-pub struct SplitCheckTask {
+pub struct SplitCheckTask<E: Engine = RocksEngine> {
     /// Bytes the replica wrote since the check before (handed back if the pool refuses).
     pub written: u64,
     /// The store's engine.
-    pub engine: RocksEngine,
+    pub engine: E,
     /// The region as of the check.
     pub region: Region,
     /// Split above this many bytes.
@@ -74,7 +75,7 @@ pub struct SplitCheckTask {
     pub logger: slog::Logger,
 }
 
-impl SplitCheckTask {
+impl<E: Engine> SplitCheckTask<E> {
     /// The step that tells the replica the pool refused this check.
     pub fn refused(&self) -> super::SplitStep {
         super::SplitStep::CheckRefused {
@@ -122,16 +123,16 @@ impl std::fmt::Debug for Effect {
     }
 }
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// The effects left since the last call, in order (see the module doc).
-    pub fn take_effects(&mut self) -> Vec<Effect> {
+    pub fn take_effects(&mut self) -> Vec<Effect<E>> {
         std::mem::take(&mut self.effects)
     }
 
     /// Moves the effects left since the last call into `out`, in order, keeping both
     /// buffers' capacity (a shell that calls this every turn allocates nothing for them
     /// once warm).
-    pub fn drain_effects_into(&mut self, out: &mut Vec<Effect>) {
+    pub fn drain_effects_into(&mut self, out: &mut Vec<Effect<E>>) {
         out.append(&mut self.effects);
     }
 

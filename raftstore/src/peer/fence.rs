@@ -19,9 +19,10 @@
 
 use super::Peer;
 use crate::error::Error;
+use regatta_engine::Engine;
 use slog::{error, info};
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Whether this replica is fenced (see the module doc).
     pub(super) fn is_fenced(&self) -> bool {
         self.fenced.is_some()

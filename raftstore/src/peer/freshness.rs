@@ -13,6 +13,7 @@
 
 use super::read_index::ReadReq;
 use super::{Peer, Responder};
+use regatta_engine::Engine;
 use regatta_proto::kvrpcpb::{Context, ReadConsistency, ReadInfo, Request};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -100,7 +101,7 @@ impl Freshness {
     }
 }
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// A read that reached a follower: served here when its consistency allows it and this
     /// replica is fresh enough, else redirected to the leader (`NotLeader`).
     pub(super) fn follower_read(&mut self, req: Request, ctx: &Context, tx: Responder) {

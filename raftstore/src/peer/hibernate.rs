@@ -11,6 +11,7 @@
 
 use super::effects::Effect;
 use super::Peer;
+use regatta_engine::Engine;
 use regatta_proto::metapb::Peer as PeerMeta;
 use slog::debug;
 use std::sync::atomic::Ordering;
@@ -71,7 +72,7 @@ impl Hibernation {
     }
 }
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// The raft clock period now: slow while the region hibernates.
     pub fn tick_interval(&self) -> Duration {
         if self.hibernation.is_hibernating() {

@@ -14,6 +14,7 @@
 use super::{Peer, Responder};
 use crate::apply;
 use crate::coprocessor::Coprocessor;
+use regatta_engine::Engine;
 use regatta_proto::kvrpcpb::{KvRequest, ReadConsistency, Request_oneof_cmd};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -86,7 +87,7 @@ pub(super) fn needs_leader(req: &KvRequest, cop: &dyn Coprocessor) -> bool {
     !local_read || apply::is_write(request, cop) || split || cop.kind(request).is_some()
 }
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Whether this replica neither leads nor knows who does.
     pub(super) fn knows_no_leader(&self) -> bool {
         !self.is_leader() && self.leader_meta().is_none()

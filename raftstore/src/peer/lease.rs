@@ -15,6 +15,7 @@
 //! the times.
 
 use super::Peer;
+use regatta_engine::Engine;
 use std::time::{Duration, Instant};
 
 /// A leader's lease: valid in `term` until `until`.
@@ -70,7 +71,7 @@ impl Lease {
     }
 }
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Whether this leader's lease holds at `now` (docs/CLOCKS.md). Never across a term
     /// change, after stepping down, or while a leader transfer is in flight.
     pub(super) fn lease_valid(&mut self, now: Instant) -> bool {

@@ -6,12 +6,13 @@ use super::effects::Effect;
 use super::Peer;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
+use regatta_engine::Engine;
 use regatta_proto::metapb::Peer as PeerMeta;
 use regatta_proto::raft_serverpb::RaftMessage;
 use slog::{debug, info, warn};
 use std::sync::atomic::Ordering;
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Steps a raft message from another replica.
     pub fn on_raft_message(&mut self, msg: RaftMessage) {
         if self.is_fenced() {

@@ -65,7 +65,8 @@ use lease::Lease;
 use raft::eraftpb::Message;
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use read_index::{ReadIndexQueue, ReadReq};
-use regatta_engine::PeerStorage;
+use regatta_engine::Engine;
+use regatta_engine::{PeerStorage, RocksEngine};
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse};
 use regatta_proto::metapb::{Peer as PeerMeta, Region};
 use regatta_proto::raft_serverpb::RaftCmd;
@@ -200,10 +201,10 @@ impl RegionStatus {
 }
 
 /// The region replica state machine.
-pub struct Peer {
+pub struct Peer<E: Engine = RocksEngine> {
     region_id: u64,
     peer_id: u64,
-    raw: RawNode<PeerStorage>,
+    raw: RawNode<PeerStorage<E>>,
     ctx: PeerContext,
     logger: Logger,
     // Driving raft (ready.rs).
@@ -223,7 +224,7 @@ pub struct Peer {
     /// is applied (whose commit renews the lease from then).
     leader_since: Option<(Instant, u64)>,
     /// What this replica asks its shell to do, in order (see `effects.rs`).
-    effects: Vec<effects::Effect>,
+    effects: Vec<effects::Effect<E>>,
     /// How the observer's off-turn work comes back; set by the shell when it starts.
     mailbox: Option<Arc<dyn PeerMailbox>>,
     // Reads.
@@ -235,7 +236,7 @@ pub struct Peer {
     /// Requests held while no leader is known (see `leader_wait.rs`).
     leader_wait: leader_wait::LeaderWait,
     /// What local reads see (see `local_reader`), and what was last published there.
-    delegate: Arc<ReadDelegate>,
+    delegate: Arc<ReadDelegate<E>>,
     published: Arc<ReadState>,
     /// Non-transfer votes are ignored until then (a restarted replica that saw a leader).
     vote_guard_until: Option<Instant>,
@@ -294,9 +295,9 @@ fn raft_config(cfg: &StoreConfig, peer_id: u64, applied: u64) -> Result<raft::Co
     Ok(raft_cfg)
 }
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Builds the replica of `storage`'s region with peer id `peer_id`.
-    pub fn new(storage: PeerStorage, peer_id: u64, ctx: PeerContext) -> Result<Peer, Error> {
+    pub fn new(storage: PeerStorage<E>, peer_id: u64, ctx: PeerContext) -> Result<Peer<E>, Error> {
         let region_id = storage.region().get_id();
         let logger = ctx
             .logger
@@ -381,7 +382,7 @@ impl Peer {
     }
 
     /// The read delegate the store's connections use for local reads.
-    pub fn delegate(&self) -> Arc<ReadDelegate> {
+    pub fn delegate(&self) -> Arc<ReadDelegate<E>> {
         self.delegate.clone()
     }
 

@@ -5,9 +5,10 @@
 use super::{Peer, Responder, MAX_ENTRY_DATA};
 use crate::coprocessor::{cmd_size, NoObserver, ObserverCx, Outbox, RegionObserver};
 use raft::StateRole;
+use regatta_engine::Engine;
 use regatta_proto::raft_serverpb::RaftCmd;
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// A view of this replica for a hook, whose requests go to `out`.
     pub(super) fn view<'a>(&'a self, out: &'a mut Outbox) -> ObserverCx<'a> {
         let store = self.raw.store();

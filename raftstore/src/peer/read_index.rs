@@ -17,6 +17,7 @@
 //! it is dropped after the read timeout so a lost one never blocks the next.
 
 use super::{Peer, Responder};
+use regatta_engine::Engine;
 use regatta_proto::kvrpcpb::{ReadInfo, Request};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -178,7 +179,7 @@ impl ReadIndexQueue {
     }
 }
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Starts one round for the turn's reads (or refuses them when not leader).
     pub(super) fn start_reads(&mut self) {
         if !self.reads.has_unstarted() {

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::log_writer::Persisted;
 use protobuf::Message as _;
 use raft::eraftpb::Entry;
+use regatta_engine::Engine;
 use regatta_engine::LogWrite;
 use regatta_proto::kvrpcpb::ReadInfo;
 use regatta_proto::raft_serverpb::RaftCmdBatch;
@@ -23,7 +24,7 @@ use slog::info;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Proposes the turn's commands, starts its reads and drains raft's Ready.
     pub fn flush(&mut self) {
         if self.is_fenced() {
@@ -197,7 +198,7 @@ impl Peer {
 
     /// Asks the shell to hand a write to the store's LogWriter, to be reported back to
     /// this peer.
-    fn submit(&mut self, write: LogWrite, ready_number: u64, last_index: u64) {
+    fn submit(&mut self, write: LogWrite<E::WriteBatch>, ready_number: u64, last_index: u64) {
         self.effects.push(Effect::Persist {
             write,
             ready_number,
@@ -207,7 +208,7 @@ impl Peer {
 
     /// Sends a write that needs no Ready of its own (compaction) through the LogWriter
     /// queue, so it stays ordered with log appends.
-    pub(super) fn submit_extra_write(&mut self, wb: regatta_engine::RocksWriteBatch) {
+    pub(super) fn submit_extra_write(&mut self, wb: E::WriteBatch) {
         let write = LogWrite {
             region_id: self.region_id,
             extra: Some(wb),

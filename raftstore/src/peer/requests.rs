@@ -10,13 +10,14 @@ use crate::apply;
 use crate::coprocessor::Kind;
 use crate::error::Error;
 use crate::request::read_from_engine;
+use regatta_engine::Engine;
 use regatta_proto::kvrpcpb::{
     KvRequest, KvResponse, ReadConsistency, ReadInfo, Request, Request_oneof_cmd,
 };
 use regatta_proto::raft_serverpb::RaftCmd;
 use std::time::Duration;
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Takes a client request (answered through `tx`).
     pub fn on_kv(&mut self, mut req: KvRequest, tx: Responder) {
         if let Some(reason) = &self.fenced {

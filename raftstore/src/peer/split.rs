@@ -20,6 +20,7 @@ use super::effects::{Effect, SplitCheckTask};
 use super::{Peer, Responder};
 use crate::error::Error;
 use crate::peer::NewRegion;
+use regatta_engine::Engine;
 use regatta_proto::metapb::{Region, RegionEpoch};
 use regatta_proto::pdpb::RegionHeartbeatRequest;
 use regatta_proto::raft_serverpb::{AdminCmd, SplitCmd};
@@ -130,7 +131,7 @@ pub enum SplitStep {
     },
 }
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// A client asked to split at `key` (validated to be inside the region).
     pub(super) fn on_split_request(&mut self, key: Vec<u8>, tx: Responder) {
         if !self.is_leader() {

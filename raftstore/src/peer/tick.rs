@@ -6,6 +6,7 @@ use super::effects::Effect;
 use super::Peer;
 use crate::coprocessor::Outbox;
 use crate::error::Error;
+use regatta_engine::Engine;
 use regatta_proto::pdpb::RegionHeartbeatRequest;
 use slog::{error, info};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 /// How many times less often a hibernating leader reports to PD.
 const HIBERNATED_REPORT_FACTOR: u32 = 6;
 
-impl Peer {
+impl<E: Engine> Peer<E> {
     /// Advances the raft clock; expires reads and proposals past their deadline; compacts
     /// the log when it grew past the limit; reports to PD.
     pub fn tick(&mut self) {
