@@ -99,42 +99,31 @@ impl Snapshot for dyn DynSnapshot + '_ {
     }
 }
 
-/// A reference reads like what it points to (so `&dyn DynSnapshot` is a sized `Snapshot`,
-/// for generic code that needs one).
-impl<S: Snapshot + ?Sized> Snapshot for &S {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        (**self).get(cf, key)
-    }
+/// A reference to a snapshot (so `&dyn DynSnapshot` is a sized `Snapshot`, for generic
+/// code that needs one) and a boxed one (what [`DynEngine`] hands out) read as the
+/// snapshot they point to.
+macro_rules! forward_snapshot {
+    ($($ty:ty),*) => {$(
+        impl<S: Snapshot + ?Sized> Snapshot for $ty {
+            fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+                (**self).get(cf, key)
+            }
 
-    fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], f: F) -> Result<()>
-    where
-        F: FnMut(&[u8], &[u8]) -> Result<bool>,
-    {
-        (**self).scan(cf, start, end, f)
-    }
+            fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], f: F) -> Result<()>
+            where
+                F: FnMut(&[u8], &[u8]) -> Result<bool>,
+            {
+                (**self).scan(cf, start, end, f)
+            }
 
-    fn seek(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        (**self).seek(cf, start, end)
-    }
+            fn seek(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+                (**self).seek(cf, start, end)
+            }
+        }
+    )*};
 }
 
-/// A boxed snapshot (what [`DynEngine`] hands out) reads as the snapshot in the box.
-impl<S: Snapshot + ?Sized> Snapshot for Box<S> {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        (**self).get(cf, key)
-    }
-
-    fn scan<F>(&self, cf: Cf, start: &[u8], end: &[u8], f: F) -> Result<()>
-    where
-        F: FnMut(&[u8], &[u8]) -> Result<bool>,
-    {
-        (**self).scan(cf, start, end, f)
-    }
-
-    fn seek(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        (**self).seek(cf, start, end)
-    }
-}
+forward_snapshot!(&S, Box<S>);
 
 /// A [`WriteBatch`] as a trait object. Same contract.
 pub trait DynWriteBatch {

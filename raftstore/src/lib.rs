@@ -48,6 +48,7 @@ pub use peer::{
     ShellContext, SplitCheckTask, SplitStep, TransferLeader,
 };
 pub use regatta_proto::MAX_BATCH_KEYS;
+pub use request::with_checks;
 pub use router::Router;
 pub use split_check::{SplitCheckJob, SplitChecker};
 pub use transport::Transport;

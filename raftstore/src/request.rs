@@ -33,6 +33,12 @@ pub(crate) fn validate_request(
             current_regions: vec![region.clone()],
         });
     }
+    with_checks(region, cfg, |c| validate_cmd(req, region, cop, c))
+}
+
+/// Runs `f` with the store's checks of keys, values and scan ranges against `region` and
+/// the size limits of `cfg` (what a layer's `validate` gets).
+pub fn with_checks<R>(region: &Region, cfg: &StoreConfig, f: impl FnOnce(&Checks) -> R) -> R {
     let check_key = |key: &[u8]| -> Result<(), Error> {
         if key.is_empty() || key.len() > cfg.max_key_size {
             return Err(Error::InvalidArgument(format!(
@@ -61,6 +67,22 @@ pub(crate) fn validate_request(
         }
         Ok(())
     };
+    let range = |start: &[u8], end: &[u8]| check_scan_range(region, start, end);
+    f(&Checks {
+        key: &check_key,
+        value: &check_value,
+        range: &range,
+    })
+}
+
+/// The checks of one request's command (see [`validate_request`]).
+fn validate_cmd(
+    req: &KvRequest,
+    region: &Region,
+    cop: &dyn Coprocessor,
+    c: &Checks,
+) -> Result<(), Error> {
+    let (check_key, check_value) = (c.key, c.value);
     match &req.get_request().cmd {
         Some(Request_oneof_cmd::get(g)) => check_key(g.get_key()),
         Some(Request_oneof_cmd::put(p)) => {
@@ -102,13 +124,7 @@ pub(crate) fn validate_request(
         }
         None => Err(Error::InvalidArgument("request has no command".into())),
         Some(_) if cop.kind(req.get_request()).is_some() => {
-            let range = |start: &[u8], end: &[u8]| check_scan_range(region, start, end);
-            let checks = Checks {
-                key: &check_key,
-                value: &check_value,
-                range: &range,
-            };
-            cop.validate(req.get_request(), region, &checks)
+            cop.validate(req.get_request(), region, c)
         }
         Some(_) => Err(Error::InvalidArgument(
             "no layer above the raftstore serves this command".into(),

@@ -15,7 +15,7 @@
 //! others meet its locks and resolve them.
 
 use crate::check::si::{self, Outcome, SnapshotRead, Txn, SETUP_TXN};
-use crate::world::World;
+use crate::world::{retryable, World};
 use rand::Rng;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse};
 use regatta_proto::txnpb::{
@@ -162,16 +162,23 @@ impl Bank {
         }
     }
 
-    /// Operations recorded and how many ended with a definite outcome.
-    pub(crate) fn counts(&self) -> (usize, usize) {
+    /// Operations recorded, how many ended with a definite outcome, and how many
+    /// transfers committed.
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
         let definite = self
             .txns
             .iter()
             .filter(|t| t.outcome != Outcome::Unknown)
             .count();
+        let committed = self
+            .txns
+            .iter()
+            .filter(|t| matches!(t.outcome, Outcome::Committed(_)))
+            .count();
         (
             self.txns.len() + self.snapshots.len(),
             definite + self.snapshots.len(),
+            committed,
         )
     }
 
@@ -428,6 +435,12 @@ impl World {
                     self.bank_answer(c, txn);
                     continue;
                 }
+                // An error no correct store gives this client: a finding.
+                Some(resp) if !retryable(resp.get_error()) => {
+                    self.finding(format!("bank client {c}: {:?}", resp.get_error()));
+                    self.bank_give_up(c);
+                    continue;
+                }
                 other => self.retry_target(other.as_ref()),
             };
             self.note(format!(
@@ -509,10 +522,16 @@ impl World {
                     return self.bank_finish(c, Outcome::Committed(p.get_one_pc_commit_ts()));
                 }
                 // A client that dies between its phases leaves its locks to others'
-                // lock resolution (after their TTL); it never committed.
+                // lock resolution (after their TTL). It sent no commit, so it did not
+                // commit — unless it asked for 1PC: an earlier attempt whose answer was
+                // lost may have committed (a retry then answers as a plain prewrite).
                 if self.job(c).kind == JobKind::Transfer && self.rng.gen_ratio(1, 10) {
                     self.note(format!("bank client {c} dies after its prewrite"));
-                    return self.bank_finish(c, Outcome::Unknown);
+                    let outcome = match self.job(c).one_pc {
+                        true => Outcome::Unknown,
+                        false => Outcome::Aborted,
+                    };
+                    return self.bank_finish(c, outcome);
                 }
                 let floor = p.get_min_commit_ts();
                 let mut commit_ts = self.tso.next();
@@ -628,6 +647,8 @@ impl World {
             stage = then;
         }
         match (kind, stage) {
+            // The setup committed: its secondaries are left to resolvers.
+            (JobKind::Setup, Stage::CommitSecondary) => self.bank_done(c),
             (JobKind::Setup | JobKind::Final, _) => {
                 let finding = format!("the cluster did not answer the {kind:?} job in time");
                 self.bank_mut().errors.push(finding);

@@ -4,7 +4,7 @@
 //! ([`crate::check::linearizability`]).
 
 use crate::check::linearizability::{Event, Op};
-use crate::world::{region, World, REGION};
+use crate::world::{region, retryable, World, REGION};
 use rand::Rng;
 use regatta_proto::kvrpcpb::{GetRequest, KvRequest, KvResponse, PutRequest, ReadConsistency};
 use std::time::{Duration, Instant};
@@ -148,6 +148,16 @@ impl World {
                     let now = self.clock_now();
                     self.kv_record(&p, Some(now), read);
                     self.clients[c].done += 1;
+                    continue;
+                }
+                // An error no correct store gives this client: a finding; the operation's
+                // outcome stays unknown.
+                Some(resp) if !retryable(resp.get_error()) => {
+                    self.finding(format!("client {c}: {:?}", resp.get_error()));
+                    if let Some(p) = self.clients[c].pending.take() {
+                        self.kv_record(&p, None, None);
+                        self.clients[c].done += 1;
+                    }
                     continue;
                 }
                 // A write retried under its session is applied at most once.

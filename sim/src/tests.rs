@@ -21,11 +21,12 @@ fn one_seed_replays_exactly() {
     assert_ne!(a.trace_hash, other.trace_hash, "another seed, another run");
 }
 
-/// Runs `make(seed)` for the seeds; each must pass, and faults must have struck without
-/// stopping the cluster: most operations end definitely.
+/// Runs `make(seed)` for the seeds; each must pass, faults must have struck without
+/// stopping the cluster (most operations end definitely), and writes must have taken
+/// effect (a history of failures checks nothing).
 fn many_seeds(make: fn(u64) -> SimConfig, what: &str) {
     let n = seeds();
-    let (mut ops, mut completed, mut faults) = (0, 0, 0);
+    let (mut ops, mut completed, mut faults, mut committed) = (0, 0, 0, 0);
     for seed in 0..n {
         let r = run(&make(seed));
         assert!(
@@ -38,6 +39,7 @@ fn many_seeds(make: fn(u64) -> SimConfig, what: &str) {
         ops += r.ops;
         completed += r.completed;
         faults += r.faults;
+        committed += r.committed;
     }
     assert!(
         completed * 2 > ops,
@@ -46,6 +48,11 @@ fn many_seeds(make: fn(u64) -> SimConfig, what: &str) {
     assert!(
         faults >= n as usize,
         "{what}: only {faults} faults over {n} seeds"
+    );
+    // A run where nothing takes effect checks nothing.
+    assert!(
+        committed * 5 > ops,
+        "{what}: only {committed} of {ops} operations were writes that took effect"
     );
 }
 

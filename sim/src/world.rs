@@ -1,20 +1,22 @@
 //! One simulated cluster: stores, the wire between them, clients, and the seeded scheduler
 //! that drives them (see the crate doc).
 //!
-//! What a store is here: one RocksDB (in a temporary directory) and the replica of the
-//! region it hosts, a [`Peer`] running the transactional layer (as a store's replicas do;
-//! see `layer.rs`) whose effects the scheduler carries out. A log write is
-//! held until the scheduler completes it (in order per store, as the LogWriter does) or
-//! fails it; a crash drops the replica and the writes not yet completed — a process crash:
-//! what reached the engine survives, as it would in the OS page cache — and a restart
-//! opens the replica again from the engine.
+//! What a store is here: one in-memory engine that knows what a power loss would leave
+//! (`MemEngine::with_power_loss`) and the replica of the region it hosts, a [`Peer`]
+//! running the transactional layer (as a store's replicas do; see `layer.rs`) whose
+//! effects the scheduler carries out. A log write is held until the scheduler completes
+//! it (in order per store, as the LogWriter does) or fails it; a crash drops the replica
+//! and the writes not yet completed — a process crash: what reached the engine survives,
+//! as it would in the OS page cache — or, now and then, a power loss that also drops a
+//! suffix of the engine's unsynced writes; a restart opens the replica again from the
+//! engine.
 //!
 //! Determinism: the only randomness is the scheduler's RNG; replicas read the shared
 //! manual clock; raft-rs's election timeout is fixed (`max_election_ticks`) and the
 //! scheduler varies who times out first by skipping some replicas' ticks.
 
 use crate::bank::{Bank, Phase};
-use crate::check::linearizability::{self, Event};
+use crate::check::linearizability::{self, Event, Op};
 use crate::kv::Client;
 use crate::layer::{self, OffturnQueue, SimMailbox, Tso};
 use rand::rngs::StdRng;
@@ -131,6 +133,9 @@ pub struct SimReport {
     pub trace: Vec<String>,
     /// Faults injected: crashes, failed writes, partitions.
     pub faults: usize,
+    /// Writes that took effect and were acknowledged: puts (KV), committed transfers
+    /// (bank).
+    pub committed: usize,
 }
 
 /// Runs `cfg` once.
@@ -188,7 +193,23 @@ pub(crate) struct World {
     trace: VecDeque<String>,
     steps: u64,
     faults: usize,
+    /// What must not happen and did (the run fails).
+    findings: Vec<String>,
     logger: slog::Logger,
+}
+
+/// Whether a region error is one a client retries at another store: routing (not the
+/// leader, a stale epoch, no such region yet), a proposal lost or late (stale, timed
+/// out), a busy or poisoned store. Any other error is one no correct store gives the
+/// simulated clients, and fails the run.
+pub(crate) fn retryable(e: &regatta_proto::kvrpcpb::Error) -> bool {
+    e.has_not_leader()
+        || e.has_epoch_not_match()
+        || e.has_region_not_found()
+        || e.has_stale_command()
+        || e.has_timeout()
+        || e.has_server_is_busy()
+        || e.has_store_poisoned()
 }
 
 /// The one region, with a replica on each of `stores` stores.
@@ -248,7 +269,7 @@ impl World {
             .collect();
         let started = clock.now();
         let tso = Tso::new(clock.clone());
-        let (gc_worker, _thread) = GcWorker::start(64, 4);
+        let gc_worker = GcWorker::detached();
         let bank = (cfg.workload == Workload::Bank).then(|| Bank::new(cfg.clients, cfg.keys));
         let mut w = World {
             pd: tso.pd(),
@@ -270,6 +291,7 @@ impl World {
             trace: VecDeque::new(),
             steps: 0,
             faults: 0,
+            findings: Vec::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         };
         for i in 0..w.nodes.len() {
@@ -281,6 +303,11 @@ impl World {
     /// Records a decision: into the trace hash, and the kept trace.
     pub(crate) fn note(&mut self, what: String) {
         self.mix(what.as_bytes());
+        self.keep(what);
+    }
+
+    /// Adds a line to the kept trace only (debugging output must not change the hash).
+    fn keep(&mut self, what: String) {
         if self.trace.len() == TRACE_KEPT {
             self.trace.pop_front();
         }
@@ -331,6 +358,12 @@ impl World {
         self.nodes[i].peer = Some(peer);
     }
 
+    /// Records something that must not happen; the run fails with it.
+    pub(crate) fn finding(&mut self, what: String) {
+        self.note(format!("finding: {what}"));
+        self.findings.push(what);
+    }
+
     /// Where a client sends a request again after `answer` (an error, or none: the store
     /// went down): the store a `NotLeader` names, else one at random.
     pub(crate) fn retry_target(&mut self, answer: Option<&KvResponse>) -> usize {
@@ -370,7 +403,7 @@ impl World {
                 for (i, view) in now.into_iter().enumerate() {
                     if view != views[i] {
                         views[i] = view;
-                        self.note(format!("view s{}: {view:?}", i + 1));
+                        self.keep(format!("view s{}: {view:?}", i + 1));
                     }
                 }
             }
@@ -422,7 +455,7 @@ impl World {
                     self.nodes[i].writes.len(),
                     self.wire.len()
                 );
-                self.note(line);
+                self.keep(line);
             }
         }
         // What is still pending has an unknown outcome.
@@ -431,14 +464,20 @@ impl World {
                 self.kv_record(&p, None, None);
             }
         }
-        self.gc_worker.stop();
-        let (ops, completed) = match &self.bank {
+        let (ops, completed, committed) = match &self.bank {
             Some(bank) => bank.counts(),
             None => (
                 self.history.len(),
                 self.history.iter().filter(|e| e.returned.is_some()).count(),
+                self.history
+                    .iter()
+                    .filter(|e| e.returned.is_some() && matches!(e.op, Op::Put(_)))
+                    .count(),
             ),
         };
+        if result.is_ok() && !self.findings.is_empty() {
+            result = Err(self.findings.join("; "));
+        }
         if result.is_ok() {
             result = match &self.bank {
                 Some(bank) => bank
@@ -458,6 +497,7 @@ impl World {
             result,
             trace: self.trace.into_iter().collect(),
             faults: self.faults,
+            committed,
         }
     }
 
@@ -543,7 +583,7 @@ impl World {
             if self.rng.gen_ratio(1, flip) {
                 return self.partition_or_heal();
             }
-            if any_writes && self.rng.gen_ratio(1, 600) {
+            if !down && any_writes && self.rng.gen_ratio(1, 600) {
                 return self.fail_write();
             }
         }
@@ -725,7 +765,7 @@ impl World {
         layer::forget(&self.offturn, i);
     }
 
-    /// Restarts the store that is down (at most one is).
+    /// Restarts the store that is down (faults take down one store at a time).
     fn restart_down(&mut self) {
         if let Some(i) = (0..self.nodes.len()).find(|i| self.nodes[*i].peer.is_none()) {
             self.note(format!("restart s{}", i + 1));

@@ -141,8 +141,10 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
                     small_cfg.ops_per_client
                 );
                 println!(
-                    "replay: regatta sim --seed {seed} --workload {name} --ops {}",
-                    small_cfg.ops_per_client
+                    "replay: regatta sim --seed {seed} --workload {name} --ops {} --clients {}{}",
+                    small_cfg.ops_per_client,
+                    small_cfg.clients,
+                    if small_cfg.faults { "" } else { " --no-faults" }
                 );
                 return Ok(ExitCode::FAILURE);
             }

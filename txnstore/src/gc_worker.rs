@@ -176,6 +176,17 @@ impl GcWorker {
         (GcWorker { tx, stop }, handle)
     }
 
+    /// A worker with no thread, which refuses every pass (replicas try again later, and
+    /// never get one): for a deterministic run that sets no GC safe point (the
+    /// simulator), so GC can never run off its thread.
+    pub fn detached() -> GcWorker {
+        let (tx, _) = crossbeam_channel::bounded(1);
+        GcWorker {
+            tx,
+            stop: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
     /// Queues a pass unless one of the same replica is queued or running or the queue is
     /// full (then the replica tries again later); whether it was queued.
     pub(crate) fn schedule(&self, task: GcTask) -> bool {

@@ -33,7 +33,7 @@ pub(super) fn run(
     s: &mut State,
     region: &Region,
     mut cmd: Cmd,
-) -> (&'static str, Result<TxnResponse, String>) {
+) -> (&'static str, Result<TxnResponse, regatta_raftstore::Error>) {
     let name = name(&cmd);
     // A lock the test asked to be handed over is taken as a leader hands a lock to its
     // waiter: at the newest commit ts, conflict or not.
@@ -49,7 +49,6 @@ pub(super) fn run(
     };
     let mut req = TxnRequest::new();
     req.cmd = Some(cmd);
-    let answer = regatta_txnstore::direct::execute(&s.engine, region, &req, one_pc_commit_ts)
-        .map_err(|e| e.to_string());
+    let answer = regatta_txnstore::direct::execute(&s.engine, region, &req, one_pc_commit_ts);
     (name, answer)
 }

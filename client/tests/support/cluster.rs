@@ -485,7 +485,9 @@ impl FakeCluster {
         let (name, answer) = run(&mut s, &region, cmd);
         let txn_resp = match answer {
             Ok(resp) => resp,
-            Err(e) => return Some(kv_error(|k| k.set_message(e))),
+            // As a store answers it: a refused command as its key error, else a
+            // region or storage error.
+            Err(e) => return Some(e.into_response()),
         };
         if is_commit && s.lose_then_fail_commit == 1 {
             s.lose_then_fail_commit = 2;
