@@ -70,7 +70,7 @@ impl<E: Engine> Peer<E> {
         let rid = self.region_id;
         let log = &self.raw.raft.raft_log;
         let busy = !self.proposals.is_empty()
-            || !self.pending_cmds.is_empty()
+            || !self.batch.is_empty()
             || self.inflight_writes > 0
             || self.pending_snapshot.is_some()
             || !self.reads.is_idle()

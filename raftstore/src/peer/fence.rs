@@ -50,25 +50,25 @@ impl<E: Engine> Peer<E> {
         }
         self.lease.clear();
         let e = Error::StorePoisoned(reason);
-        let mut tokens = std::mem::take(&mut self.pending_tokens);
+        let pending = self.batch.take();
+        let mut tokens = pending.tokens;
         for p in self.proposals.drain(..) {
             for tx in p.responders {
                 let _ = tx.send(e.clone().into_response());
             }
             tokens.extend(p.tokens);
         }
-        for (_, tx) in self.pending_cmds.drain(..) {
+        for (_, tx) in pending.cmds {
             let _ = tx.send(e.clone().into_response());
         }
-        self.pending_bytes = 0;
         // The observer forgets what it kept for those commands (they were answered above),
         // then answers what it holds.
         self.abandon_tokens(tokens);
         self.observer.drain(&e);
-        for (_, tx) in self.pending_cmds.drain(..) {
+        // What the observer queued while draining is answered too.
+        for (_, tx) in self.batch.take().cmds {
             let _ = tx.send(e.clone().into_response());
         }
-        self.pending_tokens.clear();
         self.drain_leader_waits(&e);
         for r in self.reads.take_all() {
             let _ = r.tx.send(e.clone().into_response());

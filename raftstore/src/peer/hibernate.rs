@@ -98,7 +98,7 @@ impl<E: Engine> Peer<E> {
             && raft.prs().iter().all(|(_, p)| p.matched == last)
             && raft.lead_transferee.is_none()
             && self.proposals.is_empty()
-            && self.pending_cmds.is_empty()
+            && self.batch.is_empty()
             && self.reads.is_idle()
             && self.ryw_waiting.is_empty()
             && self.observer.is_idle()

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `mod.rs` | the replica's state, construction, status, validation, read-state publishing |
 //! | `ready.rs` | driving raft: propose, drain `Ready`, persist, apply, answer |
+//! | `batch.rs` | the turn's commands not yet proposed, as data |
 //! | `messages.rs` | raft traffic in (guards) and out (envelope, freshness numbers) |
 //! | `requests.rs` | client requests: writes, log reads, lease and ReadIndex reads |
 //! | `read_index.rs` | the ReadIndex queue, as data |
@@ -30,6 +31,7 @@
 
 mod actor;
 mod admin;
+mod batch;
 mod effects;
 mod fence;
 mod freshness;
@@ -69,7 +71,6 @@ use regatta_engine::Engine;
 use regatta_engine::{PeerStorage, RocksEngine};
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse};
 use regatta_proto::metapb::{Peer as PeerMeta, Region};
-use regatta_proto::raft_serverpb::RaftCmd;
 use slog::{o, Logger};
 use split::Splits;
 use std::collections::{HashMap, VecDeque};
@@ -208,10 +209,8 @@ pub struct Peer<E: Engine = RocksEngine> {
     ctx: PeerContext,
     logger: Logger,
     // Driving raft (ready.rs).
-    pending_cmds: Vec<(RaftCmd, Responder)>,
-    /// Commands among `pending_cmds` whose answer goes to the observer: (index, token).
-    pending_tokens: Vec<(usize, u64)>,
-    pending_bytes: usize,
+    /// The turn's commands, proposed as one entry at its end (see `batch.rs`).
+    batch: batch::TurnBatch,
     proposals: VecDeque<Proposal>,
     persisted_msgs: VecDeque<(u64, Vec<Message>)>,
     inflight_writes: usize,
@@ -333,9 +332,7 @@ impl<E: Engine> Peer<E> {
             raw,
             ctx,
             logger,
-            pending_cmds: Vec::new(),
-            pending_tokens: Vec::new(),
-            pending_bytes: 0,
+            batch: batch::TurnBatch::default(),
             proposals: VecDeque::new(),
             persisted_msgs: VecDeque::new(),
             inflight_writes: 0,

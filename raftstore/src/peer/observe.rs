@@ -2,8 +2,8 @@
 //! called with a view of the replica; what a hook asks for (commands, admin commands, a
 //! PD report) is taken once it returns.
 
-use super::{Peer, Responder, MAX_ENTRY_DATA};
-use crate::coprocessor::{cmd_size, NoObserver, ObserverCx, Outbox, RegionObserver};
+use super::{Peer, Responder};
+use crate::coprocessor::{NoObserver, ObserverCx, Outbox, RegionObserver};
 use raft::StateRole;
 use regatta_engine::Engine;
 use regatta_proto::raft_serverpb::RaftCmd;
@@ -60,12 +60,7 @@ impl<E: Engine> Peer<E> {
     /// Adds a command to the turn's proposal (with the observer's token, if any); a full
     /// entry is proposed at once.
     pub(super) fn push_cmd(&mut self, cmd: RaftCmd, tx: Responder, token: Option<u64>) {
-        if let Some(token) = token {
-            self.pending_tokens.push((self.pending_cmds.len(), token));
-        }
-        self.pending_bytes += cmd_size(&cmd);
-        self.pending_cmds.push((cmd, tx));
-        if self.pending_bytes >= MAX_ENTRY_DATA {
+        if self.batch.push(cmd, tx, token) {
             self.propose_pending();
         }
     }

@@ -48,7 +48,7 @@ impl<E: Engine> Peer<E> {
             }
             // Applying may have handed keys to lock waiters: propose their requests now,
             // not at the next turn.
-            if self.is_fenced() || self.pending_cmds.is_empty() {
+            if self.is_fenced() || self.batch.is_empty() {
                 break;
             }
             self.propose_pending();
@@ -64,12 +64,10 @@ impl<E: Engine> Peer<E> {
 
     /// Proposes the commands queued this turn as one log entry.
     pub(super) fn propose_pending(&mut self) {
-        if self.pending_cmds.is_empty() {
+        if self.batch.is_empty() {
             return;
         }
-        let mut cmds = std::mem::take(&mut self.pending_cmds);
-        let tokens = std::mem::take(&mut self.pending_tokens);
-        self.pending_bytes = 0;
+        let super::batch::Taken { mut cmds, tokens } = self.batch.take();
         if !self.is_leader() {
             // Queued while leading, or by a hook after this turn's Ready stepped the
             // replica down: never proposed here (and never forwarded: an entry of another

@@ -73,8 +73,7 @@ impl<E: Engine> Peer<E> {
             return;
         }
         if write || consistency == ReadConsistency::LOG_READ {
-            if self.proposals.len() + self.pending_cmds.len() >= self.ctx.cfg.max_inflight_proposals
-            {
+            if self.proposals.len() + self.batch.len() >= self.ctx.cfg.max_inflight_proposals {
                 let _ = tx.send(
                     Error::ServerIsBusy(format!("region {}: too many proposals", self.region_id))
                         .into_response(),
