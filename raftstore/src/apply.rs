@@ -73,6 +73,26 @@ pub fn is_write(req: &Request, cop: &dyn Coprocessor) -> bool {
     )
 }
 
+/// A replica's at-most-once sessions as its engine holds them (`Some`: the record; `None`:
+/// known absent), kept between apply calls so that a write under a session does not read
+/// its record back from the engine each time. It must only ever hold what the engine
+/// holds: [`apply_committed`] fills and keeps it, and drops it when its write fails; the
+/// replica clears it when its data is replaced (a snapshot installed, a seed).
+#[derive(Default)]
+pub struct SessionCache {
+    sessions: HashMap<u64, Option<DedupEntry>>,
+}
+
+impl SessionCache {
+    /// Sessions held at most; past it the cache starts again empty (it is only a cache).
+    const MAX: usize = 4096;
+
+    /// Forgets everything (the replica's data was replaced).
+    pub fn clear(&mut self) {
+        self.sessions.clear();
+    }
+}
+
 /// What apply runs with besides the entries and the state: the same on every replica.
 #[derive(Clone, Copy)]
 pub struct ApplyEnv<'a> {
@@ -92,6 +112,7 @@ pub fn apply_committed<E: Engine>(
     storage: &mut PeerStorage<E>,
     entries: Vec<Entry>,
     env: ApplyEnv,
+    cache: &mut SessionCache,
 ) -> Result<Vec<AppliedEntry>, Error> {
     let Some(last) = entries.last() else {
         return Ok(Vec::new());
@@ -115,15 +136,22 @@ pub fn apply_committed<E: Engine>(
     // the applied GC safe point, which no command at or above it reads: see
     // `gc_worker.rs`), so the live database is as good as a snapshot here, without the
     // DB mutex a snapshot takes.
-    let applied = apply_entries(
+    // The cache moves into the apply (its overlay of sessions) and back once the batch is
+    // written; on any failure it is left empty.
+    let mut sessions = std::mem::take(&mut cache.sessions);
+    let applied = apply_entries_with(
         &engine.live(),
         &mut wb,
         storage.region(),
         storage.voters(),
         entries,
         env,
+        &mut sessions,
     )?;
     engine.write(wb, false)?;
+    if sessions.len() <= SessionCache::MAX {
+        cache.sessions = sessions;
+    }
     if let Some((left, _)) = applied.iter().rev().find_map(|a| a.split.as_ref()) {
         storage.set_region(left.clone());
     }
@@ -148,6 +176,20 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
     entries: Vec<Entry>,
     env: ApplyEnv,
 ) -> Result<Vec<AppliedEntry>, Error> {
+    apply_entries_with(snap, wb, region, voters, entries, env, &mut HashMap::new())
+}
+
+/// [`apply_entries`] with `sessions`, an overlay of the session records over `snap` (what
+/// the engine holds, or this batch wrote); it holds this batch's sessions too afterwards.
+pub(crate) fn apply_entries_with<S: Snapshot, W: WriteBatch>(
+    snap: &S,
+    wb: &mut W,
+    region: &Region,
+    voters: &[u64],
+    entries: Vec<Entry>,
+    env: ApplyEnv,
+    sessions: &mut HashMap<u64, Option<DedupEntry>>,
+) -> Result<Vec<AppliedEntry>, Error> {
     let ApplyEnv {
         session_ttl_ms,
         cop,
@@ -163,7 +205,7 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
         wb,
         region: Cow::Borrowed(region),
         data: HashMap::new(),
-        sessions: HashMap::new(),
+        sessions: std::mem::take(sessions),
         ext: cop.begin_apply(snap, region.get_id()),
         notes: Vec::new(),
     };
@@ -213,6 +255,7 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
         out.push(applied);
     }
     write_apply_state(ctx.wb, ctx.region.get_id(), last_index, last_term);
+    *sessions = std::mem::take(&mut ctx.sessions);
     Ok(out)
 }
 
@@ -225,7 +268,8 @@ struct ApplyContext<'a, S: Snapshot, W> {
     region: Cow<'a, Region>,
     /// Writes of this batch not yet visible in the snapshot (None = deleted).
     data: HashMap<Vec<u8>, Option<RawValue>>,
-    /// Sessions written (Some) or expired (None) by this batch.
+    /// Sessions as the engine holds them or this batch wrote (Some) or expired (None):
+    /// an overlay over `snap`.
     sessions: HashMap<u64, Option<DedupEntry>>,
     /// The layer above's share of this batch: it applies the commands it claims, each
     /// seeing the ones before it.
@@ -337,17 +381,21 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
         }
     }
 
-    fn session(&self, client_id: u64) -> Result<Option<DedupEntry>, Error> {
+    /// The session of `client_id`: from the overlay, else read once from the engine and
+    /// kept in the overlay (present or absent).
+    fn session(&mut self, client_id: u64) -> Result<Option<DedupEntry>, Error> {
         if let Some(s) = self.sessions.get(&client_id) {
             return Ok(s.clone());
         }
         let rid = self.region.get_id();
-        Ok(self.snap.get_msg(
+        let s: Option<DedupEntry> = self.snap.get_msg(
             Cf::Raft,
             &keys::dedup_key(rid, client_id),
             "dedup session",
             rid,
-        )?)
+        )?;
+        self.sessions.insert(client_id, s.clone());
+        Ok(s)
     }
 
     fn apply_cmd(

@@ -120,6 +120,8 @@ impl<E: Engine> Peer<E> {
             term,
             &all,
         )?;
+        // The seed replaces the region's data, sessions included.
+        self.sessions.clear();
         if rewind {
             // From here on the replica's state has changed: a failure stops it (a rewound
             // replica that did not take its seed must not serve, nor elect itself over an

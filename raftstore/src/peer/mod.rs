@@ -211,6 +211,8 @@ pub struct Peer<E: Engine = RocksEngine> {
     // Driving raft (ready.rs).
     /// The turn's commands, proposed as one entry at its end (see `batch.rs`).
     batch: batch::TurnBatch,
+    /// The at-most-once sessions as the engine holds them (see `apply::SessionCache`).
+    sessions: crate::apply::SessionCache,
     proposals: VecDeque<Proposal>,
     persisted_msgs: VecDeque<(u64, Vec<Message>)>,
     inflight_writes: usize,
@@ -333,6 +335,7 @@ impl<E: Engine> Peer<E> {
             ctx,
             logger,
             batch: batch::TurnBatch::default(),
+            sessions: crate::apply::SessionCache::default(),
             proposals: VecDeque::new(),
             persisted_msgs: VecDeque::new(),
             inflight_writes: 0,

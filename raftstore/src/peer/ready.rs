@@ -144,6 +144,8 @@ impl<E: Engine> Peer<E> {
             match self.raw.mut_store().apply_snapshot(rd.snapshot(), &mut w) {
                 Ok(()) => {
                     info!(self.logger, "installing snapshot"; "index" => idx, "term" => term);
+                    // The snapshot replaces the sessions with the leader's.
+                    self.sessions.clear();
                     self.pending_snapshot = Some((idx, term));
                 }
                 Err(e) => {
@@ -229,7 +231,7 @@ impl<E: Engine> Peer<E> {
             cop: &*cop,
             logger: &self.logger,
         };
-        match apply::apply_committed(self.raw.mut_store(), entries, env) {
+        match apply::apply_committed(self.raw.mut_store(), entries, env, &mut self.sessions) {
             Ok(applied) => {
                 self.raw.advance_apply_to(last);
                 self.delegate.set_applied(last);
