@@ -20,8 +20,8 @@ use rand::Rng;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse};
 use regatta_proto::txnpb::{
     CheckTxnStatusRequest, CommitRequest, KeyError, LockInfo, Mutation, MutationOp,
-    PrewriteRequest, ResolveLockRequest, RollbackRequest, TxnBatchGetRequest, TxnRequest,
-    TxnResponse, TxnStatusKind,
+    PessimisticLockRequest, PessimisticRollbackRequest, PrewriteRequest, ResolveLockRequest,
+    RollbackRequest, TxnBatchGetRequest, TxnRequest, TxnResponse, TxnStatusKind,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -32,6 +32,8 @@ const INITIAL: u64 = 100;
 const LOCK_TTL_MS: u64 = 2_000;
 /// How long a job may take before its client gives up (its outcome may be unknown).
 const JOB_TIME: Duration = Duration::from_secs(20);
+/// How long a pessimistic lock request waits in the leader's queue at most.
+const LOCK_WAIT_MS: u64 = 300;
 /// How long a client waits before it looks at a live lock again.
 const LOCK_BACKOFF: Duration = Duration::from_millis(300);
 
@@ -78,6 +80,10 @@ enum JobKind {
 #[derive(Debug, Clone)]
 enum Stage {
     Read,
+    /// A pessimistic transfer locks both accounts at a fresh `for_update_ts`, reading them.
+    Lock,
+    /// A pessimistic transfer that gives up releases its locks.
+    PessimisticRollback,
     Prewrite,
     Commit,
     CommitSecondary,
@@ -99,6 +105,10 @@ struct Job {
     reads: Vec<(Vec<u8>, u64)>,
     writes: Vec<Mutation>,
     one_pc: bool,
+    /// A pessimistic transfer (locks first, reads at `for_update_ts`).
+    pessimistic: bool,
+    /// A pessimistic transfer's latest lock ts.
+    for_update_ts: u64,
     /// The floor of the commit ts (prewrite's answers).
     min_commit_ts: u64,
     commit_ts: u64,
@@ -229,6 +239,7 @@ impl World {
             _ => (0..accounts).map(account).collect(),
         };
         let one_pc = kind == JobKind::Transfer && self.rng.gen_bool(0.5);
+        let pessimistic = kind == JobKind::Transfer && self.rng.gen_ratio(1, 3);
         let ts = self.tso.next();
         let now = self.clock_now();
         let bank = self.bank_mut();
@@ -247,6 +258,7 @@ impl World {
                     .collect();
                 (Stage::Prewrite, writes)
             }
+            _ if pessimistic => (Stage::Lock, Vec::new()),
             _ => (Stage::Read, Vec::new()),
         };
         let after_commit_of = bank.clients[c].last_committed;
@@ -263,6 +275,8 @@ impl World {
             reads: Vec::new(),
             writes,
             one_pc,
+            pessimistic,
+            for_update_ts: 0,
             min_commit_ts: 0,
             commit_ts: 0,
             after_commit_of,
@@ -289,9 +303,34 @@ impl World {
 
     /// Enters `stage` of client `c`'s job: builds its command and sends it.
     fn bank_enter(&mut self, c: usize, stage: Stage) {
+        // Each lock attempt reads at a fresh ts (after a conflict: past the newer commit).
+        let lock_ts = matches!(stage, Stage::Lock).then(|| self.tso.next());
         let job = self.job(c);
         job.stage = stage.clone();
         let cmd = match &stage {
+            Stage::Lock => {
+                job.for_update_ts = lock_ts.unwrap_or(job.ts).max(job.ts);
+                let mut l = PessimisticLockRequest::new();
+                l.set_keys(job.keys.clone().into());
+                l.set_primary(job.keys[0].clone());
+                l.set_start_ts(job.ts);
+                l.set_for_update_ts(job.for_update_ts);
+                l.set_lock_ttl_ms(LOCK_TTL_MS);
+                l.set_return_values(true);
+                l.set_wait_timeout_ms(LOCK_WAIT_MS);
+                let mut cmd = TxnRequest::new();
+                cmd.set_pessimistic_lock(l);
+                cmd
+            }
+            Stage::PessimisticRollback => {
+                let mut r = PessimisticRollbackRequest::new();
+                r.set_keys(job.keys.clone().into());
+                r.set_start_ts(job.ts);
+                r.set_for_update_ts(job.for_update_ts);
+                let mut cmd = TxnRequest::new();
+                cmd.set_pessimistic_rollback(r);
+                cmd
+            }
             Stage::Read => {
                 let mut g = TxnBatchGetRequest::new();
                 g.set_keys(job.keys.clone().into());
@@ -307,6 +346,12 @@ impl World {
                 p.set_start_ts(job.ts);
                 p.set_lock_ttl_ms(LOCK_TTL_MS);
                 p.set_try_one_pc(job.one_pc);
+                if job.pessimistic {
+                    p.set_for_update_ts(job.for_update_ts);
+                    for m in p.mut_mutations().iter_mut() {
+                        m.set_pessimistic(true);
+                    }
+                }
                 let mut cmd = TxnRequest::new();
                 cmd.set_prewrite(p);
                 cmd
@@ -498,24 +543,53 @@ impl World {
                     })
                     .collect();
                 match job.kind {
-                    JobKind::Transfer => {
-                        let amount = (job.id % 7 + 1).min(values[0]);
-                        let id = job.id;
-                        job.writes = vec![
-                            put(
-                                &job.keys[0],
-                                &si::tag(&(values[0] - amount).to_string(), id),
-                            ),
-                            put(
-                                &job.keys[1],
-                                &si::tag(&(values[1] + amount).to_string(), id),
-                            ),
-                        ];
-                        self.bank_enter(c, Stage::Prewrite);
-                    }
+                    JobKind::Transfer => self.bank_transfer(c, values),
                     _ => self.bank_audited(c, values),
                 }
             }
+            Stage::Lock => {
+                let mut locked = resp.take_pessimistic_lock();
+                let values = locked.take_values();
+                // A lock handed over by the leader's wait queue was taken at a newer
+                // commit ts: a client goes on from there. Half the clients miss it, and
+                // the store must still commit them above what they read.
+                let at = locked.get_locked_with_conflict_ts();
+                let heeds = self.rng.gen_bool(0.5);
+                let job = self.job(c);
+                if heeds {
+                    job.for_update_ts = job.for_update_ts.max(at);
+                }
+                if values.len() != job.keys.len() {
+                    let finding = format!(
+                        "txn {}: a pessimistic lock of {} keys returned {} values",
+                        job.id,
+                        job.keys.len(),
+                        values.len()
+                    );
+                    self.finding(finding);
+                    return self.bank_give_up(c);
+                }
+                let mut balances = Vec::new();
+                job.reads = job
+                    .keys
+                    .iter()
+                    .zip(values.iter())
+                    .map(|(k, v)| {
+                        balances.push(if v.get_found() {
+                            balance(v.get_value())
+                        } else {
+                            0
+                        });
+                        let writer = match v.get_found() {
+                            true => si::untag(v.get_value()).1,
+                            false => u64::MAX,
+                        };
+                        (k.clone(), writer)
+                    })
+                    .collect();
+                self.bank_transfer(c, balances)
+            }
+            Stage::PessimisticRollback => self.bank_finish(c, Outcome::Aborted),
             Stage::Prewrite => {
                 let p = resp.take_prewrite();
                 if p.get_one_pc_commit_ts() != 0 {
@@ -587,6 +661,25 @@ impl World {
         }
     }
 
+    /// The transfer read `values` (its two balances): it moves a small amount from the
+    /// first account to the second, then prewrites.
+    fn bank_transfer(&mut self, c: usize, values: Vec<u64>) {
+        let job = self.job(c);
+        let amount = (job.id % 7 + 1).min(values[0]);
+        let id = job.id;
+        job.writes = vec![
+            put(
+                &job.keys[0],
+                &si::tag(&(values[0] - amount).to_string(), id),
+            ),
+            put(
+                &job.keys[1],
+                &si::tag(&(values[1] + amount).to_string(), id),
+            ),
+        ];
+        self.bank_enter(c, Stage::Prewrite);
+    }
+
     fn bank_key_error(&mut self, c: usize, stage: Stage, e: KeyError) {
         // A lock in the way: resolve it, then try again.
         if e.has_locked() && !matches!(stage, Stage::CheckStatus(..) | Stage::Resolve(..)) {
@@ -594,6 +687,20 @@ impl World {
             return self.bank_enter(c, Stage::CheckStatus(lock, Box::new(stage)));
         }
         match stage {
+            // A newer commit on a key: lock again past it (what pessimistic mode is for).
+            Stage::Lock if e.has_conflict() => self.bank_enter(c, Stage::Lock),
+            // The leader found a cycle, or the wait ran out with no lock to resolve.
+            Stage::Lock if e.has_deadlock() || e.get_already_rolled_back() => {
+                self.bank_enter(c, Stage::PessimisticRollback)
+            }
+            Stage::Lock if e.get_lock_wait_timeout() => {
+                let until = self.clock_now() + LOCK_BACKOFF;
+                self.bank_enter(c, Stage::Backoff(until, Box::new(Stage::Lock)))
+            }
+            // Its pessimistic locks were resolved away (their TTL ran out): it aborts.
+            Stage::Prewrite if e.get_pessimistic_lock_not_found() => {
+                self.bank_enter(c, Stage::Rollback)
+            }
             // A first committer won: this transfer rolls back.
             Stage::Prewrite if e.has_conflict() && self.job(c).kind == JobKind::Transfer => {
                 self.bank_enter(c, Stage::Rollback)
@@ -655,7 +762,9 @@ impl World {
                 self.bank_mut().phase = Phase::Done;
                 self.bank_done(c);
             }
-            (_, Stage::Read) => self.bank_done(c),
+            // Nothing written (a pessimistic lock left behind expires and is resolved).
+            (_, Stage::Read | Stage::Lock) => self.bank_done(c),
+            (_, Stage::PessimisticRollback) => self.bank_finish(c, Outcome::Aborted),
             (_, Stage::Prewrite | Stage::Commit) => self.bank_finish(c, Outcome::Unknown),
             (_, Stage::Rollback) => self.bank_finish(c, Outcome::Aborted),
             (_, _) => self.bank_done(c),
@@ -674,7 +783,7 @@ impl World {
         let txn = Txn {
             id: job.id,
             start_ts: job.ts,
-            reads_at_start: true,
+            reads_at_start: !job.pessimistic,
             reads: job.reads.clone(),
             writes: job.keys.clone(),
             outcome,

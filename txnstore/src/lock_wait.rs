@@ -23,7 +23,7 @@
 //! The leader's use of it (queue on `locked`, hand over on release, deadlines, PD's
 //! deadlock answers) is in `waits.rs`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 /// One transaction waiting for a key; `T` is what the caller needs to answer or resume it.
@@ -77,10 +77,11 @@ pub(crate) struct Left<T> {
     pub(crate) behind: Option<u64>,
 }
 
-/// The leader's lock waits, by key.
+/// The leader's lock waits, by key (ordered: expiry and a step-down answer the waiters in
+/// key order, the same in every run of a seed in the simulator).
 #[derive(Debug)]
 pub(crate) struct LockWaitQueue<T> {
-    keys: HashMap<Vec<u8>, KeyQueue<T>>,
+    keys: BTreeMap<Vec<u8>, KeyQueue<T>>,
     /// The key each waiting transaction waits for.
     waiting: HashMap<u64, Vec<u8>>,
     /// Most waiters per key; beyond it a request is refused (the caller answers busy).
@@ -100,7 +101,7 @@ impl<T> LockWaitQueue<T> {
     /// An empty queue holding at most `max_per_key` waiters per key.
     pub(crate) fn new(max_per_key: usize) -> LockWaitQueue<T> {
         LockWaitQueue {
-            keys: HashMap::new(),
+            keys: BTreeMap::new(),
             waiting: HashMap::new(),
             max_per_key,
         }
@@ -214,7 +215,7 @@ impl<T> LockWaitQueue<T> {
     pub(crate) fn drain(&mut self) -> Vec<Left<T>> {
         self.waiting.clear();
         let mut out = Vec::new();
-        for (_, mut q) in self.keys.drain() {
+        for (_, mut q) in std::mem::take(&mut self.keys) {
             while let Some(l) = q.remove(0) {
                 out.push(l);
             }

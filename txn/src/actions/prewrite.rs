@@ -262,20 +262,29 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
     };
     let mut outcome = PrewriteOutcome { min_commit_ts: 0 };
     for m in &req.mutations {
-        let ttl_ms = match check(&reader, req, m, versions.get(m.key.as_slice()).copied())? {
-            Prior::Committed(_) => continue,
-            Prior::OwnPrewriteLock(lock) => {
-                if async_commit {
-                    outcome.min_commit_ts = outcome.min_commit_ts.max(lock.min_commit_ts);
+        // A pessimistic lock handed over at a newer commit ts than the request says (a
+        // client that missed `locked_with_conflict_ts`) still commits above it.
+        let (ttl_ms, locked_at) =
+            match check(&reader, req, m, versions.get(m.key.as_slice()).copied())? {
+                Prior::Committed(_) => continue,
+                Prior::OwnPrewriteLock(lock) => {
+                    if async_commit {
+                        outcome.min_commit_ts = outcome.min_commit_ts.max(lock.min_commit_ts);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Prior::OwnPessimisticLock(lock) => req.lock_ttl_ms.max(lock.ttl_ms),
-            Prior::Nothing => req.lock_ttl_ms,
-        };
+                Prior::OwnPessimisticLock(lock) => {
+                    (req.lock_ttl_ms.max(lock.ttl_ms), lock.for_update_ts)
+                }
+                Prior::Nothing => (req.lock_ttl_ms, 0),
+            };
         let mut lock = Lock::new(lock_kind(&m.op), req.primary.clone(), req.start_ts, ttl_ms);
-        lock.for_update_ts = req.for_update_ts;
+        lock.for_update_ts = req.for_update_ts.max(locked_at);
         lock.min_commit_ts = lock_min_commit_ts;
+        if locked_at > req.for_update_ts {
+            lock.min_commit_ts = lock.min_commit_ts.max(locked_at.saturating_add(1));
+            outcome.min_commit_ts = outcome.min_commit_ts.max(lock.min_commit_ts);
+        }
         lock.short_value = store_value(wb, &m.key, req.start_ts, &m.op);
         if let Some(secondaries) = &req.async_commit_secondaries {
             lock.use_async_commit = true;
@@ -340,6 +349,16 @@ pub fn one_pc<S: Snapshot, W: WriteBatch>(
                 prewritten += 1;
                 floor = floor.max(lock.min_commit_ts);
                 continue;
+            }
+            // Handed over at a commit ts at or above this one: the 1PC would hide under
+            // the version it read (the caller prewrites instead and commits by 2PC).
+            Prior::OwnPessimisticLock(lock) if commit_ts <= lock.for_update_ts => {
+                return Err(Error::CommitTsExpired {
+                    key: m.key.clone(),
+                    start_ts: req.start_ts,
+                    commit_ts,
+                    min_commit_ts: lock.for_update_ts.saturating_add(1),
+                })
             }
             Prior::OwnPessimisticLock(_) => delete_lock(wb, &m.key),
             Prior::Nothing => {}

@@ -200,7 +200,49 @@ fn a_handed_over_lock_commits_only_above_its_for_update_ts<E: Fresh>() {
     assert_eq!(env.value(b"k", 31), Some(b"waiter".to_vec()));
 }
 
+/// A client that missed the hand-over's ts (`locked_with_conflict_ts`) prewrites with its
+/// older `for_update_ts`: the lock still makes it commit above the version it read — a 1PC
+/// at the leader's ts below it is refused (the store prewrites instead), and a plain
+/// prewrite's lock and answer carry the floor (found by the simulator's bank).
+fn a_stale_for_update_ts_still_commits_above_the_handed_over_lock<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.committed(
+        vec![Mutation::put(b"k".to_vec(), b"holder".to_vec())],
+        20,
+        30,
+    );
+    let req = lock_req(&[b"k"], 10, 25, false);
+    env.run(|s, wb| acquire_pessimistic_lock_with_conflict(s, wb, &req))
+        .unwrap();
+    let mut pw = env.request(
+        b"k",
+        10,
+        vec![Mutation::put(b"k".to_vec(), b"waiter".to_vec()).pessimistic()],
+    );
+    pw.for_update_ts = 25; // stale: the lock is at 30
+    for at in [26, 30] {
+        assert!(
+            matches!(
+                env.run(|s, wb| one_pc(s, wb, &pw, at)),
+                Err(Error::CommitTsExpired {
+                    min_commit_ts: 31,
+                    ..
+                })
+            ),
+            "a 1PC at {at} would hide under the version read at 30"
+        );
+    }
+    let out = env.run(|s, wb| prewrite(s, wb, &pw)).unwrap();
+    assert_eq!(out.min_commit_ts, 31, "the answer names the floor");
+    let lock = env.lock(b"k").unwrap();
+    assert_eq!((lock.min_commit_ts, lock.for_update_ts), (31, 30));
+    assert!(env.commit(&[b"k"], 10, 30).is_err());
+    env.commit(&[b"k"], 10, 31).unwrap();
+    assert_eq!(env.value(b"k", 31), Some(b"waiter".to_vec()));
+}
+
 on_both!(
+    a_stale_for_update_ts_still_commits_above_the_handed_over_lock,
     a_handed_over_lock_commits_only_above_its_for_update_ts,
     acquire_conflicts_only_with_writes_after_for_update_ts,
     lock_with_conflict_takes_the_lock_at_the_newest_commit_and_reads_it,

@@ -140,8 +140,22 @@ pub(crate) fn apply_txn<S: Snapshot + ?Sized, W: WriteBatch + ?Sized>(
     let (result, primary): (regatta_txn::Result<()>, &[u8]) = match &req.cmd {
         Some(Cmd::prewrite(p)) => {
             let tr = prewrite_request(p);
-            let r = if p.get_try_one_pc() && one_pc_commit_ts != 0 {
-                regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts).map(|outcome| {
+            let one_pc = if p.get_try_one_pc() && one_pc_commit_ts != 0 {
+                match regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts) {
+                    // A pessimistic lock of this transaction was handed over at a newer
+                    // commit ts than the request knew: no 1PC at the leader's ts; a
+                    // plain prewrite, committed by 2PC above that lock.
+                    Err(regatta_txn::Error::CommitTsExpired { .. }) if tr.for_update_ts > 0 => {
+                        b.ops.clear();
+                        None
+                    }
+                    r => Some(r),
+                }
+            } else {
+                None
+            };
+            let r = if let Some(one_pc) = one_pc {
+                one_pc.map(|outcome| {
                     let mut r = PrewriteResponse::new();
                     match outcome {
                         regatta_txn::OnePcOutcome::Committed(at) => r.set_one_pc_commit_ts(at),
