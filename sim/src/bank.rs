@@ -13,6 +13,10 @@
 //! a transaction as committed exactly when one of its versions was seen. Now and then a
 //! client dies between its prewrite and its commit, or before committing its secondary:
 //! others meet its locks and resolve them.
+//!
+//! One transfer in three is pessimistic: it locks both accounts first (reading them at its
+//! `for_update_ts`, waiting in the leader's queue), locks again past a newer commit, rolls
+//! back on a deadlock, then prewrites its pessimistic locks.
 
 use crate::check::si::{self, Outcome, SnapshotRead, Txn, SETUP_TXN};
 use crate::world::{retryable, World};

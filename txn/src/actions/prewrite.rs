@@ -118,8 +118,9 @@ pub struct PrewriteRequest {
 /// What a successful prewrite tells the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrewriteOutcome {
-    /// Async commit: the largest `min_commit_ts` of the locks (the transaction commits at
-    /// the maximum over all its prewrites). 0 for 2PC.
+    /// The largest `min_commit_ts` of the transaction's locks on these keys (written now
+    /// or by an earlier attempt): the commit ts must be at least this (async commit
+    /// commits at the maximum over all its prewrites). 0 when no lock has a floor.
     pub min_commit_ts: u64,
 }
 
@@ -267,10 +268,10 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
         let (ttl_ms, locked_at) =
             match check(&reader, req, m, versions.get(m.key.as_slice()).copied())? {
                 Prior::Committed(_) => continue,
+                // A retry: its answer names the lock's floor again (a lost first
+                // answer must not lose it).
                 Prior::OwnPrewriteLock(lock) => {
-                    if async_commit {
-                        outcome.min_commit_ts = outcome.min_commit_ts.max(lock.min_commit_ts);
-                    }
+                    outcome.min_commit_ts = outcome.min_commit_ts.max(lock.min_commit_ts);
                     continue;
                 }
                 Prior::OwnPessimisticLock(lock) => {
@@ -283,8 +284,9 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
         lock.min_commit_ts = lock_min_commit_ts;
         if locked_at > req.for_update_ts {
             lock.min_commit_ts = lock.min_commit_ts.max(locked_at.saturating_add(1));
-            outcome.min_commit_ts = outcome.min_commit_ts.max(lock.min_commit_ts);
         }
+        // The answer names the highest floor of the locks it wrote.
+        outcome.min_commit_ts = outcome.min_commit_ts.max(lock.min_commit_ts);
         lock.short_value = store_value(wb, &m.key, req.start_ts, &m.op);
         if let Some(secondaries) = &req.async_commit_secondaries {
             lock.use_async_commit = true;

@@ -231,6 +231,14 @@ fn raise_gc(safe_point: u64) -> regatta_proto::raft_serverpb::AdminCmd {
 }
 
 /// Whether an applied entry noted a raised GC safe point.
+/// Whether an applied entry handed any key to lock waiters.
+fn released_any(a: &regatta_raftstore::apply::AppliedEntry) -> bool {
+    a.notes
+        .iter()
+        .filter_map(|n| n.downcast_ref::<crate::Released>())
+        .any(|r| !r.0.is_empty())
+}
+
 fn raised_safe_point(a: &regatta_raftstore::apply::AppliedEntry) -> bool {
     a.notes.iter().any(|n| n.is::<crate::SafePointRaised>())
 }
@@ -325,6 +333,52 @@ fn entries_name_the_locks_their_commands_removed_for_the_lock_waiters() {
             vec![(b"d".to_vec(), 40)],
         ]
     );
+}
+
+#[test]
+fn a_one_pc_below_a_handed_over_lock_becomes_a_plain_prewrite_with_the_floor() {
+    // A waiter (start 5) is handed `k` at the holder's commit ts 20, then prewrites with
+    // its stale for_update_ts 5 asking for 1PC, and the leader picks 1PC ts 12: that
+    // would hide its write under the version it read. Apply prewrites instead: no 1PC
+    // ts, the floor 21 in the answer and the lock, no lock released, and a retry of the
+    // prewrite (a lost answer) names the floor again.
+    let e = engine();
+    apply(
+        &e,
+        vec![
+            entry(10, vec![cmd(prewrite(b"k", b"holder", 10, false), 0)]),
+            entry(11, vec![cmd(commit(b"k", 10, 20), 0)]),
+        ],
+    );
+    let mut handed = pessimistic_lock(b"k", 5);
+    handed
+        .mut_pessimistic_lock()
+        .set_allow_lock_with_conflict(true);
+    apply(&e, vec![entry(12, vec![cmd(handed, 0)])]);
+    let mut pw = prewrite(b"k", b"waiter", 5, true);
+    pw.mut_prewrite().set_for_update_ts(5);
+    pw.mut_prewrite().mut_mutations()[0].set_pessimistic(true);
+    let out = apply_full(&e, vec![entry(13, vec![cmd(pw.clone(), 12)])]);
+    let r = txn(&out[0].responses[0]);
+    assert!(!r.has_key_error(), "{r:?}");
+    assert_eq!(r.get_prewrite().get_one_pc_commit_ts(), 0, "no 1PC");
+    assert_eq!(r.get_prewrite().get_min_commit_ts(), 21, "the floor");
+    assert!(!released_any(&out[0]), "a prewrite releases no lock");
+    let retry = apply(&e, vec![entry(14, vec![cmd(pw.clone(), 0)])]);
+    assert_eq!(
+        txn(&retry[0][0]).get_prewrite().get_min_commit_ts(),
+        21,
+        "a retry names the floor again"
+    );
+    let below = apply(&e, vec![entry(15, vec![cmd(commit(b"k", 5, 20), 0)])]);
+    assert!(
+        txn(&below[0][0])
+            .get_key_error()
+            .get_commit_ts_expired_min()
+            == 21
+    );
+    let ok = apply(&e, vec![entry(16, vec![cmd(commit(b"k", 5, 21), 0)])]);
+    assert!(!txn(&ok[0][0]).has_key_error());
 }
 
 #[test]
