@@ -28,11 +28,13 @@
 
 mod bank;
 pub mod check;
+mod config;
 mod kv;
 mod layer;
 mod world;
 
-pub use world::{run, shrink, SimConfig, SimReport, Workload};
+pub use config::{SimConfig, SimReport, Workload};
+pub use world::{run, shrink};
 
 #[cfg(test)]
 mod tests;

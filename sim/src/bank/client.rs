@@ -1,0 +1,303 @@
+//! The bank's clients as the scheduler drives them: starting jobs, sending their
+//! commands, and taking the answers that arrived.
+
+use super::*;
+
+impl World {
+    /// Starts the next job of an idle client: the setup, a transfer, an audit, or the
+    /// final read.
+    pub(crate) fn bank_invoke(&mut self) {
+        let ops = self.cfg.ops_per_client;
+        let idle = self.bank_mut().idle(ops);
+        if idle.is_empty() {
+            return;
+        }
+        let c = idle[self.rng.gen_range(0..idle.len())];
+        let phase = self.bank_mut().phase;
+        let accounts = self.bank_mut().accounts;
+        let kind = match phase {
+            Phase::Setup => JobKind::Setup,
+            Phase::Final => JobKind::Final,
+            _ if self.rng.gen_ratio(1, 5) => JobKind::Audit,
+            _ => JobKind::Transfer,
+        };
+        let keys: Vec<Vec<u8>> = match kind {
+            JobKind::Transfer => {
+                let a = self.rng.gen_range(0..accounts);
+                let b = (a + self.rng.gen_range(1..accounts)) % accounts;
+                vec![account(a), account(b)]
+            }
+            _ => (0..accounts).map(account).collect(),
+        };
+        let one_pc = kind == JobKind::Transfer && self.rng.gen_bool(0.5);
+        let pessimistic = kind == JobKind::Transfer && self.rng.gen_ratio(1, 3);
+        let ts = self.tso.next();
+        let now = self.clock_now();
+        let bank = self.bank_mut();
+        let id = match kind {
+            JobKind::Setup => SETUP_TXN,
+            _ => {
+                bank.next_id += 1;
+                bank.next_id
+            }
+        };
+        let (stage, writes) = match kind {
+            JobKind::Setup => {
+                let writes = keys
+                    .iter()
+                    .map(|k| put(k, &si::tag(&INITIAL.to_string(), SETUP_TXN)))
+                    .collect();
+                (Stage::Prewrite, writes)
+            }
+            _ if pessimistic => (Stage::Lock, Vec::new()),
+            _ => (Stage::Read, Vec::new()),
+        };
+        let after_commit_of = bank.clients[c].last_committed;
+        let deadline = now
+            + match kind {
+                JobKind::Final | JobKind::Setup => JOB_TIME * 3,
+                _ => JOB_TIME,
+            };
+        bank.clients[c].job = Some(Job {
+            kind,
+            id,
+            ts,
+            keys,
+            reads: Vec::new(),
+            writes,
+            one_pc,
+            pessimistic,
+            for_update_ts: 0,
+            min_commit_ts: 0,
+            commit_ts: 0,
+            after_commit_of,
+            stage: stage.clone(),
+            call: None,
+            deadline,
+        });
+        self.note(format!(
+            "bank client {c} starts {kind:?} txn {id} at ts {ts}"
+        ));
+        self.bank_enter(c, stage);
+    }
+
+    pub(super) fn bank_mut(&mut self) -> &mut Bank {
+        self.bank.as_mut().expect("the bank workload runs")
+    }
+
+    pub(super) fn job(&mut self, c: usize) -> &mut Job {
+        self.bank_mut().clients[c]
+            .job
+            .as_mut()
+            .expect("the client has a job")
+    }
+
+    /// Enters `stage` of client `c`'s job: builds its command and sends it.
+    pub(super) fn bank_enter(&mut self, c: usize, stage: Stage) {
+        // Each lock attempt reads at a fresh ts (after a conflict: past the newer commit).
+        let lock_ts = matches!(stage, Stage::Lock).then(|| self.tso.next());
+        let job = self.job(c);
+        job.stage = stage.clone();
+        let cmd = match &stage {
+            Stage::Lock => {
+                job.for_update_ts = lock_ts.unwrap_or(job.ts).max(job.ts);
+                let mut l = PessimisticLockRequest::new();
+                l.set_keys(job.keys.clone().into());
+                l.set_primary(job.keys[0].clone());
+                l.set_start_ts(job.ts);
+                l.set_for_update_ts(job.for_update_ts);
+                l.set_lock_ttl_ms(LOCK_TTL_MS);
+                l.set_return_values(true);
+                l.set_wait_timeout_ms(LOCK_WAIT_MS);
+                let mut cmd = TxnRequest::new();
+                cmd.set_pessimistic_lock(l);
+                cmd
+            }
+            Stage::PessimisticRollback => {
+                let mut r = PessimisticRollbackRequest::new();
+                r.set_keys(job.keys.clone().into());
+                r.set_start_ts(job.ts);
+                r.set_for_update_ts(job.for_update_ts);
+                let mut cmd = TxnRequest::new();
+                cmd.set_pessimistic_rollback(r);
+                cmd
+            }
+            Stage::Read => {
+                let mut g = TxnBatchGetRequest::new();
+                g.set_keys(job.keys.clone().into());
+                g.set_start_ts(job.ts);
+                let mut cmd = TxnRequest::new();
+                cmd.set_batch_get(g);
+                cmd
+            }
+            Stage::Prewrite => {
+                let mut p = PrewriteRequest::new();
+                p.set_mutations(job.writes.clone().into());
+                p.set_primary(job.keys[0].clone());
+                p.set_start_ts(job.ts);
+                p.set_lock_ttl_ms(LOCK_TTL_MS);
+                p.set_try_one_pc(job.one_pc);
+                if job.pessimistic {
+                    p.set_for_update_ts(job.for_update_ts);
+                    for m in p.mut_mutations().iter_mut() {
+                        m.set_pessimistic(true);
+                    }
+                }
+                let mut cmd = TxnRequest::new();
+                cmd.set_prewrite(p);
+                cmd
+            }
+            Stage::Commit | Stage::CommitSecondary => {
+                let keys = match stage {
+                    Stage::Commit => job.keys[..1].to_vec(),
+                    _ => job.keys[1..].to_vec(),
+                };
+                let mut r = CommitRequest::new();
+                r.set_keys(keys.into());
+                r.set_start_ts(job.ts);
+                r.set_commit_ts(job.commit_ts);
+                let mut cmd = TxnRequest::new();
+                cmd.set_commit(r);
+                cmd
+            }
+            Stage::Rollback => {
+                let mut r = RollbackRequest::new();
+                r.set_keys(job.keys.clone().into());
+                r.set_start_ts(job.ts);
+                let mut cmd = TxnRequest::new();
+                cmd.set_rollback(r);
+                cmd
+            }
+            Stage::CheckStatus(lock, _) => {
+                let lock = lock.clone();
+                let current_ts = self.tso.next();
+                let expired = regatta_proto::ts::physical_ms(lock.get_start_ts())
+                    .saturating_add(lock.get_ttl_ms())
+                    <= regatta_proto::ts::physical_ms(current_ts);
+                let mut r = CheckTxnStatusRequest::new();
+                r.set_primary(lock.get_primary().to_vec());
+                r.set_lock_ts(lock.get_start_ts());
+                r.set_current_ts(current_ts);
+                r.set_rollback_if_not_exist(expired);
+                let mut cmd = TxnRequest::new();
+                cmd.set_check_txn_status(r);
+                cmd
+            }
+            Stage::Resolve(lock, commit_ts, _) => {
+                let mut r = ResolveLockRequest::new();
+                r.mut_keys().push(lock.get_key().to_vec());
+                r.set_start_ts(lock.get_start_ts());
+                r.set_commit_ts(*commit_ts);
+                let mut cmd = TxnRequest::new();
+                cmd.set_resolve_lock(r);
+                cmd
+            }
+            Stage::Backoff(..) => {
+                self.job(c).call = None;
+                return;
+            }
+        };
+        let target = self.rng.gen_range(0..self.nodes.len());
+        self.note(format!(
+            "bank client {c} {} at s{}",
+            show(&stage),
+            target + 1
+        ));
+        self.job(c).call = Some(Call {
+            cmd,
+            rx: None,
+            target,
+        });
+        self.bank_send(c);
+    }
+
+    pub(super) fn bank_send(&mut self, c: usize) {
+        let epoch = crate::world::region(self.cfg.stores)
+            .get_region_epoch()
+            .clone();
+        let Some(call) = self.job(c).call.as_mut() else {
+            return;
+        };
+        let mut req = KvRequest::new();
+        req.mut_context().set_region_id(crate::world::REGION);
+        req.mut_context().set_region_epoch(epoch);
+        req.mut_request().set_txn(call.cmd.clone());
+        let (tx, rx) = oneshot::channel();
+        call.rx = Some(rx);
+        let target = call.target;
+        match self.nodes[target].peer.as_mut() {
+            Some(peer) => peer.on_kv(req, tx),
+            None => drop(tx),
+        }
+    }
+
+    /// Takes the answers that arrived; retries routing errors and lost answers at another
+    /// store; wakes clients whose backoff ended; gives up jobs past their deadline.
+    pub(crate) fn bank_poll(&mut self) {
+        let now = self.clock_now();
+        for c in 0..self.bank_mut().clients.len() {
+            let Some(job) = self.bank_mut().clients[c].job.as_mut() else {
+                continue;
+            };
+            if now >= job.deadline {
+                self.note(format!("bank client {c} gives up"));
+                self.bank_give_up(c);
+                continue;
+            }
+            if let Stage::Backoff(until, then) = &job.stage {
+                if now >= *until {
+                    let then = (**then).clone();
+                    self.bank_enter(c, then);
+                }
+                continue;
+            }
+            let Some(call) = job.call.as_mut() else {
+                continue;
+            };
+            let Some(rx) = call.rx.as_mut() else {
+                continue;
+            };
+            let answer = match rx.try_recv() {
+                Ok(resp) => Some(resp),
+                Err(oneshot::error::TryRecvError::Empty) => continue,
+                Err(oneshot::error::TryRecvError::Closed) => None,
+            };
+            let why = answer.as_ref().map_or("no answer".to_string(), |r| {
+                r.get_error().get_message().to_string()
+            });
+            let retry_at = match answer {
+                Some(mut resp) if !resp.has_error() => {
+                    let txn = resp.mut_response().take_txn();
+                    self.bank_answer(c, txn);
+                    continue;
+                }
+                // An error no correct store gives this client: a finding.
+                Some(resp) if !retryable(resp.get_error()) => {
+                    self.finding(format!("bank client {c}: {:?}", resp.get_error()));
+                    self.bank_give_up(c);
+                    continue;
+                }
+                other => self.retry_target(other.as_ref()),
+            };
+            self.note(format!(
+                "bank client {c} retries at s{} ({why})",
+                retry_at + 1
+            ));
+            if let Some(call) = self.job(c).call.as_mut() {
+                call.target = retry_at;
+            }
+            self.bank_send(c);
+        }
+        let ops = self.cfg.ops_per_client;
+        let bank = self.bank_mut();
+        if bank.phase == Phase::Run
+            && bank
+                .clients
+                .iter()
+                .all(|cl| cl.job.is_none() && cl.done >= ops)
+        {
+            bank.phase = Phase::Final;
+            self.note("bank: final read".into());
+        }
+    }
+}
