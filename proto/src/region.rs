@@ -33,6 +33,18 @@ pub fn key_in_bounds(start: &[u8], end: &[u8], key: &[u8]) -> bool {
     key >= start && (end.is_empty() || key < end)
 }
 
+/// `[start, end)` clipped to `region`'s range (an empty end, of either: unbounded).
+pub fn clip_to_region(region: &Region, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let lo = start.max(region.get_start_key()).to_vec();
+    let hi = match (end.is_empty(), region.get_end_key().is_empty()) {
+        (true, true) => Vec::new(),
+        (true, false) => region.get_end_key().to_vec(),
+        (false, true) => end.to_vec(),
+        (false, false) => end.min(region.get_end_key()).to_vec(),
+    };
+    (lo, hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +71,31 @@ mod tests {
         let tail = region(b"m", b"");
         assert!(key_in_range(&tail, b"m") && key_in_range(&tail, b"\xff"));
         assert!(!key_in_range(&tail, b"l\xff"));
+    }
+
+    #[test]
+    fn a_range_is_clipped_to_the_region_with_empty_ends_unbounded() {
+        let r = region(b"b", b"d");
+        assert_eq!(
+            clip_to_region(&r, b"a", b"z"),
+            (b"b".to_vec(), b"d".to_vec())
+        );
+        assert_eq!(
+            clip_to_region(&r, b"c", b""),
+            (b"c".to_vec(), b"d".to_vec())
+        );
+        assert_eq!(
+            clip_to_region(&r, b"", b"c"),
+            (b"b".to_vec(), b"c".to_vec())
+        );
+        let tail = region(b"m", b"");
+        assert_eq!(
+            clip_to_region(&tail, b"a", b""),
+            (b"m".to_vec(), Vec::new())
+        );
+        assert_eq!(
+            clip_to_region(&tail, b"n", b"p"),
+            (b"n".to_vec(), b"p".to_vec())
+        );
     }
 }

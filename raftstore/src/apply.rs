@@ -478,12 +478,7 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
         if key_in_range(&self.region, key) {
             Ok(())
         } else {
-            Err(Error::KeyNotInRegion {
-                key: key.to_vec(),
-                region_id: self.region.get_id(),
-                start_key: self.region.get_start_key().to_vec(),
-                end_key: self.region.get_end_key().to_vec(),
-            })
+            Err(Error::key_not_in_region(&self.region, key))
         }
     }
 
@@ -688,13 +683,7 @@ pub fn scan_region<S: Snapshot>(
     } else {
         limit.min(MAX_SCAN_LIMIT)
     };
-    let lo = start.max(region.get_start_key()).to_vec();
-    let hi = match (end.is_empty(), region.get_end_key().is_empty()) {
-        (true, true) => Vec::new(),
-        (true, false) => region.get_end_key().to_vec(),
-        (false, true) => end.to_vec(),
-        (false, false) => end.min(region.get_end_key()).to_vec(),
-    };
+    let (lo, hi) = regatta_proto::region::clip_to_region(region, start, end);
     let in_range = |k: &[u8]| regatta_proto::region::key_in_bounds(&lo, &hi, k);
     let extra = overlay.map_or(0, |o| o.len());
     let mut merged: BTreeMap<Vec<u8>, RawValue> = snap

@@ -123,6 +123,16 @@ impl From<regatta_engine::Error> for Error {
 }
 
 impl Error {
+    /// `key` is not in `region`'s range.
+    pub fn key_not_in_region(region: &regatta_proto::metapb::Region, key: &[u8]) -> Error {
+        Error::KeyNotInRegion {
+            key: key.to_vec(),
+            region_id: region.get_id(),
+            start_key: region.get_start_key().to_vec(),
+            end_key: region.get_end_key().to_vec(),
+        }
+    }
+
     /// An I/O error while doing `op` (name the path or address in it).
     pub fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let op = op.into();

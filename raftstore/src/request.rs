@@ -48,12 +48,7 @@ pub fn with_checks<R>(region: &Region, cfg: &StoreConfig, f: impl FnOnce(&Checks
             )));
         }
         if !regatta_proto::region::key_in_range(region, key) {
-            return Err(Error::KeyNotInRegion {
-                key: key.to_vec(),
-                region_id: region.get_id(),
-                start_key: region.get_start_key().to_vec(),
-                end_key: region.get_end_key().to_vec(),
-            });
+            return Err(Error::key_not_in_region(region, key));
         }
         Ok(())
     };
@@ -139,12 +134,7 @@ fn check_scan_range(r: &Region, start: &[u8], end: &[u8]) -> Result<(), Error> {
     if start_ok && end_ok {
         Ok(())
     } else {
-        Err(Error::KeyNotInRegion {
-            key: start.to_vec(),
-            region_id: r.get_id(),
-            start_key: r.get_start_key().to_vec(),
-            end_key: r.get_end_key().to_vec(),
-        })
+        Err(Error::key_not_in_region(r, start))
     }
 }
 

@@ -163,12 +163,7 @@ pub(crate) fn check_read_keys(req: &TxnRequest, region: &Region) -> Result<(), E
         .into_iter()
         .find(|k| !regatta_proto::region::key_in_range(region, k))
     {
-        Some(k) => Err(Error::KeyNotInRegion {
-            key: k.to_vec(),
-            region_id: region.get_id(),
-            start_key: region.get_start_key().to_vec(),
-            end_key: region.get_end_key().to_vec(),
-        }),
+        Some(k) => Err(Error::key_not_in_region(region, k)),
         None => Ok(()),
     }
 }
@@ -192,12 +187,5 @@ fn pair(key: Vec<u8>, value: Vec<u8>) -> TxnKvPair {
 
 /// `[start, end)` clipped to the region (an empty end: unbounded).
 fn clip(region: &Region, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let lo = start.max(region.get_start_key()).to_vec();
-    let hi = match (end.is_empty(), region.get_end_key().is_empty()) {
-        (true, true) => Vec::new(),
-        (true, false) => region.get_end_key().to_vec(),
-        (false, true) => end.to_vec(),
-        (false, false) => end.min(region.get_end_key()).to_vec(),
-    };
-    (lo, hi)
+    regatta_proto::region::clip_to_region(region, start, end)
 }

@@ -123,12 +123,7 @@ pub(crate) fn apply_txn<S: Snapshot + ?Sized, W: WriteBatch + ?Sized>(
 ) -> Result<Result<TxnResponse, Error>, Error> {
     let (region, one_pc_commit_ts, index) = (at.region, at.one_pc_commit_ts, at.index);
     if let Some(k) = keys_of(req).into_iter().find(|k| !key_in_range(region, k)) {
-        return Ok(Err(Error::KeyNotInRegion {
-            key: k.to_vec(),
-            region_id: region.get_id(),
-            start_key: region.get_start_key().to_vec(),
-            end_key: region.get_end_key().to_vec(),
-        }));
+        return Ok(Err(Error::key_not_in_region(region, k)));
     }
     if let Some(ts) = lock_start_ts(req).filter(|ts| *ts <= at.gc_safe_point) {
         return Ok(Ok(super::read::below_gc_safe_point(ts, at.gc_safe_point)));
