@@ -13,7 +13,7 @@ use actix::{Actor, Addr, Arbiter};
 use regatta_proto::frame;
 use regatta_proto::framepb::{Frame, Frame_oneof_body};
 use regatta_proto::pdpb::{PdError, PdResponse, RegionWithLeader};
-use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
+use regatta_proto::rpc::{accept_until, serve_connection, InboundLimits, ReadBudget};
 use slog::{debug, info, warn, Logger};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,33 +90,28 @@ async fn serve(
     listener: TcpListener,
     actor: Addr<PdActor>,
     limits: InboundLimits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     logger: Logger,
 ) {
     let budget = ReadBudget::new(limits.max_buffered);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let logger = logger.new(slog::o!("conn" => peer.to_string()));
-                tokio::spawn(handle_conn(
-                    stream,
-                    actor.clone(),
-                    limits.clone(),
-                    budget.clone(),
-                    shutdown.clone(),
-                    logger,
-                ));
-            }
-            Err(e) => {
-                warn!(logger, "accept failed"; "error" => %e);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let mut stop = shutdown.clone();
+    accept_until(
+        &listener,
+        &mut stop,
+        |stream, peer| {
+            let logger = logger.new(slog::o!("conn" => peer.to_string()));
+            tokio::spawn(handle_conn(
+                stream,
+                actor.clone(),
+                limits.clone(),
+                budget.clone(),
+                shutdown.clone(),
+                logger,
+            ));
+        },
+        |e| warn!(logger, "accept failed"; "error" => %e),
+    )
+    .await;
 }
 
 /// Requests one connection may have in PD at once (sent to the actor, or answered but

@@ -9,6 +9,30 @@ mod inbound;
 
 pub use inbound::{InboundLimits, ReadBudget};
 
+/// Accepts connections on `listener` and hands each to `on_conn` (with its peer address)
+/// until `shutdown` changes; an accept error goes to `on_error` and is retried after a
+/// short pause (a full fd table must not spin the loop). The store's and PD's servers.
+pub async fn accept_until(
+    listener: &tokio::net::TcpListener,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    mut on_conn: impl FnMut(TcpStream, std::net::SocketAddr),
+    mut on_error: impl FnMut(std::io::Error),
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => on_conn(stream, peer),
+            Err(e) => {
+                on_error(e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 use crate::frame::{self, FrameError, MAX_FRAME_LEN};
 use crate::framepb::{Frame, Frame_oneof_body};
 use inbound::{FrameReader, ReadError};

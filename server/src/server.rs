@@ -8,7 +8,7 @@
 
 use regatta_proto::framepb::{Frame, Frame_oneof_body};
 use regatta_proto::raft_serverpb::RaftMessage;
-use regatta_proto::rpc::{serve_connection, InboundLimits, ReadBudget};
+use regatta_proto::rpc::{accept_until, serve_connection, InboundLimits, ReadBudget};
 use regatta_raftstore::Error;
 use regatta_raftstore::Router;
 use slog::{debug, warn, Logger};
@@ -26,30 +26,24 @@ pub async fn serve(
 ) {
     let budget = ReadBudget::new(limits.max_buffered);
     let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let logger = logger.new(slog::o!("conn" => peer.to_string()));
-                tokio::spawn(handle_conn(
-                    stream,
-                    router.clone(),
-                    unknown.clone(),
-                    limits.clone(),
-                    budget.clone(),
-                    shutdown.clone(),
-                    logger,
-                ));
-            }
-            Err(e) => {
-                warn!(logger, "accept failed"; "error" => %e);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    accept_until(
+        &listener,
+        &mut stop,
+        |stream, peer| {
+            let logger = logger.new(slog::o!("conn" => peer.to_string()));
+            tokio::spawn(handle_conn(
+                stream,
+                router.clone(),
+                unknown.clone(),
+                limits.clone(),
+                budget.clone(),
+                shutdown.clone(),
+                logger,
+            ));
+        },
+        |e| warn!(logger, "accept failed"; "error" => %e),
+    )
+    .await;
 }
 
 async fn handle_conn(
