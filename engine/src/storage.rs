@@ -49,9 +49,10 @@ pub struct LogWrite<W = RocksWriteBatch> {
     /// snapshot installs and log compaction.
     pub extra: Option<W>,
     /// Whether `raft_state` changed in term or vote (which must be durable before any
-    /// message that depends on them is sent). A change of the commit index alone need not
-    /// be synced: on restart the commit index is raised to the applied index, and raft
-    /// only needs it to be no more than what a quorum has.
+    /// message that depends on them is sent). A change of the commit index alone is not
+    /// staged at all (see [`PeerStorage::set_hard_state`]): on restart the commit index is
+    /// raised to the applied index, and raft only needs it to be no more than what a
+    /// quorum has.
     pub state_must_sync: bool,
 }
 
@@ -463,14 +464,27 @@ impl<E: Engine> PeerStorage<E> {
         w.raft_state = Some(self.raft_state.clone());
     }
 
-    /// Stages a new HardState into `w`.
+    /// Takes a new HardState: readable at once, and staged into `w` when its term or vote
+    /// changed (which must be synced before any message that depends on them is sent).
+    ///
+    /// A change of the commit index alone is not staged: it rides along with the
+    /// replica's next log write (every staged raft state is the whole current one). The
+    /// commit index on disk may lag, which is safe: raft only needs it to be no more than
+    /// what a quorum holds, and recovery raises it to the applied index. Staging it would
+    /// cost a LogWriter round trip per commit on every replica, for nothing.
     pub fn set_hard_state(&mut self, hs: &HardState, w: &mut LogWrite<E::WriteBatch>) {
         let st = &self.raft_state;
-        w.state_must_sync |= st.get_term() != hs.term || st.get_vote() != hs.vote;
+        let must_sync = st.get_term() != hs.term || st.get_vote() != hs.vote;
         self.raft_state.set_term(hs.term);
         self.raft_state.set_vote(hs.vote);
         self.raft_state.set_commit(hs.commit);
-        w.raft_state = Some(self.raft_state.clone());
+        if must_sync {
+            w.state_must_sync = true;
+            w.raft_state = Some(self.raft_state.clone());
+        } else if w.raft_state.is_some() {
+            // Already staged by this Ready (its entries): keep the staged copy current.
+            w.raft_state = Some(self.raft_state.clone());
+        }
     }
 
     /// Records that the log through `index` is durable (the LogWriter synced it).

@@ -520,6 +520,55 @@ fn a_commit_index_behind_the_applied_index_is_raised_not_refused() {
     assert_eq!(s.commit_index(), 8);
 }
 
+fn a_commit_index_change_alone_is_not_staged_but_rides_with_the_next_write<E: Engine>(
+    new: &dyn Fn() -> E,
+) {
+    let engine = new();
+    bootstrap_region(&engine, &region(1)).unwrap();
+    let mut s = open(&engine, 1, 16);
+    let hs = |term, vote, commit| HardState {
+        term,
+        vote,
+        commit,
+        ..Default::default()
+    };
+    let staged = |s: &mut PeerStorage<E>, h: HardState| {
+        let mut w = LogWrite {
+            region_id: 1,
+            ..LogWrite::default()
+        };
+        s.set_hard_state(&h, &mut w);
+        w
+    };
+    // A new term and vote: staged, and synced.
+    let w = staged(&mut s, hs(6, 11, 5));
+    assert!(w.raft_state.is_some() && w.needs_sync());
+    persist(&engine, &mut s, w);
+    append(&engine, &mut s, (6..=8).map(|i| entry(i, 6)).collect());
+    // The commit index alone: nothing to write, but readable at once.
+    let w = staged(&mut s, hs(6, 11, 7));
+    assert!(w.is_empty(), "a commit-only change costs no log write");
+    assert_eq!(s.commit_index(), 7);
+    assert_eq!(
+        open(&engine, 1, 16)
+            .initial_state()
+            .unwrap()
+            .hard_state
+            .commit,
+        5,
+        "the disk lags: safe, commit only has to be at most what a quorum holds"
+    );
+    // The next log write carries the whole current state, commit included.
+    let mut w = staged(&mut s, hs(6, 11, 8));
+    s.append(vec![entry(9, 6)], &mut w);
+    assert_eq!(w.raft_state.as_ref().unwrap().get_commit(), 8);
+    persist(&engine, &mut s, w);
+    drop(s);
+    let st = open(&engine, 1, 16).initial_state().unwrap();
+    assert_eq!((st.hard_state.term, st.hard_state.vote), (6, 11));
+    assert_eq!(st.hard_state.commit, 8);
+}
+
 /// Instantiates each generic scenario once per engine.
 macro_rules! on_every_engine {
     ($($name:ident),* $(,)?) => {
@@ -559,4 +608,5 @@ on_every_engine!(
     corrupt_or_foreign_snapshots_are_rejected_not_applied,
     a_rewound_replica_takes_a_seed_below_its_old_commit_index,
     first_data_key_skips_the_given_raw_keys_only,
+    a_commit_index_change_alone_is_not_staged_but_rides_with_the_next_write,
 );
