@@ -65,6 +65,10 @@ pub struct StoreConfig {
     pub log_writer_queue: usize,
     /// Bytes of log entries one LogWriter batch takes before it syncs. Default 4 MiB.
     pub log_writer_max_batch_bytes: usize,
+    /// Under load, how long the LogWriter may wait for more tasks before it writes and
+    /// syncs a group (it waits only while the groups are shared and waiting gathers more;
+    /// see `log_writer::GroupWait`); 0 never waits. Default 200 µs.
+    pub log_group_wait_us: u64,
     /// How often leaders report their regions to PD. Default 10 s.
     pub region_heartbeat_interval_ms: u64,
     /// How often the store reports to PD. Default 1 s.
@@ -138,6 +142,7 @@ impl Default for StoreConfig {
             peer_inbox_capacity: 4096,
             log_writer_queue: 4096,
             log_writer_max_batch_bytes: 4 << 20,
+            log_group_wait_us: 200,
             region_heartbeat_interval_ms: 10_000,
             store_heartbeat_interval_ms: 1_000,
             lease_ms: 400,
@@ -200,6 +205,9 @@ impl StoreConfig {
         self.inbound_limits().validate()?;
         if self.log_writer_queue == 0 || self.log_writer_max_batch_bytes == 0 {
             return Err("LogWriter bounds must be > 0".into());
+        }
+        if self.log_group_wait_us > 100_000 {
+            return Err("log_group_wait_us must be at most 100,000 (100 ms)".into());
         }
         if self.region_split_size == 0 || self.region_split_keys < 2 {
             return Err("region_split_size must be > 0 and region_split_keys >= 2".into());

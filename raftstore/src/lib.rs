@@ -39,7 +39,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{check_lease, StoreConfig};
 pub use error::{Error, Result};
 pub use local_reader::{ReadDelegate, ReadRegistry};
-pub use log_writer::{LogWriter, Persisted, PersistedSink, WriteTask};
+pub use log_writer::{GroupLimits, GroupWait, LogWriter, Persisted, PersistedSink, WriteTask};
 pub use metrics::{MetricsSnapshot, StoreMetrics};
 pub use pd::{BoxFuture, MemPd, PdClient, PdError, TsoSource};
 pub use peer::{

@@ -306,7 +306,10 @@ impl Store {
         let (log_writer, log_writer_thread) = LogWriter::start(
             engine.clone(),
             opts.config.log_writer_queue,
-            opts.config.log_writer_max_batch_bytes,
+            regatta_raftstore::GroupLimits {
+                max_batch_bytes: opts.config.log_writer_max_batch_bytes,
+                wait: std::time::Duration::from_micros(opts.config.log_group_wait_us),
+            },
             metrics.clone(),
             logger.clone(),
         );
