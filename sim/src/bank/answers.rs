@@ -45,10 +45,16 @@ impl World {
                 let mut locked = resp.take_pessimistic_lock();
                 let values = locked.take_values();
                 // A lock handed over by the leader's wait queue was taken at a newer
-                // commit ts: a client goes on from there. Half the clients miss it, and
-                // the store must still commit them above what they read.
+                // commit ts: a client goes on from there, once the TSO is past it (a
+                // 1PC may have chosen that ts above anything the TSO handed out, and
+                // for_update_ts must be a TSO timestamp; the real client's
+                // `wait_for_tso_past`). Half the clients miss it, and the store must
+                // still commit them above what they read.
                 let at = locked.get_locked_with_conflict_ts();
                 let heeds = self.rng.gen_bool(0.5);
+                if heeds && at > self.job(c).for_update_ts {
+                    while self.tso.next() <= at {}
+                }
                 let job = self.job(c);
                 if heeds {
                     job.for_update_ts = job.for_update_ts.max(at);
