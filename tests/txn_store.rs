@@ -259,10 +259,41 @@ async fn resolve_lock_commits_or_rolls_back_the_locks_it_is_given() {
     assert_eq!(get(&cluster, b"c", now).await, Ok(None));
 }
 
-/// One write of the 1PC test: committed at `commit_ts` with `value`.
+/// One write of the 1PC and async-commit tests: committed at `commit_ts` with `value`.
 type Commit = (u64, Vec<u8>);
-/// One read of the 1PC test: at `ts`, what it saw.
+/// One read of those tests: at `ts`, what it saw.
 type Read = (u64, Option<Vec<u8>>);
+
+/// Two readers of `k`, 20 reads each at fresh timestamps, recording what they saw.
+fn spawn_readers(
+    cluster: &Arc<Cluster>,
+    reads: &Arc<Mutex<Vec<Read>>>,
+    tasks: &mut Vec<actix_rt::task::JoinHandle<()>>,
+) {
+    for _ in 0..2 {
+        let (cluster, reads) = (cluster.clone(), reads.clone());
+        tasks.push(actix_rt::spawn(async move {
+            for _ in 0..20 {
+                let at = ts(&cluster).await;
+                if let Ok(v) = get(&cluster, b"k", at).await {
+                    reads.lock().unwrap().push((at, v));
+                }
+            }
+        }));
+    }
+}
+
+/// Every read saw exactly the latest commit at or below its ts.
+fn assert_reads_see_the_latest_commit(commits: &[Commit], reads: &[Read]) {
+    for (at, seen) in reads {
+        let expected = commits
+            .iter()
+            .filter(|(c, _)| c <= at)
+            .max_by_key(|(c, _)| *c)
+            .map(|(_, v)| v.clone());
+        assert_eq!(seen, &expected, "the read at {at} (commits: {commits:?})");
+    }
+}
 
 /// Goal: 1PC keeps snapshot isolation for concurrent readers: a read at `r` never misses
 /// a commit below `r`. Method: writers commit `k` by 1PC (falling back to 2PC when the
@@ -299,30 +330,62 @@ async fn a_one_pc_commit_never_lands_below_a_read_that_missed_it() {
             }
         }));
     }
-    for _ in 0..2 {
-        let (cluster, reads) = (cluster.clone(), reads.clone());
-        tasks.push(actix_rt::spawn(async move {
-            for _ in 0..20 {
-                let at = ts(&cluster).await;
-                if let Ok(v) = get(&cluster, b"k", at).await {
-                    reads.lock().unwrap().push((at, v));
-                }
-            }
-        }));
-    }
+    spawn_readers(&cluster, &reads, &mut tasks);
     for t in tasks {
         t.await.expect("task");
     }
     let commits = commits.lock().unwrap().clone();
     assert!(*one_pc.lock().unwrap() > 0, "some writes committed by 1PC");
-    for (at, seen) in reads.lock().unwrap().iter() {
-        let expected = commits
-            .iter()
-            .filter(|(c, _)| c <= at)
-            .max_by_key(|(c, _)| *c)
-            .map(|(_, v)| v.clone());
-        assert_eq!(seen, &expected, "the read at {at} (commits: {commits:?})");
+    assert_reads_see_the_latest_commit(&commits, &reads.lock().unwrap());
+}
+
+/// Goal: an async-commit transaction, committed when its prewrite lands at the
+/// `min_commit_ts` the leader chose, never lands below a read that missed it, and a
+/// transaction begun after it sees it (its ts is at most one above anything the TSO
+/// handed out). Method: two writers prewrite one key with `use_async_commit` and commit at
+/// the answered ts; two readers read at fresh timestamps meanwhile; every read must see
+/// exactly the latest commit at or below its ts, and a TSO ts taken after each commit is
+/// at or above it.
+#[actix_rt::test]
+async fn an_async_commit_never_lands_below_a_read_that_missed_it() {
+    let cluster = Arc::new(Cluster::new(3, 1).await);
+    let commits: Arc<Mutex<Vec<Commit>>> = Arc::default();
+    let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for w in 0..2u8 {
+        let (cluster, commits) = (cluster.clone(), commits.clone());
+        tasks.push(actix_rt::spawn(async move {
+            for i in 0..15u8 {
+                let value = vec![w, i];
+                let start = ts(&cluster).await;
+                let mut req = prewrite_req(b"k", &[(b"k", &value)], start, 3000);
+                req.mut_prewrite().set_use_async_commit(true);
+                let r = send(&cluster, b"k", req).await;
+                if r.has_key_error() {
+                    continue; // a conflict with the other writer: nothing committed
+                }
+                let commit_ts = r.get_prewrite().get_min_commit_ts();
+                assert!(
+                    commit_ts > start,
+                    "async commit at {commit_ts} after {start}"
+                );
+                ok(&send(&cluster, b"k", commit_req(&[b"k"], start, commit_ts)).await);
+                let after = ts(&cluster).await;
+                assert!(
+                    after >= commit_ts,
+                    "TSO {after} below a commit at {commit_ts}"
+                );
+                commits.lock().unwrap().push((commit_ts, value));
+            }
+        }));
     }
+    spawn_readers(&cluster, &reads, &mut tasks);
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let commits = commits.lock().unwrap().clone();
+    assert!(!commits.is_empty(), "some writes committed");
+    assert_reads_see_the_latest_commit(&commits, &reads.lock().unwrap());
 }
 
 /// Goal: a command at a timestamp far beyond PD's TSO cannot poison the region's
@@ -464,12 +527,20 @@ async fn malformed_commands_are_refused_with_the_documented_errors() {
     assert!(!r.get_key_error().get_invalid().is_empty(), "{r:?}");
     let r = cluster.send_txn(b"k", get_req(b"", start)).await;
     assert!(r.get_error().has_invalid_argument(), "an empty key: {r:?}");
-    // Async commit is refused until something resolves its locks (issue 20, hole 7).
-    let mut async_commit = prewrite_req(b"k", &[(b"k", b"1")], start, 3000);
-    async_commit.mut_prewrite().set_use_async_commit(true);
-    let r = send(&cluster, b"k", async_commit).await;
+    // Async commit and 1PC at once, and secondaries without async commit, are refused.
+    let mut both = prewrite_req(b"k", &[(b"k", b"1")], start, 3000);
+    both.mut_prewrite().set_use_async_commit(true);
+    both.mut_prewrite().set_try_one_pc(true);
+    let r = send(&cluster, b"k", both).await;
     assert!(
         r.get_key_error().get_invalid().contains("async commit"),
+        "{r:?}"
+    );
+    let mut stray = prewrite_req(b"k", &[(b"k", b"1")], start, 3000);
+    stray.mut_prewrite().mut_secondaries().push(b"k2".to_vec());
+    let r = send(&cluster, b"k", stray).await;
+    assert!(
+        r.get_key_error().get_invalid().contains("secondaries"),
         "{r:?}"
     );
     assert_eq!(

@@ -7,6 +7,7 @@
 mod support;
 
 mod retry_policy;
+mod txn_async_commit;
 mod txn_bank;
 mod txn_commit_paths;
 mod txn_isolation;

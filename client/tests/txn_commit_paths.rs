@@ -1,8 +1,8 @@
 //! The transaction client's commit paths against a fake transactional store (PD + one
 //! store on loopback, running the real `regatta_txn` actions over a `MemEngine`). Goal:
 //! a commit is visible exactly from its commit ts on; one region commits by 1PC in one
-//! command; two regions go through 2PC with the prewrites in parallel and the primary
-//! committed before the answer; a split re-cuts a commit; conflicts are typed and
+//! command; two regions go through 2PC (async commit off) with the prewrites in parallel
+//! and the primary committed before the answer; a split re-cuts a commit; conflicts are typed and
 //! retryable and `run` retries them; timestamp requests share PD calls. Method: drive the
 //! public API, then look at the data through snapshots and at the commands the fake
 //! counted.
@@ -36,6 +36,14 @@ async fn read(txns: &TxnClient, key: &[u8]) -> Option<Vec<u8>> {
         .get(key)
         .await
         .expect("snapshot read")
+}
+
+/// Optimistic, committed by 2PC even across regions (no async commit).
+fn two_pc() -> TxnOptions {
+    TxnOptions {
+        async_commit: false,
+        ..TxnOptions::optimistic()
+    }
 }
 
 /// Waits (bounded) until `cond` holds.
@@ -132,7 +140,7 @@ async fn a_two_region_transaction_prewrites_in_parallel_and_commits_the_primary_
     let fake = FakeCluster::start(&[b"m"]).await;
     let txns = connect(&fake).await;
     fake.hold_prewrites_until(2);
-    let mut t = txns.begin_optimistic().await.expect("begin");
+    let mut t = txns.begin_with(two_pc()).await.expect("begin");
     t.put(b"a", b"left");
     t.put(b"z", b"right");
     t.commit().await.expect("commit");
@@ -401,7 +409,7 @@ async fn a_lost_answer_to_the_primary_commit_leaves_the_secondaries_for_readers_
     let fake = FakeCluster::start(&[b"m"]).await;
     let txns = impatient(&fake).await;
     fake.mute("commit");
-    let mut t = txns.begin_optimistic().await.expect("begin");
+    let mut t = txns.begin_with(two_pc()).await.expect("begin");
     t.put(b"a", b"1");
     t.put(b"z", b"2");
     let err = t.commit().await.expect_err("the answer never comes");
@@ -425,7 +433,7 @@ async fn a_failed_retry_of_a_lost_primary_commit_is_undetermined_and_rolls_nothi
     let fake = FakeCluster::start(&[b"m"]).await;
     let txns = impatient(&fake).await;
     fake.lose_then_fail_next_commit();
-    let mut t = txns.begin_optimistic().await.expect("begin");
+    let mut t = txns.begin_with(two_pc()).await.expect("begin");
     t.put(b"a", b"1");
     t.put(b"z", b"2");
     let err = t.commit().await.expect_err("the retry fails");

@@ -6,25 +6,11 @@
 //! locks.
 
 use crate::support::FakeCluster;
-use regatta_client::{Config, TxnClient};
-use std::time::Duration;
-
-async fn connect(fake: &FakeCluster) -> TxnClient {
-    let cfg = Config {
-        op_timeout: Duration::from_secs(10),
-        backoff_base: Duration::from_millis(1),
-        backoff_max: Duration::from_millis(20),
-        ..Config::default()
-    };
-    TxnClient::connect_with(&[&fake.addr], cfg)
-        .await
-        .expect("connect to the fake")
-}
 
 #[tokio::test]
 async fn a_one_region_commit_is_one_command_and_its_abort_sends_no_rollback() {
     let fake = FakeCluster::start(&[]).await;
-    let txns = connect(&fake).await;
+    let txns = fake.client().await;
     let mut t = txns.occ_begin();
     assert_eq!(t.read(b"k").await.unwrap(), (None, 0));
     t.write(b"k", b"1");
@@ -53,7 +39,7 @@ async fn a_one_region_commit_is_one_command_and_its_abort_sends_no_rollback() {
 #[tokio::test]
 async fn an_abort_across_regions_rolls_back_before_it_answers() {
     let fake = FakeCluster::start(&[b"m"]).await;
-    let txns = connect(&fake).await;
+    let txns = fake.client().await;
     let mut t = txns.occ_from_reads([(b"a".to_vec(), 0), (b"z".to_vec(), 7)]);
     t.write(b"a", b"1");
     t.write(b"z", b"1");

@@ -12,8 +12,9 @@ use regatta_raftstore::{Error, StoreConfig};
 /// Runs `req` on `engine` as the applied state of `region`: validated as a store validates
 /// it (with the default [`StoreConfig`]'s size limits), then a read on a snapshot, or a
 /// write through apply's path, its batch written (not synced) when the command succeeds. A
-/// prewrite with `try_one_pc` commits at `one_pc_commit_ts` (0: it stays a plain
-/// prewrite, as a leader whose `max_ts` is not synced proposes it).
+/// prewrite with `try_one_pc` commits at `leader_ts` (0: it stays a plain prewrite, as a
+/// leader whose `max_ts` is not synced proposes it); one with `use_async_commit` writes
+/// locks whose `min_commit_ts` is at least `leader_ts` (0: refused with `ServerIsBusy`).
 ///
 /// `Ok` carries the answer, which may hold a `key_error` (a lock met, a conflict, ...);
 /// `Err` is the store error a store would answer instead (a malformed command, a key
@@ -22,7 +23,7 @@ pub fn execute<E: Engine>(
     engine: &E,
     region: &Region,
     req: &TxnRequest,
-    one_pc_commit_ts: u64,
+    leader_ts: u64,
 ) -> Result<TxnResponse, Error> {
     regatta_raftstore::with_checks(region, &StoreConfig::default(), |c| {
         cmd::validate_txn(req, c)
@@ -38,7 +39,8 @@ pub fn execute<E: Engine>(
         let mut overlay = Overlay::new(&snap);
         let at = cmd::TxnWrite {
             region,
-            one_pc_commit_ts,
+            one_pc_commit_ts: leader_ts,
+            async_commit_ts: leader_ts,
             gc_safe_point,
             index: 0,
         };

@@ -261,6 +261,7 @@ impl Applier for TxnApplier<'_> {
         let at = cmd::TxnWrite {
             region,
             one_pc_commit_ts: raft_cmd.get_one_pc_commit_ts(),
+            async_commit_ts: raft_cmd.get_async_commit_ts(),
             index,
             gc_safe_point,
         };

@@ -139,6 +139,16 @@ impl RegionObserver for TxnObserver {
         if let Some(ts) = cmd::read_ts(t) {
             self.max_ts.observe(ts);
         }
+        // An async-commit prewrite needs a min_commit_ts above every read of this and
+        // earlier leaders (`max_ts.rs`): none until this term's TSO sync. Refused before
+        // it is proposed (apply refuses one whose ts could not be chosen, too).
+        if matches!(&t.cmd, Some(TxnRequest_oneof_cmd::prewrite(p)) if p.get_use_async_commit())
+            && !self.max_ts.ready(cx.term)
+        {
+            return Err(Error::ServerIsBusy(
+                "async commit: the new leader has not synced max_ts with the TSO yet".into(),
+            ));
+        }
         Ok(Gate {
             linearizable: cmd::is_txn_read(t),
             read_floor: self.read_floor,
@@ -160,8 +170,9 @@ impl RegionObserver for TxnObserver {
     /// A 1PC prewrite gets its commit ts above `max_ts` (see `max_ts.rs`); it stays a
     /// plain prewrite while `max_ts` is not synced in this term, or when that ts would
     /// pass the store's timestamp limit (the client then commits it by 2PC at a TSO
-    /// timestamp). Async-commit prewrites are refused at validation until async commit
-    /// lands.
+    /// timestamp). An async-commit prewrite gets the floor of its locks' `min_commit_ts`
+    /// by the same rule; when none can be chosen it is refused at apply
+    /// (`ServerIsBusy`), writing nothing.
     fn pre_propose(&mut self, raft_cmd: &mut RaftCmd, cx: &ObserverCx) -> bool {
         let Some(Request_oneof_cmd::txn(t)) = &mut raft_cmd.mut_request().cmd else {
             return false;
@@ -169,7 +180,8 @@ impl RegionObserver for TxnObserver {
         let Some(TxnRequest_oneof_cmd::prewrite(p)) = &mut t.cmd else {
             return false;
         };
-        if !p.get_try_one_pc() {
+        let async_commit = p.get_use_async_commit();
+        if !p.get_try_one_pc() && !async_commit {
             return false;
         }
         let limit = self.shared.ts_limit.limit(cx.wall_ms);
@@ -181,6 +193,10 @@ impl RegionObserver for TxnObserver {
             limit,
         );
         match commit_ts {
+            Some(ts) if async_commit => {
+                raft_cmd.set_async_commit_ts(ts);
+                true
+            }
             Some(ts) => {
                 raft_cmd.set_one_pc_commit_ts(ts);
                 true

@@ -7,6 +7,16 @@
 //!    `try_one_pc`; the store commits in the same step at a ts of its choosing (above
 //!    every ts it served a read at) and answers it. A store that declines answers no
 //!    commit ts, and the transaction goes on as 2PC with its locks in place.
+//!
+//! Async commit (several regions, at most [`ASYNC_COMMIT_MAX_KEYS`] keys, and
+//! `async_commit`): every prewrite carries `use_async_commit`, the primary's lists every
+//! secondary, and each region's leader chooses its locks' `min_commit_ts` above every read
+//! it served (as for 1PC). Once every prewrite succeeded the transaction is committed, at
+//! the largest `min_commit_ts` answered: the client answers after that one round and
+//! commits the keys in the background. A reader that meets a lock of it whose TTL ran
+//! out decides from the locks alone (`resolve.rs`: all present → committed at their
+//! largest `min_commit_ts`; any missing → rolled back). An unanswered prewrite leaves the
+//! outcome unknown ([`Error::CommitUndetermined`]).
 //! 2. 2PC prewrite: every region's part in parallel, the primary's included, each
 //!    resolving the locks it meets; a split re-cuts a part (`EpochNotMatch` refreshes the
 //!    region cache). Any other failure ends the commit: nothing is committed, and the
@@ -38,10 +48,18 @@ pub(crate) struct CommitPlan {
     pub for_update_ts: u64,
     pub lock_ttl_ms: u64,
     pub try_one_pc: bool,
+    /// Commit by async commit when the keys span several regions and are at most
+    /// [`ASYNC_COMMIT_MAX_KEYS`] (see the module doc).
+    pub async_commit: bool,
     /// OCC: the version each read key was read at (each key also a mutation), validated
     /// by the prewrite of its region. Empty for Percolator transactions.
     pub read_versions: HashMap<Vec<u8>, u64>,
 }
+
+/// Async commit only for transactions of at most this many keys (TiKV's default
+/// `async-commit.keys-limit`): the primary's lock lists them all, and a resolver checks
+/// them all.
+pub(crate) const ASYNC_COMMIT_MAX_KEYS: usize = 256;
 
 /// How the transaction committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,11 +88,19 @@ pub(crate) async fn commit(
         .collect();
     let total = keys.len();
     let route_deadline = Instant::now() + shared.client.config().op_timeout;
-    let one_pc = plan.try_one_pc
-        && group_by_region(&shared.client, keys.clone(), route_deadline)
-            .await?
-            .len()
-            == 1;
+    let regions = group_by_region(&shared.client, keys.clone(), route_deadline)
+        .await?
+        .len();
+    let one_pc = plan.try_one_pc && regions == 1;
+    let async_commit =
+        plan.async_commit && !one_pc && regions > 1 && total <= ASYNC_COMMIT_MAX_KEYS;
+    let secondaries: Arc<Vec<Vec<u8>>> = Arc::new(
+        keys.iter()
+            .filter(|k| **k != plan.primary)
+            .cloned()
+            .collect(),
+    );
+    let all_secondaries = secondaries.clone();
 
     // Step 1/2: prewrite (with 1PC when every key went in one request).
     let by_key: Arc<HashMap<Vec<u8>, Mutation>> = Arc::new(
@@ -105,6 +131,12 @@ pub(crate) async fn commit(
         p.set_for_update_ts(for_update_ts);
         // A part re-cut by a split no longer holds every key: plain 2PC for it.
         p.set_try_one_pc(one_pc && part.len() == total);
+        if async_commit {
+            p.set_use_async_commit(true);
+            if part.contains(&primary) {
+                p.set_secondaries(all_secondaries.to_vec().into());
+            }
+        }
         let mut cmd = TxnRequest::new();
         cmd.set_prewrite(p);
         cmd
@@ -112,6 +144,11 @@ pub(crate) async fn commit(
     let mut min_commit_ts = 0;
     let mut one_pc_commit_ts = 0;
     let mut one_pc_log_index = 0;
+    let mut prewrite_log_index = 0;
+    // An async-commit prewrite answered 0 found its keys committed already (resolvers
+    // decided the transaction while an answer was lost): the commit goes on by 2PC, whose
+    // commit of the primary answers the ts it was committed at.
+    let mut async_fell_back = false;
     let prewritten = run_resolving(
         shared,
         "prewrite",
@@ -122,6 +159,8 @@ pub(crate) async fn commit(
         |_, resp| {
             let p = resp.get_prewrite();
             min_commit_ts = min_commit_ts.max(p.get_min_commit_ts());
+            prewrite_log_index = prewrite_log_index.max(p.get_log_index());
+            async_fell_back |= async_commit && p.get_min_commit_ts() == 0;
             if p.get_one_pc_commit_ts() != 0 {
                 one_pc_commit_ts = p.get_one_pc_commit_ts();
                 one_pc_log_index = p.get_log_index();
@@ -140,6 +179,13 @@ pub(crate) async fn commit(
                 reason: format!("the 1PC prewrite went unanswered: {last_error}"),
             })
         }
+        // With async commit, every prewrite having landed is the commit.
+        Err(Error::Timeout { last_error, .. }) if async_commit => {
+            return Err(Error::CommitUndetermined {
+                start_ts,
+                reason: format!("an async-commit prewrite went unanswered: {last_error}"),
+            })
+        }
         Err(e) => return Err(e),
     }
     if one_pc_commit_ts != 0 {
@@ -147,6 +193,18 @@ pub(crate) async fn commit(
             commit_ts: one_pc_commit_ts,
             one_pc: true,
             log_index: one_pc_log_index,
+        });
+    }
+    if async_commit && !async_fell_back {
+        // Committed: every lock is in place, each above every read its leader served.
+        // The keys are committed in the background, in any order; a reader that meets a
+        // lock first decides the same ts from the locks (`resolve.rs`).
+        let commit_ts = min_commit_ts;
+        commit_in_background(shared, start_ts, commit_ts, keys);
+        return Ok(Committed {
+            commit_ts,
+            one_pc: false,
+            log_index: prewrite_log_index,
         });
     }
 
@@ -202,25 +260,31 @@ pub(crate) async fn commit(
     };
 
     // Step 5: the secondaries, in the background; a failure there is left to resolvers.
-    let secondaries: Vec<Vec<u8>> = keys.into_iter().filter(|k| *k != plan.primary).collect();
-    if !secondaries.is_empty() {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let build = Arc::new(move |part: &[Vec<u8>]| {
-                let mut c = CommitRequest::new();
-                c.set_keys(part.to_vec().into());
-                c.set_start_ts(start_ts);
-                c.set_commit_ts(commit_ts);
-                let mut cmd = TxnRequest::new();
-                cmd.set_commit(c);
-                cmd
-            });
-            let _ = call_grouped(&shared.client, "commit_secondaries", secondaries, build).await;
-        });
-    }
+    commit_in_background(shared, start_ts, commit_ts, secondaries.to_vec());
     Ok(Committed {
         commit_ts,
         one_pc: false,
         log_index,
     })
+}
+
+/// Commits `keys` of a committed transaction at `commit_ts`, region by region, on a
+/// background task; a failure there is left to resolvers.
+fn commit_in_background(shared: &Arc<Shared>, start_ts: u64, commit_ts: u64, keys: Vec<Vec<u8>>) {
+    if keys.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let build = Arc::new(move |part: &[Vec<u8>]| {
+            let mut c = CommitRequest::new();
+            c.set_keys(part.to_vec().into());
+            c.set_start_ts(start_ts);
+            c.set_commit_ts(commit_ts);
+            let mut cmd = TxnRequest::new();
+            cmd.set_commit(c);
+            cmd
+        });
+        let _ = call_grouped(&shared.client, "commit_in_background", keys, build).await;
+    });
 }

@@ -6,6 +6,11 @@
 //! smallest key) and:
 //! - if every key lies in one region and [`TxnOptions::try_one_pc`] holds, sends one
 //!   prewrite with `try_one_pc`: the store prewrites and commits in one step (**1PC**);
+//! - otherwise, with [`TxnOptions::async_commit`] and at most 256 keys, runs **async
+//!   commit**: prewrites every region's keys in parallel, each leader choosing its locks'
+//!   `min_commit_ts`; once all succeeded the transaction is committed at the largest of
+//!   them, and the client answers (one round trip) and commits the keys in the background
+//!   (a reader that meets a lock of a stalled one decides it from the locks alone);
 //! - otherwise runs **2PC**: prewrites every region's keys in parallel (locks naming the
 //!   primary), takes a `commit_ts` from the TSO, commits the primary — the commit point —
 //!   and answers; the secondaries are committed in the background (a reader that meets
@@ -14,7 +19,9 @@
 //! Invariants the client keeps:
 //! - a transaction commits only by committing its primary, after every prewrite
 //!   succeeded, with a `commit_ts` taken from the TSO after them (so above every
-//!   `start_ts` that could have read the keys unlocked);
+//!   `start_ts` that could have read the keys unlocked) — or, by async commit, when the
+//!   last of its prewrites lands, at the largest `min_commit_ts` the leaders chose above
+//!   every read they served;
 //! - an error that leaves the outcome unknown (the primary's commit sent, no answer) is
 //!   [`crate::Error::CommitUndetermined`], never a retryable error: `run` must not apply a
 //!   transaction twice;
@@ -70,6 +77,10 @@ pub struct TxnOptions {
     pub mode: TxnMode,
     /// Commit by 1PC when every key lies in one region (default true).
     pub try_one_pc: bool,
+    /// Commit by async commit when the keys span several regions and are at most 256
+    /// (default true): the commit answers after the prewrites, one round trip instead of
+    /// two; the keys are committed in the background.
+    pub async_commit: bool,
     /// Time to live of the transaction's locks, from its start, in ms (default 3,000). A
     /// lock older than this whose transaction stopped heartbeating may be rolled back by
     /// any client that meets it.
@@ -93,6 +104,7 @@ impl Default for TxnOptions {
         TxnOptions {
             mode: TxnMode::Optimistic,
             try_one_pc: true,
+            async_commit: true,
             lock_ttl_ms: 3_000,
             heartbeat_interval: Duration::from_secs(1),
             lock_wait_timeout_ms: 3_000,

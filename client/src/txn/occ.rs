@@ -199,6 +199,8 @@ impl OccTxn {
             for_update_ts: 0,
             lock_ttl_ms: self.opts.lock_ttl_ms,
             try_one_pc: self.opts.try_one_pc,
+            // OCC validates its reads in the prewrites: 2PC, not async commit.
+            async_commit: false,
             read_versions: self.reads.into_iter().collect::<HashMap<_, _>>(),
         };
         let mut prewrote = false;

@@ -14,6 +14,13 @@
 //! A primary with no lock and no record may be one whose prewrite has not landed yet:
 //! the check rolls it back (`rollback_if_not_exist`) only once the met lock's TTL ran
 //! out, as client-go does; before that it counts as alive.
+//!
+//! An async-commit primary whose TTL ran out is undecided on its own (the transaction
+//! committed if every prewrite landed): the client asks every secondary
+//! (`check_secondary_locks`, which rolls back a key whose prewrite has not landed, so it
+//! never can). Every key locked: committed at the largest `min_commit_ts` of the locks
+//! (the ts the writer answered); a key committed: at its ts; a key rolled back: rolled
+//! back. The primary is resolved first, so the decision is on it for every later check.
 
 use super::rpc::{call, call_grouped, failure, key_error, Builder};
 use super::Shared;
@@ -21,9 +28,11 @@ use crate::error::{Error, Result};
 use rand::Rng;
 use regatta_proto::ts::physical_ms;
 use regatta_proto::txnpb::{
-    CheckTxnStatusRequest, LockInfo, ResolveLockRequest, TxnRequest, TxnResponse, TxnStatusKind,
+    CheckSecondaryLocksRequest, CheckTxnStatusRequest, LockInfo, ResolveLockRequest, TxnRequest,
+    TxnResponse, TxnStatusKind,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Runs a command over `keys` (cut by region, regions in parallel, see
@@ -153,14 +162,56 @@ async fn txn_fate(shared: &Shared, lock: &LockInfo) -> Result<Option<u64>> {
         }
         return Err(key_error(e, lock.get_start_ts(), lock.get_primary()));
     }
-    let status = resp.take_check_txn_status();
+    let mut status = resp.take_check_txn_status();
     Ok(match status.get_status() {
-        TxnStatusKind::ALIVE | TxnStatusKind::ASYNC_COMMIT_UNDECIDED => None,
+        TxnStatusKind::ASYNC_COMMIT_UNDECIDED => {
+            let primary_lock = status.take_lock();
+            let fate = async_commit_fate(shared, &primary_lock).await?;
+            resolve_lock(shared, &primary_lock, fate).await?;
+            Some(fate)
+        }
+        TxnStatusKind::ALIVE => None,
         TxnStatusKind::COMMITTED => Some(status.get_commit_ts()),
         TxnStatusKind::ROLLED_BACK
         | TxnStatusKind::TTL_EXPIRED_ROLLED_BACK
         | TxnStatusKind::NOT_FOUND_ROLLED_BACK => Some(0),
     })
+}
+
+/// The fate of an async-commit transaction whose primary lock is `primary` (its TTL ran
+/// out), from its secondaries: the commit ts, or 0 for rolled back (see the module doc).
+async fn async_commit_fate(shared: &Shared, primary: &LockInfo) -> Result<u64> {
+    let start_ts = primary.get_start_ts();
+    let secondaries = primary.get_secondaries().to_vec();
+    let mut commit_ts = primary.get_min_commit_ts();
+    if secondaries.is_empty() {
+        return Ok(commit_ts);
+    }
+    let build = Arc::new(move |part: &[Vec<u8>]| {
+        let mut c = CheckSecondaryLocksRequest::new();
+        c.set_keys(part.to_vec().into());
+        c.set_start_ts(start_ts);
+        let mut cmd = TxnRequest::new();
+        cmd.set_check_secondary_locks(c);
+        cmd
+    });
+    let parts = call_grouped(&shared.client, "check_secondary_locks", secondaries, build).await?;
+    for (_, resp) in parts {
+        if let Some(e) = failure(&resp) {
+            return Err(key_error(e, start_ts, primary.get_primary()));
+        }
+        let r = resp.get_check_secondary_locks();
+        if r.get_rolled_back() {
+            return Ok(0);
+        }
+        if r.get_commit_ts() != 0 {
+            return Ok(r.get_commit_ts());
+        }
+        for l in r.get_locks() {
+            commit_ts = commit_ts.max(l.get_min_commit_ts());
+        }
+    }
+    Ok(commit_ts)
 }
 
 /// Commits (`commit_ts` > 0) or rolls back the transaction's lock on the met key.

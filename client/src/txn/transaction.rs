@@ -632,6 +632,7 @@ impl Transaction {
             for_update_ts: self.for_update_ts,
             lock_ttl_ms: self.lock_ttl_ms(),
             try_one_pc: self.opts.try_one_pc,
+            async_commit: self.opts.async_commit,
             read_versions: HashMap::new(),
         };
         let done = commit::commit(&self.shared, plan, &mut false).await?;

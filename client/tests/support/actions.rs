@@ -42,9 +42,10 @@ pub(super) fn run(
             l.set_allow_lock_with_conflict(true);
         }
     }
-    // The leader's 1PC commit ts: the fake has no reads to stay above, the next TSO ts.
+    // The leader's 1PC commit ts or async-commit floor: above every read the fake
+    // served, the next TSO ts.
     let one_pc_commit_ts = match &cmd {
-        Cmd::prewrite(p) if p.get_try_one_pc() => next_ts(s, 1),
+        Cmd::prewrite(p) if p.get_try_one_pc() || p.get_use_async_commit() => next_ts(s, 1),
         _ => 0,
     };
     let mut req = TxnRequest::new();

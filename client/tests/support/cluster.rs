@@ -261,10 +261,41 @@ impl FakeCluster {
         s.split_after_loss = Some(key.to_vec());
     }
 
+    /// A transaction client of this cluster that retries fast (1-20 ms backoff, 10 s per
+    /// operation).
+    pub async fn client(&self) -> regatta_client::TxnClient {
+        let cfg = regatta_client::Config {
+            op_timeout: std::time::Duration::from_secs(10),
+            backoff_base: std::time::Duration::from_millis(1),
+            backoff_max: std::time::Duration::from_millis(20),
+            ..regatta_client::Config::default()
+        };
+        regatta_client::TxnClient::connect_with(&[&self.addr], cfg)
+            .await
+            .expect("connect to the fake")
+    }
+
     /// A fresh timestamp from the fake TSO (as a client that then died would take one).
     pub fn ts(&self) -> u64 {
         next_ts(&mut self.state.lock().expect("fake state"), 1)
     }
+}
+
+/// Put mutations of `pairs`.
+fn puts(pairs: &[(&[u8], &[u8])]) -> Vec<txn::Mutation> {
+    pairs
+        .iter()
+        .map(|(k, v)| txn::Mutation::put(k.to_vec(), v.to_vec()))
+        .collect()
+}
+
+/// Runs `req` straight on `e` (its keys must be free).
+fn prewrite_on(e: &MemEngine, req: &txn::PrewriteRequest) {
+    let snap = e.snapshot();
+    let mut wb = e.write_batch();
+    txn::prewrite(&snap, &mut wb, req).expect("prewrite on a fresh key");
+    drop(snap);
+    e.write(wb, false).expect("the memory engine writes");
 }
 
 /// Splits the region of `s` holding `key` at `key` (see [`FakeCluster::split`]).
@@ -316,16 +347,35 @@ impl FakeCluster {
                 min_commit_ts: 0,
                 async_commit_secondaries: None,
                 read_versions: Vec::new(),
-                mutations: pairs
-                    .iter()
-                    .map(|(k, v)| txn::Mutation::put(k.to_vec(), v.to_vec()))
-                    .collect(),
+                mutations: puts(pairs),
             };
-            let snap = e.snapshot();
-            let mut wb = e.write_batch();
-            txn::prewrite(&snap, &mut wb, &req).expect("prewrite on a fresh key");
-            drop(snap);
-            e.write(wb, false).expect("the memory engine writes");
+            prewrite_on(e, &req);
+        })
+    }
+
+    /// Prewrites `pairs` of async-commit transaction `start_ts` straight on the engine,
+    /// with `min_commit_ts` as a leader would have chosen it (the primary's lock lists
+    /// `secondaries`): a client that prewrote and then died.
+    pub fn prewrite_async_directly(
+        &self,
+        primary: &[u8],
+        secondaries: &[&[u8]],
+        pairs: &[(&[u8], &[u8])],
+        start_ts: u64,
+        min_commit_ts: u64,
+    ) {
+        self.with_engine(|e| {
+            let req = txn::PrewriteRequest {
+                primary: primary.to_vec(),
+                start_ts,
+                lock_ttl_ms: 1,
+                for_update_ts: 0,
+                min_commit_ts,
+                async_commit_secondaries: Some(secondaries.iter().map(|k| k.to_vec()).collect()),
+                read_versions: Vec::new(),
+                mutations: puts(pairs),
+            };
+            prewrite_on(e, &req);
         })
     }
 

@@ -95,13 +95,38 @@ impl World {
                 if p.get_one_pc_commit_ts() != 0 {
                     return self.bank_finish(c, Outcome::Committed(p.get_one_pc_commit_ts()));
                 }
+                // An async-commit prewrite answered 0 found its keys committed already
+                // (a resolver decided it while the answer was lost): it goes on by 2PC,
+                // whose commit answers the ts they were committed at.
+                if self.job(c).async_commit && p.get_min_commit_ts() != 0 {
+                    // Committed now, at the floor the leader chose; the keys are
+                    // committed next (or, by one that dies, by resolvers from the locks).
+                    let ts = p.get_min_commit_ts();
+                    if ts <= self.job(c).ts {
+                        let finding = format!(
+                            "txn {}: an async-commit prewrite answered min_commit_ts {ts}",
+                            self.job(c).id
+                        );
+                        self.finding(finding);
+                        return self.bank_give_up(c);
+                    }
+                    if self.rng.gen_ratio(1, 5) {
+                        self.note(format!("bank client {c} dies after its async commit"));
+                        return self.bank_finish(c, Outcome::Committed(ts));
+                    }
+                    let job = self.job(c);
+                    job.min_commit_ts = ts;
+                    job.commit_ts = ts;
+                    return self.bank_enter(c, Stage::Commit);
+                }
                 // A client that dies between its phases leaves its locks to others'
                 // lock resolution (after their TTL). It sent no commit, so it did not
                 // commit — unless it asked for 1PC: an earlier attempt whose answer was
                 // lost may have committed (a retry then answers as a plain prewrite).
                 if self.job(c).kind == JobKind::Transfer && self.rng.gen_ratio(1, 10) {
                     self.note(format!("bank client {c} dies after its prewrite"));
-                    let outcome = match self.job(c).one_pc {
+                    // (An async commit here found its keys committed by resolvers.)
+                    let outcome = match self.job(c).one_pc || self.job(c).async_commit {
                         true => Outcome::Unknown,
                         false => Outcome::Aborted,
                     };
@@ -146,7 +171,12 @@ impl World {
                     TxnStatusKind::ROLLED_BACK
                     | TxnStatusKind::TTL_EXPIRED_ROLLED_BACK
                     | TxnStatusKind::NOT_FOUND_ROLLED_BACK => Some(0),
-                    TxnStatusKind::ALIVE | TxnStatusKind::ASYNC_COMMIT_UNDECIDED => None,
+                    TxnStatusKind::ASYNC_COMMIT_UNDECIDED => {
+                        let mut primary = s.get_lock().clone();
+                        primary.set_key(primary.get_primary().to_vec());
+                        return self.bank_enter(c, Stage::CheckSecondaries(primary, lock, then));
+                    }
+                    TxnStatusKind::ALIVE => None,
                 };
                 match decided {
                     Some(ts) => self.bank_enter(c, Stage::Resolve(lock, ts, then)),
@@ -155,6 +185,22 @@ impl World {
                         self.bank_enter(c, Stage::Backoff(until, then));
                     }
                 }
+            }
+            Stage::CheckSecondaries(primary, met, then) => {
+                let r = resp.take_check_secondary_locks();
+                let ts = if r.get_rolled_back() {
+                    0
+                } else if r.get_commit_ts() != 0 {
+                    r.get_commit_ts()
+                } else {
+                    r.get_locks()
+                        .iter()
+                        .map(|l| l.get_min_commit_ts())
+                        .fold(primary.get_min_commit_ts(), u64::max)
+                };
+                // The primary first, so the decision is on it for every later check.
+                let after = Stage::Resolve(met, ts, then);
+                self.bank_enter(c, Stage::Resolve(primary, ts, Box::new(after)))
             }
             Stage::Resolve(_, _, then) => self.bank_enter(c, *then),
             Stage::Backoff(..) => {}
@@ -182,7 +228,12 @@ impl World {
 
     pub(super) fn bank_key_error(&mut self, c: usize, stage: Stage, e: KeyError) {
         // A lock in the way: resolve it, then try again.
-        if e.has_locked() && !matches!(stage, Stage::CheckStatus(..) | Stage::Resolve(..)) {
+        if e.has_locked()
+            && !matches!(
+                stage,
+                Stage::CheckStatus(..) | Stage::CheckSecondaries(..) | Stage::Resolve(..)
+            )
+        {
             let lock = e.get_locked().clone();
             return self.bank_enter(c, Stage::CheckStatus(lock, Box::new(stage)));
         }

@@ -31,6 +31,7 @@ impl World {
         };
         let one_pc = kind == JobKind::Transfer && self.rng.gen_bool(0.5);
         let pessimistic = kind == JobKind::Transfer && self.rng.gen_ratio(1, 3);
+        let async_commit = kind == JobKind::Transfer && !one_pc && self.rng.gen_bool(0.5);
         let ts = self.tso.next();
         let now = self.clock_now();
         let bank = self.bank_mut();
@@ -66,6 +67,7 @@ impl World {
             reads: Vec::new(),
             writes,
             one_pc,
+            async_commit,
             pessimistic,
             for_update_ts: 0,
             min_commit_ts: 0,
@@ -137,6 +139,10 @@ impl World {
                 p.set_start_ts(job.ts);
                 p.set_lock_ttl_ms(LOCK_TTL_MS);
                 p.set_try_one_pc(job.one_pc);
+                if job.async_commit {
+                    p.set_use_async_commit(true);
+                    p.set_secondaries(job.keys[1..].to_vec().into());
+                }
                 if job.pessimistic {
                     p.set_for_update_ts(job.for_update_ts);
                     for m in p.mut_mutations().iter_mut() {
@@ -181,6 +187,14 @@ impl World {
                 r.set_rollback_if_not_exist(expired);
                 let mut cmd = TxnRequest::new();
                 cmd.set_check_txn_status(r);
+                cmd
+            }
+            Stage::CheckSecondaries(primary, ..) => {
+                let mut r = CheckSecondaryLocksRequest::new();
+                r.set_keys(primary.get_secondaries().to_vec().into());
+                r.set_start_ts(primary.get_start_ts());
+                let mut cmd = TxnRequest::new();
+                cmd.set_check_secondary_locks(r);
                 cmd
             }
             Stage::Resolve(lock, commit_ts, _) => {

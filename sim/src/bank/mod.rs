@@ -26,9 +26,10 @@ use crate::world::{retryable, World};
 use rand::Rng;
 use regatta_proto::kvrpcpb::{KvRequest, KvResponse};
 use regatta_proto::txnpb::{
-    CheckTxnStatusRequest, CommitRequest, KeyError, LockInfo, Mutation, MutationOp,
-    PessimisticLockRequest, PessimisticRollbackRequest, PrewriteRequest, ResolveLockRequest,
-    RollbackRequest, TxnBatchGetRequest, TxnRequest, TxnResponse, TxnStatusKind,
+    CheckSecondaryLocksRequest, CheckTxnStatusRequest, CommitRequest, KeyError, LockInfo, Mutation,
+    MutationOp, PessimisticLockRequest, PessimisticRollbackRequest, PrewriteRequest,
+    ResolveLockRequest, RollbackRequest, TxnBatchGetRequest, TxnRequest, TxnResponse,
+    TxnStatusKind,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -97,6 +98,10 @@ enum Stage {
     Rollback,
     /// A lock was met: its transaction's fate is asked at its primary, then `then` again.
     CheckStatus(LockInfo, Box<Stage>),
+    /// The met lock's (second) transaction is an async commit whose primary (first) is
+    /// undecided: its secondaries decide it, then the primary and the met lock are
+    /// resolved, then `then` again.
+    CheckSecondaries(LockInfo, LockInfo, Box<Stage>),
     /// The met lock is committed (ts > 0) or rolled back (0), then `then` again.
     Resolve(LockInfo, u64, Box<Stage>),
     /// A live lock: wait, then `then` again.
@@ -112,6 +117,9 @@ struct Job {
     reads: Vec<(Vec<u8>, u64)>,
     writes: Vec<Mutation>,
     one_pc: bool,
+    /// An async-commit transfer: committed once its prewrite lands, at the answered
+    /// `min_commit_ts`.
+    async_commit: bool,
     /// A pessimistic transfer (locks first, reads at `for_update_ts`).
     pessimistic: bool,
     /// A pessimistic transfer's latest lock ts.
@@ -224,6 +232,9 @@ fn show(stage: &Stage) -> String {
     match stage {
         Stage::CheckStatus(lock, _) => format!("check_txn_status of {}", lock.get_start_ts()),
         Stage::Resolve(lock, ts, _) => format!("resolve {} at {ts}", lock.get_start_ts()),
+        Stage::CheckSecondaries(primary, ..) => {
+            format!("check_secondary_locks of {}", primary.get_start_ts())
+        }
         Stage::Backoff(..) => "backs off".into(),
         other => format!("{other:?}").to_lowercase(),
     }

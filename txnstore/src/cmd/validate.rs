@@ -79,11 +79,27 @@ pub(crate) fn validate_txn(req: &TxnRequest, c: &Checks<'_>) -> Result<(), Error
         }
         Some(Cmd::prewrite(p)) => {
             ts("start_ts", p.get_start_ts())?;
-            // Nothing resolves an async-commit lock yet (no client checks its secondaries
-            // to decide it), so such a transaction could be stuck or half-resolved: refused
-            // until async commit lands whole.
-            if p.get_use_async_commit() {
-                return Err(invalid("async commit is not supported yet"));
+            if p.get_use_async_commit() && p.get_try_one_pc() {
+                return Err(invalid("a prewrite cannot be both 1PC and async commit"));
+            }
+            if !p.get_secondaries().is_empty() {
+                // The primary's lock lists the secondaries: only its request carries them.
+                if !p.get_use_async_commit() {
+                    return Err(invalid("secondaries without use_async_commit"));
+                }
+                if !p
+                    .get_mutations()
+                    .iter()
+                    .any(|m| m.get_key() == p.get_primary())
+                {
+                    return Err(invalid("secondaries in a request without the primary"));
+                }
+                if p.get_secondaries().len() > MAX_BATCH_KEYS {
+                    return Err(invalid(format!(
+                        "{} secondaries (at most {MAX_BATCH_KEYS})",
+                        p.get_secondaries().len()
+                    )));
+                }
             }
             if p.get_lock_ttl_ms() == 0 {
                 return Err(invalid("lock_ttl_ms is 0"));

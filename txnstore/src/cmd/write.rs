@@ -87,6 +87,9 @@ pub(crate) struct TxnWrite<'a> {
     pub region: &'a Region,
     /// The commit ts the leader chose for a 1PC prewrite (0: a plain prewrite).
     pub one_pc_commit_ts: u64,
+    /// The floor of an async-commit prewrite's `min_commit_ts` the leader chose (0: none;
+    /// the prewrite is refused with `ServerIsBusy`).
+    pub async_commit_ts: u64,
     /// The region's GC safe point.
     pub gc_safe_point: u64,
     /// The entry's log index, answered by prewrites and commits (`log_index`).
@@ -134,7 +137,18 @@ pub(crate) fn apply_txn<S: Snapshot + ?Sized, W: WriteBatch + ?Sized>(
     let b = &mut ops;
     let (result, primary): (regatta_txn::Result<()>, &[u8]) = match &req.cmd {
         Some(Cmd::prewrite(p)) => {
-            let tr = prewrite_request(p);
+            let mut tr = prewrite_request(p);
+            if p.get_use_async_commit() {
+                // The commit ts of an async-commit transaction is the largest
+                // min_commit_ts of its locks, decided when the last prewrite lands: each
+                // must be above every read its leader served (`max_ts.rs`).
+                if at.async_commit_ts == 0 {
+                    return Ok(Err(Error::ServerIsBusy(
+                        "async commit: the leader has not synced max_ts with the TSO yet".into(),
+                    )));
+                }
+                tr.min_commit_ts = tr.min_commit_ts.max(at.async_commit_ts);
+            }
             let one_pc = if p.get_try_one_pc() && one_pc_commit_ts != 0 {
                 match regatta_txn::one_pc(snap, b, &tr, one_pc_commit_ts) {
                     // A pessimistic lock of this transaction was handed over at a newer
