@@ -543,6 +543,11 @@ async fn malformed_commands_are_refused_with_the_documented_errors() {
         r.get_key_error().get_invalid().contains("secondaries"),
         "{r:?}"
     );
+    let mut itself = prewrite_req(b"k", &[(b"k", b"1")], start, 3000);
+    itself.mut_prewrite().set_use_async_commit(true);
+    itself.mut_prewrite().mut_secondaries().push(b"k".to_vec());
+    let r = send(&cluster, b"k", itself).await;
+    assert!(r.get_key_error().get_invalid().contains("primary"), "{r:?}");
     assert_eq!(
         get(&cluster, b"k", ts(&cluster).await).await,
         Ok(None),

@@ -69,10 +69,15 @@ impl TxnHook {
                 lock_wait: Duration::from_millis(p.get_wait_timeout_ms()),
                 commits: None,
             },
-            Some(TxnRequest_oneof_cmd::prewrite(p)) if p.get_try_one_pc() => TxnHook {
-                lock_wait: Duration::ZERO,
-                commits: Some(p.get_start_ts()),
-            },
+            // An async-commit prewrite commits the transaction when it is the last to land.
+            Some(TxnRequest_oneof_cmd::prewrite(p))
+                if p.get_try_one_pc() || p.get_use_async_commit() =>
+            {
+                TxnHook {
+                    lock_wait: Duration::ZERO,
+                    commits: Some(p.get_start_ts()),
+                }
+            }
             Some(TxnRequest_oneof_cmd::commit(c)) => TxnHook {
                 lock_wait: Duration::ZERO,
                 commits: Some(c.get_start_ts()),

@@ -256,6 +256,16 @@ impl World {
             Stage::Prewrite if e.has_conflict() && self.job(c).kind == JobKind::Transfer => {
                 self.bank_enter(c, Stage::Rollback)
             }
+            // An async commit over a lock handed over at a newer commit ts than this client
+            // knew (it ignored `locked_with_conflict_ts`): refused, nothing written; it
+            // goes on from there once the TSO is past it, as the real client does.
+            Stage::Prewrite if e.get_commit_ts_expired_min() != 0 && self.job(c).async_commit => {
+                let floor = e.get_commit_ts_expired_min();
+                while self.tso.next() < floor {}
+                let job = self.job(c);
+                job.for_update_ts = job.for_update_ts.max(floor - 1);
+                self.bank_enter(c, Stage::Prewrite)
+            }
             // A resolver rolled it back (its locks outlived their TTL while this client's
             // prewrite was retried): it can never commit.
             Stage::Prewrite if e.get_already_rolled_back() => self.bank_finish(c, Outcome::Aborted),
@@ -299,6 +309,7 @@ impl World {
         let (kind, stage) = (job.kind, job.stage.clone());
         let mut stage = &stage;
         while let Stage::CheckStatus(_, then)
+        | Stage::CheckSecondaries(_, _, then)
         | Stage::Resolve(_, _, then)
         | Stage::Backoff(_, then) = stage
         {

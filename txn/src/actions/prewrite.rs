@@ -279,6 +279,18 @@ pub fn prewrite<S: Snapshot, W: WriteBatch>(
                 }
                 Prior::Nothing => (req.lock_ttl_ms, 0),
             };
+        if async_commit && locked_at > req.for_update_ts {
+            // The commit ts of an async commit is its locks' floor, answered without a
+            // TSO wait: a floor above a hand-over's commit ts (which a 1PC may have
+            // chosen above anything the TSO handed out) could pass the TSO. The client
+            // goes on once the TSO is past it, with that for_update_ts.
+            return Err(Error::CommitTsExpired {
+                key: m.key.clone(),
+                start_ts: req.start_ts,
+                commit_ts: req.min_commit_ts,
+                min_commit_ts: locked_at.saturating_add(1),
+            });
+        }
         let mut lock = Lock::new(lock_kind(&m.op), req.primary.clone(), req.start_ts, ttl_ms);
         lock.for_update_ts = req.for_update_ts.max(locked_at);
         lock.min_commit_ts = lock_min_commit_ts;

@@ -86,6 +86,14 @@ pub fn cleanup<S: Snapshot, W: WriteBatch>(
                 lock.primary
             )));
         }
+        if lock.start_ts == start_ts && lock.use_async_commit {
+            // Committed if every prewrite landed: only its secondaries can tell
+            // (`check_txn_status`, then `check_secondary_locks`).
+            return Err(Error::InvalidRequest(format!(
+                "cleanup of {key:?}, the primary of async-commit txn {start_ts}: its fate is \
+                 decided by check_secondary_locks"
+            )));
+        }
     }
     rollback_key(&reader, wb, key, start_ts, current_ts.max(1))
 }

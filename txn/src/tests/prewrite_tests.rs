@@ -170,6 +170,49 @@ fn async_commit_prewrite_records_secondaries_and_min_commit_ts<E: Fresh>() {
     env.commit(&[b"p", b"s"], 10, 25).unwrap();
 }
 
+/// An async commit's ts is its locks' floor, answered without a TSO wait: a prewrite over
+/// a pessimistic lock taken at a newer ts than the request names (a hand-over at another
+/// transaction's commit ts, maybe above anything the TSO handed out) is refused, writing
+/// nothing, until the request names it; and its primary is never cleaned up by TTL alone.
+fn an_async_commit_over_a_lock_newer_than_the_request_knows_is_refused<E: Fresh>() {
+    let env = Env::<E>::new();
+    let lock_req = PessimisticLockRequest {
+        primary: b"k".to_vec(),
+        start_ts: 15,
+        for_update_ts: 30,
+        lock_ttl_ms: TTL_MS,
+        need_value: false,
+        keys: keys(&[b"k"]),
+    };
+    env.run(|s, wb| acquire_pessimistic_lock(s, wb, &lock_req))
+        .unwrap();
+    let mut req = env.request(
+        b"k",
+        15,
+        vec![Mutation::put(b"k".to_vec(), b"v".to_vec()).pessimistic()],
+    );
+    req.for_update_ts = 25;
+    req.async_commit_secondaries = Some(Vec::new());
+    match env.run(|s, wb| prewrite(s, wb, &req)) {
+        Err(Error::CommitTsExpired { min_commit_ts, .. }) => assert_eq!(min_commit_ts, 31),
+        other => panic!("expected CommitTsExpired, got {other:?}"),
+    }
+    assert_eq!(
+        env.lock(b"k").unwrap().kind,
+        LockKind::Pessimistic,
+        "nothing written"
+    );
+    req.for_update_ts = 30;
+    let out = env.run(|s, wb| prewrite(s, wb, &req)).unwrap();
+    assert_eq!(out.min_commit_ts, 31);
+    let far_future = crate::ts::compose(crate::ts::physical_ms(15) + 3_600_000, 0);
+    match env.run(|s, wb| crate::cleanup(s, wb, b"k", 15, far_future)) {
+        Err(Error::InvalidRequest(why)) => assert!(why.contains("async-commit"), "{why}"),
+        other => panic!("an async primary is not cleaned up by TTL: {other:?}"),
+    }
+    assert!(env.lock(b"k").unwrap().use_async_commit);
+}
+
 fn pessimistic_prewrite_converts_its_own_lock_without_conflict_check<E: Fresh>() {
     let env = Env::<E>::new();
     env.committed(vec![Mutation::put(b"k".to_vec(), b"old".to_vec())], 10, 20);
@@ -294,5 +337,6 @@ on_mem!(
     re_prewrite_of_own_lock_is_idempotent,
     a_key_twice_in_one_prewrite_is_refused,
     async_commit_prewrite_records_secondaries_and_min_commit_ts,
+    an_async_commit_over_a_lock_newer_than_the_request_knows_is_refused,
     pessimistic_prewrite_converts_its_own_lock_without_conflict_check,
 );

@@ -100,6 +100,13 @@ pub(crate) fn validate_txn(req: &TxnRequest, c: &Checks<'_>) -> Result<(), Error
                         p.get_secondaries().len()
                     )));
                 }
+                // A resolver checks them all in one command per region: each once.
+                let mut seen = std::collections::HashSet::new();
+                for s in p.get_secondaries() {
+                    if s.as_slice() == p.get_primary() || !seen.insert(s.as_slice()) {
+                        return Err(invalid("secondaries repeat a key or name the primary"));
+                    }
+                }
             }
             if p.get_lock_ttl_ms() == 0 {
                 return Err(invalid("lock_ttl_ms is 0"));
