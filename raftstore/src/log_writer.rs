@@ -25,8 +25,10 @@
 //! write (a disk that stops answering), so that tests can crash a store with writes queued.
 
 use crate::metrics::StoreMetrics;
+use crate::transport::Transport;
 use crossbeam_channel::{Receiver, Sender};
 use regatta_engine::{Engine as _, LogWrite, RocksEngine, WriteBatch as _};
+use regatta_proto::raft_serverpb::RaftMessage;
 use slog::{error, Logger};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -41,6 +43,11 @@ pub struct WriteTask {
     pub ready_number: u64,
     /// Last log index after this write (0 if the write holds no entries).
     pub last_index: u64,
+    /// Raft messages to send once the write is durable, before `notify` hears of it
+    /// (dropped if it fails or the LogWriter crashes first).
+    pub then_send: Vec<RaftMessage>,
+    /// Where `then_send` goes.
+    pub transport: Arc<dyn Transport>,
     /// Where to report.
     pub notify: Arc<dyn PersistedSink>,
 }
@@ -292,6 +299,11 @@ fn run(
             *poisoned.lock().expect("poison lock is never poisoned") = Some(reason.clone());
         }
         for t in tasks.drain(..) {
+            if result.is_ok() {
+                for m in t.then_send {
+                    t.transport.send(m);
+                }
+            }
             t.notify.persisted(Persisted {
                 ready_number: t.ready_number,
                 last_index: t.last_index,
@@ -504,8 +516,34 @@ mod tests {
         }
     }
 
-    /// Ready `number` of region 1, appending entries `from..=to`.
-    fn task(number: u64, from: u64, to: u64, notify: &Arc<dyn PersistedSink>) -> WriteTask {
+    /// The Ready numbers whose held message was sent (a message's `region_id` carries it).
+    type Sent = Arc<Mutex<Vec<u64>>>;
+
+    /// Records the messages sent after writes, checking each goes before its report.
+    struct Wire(Sent, Received);
+
+    impl Transport for Wire {
+        fn send(&self, msg: RaftMessage) {
+            let n = msg.get_region_id();
+            assert!(
+                !self.1.lock().unwrap().iter().any(|(r, _)| *r == n),
+                "Ready {n}'s message was sent after its report"
+            );
+            self.0.lock().unwrap().push(n);
+        }
+    }
+
+    /// Ready `number` of region 1, appending entries `from..=to`, with one message to send
+    /// once it is durable.
+    fn task(
+        number: u64,
+        from: u64,
+        to: u64,
+        notify: &Arc<dyn PersistedSink>,
+        wire: &Arc<dyn Transport>,
+    ) -> WriteTask {
+        let mut ack = RaftMessage::new();
+        ack.set_region_id(number);
         let entries = (from..=to)
             .map(|index| Entry {
                 index,
@@ -522,6 +560,8 @@ mod tests {
             },
             ready_number: number,
             last_index: to,
+            then_send: vec![ack],
+            transport: wire.clone(),
             notify: notify.clone(),
         }
     }
@@ -546,6 +586,8 @@ mod tests {
         engine: RocksEngine,
         reports: Received,
         sink: Arc<dyn PersistedSink>,
+        sent: Sent,
+        wire: Arc<dyn Transport>,
         lw: LogWriter,
         thread: JoinHandle<()>,
     }
@@ -557,18 +599,20 @@ mod tests {
         let engine = RocksEngine::open(dir.path().join("db"), &EngineConfig::default()).unwrap();
         let reports: Received = Arc::default();
         let to: Arc<dyn PersistedSink> = Arc::new(Reports(Arc::clone(&reports)));
+        let sent: Sent = Arc::default();
+        let wire: Arc<dyn Transport> = Arc::new(Wire(sent.clone(), reports.clone()));
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let (lw, thread) = LogWriter::start(engine.clone(), 16, limits(), Arc::default(), logger);
-        lw.submit(task(1, 1, 3, &to));
+        lw.submit(task(1, 1, 3, &to, &wire));
         wait_for("Ready 1 is reported durable", || {
             reports.lock().unwrap().len() == 1
         })
         .await;
         lw.set_stalled(true);
-        lw.submit(task(2, 4, 6, &to));
+        lw.submit(task(2, 4, 6, &to, &wire));
         wait_for("the thread takes Ready 2", || lw.queued() == 0).await;
-        lw.submit(task(3, 7, 9, &to));
-        lw.submit(task(4, 10, 12, &to));
+        lw.submit(task(3, 7, 9, &to, &wire));
+        lw.submit(task(4, 10, 12, &to, &wire));
         // The stalled thread holds Ready 2 (and perhaps 3, if it was still gathering).
         assert!(lw.queued() >= 1, "Ready 4 waits in the queue");
         Setup {
@@ -576,6 +620,8 @@ mod tests {
             engine,
             reports,
             sink: to,
+            sent,
+            wire,
             lw,
             thread,
         }
@@ -590,9 +636,14 @@ mod tests {
         let s = stalled_with_writes_queued().await;
         s.lw.crash();
         s.thread.join().unwrap();
-        s.lw.submit(task(5, 13, 13, &s.sink));
+        s.lw.submit(task(5, 13, 13, &s.sink, &s.wire));
         let reports = s.reports.lock().unwrap().clone();
         assert_eq!(reports, vec![(1, Ok(()))], "only Ready 1 was ever reported");
+        assert_eq!(
+            *s.sent.lock().unwrap(),
+            vec![1],
+            "and only its message sent"
+        );
         for index in 1..=3 {
             assert!(on_disk(&s.engine, index), "entry {index} was durable");
         }
@@ -615,6 +666,11 @@ mod tests {
         s.thread.join().unwrap();
         let numbers: Vec<u64> = s.reports.lock().unwrap().iter().map(|r| r.0).collect();
         assert_eq!(numbers, vec![1, 2, 3, 4]);
+        assert_eq!(
+            *s.sent.lock().unwrap(),
+            vec![1, 2, 3, 4],
+            "each message, in order"
+        );
         for index in 1..=12 {
             assert!(on_disk(&s.engine, index), "entry {index} was not written");
         }

@@ -77,7 +77,7 @@ pub(crate) struct Node {
     engine: MemEngine,
     pub(crate) peer: Option<Peer<MemEngine>>,
     /// Log writes not yet completed, in submission order.
-    writes: VecDeque<(LogWrite<MemWriteBatch>, u64, u64)>,
+    writes: VecDeque<(LogWrite<MemWriteBatch>, u64, u64, Vec<RaftMessage>)>,
     /// Times this store was started (its replica's incarnation).
     starts: u64,
 }
@@ -443,9 +443,12 @@ impl World {
                         write,
                         ready_number,
                         last_index,
-                    } => self.nodes[i]
-                        .writes
-                        .push_back((write, ready_number, last_index)),
+                        then_send,
+                    } => {
+                        self.nodes[i]
+                            .writes
+                            .push_back((write, ready_number, last_index, then_send))
+                    }
                     Effect::PoisonStore(reason) => {
                         return Err(format!("store {} poisoned itself: {reason}", i + 1));
                     }
@@ -612,7 +615,8 @@ impl World {
         let batch = self.rng.gen_range(1..=self.nodes[i].writes.len());
         self.note(format!("persist s{} {batch} writes", i + 1));
         for _ in 0..batch {
-            let Some((mut write, ready_number, last_index)) = self.nodes[i].writes.pop_front()
+            let Some((mut write, ready_number, last_index, then_send)) =
+                self.nodes[i].writes.pop_front()
             else {
                 return;
             };
@@ -629,6 +633,14 @@ impl World {
                 engine.write(wb, sync)
             })();
             let result = outcome.map_err(|e| e.to_string());
+            // The messages that waited for the write leave right after it.
+            if result.is_ok() {
+                for m in then_send {
+                    let to = m.get_to_peer().get_store_id() as usize - 1;
+                    let due = self.clock.now() + self.delay();
+                    self.wire.push((due, to, m));
+                }
+            }
             if let Some(peer) = self.nodes[i].peer.as_mut() {
                 peer.on_persisted(Persisted {
                     ready_number,
@@ -646,7 +658,7 @@ impl World {
             .filter(|i| !self.nodes[*i].writes.is_empty())
             .collect();
         let i = with[self.rng.gen_range(0..with.len())];
-        if let Some((_, ready_number, last_index)) = self.nodes[i].writes.pop_front() {
+        if let Some((_, ready_number, last_index, _)) = self.nodes[i].writes.pop_front() {
             self.note(format!("fail write s{} ready {ready_number}", i + 1));
             if let Some(peer) = self.nodes[i].peer.as_mut() {
                 peer.on_persisted(Persisted {

@@ -122,10 +122,13 @@ impl PeerActor {
                     write,
                     ready_number,
                     last_index,
+                    then_send,
                 } => self.shell.log_writer.submit(WriteTask {
                     write,
                     ready_number,
                     last_index,
+                    then_send,
+                    transport: self.shell.transport.clone(),
                     notify: Arc::new(me.clone()),
                 }),
                 Effect::PoisonStore(reason) => self.shell.log_writer.poison(reason),

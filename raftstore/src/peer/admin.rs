@@ -169,7 +169,6 @@ impl<E: Engine> Peer<E> {
         })?;
         // Local reads must not count entries of the old log as applied.
         self.delegate.reset_applied(0);
-        self.persisted_msgs.clear();
         self.reads = super::read_index::ReadIndexQueue::default();
         let base = super::fresh_base(
             self.ctx.seed ^ self.raw.raft.term,

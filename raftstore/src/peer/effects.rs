@@ -6,8 +6,9 @@
 //!
 //! Order matters and is kept: messages are sent in the order raft produced them, a Ready's
 //! write is submitted after the messages that may precede it (a leader's appends go out
-//! before its own fsync, Raft thesis 10.2.1) and before the ones that must follow it (held
-//! until [`Peer::on_persisted`]).
+//! before its own fsync, Raft thesis 10.2.1), and the ones that must follow it travel with
+//! it (`then_send`), sent by whoever makes it durable, right after it and only if it
+//! succeeded.
 
 use super::{NewRegion, Peer, Responder};
 use crate::coprocessor::KeySpace;
@@ -31,6 +32,10 @@ pub enum Effect<E: Engine = RocksEngine> {
         ready_number: u64,
         /// The last log index it appends (0: none).
         last_index: u64,
+        /// Messages to send once the write is durable, in order, before reporting it
+        /// (acknowledgements and votes: raft's rule, acknowledge only what survives a
+        /// crash); dropped if the write fails or the store crashes first.
+        then_send: Vec<RaftMessage>,
     },
     /// A write to the store's engine failed: poison the store (it refuses writes and
     /// never retries; see `log_writer.rs`).

@@ -32,6 +32,14 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
+/// A write a replica asked for, as the LogWriter would get it.
+struct Held {
+    write: LogWrite,
+    ready_number: u64,
+    last_index: u64,
+    then_send: Vec<RaftMessage>,
+}
+
 /// Three replicas and what travels between them.
 struct Group {
     nodes: Vec<Node>,
@@ -42,7 +50,7 @@ struct Group {
     isolated: HashSet<u64>,
     /// Hold `Persist` effects instead of carrying them out (see [`Group::held`]).
     hold_writes: bool,
-    held: Vec<(usize, LogWrite, u64, u64)>,
+    held: Vec<(usize, Held)>,
 }
 
 fn region() -> Region {
@@ -154,11 +162,18 @@ impl Group {
                 write,
                 ready_number,
                 last_index,
+                then_send,
             } => {
+                let held = Held {
+                    write,
+                    ready_number,
+                    last_index,
+                    then_send,
+                };
                 if self.hold_writes {
-                    self.held.push((i, write, ready_number, last_index));
+                    self.held.push((i, held));
                 } else {
-                    self.persist(i, write, ready_number, last_index);
+                    self.persist(i, held);
                 }
             }
             // No PD, no other regions here.
@@ -171,8 +186,14 @@ impl Group {
     }
 
     /// What the LogWriter does with a write: the extra batch, then the log part; then the
-    /// notice back to the peer.
-    fn persist(&mut self, i: usize, mut write: LogWrite, ready_number: u64, last_index: u64) {
+    /// messages that waited for it; then the notice back to the peer.
+    fn persist(&mut self, i: usize, held: Held) {
+        let Held {
+            mut write,
+            ready_number,
+            last_index,
+            then_send,
+        } = held;
         let engine = &self.nodes[i].engine;
         if let Some(extra) = write.extra.take() {
             engine.write(extra, false).expect("write");
@@ -180,6 +201,10 @@ impl Group {
         let mut wb = engine.write_batch();
         write.write_into(&mut wb);
         engine.write(wb, false).expect("write");
+        for m in then_send {
+            let to = m.get_to_peer().get_store_id();
+            self.wire.push_back((to, m));
+        }
         self.nodes[i].peer.on_persisted(Persisted {
             ready_number,
             last_index,
@@ -267,22 +292,27 @@ fn a_follower_acknowledges_an_append_only_after_its_write_is_durable() {
     let mut rx = g.put(leader, b"k", b"v");
     g.settle();
     assert!(rx.try_recv().is_err(), "nothing is durable: no answer yet");
-    let (i, write, ready, last) = g
+    let (i, held) = g
         .held
         .iter()
-        .position(|(i, w, _, _)| *i == follower && !w.entries.is_empty())
+        .position(|(i, h)| *i == follower && !h.write.entries.is_empty())
         .map(|at| g.held.remove(at))
         .expect("the follower asked to persist the entry");
     assert!(
         g.wire.is_empty(),
         "the follower sent nothing before its write was durable"
     );
-    g.persist(i, write, ready, last);
-    let sent: Vec<Effect> = g.nodes[follower].peer.take_effects();
+    let leader_store = g.nodes[leader].store_id;
     assert!(
-        sent.iter().any(|e| matches!(e, Effect::Send(m)
-            if m.get_to_peer().get_store_id() == g.nodes[leader].store_id)),
-        "once durable, the acknowledgement goes to the leader: {sent:?}"
+        held.then_send
+            .iter()
+            .any(|m| m.get_to_peer().get_store_id() == leader_store),
+        "the acknowledgement waits with the write"
+    );
+    g.persist(i, held);
+    assert!(
+        g.wire.iter().any(|(to, _)| *to == leader_store),
+        "once durable, the acknowledgement goes to the leader"
     );
 }
 

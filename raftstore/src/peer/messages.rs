@@ -125,9 +125,19 @@ impl<E: Engine> Peer<E> {
     /// Sends raft-rs's messages through the transport, after publishing the read state
     /// (a leader transfer withdraws the lease before `MsgTimeoutNow` leaves).
     pub(super) fn send_messages(&mut self, msgs: Vec<Message>) {
-        if msgs.is_empty() {
-            return;
+        for rm in self.envelopes(msgs) {
+            self.effects.push(Effect::Send(rm));
         }
+    }
+
+    /// raft-rs's messages as the transport carries them, stamped now (numbered for
+    /// freshness, with the lease's commit stamp), to be sent now or once a write is
+    /// durable (which only makes the stamps older than the send: see `freshness.rs`).
+    pub(super) fn envelopes(&mut self, msgs: Vec<Message>) -> Vec<RaftMessage> {
+        if msgs.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(msgs.len());
         self.publish_read_state();
         let now = self.ctx.clock.now();
         let stamp = if self.lease_valid(now) && self.raw.raft.commit_to_current_term() {
@@ -164,11 +174,12 @@ impl<E: Engine> Peer<E> {
                 m.write_to_bytes()
                     .expect("encoding an in-memory raft message cannot fail"),
             );
-            self.effects.push(Effect::Send(rm));
+            out.push(rm);
             self.ctx
                 .metrics
                 .raft_messages_sent
                 .fetch_add(1, Ordering::Relaxed);
         }
+        out
     }
 }

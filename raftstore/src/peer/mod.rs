@@ -64,7 +64,6 @@ use crate::request::validate_request;
 use freshness::Freshness;
 use hibernate::Hibernation;
 use lease::Lease;
-use raft::eraftpb::Message;
 use raft::{RawNode, ReadOnlyOption, StateRole};
 use read_index::{ReadIndexQueue, ReadReq};
 use regatta_engine::Engine;
@@ -214,7 +213,6 @@ pub struct Peer<E: Engine = RocksEngine> {
     /// The at-most-once sessions as the engine holds them (see `apply::SessionCache`).
     sessions: crate::apply::SessionCache,
     proposals: VecDeque<Proposal>,
-    persisted_msgs: VecDeque<(u64, Vec<Message>)>,
     inflight_writes: usize,
     pending_snapshot: Option<(u64, u64)>,
     snapshot_reports: Vec<u64>,
@@ -337,7 +335,6 @@ impl<E: Engine> Peer<E> {
             batch: batch::TurnBatch::default(),
             sessions: crate::apply::SessionCache::default(),
             proposals: VecDeque::new(),
-            persisted_msgs: VecDeque::new(),
             inflight_writes: 0,
             pending_snapshot: None,
             snapshot_reports: Vec::new(),

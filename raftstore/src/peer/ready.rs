@@ -2,9 +2,10 @@
 //! LogWriter, apply), take persistence notices, and answer proposals.
 //!
 //! Async ready (raft-rs 0.7): leader messages go out at once (Raft thesis 10.2.1);
-//! entries, HardState and snapshot go to the LogWriter as one `WriteTask`; after its sync
-//! `Persisted` arrives and the messages held for that Ready are sent. Committed entries
-//! are never beyond the durable log (raft-rs caps them at the persisted index).
+//! entries, HardState and snapshot go to the LogWriter as one `WriteTask` with the
+//! messages that must wait for them, which the LogWriter sends right after its sync, then
+//! reports `Persisted`. Committed entries are never beyond the durable log (raft-rs caps
+//! them at the persisted index).
 //!
 //! Invariants: a proposal is answered once; success means its entry was applied;
 //! `StaleCommand` means it never will be; `Timeout` means unknown.
@@ -19,7 +20,7 @@ use raft::eraftpb::Entry;
 use regatta_engine::Engine;
 use regatta_engine::LogWrite;
 use regatta_proto::kvrpcpb::ReadInfo;
-use regatta_proto::raft_serverpb::RaftCmdBatch;
+use regatta_proto::raft_serverpb::{RaftCmdBatch, RaftMessage};
 use slog::info;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -182,9 +183,11 @@ impl<E: Engine> Peer<E> {
             self.apply(light.take_committed_entries());
         } else {
             self.raw.advance_append_async(rd);
-            self.persisted_msgs.push_back((number, persisted_msgs));
+            // Sent by whoever makes the write durable, right after it (one hop less on
+            // every follower's acknowledgement than a trip back through this replica).
+            let then_send = self.envelopes(persisted_msgs);
             self.inflight_writes += 1;
-            self.submit(w, number, last_index);
+            self.submit(w, number, last_index, then_send);
             self.apply(committed);
         }
         if role_changed {
@@ -198,11 +201,18 @@ impl<E: Engine> Peer<E> {
 
     /// Asks the shell to hand a write to the store's LogWriter, to be reported back to
     /// this peer.
-    fn submit(&mut self, write: LogWrite<E::WriteBatch>, ready_number: u64, last_index: u64) {
+    fn submit(
+        &mut self,
+        write: LogWrite<E::WriteBatch>,
+        ready_number: u64,
+        last_index: u64,
+        then_send: Vec<RaftMessage>,
+    ) {
         self.effects.push(Effect::Persist {
             write,
             ready_number,
             last_index,
+            then_send,
         });
     }
 
@@ -214,7 +224,7 @@ impl<E: Engine> Peer<E> {
             extra: Some(wb),
             ..LogWrite::default()
         };
-        self.submit(write, 0, 0);
+        self.submit(write, 0, 0, Vec::new());
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
@@ -366,15 +376,6 @@ impl<E: Engine> Peer<E> {
                 }
                 // A seeded sole voter elects itself again (see `Peer::seed`).
                 self.on_started();
-            }
-        }
-        while self
-            .persisted_msgs
-            .front()
-            .is_some_and(|(n, _)| *n <= p.ready_number)
-        {
-            if let Some((_, msgs)) = self.persisted_msgs.pop_front() {
-                self.send_messages(msgs);
             }
         }
     }
