@@ -34,9 +34,14 @@ pub struct TxnBenchArgs {
     #[arg(long, default_value = "optimistic,pessimistic", value_delimiter = ',')]
     modes: Vec<String>,
     /// Where a transfer's two accounts live, comma-separated: same (one region: 1PC),
-    /// cross (two regions: 2PC).
+    /// cross (two regions: async commit or 2PC, see --commit).
     #[arg(long, default_value = "same,cross", value_delimiter = ',')]
     placement: Vec<String>,
+    /// How cross-region transfers commit, comma-separated: async (async commit, the
+    /// client's default: answered after the prewrites), 2pc (a TSO commit ts and the
+    /// primary's commit before the answer). Shown as placement `cross` / `cross-2pc`.
+    #[arg(long, default_value = "async", value_delimiter = ',')]
+    commit: Vec<String>,
     /// Benchmark an existing cluster (PD address) instead of an embedded playground.
     #[arg(long)]
     pd: Option<String>,
@@ -50,6 +55,8 @@ pub struct TxnBenchArgs {
 struct Run {
     pessimistic: bool,
     cross: bool,
+    /// Cross-region transfers commit by 2PC (async commit off).
+    two_pc: bool,
     clients: usize,
 }
 
@@ -87,6 +94,17 @@ fn account(i: usize, n: usize) -> Vec<u8> {
 
 fn parse_runs(a: &TxnBenchArgs) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
+    let mut commits = Vec::new();
+    for c in &a.commit {
+        commits.push(match c.as_str() {
+            "async" => false,
+            "2pc" => true,
+            other => bail!("unknown commit {other:?} (async, 2pc)"),
+        });
+    }
+    if commits.is_empty() {
+        bail!("--commit needs at least one of async, 2pc");
+    }
     for m in &a.modes {
         let pessimistic = match m.as_str() {
             "optimistic" => false,
@@ -99,15 +117,20 @@ fn parse_runs(a: &TxnBenchArgs) -> Result<Vec<Run>> {
                 "cross" => true,
                 other => bail!("unknown placement {other:?} (same, cross)"),
             };
-            for &clients in &a.clients {
-                if clients == 0 {
-                    bail!("--clients must be at least 1");
+            // One region commits by 1PC whatever --commit says.
+            let ways = if cross { commits.clone() } else { vec![false] };
+            for two_pc in ways {
+                for &clients in &a.clients {
+                    if clients == 0 {
+                        bail!("--clients must be at least 1");
+                    }
+                    runs.push(Run {
+                        pessimistic,
+                        cross,
+                        two_pc,
+                        clients,
+                    });
                 }
-                runs.push(Run {
-                    pessimistic,
-                    cross,
-                    clients,
-                });
             }
         }
     }
@@ -212,10 +235,13 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
     for _ in 0..r.clients {
         let (txns, n, vs) = (txns.clone(), a.accounts, a.value_size.max(1));
         tasks.push(tokio::spawn(async move {
-            let opts = if r.pessimistic {
-                TxnOptions::pessimistic()
-            } else {
-                TxnOptions::optimistic()
+            let opts = TxnOptions {
+                async_commit: !r.two_pc,
+                ..if r.pessimistic {
+                    TxnOptions::pessimistic()
+                } else {
+                    TxnOptions::optimistic()
+                }
             };
             let (mut lat, mut aborts, mut errors, mut one_pc) = (Vec::new(), 0u64, 0u64, 0u64);
             let mut commit_lat = Vec::new();
@@ -261,7 +287,11 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
         } else {
             "optimistic"
         },
-        placement: if r.cross { "cross" } else { "same" },
+        placement: match (r.cross, r.two_pc) {
+            (false, _) => "same",
+            (true, false) => "cross",
+            (true, true) => "cross-2pc",
+        },
         clients: r.clients,
         commits,
         aborts,
@@ -293,7 +323,7 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
 fn header(json: bool) {
     if !json {
         println!(
-            "{:<12} {:<6} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>10}",
+            "{:<12} {:<9} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>10}",
             "mode",
             "place",
             "clients",
@@ -318,7 +348,7 @@ fn report(r: &TxnResult, json: bool) {
         return;
     }
     println!(
-        "{:<12} {:<6} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>8.2} {:>9} {:>6.0} {:>10.0}",
+        "{:<12} {:<9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>8.2} {:>9} {:>6.0} {:>10.0}",
         r.mode,
         r.placement,
         r.clients,
@@ -338,5 +368,48 @@ fn report(r: &TxnResult, json: bool) {
             "  {} transfer(s) failed with errors that are not retryable",
             r.errors
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TxnBenchArgs,
+    }
+
+    fn runs(argv: &[&str]) -> Result<Vec<Run>> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))
+            .expect("arguments parse");
+        parse_runs(&cli.args)
+    }
+
+    #[test]
+    fn commit_ways_apply_to_cross_region_transfers_only() {
+        let r = runs(&[
+            "--modes",
+            "optimistic",
+            "--clients",
+            "1",
+            "--commit",
+            "async,2pc",
+        ])
+        .unwrap();
+        let shown: Vec<(bool, bool)> = r.iter().map(|r| (r.cross, r.two_pc)).collect();
+        assert_eq!(
+            shown,
+            [(false, false), (true, false), (true, true)],
+            "one region is 1PC whatever --commit says"
+        );
+        assert!(
+            runs(&["--commit", "3pc"]).is_err(),
+            "an unknown way is refused"
+        );
+        let default = runs(&["--modes", "optimistic", "--clients", "1"]).unwrap();
+        assert!(default.iter().all(|r| !r.two_pc), "async commit by default");
     }
 }
