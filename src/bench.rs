@@ -162,6 +162,9 @@ pub struct KvBenchResult {
     /// CPU time of this process per operation, in µs (clients, stores and PD together on
     /// an embedded playground; see [`process_cpu_time`]).
     pub cpu_us_per_op: f64,
+    /// How busy the whole machine's CPUs were during the run, in % (every process: with
+    /// `--pd`, the cluster's too); `None` where `/proc/stat` cannot be read.
+    pub box_busy_pct: Option<f64>,
 }
 
 /// Key `i` of the benchmark's key space: 16 bytes, its first two spread evenly over the
@@ -292,6 +295,7 @@ pub async fn run(clients: &[Client], bench: &KvBench, progress: impl Fn(u64)) ->
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let cpu_before = process_cpu_time();
+    let box_before = machine_cpu();
     let mut tasks = Vec::new();
     for c in 0..bench.clients {
         let client = clients[c % clients.len()].clone();
@@ -340,6 +344,7 @@ pub async fn run(clients: &[Client], bench: &KvBench, progress: impl Fn(u64)) ->
     let seconds = started.elapsed().as_secs_f64();
     let ops = done.load(Ordering::Relaxed);
     let cpu = process_cpu_time().saturating_sub(cpu_before);
+    let box_busy_pct = busy_pct(box_before, machine_cpu());
     let (mut reads, mut writes) = (Vec::new(), Vec::new());
     for t in tasks {
         if let Ok((mut r, mut w)) = t.await {
@@ -373,7 +378,39 @@ pub async fn run(clients: &[Client], bench: &KvBench, progress: impl Fn(u64)) ->
         } else {
             0.0
         },
+        box_busy_pct,
     }
+}
+
+/// The machine's CPU time so far from `/proc/stat`'s first line: (busy, busy + idle), in
+/// clock ticks; `None` where it cannot be read (not Linux).
+pub fn machine_cpu() -> Option<(u64, u64)> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// `/proc/stat`'s `cpu` line: user nice system idle iowait irq softirq steal ...; idle
+/// and iowait are idle, the rest busy.
+fn parse_proc_stat(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    if f.len() < 5 {
+        return None;
+    }
+    let idle = f[3] + f[4];
+    let busy: u64 = f.iter().sum::<u64>() - idle;
+    Some((busy, busy + idle))
+}
+
+/// Busy share between two [`machine_cpu`] readings, in %.
+pub fn busy_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (before?, after?);
+    let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
+    Some(b1.saturating_sub(b0) as f64 * 100.0 / total as f64)
 }
 
 /// Starts a 3-store playground with `regions` regions on a thread of its own (with its
@@ -500,7 +537,18 @@ mod ratio_tests {
             write_p50_ms: 0.0,
             write_p99_ms: 0.0,
             cpu_us_per_op: 0.0,
+            box_busy_pct: None,
         }
+    }
+
+    #[test]
+    fn the_machine_busy_share_counts_idle_and_iowait_as_idle() {
+        let before = parse_proc_stat("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4 5\n");
+        assert_eq!(before, Some((150, 1000)));
+        let after = parse_proc_stat("cpu  250 0 100 850 50 0 0 0 0 0\n");
+        assert_eq!(busy_pct(before, after), Some(80.0), "200 busy of 250 ticks");
+        assert_eq!(parse_proc_stat("intr 1 2 3"), None);
+        assert_eq!(busy_pct(before, None), None);
     }
 
     #[test]

@@ -274,7 +274,7 @@ fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool, table: Tabl
         )
     });
     println!(
-        "{:<8} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>9.0}{store}",
+        "{:<8} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>9.0} {:>5}{store}",
         r.workload,
         r.clients,
         r.ops_per_sec,
@@ -282,7 +282,9 @@ fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool, table: Tabl
         r.p99_ms,
         r.p999_ms,
         r.errors,
-        r.cpu_us_per_op
+        r.cpu_us_per_op,
+        r.box_busy_pct
+            .map_or_else(|| "-".to_string(), |p| format!("{p:.0}"))
     );
 }
 
@@ -312,8 +314,16 @@ fn header(with_store: bool, json: bool, table: Table) {
         ""
     };
     println!(
-        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>7} {:>9}{store}",
-        "workload", "clients", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors", "cpu us/op"
+        "{:<8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>7} {:>9} {:>5}{store}",
+        "workload",
+        "clients",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "errors",
+        "cpu us/op",
+        "box %"
     );
 }
 
