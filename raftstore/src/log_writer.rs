@@ -439,9 +439,10 @@ fn write_group(
     if !wb.is_empty() || any {
         // Synced when any task needs it; a group that needs none (compactions' empty
         // Readies) is written without one.
+        let started = Instant::now();
         engine.write(wb, sync).map_err(|e| e.to_string())?;
         if sync {
-            metrics.record_sync(entries, tasks.len() as u64);
+            metrics.record_sync(entries, tasks.len() as u64, started.elapsed());
         }
     }
     Ok(())

@@ -11,6 +11,8 @@ pub struct StoreMetrics {
     pub synced_entries: AtomicU64,
     /// Peer write tasks in those batches.
     pub synced_tasks: AtomicU64,
+    /// Time those batches' writes took, synced (WAL write + fdatasync), in µs.
+    pub sync_micros: AtomicU64,
     /// Commands proposed (each client write or log read).
     pub proposed_cmds: AtomicU64,
     /// Log entries proposed (one per actor turn with commands).
@@ -34,6 +36,8 @@ pub struct MetricsSnapshot {
     pub synced_entries: u64,
     /// Peer write tasks in synced batches.
     pub synced_tasks: u64,
+    /// Time synced batches' writes took, in µs.
+    pub sync_micros: u64,
     /// Commands proposed.
     pub proposed_cmds: u64,
     /// Log entries proposed.
@@ -49,8 +53,10 @@ pub struct MetricsSnapshot {
 }
 
 impl StoreMetrics {
-    pub(crate) fn record_sync(&self, entries: u64, tasks: u64) {
+    pub(crate) fn record_sync(&self, entries: u64, tasks: u64, took: std::time::Duration) {
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.synced_entries.fetch_add(entries, Ordering::Relaxed);
         self.synced_tasks.fetch_add(tasks, Ordering::Relaxed);
     }
@@ -61,6 +67,7 @@ impl StoreMetrics {
             syncs: self.syncs.load(Ordering::Relaxed),
             synced_entries: self.synced_entries.load(Ordering::Relaxed),
             synced_tasks: self.synced_tasks.load(Ordering::Relaxed),
+            sync_micros: self.sync_micros.load(Ordering::Relaxed),
             proposed_cmds: self.proposed_cmds.load(Ordering::Relaxed),
             proposed_entries: self.proposed_entries.load(Ordering::Relaxed),
             local_reads_leader: self.local_reads_leader.load(Ordering::Relaxed),

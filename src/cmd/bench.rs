@@ -203,6 +203,7 @@ fn sum(stores: &[MetricsSnapshot]) -> MetricsSnapshot {
             syncs: a.syncs + s.syncs,
             synced_entries: a.synced_entries + s.synced_entries,
             synced_tasks: a.synced_tasks + s.synced_tasks,
+            sync_micros: a.sync_micros + s.sync_micros,
             proposed_cmds: a.proposed_cmds + s.proposed_cmds,
             proposed_entries: a.proposed_entries + s.proposed_entries,
             local_reads_leader: a.local_reads_leader + s.local_reads_leader,
@@ -220,6 +221,11 @@ struct SyncFigures {
     fsyncs_per_sec: f64,
     entries_per_fsync: f64,
     cmds_per_fsync: f64,
+    /// Mean time of one synced group write (WAL write + fdatasync), in µs.
+    sync_us: f64,
+    /// Share of the run each store's LogWriter spent in synced writes (mean of the
+    /// stores), in %: near 100 the fsync cadence bounds the write path.
+    sync_busy_pct: f64,
 }
 
 fn sync_figures(before: MetricsSnapshot, after: MetricsSnapshot, seconds: f64) -> SyncFigures {
@@ -227,10 +233,13 @@ fn sync_figures(before: MetricsSnapshot, after: MetricsSnapshot, seconds: f64) -
     let entries = (after.synced_entries - before.synced_entries) as f64;
     // Commands a leader proposed, each synced by the leader and by both followers.
     let cmds = (after.proposed_cmds - before.proposed_cmds) as f64 * 3.0;
+    let micros = (after.sync_micros - before.sync_micros) as f64;
     SyncFigures {
         fsyncs_per_sec: syncs / seconds,
         entries_per_fsync: entries / syncs,
         cmds_per_fsync: cmds / syncs,
+        sync_us: micros / syncs,
+        sync_busy_pct: micros / (seconds * 1e6 * 3.0) * 100.0,
     }
 }
 
@@ -269,8 +278,8 @@ fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool, table: Tabl
     }
     let store = sync.map_or(String::new(), |s| {
         format!(
-            "  {:>8.0}  {:>13.2}  {:>10.2}",
-            s.fsyncs_per_sec, s.entries_per_fsync, s.cmds_per_fsync
+            "  {:>8.0}  {:>13.2}  {:>10.2}  {:>7.0}  {:>6.0}",
+            s.fsyncs_per_sec, s.entries_per_fsync, s.cmds_per_fsync, s.sync_us, s.sync_busy_pct
         )
     });
     println!(
@@ -309,7 +318,7 @@ fn header(with_store: bool, json: bool, table: Table) {
         return;
     }
     let store = if with_store {
-        "  fsyncs/s  entries/fsync  cmds/fsync"
+        "  fsyncs/s  entries/fsync  cmds/fsync  sync us  sync %"
     } else {
         ""
     };
