@@ -410,14 +410,6 @@ impl<E: Engine> PeerStorage<E> {
         self.raft_state.get_last_index()
     }
 
-    /// Records a commit index learned without a Ready write (kept in memory, persisted with
-    /// the next HardState).
-    pub fn set_commit_index(&mut self, commit: u64) {
-        if commit > self.raft_state.get_commit() {
-            self.raft_state.set_commit(commit);
-        }
-    }
-
     /// The commit index as last staged.
     pub fn commit_index(&self) -> u64 {
         self.raft_state.get_commit()

@@ -265,7 +265,12 @@ fn run(
                 Err(_) => break,
             }
         }
-        if let Some(deadline) = wait.deadline(tasks.len(), Instant::now()) {
+        // (A group already full by bytes has nothing to wait for, and no sample to give.)
+        let room = bytes < limits.max_batch_bytes;
+        if let Some(deadline) = room
+            .then(|| wait.deadline(tasks.len(), Instant::now()))
+            .flatten()
+        {
             let before = tasks.len();
             while bytes < limits.max_batch_bytes && tasks.len() < WAIT_UNTIL_TASKS {
                 match queue.tasks.recv_deadline(deadline) {
@@ -298,8 +303,15 @@ fn run(
             error!(logger, "raft log write failed; store poisoned, refusing writes"; "error" => reason);
             *poisoned.lock().expect("poison lock is never poisoned") = Some(reason.clone());
         }
+        // A store poisoned while this group was written (another region's apply failed)
+        // trusts its disk no more: the group's messages stay unsent.
+        let send = result.is_ok()
+            && poisoned
+                .lock()
+                .expect("poison lock is never poisoned")
+                .is_none();
         for t in tasks.drain(..) {
-            if result.is_ok() {
+            if send {
                 for m in t.then_send {
                     t.transport.send(m);
                 }

@@ -8,7 +8,10 @@
 //!   transfer sends `MsgTimeoutNow` at once when that follower has the whole log), so the
 //!   healthy majority serves again without waiting out an election timeout;
 //! - it then stops its raft clock (no heartbeats, no campaigns) and drops every raft
-//!   message (no votes, no acks): the others elect a leader among themselves;
+//!   message (no votes, no acks): the others elect a leader among themselves. (The
+//!   acknowledgements of log writes handed to the LogWriter before the fence still leave
+//!   once those writes are durable — they are true — unless the store is poisoned by
+//!   then; a Ready whose apply fences the replica sends none.);
 //! - every request, pending or new, is answered `StorePoisoned` with the reason, and local
 //!   reads stop (the published read state says so);
 //! - it says so once, at error level, naming region, peer, term and applied index.
