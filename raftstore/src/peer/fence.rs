@@ -9,9 +9,9 @@
 //!   healthy majority serves again without waiting out an election timeout;
 //! - it then stops its raft clock (no heartbeats, no campaigns) and drops every raft
 //!   message (no votes, no acks): the others elect a leader among themselves. (The
-//!   acknowledgements of log writes handed to the LogWriter before the fence still leave
-//!   once those writes are durable — they are true — unless the store is poisoned by
-//!   then; a Ready whose apply fences the replica sends none.);
+//!   acknowledgements of log writes the shell handed to the LogWriter before the fence
+//!   still leave once those writes are durable — they are true — unless the store is
+//!   poisoned by then; those of writes still in the replica's outbox are dropped.);
 //! - every request, pending or new, is answered `StorePoisoned` with the reason, and local
 //!   reads stop (the published read state says so);
 //! - it says so once, at error level, naming region, peer, term and applied index.
@@ -42,6 +42,13 @@ impl<E: Engine> Peer<E> {
             "reason" => &reason, "term" => self.raw.raft.term, "applied_index" => applied,
             "leader" => self.is_leader());
         self.fenced = Some(reason.clone());
+        // The acknowledgements and votes of writes not yet handed to the shell stay
+        // unsent (the writes themselves still go).
+        for e in &mut self.effects {
+            if let super::effects::Effect::Persist { then_send, .. } = e {
+                then_send.clear();
+            }
+        }
         if self.is_leader() {
             if let Some(to) = self.most_caught_up_follower() {
                 info!(self.logger, "handing leadership over before stopping"; "to" => to);

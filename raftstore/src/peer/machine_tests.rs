@@ -375,3 +375,44 @@ fn a_command_queued_by_a_leader_that_steps_down_before_proposing_is_refused() {
         "nothing was proposed (nor forwarded)"
     );
 }
+
+#[test]
+fn a_replica_fenced_before_its_shell_runs_sends_none_of_the_acks_it_held() {
+    // Goal: a fenced replica drops every raft message, including the acknowledgements
+    // travelling with writes still in its outbox (`Effect::Persist::then_send`); the
+    // writes themselves still go. Method: a follower takes an append and flushes, so its
+    // outbox holds the write with its ack; it is fenced before the shell takes them.
+    let mut g = Group::new();
+    let leader = g.elect();
+    let follower = (leader + 1) % 3;
+    let _rx = g.put(leader, b"k", b"v");
+    g.nodes[leader].peer.flush();
+    for e in g.nodes[leader].peer.take_effects() {
+        g.carry_out(leader, e);
+    }
+    let follower_store = g.nodes[follower].store_id;
+    let appends: Vec<RaftMessage> = std::mem::take(&mut g.wire)
+        .into_iter()
+        .filter(|(to, _)| *to == follower_store)
+        .map(|(_, m)| m)
+        .collect();
+    assert!(!appends.is_empty(), "the leader appended to the follower");
+    let peer = &mut g.nodes[follower].peer;
+    for m in appends {
+        peer.on_raft_message(m);
+    }
+    peer.flush();
+    peer.fence("test: the disk failed".into());
+    let persists: Vec<Effect> = peer
+        .take_effects()
+        .into_iter()
+        .filter(|e| matches!(e, Effect::Persist { .. }))
+        .collect();
+    assert!(!persists.is_empty(), "the write still goes");
+    assert!(
+        persists
+            .iter()
+            .all(|e| matches!(e, Effect::Persist { then_send, .. } if then_send.is_empty())),
+        "no acknowledgement leaves a fenced replica"
+    );
+}

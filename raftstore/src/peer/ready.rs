@@ -187,15 +187,10 @@ impl<E: Engine> Peer<E> {
             // every follower's acknowledgement than a trip back through this replica).
             let then_send = self.envelopes(persisted_msgs);
             self.inflight_writes += 1;
-            self.apply(committed);
-            // A replica this apply fenced (its store's disk failed, see `fence.rs`) sends
-            // nothing more: the write still goes, its acknowledgements do not.
-            let then_send = if self.is_fenced() {
-                Vec::new()
-            } else {
-                then_send
-            };
             self.submit(w, number, last_index, then_send);
+            // (An apply that fences the replica strips the acknowledgements from the
+            // outbox: see `Peer::fence`.)
+            self.apply(committed);
         }
         if role_changed {
             let was_leader = self.was_leader;
