@@ -6,24 +6,8 @@
 //! drive the public API; play dead writers by prewriting straight on the fake's engine;
 //! look at versions through snapshots at chosen timestamps.
 
-use crate::support::FakeCluster;
-use regatta_client::TxnClient;
+use crate::support::{read, read_at, FakeCluster};
 use std::time::{Duration, Instant};
-
-async fn read_at(txns: &TxnClient, key: &[u8], ts: u64) -> Option<Vec<u8>> {
-    txns.snapshot(ts)
-        .await
-        .expect("snapshot")
-        .get(key)
-        .await
-        .expect("snapshot read")
-}
-
-/// The value of `key` at a fresh timestamp.
-async fn read(txns: &TxnClient, key: &[u8]) -> Option<Vec<u8>> {
-    let ts = txns.current_timestamp().await.expect("ts");
-    read_at(txns, key, ts).await
-}
 
 #[tokio::test]
 async fn a_two_region_transaction_is_committed_after_its_prewrites_in_one_round() {

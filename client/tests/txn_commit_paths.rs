@@ -7,7 +7,7 @@
 //! public API, then look at the data through snapshots and at the commands the fake
 //! counted.
 
-use crate::support::FakeCluster;
+use crate::support::{read, FakeCluster};
 use regatta_client::{Config, Error, TxnClient, TxnOptions};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,16 +26,6 @@ async fn connect(fake: &FakeCluster) -> TxnClient {
     TxnClient::connect_with(&[&fake.addr], config())
         .await
         .expect("connect to the fake")
-}
-
-async fn read(txns: &TxnClient, key: &[u8]) -> Option<Vec<u8>> {
-    let ts = txns.current_timestamp().await.expect("ts");
-    txns.snapshot(ts)
-        .await
-        .expect("snapshot")
-        .get(key)
-        .await
-        .expect("snapshot read")
 }
 
 /// Optimistic, committed by 2PC even across regions (no async commit).

@@ -13,3 +13,21 @@ mod actions;
 mod cluster;
 
 pub use cluster::FakeCluster;
+
+use regatta_client::TxnClient;
+
+/// The value of `key` as a snapshot at `ts` reads it.
+pub async fn read_at(txns: &TxnClient, key: &[u8], ts: u64) -> Option<Vec<u8>> {
+    txns.snapshot(ts)
+        .await
+        .expect("snapshot")
+        .get(key)
+        .await
+        .expect("snapshot read")
+}
+
+/// The value of `key` at a fresh timestamp.
+pub async fn read(txns: &TxnClient, key: &[u8]) -> Option<Vec<u8>> {
+    let ts = txns.current_timestamp().await.expect("ts");
+    read_at(txns, key, ts).await
+}

@@ -176,21 +176,7 @@ fn async_commit_prewrite_records_secondaries_and_min_commit_ts<E: Fresh>() {
 /// nothing, until the request names it; and its primary is never cleaned up by TTL alone.
 fn an_async_commit_over_a_lock_newer_than_the_request_knows_is_refused<E: Fresh>() {
     let env = Env::<E>::new();
-    let lock_req = PessimisticLockRequest {
-        primary: b"k".to_vec(),
-        start_ts: 15,
-        for_update_ts: 30,
-        lock_ttl_ms: TTL_MS,
-        need_value: false,
-        keys: keys(&[b"k"]),
-    };
-    env.run(|s, wb| acquire_pessimistic_lock(s, wb, &lock_req))
-        .unwrap();
-    let mut req = env.request(
-        b"k",
-        15,
-        vec![Mutation::put(b"k".to_vec(), b"v".to_vec()).pessimistic()],
-    );
+    let mut req = locked_then_prewrite(&env, 30, b"v");
     req.for_update_ts = 25;
     req.async_commit_secondaries = Some(Vec::new());
     match env.run(|s, wb| prewrite(s, wb, &req)) {
@@ -213,24 +199,34 @@ fn an_async_commit_over_a_lock_newer_than_the_request_knows_is_refused<E: Fresh>
     assert!(env.lock(b"k").unwrap().use_async_commit);
 }
 
-fn pessimistic_prewrite_converts_its_own_lock_without_conflict_check<E: Fresh>() {
-    let env = Env::<E>::new();
-    env.committed(vec![Mutation::put(b"k".to_vec(), b"old".to_vec())], 10, 20);
+/// Transaction 15 locks `k` pessimistically at `for_update_ts`; returns its prewrite of
+/// `k` to `value` (pessimistic, `for_update_ts` still to be set by the caller).
+fn locked_then_prewrite<E: Fresh>(
+    env: &Env<E>,
+    for_update_ts: u64,
+    value: &[u8],
+) -> PrewriteRequest {
     let lock_req = PessimisticLockRequest {
         primary: b"k".to_vec(),
         start_ts: 15,
-        for_update_ts: 25,
+        for_update_ts,
         lock_ttl_ms: TTL_MS,
         need_value: false,
         keys: keys(&[b"k"]),
     };
     env.run(|s, wb| acquire_pessimistic_lock(s, wb, &lock_req))
         .unwrap();
-    let mut req = env.request(
+    env.request(
         b"k",
         15,
-        vec![Mutation::put(b"k".to_vec(), b"new".to_vec()).pessimistic()],
-    );
+        vec![Mutation::put(b"k".to_vec(), value.to_vec()).pessimistic()],
+    )
+}
+
+fn pessimistic_prewrite_converts_its_own_lock_without_conflict_check<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.committed(vec![Mutation::put(b"k".to_vec(), b"old".to_vec())], 10, 20);
+    let mut req = locked_then_prewrite(&env, 25, b"new");
     req.for_update_ts = 25;
     env.run(|s, wb| prewrite(s, wb, &req))
         .expect("commit at 20 is below for_update_ts: no conflict");
