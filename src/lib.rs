@@ -16,3 +16,20 @@ pub mod playground;
 
 /// Default PD address of the playground and of the client commands.
 pub const DEFAULT_PD: &str = "127.0.0.1:2379";
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C / SIGINT), so a
+/// command can stop its stores and remove its temporary data before it exits.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,5 +1,6 @@
 //! Hostile input to one `regatta maelstrom` node: lines that are not UTF-8 or not JSON,
-//! replies before `init`, a second `init` that disagrees, and fields of the wrong type.
+//! replies before `init`, a second `init` that disagrees, fields of the wrong type, and
+//! a stop by signal (no temporary data left behind).
 //! Each scenario drives a real node process through its stdin and reads its stdout.
 
 use crate::common::maelstrom::node_command;
@@ -27,7 +28,13 @@ impl Drop for Node {
 impl Node {
     fn start() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = node_command(dir.path()).spawn().expect("node starts");
+        let command = node_command(dir.path());
+        Node::spawn(command, dir)
+    }
+
+    /// Runs `command`; `dir` is removed when the node is dropped.
+    fn spawn(mut command: std::process::Command, dir: tempfile::TempDir) -> Node {
+        let mut child = command.spawn().expect("node starts");
         let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take().expect("stdin");
         let (tx, replies) = channel();
@@ -237,4 +244,41 @@ fn seeds_beyond_what_raft_can_grow_and_odd_txn_ids_get_error_12() {
     node.write(7, json!("x"), json!(2));
     let r = node.call(100, json!({"type": "read", "key": "x"}));
     assert_eq!(r["value"], 2, "{r}");
+}
+
+/// Goal: a node ended by a signal, as harnesses end theirs, leaves no temporary data behind.
+/// Method: a node run without `--data-dir`, its temporary directory under an empty `TMPDIR`,
+/// takes a write (so the directory holds a store); after SIGTERM the process must exit and
+/// `TMPDIR` be empty again. The same for Ctrl-C (SIGINT).
+#[test]
+fn a_node_stopped_by_a_signal_removes_its_temporary_data() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_regatta"));
+        command
+            .arg("maelstrom")
+            .env("TMPDIR", tmp.path())
+            .env("REGATTA_LOG", "error")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut node = Node::spawn(command, tempfile::tempdir().unwrap());
+        node.init(1);
+        node.write(2, json!("k"), json!(1));
+        let made = std::fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(made, 1, "the node made one temporary data directory");
+        let pid = node.child.id() as libc::pid_t;
+        // SAFETY: `pid` is our own child, not yet waited for.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while node.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "signal {signal}: node still running"
+            );
+            std::thread::sleep(Duration::from_millis(20)); // polling an exit, not a timing assert
+        }
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "signal {signal}: left behind {left:?}");
+    }
 }

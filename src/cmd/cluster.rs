@@ -139,21 +139,6 @@ pub struct StoreArgs {
     gc: GcArgs,
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// Runs the playground.
 pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
     anyhow::ensure!(a.stores >= 1, "--stores must be at least 1");
@@ -193,7 +178,7 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
             a.regions,
             dir.display()
         );
-        shutdown_signal().await;
+        regatta::shutdown_signal().await;
         eprintln!("shutting down");
         pg.stop().await;
         anyhow::Ok(())
@@ -220,7 +205,7 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
             Duration::from_millis(TxnConfig::default().gc_interval_ms),
             logger.clone(),
         );
-        shutdown_signal().await;
+        regatta::shutdown_signal().await;
         pd.stop().await;
         anyhow::Ok(())
     })?;
@@ -253,7 +238,7 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("starting store {}", a.id))?;
         println!("ready store={} addr={}", store.store_id, store.addr);
-        shutdown_signal().await;
+        regatta::shutdown_signal().await;
         store.stop().await;
         anyhow::Ok(())
     })?;

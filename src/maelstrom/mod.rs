@@ -611,7 +611,8 @@ fn membership(body: &Value) -> Result<(String, Vec<String>), Fail> {
     Ok((me, names))
 }
 
-/// Runs the node until stdin closes.
+/// Runs the node until stdin closes or the process is signalled (SIGTERM, SIGINT); either
+/// way the store stops and a temporary data directory is removed.
 pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
     let (dir, _tmp) = match data_dir {
         Some(d) => (d, None),
@@ -644,7 +645,24 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
     );
     actix::System::new().block_on(async move {
         let mut node: Option<Arc<Node>> = None;
-        while let Some(line) = lines.recv().await {
+        // A harness that ends a test by signal (SIGTERM, Ctrl-C) gets the same orderly
+        // stop as one that closes stdin, minus the wait for answers: the store stops and
+        // a temporary data directory is removed.
+        let stop = crate::shutdown_signal();
+        tokio::pin!(stop);
+        let mut signalled = false;
+        loop {
+            let line = tokio::select! {
+                line = lines.recv() => match line {
+                    Some(line) => line,
+                    None => break,
+                },
+                _ = &mut stop => {
+                    warn!(logger, "stopping: signal received");
+                    signalled = true;
+                    break;
+                }
+            };
             let msg = match line {
                 input::Line::Text(text) => match serde_json::from_str::<Value>(&text) {
                     Ok(v) => v,
@@ -671,7 +689,9 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
         if let Some(n) = &node {
             // Answer what was taken before stopping (bounded: a request that needs the
             // other nodes, whose lines no longer arrive, gives up by its own deadline).
-            n.sessions.drain(DRAIN_ON_EOF).await;
+            if !signalled {
+                n.sessions.drain(DRAIN_ON_EOF).await;
+            }
             // The clients' tasks end now; forwards in flight end by their deadline.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
             while Arc::strong_count(n) > 1 && tokio::time::Instant::now() < deadline {

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A free loopback port (bound, then released for the child to take).
 pub fn free_port() -> u16 {
@@ -14,12 +14,23 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
-/// Holds a shared claim on the machine while it runs ([`super::machine`]).
+/// A child process stopped when dropped, so a failing test leaves nothing behind: SIGTERM
+/// first (a playground then removes its temporary data), SIGKILL if it is still running
+/// after a few seconds. Holds a shared claim on the machine while it runs
+/// ([`super::machine`]).
 pub struct Proc(pub Child, Option<super::machine::Shared>);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Only a child not yet reaped still owns its pid.
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: the pid is our unreaped child's.
+            unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20)); // polling an exit
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
         // The claim ends once the process is gone.
