@@ -69,8 +69,14 @@ impl Freshness {
         if leader_commit == 0 {
             return;
         }
-        if let Ok(i) = self.sent_times.binary_search_by_key(&echo_seq, |(s, _)| *s) {
-            let at = self.sent_times[i].1;
+        // `sent_times` holds consecutive seqs: the echo's place is a subtraction.
+        let first = self.sent_times.front().map_or(0, |(s, _)| *s);
+        let at = echo_seq
+            .checked_sub(first)
+            .and_then(|i| self.sent_times.get(usize::try_from(i).ok()?))
+            .filter(|(s, _)| *s == echo_seq)
+            .map(|(_, at)| *at);
+        if let Some(at) = at {
             let newer = self.pending.back().is_none_or(|(_, t)| at > *t);
             if newer && self.safe_time.is_none_or(|t| at > t) {
                 self.pending.push_back((leader_commit, at));
@@ -234,6 +240,30 @@ mod tests {
         f.on_applied(25);
         assert_eq!(f.safe_time(), Some(t_new));
         assert!(t_old < t_new);
+    }
+
+    #[test]
+    fn an_echo_finds_its_send_time_in_a_full_window_and_not_beyond_it() {
+        let clock = ManualClock::new();
+        let mut f = Freshness::new(1000);
+        let mut sent = Vec::new();
+        for _ in 0..SENT_TIMES_KEPT + 10 {
+            clock.advance_ms(1);
+            sent.push((f.on_send(LEADER, clock.now()).0, clock.now()));
+        }
+        // The oldest ten fell out of the window: their echoes prove nothing.
+        f.on_receive(LEADER, 1, 5, sent[9].0);
+        f.on_applied(5);
+        assert_eq!(f.safe_time(), None);
+        // One still kept is found, at its own send time.
+        let (seq, at) = sent[SENT_TIMES_KEPT];
+        f.on_receive(LEADER, 2, 6, seq);
+        f.on_applied(6);
+        assert_eq!(f.safe_time(), Some(at));
+        // Past the newest: nothing.
+        f.on_receive(LEADER, 3, 7, sent.last().unwrap().0 + 1);
+        f.on_applied(7);
+        assert_eq!(f.safe_time(), Some(at));
     }
 
     #[test]
