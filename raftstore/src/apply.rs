@@ -86,6 +86,10 @@ pub struct SessionCache {
 impl SessionCache {
     /// Sessions held at most; past it the cache starts again empty (it is only a cache).
     const MAX: usize = 4096;
+    /// A session whose cached answer is larger (a compare-and-swap answers with the value
+    /// it found) is not kept: it is read back from the engine when its client writes
+    /// again. Bounds the cache at about `MAX` times this per replica.
+    pub const MAX_ANSWER_BYTES: usize = 512;
 
     /// Forgets everything (the replica's data was replaced).
     pub fn clear(&mut self) {
@@ -180,7 +184,9 @@ pub fn apply_entries<S: Snapshot, W: WriteBatch>(
 }
 
 /// [`apply_entries`] with `sessions`, an overlay of the session records over `snap` (what
-/// the engine holds, or this batch wrote); it holds this batch's sessions too afterwards.
+/// the engine holds, or this batch wrote); it holds this batch's sessions too afterwards,
+/// but for those whose answer is over [`SessionCache::MAX_ANSWER_BYTES`] (read back from
+/// the engine when needed: the caller writes the batch before the next call).
 pub(crate) fn apply_entries_with<S: Snapshot, W: WriteBatch>(
     snap: &S,
     wb: &mut W,
@@ -206,6 +212,7 @@ pub(crate) fn apply_entries_with<S: Snapshot, W: WriteBatch>(
         region: Cow::Borrowed(region),
         data: HashMap::new(),
         sessions: std::mem::take(sessions),
+        large_sessions: Vec::new(),
         ext: cop.begin_apply(snap, region.get_id()),
         notes: Vec::new(),
     };
@@ -255,6 +262,9 @@ pub(crate) fn apply_entries_with<S: Snapshot, W: WriteBatch>(
         out.push(applied);
     }
     write_apply_state(ctx.wb, ctx.region.get_id(), last_index, last_term);
+    for client_id in ctx.large_sessions.drain(..) {
+        ctx.sessions.remove(&client_id);
+    }
     *sessions = std::mem::take(&mut ctx.sessions);
     Ok(out)
 }
@@ -271,6 +281,9 @@ struct ApplyContext<'a, S: Snapshot, W> {
     /// Sessions as the engine holds them or this batch wrote (Some) or expired (None):
     /// an overlay over `snap`.
     sessions: HashMap<u64, Option<DedupEntry>>,
+    /// Clients whose session in `sessions` has an answer over
+    /// [`SessionCache::MAX_ANSWER_BYTES`]: left out of the overlay handed back.
+    large_sessions: Vec<u64>,
     /// The layer above's share of this batch: it applies the commands it claims, each
     /// seeing the ones before it.
     ext: Box<dyn Applier + 'a>,
@@ -394,8 +407,18 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
             "dedup session",
             rid,
         )?;
-        self.sessions.insert(client_id, s.clone());
+        self.keep_session(client_id, s.clone());
         Ok(s)
+    }
+
+    /// Puts `s` in the overlay, noting it if its answer is too large to keep afterwards.
+    fn keep_session(&mut self, client_id: u64, s: Option<DedupEntry>) {
+        if s.as_ref()
+            .is_some_and(|s| s.get_response().len() > SessionCache::MAX_ANSWER_BYTES)
+        {
+            self.large_sessions.push(client_id);
+        }
+        self.sessions.insert(client_id, s);
     }
 
     fn apply_cmd(
@@ -469,7 +492,7 @@ impl<S: Snapshot, W: WriteBatch> ApplyContext<'_, S, W> {
                 &keys::dedup_key(self.region.get_id(), client_id),
                 &s,
             );
-            self.sessions.insert(client_id, Some(s));
+            self.keep_session(client_id, Some(s));
         }
         Ok(resp)
     }

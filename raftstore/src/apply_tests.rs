@@ -514,6 +514,11 @@ fn history() -> Vec<Entry> {
     let mut out = Vec::new();
     for i in 6..=262 {
         out.push(match i {
+            // A compare-and-swap answered with a value too large for the kept sessions,
+            // then retried: answered from the engine's record when not kept in memory.
+            240 => entry(i, 1_000, vec![cmd(5, 1, 1, put(b"e", &[7; 2048]))]),
+            241 => entry(i, 1_000, vec![cmd(6, 1, 1, cas(b"e", Some(b"x"), b"y"))]),
+            243 => entry(i, 1_000, vec![cmd(6, 1, 1, cas(b"e", Some(b"x"), b"y"))]),
             250 => entry(i, 1_000, vec![cmd(1, 1, 1, put(b"a", b"1"))]),
             251 => entry(i, late - 100, vec![cmd(2, 1, 1, put(b"b", b"1"))]),
             252 => entry(i, late, vec![cmd(1, 1, 1, put(b"a", b"1"))]), // retry: cached
@@ -590,4 +595,31 @@ fn sessions_kept_between_apply_calls_change_nothing() {
             "kept sessions change the outcome in calls of {chunk} entries"
         );
     }
+}
+
+#[test]
+fn a_session_with_a_large_answer_is_not_kept_in_memory_and_still_answers_its_retry() {
+    // Goal: the kept sessions stay small (a compare-and-swap answers with the value it
+    // found, of any size), and a retry of such a write is still answered, not applied
+    // again. Method: a failed CAS over a 64 KiB value, on a replica keeping its sessions:
+    // its session is not kept; its retry answers the same bytes; a small write's is kept.
+    let mut r = Replica::caching();
+    let big = vec![7; 64 << 10];
+    r.apply_one(entry(6, 1_000, vec![cmd(5, 1, 1, put(b"e", &big))]));
+    let first = r.apply_one(entry(
+        7,
+        1_000,
+        vec![cmd(6, 1, 1, cas(b"e", Some(b"x"), b"y"))],
+    ));
+    assert_eq!(first[0].get_response().get_cas().get_previous(), &big[..]);
+    let cache = r.cache.as_ref().unwrap();
+    assert!(!cache.contains_key(&6), "the large answer is not kept");
+    assert!(cache.contains_key(&5), "a small one is");
+    let retry = r.apply_one(entry(
+        8,
+        1_001,
+        vec![cmd(6, 1, 1, cas(b"e", Some(b"x"), b"y"))],
+    ));
+    assert_eq!(retry, first);
+    assert_eq!(r.get(b"e"), raw(6, &big), "the retry wrote nothing");
 }
