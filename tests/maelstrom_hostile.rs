@@ -248,21 +248,24 @@ fn seeds_beyond_what_raft_can_grow_and_odd_txn_ids_get_error_12() {
 
 /// Goal: a node ended by a signal, as harnesses end theirs, leaves no temporary data behind.
 /// Method: a node run without `--data-dir`, its temporary directory under an empty `TMPDIR`,
-/// takes a write (so the directory holds a store); after SIGTERM the process must exit and
-/// `TMPDIR` be empty again. The same for Ctrl-C (SIGINT).
+/// takes a write (so the directory holds a store and the client's session task is still
+/// running); after SIGTERM the process must stop its store (its log says so), exit 0 and
+/// leave `TMPDIR` empty again. The same for Ctrl-C (SIGINT).
 #[test]
 fn a_node_stopped_by_a_signal_removes_its_temporary_data() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
         let tmp = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let log_path = logs.path().join("stderr");
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_regatta"));
         command
             .arg("maelstrom")
             .env("TMPDIR", tmp.path())
-            .env("REGATTA_LOG", "error")
+            .env("REGATTA_LOG", "info")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
-        let mut node = Node::spawn(command, tempfile::tempdir().unwrap());
+            .stderr(std::fs::File::create(&log_path).unwrap());
+        let mut node = Node::spawn(command, logs);
         node.init(1);
         node.write(2, json!("k"), json!(1));
         let made = std::fs::read_dir(tmp.path()).unwrap().count();
@@ -271,13 +274,22 @@ fn a_node_stopped_by_a_signal_removes_its_temporary_data() {
         // SAFETY: `pid` is our own child, not yet waited for.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while node.child.try_wait().unwrap().is_none() {
+        let status = loop {
+            if let Some(status) = node.child.try_wait().unwrap() {
+                break status;
+            }
             assert!(
                 Instant::now() < deadline,
                 "signal {signal}: node still running"
             );
             std::thread::sleep(Duration::from_millis(20)); // polling an exit, not a timing assert
-        }
+        };
+        assert!(status.success(), "signal {signal}: exited {status}");
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(
+            log.contains("store stopped") && !log.contains("store left running"),
+            "signal {signal}: the store did not stop in order: {log}"
+        );
         let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert!(left.is_empty(), "signal {signal}: left behind {left:?}");
     }

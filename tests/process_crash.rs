@@ -76,7 +76,9 @@ impl Procs {
 
     /// SIGKILLs store `id`.
     fn kill(&mut self, id: u64) {
-        drop(self.stores[id as usize - 1].take());
+        if let Some(store) = self.stores[id as usize - 1].take() {
+            store.sigkill();
+        }
     }
 
     /// Starts store `id` again from its data directory, on its old port.
@@ -278,6 +280,6 @@ fn a_second_pd_on_a_held_data_dir_refuses_to_start() {
     child.stderr.take().map(|mut e| e.read_to_string(&mut err));
     assert!(!out.contains("ready"), "{out}");
     assert!(err.contains("in use by another PD"), "{err}");
-    drop(first);
+    first.sigkill();
     let _third = spawn_ready(&pd_args(free_port()), "error");
 }

@@ -601,25 +601,21 @@ fn sessions_kept_between_apply_calls_change_nothing() {
 fn a_session_with_a_large_answer_is_not_kept_in_memory_and_still_answers_its_retry() {
     // Goal: the kept sessions stay small (a compare-and-swap answers with the value it
     // found, of any size), and a retry of such a write is still answered, not applied
-    // again. Method: a failed CAS over a 64 KiB value, on a replica keeping its sessions:
-    // its session is not kept; its retry answers the same bytes; a small write's is kept.
+    // again. Method: a CAS that swaps a 64 KiB value for a small one, on a replica keeping
+    // its sessions: its session is not kept; its retry answers the same bytes (applied
+    // again it would fail: the value is no longer the expected one) and writes nothing; a
+    // small write's session is kept.
     let mut r = Replica::caching();
     let big = vec![7; 64 << 10];
     r.apply_one(entry(6, 1_000, vec![cmd(5, 1, 1, put(b"e", &big))]));
-    let first = r.apply_one(entry(
-        7,
-        1_000,
-        vec![cmd(6, 1, 1, cas(b"e", Some(b"x"), b"y"))],
-    ));
+    let swap = || cmd(6, 1, 1, cas(b"e", Some(&big), b"y"));
+    let first = r.apply_one(entry(7, 1_000, vec![swap()]));
+    assert!(first[0].get_response().get_cas().get_succeeded());
     assert_eq!(first[0].get_response().get_cas().get_previous(), &big[..]);
     let cache = r.cache.as_ref().unwrap();
     assert!(!cache.contains_key(&6), "the large answer is not kept");
     assert!(cache.contains_key(&5), "a small one is");
-    let retry = r.apply_one(entry(
-        8,
-        1_001,
-        vec![cmd(6, 1, 1, cas(b"e", Some(b"x"), b"y"))],
-    ));
+    let retry = r.apply_one(entry(8, 1_001, vec![swap()]));
     assert_eq!(retry, first);
-    assert_eq!(r.get(b"e"), raw(6, &big), "the retry wrote nothing");
+    assert_eq!(r.get(b"e"), raw(7, b"y"), "the retry wrote nothing");
 }

@@ -367,7 +367,7 @@ pub(super) fn on_forward(node: &Arc<Node>, src: String, body: &Value, logger: &L
     };
     let route = body.get("route").and_then(Value::as_bool).unwrap_or(false);
     let n = node.clone();
-    tokio::spawn(async move {
+    node.spawn(async move {
         let serve = async {
             match req {
                 Frame_oneof_body::kv_request(kv) if route => {

@@ -151,12 +151,45 @@ struct Node {
     next_txn_id: AtomicU64,
     /// Each client's requests, served in order (`sessions`).
     sessions: sessions::Sessions,
+    /// The node's own tasks (client sessions, forwarded requests, benchmark workers),
+    /// aborted when the node stops so that none keeps the store from stopping.
+    tasks: Mutex<Tasks>,
+}
+
+/// Abort handles of running tasks, pruned of finished ones as it grows.
+#[derive(Default)]
+struct Tasks {
+    handles: Vec<tokio::task::AbortHandle>,
+    prune_at: usize,
 }
 
 /// A protocol error: code and text.
 struct Fail(u64, String);
 
 impl Node {
+    /// Runs `task` on the runtime as one of the node's tasks (see [`Node::tasks`]).
+    fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = tokio::spawn(task);
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        if tasks.handles.len() >= tasks.prune_at {
+            tasks.handles.retain(|h| !h.is_finished());
+            tasks.prune_at = (2 * tasks.handles.len()).max(64);
+        }
+        tasks.handles.push(handle.abort_handle());
+        handle
+    }
+
+    /// Aborts every task of the node still running.
+    fn abort_tasks(&self) {
+        for h in self.tasks.lock().expect("tasks lock").handles.drain(..) {
+            h.abort();
+        }
+    }
+
     fn reply(&self, to: &str, req_msg_id: &Value, body: Value) {
         self.out.reply(&self.me, to, req_msg_id, body);
     }
@@ -599,6 +632,7 @@ async fn init(
         client: tokio::sync::OnceCell::new(),
         next_txn_id: AtomicU64::new(1),
         sessions: sessions::Sessions::default(),
+        tasks: Mutex::default(),
     });
     let _ = serving.set(Arc::downgrade(&node));
     Ok(node)
@@ -652,16 +686,19 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
         tokio::pin!(stop);
         let mut signalled = false;
         loop {
+            // Biased, the signal first: its handlers are installed at the first poll,
+            // before any line is taken.
             let line = tokio::select! {
-                line = lines.recv() => match line {
-                    Some(line) => line,
-                    None => break,
-                },
+                biased;
                 _ = &mut stop => {
                     warn!(logger, "stopping: signal received");
                     signalled = true;
                     break;
                 }
+                line = lines.recv() => match line {
+                    Some(line) => line,
+                    None => break,
+                },
             };
             let msg = match line {
                 input::Line::Text(text) => match serde_json::from_str::<Value>(&text) {
@@ -688,19 +725,33 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
         }
         if let Some(n) = &node {
             // Answer what was taken before stopping (bounded: a request that needs the
-            // other nodes, whose lines no longer arrive, gives up by its own deadline).
+            // other nodes, whose lines no longer arrive, gives up by its own deadline); a
+            // signal cuts the wait short.
             if !signalled {
-                n.sessions.drain(DRAIN_ON_EOF).await;
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => warn!(logger, "stopping now: signal received"),
+                    _ = n.sessions.drain(DRAIN_ON_EOF) => {}
+                }
             }
-            // The clients' tasks end now; forwards in flight end by their deadline.
+            n.sessions.close();
+            // Forwards in flight end by their deadline; past a short wait the node's tasks
+            // are aborted, so the store can stop either way.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while Arc::strong_count(n) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            n.abort_tasks();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
             while Arc::strong_count(n) > 1 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         if let Some(n) = node {
-            if let Ok(n) = Arc::try_unwrap(n) {
-                n.store.stop().await;
+            match Arc::try_unwrap(n) {
+                Ok(n) => n.store.stop().await,
+                Err(n) => warn!(logger, "store left running: still in use at exit";
+                    "holders" => Arc::strong_count(&n) - 1),
             }
         }
     });

@@ -83,12 +83,13 @@ pub(super) async fn read_benchmark(node: &Arc<Node>, body: &Value) -> Result<Val
     }
     let consistencies: Arc<Vec<ReadConsistency>> = Arc::new(plans.iter().map(|p| p.0).collect());
     let mut tasks = Vec::new();
+    let owner = Arc::clone(node);
     for w in 0..WORKERS {
         let node = Arc::clone(node);
         let consistencies = consistencies.clone();
         let at = node.names[w as usize % node.names.len()].clone();
         let ops = total / WORKERS + u64::from(w < total % WORKERS);
-        tasks.push(tokio::spawn(async move {
+        tasks.push(owner.spawn(async move {
             let n = consistencies.len();
             let mut tallies: Vec<Tally> = (0..n).map(|_| Tally::default()).collect();
             for i in 0..ops {

@@ -51,6 +51,11 @@ impl Sessions {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.close();
+    }
+
+    /// Ends every client's task once its queue is empty (takes no more requests).
+    pub(super) fn close(&self) {
         self.queues.lock().expect("sessions lock").clear();
     }
 }
@@ -89,7 +94,7 @@ pub(super) fn dispatch(node: &Arc<Node>, src: String, body: Value) {
     let (tx, rx) = mpsc::channel(QUEUE);
     tx.try_send(body).expect("a new queue has room");
     queues.insert(src.clone(), tx);
-    tokio::spawn(serve_session(node.clone(), src, rx));
+    node.spawn(serve_session(node.clone(), src, rx));
 }
 
 /// Serves `src`'s requests in order until its queue stays idle for [`IDLE`].

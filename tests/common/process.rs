@@ -1,6 +1,6 @@
 //! Real `regatta` processes for process-level tests (crashes by SIGKILL, memory bounds,
-//! the CLI): a free loopback port, a child killed when dropped, a start that waits for the
-//! `ready` line.
+//! the CLI): a free loopback port, a child stopped when dropped (SIGTERM, then SIGKILL) or
+//! crashed on purpose ([`Proc::sigkill`]), a start that waits for the `ready` line.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -39,6 +39,12 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Kills the process at once (SIGKILL, as a crash: no orderly stop) and reaps it.
+    pub fn sigkill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
     /// Starts `command` under a shared claim on the machine.
     pub fn spawn(command: &mut Command) -> Proc {
         let machine = super::machine::shared();

@@ -255,7 +255,11 @@ mod tests {
         f.on_receive(LEADER, 1, 5, sent[9].0);
         f.on_applied(5);
         assert_eq!(f.safe_time(), None);
-        // One still kept is found, at its own send time.
+        // The oldest still kept is found, at its own send time; so is a later one.
+        let (seq, at) = sent[10];
+        f.on_receive(LEADER, 2, 5, seq);
+        f.on_applied(5);
+        assert_eq!(f.safe_time(), Some(at));
         let (seq, at) = sent[SENT_TIMES_KEPT];
         f.on_receive(LEADER, 2, 6, seq);
         f.on_applied(6);
