@@ -79,6 +79,7 @@ fn main() -> ExitCode {
         Command::Maelstrom(a) => regatta::maelstrom::run(a.data_dir, regatta::logging::logger())
             .map(|_| ExitCode::SUCCESS),
     };
+    regatta::logging::flush();
     match result {
         Ok(code) => code,
         Err(e) => {

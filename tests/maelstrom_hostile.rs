@@ -250,10 +250,15 @@ fn seeds_beyond_what_raft_can_grow_and_odd_txn_ids_get_error_12() {
 /// Method: a node run without `--data-dir`, its temporary directory under an empty `TMPDIR`,
 /// takes a write (so the directory holds a store and the client's session task is still
 /// running); after SIGTERM the process must stop its store (its log says so), exit 0 and
-/// leave `TMPDIR` empty again. The same for Ctrl-C (SIGINT).
+/// leave `TMPDIR` empty again. The same for Ctrl-C (SIGINT), and for a node whose write is
+/// still waiting for a leader (its task must be aborted for the store to stop).
 #[test]
 fn a_node_stopped_by_a_signal_removes_its_temporary_data() {
-    for signal in [libc::SIGTERM, libc::SIGINT] {
+    for (signal, waiting) in [
+        (libc::SIGTERM, false),
+        (libc::SIGINT, false),
+        (libc::SIGTERM, true),
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let logs = tempfile::tempdir().unwrap();
         let log_path = logs.path().join("stderr");
@@ -266,8 +271,19 @@ fn a_node_stopped_by_a_signal_removes_its_temporary_data() {
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(&log_path).unwrap());
         let mut node = Node::spawn(command, logs);
-        node.init(1);
-        node.write(2, json!("k"), json!(1));
+        if waiting {
+            // One node of three whose peers never answer: its write waits for a leader
+            // that cannot be elected, holding the node until the stop aborts it.
+            let r = node.call(
+                1,
+                json!({"type": "init", "node_id": "n1", "node_ids": ["n1", "n2", "n3"]}),
+            );
+            assert_eq!(r["type"], "init_ok", "{r}");
+            node.send(2, json!({"type": "write", "key": "k", "value": 1}));
+        } else {
+            node.init(1);
+            node.write(2, json!("k"), json!(1));
+        }
         let made = std::fs::read_dir(tmp.path()).unwrap().count();
         assert_eq!(made, 1, "the node made one temporary data directory");
         let pid = node.child.id() as libc::pid_t;

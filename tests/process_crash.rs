@@ -31,11 +31,12 @@ fn store_args(id: u64, port: u16, pd: &str, dir: &Path) -> Vec<String> {
 
 /// PD and 3 stores as processes in a temp dir.
 struct Procs {
-    dir: tempfile::TempDir,
-    pd_addr: String,
-    _pd: Proc,
-    ports: Vec<u16>,
+    // Fields drop in this order: the processes stop before their data directory goes.
     stores: Vec<Option<Proc>>,
+    _pd: Proc,
+    pd_addr: String,
+    ports: Vec<u16>,
+    dir: tempfile::TempDir,
 }
 
 impl Procs {

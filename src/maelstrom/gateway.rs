@@ -315,9 +315,7 @@ impl Wire for HarnessWire {
         timeout: Duration,
     ) -> WireFuture<'a> {
         Box::pin(async move {
-            let node = self
-                .node
-                .upgrade()
+            let node = Node::live(&self.node)
                 .ok_or_else(|| WireError::Unreachable("the node is stopping".into()))?;
             let served = tokio::time::timeout(timeout, deliver(&node, addr, body, timeout));
             served.await.unwrap_or_else(|_| {

@@ -40,8 +40,8 @@ use slog::{warn, Logger};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -154,6 +154,10 @@ struct Node {
     /// The node's own tasks (client sessions, forwarded requests, benchmark workers),
     /// aborted when the node stops so that none keeps the store from stopping.
     tasks: Mutex<Tasks>,
+    /// Set when the node starts stopping: the store's timestamp source and the
+    /// transaction client's wire, which reach the node through weak references, refuse
+    /// from then on instead of holding it.
+    stopping: AtomicBool,
 }
 
 /// Abort handles of running tasks, pruned of finished ones as it grows.
@@ -181,6 +185,12 @@ impl Node {
         }
         tasks.handles.push(handle.abort_handle());
         handle
+    }
+
+    /// `node` upgraded, unless the node is stopping.
+    fn live(node: &Weak<Node>) -> Option<Arc<Node>> {
+        node.upgrade()
+            .filter(|n| !n.stopping.load(Ordering::Acquire))
     }
 
     /// Aborts every task of the node still running.
@@ -633,6 +643,7 @@ async fn init(
         next_txn_id: AtomicU64::new(1),
         sessions: sessions::Sessions::default(),
         tasks: Mutex::default(),
+        stopping: AtomicBool::new(false),
     });
     let _ = serving.set(Arc::downgrade(&node));
     Ok(node)
@@ -735,6 +746,7 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
                 }
             }
             n.sessions.close();
+            n.stopping.store(true, Ordering::Release);
             // Forwards in flight end by their deadline; past a short wait the node's tasks
             // are aborted, so the store can stop either way.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -747,11 +759,23 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        if let Some(n) = node {
-            match Arc::try_unwrap(n) {
-                Ok(n) => n.store.stop().await,
-                Err(n) => warn!(logger, "store left running: still in use at exit";
-                    "holders" => Arc::strong_count(&n) - 1),
+        if let Some(mut n) = node {
+            // A timestamp or wire call that upgraded its weak reference just before the
+            // node began stopping lets go within its own timeout.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+            loop {
+                match Arc::try_unwrap(n) {
+                    Ok(node) => break node.store.stop().await,
+                    Err(back) if tokio::time::Instant::now() < deadline => {
+                        n = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(back) => {
+                        warn!(logger, "store left running: still in use at exit";
+                            "holders" => Arc::strong_count(&back) - 1);
+                        break;
+                    }
+                }
             }
         }
     });

@@ -146,7 +146,7 @@ impl State {
 /// transactions read at, not with this node's clock, which the oracle may run ahead of.
 pub(super) fn store_tso(node: Arc<OnceLock<Weak<Node>>>) -> TsoSource {
     Box::new(move || {
-        let node = node.get().and_then(Weak::upgrade);
+        let node = node.get().and_then(Node::live);
         Box::pin(async move {
             let node = node.ok_or_else(|| {
                 PdError::Unreachable("the node is not serving timestamps yet".into())
