@@ -671,7 +671,7 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
     };
     let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
     let out_log = logger.clone();
-    std::thread::spawn(move || {
+    let writer = std::thread::spawn(move || {
         let mut stdout = std::io::stdout().lock();
         while let Ok(line) = out_rx.recv() {
             if let Err(e) = writeln!(stdout, "{line}").and_then(|_| stdout.flush()) {
@@ -779,6 +779,15 @@ pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
             }
         }
     });
+    // The runtime and with it every sender of lines are gone: the writer ends once it has
+    // written what is queued (bounded, should stdout block).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !writer.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if writer.is_finished() {
+        let _ = writer.join();
+    }
     Ok(())
 }
 
