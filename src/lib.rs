@@ -33,3 +33,22 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+/// `dir` if given, else a fresh temporary directory named `prefix…`, removed when the
+/// returned guard is dropped (keep it until everything using the directory has stopped).
+pub fn data_dir_or_temp(
+    dir: Option<std::path::PathBuf>,
+    prefix: &str,
+) -> anyhow::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    use anyhow::Context as _;
+    Ok(match dir {
+        Some(d) => (d, None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .context("creating a temporary data directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    })
+}

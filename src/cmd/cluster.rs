@@ -143,16 +143,7 @@ pub struct StoreArgs {
 pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
     anyhow::ensure!(a.stores >= 1, "--stores must be at least 1");
     let logger = logging::logger();
-    let (dir, _tmp) = match &a.data_dir {
-        Some(d) => (d.clone(), None),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("regatta-playground-")
-                .tempdir()
-                .context("creating a temporary data directory")?;
-            (t.path().to_path_buf(), Some(t))
-        }
-    };
+    let (dir, _tmp) = regatta::data_dir_or_temp(a.data_dir.clone(), "regatta-playground-")?;
     let mut txn_config = TxnConfig::default();
     a.gc.apply(&mut txn_config);
     let cfg = PlaygroundConfig {

@@ -107,16 +107,7 @@ fn membership(body: &Value) -> Result<(String, Vec<String>), Fail> {
 /// Runs the node until stdin closes or the process is signalled (SIGTERM, SIGINT); either
 /// way the store stops and a temporary data directory is removed.
 pub fn run(data_dir: Option<PathBuf>, logger: Logger) -> Result<()> {
-    let (dir, _tmp) = match data_dir {
-        Some(d) => (d, None),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("regatta-maelstrom-")
-                .tempdir()
-                .context("creating a temporary data directory")?;
-            (t.path().to_path_buf(), Some(t))
-        }
-    };
+    let (dir, _tmp) = crate::data_dir_or_temp(data_dir, "regatta-maelstrom-")?;
     let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
     let out_log = logger.clone();
     let writer = std::thread::spawn(move || {

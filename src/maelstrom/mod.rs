@@ -25,7 +25,7 @@ mod txn;
 
 pub use lifecycle::run;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use fields::{field, key, num, opt_bool, text};
 use protobuf::Message as _;
 use regatta_proto::framepb::Frame_oneof_body;
