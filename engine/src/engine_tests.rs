@@ -404,3 +404,46 @@ fn a_power_loss_keeps_the_synced_state_and_a_prefix_of_later_writes() {
     plain.lose_power(0);
     assert_eq!(keys(&plain), vec![b"x".to_vec()]);
 }
+
+/// A synced write whose sync fails leaves its batch visible but not known durable, so the
+/// engine refuses every later write, synced or not, even once the fault is lifted; a
+/// reopened engine writes again.
+#[test]
+fn a_failed_sync_refuses_every_later_write_until_reopened() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let e = crate::RocksEngine::open(dir.path(), &crate::EngineConfig::default()).unwrap();
+    let put = |e: &crate::RocksEngine, k: &[u8], sync: bool| {
+        let mut wb = e.write_batch();
+        wb.put(Cf::Default, k, b"v");
+        e.write(wb, sync)
+    };
+    put(&e, b"a", true).unwrap();
+    e.fail_syncs(Some("IO error: fsync failed".into()));
+    let err = put(&e, b"b", true).unwrap_err().to_string();
+    assert!(err.contains("fsync failed"), "{err}");
+    assert_eq!(
+        e.get(Cf::Default, b"b").unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "written before the sync failed"
+    );
+    e.fail_syncs(None);
+    for sync in [false, true] {
+        let err = put(&e, b"c", sync).unwrap_err();
+        assert!(
+            matches!(&err, crate::Error::SyncFailed { reason } if reason.contains("fsync failed")),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        e.get(Cf::Default, b"c").unwrap(),
+        None,
+        "refused: nothing written"
+    );
+    drop(e);
+    let e = crate::RocksEngine::open(dir.path(), &crate::EngineConfig::default()).unwrap();
+    put(&e, b"d", true).unwrap();
+    assert_eq!(
+        e.get(Cf::Default, b"a").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+}

@@ -24,6 +24,14 @@ pub enum Error {
         /// Why it does not decode.
         detail: String,
     },
+    /// An earlier sync of the WAL failed: what it should have made durable may be visible
+    /// but is not known to be on disk, so the engine refuses every later write until it is
+    /// opened again (as RocksDB does after a failed synced write).
+    #[error("write refused: an earlier sync of the WAL failed: {reason}")]
+    SyncFailed {
+        /// The failed sync's error.
+        reason: String,
+    },
     /// A fault injected for a test or drill ([`crate::RocksEngine::fail_writes`]); handled
     /// like a RocksDB I/O error.
     #[error("{op}: injected fault: {reason}")]

@@ -2,9 +2,10 @@
 //! [`Engine`] seam ([`RocksSnapshot`], [`RocksWriteBatch`]).
 //!
 //! Writes go through batches; a batch is atomic, and `sync` decides whether the write
-//! waits for `fsync` of the WAL. Only the store's LogWriter thread writes with
-//! `sync = true` (raft log + HardState); applied data follows unsynced, after the log entries
-//! it came from are durable, so the WAL order makes a recovered state a prefix of the log.
+//! waits for `fsync` of the WAL. The store's LogWriter thread writes with `sync = true`
+//! (raft log + HardState; so does a region's bootstrap); applied data follows unsynced,
+//! after the log entries it came from are durable, so the WAL order makes a recovered
+//! state a prefix of the log.
 
 use crate::error::{Error, Result};
 use crate::keys;
@@ -14,7 +15,7 @@ use regatta_proto::raft_serverpb::RegionLocalState;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, ReadOptions, WriteOptions, DB};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Tuning of the RocksDB instance.
 #[derive(Clone, Debug)]
@@ -41,6 +42,10 @@ pub struct RocksEngine {
     path: Arc<Path>,
     /// An injected write failure (see [`RocksEngine::fail_writes`]); `None` in production.
     write_fault: Arc<WriteFault>,
+    /// An injected sync failure (see [`RocksEngine::fail_syncs`]); `None` in production.
+    sync_fault: Arc<WriteFault>,
+    /// Set by the first failed sync of the WAL: every later write is refused with it.
+    sync_failed: Arc<OnceLock<String>>,
 }
 
 /// An injected write failure: one atomic load per write when off.
@@ -48,6 +53,23 @@ pub struct RocksEngine {
 struct WriteFault {
     on: AtomicBool,
     reason: Mutex<String>,
+}
+
+impl WriteFault {
+    /// `Err` naming `op` while the fault is on.
+    fn check(&self, op: &'static str) -> Result<()> {
+        if !self.on.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(Error::Injected {
+            op,
+            reason: self
+                .reason
+                .lock()
+                .expect("fault lock is never poisoned")
+                .clone(),
+        })
+    }
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -79,6 +101,8 @@ impl RocksEngine {
             db: Arc::new(db),
             path: path.into(),
             write_fault: Arc::default(),
+            sync_fault: Arc::default(),
+            sync_failed: Arc::default(),
         })
     }
 
@@ -93,19 +117,36 @@ impl RocksEngine {
         *r = reason.unwrap_or_default();
     }
 
+    /// Fault injection for tests: while `Some(reason)`, a synced write of this engine (and
+    /// of its clones) writes its batch, then fails its sync with `reason`, as an `fsync`
+    /// error would; `None` lifts it (the failure it caused stays: see [`Engine::write`]).
+    pub fn fail_syncs(&self, reason: Option<String>) {
+        let f = &self.sync_fault;
+        let mut r = f.reason.lock().expect("fault lock is never poisoned");
+        f.on.store(reason.is_some(), Ordering::Release);
+        *r = reason.unwrap_or_default();
+    }
+
     fn injected_fault(&self) -> Result<()> {
-        let f = &self.write_fault;
-        if !f.on.load(Ordering::Acquire) {
-            return Ok(());
+        if let Some(reason) = self.sync_failed.get() {
+            return Err(Error::SyncFailed {
+                reason: reason.clone(),
+            });
         }
-        Err(Error::Injected {
-            op: "write",
-            reason: f
-                .reason
-                .lock()
-                .expect("fault lock is never poisoned")
-                .clone(),
-        })
+        self.write_fault.check("write")
+    }
+
+    /// Syncs the WAL; a failure is remembered, and refuses every later write.
+    fn sync_wal(&self) -> Result<()> {
+        let synced = self.sync_fault.check("sync the WAL").and_then(|()| {
+            self.db
+                .flush_wal(true)
+                .map_err(Error::rocks("sync the WAL"))
+        });
+        if let Err(e) = &synced {
+            let _ = self.sync_failed.set(e.to_string());
+        }
+        synced
     }
 
     /// Where the database lives.
@@ -207,9 +248,7 @@ impl Engine for RocksEngine {
             .write_opt(batch.inner, &WriteOptions::default())
             .map_err(Error::rocks("write"))?;
         if sync {
-            self.db
-                .flush_wal(true)
-                .map_err(Error::rocks("sync the WAL"))?;
+            self.sync_wal()?;
         }
         Ok(())
     }

@@ -198,7 +198,8 @@ pub trait Engine: Clone + Send + Sync + 'static {
     /// Writes `batch` atomically: a snapshot opened after this returns `Ok` sees all of it,
     /// and no snapshot ever sees part of it. With `sync`, the batch is durable when this
     /// returns (RocksDB: the WAL is fsynced; memory: nothing to make durable); it may be
-    /// visible to readers before then. An `Err`
+    /// visible to readers before then, and stays visible if the sync fails (RocksDB then
+    /// refuses every later write: `Error::SyncFailed`). An `Err`
     /// leaves the engine's durability unknown: the caller must stop writing (a failed
     /// fsync is never retried, see the store's poisoning), not retry.
     fn write(&self, batch: Self::WriteBatch, sync: bool) -> Result<()>;
