@@ -46,6 +46,9 @@ pub struct RocksEngine {
     sync_fault: Arc<WriteFault>,
     /// Set by the first failed sync of the WAL: every later write is refused with it.
     sync_failed: Arc<OnceLock<String>>,
+    /// Held across a sync and the recording of its failure, so that a sync that starts
+    /// after another failed refuses instead of reporting a batch behind the hole durable.
+    sync_lock: Arc<Mutex<()>>,
 }
 
 /// An injected write failure: one atomic load per write when off.
@@ -103,6 +106,7 @@ impl RocksEngine {
             write_fault: Arc::default(),
             sync_fault: Arc::default(),
             sync_failed: Arc::default(),
+            sync_lock: Arc::default(),
         })
     }
 
@@ -138,6 +142,12 @@ impl RocksEngine {
 
     /// Syncs the WAL; a failure is remembered, and refuses every later write.
     fn sync_wal(&self) -> Result<()> {
+        let _one_at_a_time = self.sync_lock.lock().expect("sync lock is never poisoned");
+        if let Some(reason) = self.sync_failed.get() {
+            return Err(Error::SyncFailed {
+                reason: reason.clone(),
+            });
+        }
         let synced = self.sync_fault.check("sync the WAL").and_then(|()| {
             self.db
                 .flush_wal(true)

@@ -449,8 +449,8 @@ fn write_group(
         t.write.write_into(&mut wb);
     }
     if !wb.is_empty() || any {
-        // Synced when any task needs it; a group that needs none (compactions' empty
-        // Readies) is written without one.
+        // Synced when any task needs it (`LogWrite::needs_sync`); a group that needs
+        // none is written without one.
         let started = Instant::now();
         engine.write(wb, sync).map_err(|e| e.to_string())?;
         if sync {

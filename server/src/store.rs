@@ -753,9 +753,19 @@ async fn heartbeat_loop(
                     if shared.router.get(region.get_id()).is_some() {
                         continue;
                     }
-                    let created = bootstrap_region(&shared.engine, region)
-                        .map_err(Error::from)
-                        .and_then(|_| shared.create_peer(region.get_id()));
+                    let created = match bootstrap_region(&shared.engine, region) {
+                        Ok(_) => shared.create_peer(region.get_id()),
+                        Err(e) => {
+                            // The disk failed us (its state may even be visible without
+                            // being durable): poison the store, as on any failed write,
+                            // instead of starting a replica on it at the next heartbeat.
+                            shared.shell.log_writer.poison(format!(
+                                "bootstrapping region {} failed: {e}",
+                                region.get_id()
+                            ));
+                            Err(Error::from(e))
+                        }
+                    };
                     match created {
                         Ok(true) => {
                             info!(logger, "bootstrapped region"; "region_id" => region.get_id())
