@@ -118,6 +118,12 @@ impl MemPd {
         self
     }
 
+    /// Adds `region` to the regions this PD hands the stores hosting a peer of it to
+    /// bootstrap (at their next store heartbeat).
+    pub fn add_bootstrap_region(&self, region: Region) {
+        self.bootstrap.lock().expect("lock").push(region);
+    }
+
     /// The last heartbeat of each region.
     pub fn region_reports(&self) -> HashMap<u64, RegionHeartbeatRequest> {
         self.leaders.lock().expect("lock").clone()

@@ -750,7 +750,11 @@ async fn heartbeat_loop(
             Ok(resp) => {
                 shared.txn.observe_pd_safe_point(resp.get_gc_safe_point());
                 for region in resp.get_bootstrap_regions() {
-                    if shared.router.get(region.get_id()).is_some() {
+                    // A poisoned store starts no replica (its disk may hold a bootstrap
+                    // that is visible but not durable).
+                    if shared.shell.log_writer.poison_reason().is_some()
+                        || shared.router.get(region.get_id()).is_some()
+                    {
                         continue;
                     }
                     let created = match bootstrap_region(&shared.engine, region) {

@@ -35,3 +35,65 @@ async fn a_store_whose_address_is_taken_fails_with_an_io_error_naming_it() {
         "the message names the address: {err}"
     );
 }
+
+/// Goal: a store whose bootstrap of a region fails its sync never starts a replica of that
+/// region (the region's state may be visible but is not durable) and is poisoned, saying
+/// why. Method: a store with no region; its disk's syncs fail from now on; PD then hands it
+/// a one-replica region to bootstrap; once the store is poisoned, several more heartbeats
+/// (50 ms apart) must not start the region either.
+#[actix_rt::test]
+async fn a_region_whose_bootstrap_failed_its_sync_is_never_started() {
+    use regatta_proto::metapb::{Peer, Region, RegionEpoch};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pd = Arc::new(MemPd::with_regions(Vec::new()));
+    let opts = StoreOptions {
+        store_id: 1,
+        listen_addr: "127.0.0.1:0".into(),
+        data_dir: dir.path().join("s1"),
+        config: StoreConfig {
+            store_heartbeat_interval_ms: 50,
+            ..StoreConfig::default()
+        },
+        txn: regatta_server::TxnConfig::default(),
+    };
+    let client: Arc<dyn PdClient> = pd.clone();
+    let store = Store::start(opts, client, slog::Logger::root(slog::Discard, slog::o!()))
+        .await
+        .expect("store starts");
+    store
+        .engine()
+        .fail_syncs(Some("IO error: fsync failed".into()));
+    let mut region = Region::new();
+    region.set_id(1);
+    let mut epoch = RegionEpoch::new();
+    epoch.set_conf_ver(1);
+    epoch.set_version(1);
+    region.set_region_epoch(epoch);
+    let mut peer = Peer::new();
+    peer.set_id(11);
+    peer.set_store_id(1);
+    region.mut_peers().push(peer);
+    pd.add_bootstrap_region(region);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reason = loop {
+        if let Some(reason) = store.poison_reason() {
+            break reason;
+        }
+        assert!(Instant::now() < deadline, "the store was never poisoned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        reason.contains("bootstrapping region 1") && reason.contains("fsync failed"),
+        "{reason}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.router().region_ids(),
+        Vec::<u64>::new(),
+        "no replica starts on a bootstrap that was not durable"
+    );
+    store.stop().await;
+}
