@@ -52,7 +52,7 @@ pub use overlay::{OpBatch, Overlay, OverlayOp};
 pub use raw::{decode_raw_value, encode_raw_value, RawPair, RawValue};
 pub use rocks::{EngineConfig, RocksEngine, RocksLive, RocksSnapshot, RocksWriteBatch};
 pub use storage::{
-    bootstrap_region, read_gc_safe_point, write_apply_state, write_gc_safe_point,
+    bootstrap_region, initial_region, read_gc_safe_point, write_apply_state, write_gc_safe_point,
     write_initial_state, LogWrite, PeerStorage, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,
 };
 pub use traits::{decode_msg, Cf, Engine, Snapshot, WriteBatch};

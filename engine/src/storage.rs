@@ -127,6 +127,23 @@ impl<E: Engine> std::fmt::Debug for PeerStorage<E> {
     }
 }
 
+/// A region at its first epoch (conf version 1, version 1) over the whole key space, with
+/// a voter `(peer id, store id)` for each of `peers`: what a cluster bootstraps from.
+pub fn initial_region(region_id: u64, peers: impl IntoIterator<Item = (u64, u64)>) -> Region {
+    let mut region = Region::new();
+    region.set_id(region_id);
+    let epoch = region.mut_region_epoch();
+    epoch.set_conf_ver(1);
+    epoch.set_version(1);
+    for (peer_id, store_id) in peers {
+        let mut p = regatta_proto::metapb::Peer::new();
+        p.set_id(peer_id);
+        p.set_store_id(store_id);
+        region.mut_peers().push(p);
+    }
+    region
+}
+
 /// Writes the initial states of `region` with voters = its peers, unless the region already
 /// has a state on this store. Returns whether it wrote. The write is synced.
 pub fn bootstrap_region<E: Engine>(engine: &E, region: &Region) -> Result<bool> {

@@ -43,7 +43,6 @@ async fn a_store_whose_address_is_taken_fails_with_an_io_error_naming_it() {
 /// (50 ms apart) must not start the region either.
 #[actix_rt::test]
 async fn a_region_whose_bootstrap_failed_its_sync_is_never_started() {
-    use regatta_proto::metapb::{Peer, Region, RegionEpoch};
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -65,17 +64,7 @@ async fn a_region_whose_bootstrap_failed_its_sync_is_never_started() {
     store
         .engine()
         .fail_syncs(Some("IO error: fsync failed".into()));
-    let mut region = Region::new();
-    region.set_id(1);
-    let mut epoch = RegionEpoch::new();
-    epoch.set_conf_ver(1);
-    epoch.set_version(1);
-    region.set_region_epoch(epoch);
-    let mut peer = Peer::new();
-    peer.set_id(11);
-    peer.set_store_id(1);
-    region.mut_peers().push(peer);
-    pd.add_bootstrap_region(region);
+    pd.add_bootstrap_region(regatta_engine::initial_region(1, [(11, 1)]));
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let reason = loop {

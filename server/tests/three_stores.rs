@@ -5,7 +5,7 @@
 use regatta_engine::{Engine as _, Snapshot as _};
 use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::*;
-use regatta_proto::metapb::{Peer, Region, RegionEpoch};
+use regatta_proto::metapb::Region;
 use regatta_proto::rpc::Connection;
 use regatta_server::{MemPd, PdClient, Store, StoreConfig, StoreOptions};
 use std::path::Path;
@@ -18,19 +18,7 @@ fn region() -> Region {
 
 /// Region 1 with a replica on each of stores `1..=stores`.
 fn region_of(stores: u64) -> Region {
-    let mut r = Region::new();
-    r.set_id(1);
-    let mut e = RegionEpoch::new();
-    e.set_conf_ver(1);
-    e.set_version(1);
-    r.set_region_epoch(e);
-    for s in 1..=stores {
-        let mut p = Peer::new();
-        p.set_id(10 + s);
-        p.set_store_id(s);
-        r.mut_peers().push(p);
-    }
-    r
+    regatta_engine::initial_region(1, (1..=stores).map(|s| (10 + s, s)))
 }
 
 fn logger() -> slog::Logger {

@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use regatta_engine::{bootstrap_region, Engine, LogWrite, MemEngine, MemWriteBatch, PeerStorage};
 use regatta_proto::kvrpcpb::KvResponse;
-use regatta_proto::metapb::{Peer as PeerMeta, Region, RegionEpoch};
+use regatta_proto::metapb::Region;
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_raftstore::pd::PdClient;
 use regatta_raftstore::{
@@ -128,19 +128,7 @@ pub(crate) fn retryable(e: &regatta_proto::kvrpcpb::Error) -> bool {
 
 /// The one region, with a replica on each of `stores` stores.
 pub(crate) fn region(stores: usize) -> Region {
-    let mut r = Region::new();
-    r.set_id(REGION);
-    let mut e = RegionEpoch::new();
-    e.set_conf_ver(1);
-    e.set_version(1);
-    r.set_region_epoch(e);
-    for s in 1..=stores as u64 {
-        let mut p = PeerMeta::new();
-        p.set_id(100 + s);
-        p.set_store_id(s);
-        r.mut_peers().push(p);
-    }
-    r
+    regatta_engine::initial_region(REGION, (1..=stores as u64).map(|s| (100 + s, s)))
 }
 
 impl World {

@@ -11,19 +11,7 @@ const DRAIN_ON_EOF: Duration = Duration::from_secs(15);
 /// The region every node hosts: the whole key space, a replica (peer id = store id) on
 /// each node.
 fn group_region(nodes: usize) -> Region {
-    let mut region = Region::new();
-    region.set_id(1);
-    let mut epoch = RegionEpoch::new();
-    epoch.set_conf_ver(1);
-    epoch.set_version(1);
-    region.set_region_epoch(epoch);
-    for s in 1..=nodes as u64 {
-        let mut p = Peer::new();
-        p.set_id(s);
-        p.set_store_id(s);
-        region.mut_peers().push(p);
-    }
-    region
+    regatta_engine::initial_region(1, (1..=nodes as u64).map(|s| (s, s)))
 }
 
 async fn init(

@@ -32,7 +32,7 @@ use regatta_proto::framepb::Frame_oneof_body;
 use regatta_proto::kvrpcpb::{
     CasRequest, DeleteRequest, GetRequest, KvRequest, KvResponse, PutRequest, Request,
 };
-use regatta_proto::metapb::{Peer, Region, RegionEpoch};
+use regatta_proto::metapb::Region;
 use regatta_proto::raft_serverpb::RaftMessage;
 use regatta_server::{
     Campaign, CompactLog, KvCommand, MemPd, PdClient, RaftMessageIn, Store, StoreConfig,
