@@ -6,7 +6,7 @@
 use crate::pd_seam::TcpPd;
 use anyhow::{Context, Result};
 use regatta_server::{
-    PdClient, Store, StoreConfig, StoreOptions, TcpTransport, Transport, TxnConfig,
+    EngineConfig, PdClient, Store, StoreConfig, StoreOptions, TcpTransport, Transport, TxnConfig,
 };
 use slog::{info, Logger};
 use std::collections::BTreeSet;
@@ -34,6 +34,8 @@ pub struct PlaygroundConfig {
     pub store_config: StoreConfig,
     /// The stores' transactional layer configuration.
     pub txn_config: TxnConfig,
+    /// The stores' RocksDB configuration.
+    pub engine_config: EngineConfig,
     /// Optional layer around each store's transport.
     pub transport: Option<TransportWrap>,
     /// How far PD's GC safe point trails its clock (default 10 min).
@@ -54,6 +56,7 @@ impl PlaygroundConfig {
             store_port: 0,
             store_config: StoreConfig::default(),
             txn_config: TxnConfig::default(),
+            engine_config: EngineConfig::default(),
             transport: None,
             gc_life_time: regatta_pd::gc::DEFAULT_GC_LIFE_TIME,
             tso_clock_step_ms: 1,
@@ -185,6 +188,7 @@ impl Playground {
                 data_dir: self.store_dir(id),
                 config: self.cfg.store_config.clone(),
                 txn: self.cfg.txn_config.clone(),
+                engine: self.cfg.engine_config.clone(),
             };
             let layer: regatta_server::TransportLayer = match wrap.clone() {
                 Some(w) => Box::new(move |tcp| w(id, tcp)),

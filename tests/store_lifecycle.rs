@@ -74,7 +74,7 @@ async fn a_crash_loses_unwritten_raft_writes_but_no_acknowledged_write() {
     // The victim's RocksDB, as the crash left it.
     let engine = RocksEngine::open(
         cluster.pg.store_dir(victim).join("db"),
-        &EngineConfig::default(),
+        &EngineConfig::short_lived(),
     )
     .unwrap();
     for index in first_stalled..=last {
@@ -169,8 +169,11 @@ async fn a_store_with_no_pd_gives_up_registering_within_its_timeout() {
         took < timeout + Duration::from_secs(5),
         "gave up only after {took:?}: {message}"
     );
-    RocksEngine::open(dir.path().join("s7").join("db"), &EngineConfig::default())
-        .expect("the failed start closed its RocksDB");
+    RocksEngine::open(
+        dir.path().join("s7").join("db"),
+        &EngineConfig::short_lived(),
+    )
+    .expect("the failed start closed its RocksDB");
 }
 
 /// Goal: a store PD refuses (here: one started on the address another store registered)
@@ -216,6 +219,7 @@ async fn fail_to_start(
             ..StoreConfig::default()
         },
         txn: regatta_server::TxnConfig::default(),
+        engine: regatta_server::EngineConfig::short_lived(),
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     match Store::start(opts, pd, logger).await {

@@ -9,6 +9,8 @@
 //! - `0x01 rid 0x07`       -> `RegionGcState` (the region's applied GC safe point)
 //! - `0x02 rid`            -> `RegionLocalState` (a separate prefix so listing regions
 //!   never walks the logs)
+//! - `0x03 "wal-prefill"`  -> never written, only deleted when a new database fills its
+//!   first WAL (see `EngineConfig::wal_prefill_bytes`)
 //!
 //! Data CFs: user keys behind a mode byte, `r` for raw KV (`r` + user key), `x` for
 //! transactional (MVCC) data (`x` + memcomparable(user key), see [`memcomparable`]; the
@@ -24,6 +26,10 @@ use crate::memcomparable;
 const REGION_RAFT_PREFIX: u8 = 0x01;
 /// Prefix of region-state keys.
 const REGION_STATE_PREFIX: u8 = 0x02;
+
+/// The key a new database deletes (twice) to switch its memtables while it fills its
+/// first WAL; nothing writes it, so no read ever sees it.
+pub const WAL_PREFILL_KEY: &[u8] = b"\x03wal-prefill";
 
 const ENTRY_SUFFIX: u8 = 0x01;
 const RAFT_STATE_SUFFIX: u8 = 0x02;

@@ -609,7 +609,8 @@ mod tests {
     /// (entries 4..=6) gathered and Readies 3 and 4 (entries 7..=12) behind it.
     async fn stalled_with_writes_queued() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let engine = RocksEngine::open(dir.path().join("db"), &EngineConfig::default()).unwrap();
+        let engine =
+            RocksEngine::open(dir.path().join("db"), &EngineConfig::short_lived()).unwrap();
         let reports: Received = Arc::default();
         let to: Arc<dyn PersistedSink> = Arc::new(Reports(Arc::clone(&reports)));
         let sent: Sent = Arc::default();

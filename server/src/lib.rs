@@ -12,6 +12,7 @@ mod server;
 mod store;
 mod transport;
 
+pub use regatta_engine::EngineConfig;
 pub use regatta_raftstore::{
     apply, check_lease, coprocessor, pd, BoxFuture, Campaign, Clock, CompactLog, Error, Fence,
     GetStatus, Inbox, InboxFull, KvCommand, LogWriter, ManualClock, MemPd, MetricsSnapshot,

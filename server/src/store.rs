@@ -51,6 +51,8 @@ pub struct StoreOptions {
     pub config: StoreConfig,
     /// Tuning of the transactional layer.
     pub txn: TxnConfig,
+    /// Tuning of the store's RocksDB (memtables, WAL reuse and prefill).
+    pub engine: EngineConfig,
 }
 
 /// Builds the transport a store sends raft messages through, from the TCP one.
@@ -291,7 +293,7 @@ impl Store {
         let logger = logger.new(o!("store_id" => opts.store_id));
         std::fs::create_dir_all(&opts.data_dir)
             .map_err(Error::io(format!("create {}", opts.data_dir.display())))?;
-        let engine = RocksEngine::open(opts.data_dir.join("db"), &EngineConfig::default())?;
+        let engine = RocksEngine::open(opts.data_dir.join("db"), &opts.engine)?;
         let listener = TcpListener::bind(&opts.listen_addr)
             .await
             .map_err(Error::io(format!("bind {}", opts.listen_addr)))?;

@@ -18,6 +18,7 @@ async fn a_store_whose_address_is_taken_fails_with_an_io_error_naming_it() {
         data_dir: dir.path().join("s1"),
         config: StoreConfig::default(),
         txn: regatta_server::TxnConfig::default(),
+        engine: regatta_server::EngineConfig::short_lived(),
     };
     let err = match Store::start(opts, pd, slog::Logger::root(slog::Discard, slog::o!())).await {
         Ok(_) => panic!("a store started on {addr}, which is taken"),
@@ -56,6 +57,7 @@ async fn a_region_whose_bootstrap_failed_its_sync_is_never_started() {
             ..StoreConfig::default()
         },
         txn: regatta_server::TxnConfig::default(),
+        engine: regatta_server::EngineConfig::short_lived(),
     };
     let client: Arc<dyn PdClient> = pd.clone();
     let store = Store::start(opts, client, slog::Logger::root(slog::Discard, slog::o!()))

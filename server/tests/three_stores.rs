@@ -32,6 +32,7 @@ async fn start_store(dir: &Path, pd: &Arc<MemPd>, id: u64, config: StoreConfig) 
         data_dir: dir.join(format!("s{id}")),
         config,
         txn: regatta_server::TxnConfig::default(),
+        engine: regatta_server::EngineConfig::short_lived(),
     };
     let pd: Arc<dyn PdClient> = pd.clone();
     Store::start(opts, pd, logger()).await.unwrap()

@@ -51,6 +51,8 @@ async fn init(
         data_dir: data_dir.to_path_buf(),
         config: StoreConfig::default(),
         txn: regatta_server::TxnConfig::default(),
+        // A node's data lives as long as its test: no WAL prefill, a fast start.
+        engine: regatta_server::EngineConfig::short_lived(),
     };
     let store =
         Store::start_with_transport(opts, pd, Box::new(move |_tcp| transport), logger.clone())

@@ -314,7 +314,16 @@ pub fn run_as_published(nodes: usize, lines: &[&str]) -> Published {
             Err(_) => break,
         }
     }
-    inputs.lock().unwrap().clear(); // closes stdin: the nodes stop
+    // Closing their stdin stops the nodes. Give them their orderly stop, which removes
+    // their temporary data directories (a kill would leave them behind); the guards kill
+    // whoever is still running after it.
+    inputs.lock().unwrap().clear();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for ChildGuard(child) in &mut children {
+        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     drop(children);
     Published { lines: out }
 }

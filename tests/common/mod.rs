@@ -227,6 +227,7 @@ impl Cluster {
         cfg.transport = Some(wrap);
         cfg.gc_life_time = gc_life_time;
         cfg.tso_clock_step_ms = tso_clock_step_ms;
+        cfg.engine_config = regatta_server::EngineConfig::short_lived();
         let pg = Playground::start(cfg, test_logger())
             .await
             .expect("cluster starts");

@@ -87,7 +87,7 @@ impl Group {
             .map(|store_id| {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let engine =
-                    RocksEngine::open(dir.path(), &EngineConfig::default()).expect("engine");
+                    RocksEngine::open(dir.path(), &EngineConfig::short_lived()).expect("engine");
                 bootstrap_region(&engine, &region()).expect("bootstrap");
                 let storage = PeerStorage::open(engine.clone(), REGION, 1 << 20)
                     .expect("open")

@@ -50,7 +50,7 @@ impl Fresh for RocksEngine {
     type Guard = tempfile::TempDir;
     fn fresh() -> (Self, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let engine = RocksEngine::open(dir.path(), &EngineConfig::default()).expect("open");
+        let engine = RocksEngine::open(dir.path(), &EngineConfig::short_lived()).expect("open");
         (engine, dir)
     }
 }
