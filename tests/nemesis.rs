@@ -24,8 +24,20 @@ use std::time::Duration;
 
 #[actix_rt::test]
 async fn splits_partitions_and_crashes_together_stay_linearizable() {
+    nemesis(1).await;
+}
+
+/// The same with each store's regions and connections spread over two raft threads
+/// (`StoreConfig::raft_threads`): a split's two halves usually land on different threads.
+#[actix_rt::test]
+async fn splits_partitions_and_crashes_on_two_raft_threads_stay_linearizable() {
+    nemesis(2).await;
+}
+
+async fn nemesis(raft_threads: usize) {
     let config = StoreConfig {
         raft_log_gc_count_limit: 30,
+        raft_threads,
         ..StoreConfig::default()
     };
     let mut cluster = Cluster::with_config(3, 1, config).await;

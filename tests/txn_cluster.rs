@@ -10,6 +10,7 @@ use crate::common::bank::{account, Bank, ACCOUNTS};
 use crate::common::{commit_req, prewrite_req, wait_until, Cluster};
 use regatta_client::{Error, TxnClient, TxnMode, TxnOptions};
 use regatta_proto::txnpb::TxnRequest;
+use regatta_server::StoreConfig;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,23 @@ async fn txn_client(cluster: &Cluster) -> TxnClient {
 /// history goes to the checker.
 #[actix_rt::test]
 async fn bank_history_is_snapshot_isolated_through_partitions_crashes_and_splits() {
-    let mut cluster = Cluster::new(3, 1).await;
+    bank_through_faults(StoreConfig::default()).await;
+}
+
+/// The same with each store's regions and connections spread over two raft threads
+/// (`StoreConfig::raft_threads`): the split's new region and the crashed store's
+/// restarted replicas land on either thread.
+#[actix_rt::test]
+async fn bank_history_is_snapshot_isolated_on_two_raft_threads_per_store() {
+    bank_through_faults(StoreConfig {
+        raft_threads: 2,
+        ..StoreConfig::default()
+    })
+    .await;
+}
+
+async fn bank_through_faults(config: StoreConfig) {
+    let mut cluster = Cluster::with_config(3, 1, config).await;
     let admin = cluster.client().await;
     admin.split(&account(ACCOUNTS / 2)).await.expect("split");
     let txns = txn_client(&cluster).await;

@@ -8,6 +8,7 @@
 //! application or a test names one crate.
 #![deny(missing_docs)]
 
+mod raft_threads;
 mod server;
 mod store;
 mod transport;

@@ -16,8 +16,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Accepts connections until `shutdown` turns true; then every connection closes too.
+/// Connections are dealt over `runtimes` in turn (the store's raft threads; the first is
+/// the one this runs on), each served where it was dealt.
 pub async fn serve(
     listener: TcpListener,
+    runtimes: Vec<tokio::runtime::Handle>,
     router: Router,
     unknown: mpsc::Sender<RaftMessage>,
     limits: InboundLimits,
@@ -26,20 +29,47 @@ pub async fn serve(
 ) {
     let budget = ReadBudget::new(limits.max_buffered);
     let mut stop = shutdown.clone();
+    let mut next = 0usize;
     accept_until(
         &listener,
         &mut stop,
         |stream, peer| {
             let logger = logger.new(slog::o!("conn" => peer.to_string()));
-            tokio::spawn(handle_conn(
-                stream,
+            let conn = (
                 router.clone(),
                 unknown.clone(),
                 limits.clone(),
                 budget.clone(),
                 shutdown.clone(),
-                logger,
-            ));
+            );
+            next = (next + 1) % runtimes.len().max(1);
+            if next == 0 || runtimes.len() < 2 {
+                let (router, unknown, limits, budget, shutdown) = conn;
+                tokio::spawn(handle_conn(
+                    stream, router, unknown, limits, budget, shutdown, logger,
+                ));
+                return;
+            }
+            // A socket belongs to the reactor of the runtime that registered it: move it
+            // to the other thread's.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(logger, "handing a connection to a raft thread failed"; "error" => %e);
+                    return;
+                }
+            };
+            runtimes[next].spawn(async move {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        let (router, unknown, limits, budget, shutdown) = conn;
+                        handle_conn(stream, router, unknown, limits, budget, shutdown, logger).await
+                    }
+                    Err(e) => {
+                        warn!(logger, "taking a connection on a raft thread failed"; "error" => %e)
+                    }
+                }
+            });
         },
         |e| warn!(logger, "accept failed"; "error" => %e),
     )

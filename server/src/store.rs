@@ -1,11 +1,13 @@
 //! [`Store`]: one node. Opens the RocksDB, starts the LogWriter, recovers every region
 //! replica from disk, registers with PD, creates the regions PD bootstrapped, serves TCP.
 //!
-//! Peers run as actors on the store's own arbiter (thread), and so do the store's network
-//! tasks (its server's connections and its raft senders): a message from the network
-//! reaches its region's actor, and an actor's message reaches its sender task, without a
-//! hop to another thread. PD and bookkeeping tasks run on the caller's actix system.
+//! Peers run as actors on the store's raft threads (one by default), and so do the store's
+//! network tasks (its server's connections and its raft senders): with one thread, a
+//! message from the network reaches its region's actor, and an actor's message reaches
+//! its sender task, without a hop to another thread (`raft_threads.rs` for more). PD and
+//! bookkeeping tasks run on the caller's actix system.
 
+use crate::raft_threads::{RaftHandles, RaftThreads};
 use crate::server;
 use crate::transport::TcpTransport;
 use actix::prelude::*;
@@ -66,7 +68,7 @@ pub struct Store {
     pub addr: SocketAddr,
     router: Router,
     metrics: Arc<StoreMetrics>,
-    arbiter: Arbiter,
+    threads: RaftThreads,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     engine: RocksEngine,
@@ -90,7 +92,7 @@ struct Shared {
     shell: ShellContext,
     /// The transactional layer (see `txnstore`), behind `ctx.coprocessor` for the peers.
     txn: TxnCoprocessor,
-    arbiter: ArbiterHandle,
+    threads: RaftHandles,
     /// Vote requests for regions not started here yet, kept a short while for the split
     /// that is about to start them (see [`Shared::on_unknown_region_message`]).
     early: std::sync::Mutex<HashMap<u64, (Instant, Vec<RaftMessage>)>>,
@@ -177,7 +179,12 @@ impl Shared {
         let region_id = peer.region_id();
         let delegate = peer.delegate();
         let cap = self.ctx.cfg.peer_inbox_capacity;
-        let inbox = PeerActor::start_with_inbox(peer, self.shell.clone(), &self.arbiter, cap);
+        let inbox = PeerActor::start_with_inbox(
+            peer,
+            self.shell.clone(),
+            self.threads.for_region(region_id),
+            cap,
+        );
         let addr = inbox.addr().clone();
         self.router.register(region_id, inbox, delegate);
         if let Some(reason) = self.shell.log_writer.poison_reason() {
@@ -315,33 +322,30 @@ impl Store {
             metrics.clone(),
             logger.clone(),
         );
-        // The listener moves to the arbiter's runtime, whose thread then reads and writes
-        // every connection it accepts.
+        // The listener moves to the first raft thread's runtime, which accepts every
+        // connection and deals them over the raft threads (`raft_threads.rs`).
         let listener = listener.into_std().map_err(Error::io("listener"))?;
-        let arbiter = Arbiter::new();
-        let (arbiter_rt, listener) = {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            arbiter.spawn(async move {
-                let listener = TcpListener::from_std(listener);
-                let _ = tx.send((tokio::runtime::Handle::current(), listener));
-            });
-            match rx.await {
-                Ok((rt, Ok(listener))) => (rt, listener),
-                Ok((_, Err(e))) => {
-                    arbiter.stop();
-                    return Err(Error::io("listener")(e));
-                }
-                Err(_) => {
-                    arbiter.stop();
-                    return Err(Error::io("start the store's arbiter")(
-                        std::io::Error::other("the arbiter did not start"),
-                    ));
-                }
+        let threads = RaftThreads::start(opts.config.raft_threads).await?;
+        let first_rt = threads.handles().first().clone();
+        let listener = match first_rt
+            .spawn(async move { TcpListener::from_std(listener) })
+            .await
+        {
+            Ok(Ok(listener)) => listener,
+            Ok(Err(e)) => {
+                threads.stop();
+                return Err(Error::io("listener")(e));
+            }
+            Err(_) => {
+                threads.stop();
+                return Err(Error::io("start the store's raft threads")(
+                    std::io::Error::other("the first raft thread did not take the listener"),
+                ));
             }
         };
-        let transport: Arc<dyn Transport> = wrap(TcpTransport::new(
+        let transport: Arc<dyn Transport> = wrap(TcpTransport::with_lanes(
             pd.clone(),
-            arbiter_rt.clone(),
+            threads.handles().runtimes(),
             logger.clone(),
         ));
         // Both bounded (StoreConfig): a full report queue drops reports, a full new-region
@@ -388,7 +392,7 @@ impl Store {
                 new_regions: new_regions_tx,
             },
             txn,
-            arbiter: arbiter.handle(),
+            threads: threads.handles().clone(),
             early: std::sync::Mutex::default(),
         });
         let recovered = match recover(&shared) {
@@ -396,7 +400,7 @@ impl Store {
             Err(e) => {
                 // Stop the replicas already started (and with them the LogWriter and the
                 // RocksDB they hold), so that a retry can open the data directory.
-                arbiter.stop();
+                threads.stop();
                 gc_worker.stop();
                 split_checker.stop();
                 return Err(e);
@@ -408,8 +412,9 @@ impl Store {
         tasks.push(tokio::spawn(detector_task));
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let (unknown_tx, mut unknown_rx) = mpsc::channel::<RaftMessage>(UNKNOWN_REGION_QUEUE);
-        tasks.push(arbiter_rt.spawn(server::serve(
+        tasks.push(first_rt.spawn(server::serve(
             listener,
+            threads.handles().runtimes().to_vec(),
             router.clone(),
             unknown_tx,
             cfg.inbound_limits(),
@@ -480,7 +485,7 @@ impl Store {
             addr,
             router,
             metrics,
-            arbiter,
+            threads,
             tasks,
             shutdown,
             engine,
@@ -608,7 +613,7 @@ impl Store {
         let Store {
             tasks,
             shutdown,
-            arbiter,
+            threads,
             engine,
             log_writer,
             log_writer_thread,
@@ -630,16 +635,16 @@ impl Store {
         for t in tasks {
             let _ = t.await;
         }
-        // The actors (and their LogWriter handles) go with the arbiter's thread; then the
+        // The actors (and their LogWriter handles) go with the raft threads; then the
         // LogWriter's channel closes and its thread ends (after writing what is queued,
         // unless it crashed).
-        arbiter.stop();
+        threads.stop();
         drop(router);
         drop(engine);
         drop(log_writer);
         drop(gc_worker);
         let joined = tokio::task::spawn_blocking(move || {
-            arbiter.join().is_ok()
+            threads.join()
                 && log_writer_thread.join().is_ok()
                 && gc_thread.join().is_ok()
                 && split_checker.join()

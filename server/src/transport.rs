@@ -2,7 +2,11 @@
 //! [`Transport`]).
 //!
 //! Contract: `send` never blocks and may drop (raft tolerates loss: it retries appends and
-//! heartbeats); messages to one store are delivered in send order or not at all.
+//! heartbeats); one region's messages to one store are delivered in send order or not at
+//! all. With several raft threads (`StoreConfig::raft_threads`) each thread has its own
+//! lane (sender tasks and connections) and a message takes its region's thread's lane, so
+//! a thread's regions send without a hop to another thread; messages of regions on
+//! different threads may then overtake each other.
 
 use regatta_proto::framepb::Frame;
 use regatta_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
@@ -21,11 +25,11 @@ const QUEUE_PER_STORE: usize = 8192;
 /// Bytes per frame the sender batches at most.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
-/// Raft messages over TCP: one connection and one sender task per destination store,
-/// addresses resolved through PD, reconnect with exponential backoff.
+/// Raft messages over TCP: per lane, one connection and one sender task per destination
+/// store, addresses resolved through PD, reconnect with exponential backoff.
 #[derive(Clone)]
 pub struct TcpTransport {
-    inner: Arc<Inner>,
+    lanes: Arc<[Arc<Inner>]>,
 }
 
 struct Inner {
@@ -38,19 +42,39 @@ struct Inner {
 impl TcpTransport {
     /// A transport whose sender tasks run on `rt`.
     pub fn new(pd: Arc<dyn PdClient>, rt: tokio::runtime::Handle, logger: Logger) -> Self {
-        TcpTransport {
-            inner: Arc::new(Inner {
-                pd,
-                rt,
-                senders: Mutex::default(),
-                logger,
-            }),
-        }
+        Self::with_lanes(pd, &[rt], logger)
     }
 
-    fn sender(&self, store_id: u64) -> mpsc::Sender<RaftMessage> {
+    /// A transport with one lane per runtime in `rts` (at least one): region `r`'s
+    /// messages go through lane `r % rts.len()`, whose sender tasks run on that runtime.
+    pub fn with_lanes(
+        pd: Arc<dyn PdClient>,
+        rts: &[tokio::runtime::Handle],
+        logger: Logger,
+    ) -> Self {
+        assert!(!rts.is_empty(), "a transport needs a runtime");
+        let lanes = rts
+            .iter()
+            .map(|rt| {
+                Arc::new(Inner {
+                    pd: pd.clone(),
+                    rt: rt.clone(),
+                    senders: Mutex::default(),
+                    logger: logger.clone(),
+                })
+            })
+            .collect();
+        TcpTransport { lanes }
+    }
+
+    fn lane(&self, region_id: u64) -> &Arc<Inner> {
+        &self.lanes[(region_id % self.lanes.len() as u64) as usize]
+    }
+}
+
+impl Inner {
+    fn sender(self: &Arc<Self>, store_id: u64) -> mpsc::Sender<RaftMessage> {
         let mut senders = self
-            .inner
             .senders
             .lock()
             .expect("sender map lock is never poisoned");
@@ -59,8 +83,7 @@ impl TcpTransport {
         }
         let (tx, rx) = mpsc::channel(QUEUE_PER_STORE);
         senders.insert(store_id, tx.clone());
-        let inner = self.inner.clone();
-        self.inner.rt.spawn(run_sender(inner, store_id, rx));
+        self.rt.spawn(run_sender(self.clone(), store_id, rx));
         tx
     }
 }
@@ -68,8 +91,9 @@ impl TcpTransport {
 impl Transport for TcpTransport {
     fn send(&self, msg: RaftMessage) {
         let store_id = msg.get_to_peer().get_store_id();
-        if self.sender(store_id).try_send(msg).is_err() {
-            debug!(self.inner.logger, "raft message dropped: queue full"; "to_store" => store_id);
+        let lane = self.lane(msg.get_region_id());
+        if lane.sender(store_id).try_send(msg).is_err() {
+            debug!(lane.logger, "raft message dropped: queue full"; "to_store" => store_id);
         }
     }
 }

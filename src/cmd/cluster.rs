@@ -133,6 +133,11 @@ pub struct StoreArgs {
     /// The store's data directory.
     #[arg(long)]
     data_dir: PathBuf,
+    /// Threads that run the store's regions and connections (region r on thread
+    /// r % N). 1 keeps a write's path on one thread; more pays only on a machine with
+    /// cores to spare beyond what the store's other threads and processes use.
+    #[arg(long, default_value_t = 1)]
+    raft_threads: usize,
     #[command(flatten)]
     net: NetArgs,
     #[command(flatten)]
@@ -231,7 +236,10 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
     let logger = logging::logger();
     let sys = actix::System::new();
     sys.block_on(async move {
-        let mut config = StoreConfig::default();
+        let mut config = StoreConfig {
+            raft_threads: a.raft_threads,
+            ..StoreConfig::default()
+        };
         if let Some(ms) = a.net.conn_idle_timeout_ms {
             config.conn_idle_timeout_ms = ms;
         }
