@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod raft_threads;
+mod register;
 mod server;
 mod store;
 mod transport;
