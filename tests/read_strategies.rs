@@ -337,3 +337,70 @@ async fn read_your_writes_sees_own_writes_across_a_follower_restart() {
     }
     assert!(followers_served > 0, "followers served some of the reads");
 }
+
+/// Goal: a local read of several keys returns one state of the region even while the
+/// region applies on another raft thread (`raft_threads` = 2: a connection and the region
+/// its request is for may live on different threads). Method: one region; a writer puts
+/// two keys to the same new value in one request (one command, one apply write), over
+/// and over; four readers, each on its own connection (dealt to the threads in turn),
+/// read both keys in one `batch_get` by lease (served locally by the leader) and must
+/// always see them equal.
+#[actix_rt::test]
+async fn a_local_batch_get_on_several_raft_threads_reads_one_state() {
+    let config = StoreConfig {
+        raft_threads: 2,
+        ..StoreConfig::default()
+    };
+    let cluster = Cluster::with_config(3, 1, config).await;
+    let keys = vec![b"pair-a".to_vec(), b"pair-b".to_vec()];
+    let pair_keys = keys.clone();
+    let pair = move |v: u64| {
+        let (keys, v) = (&pair_keys, v.to_string().into_bytes());
+        vec![(keys[0].clone(), v.clone()), (keys[1].clone(), v)]
+    };
+    let writer = cluster.client().await;
+    writer.batch_put(&pair(0)).await.expect("first put");
+    let stop = Arc::new(AtomicBool::new(false));
+    let write_loop = {
+        let (stop, pairs) = (stop.clone(), (1..).map(pair));
+        actix_rt::spawn(async move {
+            let mut written = 0u64;
+            for p in pairs {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                writer.batch_put(&p).await.expect("put");
+                written += 1;
+            }
+            written
+        })
+    };
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (client, keys) = (cluster.client().await, keys.clone());
+        readers.push(actix_rt::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut reads = 0u64;
+            while Instant::now() < deadline {
+                let got = client
+                    .batch_get_with(&keys, ReadConsistency::Lease)
+                    .await
+                    .expect("batch_get");
+                let values: Vec<_> = got.iter().map(|v| v.as_ref().map(|v| &v.value)).collect();
+                assert_eq!(values[0], values[1], "one state of the region");
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    let mut reads = 0;
+    for r in readers {
+        reads += r.await.expect("reader");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = write_loop.await.expect("writer");
+    assert!(
+        reads > 100 && written > 100,
+        "{reads} reads, {written} writes"
+    );
+}

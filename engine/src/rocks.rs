@@ -29,10 +29,11 @@ pub struct EngineConfig {
     /// `fdatasync` has no file size to commit: ~90-100 µs against ~120-160 µs on the
     /// benchmark machine's disk (`docs/BENCHMARKS.md`).
     pub recycled_wal_files: usize,
-    /// WAL bytes written (and synced) when the database is created, so its first WAL is
-    /// already a reused file of this size instead of one that grows with every synced
-    /// write (TiKV's raft-engine `prefill-for-recycle`); 0: none. Needs
-    /// `recycled_wal_files` ≥ 1.
+    /// WAL bytes written (and synced) into each of two WAL files at every open, so the
+    /// database starts on a reused file of this size, with another in reserve, instead
+    /// of files that grow with every synced write until WALs of this run turn obsolete
+    /// (RocksDB never reuses a previous run's; TiKV's raft-engine has
+    /// `prefill-for-recycle`); 0: none. Needs `recycled_wal_files` ≥ 2 to keep both.
     pub wal_prefill_bytes: usize,
 }
 
@@ -110,7 +111,6 @@ impl RocksEngine {
     /// Opens (or creates) the store's RocksDB at `path`.
     pub fn open(path: impl AsRef<Path>, config: &EngineConfig) -> Result<RocksEngine> {
         let path = path.as_ref().to_path_buf();
-        let fresh = !path.join("CURRENT").exists();
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -125,7 +125,7 @@ impl RocksEngine {
             ColumnFamilyDescriptor::new(cf.name(), cf_opts)
         });
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(Error::rocks("open"))?;
-        if fresh && config.recycled_wal_files > 0 && config.wal_prefill_bytes > 0 {
+        if config.recycled_wal_files > 0 && config.wal_prefill_bytes > 0 {
             prefill_wal(&db, config.wal_prefill_bytes).map_err(Error::rocks("prefill the WAL"))?;
         }
         Ok(RocksEngine {
@@ -292,30 +292,32 @@ impl Engine for RocksEngine {
     }
 }
 
-/// Makes a new database's current WAL a reused file of `bytes` (see
-/// [`EngineConfig::wal_prefill_bytes`]). RocksDB reuses a WAL file once it is obsolete:
-/// after the memtable switch that follows it and the flush of that memtable. So: fill the
-/// first WAL with log-only records (they reach no memtable) and sync it, then switch
-/// twice; the second switch takes the filled file. A switch needs a non-empty memtable:
-/// a deletion of a key no one writes, which reads never see.
+/// Makes a just-opened database's current WAL a reused file of `bytes`, with a second
+/// one in reserve (see [`EngineConfig::wal_prefill_bytes`]). RocksDB reuses a WAL file
+/// of this run once it is obsolete: after the memtable switch that follows it and the
+/// flush of that memtable. So, twice: fill the current WAL with log-only records (they
+/// reach no memtable), sync it, and switch; the second switch takes the first filled
+/// file, and the second goes to the reserve. A switch needs a non-empty memtable: a
+/// deletion of a key no one writes, which reads never see. (Recovery at open has
+/// flushed what the previous run's WALs held, so nothing else is in the filled files.)
 fn prefill_wal(db: &DB, bytes: usize) -> std::result::Result<(), rocksdb::Error> {
     const CHUNK: usize = 1 << 20;
     let chunk = vec![0u8; CHUNK.min(bytes)];
-    let mut written = 0;
-    while written < bytes {
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.put_log_data(&chunk);
-        db.write_opt(batch, &WriteOptions::default())?;
-        written += chunk.len();
-    }
-    db.flush_wal(true)?;
     let raft = db
         .cf_handle(Cf::Raft.name())
         .expect("every column family is created at open");
     for _ in 0..2 {
+        let mut written = 0;
+        while written < bytes {
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put_log_data(&chunk);
+            db.write_opt(batch, &WriteOptions::default())?;
+            written += chunk.len();
+        }
         let mut batch = rocksdb::WriteBatch::default();
         batch.delete_cf(raft, keys::WAL_PREFILL_KEY);
         db.write_opt(batch, &WriteOptions::default())?;
+        db.flush_wal(true)?;
         db.flush_cf(raft)?;
     }
     Ok(())

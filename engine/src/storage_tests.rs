@@ -465,7 +465,7 @@ fn first_data_key_skips_the_given_raw_keys_only<E: Engine>(new: &dyn Fn() -> E) 
 /// Opens region 1 after `corrupt` changed its stored states, expecting `Corrupt`.
 fn open_refuses(corrupt: impl FnOnce(&RocksEngine)) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    let engine = RocksEngine::open(dir.path(), &crate::EngineConfig::short_lived()).unwrap();
     bootstrap_region(&engine, &region(1)).unwrap();
     corrupt(&engine);
     match PeerStorage::open(engine.clone(), 1, 16) {
@@ -506,7 +506,7 @@ fn a_commit_index_past_the_last_entry_is_corruption() {
 #[test]
 fn a_commit_index_behind_the_applied_index_is_raised_not_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    let engine = RocksEngine::open(dir.path(), &crate::EngineConfig::short_lived()).unwrap();
     bootstrap_region(&engine, &region(1)).unwrap();
     let mut s = open(&engine, 1, 16);
     append(&engine, &mut s, (6..=8).map(|i| entry(i, 6)).collect());
@@ -579,7 +579,7 @@ macro_rules! on_every_engine {
                     let dirs = std::cell::RefCell::new(Vec::new());
                     super::$name(&|| {
                         let dir = tempfile::tempdir().unwrap();
-                        let e = crate::RocksEngine::open(dir.path(), &Default::default())
+                        let e = crate::RocksEngine::open(dir.path(), &crate::EngineConfig::short_lived())
                             .unwrap();
                         dirs.borrow_mut().push(dir);
                         e

@@ -175,12 +175,24 @@ impl<E: Engine> ReadDelegate<E> {
             }
             info.set_read_index(applied);
         }
-        let mut resp = read_from_engine(
-            &self.engine.live(),
-            &st.region,
-            req.get_request(),
-            &NoCoprocessor,
-        );
+        // With one raft thread this runs on the region's own thread, so no apply
+        // interleaves with the reads below; with more, the region may apply on another
+        // thread meanwhile, and a `batch_get`'s keys must come from one state.
+        let mut resp = if self.cfg.raft_threads > 1 {
+            read_from_engine(
+                &self.engine.snapshot(),
+                &st.region,
+                req.get_request(),
+                &NoCoprocessor,
+            )
+        } else {
+            read_from_engine(
+                &self.engine.live(),
+                &st.region,
+                req.get_request(),
+                &NoCoprocessor,
+            )
+        };
         if resp.has_error() {
             return None; // let the actor answer with its own error handling
         }

@@ -2,7 +2,8 @@
 //! one; tests wrap it with fault filters).
 //!
 //! Contract: `send` never blocks and may drop (raft tolerates loss: it retries appends and
-//! heartbeats); messages to one store are delivered in send order or not at all.
+//! heartbeats); one region's messages to one store are delivered in send order or not at
+//! all (messages of different regions may overtake each other).
 
 use regatta_proto::raft_serverpb::RaftMessage;
 

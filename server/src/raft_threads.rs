@@ -67,6 +67,13 @@ impl RaftThreads {
         }
     }
 
+    /// Stops every thread and waits for them (off the async runtime), after a failed
+    /// start: whatever their actors held (the engine) is released when this returns.
+    pub(crate) async fn shut(self) {
+        self.stop();
+        let _ = tokio::task::spawn_blocking(move || self.join()).await;
+    }
+
     /// Waits for every thread to end (blocking); false if one panicked.
     pub(crate) fn join(self) -> bool {
         // Every thread is joined, even after one that panicked.

@@ -334,11 +334,11 @@ impl Store {
         {
             Ok(Ok(listener)) => listener,
             Ok(Err(e)) => {
-                threads.stop();
+                threads.shut().await;
                 return Err(Error::io("listener")(e));
             }
             Err(_) => {
-                threads.stop();
+                threads.shut().await;
                 return Err(Error::io("start the store's raft threads")(
                     std::io::Error::other("the first raft thread did not take the listener"),
                 ));
@@ -401,9 +401,9 @@ impl Store {
             Err(e) => {
                 // Stop the replicas already started (and with them the LogWriter and the
                 // RocksDB they hold), so that a retry can open the data directory.
-                threads.stop();
                 gc_worker.stop();
                 split_checker.stop();
+                threads.shut().await;
                 return Err(e);
             }
         };

@@ -149,18 +149,19 @@ pub struct StoreArgs {
 /// The store's write-ahead log (`regatta store`).
 #[derive(Args)]
 pub struct WalArgs {
-    /// MiB of WAL a new store writes and syncs before it starts, so that its synced
-    /// writes overwrite blocks the log file already has (a cheaper `fdatasync`) from the
-    /// first one on; 0 = none (the store's WAL files are reused once obsolete either way).
+    /// MiB of WAL the store writes and syncs into each of two log files at every start,
+    /// so that its synced writes overwrite blocks the log files already have (a cheaper
+    /// `fdatasync`) from the first one on; 0 = none (the store's WAL files are reused
+    /// once obsolete either way).
     #[arg(long, default_value_t = 64)]
-    wal_prefill_mib: usize,
+    wal_prefill_mib: u16,
 }
 
 impl WalArgs {
     /// The engine configuration these flags ask for.
     fn engine_config(&self) -> EngineConfig {
         EngineConfig {
-            wal_prefill_bytes: self.wal_prefill_mib << 20,
+            wal_prefill_bytes: usize::from(self.wal_prefill_mib) << 20,
             ..EngineConfig::default()
         }
     }

@@ -7,7 +7,7 @@
 //! so all commands of a turn share one log entry and all reads one ReadIndex round. The
 //! raft clock is a timer re-armed at the peer's pace (slow while hibernating). The shell
 //! never blocks: fsyncs happen on the LogWriter thread, split checks on the store's
-//! split-check pool, PD calls as tasks on the store's arbiter.
+//! split-check pool, PD calls as tasks on the actor's raft thread.
 
 use super::effects::Effect;
 use super::{NewRegion, Peer, PeerMailbox, RegionStatus, SplitStep};
