@@ -360,6 +360,14 @@ async fn a_local_batch_get_on_several_raft_threads_reads_one_state() {
     };
     let writer = cluster.client().await;
     writer.batch_put(&pair(0)).await.expect("first put");
+    let local_reads = |cluster: &Cluster| -> u64 {
+        cluster
+            .pg
+            .stores()
+            .map(|s| s.metrics().local_reads_leader)
+            .sum()
+    };
+    let local_before = local_reads(&cluster);
     let stop = Arc::new(AtomicBool::new(false));
     let write_loop = {
         let (stop, pairs) = (stop.clone(), (1..).map(pair));
@@ -402,5 +410,10 @@ async fn a_local_batch_get_on_several_raft_threads_reads_one_state() {
     assert!(
         reads > 100 && written > 100,
         "{reads} reads, {written} writes"
+    );
+    let local = local_reads(&cluster) - local_before;
+    assert!(
+        local * 2 > reads,
+        "most reads served locally by the leader: {local} of {reads}"
     );
 }

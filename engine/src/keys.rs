@@ -9,8 +9,8 @@
 //! - `0x01 rid 0x07`       -> `RegionGcState` (the region's applied GC safe point)
 //! - `0x02 rid`            -> `RegionLocalState` (a separate prefix so listing regions
 //!   never walks the logs)
-//! - `0x03 "wal-prefill"`  -> never written, only deleted when a new database fills its
-//!   first WAL (see `EngineConfig::wal_prefill_bytes`)
+//! - `0x03 "wal-prefill"`  -> never written, only deleted when an opened database fills
+//!   its WAL files (see `EngineConfig::wal_prefill_bytes`)
 //!
 //! Data CFs: user keys behind a mode byte, `r` for raw KV (`r` + user key), `x` for
 //! transactional (MVCC) data (`x` + memcomparable(user key), see [`memcomparable`]; the
@@ -27,8 +27,8 @@ const REGION_RAFT_PREFIX: u8 = 0x01;
 /// Prefix of region-state keys.
 const REGION_STATE_PREFIX: u8 = 0x02;
 
-/// The key a new database deletes (twice) to switch its memtables while it fills its
-/// first WAL; nothing writes it, so no read ever sees it.
+/// The key an opened database deletes (twice) to switch its memtables while it fills its
+/// WAL files; nothing writes it, so no read ever sees it.
 pub const WAL_PREFILL_KEY: &[u8] = b"\x03wal-prefill";
 
 const ENTRY_SUFFIX: u8 = 0x01;

@@ -175,10 +175,16 @@ impl<E: Engine> ReadDelegate<E> {
             }
             info.set_read_index(applied);
         }
-        // With one raft thread this runs on the region's own thread, so no apply
-        // interleaves with the reads below; with more, the region may apply on another
-        // thread meanwhile, and a `batch_get`'s keys must come from one state.
-        let mut resp = if self.cfg.raft_threads > 1 {
+        // A `get` reads one key and a `scan`'s iterator pins one state, so the live
+        // state serves them. A `batch_get` of several keys reads them one by one, and the
+        // region's data may change between two of them: an apply on another raft thread
+        // (`raft_threads` > 1), or a snapshot install the LogWriter writes. Its keys come
+        // from one RocksDB snapshot.
+        let several_keys = matches!(
+            &req.get_request().cmd,
+            Some(regatta_proto::kvrpcpb::Request_oneof_cmd::batch_get(b)) if b.get_keys().len() > 1
+        );
+        let mut resp = if several_keys {
             read_from_engine(
                 &self.engine.snapshot(),
                 &st.region,

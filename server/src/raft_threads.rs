@@ -68,7 +68,7 @@ impl RaftThreads {
     }
 
     /// Stops every thread and waits for them (off the async runtime), after a failed
-    /// start: whatever their actors held (the engine) is released when this returns.
+    /// start: whatever their actors held is released when this returns.
     pub(crate) async fn shut(self) {
         self.stop();
         let _ = tokio::task::spawn_blocking(move || self.join()).await;

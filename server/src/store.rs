@@ -313,16 +313,6 @@ impl Store {
         me.set_address(addr.to_string());
         register(&*pd, me, opts.config.pd_register_timeout(), &logger).await?;
         let metrics = Arc::new(StoreMetrics::default());
-        let (log_writer, log_writer_thread) = LogWriter::start(
-            engine.clone(),
-            opts.config.log_writer_queue,
-            regatta_raftstore::GroupLimits {
-                max_batch_bytes: opts.config.log_writer_max_batch_bytes,
-                wait: std::time::Duration::from_micros(opts.config.log_group_wait_us),
-            },
-            metrics.clone(),
-            logger.clone(),
-        );
         // The listener moves to the first raft thread's runtime, which accepts every
         // connection and deals them over the raft threads (`raft_threads.rs`).
         let listener = listener.into_std().map_err(Error::io("listener"))?;
@@ -344,6 +334,18 @@ impl Store {
                 ));
             }
         };
+        // Started once nothing before it can fail, so a failed start has no LogWriter to
+        // stop except in `recover` below.
+        let (log_writer, log_writer_thread) = LogWriter::start(
+            engine.clone(),
+            opts.config.log_writer_queue,
+            regatta_raftstore::GroupLimits {
+                max_batch_bytes: opts.config.log_writer_max_batch_bytes,
+                wait: std::time::Duration::from_micros(opts.config.log_group_wait_us),
+            },
+            metrics.clone(),
+            logger.clone(),
+        );
         let transport: Arc<dyn Transport> = wrap(TcpTransport::with_lanes(
             pd.clone(),
             threads.handles().runtimes(),
@@ -399,11 +401,20 @@ impl Store {
         let recovered = match recover(&shared) {
             Ok(n) => n,
             Err(e) => {
-                // Stop the replicas already started (and with them the LogWriter and the
-                // RocksDB they hold), so that a retry can open the data directory.
+                // Stop the replicas already started, then the LogWriter, and wait for
+                // their threads: the RocksDB they hold is closed when `start` returns, so
+                // a retry can open the data directory.
                 gc_worker.stop();
                 split_checker.stop();
                 threads.shut().await;
+                drop(shared);
+                drop(log_writer);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = log_writer_thread.join();
+                    let _ = gc_thread.join();
+                    split_checker.join()
+                })
+                .await;
                 return Err(e);
             }
         };
