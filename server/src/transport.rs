@@ -45,8 +45,12 @@ impl TcpTransport {
         Self::with_lanes(pd, &[rt], logger)
     }
 
-    /// A transport with one lane per runtime in `rts` (at least one): region `r`'s
-    /// messages go through lane `r % rts.len()`, whose sender tasks run on that runtime.
+    /// A transport with one lane per runtime in `rts`: region `r`'s messages go through
+    /// lane `r % rts.len()`, whose sender tasks run on that runtime.
+    ///
+    /// # Panics
+    ///
+    /// If `rts` is empty (a transport needs somewhere to run its senders).
     pub fn with_lanes(
         pd: Arc<dyn PdClient>,
         rts: &[tokio::runtime::Handle],
