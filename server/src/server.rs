@@ -43,7 +43,7 @@ pub async fn serve(
                 shutdown.clone(),
             );
             next = (next + 1) % runtimes.len().max(1);
-            if next == 0 || runtimes.len() < 2 {
+            if next == 0 {
                 let (router, unknown, limits, budget, shutdown) = conn;
                 tokio::spawn(handle_conn(
                     stream, router, unknown, limits, budget, shutdown, logger,

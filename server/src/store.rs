@@ -656,10 +656,14 @@ impl Store {
         drop(log_writer);
         drop(gc_worker);
         let joined = tokio::task::spawn_blocking(move || {
-            threads.join()
-                && log_writer_thread.join().is_ok()
-                && gc_thread.join().is_ok()
-                && split_checker.join()
+            // Every thread is joined, even after one that panicked.
+            let joined = [
+                threads.join(),
+                log_writer_thread.join().is_ok(),
+                gc_thread.join().is_ok(),
+                split_checker.join(),
+            ];
+            joined.iter().all(|ok| *ok)
         })
         .await;
         if !matches!(joined, Ok(true)) {
