@@ -211,7 +211,8 @@ impl<E: Engine> Peer<E> {
     /// when none is: with pre-vote and check-quorum a plain campaign against a live leader
     /// would lose.
     pub fn request_leadership(&mut self) {
-        if self.is_leader() || self.is_fenced() {
+        // (Not while a snapshot installs: see `on_raft_message`.)
+        if self.is_leader() || self.is_fenced() || self.pending_snapshot.is_some() {
             return;
         }
         let leader = self.raw.raft.leader_id;

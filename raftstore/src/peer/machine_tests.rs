@@ -74,6 +74,8 @@ fn config() -> StoreConfig {
         // Reads and writes wait for nothing but raft here; no lease, no hibernation.
         lease_ms: 0,
         hibernate_after_ms: 0,
+        // Small, so a replica cut off for a few dozen puts catches up by snapshot.
+        raft_log_gc_count_limit: 8,
         ..StoreConfig::default()
     }
 }
@@ -415,4 +417,86 @@ fn a_replica_fenced_before_its_shell_runs_sends_none_of_the_acks_it_held() {
             .all(|e| matches!(e, Effect::Persist { then_send, .. } if then_send.is_empty())),
         "no acknowledgement leaves a fenced replica"
     );
+}
+
+#[test]
+fn a_replica_installing_a_snapshot_ignores_leader_transfers_and_its_election_clock() {
+    // Goal: while a follower's snapshot install is being written, its log below the
+    // snapshot is gone from storage but raft's applied index still trails it; a campaign
+    // then (a leader transfer's MsgTimeoutNow, an election timeout, a requested
+    // leadership) would read those entries, and raft-rs panics. Method: a follower cut
+    // off while the others compact past it; healed, it gets a snapshot whose write is
+    // held; meanwhile it gets a MsgTimeoutNow, a leadership request and many election
+    // timeouts; then the write completes and it catches up.
+    let mut g = Group::new();
+    let leader = g.elect();
+    let lagging = (leader + 1) % 3;
+    let lag_store = g.nodes[lagging].store_id;
+    g.isolated.insert(lag_store);
+    for i in 0..40u32 {
+        let mut rx = g.put(leader, format!("k{i:02}").as_bytes(), b"v");
+        g.settle();
+        assert!(
+            rx.try_recv().is_ok_and(|r| !r.has_error()),
+            "put {i} applied"
+        );
+    }
+    for _ in 0..25 {
+        g.tick(); // the log compacts past the cut-off follower
+    }
+    g.isolated.clear();
+    g.hold_writes = true;
+    for _ in 0..50 {
+        g.tick();
+        if g.nodes[lagging].peer.pending_snapshot.is_some() {
+            break;
+        }
+    }
+    assert!(
+        g.nodes[lagging].peer.pending_snapshot.is_some(),
+        "the follower installs a snapshot"
+    );
+    let (term, leader_peer) = (
+        g.nodes[leader].peer.raw.raft.term,
+        g.nodes[leader].peer.peer_id,
+    );
+    let lag_peer = g.nodes[lagging].peer.peer_id;
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgTimeoutNow);
+    m.from = leader_peer;
+    m.to = lag_peer;
+    m.term = term;
+    let mut msg = RaftMessage::new();
+    msg.set_region_id(REGION);
+    msg.set_region_epoch(region().get_region_epoch().clone());
+    let peer = |store_id: u64, id: u64| {
+        let mut p = PeerMeta::new();
+        p.set_store_id(store_id);
+        p.set_id(id);
+        p
+    };
+    msg.set_from_peer(peer(g.nodes[leader].store_id, leader_peer));
+    msg.set_to_peer(peer(lag_store, lag_peer));
+    msg.set_message(protobuf::Message::write_to_bytes(&m).expect("encode"));
+    let node = &mut g.nodes[lagging];
+    node.peer.on_raft_message(msg);
+    node.peer.request_leadership();
+    for _ in 0..100 {
+        g.clock.advance(config().tick_interval());
+        g.nodes[lagging].peer.tick();
+    }
+    // The write completes; the follower catches up and the group keeps one leader.
+    g.hold_writes = false;
+    for _ in 0..10 {
+        for (i, held) in std::mem::take(&mut g.held) {
+            g.persist(i, held);
+        }
+        g.tick();
+    }
+    assert!(
+        g.nodes[lagging].peer.pending_snapshot.is_none(),
+        "installed"
+    );
+    assert_eq!(g.leaders().len(), 1);
+    assert_eq!(g.value(lagging, b"k39"), Some(b"v".to_vec()));
 }

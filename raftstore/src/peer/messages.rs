@@ -71,6 +71,13 @@ impl<E: Engine> Peer<E> {
             debug!(self.logger, "vote request ignored during the post-start lease guard"; "from" => m.from);
             return;
         }
+        if m.get_msg_type() == MessageType::MsgTimeoutNow && self.pending_snapshot.is_some() {
+            // Installing a snapshot: the log below it is gone from storage while raft's
+            // applied index still trails it, and a campaign now would read those entries
+            // (raft-rs panics). The leader's transfer times out; TiKV drops it likewise.
+            debug!(self.logger, "leader transfer ignored while a snapshot installs"; "from" => m.from);
+            return;
+        }
         if let Err(e) = self.raw.step(m) {
             debug!(self.logger, "raft step failed"; "error" => %e);
         }

@@ -21,7 +21,12 @@ impl<E: Engine> Peer<E> {
         if self.is_fenced() {
             return; // no heartbeats, no campaigns
         }
-        self.raw.tick();
+        // While a snapshot installs the raft clock stands still (as TiKV's does): an
+        // election now would read the log below the snapshot, which storage no longer
+        // has while raft's applied index trails it (raft-rs panics).
+        if self.pending_snapshot.is_none() {
+            self.raw.tick();
+        }
         let now = self.ctx.clock.now();
         while self.proposals.front().is_some_and(|p| p.deadline <= now) {
             if let Some(p) = self.proposals.pop_front() {
