@@ -36,6 +36,7 @@
 mod erased;
 mod error;
 pub mod keys;
+mod lock_mirror;
 mod mem;
 pub mod memcomparable;
 mod overlay;
@@ -59,3 +60,5 @@ pub use traits::{decode_msg, Cf, Engine, Snapshot, WriteBatch};
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod lock_mirror_tests;

@@ -9,6 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::lock_mirror::{LockMirror, MirrorOp};
 use crate::traits::{decode_msg, Cf, Engine, Snapshot, WriteBatch};
 use protobuf::Message;
 use regatta_proto::raft_serverpb::RegionLocalState;
@@ -35,6 +36,11 @@ pub struct EngineConfig {
     /// (RocksDB never reuses a previous run's; TiKV's raft-engine has
     /// `prefill-for-recycle`); 0: none. Needs `recycled_wal_files` ≥ 2 to keep both.
     pub wal_prefill_bytes: usize,
+    /// Bytes the in-memory mirror of the `lock` column family may hold (its live locks;
+    /// see `lock_mirror.rs`): point reads of locks through [`RocksEngine::live`] are
+    /// answered from it instead of RocksDB's memtables. Past this the mirror turns itself
+    /// off until the next open; 0: no mirror.
+    pub lock_mirror_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +50,7 @@ impl Default for EngineConfig {
             write_buffer_size: 64 << 20,
             recycled_wal_files: 2,
             wal_prefill_bytes: 64 << 20,
+            lock_mirror_bytes: 64 << 20,
         }
     }
 }
@@ -73,6 +80,8 @@ pub struct RocksEngine {
     /// Held across a sync and the recording of its failure, so that a sync that starts
     /// after another failed refuses instead of reporting a batch behind the hole durable.
     sync_lock: Arc<Mutex<()>>,
+    /// The `lock` column family's live state in memory (see `lock_mirror.rs`).
+    lock_mirror: Arc<LockMirror>,
 }
 
 /// An injected write failure: one atomic load per write when off.
@@ -128,6 +137,7 @@ impl RocksEngine {
         if config.recycled_wal_files > 0 && config.wal_prefill_bytes > 0 {
             prefill_wal(&db, config.wal_prefill_bytes).map_err(Error::rocks("prefill the WAL"))?;
         }
+        let lock_mirror = load_lock_mirror(&db, config.lock_mirror_bytes)?;
         Ok(RocksEngine {
             db: Arc::new(db),
             path: path.into(),
@@ -135,7 +145,14 @@ impl RocksEngine {
             sync_fault: Arc::default(),
             sync_failed: Arc::default(),
             sync_lock: Arc::default(),
+            lock_mirror: Arc::new(lock_mirror),
         })
+    }
+
+    /// Locks held by the in-memory mirror of the `lock` column family; `None` when it is
+    /// off (configured so, or grown past `EngineConfig::lock_mirror_bytes`).
+    pub fn lock_mirror_len(&self) -> Option<usize> {
+        self.lock_mirror.len()
     }
 
     /// Fault injection for tests and drills: while `Some(reason)`, every write of this
@@ -271,6 +288,7 @@ impl Engine for RocksEngine {
         RocksWriteBatch {
             engine: self.clone(),
             inner: rocksdb::WriteBatch::default(),
+            lock_ops: Vec::new(),
         }
     }
 
@@ -282,14 +300,50 @@ impl Engine for RocksEngine {
         // the store's replicas would wait behind the LogWriter's fsync. The batch is
         // visible before it is durable; the LogWriter reports it durable only after the
         // sync, and the raft log's readers read staged entries anyway.
-        self.db
-            .write_opt(batch.inner, &WriteOptions::default())
-            .map_err(Error::rocks("write"))?;
+        if batch.lock_ops.is_empty() {
+            self.db
+                .write_opt(batch.inner, &WriteOptions::default())
+                .map_err(Error::rocks("write"))?;
+        } else {
+            // The mirror takes the batch right after RocksDB does (even if the sync below
+            // fails: the batch is visible), in RocksDB's order.
+            let _in_order = self.lock_mirror.write_order();
+            self.db
+                .write_opt(batch.inner, &WriteOptions::default())
+                .map_err(Error::rocks("write"))?;
+            self.lock_mirror.apply(batch.lock_ops);
+        }
         if sync {
             self.sync_wal()?;
         }
         Ok(())
     }
+}
+
+/// The mirror of the `lock` column family as it is at open (see `lock_mirror.rs`); off
+/// when the locks would pass `limit` bytes.
+fn load_lock_mirror(db: &DB, limit: usize) -> Result<LockMirror> {
+    if limit == 0 {
+        return Ok(LockMirror::off());
+    }
+    let handle = db
+        .cf_handle(Cf::Lock.name())
+        .expect("every column family is created at open");
+    let mut iter = db.raw_iterator_cf(handle);
+    iter.seek_to_first();
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+        bytes += LockMirror::entry_bytes(k, v);
+        if bytes > limit {
+            return Ok(LockMirror::off());
+        }
+        entries.push((k.to_vec(), v.to_vec()));
+        iter.next();
+    }
+    iter.status()
+        .map_err(Error::rocks("load the lock mirror"))?;
+    Ok(LockMirror::new(entries, limit))
 }
 
 /// Makes a just-opened database's current WAL a reused file of `bytes`, with a second
@@ -358,6 +412,11 @@ pub struct RocksLive<'a> {
 
 impl Snapshot for RocksLive<'_> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if cf == Cf::Lock {
+            if let Some(mirrored) = self.engine.lock_mirror.get(key) {
+                return Ok(mirrored);
+            }
+        }
         self.engine
             .db
             .get_cf(self.engine.handle(cf), key)
@@ -412,15 +471,30 @@ impl Snapshot for RocksSnapshot<'_> {
 pub struct RocksWriteBatch {
     engine: RocksEngine,
     inner: rocksdb::WriteBatch,
+    /// Its `lock` operations, for the engine's mirror (while the mirror is on).
+    lock_ops: Vec<MirrorOp>,
+}
+
+impl RocksWriteBatch {
+    fn mirrors(&self, cf: Cf) -> bool {
+        cf == Cf::Lock && self.engine.lock_mirror.is_on()
+    }
 }
 
 impl WriteBatch for RocksWriteBatch {
     fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
         self.inner.put_cf(self.engine.handle(cf), key, value);
+        if self.mirrors(cf) {
+            self.lock_ops
+                .push(MirrorOp::Put(key.to_vec(), value.to_vec()));
+        }
     }
 
     fn delete(&mut self, cf: Cf, key: &[u8]) {
         self.inner.delete_cf(self.engine.handle(cf), key);
+        if self.mirrors(cf) {
+            self.lock_ops.push(MirrorOp::Delete(key.to_vec()));
+        }
     }
 
     fn delete_range(&mut self, cf: Cf, start: &[u8], end: &[u8]) {
@@ -429,6 +503,10 @@ impl WriteBatch for RocksWriteBatch {
         if end > start {
             self.inner
                 .delete_range_cf(self.engine.handle(cf), start, end);
+            if self.mirrors(cf) {
+                self.lock_ops
+                    .push(MirrorOp::DeleteRange(start.to_vec(), end.to_vec()));
+            }
         }
     }
 

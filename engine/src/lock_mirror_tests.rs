@@ -1,0 +1,150 @@
+//! The lock mirror behind a real RocksDB: every live point read of the `lock` column
+//! family must answer what RocksDB holds, through any mix of batches, faults and reopens.
+
+use crate::{Cf, Engine, EngineConfig, RocksEngine, Snapshot, WriteBatch};
+
+fn open(path: &std::path::Path, lock_mirror_bytes: usize) -> RocksEngine {
+    let config = EngineConfig {
+        lock_mirror_bytes,
+        ..EngineConfig::short_lived()
+    };
+    RocksEngine::open(path, &config).expect("open")
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("lock-{i:02}").into_bytes()
+}
+
+/// Checks every key's live read (the mirror) against a snapshot's (RocksDB).
+fn assert_agrees(e: &RocksEngine, keys: u64, when: &str) {
+    let (live, snap) = (e.live(), e.snapshot());
+    for i in 0..keys {
+        let k = key(i);
+        assert_eq!(
+            live.get(Cf::Lock, &k).unwrap(),
+            snap.get(Cf::Lock, &k).unwrap(),
+            "{when}: key {i}"
+        );
+    }
+}
+
+fn rocksdb_locks(e: &RocksEngine) -> usize {
+    let mut n = 0;
+    e.snapshot()
+        .scan(Cf::Lock, b"", &[0xff; 8], |_, _| {
+            n += 1;
+            Ok(true)
+        })
+        .unwrap();
+    n
+}
+
+#[test]
+fn the_mirror_answers_what_rocksdb_holds_through_random_batches_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = 40;
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    {
+        let e = open(dir.path(), 1 << 20);
+        for batch in 0..400 {
+            let mut wb = e.write_batch();
+            for _ in 0..1 + next(6) {
+                let k = key(next(keys));
+                match next(10) {
+                    0..=4 => wb.put(Cf::Lock, &k, format!("v{batch}").as_bytes()),
+                    5..=7 => wb.delete(Cf::Lock, &k),
+                    8 => wb.delete_range(Cf::Lock, &k, &key(next(keys))),
+                    // Other column families share the batch, unmirrored.
+                    _ => wb.put(Cf::Write, &k, b"w"),
+                }
+            }
+            e.write(wb, batch % 7 == 0).unwrap();
+            assert_agrees(&e, keys, &format!("after batch {batch}"));
+            assert_eq!(e.lock_mirror_len(), Some(rocksdb_locks(&e)));
+        }
+        assert!(rocksdb_locks(&e) > 0, "the sequence leaves some locks");
+    }
+    let e = open(dir.path(), 1 << 20);
+    assert_eq!(
+        e.lock_mirror_len(),
+        Some(rocksdb_locks(&e)),
+        "loaded at open"
+    );
+    assert_agrees(&e, keys, "after a reopen");
+}
+
+#[test]
+fn a_mirror_past_its_limit_turns_off_and_reads_go_to_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = vec![7u8; 100];
+    // Room for five locks of 100 bytes, not six.
+    let limit = 5 * (key(0).len() + value.len() + 64) + 10;
+    {
+        let e = open(dir.path(), limit);
+        for i in 0..5 {
+            let mut wb = e.write_batch();
+            wb.put(Cf::Lock, &key(i), &value);
+            e.write(wb, false).unwrap();
+        }
+        assert_eq!(e.lock_mirror_len(), Some(5));
+        let mut wb = e.write_batch();
+        wb.put(Cf::Lock, &key(5), &value);
+        wb.delete(Cf::Lock, &key(0));
+        e.write(wb, false).unwrap();
+        assert_eq!(
+            e.lock_mirror_len(),
+            Some(5),
+            "a batch counts once it is applied"
+        );
+        let mut wb = e.write_batch();
+        wb.put(Cf::Lock, &key(6), &value);
+        e.write(wb, false).unwrap();
+        assert_eq!(e.lock_mirror_len(), None, "six locks: off");
+        assert_agrees(&e, 8, "off");
+        let mut wb = e.write_batch();
+        wb.delete(Cf::Lock, &key(1));
+        e.write(wb, false).unwrap();
+        assert_eq!(e.lock_mirror_len(), None, "off until the next open");
+        assert_agrees(&e, 8, "off, after a delete");
+        let mut wb = e.write_batch();
+        wb.put(Cf::Lock, &key(7), &value);
+        e.write(wb, false).unwrap();
+    }
+    let e = open(dir.path(), limit);
+    assert_eq!(e.lock_mirror_len(), None, "six locks at open: off");
+    assert_agrees(&e, 8, "reopened, off");
+    drop(e);
+    let e = open(dir.path(), 1 << 20);
+    assert_eq!(e.lock_mirror_len(), Some(6), "a larger limit: on");
+    assert_agrees(&e, 8, "reopened, on");
+    drop(e);
+    assert_eq!(open(dir.path(), 0).lock_mirror_len(), None, "0: no mirror");
+}
+
+#[test]
+fn a_failed_write_leaves_the_mirror_as_rocksdb_and_a_failed_sync_shows_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path(), 1 << 20);
+    e.fail_writes(Some("IO error: No space left on device".into()));
+    let mut wb = e.write_batch();
+    wb.put(Cf::Lock, &key(1), b"l");
+    assert!(e.write(wb, false).is_err());
+    assert_eq!(e.live().get(Cf::Lock, &key(1)).unwrap(), None);
+    e.fail_writes(None);
+    e.fail_syncs(Some("IO error: fsync".into()));
+    let mut wb = e.write_batch();
+    wb.put(Cf::Lock, &key(2), b"l");
+    assert!(e.write(wb, true).is_err());
+    assert_eq!(
+        e.live().get(Cf::Lock, &key(2)).unwrap(),
+        Some(b"l".to_vec()),
+        "the batch is visible, and so in the mirror"
+    );
+    assert_agrees(&e, 4, "after a failed sync");
+}
