@@ -24,8 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-/// What an entry costs beyond its key and value (the map's node share, two `Vec`s).
-const ENTRY_OVERHEAD: usize = 64;
+/// What an entry costs beyond its key and value: its share of a map node, two `Vec`
+/// headers, and the allocator's rounding of two heap blocks (counted generously).
+const ENTRY_OVERHEAD: usize = 128;
 
 /// One `lock` operation of a batch, in the batch's order.
 #[derive(Debug)]
@@ -63,9 +64,10 @@ impl LockMirror {
         let mut map = BTreeMap::new();
         let mut bytes = 0;
         for (k, v) in entries {
-            bytes += entry_bytes(&k, &v);
+            let (added, key_len) = (entry_bytes(&k, &v), k.len());
+            bytes += added;
             if let Some(old) = map.insert(k, v) {
-                bytes -= old.len() + ENTRY_OVERHEAD;
+                bytes -= key_len + old.len() + ENTRY_OVERHEAD;
             }
         }
         if bytes > limit {
@@ -102,8 +104,20 @@ impl LockMirror {
         self.on.load(Ordering::Acquire)
     }
 
+    /// The mirrored state. A thread that panicked while holding it may have left it half
+    /// updated: the mirror is then turned off (reads go to RocksDB), not trusted.
     fn state(&self) -> MutexGuard<'_, Mirrored> {
-        self.state.lock().expect("lock mirror is never poisoned")
+        self.state.lock().unwrap_or_else(|poisoned| {
+            let mut s = poisoned.into_inner();
+            self.turn_off(&mut s);
+            s
+        })
+    }
+
+    fn turn_off(&self, s: &mut Mirrored) {
+        s.map = None;
+        s.bytes = 0;
+        self.on.store(false, Ordering::Release);
     }
 
     /// `Some(value)` from the mirror; `None` when off (ask RocksDB).
@@ -115,16 +129,21 @@ impl LockMirror {
         s.map.as_ref().map(|m| m.get(key).cloned())
     }
 
-    /// Held across a batch's RocksDB write and [`LockMirror::apply`].
+    /// Held across a batch's RocksDB write and [`LockMirror::apply`]. A writer that
+    /// panicked in between may have left a batch out of the mirror: it is then turned off.
     pub(crate) fn write_order(&self) -> MutexGuard<'_, ()> {
-        self.write_order
-            .lock()
-            .expect("lock mirror is never poisoned")
+        self.write_order.lock().unwrap_or_else(|poisoned| {
+            let mut s = self.state();
+            self.turn_off(&mut s);
+            poisoned.into_inner()
+        })
     }
 
     /// Applies a written batch's `lock` operations, in order; turns the mirror off if it
-    /// grows past its limit.
+    /// grows past its limit (checked once the whole batch is in).
     pub(crate) fn apply(&self, ops: Vec<MirrorOp>) {
+        // What a range delete takes out is freed after the mutex is released.
+        let mut removed = Vec::new();
         let mut s = self.state();
         let Mirrored { map, bytes } = &mut *s;
         let Some(m) = map else {
@@ -133,8 +152,7 @@ impl LockMirror {
         for op in ops {
             match op {
                 MirrorOp::Put(k, v) => {
-                    let added = entry_bytes(&k, &v);
-                    let key_len = k.len();
+                    let (added, key_len) = (entry_bytes(&k, &v), k.len());
                     *bytes += added;
                     if let Some(old) = m.insert(k, v) {
                         *bytes -= key_len + old.len() + ENTRY_OVERHEAD;
@@ -152,6 +170,7 @@ impl LockMirror {
                         for k in doomed {
                             if let Some(old) = m.remove(&k) {
                                 *bytes -= entry_bytes(&k, &old);
+                                removed.push((k, old));
                             }
                         }
                     }
@@ -159,9 +178,10 @@ impl LockMirror {
             }
         }
         if *bytes > self.limit {
-            *map = None;
-            *bytes = 0;
-            self.on.store(false, Ordering::Release);
+            let passed = map.take();
+            self.turn_off(&mut s);
+            drop(s);
+            drop(passed);
         }
     }
 

@@ -2,6 +2,25 @@
 //! family must answer what RocksDB holds, through any mix of batches, faults and reopens.
 
 use crate::{Cf, Engine, EngineConfig, RocksEngine, Snapshot, WriteBatch};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+
+/// Test hooks inside [`RocksEngine::write`].
+#[derive(Default)]
+pub(crate) struct Hooks {
+    /// Run once, by the next batch carrying locks, between its RocksDB write and the
+    /// mirror's update.
+    pause: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Hooks {
+    pub(crate) fn after_db_write(&self) {
+        let hook = self.pause.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
 
 fn open(path: &std::path::Path, lock_mirror_bytes: usize) -> RocksEngine {
     let config = EngineConfig {
@@ -84,7 +103,7 @@ fn a_mirror_past_its_limit_turns_off_and_reads_go_to_rocksdb() {
     let dir = tempfile::tempdir().unwrap();
     let value = vec![7u8; 100];
     // Room for five locks of 100 bytes, not six.
-    let limit = 5 * (key(0).len() + value.len() + 64) + 10;
+    let limit = 5 * crate::lock_mirror::LockMirror::entry_bytes(&key(0), &value) + 10;
     {
         let e = open(dir.path(), limit);
         for i in 0..5 {
@@ -147,4 +166,36 @@ fn a_failed_write_leaves_the_mirror_as_rocksdb_and_a_failed_sync_shows_its_batch
         "the batch is visible, and so in the mirror"
     );
     assert_agrees(&e, 4, "after a failed sync");
+}
+
+/// Writer A's lock is in RocksDB but not yet in the mirror when writer B deletes it: B
+/// must wait for A's mirror update, or the mirror would keep a lock RocksDB no longer has.
+#[test]
+fn two_writers_of_one_lock_reach_the_mirror_in_rocksdbs_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path(), 1 << 20);
+    let (paused_tx, paused_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    *e.test_hooks.pause.lock().unwrap() = Some(Box::new(move || {
+        paused_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+    }));
+    let writer = |op: fn(&mut crate::RocksWriteBatch)| {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            let mut wb = e.write_batch();
+            op(&mut wb);
+            e.write(wb, false).unwrap();
+        })
+    };
+    let a = writer(|wb| wb.put(Cf::Lock, &key(1), b"a"));
+    paused_rx.recv().unwrap();
+    let b = writer(|wb| wb.delete(Cf::Lock, &key(1)));
+    // Room for B to overtake A, which it must not.
+    std::thread::sleep(Duration::from_millis(100));
+    go_tx.send(()).unwrap();
+    a.join().unwrap();
+    b.join().unwrap();
+    assert_eq!(e.snapshot().get(Cf::Lock, &key(1)).unwrap(), None);
+    assert_agrees(&e, 2, "after two interleaved writers");
 }

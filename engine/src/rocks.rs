@@ -82,6 +82,8 @@ pub struct RocksEngine {
     sync_lock: Arc<Mutex<()>>,
     /// The `lock` column family's live state in memory (see `lock_mirror.rs`).
     lock_mirror: Arc<LockMirror>,
+    #[cfg(test)]
+    pub(crate) test_hooks: Arc<crate::lock_mirror_tests::Hooks>,
 }
 
 /// An injected write failure: one atomic load per write when off.
@@ -146,6 +148,8 @@ impl RocksEngine {
             sync_failed: Arc::default(),
             sync_lock: Arc::default(),
             lock_mirror: Arc::new(lock_mirror),
+            #[cfg(test)]
+            test_hooks: Arc::default(),
         })
     }
 
@@ -176,13 +180,23 @@ impl RocksEngine {
         *r = reason.unwrap_or_default();
     }
 
-    fn injected_fault(&self) -> Result<()> {
-        if let Some(reason) = self.sync_failed.get() {
-            return Err(Error::SyncFailed {
+    /// `Err` after a failed sync: every later write is refused.
+    fn refuse_after_failed_sync(&self) -> Result<()> {
+        match self.sync_failed.get() {
+            Some(reason) => Err(Error::SyncFailed {
                 reason: reason.clone(),
-            });
+            }),
+            None => Ok(()),
         }
-        self.write_fault.check("write")
+    }
+
+    /// RocksDB's write of `batch` (or the injected write failure, where RocksDB's would
+    /// be).
+    fn db_write(&self, batch: rocksdb::WriteBatch) -> Result<()> {
+        self.write_fault.check("write")?;
+        self.db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(Error::rocks("write"))
     }
 
     /// Syncs the WAL; a failure is remembered, and refuses every later write.
@@ -215,6 +229,12 @@ impl RocksEngine {
     /// may see different states. Use it where nothing else writes the keys read
     /// meanwhile: apply (only a region's actor writes its data) and single requests served
     /// from the applied state; use [`Engine::snapshot`] where several reads must agree.
+    ///
+    /// Point reads of the `lock` column family come from the in-memory mirror
+    /// (`lock_mirror.rs`), which takes each batch a moment after RocksDB does: a reader
+    /// on another thread than the batch's writer may see a batch through a snapshot or a
+    /// scan and then miss it in a later lock read. Today every lock reader runs on the
+    /// actor that writes those keys; a lock reader on another thread must use a snapshot.
     pub fn live(&self) -> RocksLive<'_> {
         RocksLive { engine: self }
     }
@@ -293,7 +313,7 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, batch: RocksWriteBatch, sync: bool) -> Result<()> {
-        self.injected_fault()?;
+        self.refuse_after_failed_sync()?;
         // A synced write is an unsynced one, then a sync of the WAL (RocksDB's `SyncWAL`),
         // not a write with `sync` set: in RocksDB's write queue an unsynced write that
         // arrives during a synced one's group waits for its fsync, so every apply write of
@@ -301,16 +321,14 @@ impl Engine for RocksEngine {
         // visible before it is durable; the LogWriter reports it durable only after the
         // sync, and the raft log's readers read staged entries anyway.
         if batch.lock_ops.is_empty() {
-            self.db
-                .write_opt(batch.inner, &WriteOptions::default())
-                .map_err(Error::rocks("write"))?;
+            self.db_write(batch.inner)?;
         } else {
             // The mirror takes the batch right after RocksDB does (even if the sync below
             // fails: the batch is visible), in RocksDB's order.
             let _in_order = self.lock_mirror.write_order();
-            self.db
-                .write_opt(batch.inner, &WriteOptions::default())
-                .map_err(Error::rocks("write"))?;
+            self.db_write(batch.inner)?;
+            #[cfg(test)]
+            self.test_hooks.after_db_write();
             self.lock_mirror.apply(batch.lock_ops);
         }
         if sync {

@@ -189,7 +189,9 @@ pub trait Engine: Clone + Send + Sync + 'static {
     /// A reader of the live state, cheaper than a snapshot where the engine can do
     /// better: each `get` sees the latest write and each `scan` is consistent in itself,
     /// but two reads may see different states. For readers whose keys nothing else writes
-    /// meanwhile (apply: only a region's replica writes its data).
+    /// meanwhile (apply: only a region's replica writes its data). An engine may serve
+    /// some reads from a copy that trails its own writes by a moment (`RocksEngine`'s
+    /// lock mirror): a reader on the writer's thread always sees them.
     fn live(&self) -> Self::Live<'_>;
 
     /// A new, empty batch for this engine.
