@@ -302,6 +302,13 @@ impl Store {
         std::fs::create_dir_all(&opts.data_dir)
             .map_err(Error::io(format!("create {}", opts.data_dir.display())))?;
         let engine = RocksEngine::open(opts.data_dir.join("db"), &opts.engine)?;
+        if opts.engine.lock_mirror_bytes > 0 && engine.lock_mirror_len().is_none() {
+            warn!(
+                logger,
+                "more locks than the in-memory lock mirror holds: lock reads go to \
+                RocksDB until a start finds fewer"
+            );
+        }
         let listener = TcpListener::bind(&opts.listen_addr)
             .await
             .map_err(Error::io(format!("bind {}", opts.listen_addr)))?;
@@ -713,7 +720,16 @@ async fn heartbeat_loop(
     logger: Logger,
 ) {
     let mut bootstrapped = false;
+    let mut lock_mirror_on = shared.engine.lock_mirror_len().is_some();
     loop {
+        if lock_mirror_on && shared.engine.lock_mirror_len().is_none() {
+            warn!(
+                logger,
+                "the in-memory lock mirror passed its limit and is off until the \
+                next start: lock reads go to RocksDB (a large transaction's locks)"
+            );
+            lock_mirror_on = false;
+        }
         let poisoned = shared.shell.log_writer.poison_reason();
         let mut hb = StoreHeartbeatRequest::new();
         hb.set_store_id(shared.store_id);
