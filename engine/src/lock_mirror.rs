@@ -125,7 +125,12 @@ impl LockMirror {
         if !self.is_on() {
             return None;
         }
-        let s = self.state();
+        let mut s = self.state();
+        if self.write_order.is_poisoned() {
+            // A writer panicked between RocksDB's write and the mirror's update.
+            self.turn_off(&mut s);
+            return None;
+        }
         s.map.as_ref().map(|m| m.get(key).cloned())
     }
 

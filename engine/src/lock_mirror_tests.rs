@@ -189,13 +189,44 @@ fn two_writers_of_one_lock_reach_the_mirror_in_rocksdbs_order() {
         })
     };
     let a = writer(|wb| wb.put(Cf::Lock, &key(1), b"a"));
-    paused_rx.recv().unwrap();
+    paused_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("writer A reaches the hook");
     let b = writer(|wb| wb.delete(Cf::Lock, &key(1)));
     // Room for B to overtake A, which it must not.
     std::thread::sleep(Duration::from_millis(100));
+    assert!(!b.is_finished(), "B waits for A's mirror update");
     go_tx.send(()).unwrap();
     a.join().unwrap();
     b.join().unwrap();
     assert_eq!(e.snapshot().get(Cf::Lock, &key(1)).unwrap(), None);
     assert_agrees(&e, 2, "after two interleaved writers");
+}
+
+/// A writer that panics between RocksDB's write and the mirror's update leaves a batch
+/// the mirror never saw: the mirror must turn off, not answer from a stale map.
+#[test]
+fn a_writer_that_panics_between_the_two_updates_turns_the_mirror_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path(), 1 << 20);
+    *e.test_hooks.pause.lock().unwrap() = Some(Box::new(|| panic!("injected between the writes")));
+    let writer = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            let mut wb = e.write_batch();
+            wb.put(Cf::Lock, &key(3), b"l");
+            e.write(wb, false)
+        })
+    };
+    assert!(writer.join().is_err(), "the writer panicked");
+    assert_eq!(
+        e.live().get(Cf::Lock, &key(3)).unwrap(),
+        Some(b"l".to_vec()),
+        "RocksDB's state, not the mirror's"
+    );
+    assert_eq!(e.lock_mirror_len(), None);
+    let mut wb = e.write_batch();
+    wb.delete(Cf::Lock, &key(3));
+    e.write(wb, false).unwrap();
+    assert_agrees(&e, 4, "after the panic");
 }

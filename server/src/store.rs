@@ -302,7 +302,8 @@ impl Store {
         std::fs::create_dir_all(&opts.data_dir)
             .map_err(Error::io(format!("create {}", opts.data_dir.display())))?;
         let engine = RocksEngine::open(opts.data_dir.join("db"), &opts.engine)?;
-        if opts.engine.lock_mirror_bytes > 0 && engine.lock_mirror_len().is_none() {
+        let lock_mirror_on = engine.lock_mirror_len().is_some();
+        if opts.engine.lock_mirror_bytes > 0 && !lock_mirror_on {
             warn!(
                 logger,
                 "more locks than the in-memory lock mirror holds: lock reads go to \
@@ -492,7 +493,7 @@ impl Store {
         let (pd3, shared3, log3) = (pd.clone(), shared.clone(), logger.clone());
         let interval = Duration::from_millis(cfg.store_heartbeat_interval_ms);
         tasks.push(tokio::spawn(async move {
-            heartbeat_loop(pd3, shared3, interval, log3).await;
+            heartbeat_loop(pd3, shared3, interval, lock_mirror_on, log3).await;
         }));
         let (pd4, shared4, log4) = (pd.clone(), shared.clone(), logger.clone());
         tasks.push(tokio::spawn(ts_limit_loop(pd4, shared4, interval, log4)));
@@ -717,16 +718,16 @@ async fn heartbeat_loop(
     pd: Arc<dyn PdClient>,
     shared: Arc<Shared>,
     interval: Duration,
+    mut lock_mirror_on: bool,
     logger: Logger,
 ) {
     let mut bootstrapped = false;
-    let mut lock_mirror_on = shared.engine.lock_mirror_len().is_some();
     loop {
         if lock_mirror_on && shared.engine.lock_mirror_len().is_none() {
             warn!(
                 logger,
-                "the in-memory lock mirror passed its limit and is off until the \
-                next start: lock reads go to RocksDB (a large transaction's locks)"
+                "the in-memory lock mirror is off until the next start (past its limit, or \
+                after a panic): lock reads go to RocksDB"
             );
             lock_mirror_on = false;
         }
