@@ -9,7 +9,7 @@
 //! The layers above read and write through a seam of three small traits: an [`Engine`]
 //! opens a point-in-time [`Snapshot`] (get, seek, scan per column family) and writes a
 //! [`WriteBatch`] atomically. [`RocksEngine`] is the store's RocksDB (its `lock` column
-//! family also kept in memory for the live view's point reads); [`MemEngine`] is its
+//! family also kept in memory for the live view's reads); [`MemEngine`] is its
 //! in-memory twin (an ordered map per column family), and one conformance suite runs
 //! against both. Apply is written against the traits, so it is unit-tested on memory.
 //!

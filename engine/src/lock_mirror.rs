@@ -7,7 +7,9 @@
 //! hundreds of thousands of versions: ~3 µs, with a cache miss per level. The mirror is
 //! an ordered map of the live locks, kept beside RocksDB by [`crate::RocksEngine`]:
 //! loaded at open, updated by every written batch's `lock` operations, and read by the
-//! live view's point reads ([`crate::RocksLive`]). Snapshots and scans still read RocksDB.
+//! live view's point reads and scans ([`crate::RocksLive`]); snapshots still read RocksDB.
+//! A scan of the live locks also skips what a RocksDB scan of the family would step over:
+//! the tombstone of every lock deleted since the last compaction.
 //!
 //! Consistency: a batch's `lock` operations reach the mirror right after RocksDB took the
 //! batch, before `write` returns (and even if its WAL sync then fails: the batch is
@@ -21,6 +23,7 @@
 //! transaction's locks cannot take the store's memory.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -132,6 +135,35 @@ impl LockMirror {
             return None;
         }
         s.map.as_ref().map(|m| m.get(key).cloned())
+    }
+
+    /// Up to `max` mirrored entries of `[start, end)` in key order, from `start` on;
+    /// `None` when off (ask RocksDB). A scan takes the range in such chunks, so the mutex
+    /// is never held for long.
+    pub(crate) fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        max: usize,
+    ) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+        if !self.is_on() {
+            return None;
+        }
+        let mut s = self.state();
+        if self.write_order.is_poisoned() {
+            self.turn_off(&mut s);
+            return None;
+        }
+        let m = s.map.as_ref()?;
+        if end <= start {
+            return Some(Vec::new());
+        }
+        Some(
+            m.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+                .take(max)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
     }
 
     /// Held across a batch's RocksDB write and [`LockMirror::apply`]. A writer that

@@ -34,7 +34,18 @@ fn key(i: u64) -> Vec<u8> {
     format!("lock-{i:02}").into_bytes()
 }
 
-/// Checks every key's live read (the mirror) against a snapshot's (RocksDB).
+fn scan_all<S: Snapshot>(s: &S, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    s.scan(Cf::Lock, start, end, |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        Ok(true)
+    })
+    .unwrap();
+    out
+}
+
+/// Checks every key's live read (the mirror) against a snapshot's (RocksDB), and live
+/// scans of a few ranges against the snapshot's.
 fn assert_agrees(e: &RocksEngine, keys: u64, when: &str) {
     let (live, snap) = (e.live(), e.snapshot());
     for i in 0..keys {
@@ -43,6 +54,14 @@ fn assert_agrees(e: &RocksEngine, keys: u64, when: &str) {
             live.get(Cf::Lock, &k).unwrap(),
             snap.get(Cf::Lock, &k).unwrap(),
             "{when}: key {i}"
+        );
+    }
+    for (lo, hi) in [(0, keys), (keys / 3, keys / 2), (keys / 2, keys / 3)] {
+        let (lo, hi) = (key(lo), key(hi));
+        assert_eq!(
+            scan_all(&live, &lo, &hi),
+            scan_all(&snap, &lo, &hi),
+            "{when}: scan [{lo:?}, {hi:?})"
         );
     }
 }
@@ -229,4 +248,50 @@ fn a_writer_that_panics_between_the_two_updates_turns_the_mirror_off() {
     wb.delete(Cf::Lock, &key(3));
     e.write(wb, false).unwrap();
     assert_agrees(&e, 4, "after the panic");
+}
+
+/// Live scans of many locks cross the mirror's chunks and stop where told, as RocksDB's.
+#[test]
+fn a_live_lock_scan_reads_the_mirror_across_its_chunks_and_stops_where_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path(), 4 << 20);
+    let lock = |i: u64| format!("lock-{i:04}").into_bytes();
+    let mut wb = e.write_batch();
+    for i in 0..1000 {
+        wb.put(Cf::Lock, &lock(i), b"l");
+    }
+    e.write(wb, false).unwrap();
+    // Leave tombstones behind, as committed transactions do.
+    let mut wb = e.write_batch();
+    for i in (0..1000).filter(|i| i % 3 == 0) {
+        wb.delete(Cf::Lock, &lock(i));
+    }
+    e.write(wb, false).unwrap();
+    assert_eq!(e.lock_mirror_len(), Some(666));
+    let (live, snap) = (e.live(), e.snapshot());
+    for (lo, hi) in [(0, 1000), (1, 999), (255, 771), (500, 500)] {
+        let (lo, hi) = (lock(lo), lock(hi));
+        assert_eq!(scan_all(&live, &lo, &hi), scan_all(&snap, &lo, &hi));
+    }
+    let mut seen = Vec::new();
+    live.scan(Cf::Lock, &lock(0), &lock(1000), |k, _| {
+        seen.push(k.to_vec());
+        Ok(seen.len() < 300)
+    })
+    .unwrap();
+    assert_eq!(
+        seen.len(),
+        300,
+        "stopped at the callback's word, past a chunk's end"
+    );
+    assert_eq!(
+        seen.last(),
+        scan_all(&snap, &lock(0), &lock(1000))
+            .get(299)
+            .map(|p| &p.0)
+    );
+    assert_eq!(
+        live.seek(Cf::Lock, &lock(300), &lock(1000)).unwrap(),
+        snap.seek(Cf::Lock, &lock(300), &lock(1000)).unwrap()
+    );
 }
