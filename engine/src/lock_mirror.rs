@@ -123,8 +123,8 @@ impl LockMirror {
         self.on.store(false, Ordering::Release);
     }
 
-    /// `Some(value)` from the mirror; `None` when off (ask RocksDB).
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    /// The map for a read, under the mutex; `None` when off (ask RocksDB).
+    fn read<T>(&self, f: impl FnOnce(&BTreeMap<Vec<u8>, Vec<u8>>) -> T) -> Option<T> {
         if !self.is_on() {
             return None;
         }
@@ -134,7 +134,12 @@ impl LockMirror {
             self.turn_off(&mut s);
             return None;
         }
-        s.map.as_ref().map(|m| m.get(key).cloned())
+        s.map.as_ref().map(f)
+    }
+
+    /// `Some(value)` from the mirror; `None` when off (ask RocksDB).
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.read(|m| m.get(key).cloned())
     }
 
     /// Up to `max` mirrored entries of `[start, end)` in key order, from `start` on;
@@ -146,24 +151,15 @@ impl LockMirror {
         end: &[u8],
         max: usize,
     ) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-        if !self.is_on() {
-            return None;
-        }
-        let mut s = self.state();
-        if self.write_order.is_poisoned() {
-            self.turn_off(&mut s);
-            return None;
-        }
-        let m = s.map.as_ref()?;
-        if end <= start {
-            return Some(Vec::new());
-        }
-        Some(
+        self.read(|m| {
+            if end <= start {
+                return Vec::new();
+            }
             m.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
                 .take(max)
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
+                .collect()
+        })
     }
 
     /// Held across a batch's RocksDB write and [`LockMirror::apply`]. A writer that
