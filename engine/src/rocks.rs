@@ -225,7 +225,8 @@ impl RocksEngine {
 
     /// A reader of the live database, without opening a snapshot (opening and releasing
     /// one takes RocksDB's DB mutex and allocates). Each `get` sees the latest write; each
-    /// `scan` is consistent in itself (its iterator pins an implicit snapshot); two reads
+    /// `scan` of a RocksDB column family is consistent in itself (its iterator pins an
+    /// implicit snapshot; for `lock`, see below); two reads
     /// may see different states. Use it where nothing else writes the keys read
     /// meanwhile: apply (only a region's actor writes its data) and single requests served
     /// from the applied state; use [`Engine::snapshot`] where several reads must agree.
@@ -234,8 +235,9 @@ impl RocksEngine {
     /// mirror (`lock_mirror.rs`), which takes each batch a moment after RocksDB does: a
     /// reader on another thread than the batch's writer may see a batch through a
     /// snapshot and then miss it in a later lock read. A lock scan reads the mirror in
-    /// chunks, so it is consistent in itself only for a reader on the keys' writer's
-    /// thread. Today every lock reader runs on the
+    /// chunks, so it is consistent in itself only while nothing writes its range: true of
+    /// the region's actor, which writes those keys, except while the LogWriter installs
+    /// a snapshot of the region. Lock reads are served only by leaders, which never do. Today every lock reader runs on the
     /// actor that writes those keys; a lock reader on another thread must use a snapshot.
     pub fn live(&self) -> RocksLive<'_> {
         RocksLive { engine: self }
@@ -453,11 +455,14 @@ impl Snapshot for RocksLive<'_> {
         let mut f = f;
         let mut resume = None;
         if cf == Cf::Lock {
-            // The mirror in chunks; should it turn off meanwhile, RocksDB from there on.
-            const CHUNK: usize = 256;
+            // The mirror in chunks, small first (most scans stop at the first lock that
+            // matters), doubling up to 256; should it turn off meanwhile, RocksDB from
+            // there on.
             let mut from = start.to_vec();
-            while let Some(chunk) = self.engine.lock_mirror.range(&from, end, CHUNK) {
-                let more = chunk.len() == CHUNK;
+            let mut len = 16;
+            while let Some(chunk) = self.engine.lock_mirror.range(&from, end, len) {
+                let more = chunk.len() == len;
+                len = (len * 2).min(256);
                 for (k, v) in &chunk {
                     if !f(k, v)? {
                         return Ok(());
@@ -473,7 +478,8 @@ impl Snapshot for RocksLive<'_> {
             }
             resume = Some(from);
         }
-        // The iterator pins an implicit snapshot of its own: the scan is consistent.
+        // The iterator pins an implicit snapshot of its own: the scan is consistent (from
+        // `resume` on, for a lock scan that fell back to RocksDB partway).
         let iter = self
             .engine
             .db
