@@ -40,7 +40,7 @@ pub use config::{check_lease, StoreConfig};
 pub use error::{Error, Result};
 pub use local_reader::{ReadDelegate, ReadRegistry};
 pub use log_writer::{GroupLimits, GroupWait, LogWriter, Persisted, PersistedSink, WriteTask};
-pub use metrics::{MetricsSnapshot, StoreMetrics};
+pub use metrics::{MetricsSnapshot, StageCounters, StoreMetrics, WriteStages};
 pub use pd::{BoxFuture, MemPd, PdClient, PdError, TsoSource};
 pub use peer::{
     Campaign, CompactLog, Effect, Fence, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer,

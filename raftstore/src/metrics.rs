@@ -25,6 +25,96 @@ pub struct StoreMetrics {
     pub follower_redirects: AtomicU64,
     /// Raft messages this store's replicas sent (heartbeats, appends, votes, wakes...).
     pub raft_messages_sent: AtomicU64,
+    /// The stages of this store's leaders' proposals: see [`WriteStages`].
+    pub stages: StageCounters,
+}
+
+/// Where the writes this store's leaders proposed spent their time, summed (TiKV's
+/// propose-wait, append-log, commit-log and apply durations). Each entry a leader
+/// proposed for clients is timed from its proposal; each command from its arrival.
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    /// Commands timed in `wait_us`.
+    pub cmds: AtomicU64,
+    /// Σ per command: arrival at its leader's replica → its entry proposed (the rest of
+    /// the turn, a busy batch's wait).
+    pub wait_us: AtomicU64,
+    /// Entries timed in the sums below.
+    pub entries: AtomicU64,
+    /// Σ per entry: proposed → written and synced by the leader's own LogWriter.
+    pub persist_us: AtomicU64,
+    /// Σ per entry: proposed → known committed (a quorum durable, the leader's write
+    /// included) on the leader's turn that applies it.
+    pub commit_us: AtomicU64,
+    /// Σ per entry: known committed → applied and answered (its turn's apply).
+    pub apply_us: AtomicU64,
+}
+
+/// A copy of [`StageCounters`] at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStages {
+    /// Commands timed in `wait_us`.
+    pub cmds: u64,
+    /// Σ arrival → proposed, per command, in µs.
+    pub wait_us: u64,
+    /// Entries timed below.
+    pub entries: u64,
+    /// Σ proposed → durable on the leader, per entry, in µs.
+    pub persist_us: u64,
+    /// Σ proposed → committed, per entry, in µs.
+    pub commit_us: u64,
+    /// Σ committed → applied and answered, per entry, in µs.
+    pub apply_us: u64,
+}
+
+impl WriteStages {
+    /// The sums of `self` and `other` (of several stores).
+    pub fn plus(self, o: WriteStages) -> WriteStages {
+        WriteStages {
+            cmds: self.cmds + o.cmds,
+            wait_us: self.wait_us + o.wait_us,
+            entries: self.entries + o.entries,
+            persist_us: self.persist_us + o.persist_us,
+            commit_us: self.commit_us + o.commit_us,
+            apply_us: self.apply_us + o.apply_us,
+        }
+    }
+
+    /// What was added from `before` to `self` (counters only grow).
+    pub fn since(self, before: WriteStages) -> WriteStages {
+        WriteStages {
+            cmds: self.cmds.saturating_sub(before.cmds),
+            wait_us: self.wait_us.saturating_sub(before.wait_us),
+            entries: self.entries.saturating_sub(before.entries),
+            persist_us: self.persist_us.saturating_sub(before.persist_us),
+            commit_us: self.commit_us.saturating_sub(before.commit_us),
+            apply_us: self.apply_us.saturating_sub(before.apply_us),
+        }
+    }
+
+    /// Mean µs of each stage: (wait per command, persist, commit, apply per entry).
+    pub fn means(&self) -> (f64, f64, f64, f64) {
+        let per = |sum: u64, n: u64| if n == 0 { 0.0 } else { sum as f64 / n as f64 };
+        (
+            per(self.wait_us, self.cmds),
+            per(self.persist_us, self.entries),
+            per(self.commit_us, self.entries),
+            per(self.apply_us, self.entries),
+        )
+    }
+}
+
+impl StageCounters {
+    fn snapshot(&self) -> WriteStages {
+        WriteStages {
+            cmds: self.cmds.load(Ordering::Relaxed),
+            wait_us: self.wait_us.load(Ordering::Relaxed),
+            entries: self.entries.load(Ordering::Relaxed),
+            persist_us: self.persist_us.load(Ordering::Relaxed),
+            commit_us: self.commit_us.load(Ordering::Relaxed),
+            apply_us: self.apply_us.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -50,6 +140,8 @@ pub struct MetricsSnapshot {
     pub follower_redirects: u64,
     /// Raft messages sent.
     pub raft_messages_sent: u64,
+    /// The stages of the leaders' writes.
+    pub stages: WriteStages,
 }
 
 impl StoreMetrics {
@@ -74,6 +166,7 @@ impl StoreMetrics {
             local_reads_follower: self.local_reads_follower.load(Ordering::Relaxed),
             follower_redirects: self.follower_redirects.load(Ordering::Relaxed),
             raft_messages_sent: self.raft_messages_sent.load(Ordering::Relaxed),
+            stages: self.stages.snapshot(),
         }
     }
 }

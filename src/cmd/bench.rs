@@ -210,6 +210,7 @@ fn sum(stores: &[MetricsSnapshot]) -> MetricsSnapshot {
             local_reads_follower: a.local_reads_follower + s.local_reads_follower,
             follower_redirects: a.follower_redirects + s.follower_redirects,
             raft_messages_sent: a.raft_messages_sent + s.raft_messages_sent,
+            stages: a.stages.plus(s.stages),
         })
 }
 
@@ -226,6 +227,15 @@ struct SyncFigures {
     /// Share of the run each store's LogWriter spent in synced writes (mean of the
     /// stores), in %: near 100 the fsync cadence bounds the write path.
     sync_busy_pct: f64,
+    /// Where a write spent its time on its leader (means over the leaders' commands or
+    /// entries, in µs; `WriteStages`): a command's arrival → its entry proposed.
+    stage_wait_us: f64,
+    /// An entry proposed → durable on its leader (the leader's own LogWriter round).
+    stage_persist_us: f64,
+    /// An entry proposed → known committed on its leader (a quorum durable).
+    stage_commit_us: f64,
+    /// An entry known committed → applied and answered (the apply of its turn).
+    stage_apply_us: f64,
 }
 
 fn sync_figures(before: MetricsSnapshot, after: MetricsSnapshot, seconds: f64) -> SyncFigures {
@@ -234,12 +244,17 @@ fn sync_figures(before: MetricsSnapshot, after: MetricsSnapshot, seconds: f64) -
     // Commands a leader proposed, each synced by the leader and by both followers.
     let cmds = (after.proposed_cmds - before.proposed_cmds) as f64 * 3.0;
     let micros = (after.sync_micros - before.sync_micros) as f64;
+    let (wait, persist, commit, apply) = after.stages.since(before.stages).means();
     SyncFigures {
         fsyncs_per_sec: syncs / seconds,
         entries_per_fsync: entries / syncs,
         cmds_per_fsync: cmds / syncs,
         sync_us: micros / syncs,
         sync_busy_pct: micros / (seconds * 1e6 * 3.0) * 100.0,
+        stage_wait_us: wait,
+        stage_persist_us: persist,
+        stage_commit_us: commit,
+        stage_apply_us: apply,
     }
 }
 
@@ -278,8 +293,16 @@ fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool, table: Tabl
     }
     let store = sync.map_or(String::new(), |s| {
         format!(
-            "  {:>8.0}  {:>13.2}  {:>10.2}  {:>7.0}  {:>6.0}",
-            s.fsyncs_per_sec, s.entries_per_fsync, s.cmds_per_fsync, s.sync_us, s.sync_busy_pct
+            "  {:>8.0}  {:>13.2}  {:>10.2}  {:>7.0}  {:>6.0}  {:>7.0}  {:>6.0}  {:>9.0}  {:>8.0}",
+            s.fsyncs_per_sec,
+            s.entries_per_fsync,
+            s.cmds_per_fsync,
+            s.sync_us,
+            s.sync_busy_pct,
+            s.stage_wait_us,
+            s.stage_persist_us,
+            s.stage_commit_us,
+            s.stage_apply_us,
         )
     });
     println!(
@@ -318,7 +341,7 @@ fn header(with_store: bool, json: bool, table: Table) {
         return;
     }
     let store = if with_store {
-        "  fsyncs/s  entries/fsync  cmds/fsync  sync us  sync %"
+        "  fsyncs/s  entries/fsync  cmds/fsync  sync us  sync %  wait us  own us  commit us  apply us"
     } else {
         ""
     };

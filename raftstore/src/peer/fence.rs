@@ -60,7 +60,7 @@ impl<E: Engine> Peer<E> {
         }
         self.lease.clear();
         let e = Error::StorePoisoned(reason);
-        let pending = self.batch.take();
+        let pending = self.batch.take(self.ctx.clock.now());
         let mut tokens = pending.tokens;
         for p in self.proposals.drain(..) {
             for tx in p.responders {
@@ -76,7 +76,7 @@ impl<E: Engine> Peer<E> {
         self.abandon_tokens(tokens);
         self.observer.drain(&e);
         // What the observer queued while draining is answered too.
-        for (_, tx) in self.batch.take().cmds {
+        for (_, tx) in self.batch.take(self.ctx.clock.now()).cmds {
             let _ = tx.send(e.clone().into_response());
         }
         self.drain_leader_waits(&e);

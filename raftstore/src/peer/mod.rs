@@ -103,6 +103,8 @@ struct Proposal {
     deadline: Instant,
     /// When it was proposed: once it commits, a quorum heard from this leader after this.
     proposed_at: Instant,
+    /// How long after `proposed_at` the leader's own write of it was reported durable.
+    persisted_after: Option<Duration>,
 }
 
 /// What the store needs from its environment to run a peer.

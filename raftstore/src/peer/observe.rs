@@ -60,7 +60,7 @@ impl<E: Engine> Peer<E> {
     /// Adds a command to the turn's proposal (with the observer's token, if any); a full
     /// entry is proposed at once.
     pub(super) fn push_cmd(&mut self, cmd: RaftCmd, tx: Responder, token: Option<u64>) {
-        if self.batch.push(cmd, tx, token) {
+        if self.batch.push(cmd, tx, token, self.ctx.clock.now()) {
             self.propose_pending();
         }
     }

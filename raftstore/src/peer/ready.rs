@@ -23,7 +23,7 @@ use regatta_proto::kvrpcpb::ReadInfo;
 use regatta_proto::raft_serverpb::{RaftCmdBatch, RaftMessage};
 use slog::info;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl<E: Engine> Peer<E> {
     /// Proposes the turn's commands, starts its reads and drains raft's Ready.
@@ -68,7 +68,11 @@ impl<E: Engine> Peer<E> {
         if self.batch.is_empty() {
             return;
         }
-        let super::batch::Taken { mut cmds, tokens } = self.batch.take();
+        let super::batch::Taken {
+            mut cmds,
+            tokens,
+            waited,
+        } = self.batch.take(self.ctx.clock.now());
         if !self.is_leader() {
             // Queued while leading, or by a hook after this turn's Ready stepped the
             // replica down: never proposed here (and never forwarded: an entry of another
@@ -111,6 +115,7 @@ impl<E: Engine> Peer<E> {
                     index: self.raw.raft.raft_log.last_index(),
                     term: self.raw.raft.term,
                     proposed_at: now,
+                    persisted_after: None,
                     responders,
                     tokens,
                     deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
@@ -118,6 +123,10 @@ impl<E: Engine> Peer<E> {
                 let m = &self.ctx.metrics;
                 m.proposed_cmds.fetch_add(n, Ordering::Relaxed);
                 m.proposed_entries.fetch_add(1, Ordering::Relaxed);
+                m.stages.cmds.fetch_add(n, Ordering::Relaxed);
+                m.stages
+                    .wait_us
+                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
             }
             Err(_) => {
                 let e = self.not_leader();
@@ -238,6 +247,7 @@ impl<E: Engine> Peer<E> {
         };
         let ttl = self.ctx.cfg.dedup_session_ttl_ms;
         let cop = self.ctx.coprocessor.clone();
+        let started = self.ctx.clock.now();
         let env = apply::ApplyEnv {
             session_ttl_ms: ttl,
             cop: &*cop,
@@ -263,7 +273,7 @@ impl<E: Engine> Peer<E> {
                         self.on_split_applied(a.index, right);
                     }
                     let notes = std::mem::take(&mut a.notes);
-                    self.answer(a);
+                    self.answer(a, started);
                     if !notes.is_empty() {
                         self.observe(|o, cx| o.on_applied(notes, cx));
                     }
@@ -282,7 +292,8 @@ impl<E: Engine> Peer<E> {
         }
     }
 
-    fn answer(&mut self, a: AppliedEntry) {
+    /// Answers the proposal of applied entry `a`, whose apply started at `applied_from`.
+    fn answer(&mut self, a: AppliedEntry, applied_from: Instant) {
         while let Some(p) = self.proposals.front() {
             if p.index > a.index {
                 break;
@@ -293,11 +304,23 @@ impl<E: Engine> Peer<E> {
             if is_its_entry(&p, &a, self.region_id, self.peer_id) {
                 // Committed: a quorum took an append sent after it was proposed.
                 self.renew_lease(p.proposed_at, p.term);
-                let waited = self
-                    .ctx
-                    .clock
-                    .now()
-                    .saturating_duration_since(p.proposed_at);
+                let now = self.ctx.clock.now();
+                let waited = now.saturating_duration_since(p.proposed_at);
+                let committed_after = applied_from.saturating_duration_since(p.proposed_at);
+                let stages = &self.ctx.metrics.stages;
+                let us = |d: Duration| d.as_micros() as u64;
+                stages.entries.fetch_add(1, Ordering::Relaxed);
+                stages.persist_us.fetch_add(
+                    us(p.persisted_after.unwrap_or(committed_after)),
+                    Ordering::Relaxed,
+                );
+                stages
+                    .commit_us
+                    .fetch_add(us(committed_after), Ordering::Relaxed);
+                stages.apply_us.fetch_add(
+                    us(now.saturating_duration_since(applied_from)),
+                    Ordering::Relaxed,
+                );
                 let mut tokens = p.tokens.into_iter().peekable();
                 for (i, (tx, mut resp)) in p.responders.into_iter().zip(a.responses).enumerate() {
                     if let Some((_, token)) = tokens.next_if(|(at, _)| *at == i) {
@@ -349,6 +372,20 @@ impl<E: Engine> Peer<E> {
         self.was_leader = leader;
     }
 
+    /// Notes when the leader's own write of its proposals up to `last_index` became
+    /// durable (the write stages of [`crate::metrics::StageCounters`]).
+    fn time_persisted(&mut self, last_index: u64) {
+        let now = self.ctx.clock.now();
+        for p in self.proposals.iter_mut() {
+            if p.index > last_index {
+                break;
+            }
+            if p.persisted_after.is_none() {
+                p.persisted_after = Some(now.saturating_duration_since(p.proposed_at));
+            }
+        }
+    }
+
     /// The LogWriter made Readies through `ready_number` durable (or failed).
     pub fn on_persisted(&mut self, p: Persisted) {
         if let Err(reason) = p.result {
@@ -365,6 +402,7 @@ impl<E: Engine> Peer<E> {
         self.inflight_writes = self.inflight_writes.saturating_sub(1);
         if p.last_index > 0 {
             self.raw.mut_store().on_persisted(p.last_index);
+            self.time_persisted(p.last_index);
         }
         if let Some((idx, _)) = self.pending_snapshot {
             if self.raw.raft.raft_log.persisted >= idx {
@@ -421,6 +459,7 @@ mod tests {
             tokens: Vec::new(),
             deadline: now,
             proposed_at: now,
+            persisted_after: None,
         }
     }
 

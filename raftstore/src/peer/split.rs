@@ -245,6 +245,7 @@ impl<E: Engine> Peer<E> {
             index,
             term: self.raw.raft.term,
             proposed_at: now,
+            persisted_after: None,
             responders: vec![tx],
             tokens: Vec::new(),
             deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
