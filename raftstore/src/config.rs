@@ -87,10 +87,13 @@ pub struct StoreConfig {
     pub region_split_size: u64,
     /// A region with more keys than this splits. Default 960,000.
     pub region_split_keys: u64,
-    /// How often a leader considers checking its region's size. Default 10 s.
+    /// How often a leader considers checking its region's size (and sooner after a split,
+    /// or once it proposed half of `region_split_size` since its last check). Default 10 s.
     pub split_check_interval_ms: u64,
-    /// Bytes proposed since the last check before a leader scans its region again.
-    /// Default 8 MiB (0: check every interval).
+    /// Bytes proposed since the last check before a leader scans its region again, at
+    /// least: a region the last check found far from both split limits waits for more
+    /// (up to what it could grow by before reaching one, at most half its size). Default
+    /// 8 MiB (0: check every interval).
     pub split_check_diff_bytes: u64,
     /// Threads of the store's split-check pool (each scans one region at a time). Default 1
     /// (TiKV's split-check worker is one thread too).

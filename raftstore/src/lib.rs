@@ -43,9 +43,9 @@ pub use log_writer::{GroupLimits, GroupWait, LogWriter, Persisted, PersistedSink
 pub use metrics::{MetricsSnapshot, StageCounters, StoreMetrics, WriteStages};
 pub use pd::{BoxFuture, MemPd, PdClient, PdError, TsoSource};
 pub use peer::{
-    Campaign, CompactLog, Effect, Fence, GetStatus, Inbox, InboxFull, KvCommand, NewRegion, Peer,
-    PeerActor, PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder, Seed,
-    ShellContext, SplitCheckTask, SplitStep, TransferLeader,
+    Campaign, CheckSplitSoon, CompactLog, Effect, Fence, GetStatus, Inbox, InboxFull, KvCommand,
+    NewRegion, Peer, PeerActor, PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder,
+    Seed, ShellContext, SplitCheckTask, SplitStep, TransferLeader,
 };
 pub use regatta_proto::MAX_BATCH_KEYS;
 pub use request::with_checks;

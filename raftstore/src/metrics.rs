@@ -68,7 +68,7 @@ pub struct WriteStages {
 }
 
 impl WriteStages {
-    /// The sums of `self` and `other` (of several stores).
+    /// The sums of `self` and `o` (of several stores).
     pub fn plus(self, o: WriteStages) -> WriteStages {
         WriteStages {
             cmds: self.cmds + o.cmds,

@@ -24,8 +24,8 @@ use regatta_raftstore::Router;
 use regatta_raftstore::StoreConfig;
 use regatta_raftstore::Transport;
 use regatta_raftstore::{
-    Campaign, Fence, GetStatus, NewRegion, Peer, PeerActor, PeerContext, RaftMessageIn,
-    RegionStatus, ShellContext, TransferLeader,
+    Campaign, CheckSplitSoon, Fence, GetStatus, NewRegion, Peer, PeerActor, PeerContext,
+    RaftMessageIn, RegionStatus, ShellContext, TransferLeader,
 };
 use regatta_raftstore::{Clock, SystemClock};
 use regatta_raftstore::{MetricsSnapshot, StoreMetrics};
@@ -477,9 +477,12 @@ impl Store {
                     // Started now (not already, by a heartbeat while this waited: a leader
                     // elected meanwhile keeps its leadership).
                     Ok(started) => {
-                        if started && n.campaign {
+                        if started {
                             if let Some(addr) = shared2.router.get(n.region_id) {
-                                addr.do_send(Campaign);
+                                addr.do_send(CheckSplitSoon);
+                                if n.campaign {
+                                    addr.do_send(Campaign);
+                                }
                             }
                         }
                     }

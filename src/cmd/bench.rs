@@ -230,7 +230,8 @@ struct SyncFigures {
     /// Where a write spent its time on its leader (means over the leaders' commands or
     /// entries, in µs; `WriteStages`): a command's arrival → its entry proposed.
     stage_wait_us: f64,
-    /// An entry proposed → durable on its leader (the leader's own LogWriter round).
+    /// An entry proposed → its leader handling the notice that its own write is durable
+    /// (the LogWriter's round and the notice's wait for the replica's turn).
     stage_persist_us: f64,
     /// An entry proposed → known committed on its leader (a quorum durable).
     stage_commit_us: f64,
@@ -293,7 +294,7 @@ fn report(r: &KvBenchResult, sync: Option<&SyncFigures>, json: bool, table: Tabl
     }
     let store = sync.map_or(String::new(), |s| {
         format!(
-            "  {:>8.0}  {:>13.2}  {:>10.2}  {:>7.0}  {:>6.0}  {:>7.0}  {:>6.0}  {:>9.0}  {:>8.0}",
+            "  {:>8.0}  {:>13.2}  {:>10.2}  {:>7.0}  {:>6.0}  {:>7.0}  {:>10.0}  {:>9.0}  {:>8.0}",
             s.fsyncs_per_sec,
             s.entries_per_fsync,
             s.cmds_per_fsync,
@@ -341,7 +342,7 @@ fn header(with_store: bool, json: bool, table: Table) {
         return;
     }
     let store = if with_store {
-        "  fsyncs/s  entries/fsync  cmds/fsync  sync us  sync %  wait us  own us  commit us  apply us"
+        "  fsyncs/s  entries/fsync  cmds/fsync  sync us  sync %  wait us  persist us  commit us  apply us"
     } else {
         ""
     };

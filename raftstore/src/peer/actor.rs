@@ -468,6 +468,19 @@ impl Handler<Campaign> for PeerActor {
     }
 }
 
+/// Tells the replica of a region a split just created to check its size at the next
+/// tick it leads (see [`Peer::check_split_soon`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckSplitSoon;
+
+impl Handler<CheckSplitSoon> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: CheckSplitSoon, _: &mut Context<Self>) {
+        self.peer.check_split_soon();
+    }
+}
+
 /// PD asks the leader to hand leadership to peer `.0` (leader balance).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -376,6 +376,93 @@ fn a_leader_times_the_stages_of_its_writes() {
 }
 
 #[test]
+fn a_region_just_split_or_fast_growing_checks_its_size_at_the_next_tick_it_leads() {
+    // Goal: a region a split made (or narrowed), or one written half its split size
+    // since its last check, checks its size at once, not an interval later, so a region
+    // under a fast load never grows by a whole interval's writes between checks.
+    // Method: ticks well inside the check interval start no check; after
+    // `check_split_soon` (or a split applied) the leader's next tick does, once; a
+    // follower keeps the request; and the leader checks once half the split size was
+    // proposed since its last check.
+    // One tick of replica `i`; the checks it started, each run and reported back.
+    fn checks(g: &mut Group, i: usize) -> usize {
+        g.clock.advance(config().tick_interval());
+        g.nodes[i].peer.tick();
+        let mut n = 0;
+        for e in g.nodes[i].peer.take_effects() {
+            if let Effect::CheckSplit(task) = e {
+                n += 1;
+                let step = task.run();
+                g.nodes[i].peer.on_split_step(step);
+            }
+        }
+        n
+    }
+    let mut g = Group::new();
+    let leader = g.elect();
+    let follower = (leader + 1) % 3;
+    // A check is due one interval after the start; skip past it.
+    g.clock
+        .advance(Duration::from_millis(config().split_check_interval_ms));
+    assert_eq!(checks(&mut g, leader), 1, "the first check, an interval in");
+    assert_eq!(checks(&mut g, leader), 0, "within the interval: no check");
+    g.nodes[leader].peer.check_split_soon();
+    g.nodes[follower].peer.check_split_soon();
+    assert_eq!(
+        checks(&mut g, leader),
+        1,
+        "the leader checks at its next tick"
+    );
+    assert_eq!(checks(&mut g, leader), 0, "once");
+    assert!(
+        g.nodes[follower].peer.splits.check_soon,
+        "a follower keeps the request for when it leads"
+    );
+    // A split applied asks for one too.
+    let mut right = region();
+    right.set_id(REGION + 1);
+    right.set_start_key(b"m".to_vec());
+    g.nodes[leader].peer.on_split_applied(7, &right);
+    drop(g.nodes[leader].peer.take_effects());
+    assert_eq!(
+        checks(&mut g, leader),
+        1,
+        "a split applied: checked at once"
+    );
+    // Half a region's worth proposed: checked at the next tick too.
+    g.nodes[leader].peer.splits.written_since_check = config().region_split_size / 2 - 1;
+    assert_eq!(
+        checks(&mut g, leader),
+        0,
+        "below half the split size: no check"
+    );
+    g.nodes[leader].peer.splits.written_since_check += 1;
+    assert_eq!(checks(&mut g, leader), 1, "half the split size written");
+    assert_eq!(checks(&mut g, leader), 0, "and the count starts again");
+    // A check the pool refuses waits for the next interval, not the next tick.
+    g.nodes[leader].peer.splits.written_since_check = config().region_split_size / 2;
+    g.clock.advance(config().tick_interval());
+    g.nodes[leader].peer.tick();
+    let refused: Vec<_> = g.nodes[leader]
+        .peer
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::CheckSplit(task) => Some(task.refused()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "half the split size written again");
+    for step in refused {
+        g.nodes[leader].peer.on_split_step(step);
+    }
+    assert_eq!(checks(&mut g, leader), 0, "refused: not at the next tick");
+    g.clock
+        .advance(Duration::from_millis(config().split_check_interval_ms));
+    assert_eq!(checks(&mut g, leader), 1, "at the next interval");
+}
+
+#[test]
 fn a_leader_cut_off_from_its_followers_never_acknowledges_a_write() {
     // Goal: no quorum, no commit. Method: isolate the leader, put, tick well past an
     // election timeout; the answer is never a success (the leader steps down by check

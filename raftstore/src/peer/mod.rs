@@ -47,8 +47,8 @@ mod split;
 mod tick;
 
 pub use actor::{
-    Campaign, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, PeerActor, RaftMessageIn,
-    Seed, ShellContext, TransferLeader,
+    Campaign, CheckSplitSoon, CompactLog, Fence, GetStatus, Inbox, InboxFull, KvCommand, PeerActor,
+    RaftMessageIn, Seed, ShellContext, TransferLeader,
 };
 pub use effects::{Effect, SplitCheckTask};
 pub use split::SplitStep;
@@ -105,6 +105,8 @@ struct Proposal {
     proposed_at: Instant,
     /// How long after `proposed_at` the leader's own write of it was reported durable.
     persisted_after: Option<Duration>,
+    /// Whether it counts in the write stages (an entry of client commands).
+    timed: bool,
 }
 
 /// What the store needs from its environment to run a peer.

@@ -116,6 +116,7 @@ impl<E: Engine> Peer<E> {
                     term: self.raw.raft.term,
                     proposed_at: now,
                     persisted_after: None,
+                    timed: true,
                     responders,
                     tokens,
                     deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
@@ -306,21 +307,28 @@ impl<E: Engine> Peer<E> {
                 self.renew_lease(p.proposed_at, p.term);
                 let now = self.ctx.clock.now();
                 let waited = now.saturating_duration_since(p.proposed_at);
-                let committed_after = applied_from.saturating_duration_since(p.proposed_at);
-                let stages = &self.ctx.metrics.stages;
-                let us = |d: Duration| d.as_micros() as u64;
-                stages.entries.fetch_add(1, Ordering::Relaxed);
-                stages.persist_us.fetch_add(
-                    us(p.persisted_after.unwrap_or(committed_after)),
-                    Ordering::Relaxed,
-                );
-                stages
-                    .commit_us
-                    .fetch_add(us(committed_after), Ordering::Relaxed);
-                stages.apply_us.fetch_add(
-                    us(now.saturating_duration_since(applied_from)),
-                    Ordering::Relaxed,
-                );
+                // Timed by the leader that proposed it, in its term (an entry of a deposed
+                // leader that commits later would count the election in).
+                if p.timed && self.is_leader() && p.term == self.raw.raft.term {
+                    let committed_after = applied_from.saturating_duration_since(p.proposed_at);
+                    let stages = &self.ctx.metrics.stages;
+                    let us = |d: Duration| d.as_micros() as u64;
+                    stages.entries.fetch_add(1, Ordering::Relaxed);
+                    // A leader commits only what it persisted (raft-rs caps its committed
+                    // entries at its persisted index), so the notice came first; were it
+                    // ever missing, the commit bounds it.
+                    stages.persist_us.fetch_add(
+                        us(p.persisted_after.unwrap_or(committed_after)),
+                        Ordering::Relaxed,
+                    );
+                    stages
+                        .commit_us
+                        .fetch_add(us(committed_after), Ordering::Relaxed);
+                    stages.apply_us.fetch_add(
+                        us(now.saturating_duration_since(applied_from)),
+                        Ordering::Relaxed,
+                    );
+                }
                 let mut tokens = p.tokens.into_iter().peekable();
                 for (i, (tx, mut resp)) in p.responders.into_iter().zip(a.responses).enumerate() {
                     if let Some((_, token)) = tokens.next_if(|(at, _)| *at == i) {
@@ -460,6 +468,7 @@ mod tests {
             deadline: now,
             proposed_at: now,
             persisted_after: None,
+            timed: true,
         }
     }
 

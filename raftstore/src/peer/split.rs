@@ -92,6 +92,51 @@ pub(crate) struct Splits {
     pub(crate) recent: VecDeque<Region>,
     /// The split threshold the last split check used (a change triggers a new check).
     pub(crate) checked_split_keys: u64,
+    /// Bytes to propose before the next check (`bytes_before_next_check`).
+    pub(crate) check_after: u64,
+    /// Check at the next tick as leader, not the next interval: the region was just
+    /// split (a region far over the limit halves at each check: under a fast load it
+    /// would otherwise grow faster than once-an-interval halving shrinks it).
+    pub(crate) check_soon: bool,
+    /// The pool refused a check: no early check until the next interval.
+    pub(crate) early_held: bool,
+}
+
+impl Splits {
+    /// Whether to check between intervals: the region was just split, or its leader
+    /// proposed half the split size since its last check (under a fast load a region would
+    /// otherwise grow by a whole interval's writes between checks) — unless the pool
+    /// refused a check since the last interval.
+    pub(crate) fn wants_early_check(&self, cfg: &crate::config::StoreConfig) -> bool {
+        !self.early_held
+            && !self.checking
+            && (self.check_soon || self.written_since_check >= cfg.region_split_size / 2)
+    }
+}
+
+/// How many bytes a leader proposes before it scans its region again, after a check
+/// found `(keys, size)` against the split limits `(max_keys, max_size)`: at least `every`
+/// (`StoreConfig::split_check_diff_bytes`; 0: every interval), and more while the region
+/// is far from both limits — up to the bytes it could grow by before reaching one (a
+/// write stores about what its command carries), and at most half its size, so a check
+/// costs at most ~2 bytes scanned per byte written and the size PD is told is at most
+/// ~1.5x stale. The keys limit is converted to bytes at the region's mean record size:
+/// a region whose new records are much smaller than its old ones can pass it by the
+/// records of half its size before the next check finds it. Rescanning every leader's
+/// region every 8 MiB written took ~10% of a core on a store of 1 KiB records
+/// (docs/BENCHMARKS.md, "a store that grows").
+pub(crate) fn bytes_before_next_check(
+    (keys, size): (u64, u64),
+    (max_keys, max_size): (u64, u64),
+    every: u64,
+) -> u64 {
+    if every == 0 || keys == 0 {
+        return every;
+    }
+    let by_size = max_size.saturating_sub(size);
+    let mean_record = size / keys;
+    let by_keys = max_keys.saturating_sub(keys).saturating_mul(mean_record);
+    every.max(by_size.min(by_keys).min(size / 2))
 }
 
 /// A step of a split that comes back to the region's peer from another task.
@@ -178,19 +223,27 @@ impl<E: Engine> Peer<E> {
             } => {
                 self.splits.checking = false;
                 self.splits.approximate = Some(stats);
+                let cfg = &self.ctx.cfg;
+                self.splits.check_after = bytes_before_next_check(
+                    stats,
+                    (self.splits.checked_split_keys, cfg.region_split_size),
+                    cfg.split_check_diff_bytes,
+                );
                 let current = self.region().get_region_epoch().get_version();
                 if let Some(key) = key {
                     if self.is_leader()
                         && version == current
                         && self.splits.progress == SplitProgress::Idle
                     {
-                        info!(self.logger, "region too big; splitting"; "key" => ?key);
+                        info!(self.logger, "region too big; splitting"; "key" => ?key,
+                            "keys" => stats.0, "bytes" => stats.1);
                         self.ask_split_ids(key, None);
                     }
                 }
             }
             SplitStep::CheckRefused { written } => {
                 self.splits.checking = false;
+                self.splits.early_held = true;
                 self.splits.written_since_check += written;
             }
             SplitStep::Failed { reason, tx } => {
@@ -246,6 +299,7 @@ impl<E: Engine> Peer<E> {
             term: self.raw.raft.term,
             proposed_at: now,
             persisted_after: None,
+            timed: false,
             responders: vec![tx],
             tokens: Vec::new(),
             deadline: now + Duration::from_millis(self.ctx.cfg.proposal_timeout_ms),
@@ -260,6 +314,7 @@ impl<E: Engine> Peer<E> {
         self.splits.progress.applied(index);
         self.splits.written_since_check = 0;
         self.splits.approximate = None;
+        self.splits.check_soon = true;
         self.splits.recent.push_front(right.clone());
         self.splits.recent.truncate(4);
         // Waiters for keys now in the new region would never see their release here:
@@ -281,6 +336,12 @@ impl<E: Engine> Peer<E> {
         }
     }
 
+    /// Asks for a split check at the next tick this replica leads (a region a split
+    /// just created: its size is known only to be up to the parent's).
+    pub fn check_split_soon(&mut self) {
+        self.splits.check_soon = true;
+    }
+
     /// Starts a split check on another thread when the leader wrote enough since the last.
     pub(super) fn maybe_check_split(&mut self) {
         let cfg = &self.ctx.cfg;
@@ -288,13 +349,15 @@ impl<E: Engine> Peer<E> {
         if !self.is_leader()
             || s.checking
             || s.progress != SplitProgress::Idle
-            || (s.written_since_check < cfg.split_check_diff_bytes
+            || (s.written_since_check < s.check_after
+                && !s.check_soon
                 && s.approximate.is_some()
                 && s.checked_split_keys == self.ctx.split_keys())
         {
             return;
         }
         self.splits.checking = true;
+        self.splits.check_soon = false;
         let written = std::mem::take(&mut self.splits.written_since_check);
         self.splits.checked_split_keys = self.ctx.split_keys();
         let region = self.region().clone();
@@ -312,7 +375,59 @@ impl<E: Engine> Peer<E> {
 
 #[cfg(test)]
 mod tests {
+    use super::bytes_before_next_check;
     use super::SplitProgress::{self, *};
+
+    #[test]
+    fn a_region_far_from_its_limits_is_checked_less_often_and_near_them_as_before() {
+        const MIB: u64 = 1 << 20;
+        let limits = (960_000, 96 * MIB);
+        let every = 8 * MIB;
+        // Small: the floor.
+        assert_eq!(bytes_before_next_check((1_000, MIB), limits, every), every);
+        // Half full (1 KiB records): half its size, well inside the room left.
+        assert_eq!(
+            bytes_before_next_check((48 * 1024, 48 * MIB), limits, every),
+            24 * MIB
+        );
+        // 80 of 96 MiB: only the 16 MiB left before the size limit.
+        assert_eq!(
+            bytes_before_next_check((80 * 1024, 80 * MIB), limits, every),
+            16 * MIB
+        );
+        // Near the limit, or past it: the floor again.
+        assert_eq!(
+            bytes_before_next_check((90 * 1024, 90 * MIB), limits, every),
+            every
+        );
+        assert_eq!(
+            bytes_before_next_check((200 * 1024, 200 * MIB), limits, every),
+            every
+        );
+        // Small records (40 bytes): the keys limit decides. 160 k records left are
+        // 6.4 MB, under the floor.
+        assert_eq!(
+            bytes_before_next_check((800_000, 32_000_000), limits, every),
+            every
+        );
+        // 2 M records left are 80 MB, more than half the region's 20 MB.
+        assert_eq!(
+            bytes_before_next_check((500_000, 20_000_000), (2_500_000, 96 * MIB), every),
+            10_000_000
+        );
+        // 10 k records of 419 bytes left: 4.19 MB, under the floor.
+        assert_eq!(
+            bytes_before_next_check((100_000, 40 * MIB), (110_000, 96 * MIB), every),
+            every
+        );
+        // 30 k of them: 12.57 MB, the least of the three.
+        assert_eq!(
+            bytes_before_next_check((100_000, 40 * MIB), (130_000, 96 * MIB), every),
+            30_000 * 419
+        );
+        // 0 keeps its meaning: check at every interval.
+        assert_eq!(bytes_before_next_check((48 * 1024, 48 * MIB), limits, 0), 0);
+    }
 
     #[test]
     fn a_split_walks_the_states_in_order() {

@@ -51,6 +51,10 @@ impl<E: Engine> Peer<E> {
             >= Duration::from_millis(cfg.split_check_interval_ms)
         {
             self.last_split_check = now;
+            self.splits.early_held = false;
+            self.maybe_check_split();
+        } else if self.is_leader() && self.splits.wants_early_check(&cfg) {
+            // Between intervals too (see `Splits::wants_early_check`).
             self.maybe_check_split();
         }
         if now.saturating_duration_since(self.last_compact_check) >= cfg.tick_interval() * 20 {
