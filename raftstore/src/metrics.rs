@@ -144,6 +144,25 @@ pub struct MetricsSnapshot {
     pub stages: WriteStages,
 }
 
+impl MetricsSnapshot {
+    /// The sums of `self` and `o` (of several stores).
+    pub fn plus(self, o: MetricsSnapshot) -> MetricsSnapshot {
+        MetricsSnapshot {
+            syncs: self.syncs + o.syncs,
+            synced_entries: self.synced_entries + o.synced_entries,
+            synced_tasks: self.synced_tasks + o.synced_tasks,
+            sync_micros: self.sync_micros + o.sync_micros,
+            proposed_cmds: self.proposed_cmds + o.proposed_cmds,
+            proposed_entries: self.proposed_entries + o.proposed_entries,
+            local_reads_leader: self.local_reads_leader + o.local_reads_leader,
+            local_reads_follower: self.local_reads_follower + o.local_reads_follower,
+            follower_redirects: self.follower_redirects + o.follower_redirects,
+            raft_messages_sent: self.raft_messages_sent + o.raft_messages_sent,
+            stages: self.stages.plus(o.stages),
+        }
+    }
+}
+
 impl StoreMetrics {
     pub(crate) fn record_sync(&self, entries: u64, tasks: u64, took: std::time::Duration) {
         self.syncs.fetch_add(1, Ordering::Relaxed);

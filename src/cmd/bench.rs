@@ -199,19 +199,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
 fn sum(stores: &[MetricsSnapshot]) -> MetricsSnapshot {
     stores
         .iter()
-        .fold(MetricsSnapshot::default(), |a, s| MetricsSnapshot {
-            syncs: a.syncs + s.syncs,
-            synced_entries: a.synced_entries + s.synced_entries,
-            synced_tasks: a.synced_tasks + s.synced_tasks,
-            sync_micros: a.sync_micros + s.sync_micros,
-            proposed_cmds: a.proposed_cmds + s.proposed_cmds,
-            proposed_entries: a.proposed_entries + s.proposed_entries,
-            local_reads_leader: a.local_reads_leader + s.local_reads_leader,
-            local_reads_follower: a.local_reads_follower + s.local_reads_follower,
-            follower_redirects: a.follower_redirects + s.follower_redirects,
-            raft_messages_sent: a.raft_messages_sent + s.raft_messages_sent,
-            stages: a.stages.plus(s.stages),
-        })
+        .fold(MetricsSnapshot::default(), |a, s| a.plus(*s))
 }
 
 /// Store-side figures of one run (embedded playground only), summed over the 3 stores:
