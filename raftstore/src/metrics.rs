@@ -30,18 +30,20 @@ pub struct StoreMetrics {
 }
 
 /// Where the writes this store's leaders proposed spent their time, summed (TiKV's
-/// propose-wait, append-log, commit-log and apply durations). Each entry a leader
-/// proposed for clients is timed from its proposal; each command from its arrival.
+/// propose-wait, append-log, commit-log and apply durations). Each entry of client
+/// commands a leader proposed and saw applied in its own term is timed from its proposal;
+/// each command from its arrival in the replica's batch.
 #[derive(Debug, Default)]
 pub struct StageCounters {
     /// Commands timed in `wait_us`.
     pub cmds: AtomicU64,
-    /// Σ per command: arrival at its leader's replica → its entry proposed (the rest of
+    /// Σ per command: arrival in its leader's batch → its entry proposed (the rest of
     /// the turn, a busy batch's wait).
     pub wait_us: AtomicU64,
     /// Entries timed in the sums below.
     pub entries: AtomicU64,
-    /// Σ per entry: proposed → written and synced by the leader's own LogWriter.
+    /// Σ per entry: proposed → the leader handling the notice that its own LogWriter
+    /// wrote and synced it (the LogWriter's round and the notice's wait for a turn).
     pub persist_us: AtomicU64,
     /// Σ per entry: proposed → known committed (a quorum durable, the leader's write
     /// included) on the leader's turn that applies it.
@@ -59,7 +61,7 @@ pub struct WriteStages {
     pub wait_us: u64,
     /// Entries timed below.
     pub entries: u64,
-    /// Σ proposed → durable on the leader, per entry, in µs.
+    /// Σ proposed → the leader's own write known durable, per entry, in µs.
     pub persist_us: u64,
     /// Σ proposed → committed, per entry, in µs.
     pub commit_us: u64,
