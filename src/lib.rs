@@ -14,6 +14,16 @@ pub mod maelstrom;
 pub mod pd_seam;
 pub mod playground;
 
+/// Every allocation of the `regatta` binary, its benches and its tests goes through
+/// jemalloc, RocksDB's C++ included (the `unprefixed_malloc_on_supported_platforms`
+/// feature makes jemalloc the process's `malloc`), as in TiKV. A write allocates and frees
+/// many small buffers on several threads (protobuf messages, write batches, memtable
+/// keys); glibc's malloc took ~12% of the CPU of puts over 64 regions, jemalloc ~3.5%
+/// (`docs/BENCHMARKS.md`, "jemalloc"). The `client` crate sets no allocator: an
+/// application that links it keeps its own.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Default PD address of the playground and of the client commands.
 pub const DEFAULT_PD: &str = "127.0.0.1:2379";
 
