@@ -143,25 +143,32 @@ pub struct StoreArgs {
     #[command(flatten)]
     gc: GcArgs,
     #[command(flatten)]
-    wal: WalArgs,
+    wal: EngineArgs,
 }
 
-/// The store's write-ahead log (`regatta store`).
+/// The store's engine: its write-ahead log and lock mirror (`regatta store`).
 #[derive(Args)]
-pub struct WalArgs {
+pub struct EngineArgs {
     /// MiB of WAL the store writes and syncs into each of two log files at every start,
     /// so that its synced writes overwrite blocks the log files already have (a cheaper
     /// `fdatasync`) from the first one on; 0 = none (the store's WAL files are reused
     /// once obsolete either way).
     #[arg(long, default_value_t = 64)]
     wal_prefill_mib: u16,
+    /// MiB of live transaction locks the store mirrors in memory, so that reading a lock
+    /// (nearly every step of a transaction) skips RocksDB; past this many the mirror
+    /// turns itself off until the store restarts (a warning says so), and locks are read
+    /// from RocksDB as before; 0 = no mirror
+    #[arg(long, default_value_t = 64)]
+    lock_mirror_mib: u16,
 }
 
-impl WalArgs {
+impl EngineArgs {
     /// The engine configuration these flags ask for.
     fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             wal_prefill_bytes: usize::from(self.wal_prefill_mib) << 20,
+            lock_mirror_bytes: usize::from(self.lock_mirror_mib) << 20,
             ..EngineConfig::default()
         }
     }
