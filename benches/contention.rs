@@ -15,7 +15,8 @@ const CLIENTS: usize = 32;
 const OPS_PER_CLIENT: usize = 2;
 
 fn contention(c: &mut Criterion) {
-    let pd = background_playground(1);
+    let playground = background_playground(1);
+    let pd = playground.pd_addr();
     let rt = clients_runtime().expect("runtime");
     let (client, txns) = rt.block_on(async {
         (

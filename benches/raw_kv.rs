@@ -15,7 +15,8 @@ const KEYS: usize = 10_000;
 const CONCURRENCY: usize = 64;
 
 fn raw_kv(c: &mut Criterion) {
-    let pd = background_playground(1);
+    let one_region = background_playground(1);
+    let pd = one_region.pd_addr();
     let rt = regatta::bench::clients_runtime().expect("runtime");
     let client = rt
         .block_on(Client::connect(&[pd]))
@@ -45,8 +46,11 @@ fn raw_kv(c: &mut Criterion) {
     concurrent_puts(&mut group, &rt, &client, "put/concurrent", &mut i);
 
     // The same puts over 64 regions: the keys' 2-byte prefixes cut them evenly over the
-    // playground's static regions, so 64 puts at stride 131 land in ~54 of them.
-    let pd = background_playground(64);
+    // playground's static regions, so 64 puts at stride 131 land in ~54 of them. The
+    // first cluster stops first, so that it takes none of the CPU.
+    drop(one_region);
+    let playground = background_playground(64);
+    let pd = playground.pd_addr();
     let client = rt
         .block_on(Client::connect(&[pd]))
         .expect("client connects");

@@ -11,7 +11,8 @@ use regatta_client::Client;
 const KEYS: usize = 10_000;
 
 fn read_strategies(c: &mut Criterion) {
-    let pd = background_playground(1);
+    let playground = background_playground(1);
+    let pd = playground.pd_addr();
     let rt = regatta::bench::clients_runtime().expect("runtime");
     let client = rt
         .block_on(Client::connect(&[pd.as_str()]))

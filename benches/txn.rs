@@ -13,7 +13,8 @@ const ACCOUNTS: usize = 10_000;
 const REGIONS: usize = 4;
 
 fn txn(c: &mut Criterion) {
-    let pd = background_playground(REGIONS);
+    let playground = background_playground(REGIONS);
+    let pd = playground.pd_addr();
     let rt = regatta::bench::clients_runtime().expect("runtime");
     let txns = rt
         .block_on(TxnClient::connect(&[pd]))

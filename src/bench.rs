@@ -413,12 +413,39 @@ pub fn busy_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option
     Some(b1.saturating_sub(b0) as f64 * 100.0 / total as f64)
 }
 
+/// A playground running on a thread of its own (see [`background_playground`]). Dropping
+/// it stops the cluster and removes its temporary directory.
+pub struct BackgroundPlayground {
+    pd: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundPlayground {
+    /// PD's address.
+    pub fn pd_addr(&self) -> String {
+        self.pd.clone()
+    }
+}
+
+impl Drop for BackgroundPlayground {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Starts a 3-store playground with `regions` regions on a thread of its own (with its
-/// actix system) that runs until the process exits; returns PD's address. For the
-/// criterion benches, whose clients run on a separate tokio runtime.
-pub fn background_playground(regions: usize) -> String {
+/// actix system, in a temporary directory), for the criterion benches, whose clients run
+/// on a separate tokio runtime. It runs until the returned guard is dropped.
+pub fn background_playground(regions: usize) -> BackgroundPlayground {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
         let dir = tempfile::tempdir().expect("temp dir");
         let cfg = crate::playground::PlaygroundConfig::local(3, regions, dir.path().to_path_buf());
         let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -427,10 +454,18 @@ pub fn background_playground(regions: usize) -> String {
                 .await
                 .expect("playground starts");
             tx.send(pg.pd_addr()).expect("bench waits for the address");
-            std::future::pending::<()>().await;
+            // A dropped guard (or a panicking bench) ends the wait too.
+            let _ = stopped.await;
+            pg.stop().await;
         });
+        drop(dir);
     });
-    rx.recv().expect("playground started")
+    let pd = rx.recv().expect("playground started");
+    BackgroundPlayground {
+        pd,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
 }
 
 /// Runs `work` against a cluster: the one whose PD is `pd`, else a 3-store playground with

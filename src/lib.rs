@@ -15,8 +15,9 @@ pub mod pd_seam;
 pub mod playground;
 
 /// Every allocation of the `regatta` binary, its benches and its tests goes through
-/// jemalloc, RocksDB's C++ included (the `unprefixed_malloc_on_supported_platforms`
-/// feature makes jemalloc the process's `malloc`), as in TiKV. A write allocates and frees
+/// jemalloc, as in TiKV; on Linux RocksDB's C++ too (the
+/// `unprefixed_malloc_on_supported_platforms` feature makes jemalloc the process's
+/// `malloc`). Anything that links this library gets it. A write allocates and frees
 /// many small buffers on several threads (protobuf messages, write batches, memtable
 /// keys); glibc's malloc took ~12% of the CPU of puts over 64 regions, jemalloc ~3.5%
 /// (`docs/BENCHMARKS.md`, "jemalloc"). The `client` crate sets no allocator: an

@@ -143,7 +143,7 @@ pub struct StoreArgs {
     #[command(flatten)]
     gc: GcArgs,
     #[command(flatten)]
-    wal: EngineArgs,
+    engine: EngineArgs,
 }
 
 /// The store's engine: its write-ahead log and lock mirror (`regatta store`).
@@ -155,10 +155,10 @@ pub struct EngineArgs {
     /// once obsolete either way).
     #[arg(long, default_value_t = 64)]
     wal_prefill_mib: u16,
-    /// MiB of live transaction locks the store mirrors in memory, so that reading a lock
-    /// (nearly every step of a transaction) skips RocksDB; past this many the mirror
-    /// turns itself off until the store restarts (a warning says so), and locks are read
-    /// from RocksDB as before; 0 = no mirror
+    /// MiB of live transaction locks (keys, values and ~128 bytes each) the store mirrors
+    /// in memory, so that reading a lock (nearly every step of a transaction) skips
+    /// RocksDB. Past this the mirror turns itself off, with a warning, and locks are read
+    /// from RocksDB until a start finds fewer; 0 = no mirror.
     #[arg(long, default_value_t = 64)]
     lock_mirror_mib: u16,
 }
@@ -262,7 +262,7 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
             data_dir: a.data_dir.clone(),
             config,
             txn,
-            engine: a.wal.engine_config(),
+            engine: a.engine.engine_config(),
         };
         let pd_client: Arc<dyn PdClient> = Arc::new(TcpPd::new(a.pd.clone())?);
         let store = Store::start(opts, pd_client, logger.clone())
