@@ -245,6 +245,10 @@ async fn three_stores_serve_linearizable_kv_with_at_most_once_writes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(read(&stores[l], "fresh").await.as_deref(), Some(&b"a"[..]));
+    // Stopped before the directory goes: a store still flushing would recreate files in it.
+    for s in stores {
+        s.stop().await;
+    }
 }
 
 #[actix_rt::test]
@@ -319,6 +323,10 @@ async fn follower_down_while_the_log_compacts_catches_up_by_snapshot() {
         )
         .unwrap();
     assert_eq!(session.unwrap().get_seq(), 120);
+    back.stop().await;
+    for s in all.into_iter().flatten() {
+        s.stop().await;
+    }
 }
 
 /// Waits (bounded) until `store` runs a replica of region 1.
