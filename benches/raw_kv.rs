@@ -48,6 +48,7 @@ fn raw_kv(c: &mut Criterion) {
     // The same puts over 64 regions: the keys' 2-byte prefixes cut them evenly over the
     // playground's static regions, so 64 puts at stride 131 land in ~54 of them. The
     // first cluster stops first, so that it takes none of the CPU.
+    drop(client);
     drop(one_region);
     let playground = background_playground(64);
     let pd = playground.pd_addr();

@@ -415,6 +415,7 @@ pub fn busy_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option
 
 /// A playground running on a thread of its own (see [`background_playground`]). Dropping
 /// it stops the cluster and removes its temporary directory.
+#[must_use = "dropping the guard stops the playground"]
 pub struct BackgroundPlayground {
     pd: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -446,7 +447,10 @@ pub fn background_playground(regions: usize) -> BackgroundPlayground {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("regatta-bench-")
+            .tempdir()
+            .expect("temp dir");
         let cfg = crate::playground::PlaygroundConfig::local(3, regions, dir.path().to_path_buf());
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         actix::System::new().block_on(async move {
