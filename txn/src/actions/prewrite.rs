@@ -2,9 +2,11 @@
 //!
 //! Prewrite puts a lock naming the primary on every key and stores large values in
 //! `default` at `key + start_ts`. It fails on a lock of another transaction
-//! ([`Error::KeyIsLocked`]) and on a write of another transaction committed at or after
+//! ([`Error::KeyIsLocked`]) and on a write of another transaction committed after
 //! `start_ts` ([`Error::WriteConflict`]; in a pessimistic transaction only after
-//! `for_update_ts`, as TiKV). It is idempotent: a key that already holds this
+//! `for_update_ts`, as TiKV). A write committed exactly at `start_ts` is no conflict: the
+//! transaction's snapshot holds it (an async-commit or 1PC commit ts can equal a ts the
+//! TSO hands out later, and no read at that ts was served before that commit). It is idempotent: a key that already holds this
 //! transaction's prewrite lock, or its commit record, is left alone; a key with its
 //! rollback record fails ([`Error::AlreadyRolledBack`]) — the protected rollback is what
 //! stops a late prewrite. A pessimistic prewrite turns the transaction's own pessimistic
@@ -182,9 +184,15 @@ fn check<S: Snapshot>(
         });
     }
     if let Some((commit_ts, conflict_start_ts)) = since.newest_other {
-        // `newest_other` is committed at or after start_ts; a pessimistic transaction read
-        // at for_update_ts, so only commits after it conflict.
-        if req.for_update_ts == 0 || commit_ts > req.for_update_ts {
+        // `newest_other` is committed at or after start_ts. The transaction read at
+        // start_ts (a pessimistic one at for_update_ts), and a write committed at that ts
+        // is in its snapshot: only later commits conflict.
+        let read_ts = if req.for_update_ts == 0 {
+            req.start_ts
+        } else {
+            req.for_update_ts
+        };
+        if commit_ts > read_ts {
             return Err(Error::WriteConflict {
                 key: m.key.clone(),
                 start_ts: req.start_ts,

@@ -59,10 +59,10 @@ fn prewrite_meets_another_txns_lock<E: Fresh>() {
     );
 }
 
-fn prewrite_meets_a_write_committed_at_or_after_its_start_ts<E: Fresh>() {
+fn prewrite_meets_a_write_committed_after_its_start_ts<E: Fresh>() {
     let env = Env::<E>::new();
     env.committed(vec![Mutation::put(b"k".to_vec(), b"a".to_vec())], 10, 20);
-    for start_ts in [15, 20] {
+    for start_ts in [15, 19] {
         match env.prewrite(vec![Mutation::put(b"k".to_vec(), b"b".to_vec())], start_ts) {
             Err(e @ Error::WriteConflict { .. }) => {
                 assert!(e.is_retryable());
@@ -86,6 +86,22 @@ fn prewrite_meets_a_write_committed_at_or_after_its_start_ts<E: Fresh>() {
     assert!(env.lock(b"k").is_none());
     env.prewrite(vec![Mutation::put(b"k".to_vec(), b"c".to_vec())], 21)
         .expect("an older write is no conflict");
+}
+
+/// An async-commit or 1PC commit ts is computed, not drawn from the TSO, so a later
+/// transaction may start at exactly that ts; its snapshot holds the write (TiKV's rule too).
+fn a_write_committed_at_its_start_ts_is_no_conflict<E: Fresh>() {
+    let env = Env::<E>::new();
+    env.committed(vec![Mutation::put(b"k".to_vec(), b"a".to_vec())], 10, 20);
+    env.prewrite(vec![Mutation::put(b"k".to_vec(), b"b".to_vec())], 20)
+        .expect("a write committed at start_ts is in the snapshot");
+    env.commit(&[b"k"], 20, 25).unwrap();
+    assert_eq!(env.get(b"k", 30).unwrap(), Some(b"b".to_vec()));
+    assert_eq!(
+        env.get(b"k", 20).unwrap(),
+        Some(b"a".to_vec()),
+        "the earlier write stays at 20"
+    );
 }
 
 fn another_txns_rollback_record_is_no_conflict<E: Fresh>() {
@@ -321,7 +337,8 @@ fn a_one_pc_retry_over_its_own_prewrite_answers_prewritten<E: Fresh>() {
 on_both!(
     a_one_pc_retry_over_its_own_prewrite_answers_prewritten,
     prewrite_meets_another_txns_lock,
-    prewrite_meets_a_write_committed_at_or_after_its_start_ts,
+    prewrite_meets_a_write_committed_after_its_start_ts,
+    a_write_committed_at_its_start_ts_is_no_conflict,
     a_late_prewrite_after_rollback_cannot_land,
     one_pc_writes_commit_records_directly,
 );
