@@ -124,8 +124,11 @@ fn commit_lock<S: Snapshot>(
 
 /// Leaves the rollback record of transaction `start_ts` on `key` (at `key + start_ts`).
 /// If another transaction's commit record holds that slot, a protected rollback marks it
-/// `overlapped_rollback` and an unprotected one is dropped (the commit record there already
-/// stops a late prewrite: its commit ts is not below our start ts).
+/// `overlapped_rollback` and an unprotected one is dropped, as in TiKV. A late prewrite of
+/// the transaction on this key may then land again (a commit at exactly its start ts is no
+/// write conflict): an orphan lock that nothing can commit, since an unprotected rollback
+/// is a secondary's and the transaction's fate is its primary's protected record, and that
+/// resolvers roll back again.
 fn put_rollback<S: Snapshot>(
     reader: &MvccReader<'_, S>,
     wb: &mut impl WriteBatch,

@@ -1,7 +1,9 @@
 //! Rollback and cleanup: undo a transaction on some keys so it can never commit there.
 //!
-//! Each key ends with the transaction's rollback record at `key + start_ts` and without
-//! its lock or large value. The record is protected where the lock was the primary, the
+//! Each key ends with the transaction's rollback record at `key + start_ts` (or, where
+//! another transaction committed at that very ts, the record's `overlapped_rollback` flag;
+//! an unprotected one is then dropped: `actions::put_rollback`) and without its lock or
+//! large value. The record is protected where the lock was the primary, the
 //! transaction pessimistic, or no lock was there at all — in that last case a prewrite may
 //! still be in flight, and the record is what makes it fail ([`Error::AlreadyRolledBack`]
 //! in prewrite), Percolator's "write a rollback so a late prewrite cannot land".

@@ -3,11 +3,12 @@
 //! hides older versions; `Lock` and `Rollback` change no data and readers skip them.
 //!
 //! A `Rollback` sits at `key + start_ts` of the rolled-back transaction, so a late prewrite
-//! of it meets a write at `commit_ts >= start_ts` and fails. When that slot already holds
-//! another transaction's commit record (async commit / 1PC can pick a commit ts equal to a
-//! start ts), the rollback is recorded as the `overlapped_rollback` flag of that record
-//! instead — if it is `protected` (TiKV's overlapped rollback); an unprotected one is
-//! dropped, because the commit record there already stops a late prewrite.
+//! of it finds its own rollback and fails. When that slot already holds another
+//! transaction's commit record (async commit / 1PC can pick a commit ts equal to a start
+//! ts), the rollback is recorded as the `overlapped_rollback` flag of that record instead —
+//! if it is `protected` (TiKV's overlapped rollback); an unprotected one (a secondary's) is
+//! dropped, as in TiKV, and a late prewrite there leaves an orphan lock that resolvers roll
+//! back (see `actions::put_rollback`).
 //!
 //! Layout (tag `W`): `W kind flags start_ts [short_value]`, flags bit 0 = short value,
 //! bit 1 = protected rollback, bit 2 = overlapped rollback.

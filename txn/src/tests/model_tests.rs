@@ -138,7 +138,8 @@ impl<E: Fresh> Sim<E> {
 
     /// Records transaction `i` as committed at `commit_ts`, after checking first-committer-
     /// wins: no other commit on its keys after it read (start_ts; a pessimistic
-    /// transaction reads at its final for_update_ts), else an update was lost.
+    /// transaction reads at its final for_update_ts; a commit at exactly that ts is in its
+    /// snapshot), else an update was lost.
     fn record_commit(&mut self, i: usize, commit_ts: u64) {
         self.txns[i].state = State::Committed;
         let t = &self.txns[i];
@@ -149,7 +150,7 @@ impl<E: Fresh> Sim<E> {
         for m in &t.muts {
             if let Some((&last, _)) = self.committed.get(&m.key).and_then(|v| v.last_key_value()) {
                 assert!(
-                    last < read_ts,
+                    last <= read_ts,
                     "seed {} step {}: lost update on {:?}: {:?} txn read at {read_ts}, another committed at {last}",
                     self.seed,
                     self.step,
