@@ -7,8 +7,12 @@ use std::time::Duration;
 pub struct SimConfig {
     /// The seed: the run is a function of it (and of the rest of this config).
     pub seed: u64,
-    /// Stores, each with a replica of the one region (3).
+    /// Stores, each with a replica of every region (3).
     pub stores: usize,
+    /// Regions the workload's keys are cut into, in key order (2: a transfer between
+    /// accounts of two regions is prewritten and committed region by region, with
+    /// async commit across them); at most one per key.
+    pub regions: usize,
     /// Concurrent clients (3).
     pub clients: usize,
     /// Operations each client runs (12).
@@ -32,6 +36,7 @@ impl SimConfig {
         SimConfig {
             seed,
             stores: 3,
+            regions: 2,
             clients: 3,
             ops_per_client: 12,
             workload: Workload::Kv,
@@ -87,4 +92,9 @@ pub struct SimReport {
     /// Writes that took effect and were acknowledged: puts (KV), committed transfers
     /// (bank).
     pub committed: usize,
+    /// Bank transfers that committed with their two accounts in two regions.
+    pub cross_region_commits: usize,
+    /// Locks of async-commit transactions whose fate a bank client decided from their
+    /// secondaries (`check_secondary_locks`).
+    pub secondary_checks: usize,
 }

@@ -4,7 +4,7 @@
 //! ([`crate::check::linearizability`]).
 
 use crate::check::linearizability::{Event, Op};
-use crate::world::{region, retryable, World, REGION};
+use crate::world::{retryable, World};
 use rand::Rng;
 use regatta_proto::kvrpcpb::{GetRequest, KvRequest, KvResponse, PutRequest, ReadConsistency};
 use std::time::{Duration, Instant};
@@ -34,6 +34,11 @@ pub(crate) struct Client {
     pub(crate) pending: Option<Pending>,
 }
 
+/// The KV workload's key `i`.
+pub(crate) fn key(i: usize) -> Vec<u8> {
+    format!("k{i}").into_bytes()
+}
+
 impl World {
     /// An idle client invokes its next operation at a random store.
     pub(crate) fn kv_invoke(&mut self) {
@@ -44,7 +49,7 @@ impl World {
             })
             .collect();
         let c = idle[self.rng.gen_range(0..idle.len())];
-        let key = format!("k{}", self.rng.gen_range(0..self.cfg.keys)).into_bytes();
+        let key = key(self.rng.gen_range(0..self.cfg.keys));
         let kind = if self.rng.gen_bool(0.5) {
             let client = &self.clients[c];
             Kind::Put(format!("c{}-{}", client.id, client.seq + 1).into_bytes())
@@ -87,13 +92,17 @@ impl World {
     /// session's seq, so a retry is applied at most once).
     fn kv_send(&mut self, c: usize) {
         let client_id = self.clients[c].id;
+        let Some(key) = self.clients[c].pending.as_ref().map(|p| p.key.clone()) else {
+            return;
+        };
+        let r = self.region_of(&key);
+        let mut req = KvRequest::new();
+        req.mut_context().set_region_id(self.regions[r].get_id());
+        req.mut_context()
+            .set_region_epoch(self.regions[r].get_region_epoch().clone());
         let Some(p) = self.clients[c].pending.as_mut() else {
             return;
         };
-        let mut req = KvRequest::new();
-        req.mut_context().set_region_id(REGION);
-        req.mut_context()
-            .set_region_epoch(region(self.cfg.stores).get_region_epoch().clone());
         match &p.kind {
             Kind::Put(v) => {
                 req.mut_context().set_client_id(client_id);
@@ -112,7 +121,7 @@ impl World {
         }
         let (tx, rx) = oneshot::channel();
         p.rx = Some(rx);
-        match self.nodes[p.target].peer.as_mut() {
+        match self.nodes[p.target].peers.get_mut(r) {
             Some(peer) => peer.on_kv(req, tx),
             None => drop(tx), // a down store: the client sees the connection fail
         }

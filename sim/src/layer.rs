@@ -16,11 +16,12 @@ use std::task::{Context, Poll, Waker};
 type Task = BoxFuture<'static, ()>;
 
 /// Off-turn work waiting for the scheduler, tagged with the store (index) and the
-/// incarnation of the replica that queued it: a crash drops its incarnation's work.
+/// incarnation of the replicas that queued it (a crash drops its incarnation's work);
+/// a note also names the region (index) of the replica it goes back to.
 #[derive(Default)]
 pub(crate) struct Offturn {
     tasks: Vec<(usize, u64, Task)>,
-    notes: VecDeque<(usize, u64, Note)>,
+    notes: VecDeque<(usize, usize, u64, Note)>,
 }
 
 /// The queue every store's mailbox feeds.
@@ -35,7 +36,7 @@ fn lock(q: &OffturnQueue) -> std::sync::MutexGuard<'_, Offturn> {
 pub(crate) fn forget(q: &OffturnQueue, store: usize) {
     let mut o = lock(q);
     o.tasks.retain(|(s, _, _)| *s != store);
-    o.notes.retain(|(s, _, _)| *s != store);
+    o.notes.retain(|(s, _, _, _)| *s != store);
 }
 
 /// Polls every queued task once, in queue order (tasks queued meanwhile wait for the
@@ -57,8 +58,8 @@ pub(crate) fn run_tasks(q: &OffturnQueue) -> usize {
     finished
 }
 
-/// The oldest queued note, with its store and incarnation.
-pub(crate) fn next_note(q: &OffturnQueue) -> Option<(usize, u64, Note)> {
+/// The oldest queued note, with its store, region and incarnation.
+pub(crate) fn next_note(q: &OffturnQueue) -> Option<(usize, usize, u64, Note)> {
     lock(q).notes.pop_front()
 }
 
@@ -71,6 +72,7 @@ pub(crate) fn pending(q: &OffturnQueue) -> (bool, bool) {
 /// A replica's mailbox: what it spawns or notifies goes on the queue.
 pub(crate) struct SimMailbox {
     pub(crate) store: usize,
+    pub(crate) region: usize,
     pub(crate) incarnation: u64,
     pub(crate) queue: OffturnQueue,
 }
@@ -85,7 +87,7 @@ impl PeerMailbox for SimMailbox {
     fn notify(&self, note: Note) {
         lock(&self.queue)
             .notes
-            .push_back((self.store, self.incarnation, note));
+            .push_back((self.store, self.region, self.incarnation, note));
     }
 }
 

@@ -6,7 +6,8 @@
 //! network partitions and heals, and when each client sends its next operation. A run is
 //! a function of its seed: the same seed gives the same trace and the same trace hash.
 //!
-//! Each store runs the real raftstore with the real transactional layer behind its seam;
+//! Each store runs a real raftstore replica of every region (static key ranges, two by
+//! default) with the real transactional layer behind its seam;
 //! PD is in memory with a timestamp oracle on the manual clock, and the work replicas do
 //! off their turn (a TSO fetch after an election, notes to themselves) is queued for the
 //! scheduler. Messages draw a delay when sent (mostly none, now and then longer than an
@@ -14,8 +15,9 @@
 //!
 //! Two workloads ([`Workload`]), checked with [`check`]: the linearizable KV workload
 //! records a history of puts and reads and checks it is linearizable; the bank moves money
-//! between accounts in Percolator transactions (1PC and 2PC, resolving the locks of
-//! clients that gave up), audits the total, and checks the history for snapshot isolation.
+//! between accounts in Percolator transactions (1PC within a region, 2PC and async commit
+//! across regions, resolving the locks of clients that gave up), audits the total, and
+//! checks the history for snapshot isolation.
 //!
 //! ```no_run
 //! let report = regatta_sim::run(&regatta_sim::SimConfig::with_seed(7));

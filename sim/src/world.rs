@@ -2,14 +2,15 @@
 //! that drives them (see the crate doc).
 //!
 //! What a store is here: one in-memory engine that knows what a power loss would leave
-//! (`MemEngine::with_power_loss`) and the replica of the region it hosts, a [`Peer`]
-//! running the transactional layer (as a store's replicas do; see `layer.rs`) whose
-//! effects the scheduler carries out. A log write is held until the scheduler completes
-//! it (in order per store, as the LogWriter does) or fails it; a crash drops the replica
-//! and the writes not yet completed — a process crash: what reached the engine survives,
-//! as it would in the OS page cache — or, now and then, a power loss that also drops a
-//! suffix of the engine's unsynced writes; a restart opens the replica again from the
-//! engine.
+//! (`MemEngine::with_power_loss`) and a replica of each region (`SimConfig::regions`,
+//! static: the workload's keys cut into ranges), each a [`Peer`] running the store's one
+//! transactional layer (as a store's replicas do; see `layer.rs`) whose effects the
+//! scheduler carries out. A log write is held until the scheduler completes it (in order
+//! per store, whatever its region, as the one LogWriter does) or fails it; a crash drops
+//! the store's replicas and the writes not yet completed — a process crash: what reached
+//! the engine survives, as it would in the OS page cache — or, now and then, a power loss
+//! that also drops a suffix of the engine's unsynced writes; a restart opens the replicas
+//! again from the engine.
 //!
 //! Determinism: the only randomness is the scheduler's RNG; replicas read the shared
 //! manual clock; raft-rs's election timeout is fixed (`max_election_ticks`) and the
@@ -37,8 +38,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The one region's id.
-pub(crate) const REGION: u64 = 1;
 /// Decisions kept for the report's trace (the last ones).
 const TRACE_KEPT: usize = 5_000;
 
@@ -72,14 +71,27 @@ pub fn shrink(cfg: &SimConfig) -> (SimConfig, SimReport) {
     best
 }
 
+/// A log write waiting for its store's group commit: the region (index) whose replica
+/// submitted it, the write, its ready number and last index, and the messages that leave
+/// once it is durable.
+type PendingWrite = (usize, LogWrite<MemWriteBatch>, u64, u64, Vec<RaftMessage>);
+
 pub(crate) struct Node {
     store_id: u64,
     engine: MemEngine,
-    pub(crate) peer: Option<Peer<MemEngine>>,
+    /// The store's replicas, region index `r` (region id `r + 1`) at `r`; empty while
+    /// the store is down.
+    pub(crate) peers: Vec<Peer<MemEngine>>,
     /// Log writes not yet completed, in submission order.
-    writes: VecDeque<(LogWrite<MemWriteBatch>, u64, u64, Vec<RaftMessage>)>,
-    /// Times this store was started (its replica's incarnation).
+    writes: VecDeque<PendingWrite>,
+    /// Times this store was started (its replicas' incarnation).
     starts: u64,
+}
+
+impl Node {
+    pub(crate) fn is_down(&self) -> bool {
+        self.peers.is_empty()
+    }
 }
 
 pub(crate) struct World {
@@ -89,6 +101,8 @@ pub(crate) struct World {
     clock: Arc<ManualClock>,
     started: Instant,
     pub(crate) nodes: Vec<Node>,
+    /// The regions, in key order: region index `r` has id `r + 1`.
+    pub(crate) regions: Vec<Region>,
     /// The cluster's timestamp oracle (PD's, which clients ask too).
     pub(crate) tso: Tso,
     pd: Arc<dyn PdClient>,
@@ -126,9 +140,33 @@ pub(crate) fn retryable(e: &regatta_proto::kvrpcpb::Error) -> bool {
         || e.has_store_poisoned()
 }
 
-/// The one region, with a replica on each of `stores` stores.
-pub(crate) fn region(stores: usize) -> Region {
-    regatta_engine::initial_region(REGION, (1..=stores as u64).map(|s| (100 + s, s)))
+/// The regions of `cfg`: its workload's keys cut into `cfg.regions` ranges of about as
+/// many keys each (at most one region per key), in key order. Region `r` (index) has id
+/// `r + 1` and a replica on every store, peer id `100 × id + store id`.
+pub(crate) fn regions(cfg: &SimConfig) -> Vec<Region> {
+    let mut keys: Vec<Vec<u8>> = match cfg.workload {
+        Workload::Kv => (0..cfg.keys).map(crate::kv::key).collect(),
+        Workload::Bank => (0..Bank::accounts(cfg.keys))
+            .map(crate::bank::account)
+            .collect(),
+    };
+    keys.sort();
+    let n = cfg.regions.clamp(1, keys.len().max(1));
+    let cuts: Vec<Vec<u8>> = (1..n).map(|i| keys[i * keys.len() / n].clone()).collect();
+    (0..n)
+        .map(|r| {
+            let id = r as u64 + 1;
+            let peers = (1..=cfg.stores as u64).map(|s| (100 * id + s, s));
+            let mut region = regatta_engine::initial_region(id, peers);
+            if r > 0 {
+                region.set_start_key(cuts[r - 1].clone());
+            }
+            if r + 1 < n {
+                region.set_end_key(cuts[r].clone());
+            }
+            region
+        })
+        .collect()
 }
 
 impl World {
@@ -143,14 +181,17 @@ impl World {
             ..StoreConfig::default()
         };
         let clock = Arc::new(ManualClock::new());
+        let regions = regions(cfg);
         let nodes = (1..=cfg.stores as u64)
             .map(|store_id| {
                 let engine = MemEngine::with_power_loss();
-                bootstrap_region(&engine, &region(cfg.stores)).expect("bootstrapping");
+                for region in &regions {
+                    bootstrap_region(&engine, region).expect("bootstrapping");
+                }
                 Node {
                     store_id,
                     engine,
-                    peer: None,
+                    peers: Vec::new(),
                     writes: VecDeque::new(),
                     starts: 0,
                 }
@@ -185,6 +226,7 @@ impl World {
             clock,
             started,
             nodes,
+            regions,
             wire: Vec::new(),
             isolated: HashSet::new(),
             clients,
@@ -224,12 +266,11 @@ impl World {
         }
     }
 
+    /// Starts store `i`: a replica of every region from its engine, all sharing the
+    /// store's transactional layer, metrics and read registry (as a store's do).
     fn start(&mut self, i: usize) {
         self.nodes[i].starts += 1;
         let (store_id, starts) = (self.nodes[i].store_id, self.nodes[i].starts);
-        let storage = PeerStorage::open(self.nodes[i].engine.clone(), REGION, 1 << 20)
-            .expect("reading a store's replica")
-            .expect("the region is bootstrapped");
         let coprocessor = layer::txn_layer(
             self.pd.clone(),
             &self.gc_worker,
@@ -238,26 +279,51 @@ impl World {
             &self.offturn,
             &self.logger,
         );
-        let ctx = PeerContext {
-            cfg: self.store_cfg.clone(),
-            metrics: Arc::new(StoreMetrics::default()),
-            coprocessor,
-            store_id,
-            reads: ReadRegistry::default(),
-            split_keys: Arc::new(AtomicU64::new(self.store_cfg.region_split_keys)),
-            lease_ms: Arc::new(AtomicU64::new(self.store_cfg.lease_ms)),
-            clock: self.clock.clone() as Arc<dyn Clock>,
-            seed: self.cfg.seed ^ (store_id << 48) ^ starts,
-            logger: self.logger.clone(),
-        };
-        let mut peer = Peer::new(storage, 100 + store_id, ctx).expect("starting a replica");
-        peer.set_mailbox(Arc::new(SimMailbox {
-            store: i,
-            incarnation: starts,
-            queue: self.offturn.clone(),
-        }));
-        peer.on_started();
-        self.nodes[i].peer = Some(peer);
+        let metrics = Arc::new(StoreMetrics::default());
+        let reads = ReadRegistry::default();
+        for r in 0..self.regions.len() {
+            let rid = r as u64 + 1;
+            let storage = PeerStorage::open(self.nodes[i].engine.clone(), rid, 1 << 20)
+                .expect("reading a store's replica")
+                .expect("the region is bootstrapped");
+            let ctx = PeerContext {
+                cfg: self.store_cfg.clone(),
+                metrics: metrics.clone(),
+                coprocessor: coprocessor.clone(),
+                store_id,
+                reads: reads.clone(),
+                split_keys: Arc::new(AtomicU64::new(self.store_cfg.region_split_keys)),
+                lease_ms: Arc::new(AtomicU64::new(self.store_cfg.lease_ms)),
+                clock: self.clock.clone() as Arc<dyn Clock>,
+                seed: self.cfg.seed ^ (store_id << 48) ^ ((rid - 1) << 40) ^ starts,
+                logger: self.logger.clone(),
+            };
+            let mut peer =
+                Peer::new(storage, 100 * rid + store_id, ctx).expect("starting a replica");
+            peer.set_mailbox(Arc::new(SimMailbox {
+                store: i,
+                region: r,
+                incarnation: starts,
+                queue: self.offturn.clone(),
+            }));
+            peer.on_started();
+            self.nodes[i].peers.push(peer);
+        }
+    }
+
+    /// The index of the region holding `key`.
+    pub(crate) fn region_of(&self, key: &[u8]) -> usize {
+        self.regions
+            .iter()
+            .position(|r| {
+                key >= r.get_start_key() && (r.get_end_key().is_empty() || key < r.get_end_key())
+            })
+            .expect("the regions cover every key")
+    }
+
+    /// Store `i`'s replica of region `r`, unless the store is down.
+    pub(crate) fn peer(&mut self, i: usize, r: usize) -> Option<&mut Peer<MemEngine>> {
+        self.nodes[i].peers.get_mut(r)
     }
 
     /// Records something that must not happen; the run fails with it.
@@ -289,23 +355,27 @@ impl World {
         // SIM_DUMP=1: the trace also shows each replica's (term, leader) as it changes
         // and, at the end, each replica's log and what is in flight (for debugging).
         let dump = std::env::var_os("SIM_DUMP").is_some();
-        let mut views = vec![None; self.nodes.len()];
+        let mut views = vec![None; self.nodes.len() * self.regions.len()];
         while self.steps < self.cfg.max_steps {
             self.steps += 1;
             if dump {
+                let regions = self.regions.len();
                 let now: Vec<_> = self
                     .nodes
                     .iter()
-                    .map(|n| {
-                        n.peer
-                            .as_ref()
-                            .map(|p| (p.status().term, p.status().leader_id))
+                    .flat_map(|n| {
+                        (0..regions).map(|r| {
+                            n.peers
+                                .get(r)
+                                .map(|p| (p.status().term, p.status().leader_id))
+                        })
                     })
                     .collect();
-                for (i, view) in now.into_iter().enumerate() {
-                    if view != views[i] {
-                        views[i] = view;
-                        self.keep(format!("view s{}: {view:?}", i + 1));
+                for (k, view) in now.into_iter().enumerate() {
+                    if view != views[k] {
+                        views[k] = view;
+                        let (i, r) = (k / regions, k % regions);
+                        self.keep(format!("view s{} r{}: {view:?}", i + 1, r + 1));
                     }
                 }
             }
@@ -323,12 +393,14 @@ impl World {
             self.step();
         }
         if std::env::var_os("SIM_DUMP").is_some() {
-            for i in 0..self.nodes.len() {
-                let st = self.nodes[i].peer.as_ref().map(|p| p.status());
+            for k in 0..self.nodes.len() * self.regions.len() {
+                let (i, r) = (k / self.regions.len(), k % self.regions.len());
+                let st = self.nodes[i].peers.get(r).map(|p| p.status());
                 let line = match st {
                     Some(s) => format!(
-                        "s{}: leader {} term {} commit {} applied {} last {} lease {}",
+                        "s{} r{}: leader {} term {} commit {} applied {} last {} lease {}",
                         i + 1,
+                        r + 1,
                         s.leader_id,
                         s.term,
                         s.commit_index,
@@ -400,6 +472,8 @@ impl World {
             trace: self.trace.into_iter().collect(),
             faults: self.faults,
             committed,
+            cross_region_commits: self.bank.as_ref().map_or(0, |b| b.cross_region_commits),
+            secondary_checks: self.bank.as_ref().map_or(0, |b| b.secondary_checks),
         }
     }
 
@@ -415,8 +489,9 @@ impl World {
     /// Every live replica ends its turn; its effects go on the wire or into its store's
     /// queue of writes.
     fn drain_effects(&mut self) -> Result<(), String> {
-        for i in 0..self.nodes.len() {
-            let Some(peer) = self.nodes[i].peer.as_mut() else {
+        for k in 0..self.nodes.len() * self.regions.len() {
+            let (i, r) = (k / self.regions.len(), k % self.regions.len());
+            let Some(peer) = self.peer(i, r) else {
                 continue;
             };
             peer.flush();
@@ -432,24 +507,27 @@ impl World {
                         ready_number,
                         last_index,
                         then_send,
-                    } => {
-                        self.nodes[i]
-                            .writes
-                            .push_back((write, ready_number, last_index, then_send))
-                    }
+                    } => self.nodes[i].writes.push_back((
+                        r,
+                        write,
+                        ready_number,
+                        last_index,
+                        then_send,
+                    )),
                     Effect::PoisonStore(reason) => {
                         return Err(format!("store {} poisoned itself: {reason}", i + 1));
                     }
-                    // One region, no PD: nothing to report or start; a split check or
-                    // an id request is answered at once as refused (splits are off here).
+                    // Static regions, no PD: nothing to report or start; a split check
+                    // or an id request is answered at once as refused (splits are off
+                    // here).
                     Effect::ReportRegion(_) | Effect::StartRegion(_) => {}
                     Effect::CheckSplit(task) => {
-                        if let Some(peer) = self.nodes[i].peer.as_mut() {
+                        if let Some(peer) = self.peer(i, r) {
                             peer.on_split_step(task.refused());
                         }
                     }
                     Effect::AllocSplitIds { tx, .. } => {
-                        if let Some(peer) = self.nodes[i].peer.as_mut() {
+                        if let Some(peer) = self.peer(i, r) {
                             peer.on_split_step(SplitStep::Failed {
                                 reason: "no PD in the simulator".into(),
                                 tx,
@@ -472,11 +550,11 @@ impl World {
         if calm && !self.isolated.is_empty() {
             return self.partition_or_heal();
         }
-        if calm && self.nodes.iter().any(|n| n.peer.is_none()) {
+        if calm && self.nodes.iter().any(Node::is_down) {
             return self.restart_down();
         }
         if self.cfg.faults && !calm {
-            let down = self.nodes.iter().any(|n| n.peer.is_none());
+            let down = self.nodes.iter().any(Node::is_down);
             if down && self.rng.gen_ratio(1, 40) {
                 return self.restart_down();
             }
@@ -553,9 +631,9 @@ impl World {
         let finished = layer::run_tasks(&self.offturn);
         let note = layer::next_note(&self.offturn);
         let delivered = note.is_some();
-        if let Some((i, incarnation, note)) = note {
+        if let Some((i, r, incarnation, note)) = note {
             if self.nodes[i].starts == incarnation {
-                if let Some(peer) = self.nodes[i].peer.as_mut() {
+                if let Some(peer) = self.peer(i, r) {
                     peer.on_observer_message(note);
                 }
             }
@@ -577,7 +655,7 @@ impl World {
         let from = m.get_from_peer().get_store_id() as usize - 1;
         let fate = self.rng.gen_range(0..100u32);
         let cut = self.isolated.contains(&to) != self.isolated.contains(&from);
-        if fate < 3 || cut || self.nodes[to].peer.is_none() {
+        if fate < 3 || cut || self.nodes[to].is_down() {
             self.note(format!("drop {}->{}", from + 1, to + 1));
             return;
         }
@@ -587,8 +665,12 @@ impl World {
         }
         let bytes = protobuf::Message::write_to_bytes(&m).unwrap_or_default();
         self.mix(&bytes);
-        self.note(format!("deliver {}->{}", from + 1, to + 1));
-        if let Some(peer) = self.nodes[to].peer.as_mut() {
+        let r = m.get_region_id() as usize - 1;
+        self.note(match self.regions.len() {
+            1 => format!("deliver {}->{}", from + 1, to + 1),
+            _ => format!("deliver {}->{} r{}", from + 1, to + 1, r + 1),
+        });
+        if let Some(peer) = self.peer(to, r) {
             peer.on_raft_message(m);
         }
     }
@@ -603,7 +685,7 @@ impl World {
         let batch = self.rng.gen_range(1..=self.nodes[i].writes.len());
         self.note(format!("persist s{} {batch} writes", i + 1));
         for _ in 0..batch {
-            let Some((mut write, ready_number, last_index, then_send)) =
+            let Some((r, mut write, ready_number, last_index, then_send)) =
                 self.nodes[i].writes.pop_front()
             else {
                 return;
@@ -629,7 +711,7 @@ impl World {
                     self.wire.push((due, to, m));
                 }
             }
-            if let Some(peer) = self.nodes[i].peer.as_mut() {
+            if let Some(peer) = self.peer(i, r) {
                 peer.on_persisted(Persisted {
                     ready_number,
                     last_index,
@@ -639,16 +721,17 @@ impl World {
         }
     }
 
-    /// A store's disk fails its oldest write: the replica stops (it fences itself), and
-    /// the store goes down as a poisoned store would; it restarts later.
+    /// A store's disk fails its oldest write: the replica that submitted it stops (it
+    /// fences itself), and the store goes down as a poisoned store would; it restarts
+    /// later.
     fn fail_write(&mut self) {
         let with: Vec<usize> = (0..self.nodes.len())
             .filter(|i| !self.nodes[*i].writes.is_empty())
             .collect();
         let i = with[self.rng.gen_range(0..with.len())];
-        if let Some((_, ready_number, last_index, _)) = self.nodes[i].writes.pop_front() {
+        if let Some((r, _, ready_number, last_index, _)) = self.nodes[i].writes.pop_front() {
             self.note(format!("fail write s{} ready {ready_number}", i + 1));
-            if let Some(peer) = self.nodes[i].peer.as_mut() {
+            if let Some(peer) = self.peer(i, r) {
                 peer.on_persisted(Persisted {
                     ready_number,
                     last_index,
@@ -659,7 +742,7 @@ impl World {
         }
     }
 
-    /// A store crashes: its replica, its writes not yet completed and its queued
+    /// A store crashes: its replicas, its writes not yet completed and its queued
     /// off-turn work are lost. One crash in three is a power loss: the engine also loses
     /// a suffix of its writes since the last sync (apply's writes are not synced).
     fn crash(&mut self, i: usize) {
@@ -674,14 +757,14 @@ impl World {
             ));
         }
         self.note(format!("crash s{}", i + 1));
-        self.nodes[i].peer = None;
+        self.nodes[i].peers.clear();
         self.nodes[i].writes.clear();
         layer::forget(&self.offturn, i);
     }
 
     /// Restarts the store that is down (faults take down one store at a time).
     fn restart_down(&mut self) {
-        if let Some(i) = (0..self.nodes.len()).find(|i| self.nodes[*i].peer.is_none()) {
+        if let Some(i) = (0..self.nodes.len()).find(|i| self.nodes[*i].is_down()) {
             self.note(format!("restart s{}", i + 1));
             self.start(i);
         }
@@ -705,12 +788,16 @@ impl World {
     fn tick(&mut self) {
         self.clock.advance(self.store_cfg.tick_interval());
         let mut skipped = Vec::new();
-        for i in 0..self.nodes.len() {
+        for k in 0..self.nodes.len() * self.regions.len() {
+            let (i, r) = (k / self.regions.len(), k % self.regions.len());
             if self.rng.gen_range(0..10u32) == 0 {
-                skipped.push(i + 1);
+                skipped.push(match self.regions.len() {
+                    1 => format!("s{}", i + 1),
+                    _ => format!("s{} r{}", i + 1, r + 1),
+                });
                 continue;
             }
-            if let Some(peer) = self.nodes[i].peer.as_mut() {
+            if let Some(peer) = self.peer(i, r) {
                 peer.tick();
             }
         }

@@ -29,6 +29,11 @@ pub struct SimArgs {
     /// Clients in each run.
     #[arg(long, default_value_t = 3)]
     clients: usize,
+    /// Regions the workload's keys are cut into (static, in key order; at most one per
+    /// key): with 2 or more a transfer may span regions and commit by async commit
+    /// across them.
+    #[arg(long, default_value_t = 2)]
+    regions: usize,
     /// No crashes, restarts, partitions or failed writes (delays, reorders, drops and
     /// duplicates stay).
     #[arg(long)]
@@ -61,6 +66,7 @@ impl SimArgs {
                 SimConfig {
                     ops_per_client: self.ops.unwrap_or(base.ops_per_client),
                     clients: self.clients,
+                    regions: self.regions,
                     faults: !self.no_faults,
                     ..base
                 }
@@ -79,8 +85,8 @@ fn workload_name(w: Workload) -> &'static str {
 /// Runs the seeds; exit code 1 when one fails.
 pub fn sim(a: SimArgs) -> Result<ExitCode> {
     anyhow::ensure!(
-        a.ops != Some(0) && a.clients > 0,
-        "--ops and --clients must be positive"
+        a.ops != Some(0) && a.clients > 0 && a.regions > 0,
+        "--ops, --clients and --regions must be positive"
     );
     if let Some(seed) = a.seed {
         let mut failed = false;
@@ -114,6 +120,7 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     let (mut ops, mut completed) = (0usize, 0usize);
+    let (mut cross, mut checks) = (0usize, 0usize);
     let end = a.start.checked_add(a.seeds).ok_or_else(|| {
         anyhow::anyhow!(
             "--start {} plus --seeds {} passes the last seed",
@@ -126,6 +133,8 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
             let r = run(&cfg);
             ops += r.ops;
             completed += r.completed;
+            cross += r.cross_region_commits;
+            checks += r.secondary_checks;
             if let Err(e) = &r.result {
                 let name = workload_name(cfg.workload);
                 eprintln!("seed {seed} ({name}) failed: {e}; shrinking");
@@ -141,9 +150,11 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
                     small_cfg.ops_per_client
                 );
                 println!(
-                    "replay: regatta sim --seed {seed} --workload {name} --ops {} --clients {}{}",
+                    "replay: regatta sim --seed {seed} --workload {name} --ops {} --clients {} \
+                     --regions {}{}",
                     small_cfg.ops_per_client,
                     small_cfg.clients,
+                    small_cfg.regions,
                     if small_cfg.faults { "" } else { " --no-faults" }
                 );
                 return Ok(ExitCode::FAILURE);
@@ -158,7 +169,7 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
     let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
     println!(
         "seeds={} workload={} failed=0 seeds_per_s={:.1} seeds_per_hour={:.0} ops={ops} \
-         completed={completed}",
+         completed={completed} cross_region_commits={cross} secondary_checks={checks}",
         a.seeds,
         match a.workload {
             WorkloadArg::Kv => "kv",

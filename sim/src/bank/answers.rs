@@ -187,6 +187,7 @@ impl World {
                 }
             }
             Stage::CheckSecondaries(primary, met, then) => {
+                self.bank_mut().secondary_checks += 1;
                 let r = resp.take_check_secondary_locks();
                 let ts = if r.get_rolled_back() {
                     0
@@ -342,6 +343,7 @@ impl World {
     pub(super) fn bank_record(&mut self, c: usize, outcome: Outcome) {
         let job = self.job(c);
         let (kind, id, commit_ts) = (job.kind, job.id, job.commit_ts);
+        let job_keys = job.keys.clone();
         let txn = Txn {
             id: job.id,
             start_ts: job.ts,
@@ -351,7 +353,14 @@ impl World {
             outcome,
         };
         self.note(format!("bank txn {id}: {outcome:?}"));
+        let regions: Vec<usize> = job_keys.iter().map(|k| self.region_of(k)).collect();
         let bank = self.bank_mut();
+        if kind == JobKind::Transfer
+            && matches!(outcome, Outcome::Committed(_))
+            && regions.windows(2).any(|w| w[0] != w[1])
+        {
+            bank.cross_region_commits += 1;
+        }
         match kind {
             JobKind::Setup => match outcome {
                 Outcome::Committed(ts) => {

@@ -29,7 +29,11 @@ impl World {
             }
             _ => (0..accounts).map(account).collect(),
         };
-        let one_pc = kind == JobKind::Transfer && self.rng.gen_bool(0.5);
+        // 1PC only within one region (a client library asks it only then).
+        let one_region = keys
+            .iter()
+            .all(|k| self.region_of(k) == self.region_of(&keys[0]));
+        let one_pc = kind == JobKind::Transfer && self.rng.gen_bool(0.5) && one_region;
         let pessimistic = kind == JobKind::Transfer && self.rng.gen_ratio(1, 3);
         let async_commit = kind == JobKind::Transfer && !one_pc && self.rng.gen_bool(0.5);
         let ts = self.tso.next();
@@ -211,35 +215,58 @@ impl World {
                 return;
             }
         };
-        let target = self.rng.gen_range(0..self.nodes.len());
+        let mut parts = Vec::new();
+        for (region, keys, cmd) in self.split(cmd) {
+            let target = self.rng.gen_range(0..self.nodes.len());
+            parts.push(Part {
+                region,
+                keys,
+                cmd,
+                rx: None,
+                target,
+                answer: None,
+            });
+        }
+        let at: Vec<String> = parts
+            .iter()
+            .map(|p| match self.regions.len() {
+                1 => format!("s{}", p.target + 1),
+                _ => format!("s{} r{}", p.target + 1, p.region + 1),
+            })
+            .collect();
         self.note(format!(
-            "bank client {c} {} at s{}",
+            "bank client {c} {} at {}",
             show(&stage),
-            target + 1
+            at.join(", ")
         ));
-        self.job(c).call = Some(Call {
-            cmd,
-            rx: None,
-            target,
-        });
-        self.bank_send(c);
+        let n = parts.len();
+        self.job(c).call = Some(Call { parts });
+        for part in 0..n {
+            self.bank_send(c, part);
+        }
     }
 
-    pub(super) fn bank_send(&mut self, c: usize) {
-        let epoch = crate::world::region(self.cfg.stores)
-            .get_region_epoch()
-            .clone();
-        let Some(call) = self.job(c).call.as_mut() else {
+    /// Part `part` of client `c`'s command in flight.
+    fn part(&mut self, c: usize, part: usize) -> Option<&mut Part> {
+        self.job(c).call.as_mut()?.parts.get_mut(part)
+    }
+
+    /// Sends part `part` of client `c`'s command to its target store.
+    pub(super) fn bank_send(&mut self, c: usize, part: usize) {
+        let Some(p) = self.part(c, part) else {
             return;
         };
+        let (r, target, cmd) = (p.region, p.target, p.cmd.clone());
         let mut req = KvRequest::new();
-        req.mut_context().set_region_id(crate::world::REGION);
-        req.mut_context().set_region_epoch(epoch);
-        req.mut_request().set_txn(call.cmd.clone());
+        req.mut_context().set_region_id(self.regions[r].get_id());
+        req.mut_context()
+            .set_region_epoch(self.regions[r].get_region_epoch().clone());
+        req.mut_request().set_txn(cmd);
         let (tx, rx) = oneshot::channel();
-        call.rx = Some(rx);
-        let target = call.target;
-        match self.nodes[target].peer.as_mut() {
+        if let Some(p) = self.part(c, part) {
+            p.rx = Some(rx);
+        }
+        match self.peer(target, r) {
             Some(peer) => peer.on_kv(req, tx),
             None => drop(tx),
         }
@@ -268,39 +295,26 @@ impl World {
             let Some(call) = job.call.as_mut() else {
                 continue;
             };
-            let Some(rx) = call.rx.as_mut() else {
-                continue;
-            };
-            let answer = match rx.try_recv() {
-                Ok(resp) => Some(resp),
-                Err(oneshot::error::TryRecvError::Empty) => continue,
-                Err(oneshot::error::TryRecvError::Closed) => None,
-            };
-            let why = answer.as_ref().map_or("no answer".to_string(), |r| {
-                r.get_error().get_message().to_string()
-            });
-            let retry_at = match answer {
-                Some(mut resp) if !resp.has_error() => {
-                    let txn = resp.mut_response().take_txn();
-                    self.bank_answer(c, txn);
-                    continue;
+            let parts = call.parts.len();
+            for part in 0..parts {
+                if !self.bank_poll_part(c, part) {
+                    break;
                 }
-                // An error no correct store gives this client: a finding.
-                Some(resp) if !retryable(resp.get_error()) => {
-                    self.finding(format!("bank client {c}: {:?}", resp.get_error()));
-                    self.bank_give_up(c);
-                    continue;
-                }
-                other => self.retry_target(other.as_ref()),
-            };
-            self.note(format!(
-                "bank client {c} retries at s{} ({why})",
-                retry_at + 1
-            ));
-            if let Some(call) = self.job(c).call.as_mut() {
-                call.target = retry_at;
             }
-            self.bank_send(c);
+            let answered = self.bank_mut().clients[c]
+                .job
+                .as_ref()
+                .and_then(|j| j.call.as_ref())
+                .is_some_and(|call| call.parts.iter().all(|p| p.answer.is_some()));
+            if answered {
+                let job = self.job(c);
+                let keys = job.keys.clone();
+                let Some(mut call) = job.call.take() else {
+                    continue;
+                };
+                let txn = parts::merge(&mut call.parts, &keys);
+                self.bank_answer(c, txn);
+            }
         }
         let ops = self.cfg.ops_per_client;
         let bank = self.bank_mut();
@@ -313,5 +327,48 @@ impl World {
             bank.phase = Phase::Final;
             self.note("bank: final read".into());
         }
+    }
+
+    /// Takes part `part`'s answer of client `c`'s command if it arrived; retries a
+    /// routing error or a lost answer at another store. False when the job ended (an
+    /// error no correct store gives).
+    fn bank_poll_part(&mut self, c: usize, part: usize) -> bool {
+        let Some(p) = self.part(c, part) else {
+            return true;
+        };
+        let Some(rx) = p.rx.as_mut() else {
+            return true;
+        };
+        let answer = match rx.try_recv() {
+            Ok(resp) => Some(resp),
+            Err(oneshot::error::TryRecvError::Empty) => return true,
+            Err(oneshot::error::TryRecvError::Closed) => None,
+        };
+        p.rx = None;
+        let why = answer.as_ref().map_or("no answer".to_string(), |r| {
+            r.get_error().get_message().to_string()
+        });
+        let retry_at = match answer {
+            Some(mut resp) if !resp.has_error() => {
+                p.answer = Some(resp.mut_response().take_txn());
+                return true;
+            }
+            // An error no correct store gives this client: a finding.
+            Some(resp) if !retryable(resp.get_error()) => {
+                self.finding(format!("bank client {c}: {:?}", resp.get_error()));
+                self.bank_give_up(c);
+                return false;
+            }
+            other => self.retry_target(other.as_ref()),
+        };
+        self.note(format!(
+            "bank client {c} retries at s{} ({why})",
+            retry_at + 1
+        ));
+        if let Some(p) = self.part(c, part) {
+            p.target = retry_at;
+        }
+        self.bank_send(c, part);
+        true
     }
 }

@@ -5,8 +5,11 @@
 //! bank's total unchanged.
 //!
 //! A transfer: a start ts from the TSO; a batch read of its two accounts at it; a prewrite
-//! of both (the first is the primary), asking for 1PC half the time; else a commit ts from
-//! the TSO, the primary's commit, then the secondary's. A lock met on the way is resolved
+//! of both (the first is the primary), asking for 1PC half the time when both accounts
+//! are in one region; else, half the rest, async commit (committed once every prewrite
+//! landed, at the highest `min_commit_ts` answered), or a commit ts from the TSO; then the
+//! primary's commit, then the secondary's. A command whose keys span regions goes as one
+//! part per region (`parts.rs`), as a client library sends it, and its answers are merged. A lock met on the way is resolved
 //! as client libraries do: the fate of its transaction asked at its primary
 //! (`check_txn_status`, which rolls back an expired one), then the lock committed or
 //! rolled back. An answer lost for good makes the outcome unknown: the checker counts such
@@ -20,6 +23,7 @@
 
 mod answers;
 mod client;
+mod parts;
 
 use crate::check::si::{self, Outcome, SnapshotRead, Txn, SETUP_TXN};
 use crate::world::{retryable, World};
@@ -58,6 +62,10 @@ pub(crate) struct Bank {
     /// Findings beyond the SI checker's (a bank total that changed, a command refused
     /// for a reason a correct client never meets).
     errors: Vec<String>,
+    /// Transfers committed across two regions.
+    pub(crate) cross_region_commits: usize,
+    /// Async-commit locks decided by their secondaries.
+    pub(crate) secondary_checks: usize,
 }
 
 /// Where the run is: setup and the final read run with the faults off.
@@ -133,14 +141,27 @@ struct Job {
     deadline: Instant,
 }
 
-/// A command in flight; retried at another store on a routing error or a lost answer.
+/// A command in flight: one part per region its keys fall in (as a client library
+/// groups keys by region), each retried at another store on a routing error or a lost
+/// answer. The stage goes on once every part answered.
 struct Call {
+    parts: Vec<Part>,
+}
+
+/// A command's part for one region.
+struct Part {
+    /// The region's index.
+    region: usize,
+    /// The command's keys in this region, in the job's order.
+    keys: Vec<Vec<u8>>,
     cmd: TxnRequest,
     rx: Option<oneshot::Receiver<KvResponse>>,
     target: usize,
+    answer: Option<TxnResponse>,
 }
 
-fn account(i: usize) -> Vec<u8> {
+/// The bank's account `i`.
+pub(crate) fn account(i: usize) -> Vec<u8> {
     format!("acct{i}").into_bytes()
 }
 
@@ -149,9 +170,14 @@ fn balance(value: &[u8]) -> u64 {
 }
 
 impl Bank {
+    /// How many accounts a run asking for `keys` has.
+    pub(crate) fn accounts(keys: usize) -> usize {
+        keys.max(2)
+    }
+
     pub(crate) fn new(clients: usize, accounts: usize) -> Bank {
         Bank {
-            accounts: accounts.max(2),
+            accounts: Bank::accounts(accounts),
             phase: Phase::Setup,
             clients: (0..clients).map(|_| BankClient::default()).collect(),
             next_id: SETUP_TXN + 1,
@@ -160,6 +186,8 @@ impl Bank {
             setup_commit_ts: 0,
             final_state: Vec::new(),
             errors: Vec::new(),
+            cross_region_commits: 0,
+            secondary_checks: 0,
         }
     }
 
