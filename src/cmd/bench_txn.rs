@@ -8,6 +8,7 @@ use clap::Args;
 use regatta::playground::{Playground, PlaygroundConfig};
 use regatta::{bench, logging};
 use regatta_client::{TxnClient, TxnOptions};
+use regatta_server::MetricsSnapshot;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,6 +80,15 @@ struct TxnResult {
     commit_p99_ms: f64,
     /// Raft entries proposed per commit (embedded playground only).
     entries_per_commit: Option<f64>,
+    /// Where the leaders' writes spent their time (embedded playground only; means over
+    /// every entry the leaders proposed, prewrites and commits alike, in µs): proposed →
+    /// the leader's own write durable, proposed → committed (a quorum durable), committed
+    /// → applied and answered (`WriteStages`, as in `bench kv`).
+    stage_persist_us: Option<f64>,
+    /// See `stage_persist_us`.
+    stage_commit_us: Option<f64>,
+    /// See `stage_persist_us`.
+    stage_apply_us: Option<f64>,
     /// Share of commits done by 1PC.
     one_pc_pct: f64,
     /// CPU time of this process per commit, in µs: clients, stores and PD together on
@@ -179,17 +189,22 @@ pub fn bench_txn(a: TxnBenchArgs) -> Result<ExitCode> {
         };
         header(a.json);
         for r in runs {
-            let entries = |pg: &Playground| {
+            let metrics = |pg: &Playground| {
                 pg.stores()
-                    .map(|s| s.metrics().proposed_entries)
-                    .sum::<u64>()
+                    .map(|s| s.metrics())
+                    .fold(MetricsSnapshot::default(), MetricsSnapshot::plus)
             };
-            let before = entries(&pg);
+            let before = metrics(&pg);
             let (t, a2) = (txns.clone(), a.clone());
             let mut res = rt.spawn(async move { run_one(&t, &a2, r).await }).await??;
-            let proposed = entries(&pg) - before;
+            let after = metrics(&pg);
+            let proposed = after.proposed_entries - before.proposed_entries;
             res.entries_per_commit =
                 (res.commits > 0).then(|| proposed as f64 / res.commits as f64);
+            let (_, persist, commit, apply) = after.stages.since(before.stages).means();
+            res.stage_persist_us = Some(persist);
+            res.stage_commit_us = Some(commit);
+            res.stage_apply_us = Some(apply);
             report(&res, a.json);
         }
         rt.shutdown_background();
@@ -307,6 +322,9 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
         commit_p50_ms: pct(&commit_lat, 0.50),
         commit_p99_ms: pct(&commit_lat, 0.99),
         entries_per_commit: None,
+        stage_persist_us: None,
+        stage_commit_us: None,
+        stage_apply_us: None,
         one_pc_pct: if commits > 0 {
             one_pc as f64 * 100.0 / commits as f64
         } else {
@@ -320,10 +338,15 @@ async fn run_one(txns: &TxnClient, a: &TxnBenchArgs, r: Run) -> Result<TxnResult
     })
 }
 
+/// A figure the embedded playground has, "-" on a process cluster.
+fn dash(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"))
+}
+
 fn header(json: bool) {
     if !json {
         println!(
-            "{:<12} {:<9} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>10}",
+            "{:<12} {:<9} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8} {:>9} {:>6} {:>10} {:>10} {:>9} {:>8}",
             "mode",
             "place",
             "clients",
@@ -335,7 +358,10 @@ fn header(json: bool) {
             "abort %",
             "entries/c",
             "1PC %",
-            "cpu us/c"
+            "cpu us/c",
+            "persist us",
+            "commit us",
+            "apply us"
         );
     }
 }
@@ -348,7 +374,7 @@ fn report(r: &TxnResult, json: bool) {
         return;
     }
     println!(
-        "{:<12} {:<9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>8.2} {:>9} {:>6.0} {:>10.0}",
+        "{:<12} {:<9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>10.2} {:>8.2} {:>9} {:>6.0} {:>10.0} {:>10} {:>9} {:>8}",
         r.mode,
         r.placement,
         r.clients,
@@ -361,7 +387,10 @@ fn report(r: &TxnResult, json: bool) {
         r.entries_per_commit
             .map_or_else(|| "-".to_string(), |e| format!("{e:.2}")),
         r.one_pc_pct,
-        r.cpu_us_per_commit
+        r.cpu_us_per_commit,
+        dash(r.stage_persist_us),
+        dash(r.stage_commit_us),
+        dash(r.stage_apply_us)
     );
     if r.errors > 0 {
         eprintln!(
