@@ -92,9 +92,10 @@ pub struct SimReport {
     /// Writes that took effect and were acknowledged: puts (KV), committed transfers
     /// (bank).
     pub committed: usize,
-    /// Bank transfers that committed with their two accounts in two regions.
-    pub cross_region_commits: usize,
-    /// Locks of async-commit transactions whose fate a bank client decided from their
-    /// secondaries (`check_secondary_locks`).
-    pub secondary_checks: usize,
+    /// Bank transfers that asked for async commit and committed with their two accounts
+    /// in two regions.
+    pub cross_region_async_commits: usize,
+    /// Async-commit locks whose fate a bank client decided from secondaries in another
+    /// region than the primary (`check_secondary_locks`).
+    pub cross_region_secondary_checks: usize,
 }

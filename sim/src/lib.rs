@@ -16,7 +16,7 @@
 //! Two workloads ([`Workload`]), checked with [`check`]: the linearizable KV workload
 //! records a history of puts and reads and checks it is linearizable; the bank moves money
 //! between accounts in Percolator transactions (1PC within a region, 2PC and async commit
-//! across regions, resolving the locks of clients that gave up), audits the total, and
+//! within and across regions, resolving the locks of clients that gave up), audits the total, and
 //! checks the history for snapshot isolation.
 //!
 //! ```no_run

@@ -89,6 +89,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// Whether the store is down (crashed, not restarted yet).
     pub(crate) fn is_down(&self) -> bool {
         self.peers.is_empty()
     }
@@ -174,7 +175,7 @@ impl World {
         let store_cfg = StoreConfig {
             election_ticks: 10,
             max_election_ticks: 11,
-            // No splits, no hibernation: one region, always at full pace.
+            // No splits, no hibernation: static regions, always at full pace.
             region_split_keys: u64::MAX / 2,
             region_split_size: u64::MAX / 2,
             hibernate_after_ms: 0,
@@ -472,8 +473,14 @@ impl World {
             trace: self.trace.into_iter().collect(),
             faults: self.faults,
             committed,
-            cross_region_commits: self.bank.as_ref().map_or(0, |b| b.cross_region_commits),
-            secondary_checks: self.bank.as_ref().map_or(0, |b| b.secondary_checks),
+            cross_region_async_commits: self
+                .bank
+                .as_ref()
+                .map_or(0, |b| b.cross_region_async_commits),
+            cross_region_secondary_checks: self
+                .bank
+                .as_ref()
+                .map_or(0, |b| b.cross_region_secondary_checks),
         }
     }
 

@@ -97,13 +97,16 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
             }
             println!(
                 "seed={seed} workload={} trace_hash={:016x} steps={} simulated_ms={} ops={} \
-                 completed={} result={}",
+                 completed={} cross_region_async_commits={} cross_region_secondary_checks={} \
+                 result={}",
                 workload_name(cfg.workload),
                 r.trace_hash,
                 r.steps,
                 r.simulated.as_millis(),
                 r.ops,
                 r.completed,
+                r.cross_region_async_commits,
+                r.cross_region_secondary_checks,
                 match &r.result {
                     Ok(()) => "ok".to_string(),
                     Err(e) => format!("FAILED: {e}"),
@@ -133,8 +136,8 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
             let r = run(&cfg);
             ops += r.ops;
             completed += r.completed;
-            cross += r.cross_region_commits;
-            checks += r.secondary_checks;
+            cross += r.cross_region_async_commits;
+            checks += r.cross_region_secondary_checks;
             if let Err(e) = &r.result {
                 let name = workload_name(cfg.workload);
                 eprintln!("seed {seed} ({name}) failed: {e}; shrinking");
@@ -169,7 +172,7 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
     let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
     println!(
         "seeds={} workload={} failed=0 seeds_per_s={:.1} seeds_per_hour={:.0} ops={ops} \
-         completed={completed} cross_region_commits={cross} secondary_checks={checks}",
+         completed={completed} cross_region_async_commits={cross} cross_region_secondary_checks={checks}",
         a.seeds,
         match a.workload {
             WorkloadArg::Kv => "kv",

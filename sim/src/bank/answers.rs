@@ -187,7 +187,14 @@ impl World {
                 }
             }
             Stage::CheckSecondaries(primary, met, then) => {
-                self.bank_mut().secondary_checks += 1;
+                let home = self.region_of(primary.get_key());
+                if primary
+                    .get_secondaries()
+                    .iter()
+                    .any(|k| self.region_of(k) != home)
+                {
+                    self.bank_mut().cross_region_secondary_checks += 1;
+                }
                 let r = resp.take_check_secondary_locks();
                 let ts = if r.get_rolled_back() {
                     0
@@ -258,8 +265,10 @@ impl World {
                 self.bank_enter(c, Stage::Rollback)
             }
             // An async commit over a lock handed over at a newer commit ts than this client
-            // knew (it ignored `locked_with_conflict_ts`): refused, nothing written; it
-            // goes on from there once the TSO is past it, as the real client does.
+            // knew (it ignored `locked_with_conflict_ts`): refused, nothing written in
+            // that region (another region's part may have landed, and is prewritten
+            // again); it goes on from there once the TSO is past it, as the real client
+            // does.
             Stage::Prewrite if e.get_commit_ts_expired_min() != 0 && self.job(c).async_commit => {
                 let floor = e.get_commit_ts_expired_min();
                 while self.tso.next() < floor {}
@@ -343,7 +352,7 @@ impl World {
     pub(super) fn bank_record(&mut self, c: usize, outcome: Outcome) {
         let job = self.job(c);
         let (kind, id, commit_ts) = (job.kind, job.id, job.commit_ts);
-        let job_keys = job.keys.clone();
+        let (job_keys, async_commit) = (job.keys.clone(), job.async_commit);
         let txn = Txn {
             id: job.id,
             start_ts: job.ts,
@@ -356,10 +365,11 @@ impl World {
         let regions: Vec<usize> = job_keys.iter().map(|k| self.region_of(k)).collect();
         let bank = self.bank_mut();
         if kind == JobKind::Transfer
+            && async_commit
             && matches!(outcome, Outcome::Committed(_))
             && regions.windows(2).any(|w| w[0] != w[1])
         {
-            bank.cross_region_commits += 1;
+            bank.cross_region_async_commits += 1;
         }
         match kind {
             JobKind::Setup => match outcome {

@@ -240,6 +240,19 @@ impl World {
             at.join(", ")
         ));
         let n = parts.len();
+        if n == 0 {
+            // No keys: an async primary listing no secondaries is decided by its own
+            // floor (no part answers; `merge` has nothing to merge). Anything else with
+            // no keys is a bug of this client.
+            if let Stage::CheckSecondaries(..) = stage {
+                let mut resp = TxnResponse::new();
+                resp.set_check_secondary_locks(Default::default());
+                return self.bank_answer(c, resp);
+            }
+            let id = self.job(c).id;
+            self.finding(format!("txn {id}: {} with no keys", show(&stage)));
+            return self.bank_give_up(c);
+        }
         self.job(c).call = Some(Call { parts });
         for part in 0..n {
             self.bank_send(c, part);
@@ -312,8 +325,14 @@ impl World {
                 let Some(mut call) = job.call.take() else {
                     continue;
                 };
-                let txn = parts::merge(&mut call.parts, &keys);
-                self.bank_answer(c, txn);
+                match parts::merge(&mut call.parts, &keys) {
+                    Ok(txn) => self.bank_answer(c, txn),
+                    Err(finding) => {
+                        let id = self.job(c).id;
+                        self.finding(format!("txn {id}: {finding}"));
+                        self.bank_give_up(c);
+                    }
+                }
             }
         }
         let ops = self.cfg.ops_per_client;

@@ -7,9 +7,10 @@
 //! A transfer: a start ts from the TSO; a batch read of its two accounts at it; a prewrite
 //! of both (the first is the primary), asking for 1PC half the time when both accounts
 //! are in one region; else, half the rest, async commit (committed once every prewrite
-//! landed, at the highest `min_commit_ts` answered), or a commit ts from the TSO; then the
-//! primary's commit, then the secondary's. A command whose keys span regions goes as one
-//! part per region (`parts.rs`), as a client library sends it, and its answers are merged. A lock met on the way is resolved
+//! landed, at the highest `min_commit_ts` answered; within one region too, which the
+//! real client leaves to 1PC), or a commit ts from the TSO; then the primary's commit,
+//! then the secondary's. A command whose keys span regions goes as one part per region
+//! (`parts.rs`), as a client library sends it, and its answers are merged. A lock met on the way is resolved
 //! as client libraries do: the fate of its transaction asked at its primary
 //! (`check_txn_status`, which rolls back an expired one), then the lock committed or
 //! rolled back. An answer lost for good makes the outcome unknown: the checker counts such
@@ -62,10 +63,10 @@ pub(crate) struct Bank {
     /// Findings beyond the SI checker's (a bank total that changed, a command refused
     /// for a reason a correct client never meets).
     errors: Vec<String>,
-    /// Transfers committed across two regions.
-    pub(crate) cross_region_commits: usize,
-    /// Async-commit locks decided by their secondaries.
-    pub(crate) secondary_checks: usize,
+    /// Async-commit transfers committed across two regions.
+    pub(crate) cross_region_async_commits: usize,
+    /// Async-commit locks decided by secondaries in another region than the primary.
+    pub(crate) cross_region_secondary_checks: usize,
 }
 
 /// Where the run is: setup and the final read run with the faults off.
@@ -125,8 +126,8 @@ struct Job {
     reads: Vec<(Vec<u8>, u64)>,
     writes: Vec<Mutation>,
     one_pc: bool,
-    /// An async-commit transfer: committed once its prewrite lands, at the answered
-    /// `min_commit_ts`.
+    /// An async-commit transfer: committed once every part of its prewrite landed, at
+    /// the highest `min_commit_ts` answered.
     async_commit: bool,
     /// A pessimistic transfer (locks first, reads at `for_update_ts`).
     pessimistic: bool,
@@ -186,8 +187,8 @@ impl Bank {
             setup_commit_ts: 0,
             final_state: Vec::new(),
             errors: Vec::new(),
-            cross_region_commits: 0,
-            secondary_checks: 0,
+            cross_region_async_commits: 0,
+            cross_region_secondary_checks: 0,
         }
     }
 

@@ -90,10 +90,14 @@ impl World {
 
 /// The parts' answers (every part answered) as one answer for a job over `keys`: the
 /// first key error if any part met one; else reads and locks' values together (values
-/// in `keys`' order), the highest commit and `min_commit_ts` floors, and a secondaries'
-/// check that saw any of them committed or rolled back. An async-commit prewrite whose
-/// part answered `min_commit_ts` 0 (its keys committed already) answers 0.
-pub(super) fn merge(parts: &mut [Part], keys: &[Vec<u8>]) -> TxnResponse {
+/// in `keys`' order), the highest `min_commit_ts` floor and conflict ts. An async-commit
+/// prewrite whose part answered `min_commit_ts` 0 (resolvers committed its keys while an
+/// answer was lost) answers 0, and the client goes on by 2PC with no floor: unlike the
+/// real client, which keeps the highest floor, but the primary's commit then answers the
+/// ts the resolvers committed at. `Err` is a finding: parts that disagree on a
+/// transaction's fate (a secondaries' check that found one committed and another rolled
+/// back, or two commit ts).
+pub(super) fn merge(parts: &mut [Part], keys: &[Vec<u8>]) -> Result<TxnResponse, String> {
     let async_commit = parts
         .iter()
         .any(|p| p.cmd.has_prewrite() && p.cmd.get_prewrite().get_use_async_commit());
@@ -105,12 +109,15 @@ pub(super) fn merge(parts: &mut [Part], keys: &[Vec<u8>]) -> TxnResponse {
         })
         .collect();
     if answers.len() == 1 {
-        return answers.remove(0).1;
+        return Ok(answers.remove(0).1);
     }
     if let Some(i) = answers.iter().position(|(_, a)| a.has_key_error()) {
-        return answers.swap_remove(i).1;
+        return Ok(answers.swap_remove(i).1);
     }
-    let mut out = answers[0].1.clone();
+    let Some(first) = answers.first() else {
+        return Err("a command with no keys".into());
+    };
+    let mut out = first.1.clone();
     if out.has_batch_get() {
         let pairs: Vec<_> = answers
             .iter_mut()
@@ -145,25 +152,119 @@ pub(super) fn merge(parts: &mut [Part], keys: &[Vec<u8>]) -> TxnResponse {
         };
         out.mut_prewrite().set_min_commit_ts(floor);
     } else if out.has_commit() {
-        let at = answers
-            .iter()
-            .map(|(_, a)| a.get_commit().get_commit_ts())
-            .max()
-            .unwrap_or(0);
+        let at = one_ts(answers.iter().map(|(_, a)| a.get_commit().get_commit_ts()))?;
         out.mut_commit().set_commit_ts(at);
     } else if out.has_check_secondary_locks() {
         let mut locks = Vec::new();
-        let (mut commit_ts, mut rolled_back) = (0, false);
+        let mut rolled_back = false;
+        let mut committed = Vec::new();
         for (_, a) in &mut answers {
             let mut r = a.take_check_secondary_locks();
             locks.extend(r.take_locks());
-            commit_ts = commit_ts.max(r.get_commit_ts());
+            committed.push(r.get_commit_ts());
             rolled_back |= r.get_rolled_back();
+        }
+        let commit_ts = one_ts(committed.into_iter())?;
+        if rolled_back && commit_ts != 0 {
+            return Err(format!(
+                "check_secondary_locks found a secondary committed at {commit_ts} and another \
+                 rolled back"
+            ));
         }
         let r = out.mut_check_secondary_locks();
         r.set_locks(locks.into());
         r.set_commit_ts(commit_ts);
         r.set_rolled_back(rolled_back);
     }
-    out
+    Ok(out)
+}
+
+/// The one commit ts among the parts' answers (0: none said), or `Err` if two differ.
+fn one_ts(ts: impl Iterator<Item = u64>) -> Result<u64, String> {
+    let mut seen = 0;
+    for t in ts.filter(|t| *t != 0) {
+        if seen != 0 && seen != t {
+            return Err(format!(
+                "one transaction's keys committed at {seen} and at {t}"
+            ));
+        }
+        seen = t;
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regatta_proto::txnpb::{CheckSecondaryLocksResponse, PessimisticLockResponse, TxnValue};
+
+    fn part(region: usize, keys: &[&str], answer: TxnResponse) -> Part {
+        Part {
+            region,
+            keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            cmd: TxnRequest::new(),
+            rx: None,
+            target: 0,
+            answer: Some(answer),
+        }
+    }
+
+    fn locked(values: &[&str], conflict_ts: u64) -> TxnResponse {
+        let mut l = PessimisticLockResponse::new();
+        for v in values {
+            let mut tv = TxnValue::new();
+            tv.set_found(true);
+            tv.set_value(v.as_bytes().to_vec());
+            l.mut_values().push(tv);
+        }
+        l.set_locked_with_conflict_ts(conflict_ts);
+        let mut r = TxnResponse::new();
+        r.set_pessimistic_lock(l);
+        r
+    }
+
+    #[test]
+    fn lock_values_come_back_in_the_jobs_key_order() {
+        // The job's first key (its primary) is in the second region.
+        let keys = vec![b"acct2".to_vec(), b"acct0".to_vec()];
+        let mut parts = vec![
+            part(0, &["acct0"], locked(&["zero"], 7)),
+            part(1, &["acct2"], locked(&["two"], 9)),
+        ];
+        let merged = merge(&mut parts, &keys).expect("no finding");
+        let l = merged.get_pessimistic_lock();
+        let values: Vec<&[u8]> = l.get_values().iter().map(|v| v.get_value()).collect();
+        assert_eq!(values, vec![&b"two"[..], &b"zero"[..]]);
+        assert_eq!(l.get_locked_with_conflict_ts(), 9);
+    }
+
+    fn checked(commit_ts: u64, rolled_back: bool) -> TxnResponse {
+        let mut c = CheckSecondaryLocksResponse::new();
+        c.set_commit_ts(commit_ts);
+        c.set_rolled_back(rolled_back);
+        let mut r = TxnResponse::new();
+        r.set_check_secondary_locks(c);
+        r
+    }
+
+    #[test]
+    fn secondaries_that_disagree_on_the_fate_are_a_finding() {
+        let keys = vec![b"acct0".to_vec(), b"acct2".to_vec()];
+        let mut parts = vec![
+            part(0, &["acct0"], checked(5, false)),
+            part(1, &["acct2"], checked(0, true)),
+        ];
+        assert!(merge(&mut parts, &keys).is_err());
+        let mut parts = vec![
+            part(0, &["acct0"], checked(5, false)),
+            part(1, &["acct2"], checked(6, false)),
+        ];
+        assert!(merge(&mut parts, &keys).is_err());
+        let mut parts = vec![
+            part(0, &["acct0"], checked(5, false)),
+            part(1, &["acct2"], checked(0, false)),
+        ];
+        let merged = merge(&mut parts, &keys).expect("one commit ts");
+        assert_eq!(merged.get_check_secondary_locks().get_commit_ts(), 5);
+    }
 }
