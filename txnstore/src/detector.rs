@@ -121,10 +121,19 @@ async fn send_reports(mut rx: mpsc::Receiver<Report>, pd: Arc<dyn PdClient>, log
             }
         }
         let mut req = DetectRequest::new();
-        let mut replies: HashMap<(u64, u64), Arc<dyn PeerMailbox>> = HashMap::new();
+        // A transaction may wait for one holder in several regions of this store (keys
+        // of one statement in two regions, both held by it): each of those leaders hears
+        // the refusal, and each checks it against its own queue (PD drops every wait of
+        // a refused waiter). A refusal names the cycle's key, not the refused wait's, so
+        // (waiter, holder) is what matches.
+        let mut replies: HashMap<(u64, u64), Vec<Arc<dyn PeerMailbox>>> = HashMap::new();
         for r in batch {
             if let Some(reply) = r.reply {
-                replies.insert((r.entry.get_waiter_ts(), r.entry.get_holder_ts()), reply);
+                let at = (r.entry.get_waiter_ts(), r.entry.get_holder_ts());
+                let to = replies.entry(at).or_default();
+                if !to.iter().any(|m| Arc::ptr_eq(m, &reply)) {
+                    to.push(reply);
+                }
             }
             req.mut_entries().push(r.entry);
         }
@@ -133,8 +142,8 @@ async fn send_reports(mut rx: mpsc::Receiver<Report>, pd: Arc<dyn PdClient>, log
             Ok(mut resp) => {
                 for refused in resp.take_refused().into_iter() {
                     let at = (refused.get_waiter_ts(), refused.get_holder_ts());
-                    if let Some(reply) = replies.get(&at) {
-                        reply.notify(Box::new(refused));
+                    for reply in replies.get(&at).map_or(&[][..], Vec::as_slice) {
+                        reply.notify(Box::new(refused.clone()));
                     }
                 }
             }
@@ -233,8 +242,17 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn reports_reach_pd_in_order_and_refusals_reach_the_peer_that_waited() {
+    type Mailbox = Arc<Refusals>;
+
+    /// A detector whose PD refuses every wait of transaction 2 (the task not yet run),
+    /// and two peers' mailboxes.
+    fn refusing_waiter_2() -> (
+        Arc<RecordingPd>,
+        Detector,
+        impl Future<Output = ()>,
+        Mailbox,
+        Mailbox,
+    ) {
         let pd = Arc::new(RecordingPd {
             refuse: vec![2],
             ..RecordingPd::default()
@@ -242,6 +260,12 @@ mod tests {
         let logger = Logger::root(slog::Discard, slog::o!());
         let (detector, task) = Detector::new(pd.clone(), 16, logger);
         let (a, b) = (Arc::new(Refusals::default()), Arc::new(Refusals::default()));
+        (pd, detector, task, a, b)
+    }
+
+    #[tokio::test]
+    async fn reports_reach_pd_in_order_and_refusals_reach_the_peer_that_waited() {
+        let (pd, detector, task, a, b) = refusing_waiter_2();
         // Queued before the task runs: they go in one call, in this order.
         assert!(detector.wait(1, 9, b"k", a.clone()));
         assert!(detector.wait(2, 1, b"j", b.clone()));
@@ -259,6 +283,20 @@ mod tests {
         );
         assert!(a.0.lock().expect("lock").is_empty());
         assert_eq!(*b.0.lock().expect("lock"), vec![(2, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_reaches_every_region_where_the_waiter_waits_for_that_holder() {
+        // Transaction 2 waits for 1 on a key in each of two regions of this store, in
+        // one batch; PD refuses both waits.
+        let (pd, detector, task, a, b) = refusing_waiter_2();
+        assert!(detector.wait(2, 1, b"in-a", a.clone()));
+        assert!(detector.wait(2, 1, b"in-b", b.clone()));
+        drop(detector);
+        task.await;
+        assert_eq!(pd.batches.lock().expect("lock").len(), 1, "one call");
+        assert!(!a.0.lock().expect("lock").is_empty(), "region a heard");
+        assert!(!b.0.lock().expect("lock").is_empty(), "region b heard");
     }
 
     #[test]
