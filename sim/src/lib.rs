@@ -31,6 +31,7 @@
 mod bank;
 pub mod check;
 mod config;
+mod faults;
 mod kv;
 mod layer;
 mod world;

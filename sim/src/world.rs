@@ -78,12 +78,12 @@ type PendingWrite = (usize, LogWrite<MemWriteBatch>, u64, u64, Vec<RaftMessage>)
 
 pub(crate) struct Node {
     store_id: u64,
-    engine: MemEngine,
+    pub(crate) engine: MemEngine,
     /// The store's replicas, region index `r` (region id `r + 1`) at `r`; empty while
     /// the store is down.
     pub(crate) peers: Vec<Peer<MemEngine>>,
     /// Log writes not yet completed, in submission order.
-    writes: VecDeque<PendingWrite>,
+    pub(crate) writes: VecDeque<PendingWrite>,
     /// Times this store was started (its replicas' incarnation).
     starts: u64,
 }
@@ -108,20 +108,20 @@ pub(crate) struct World {
     pub(crate) tso: Tso,
     pd: Arc<dyn PdClient>,
     /// The replicas' off-turn work (TSO fetches, notes to themselves).
-    offturn: OffturnQueue,
+    pub(crate) offturn: OffturnQueue,
     gc_worker: GcWorker,
     /// The bank workload's state (the bank workload only).
     pub(crate) bank: Option<Bank>,
     /// Messages in flight: (to store index, message).
     wire: Vec<(Instant, usize, RaftMessage)>,
     /// Stores cut off from the rest (messages to or from them are lost).
-    isolated: HashSet<usize>,
+    pub(crate) isolated: HashSet<usize>,
     pub(crate) clients: Vec<Client>,
     pub(crate) history: Vec<Event>,
     hash: u64,
     trace: VecDeque<String>,
     steps: u64,
-    faults: usize,
+    pub(crate) faults: usize,
     /// What must not happen and did (the run fails).
     findings: Vec<String>,
     logger: slog::Logger,
@@ -269,7 +269,7 @@ impl World {
 
     /// Starts store `i`: a replica of every region from its engine, all sharing the
     /// store's transactional layer, metrics and read registry (as a store's do).
-    fn start(&mut self, i: usize) {
+    pub(crate) fn start(&mut self, i: usize) {
         self.nodes[i].starts += 1;
         let (store_id, starts) = (self.nodes[i].store_id, self.nodes[i].starts);
         let coprocessor = layer::txn_layer(
@@ -725,68 +725,6 @@ impl World {
                     result,
                 });
             }
-        }
-    }
-
-    /// A store's disk fails its oldest write: the replica that submitted it stops (it
-    /// fences itself), and the store goes down as a poisoned store would; it restarts
-    /// later.
-    fn fail_write(&mut self) {
-        let with: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| !self.nodes[*i].writes.is_empty())
-            .collect();
-        let i = with[self.rng.gen_range(0..with.len())];
-        if let Some((r, _, ready_number, last_index, _)) = self.nodes[i].writes.pop_front() {
-            self.note(format!("fail write s{} ready {ready_number}", i + 1));
-            if let Some(peer) = self.peer(i, r) {
-                peer.on_persisted(Persisted {
-                    ready_number,
-                    last_index,
-                    result: Err("simulated disk failure".into()),
-                });
-            }
-            self.crash(i);
-        }
-    }
-
-    /// A store crashes: its replicas, its writes not yet completed and its queued
-    /// off-turn work are lost. One crash in three is a power loss: the engine also loses
-    /// a suffix of its writes since the last sync (apply's writes are not synced).
-    fn crash(&mut self, i: usize) {
-        self.faults += 1;
-        if self.rng.gen_ratio(1, 3) {
-            let unsynced = self.nodes[i].engine.unsynced_writes();
-            let kept = self.rng.gen_range(0..=unsynced);
-            self.nodes[i].engine.lose_power(kept);
-            self.note(format!(
-                "power loss s{}: {kept} of {unsynced} unsynced writes survive",
-                i + 1
-            ));
-        }
-        self.note(format!("crash s{}", i + 1));
-        self.nodes[i].peers.clear();
-        self.nodes[i].writes.clear();
-        layer::forget(&self.offturn, i);
-    }
-
-    /// Restarts the store that is down (faults take down one store at a time).
-    fn restart_down(&mut self) {
-        if let Some(i) = (0..self.nodes.len()).find(|i| self.nodes[*i].is_down()) {
-            self.note(format!("restart s{}", i + 1));
-            self.start(i);
-        }
-    }
-
-    /// Cuts one store off from the rest, or heals the network.
-    fn partition_or_heal(&mut self) {
-        if self.isolated.is_empty() {
-            self.faults += 1;
-            let i = self.rng.gen_range(0..self.nodes.len());
-            self.isolated.insert(i);
-            self.note(format!("isolate s{}", i + 1));
-        } else {
-            self.isolated.clear();
-            self.note("heal".into());
         }
     }
 
