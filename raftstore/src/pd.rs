@@ -74,9 +74,10 @@ pub trait PdClient: Send + Sync + 'static {
 }
 
 /// In-memory PD for tests: stores register, and `bootstrap_regions` are handed to the
-/// stores that host a peer of them. It detects no deadlocks (every wait is accepted;
-/// deadlocked waits end at their lock-wait timeout): the waits-for graph is PD's
-/// (`regatta_pd::deadlock`), which this crate does not depend on.
+/// stores that host a peer of them. It detects no deadlocks unless given a detector
+/// ([`MemPd::with_detect`]): every wait is accepted and deadlocked waits end at their
+/// lock-wait timeout (the waits-for graph is PD's, `regatta_pd::deadlock`, which this
+/// crate does not depend on).
 #[derive(Default)]
 pub struct MemPd {
     stores: Mutex<HashMap<u64, Store>>,
@@ -88,7 +89,13 @@ pub struct MemPd {
     last_ts: std::sync::atomic::AtomicU64,
     /// Where timestamps come from instead of this PD's clock (see [`MemPd::with_tso`]).
     tso: Option<TsoSource>,
+    /// What answers deadlock reports (see [`MemPd::with_detect`]).
+    detect: Option<DetectSource>,
 }
+
+/// A deadlock detector for a [`MemPd`]: applies a store's batch of wait reports, answers
+/// the refused waits.
+pub type DetectSource = Box<dyn Fn(&DetectRequest) -> DetectResponse + Send + Sync>;
 
 /// A timestamp oracle other than a [`MemPd`]'s own clock.
 pub type TsoSource = Box<dyn Fn() -> BoxFuture<'static, Result<u64, PdError>> + Send + Sync>;
@@ -115,6 +122,13 @@ impl MemPd {
     /// follow.
     pub fn with_tso(mut self, tso: TsoSource) -> Self {
         self.tso = Some(tso);
+        self
+    }
+
+    /// Deadlock reports go to `detect` (a waits-for graph, such as PD's) instead of
+    /// being accepted: a wait that would close a cycle is refused, as in a cluster.
+    pub fn with_detect(mut self, detect: DetectSource) -> Self {
+        self.detect = Some(detect);
         self
     }
 
@@ -212,8 +226,12 @@ impl PdClient for MemPd {
         Box::pin(async move { Ok(ts) })
     }
 
-    fn detect(&self, _req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, PdError>> {
-        Box::pin(async { Ok(DetectResponse::new()) })
+    fn detect(&self, req: DetectRequest) -> BoxFuture<'_, Result<DetectResponse, PdError>> {
+        let resp = self
+            .detect
+            .as_ref()
+            .map_or_else(DetectResponse::new, |d| d(&req));
+        Box::pin(async move { Ok(resp) })
     }
 }
 

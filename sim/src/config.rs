@@ -98,4 +98,7 @@ pub struct SimReport {
     /// Async-commit locks whose fate a bank client decided from secondaries in another
     /// region than the primary (`check_secondary_locks`).
     pub cross_region_secondary_checks: usize,
+    /// Pessimistic lock requests of bank transfers answered `deadlock` (PD's waits-for
+    /// graph refused their wait).
+    pub deadlocks: usize,
 }

@@ -1,9 +1,11 @@
 //! The transactional layer as the simulator runs it: each store's replica runs the real
 //! [`TxnCoprocessor`] (as a store does), PD is in memory with a timestamp oracle on the
-//! manual clock, and the work a replica's observer does off its turn (a TSO fetch after
-//! an election, deadlock reports, notes back to the replica) is queued here for the
-//! scheduler to run, instead of on a runtime's threads.
+//! manual clock and PD's own waits-for graph for deadlock detection, and the
+//! work a replica's observer does off its turn (a TSO fetch after an election, deadlock
+//! reports, notes back to the replica) is queued here for the scheduler to run, instead
+//! of on a runtime's threads.
 
+use regatta_pd::deadlock::{WaitsFor, EDGE_TTL};
 use regatta_raftstore::coprocessor::Note;
 use regatta_raftstore::pd::{BoxFuture, MemPd, PdClient};
 use regatta_raftstore::{Clock, ManualClock, PeerMailbox};
@@ -119,19 +121,29 @@ impl Tso {
         (prev + 1).max(floor)
     }
 
-    /// PD in memory whose TSO is this one.
+    /// PD in memory whose TSO is this one, with the cluster's real waits-for graph (PD's
+    /// [`WaitsFor`], on the manual clock): a wait that would close a cycle is refused, so
+    /// the stores answer `deadlock` as in a cluster (`MemPd` alone accepts every wait).
     pub(crate) fn pd(&self) -> Arc<dyn PdClient> {
         let tso = self.clone();
-        Arc::new(MemPd::default().with_tso(Box::new(move || {
-            let ts = tso.next();
-            Box::pin(async move { Ok(ts) })
-        })))
+        let (clock, waits) = (self.clock.clone(), Mutex::new(WaitsFor::new(EDGE_TTL)));
+        let pd = MemPd::default()
+            .with_tso(Box::new(move || {
+                let ts = tso.next();
+                Box::pin(async move { Ok(ts) })
+            }))
+            .with_detect(Box::new(move |req| {
+                waits
+                    .lock()
+                    .expect("the simulator is one thread: its lock is never poisoned")
+                    .detect(req, clock.now())
+            }));
+        Arc::new(pd)
     }
 }
 
 /// One store's transactional layer: the coprocessor its replicas run, and its deadlock
-/// reporter's task queued on `queue` (PD in memory accepts every wait: a deadlock ends at
-/// the lock-wait timeout).
+/// reporter's task queued on `queue` (its reports reach PD's waits-for graph).
 pub(crate) fn txn_layer(
     pd: Arc<dyn PdClient>,
     gc_worker: &GcWorker,

@@ -477,6 +477,7 @@ impl World {
                 .bank
                 .as_ref()
                 .map_or(0, |b| b.cross_region_async_commits),
+            deadlocks: self.bank.as_ref().map_or(0, |b| b.deadlocks),
             cross_region_secondary_checks: self
                 .bank
                 .as_ref()

@@ -98,7 +98,7 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
             println!(
                 "seed={seed} workload={} trace_hash={:016x} steps={} simulated_ms={} ops={} \
                  completed={} cross_region_async_commits={} cross_region_secondary_checks={} \
-                 result={}",
+                 deadlocks={} result={}",
                 workload_name(cfg.workload),
                 r.trace_hash,
                 r.steps,
@@ -107,6 +107,7 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
                 r.completed,
                 r.cross_region_async_commits,
                 r.cross_region_secondary_checks,
+                r.deadlocks,
                 match &r.result {
                     Ok(()) => "ok".to_string(),
                     Err(e) => format!("FAILED: {e}"),
@@ -123,7 +124,7 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     let (mut ops, mut completed) = (0usize, 0usize);
-    let (mut cross, mut checks) = (0usize, 0usize);
+    let (mut cross, mut checks, mut deadlocks) = (0usize, 0usize, 0usize);
     let end = a.start.checked_add(a.seeds).ok_or_else(|| {
         anyhow::anyhow!(
             "--start {} plus --seeds {} passes the last seed",
@@ -138,6 +139,7 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
             completed += r.completed;
             cross += r.cross_region_async_commits;
             checks += r.cross_region_secondary_checks;
+            deadlocks += r.deadlocks;
             if let Err(e) = &r.result {
                 let name = workload_name(cfg.workload);
                 eprintln!("seed {seed} ({name}) failed: {e}; shrinking");
@@ -172,7 +174,8 @@ pub fn sim(a: SimArgs) -> Result<ExitCode> {
     let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
     println!(
         "seeds={} workload={} failed=0 seeds_per_s={:.1} seeds_per_hour={:.0} ops={ops} \
-         completed={completed} cross_region_async_commits={cross} cross_region_secondary_checks={checks}",
+         completed={completed} cross_region_async_commits={cross} \
+         cross_region_secondary_checks={checks} deadlocks={deadlocks}",
         a.seeds,
         match a.workload {
             WorkloadArg::Kv => "kv",

@@ -250,6 +250,9 @@ impl World {
             Stage::Lock if e.has_conflict() => self.bank_enter(c, Stage::Lock),
             // The leader found a cycle, or the wait ran out with no lock to resolve.
             Stage::Lock if e.has_deadlock() || e.get_already_rolled_back() => {
+                if e.has_deadlock() {
+                    self.bank_mut().deadlocks += 1;
+                }
                 self.bank_enter(c, Stage::PessimisticRollback)
             }
             Stage::Lock if e.get_lock_wait_timeout() => {

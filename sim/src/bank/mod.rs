@@ -67,6 +67,8 @@ pub(crate) struct Bank {
     pub(crate) cross_region_async_commits: usize,
     /// Async-commit locks decided by secondaries in another region than the primary.
     pub(crate) cross_region_secondary_checks: usize,
+    /// Lock requests answered `deadlock`.
+    pub(crate) deadlocks: usize,
 }
 
 /// Where the run is: setup and the final read run with the faults off.
@@ -189,6 +191,7 @@ impl Bank {
             errors: Vec::new(),
             cross_region_async_commits: 0,
             cross_region_secondary_checks: 0,
+            deadlocks: 0,
         }
     }
 
