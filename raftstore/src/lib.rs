@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use local_reader::{ReadDelegate, ReadRegistry};
 pub use log_writer::{GroupLimits, GroupWait, LogWriter, Persisted, PersistedSink, WriteTask};
 pub use metrics::{MetricsSnapshot, StageCounters, StoreMetrics, WriteStages};
-pub use pd::{BoxFuture, MemPd, PdClient, PdError, TsoSource};
+pub use pd::{BoxFuture, DetectSource, MemPd, PdClient, PdError, TsoSource};
 pub use peer::{
     Campaign, CheckSplitSoon, CompactLog, Effect, Fence, GetStatus, Inbox, InboxFull, KvCommand,
     NewRegion, Peer, PeerActor, PeerContext, PeerMailbox, RaftMessageIn, RegionStatus, Responder,

@@ -441,7 +441,12 @@ impl TxnObserver {
             return;
         }
         if let Some(left) = self.lock_waits.cancel(waiter) {
-            // PD dropped the refused edge itself; the one behind now waits for `ahead`.
+            // PD dropped the waiter's edges itself, unless this wait's report reached it
+            // after the refusal (another region's wait for the same holder was refused):
+            // a removal is a no-op for an edge PD no longer has, and keeps a late one from
+            // lingering as a phantom until its TTL.
+            self.shared.detector.done(waiter, left.ahead, &key);
+            // The one behind now waits for `ahead`.
             if let (Some(behind), Some(mb)) = (left.behind, cx.mailbox) {
                 self.shared
                     .detector
