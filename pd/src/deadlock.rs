@@ -131,6 +131,17 @@ impl WaitsFor {
         }
     }
 
+    /// Ends every wait of `waiter` on the key with hash `key_hash` (0, a store that does
+    /// not say: every wait of `waiter`).
+    fn drop_key(&mut self, waiter: u64, key_hash: u64) {
+        if let Some(edges) = self.edges.get_mut(&waiter) {
+            edges.retain(|e| key_hash != 0 && e.key_hash != key_hash);
+            if edges.is_empty() {
+                self.edges.remove(&waiter);
+            }
+        }
+    }
+
     /// Applies a store's batch of wait reports in order; answers the refused waits.
     pub fn detect(&mut self, req: &DetectRequest, now: Instant) -> DetectResponse {
         let mut resp = DetectResponse::new();
@@ -142,9 +153,12 @@ impl WaitsFor {
                 WaitForOp::WAIT_ADD if waiter == holder || waiter == 0 || holder == 0 => {}
                 WaitForOp::WAIT_ADD => {
                     if let Err(d) = self.wait(waiter, holder, e.get_key_hash(), now) {
-                        // The waiter is told it deadlocks and its statement ends: its
-                        // other waits go too.
-                        self.edges.remove(&waiter);
+                        // The waiter is told it deadlocks: its wait on this key is over
+                        // (an earlier edge of it on the key, behind another holder, too).
+                        // Its waits on other keys stay queued in their regions until
+                        // their stores report their end, and a cycle through them must
+                        // still be found.
+                        self.drop_key(waiter, e.get_key_hash());
                         let mut r = WaitRefused::new();
                         r.set_waiter_ts(waiter);
                         r.set_holder_ts(holder);
@@ -278,6 +292,29 @@ mod tests {
         e.set_holder_ts(holder);
         e.set_key_hash(waiter * 100 + holder);
         e
+    }
+
+    #[test]
+    fn a_refused_waiter_keeps_its_waits_on_other_keys_and_a_cycle_through_them_is_found() {
+        let now = Instant::now();
+        let mut g = WaitsFor::new(TTL);
+        let add = |w, h, k| {
+            let mut e = entry(WaitForOp::WAIT_ADD, w, h);
+            e.set_key_hash(k);
+            e
+        };
+        let mut req = DetectRequest::new();
+        req.mut_entries().push(add(1, 3, 30)); // 1 waits for 3 in one region
+        req.mut_entries().push(add(2, 1, 10)); // 2 waits for 1
+        req.mut_entries().push(add(1, 2, 20)); // closes 1 -> 2 -> 1: refused
+        req.mut_entries().push(add(3, 1, 11)); // closes 3 -> 1 -> 3 through the wait kept
+        let resp = g.detect(&req, now);
+        let refused: Vec<(u64, u64)> = resp
+            .get_refused()
+            .iter()
+            .map(|r| (r.get_waiter_ts(), r.get_holder_ts()))
+            .collect();
+        assert_eq!(refused, vec![(1, 2), (3, 1)]);
     }
 
     #[test]

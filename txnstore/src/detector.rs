@@ -125,9 +125,8 @@ async fn send_reports(mut rx: mpsc::Receiver<Report>, pd: Arc<dyn PdClient>, log
         // of one statement in two regions, both held by it): each of those leaders hears
         // the refusal once, and each checks it against its own queue. A refusal names
         // the cycle's key, not the refused wait's, so (waiter, holder) is what matches.
-        // Not covered: PD drops every edge of a refused waiter, but its waits for other
-        // holders, or reported in earlier batches, stay queued at their leaders with no
-        // edge (a cycle through them ends by the lock-wait timeout).
+        // PD keeps the refused waiter's waits on other keys, as their leaders keep them
+        // queued, until they report their end.
         let mut replies: HashMap<(u64, u64), Vec<Arc<dyn PeerMailbox>>> = HashMap::new();
         for r in batch {
             if let Some(reply) = r.reply {

@@ -441,10 +441,9 @@ impl TxnObserver {
             return;
         }
         if let Some(left) = self.lock_waits.cancel(waiter) {
-            // PD dropped the waiter's edges itself, unless this wait's report reached it
-            // after the refusal (another region's wait for the same holder was refused):
-            // a removal is a no-op for an edge PD no longer has, and keeps a late one from
-            // lingering as a phantom until its TTL.
+            // PD never added the refused edge, but this wait may be another region's
+            // report of the same (waiter, holder) that PD accepted: its end is reported
+            // (a no-op for an edge PD does not have), or it would linger until its TTL.
             self.shared.detector.done(waiter, left.ahead, &key);
             // The one behind now waits for `ahead`.
             if let (Some(behind), Some(mb)) = (left.behind, cx.mailbox) {
