@@ -380,10 +380,15 @@ impl World {
             }
             other => self.retry_target(other.as_ref()),
         };
-        self.note(format!(
-            "bank client {c} retries at s{} ({why})",
-            retry_at + 1
-        ));
+        let region = self.part(c, part).map_or(0, |p| p.region);
+        self.note(match self.regions.len() {
+            1 => format!("bank client {c} retries at s{} ({why})", retry_at + 1),
+            _ => format!(
+                "bank client {c} retries at s{} r{} ({why})",
+                retry_at + 1,
+                region + 1
+            ),
+        });
         if let Some(p) = self.part(c, part) {
             p.target = retry_at;
         }
