@@ -1,5 +1,6 @@
 //! The `regatta` command line against a playground process: values too large for an
-//! argument come from stdin (`-`) or a file, and a reversed scan range is refused.
+//! argument come from stdin (`-`) or a file and come back whole (`get --raw`), and a
+//! reversed scan range is refused.
 
 use crate::common::process::{free_port, spawn_ready, Proc};
 use std::io::Write;
@@ -52,8 +53,9 @@ fn ok(out: &Output) {
 }
 
 /// Goal: values past the 128 KiB an argument can hold go in through stdin or a file, for
-/// `put` and both sides of `cas`. Method: a 1 MiB value by `put KEY -`, read back whole;
-/// then a CAS whose expected value comes from a file and new value from stdin.
+/// `put` and both sides of `cas`, and come back byte for byte. Method: a 1 MiB value by
+/// `put KEY -`, read back whole (with a newline, and exactly with `--raw`); then a CAS
+/// whose expected value comes from a file and new value from stdin.
 #[test]
 fn put_and_cas_read_large_values_from_stdin_and_files() {
     let pd = format!("127.0.0.1:{}", free_port());
@@ -68,6 +70,9 @@ fn put_and_cas_read_large_values_from_stdin_and_files() {
         "the whole value and a newline"
     );
     assert!(got.stdout.starts_with(&big));
+    let raw = regatta(&pd, &["get", "big", "--raw"], b"");
+    ok(&raw);
+    assert!(raw.stdout == big, "--raw gives back exactly the bytes put");
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("expected");

@@ -50,6 +50,11 @@ pub struct GetArgs {
     /// Also say on stderr how the read was served (replica, lease, staleness).
     #[arg(long, short)]
     verbose: bool,
+    /// Print the value's bytes exactly, without the newline that otherwise follows it
+    /// (for binary values and files: `regatta get blob --raw > blob.bin` gives back what
+    /// `regatta put blob --value-file blob.bin` stored).
+    #[arg(long)]
+    raw: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -237,7 +242,10 @@ pub fn get(a: GetArgs) -> Result<ExitCode> {
             Some(v) => {
                 let mut out = std::io::stdout().lock();
                 print_bytes(&mut out, &v.value)?;
-                writeln!(out)?;
+                if !a.raw {
+                    writeln!(out)?;
+                }
+                out.flush()?;
                 Ok(ExitCode::SUCCESS)
             }
             None => {
