@@ -54,8 +54,9 @@ fn ok(out: &Output) {
 
 /// Goal: values past the 128 KiB an argument can hold go in through stdin or a file, for
 /// `put` and both sides of `cas`, and come back byte for byte. Method: a 1 MiB value by
-/// `put KEY -`, read back whole (with a newline, and exactly with `--raw`); then a CAS
-/// whose expected value comes from a file and new value from stdin.
+/// `put KEY -`, read back whole (with a newline); a short binary value ending in a
+/// newline by `--value-file`, read back exactly with `get --raw`; then a CAS whose
+/// expected value comes from a file and new value from stdin.
 #[test]
 fn put_and_cas_read_large_values_from_stdin_and_files() {
     let pd = format!("127.0.0.1:{}", free_port());
@@ -70,11 +71,29 @@ fn put_and_cas_read_large_values_from_stdin_and_files() {
         "the whole value and a newline"
     );
     assert!(got.stdout.starts_with(&big));
-    let raw = regatta(&pd, &["get", "big", "--raw"], b"");
-    ok(&raw);
-    assert!(raw.stdout == big, "--raw gives back exactly the bytes put");
-
+    // Bytes that are no UTF-8 and end in a newline, in from a file, out with `--raw`.
     let dir = tempfile::tempdir().unwrap();
+    let blob: Vec<u8> = vec![0xff, 0x00, b'\n', 0xfe, b'x', b'\n'];
+    let blob_file = dir.path().join("blob.bin");
+    std::fs::write(&blob_file, &blob).unwrap();
+    let blob_path = blob_file.display().to_string();
+    ok(&regatta(
+        &pd,
+        &["put", "blob", "--value-file", &blob_path],
+        b"",
+    ));
+    let raw = regatta(&pd, &["get", "blob", "--raw"], b"");
+    ok(&raw);
+    assert_eq!(raw.stdout.len(), blob.len(), "--raw adds no newline");
+    assert_eq!(raw.stdout, blob, "--raw gives back exactly the bytes put");
+    let plain = regatta(&pd, &["get", "blob"], b"");
+    ok(&plain);
+    assert_eq!(
+        plain.stdout,
+        [&blob[..], b"\n"].concat(),
+        "without it, one newline"
+    );
+
     let file = dir.path().join("expected");
     std::fs::write(&file, &big).unwrap();
     let newer = vec![b'z'; 300 << 10];

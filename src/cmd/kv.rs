@@ -7,7 +7,8 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use regatta_client::{Client, ReadConsistency};
+use regatta_client::{Client, Config, ReadConsistency};
+use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,6 +20,38 @@ pub struct Target {
     /// PD address(es), comma-separated.
     #[arg(long, default_value = regatta::DEFAULT_PD, value_delimiter = ',')]
     pub pd: Vec<String>,
+    /// How long the command keeps trying, in ms, while PD or a store does not answer or a
+    /// region is between leaders, before it gives up (exit 2). After a second without an
+    /// answer from PD it says on stderr that it is waiting.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+}
+
+impl Target {
+    /// The client configuration these flags ask for.
+    pub fn config(&self) -> Config {
+        Config {
+            op_timeout: Duration::from_millis(self.timeout_ms),
+            ..Config::default()
+        }
+    }
+
+    /// Awaits `connecting` (a client connecting to PD); if it takes longer than a second,
+    /// says so on stderr once, with how long it will keep trying.
+    pub async fn connecting<T>(&self, connecting: impl Future<Output = T>) -> T {
+        let mut connecting = std::pin::pin!(connecting);
+        match tokio::time::timeout(Duration::from_secs(1), &mut connecting).await {
+            Ok(done) => done,
+            Err(_) => {
+                eprintln!(
+                    "waiting for PD at {} (trying for up to {:.1} s in all; --timeout-ms)",
+                    self.pd.join(","),
+                    self.timeout_ms as f64 / 1e3
+                );
+                connecting.await
+            }
+        }
+    }
 }
 
 /// How `regatta get` reads.
@@ -194,7 +227,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// A client of the cluster at `t`.
 pub async fn connect(t: &Target) -> Result<Client> {
-    Client::connect(&t.pd)
+    t.connecting(Client::connect_with(&t.pd, t.config()))
         .await
         .with_context(|| format!("connecting to PD at {}", t.pd.join(",")))
 }

@@ -81,7 +81,9 @@ pub fn txn(a: TxnArgs) -> Result<ExitCode> {
         bail!("--read-ts must be a timestamp above 0");
     }
     runtime()?.block_on(async {
-        let client = TxnClient::connect(&a.target.pd)
+        let client = a
+            .target
+            .connecting(TxnClient::connect_with(&a.target.pd, a.target.config()))
             .await
             .with_context(|| format!("connecting to PD at {}", a.target.pd.join(",")))?;
         let mut out = std::io::stdout().lock();
