@@ -45,6 +45,53 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Runs `stop` (a command's clean stop, after [`shutdown_signal`]) to its end, unless the
+/// process is asked to stop again meanwhile (a second Ctrl-C or SIGTERM): then it says
+/// so on stderr, tries to remove `temp_dir` (a temporary data directory nothing will
+/// reopen; the stores may still be writing there, so it says where it is if that fails)
+/// and exits at once with status 130. Nothing durable is lost by that: every
+/// acknowledged write is in a synced log, which the next start on the same data
+/// directory replays.
+pub async fn stop_unless_asked_again(
+    stop: impl std::future::Future<Output = ()>,
+    temp_dir: Option<std::path::PathBuf>,
+) {
+    if until_asked_again(stop, shutdown_signal()).await == Stop::Forced {
+        eprintln!("asked to stop again: exiting without a clean stop");
+        if let Some(d) = temp_dir {
+            let removed = (0..3).any(|_| std::fs::remove_dir_all(&d).is_ok() || !d.exists());
+            if !removed {
+                eprintln!(
+                    "the temporary data directory {} is left behind",
+                    d.display()
+                );
+            }
+        }
+        std::process::exit(130);
+    }
+}
+
+/// How a clean stop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// It ran to its end.
+    Clean,
+    /// `again` came first.
+    Forced,
+}
+
+/// Runs `stop` until it ends or `again` resolves, whichever comes first.
+async fn until_asked_again(
+    stop: impl std::future::Future<Output = ()>,
+    again: impl std::future::Future<Output = ()>,
+) -> Stop {
+    tokio::select! {
+        biased;
+        () = stop => Stop::Clean,
+        () = again => Stop::Forced,
+    }
+}
+
 /// `dir` if given, else a fresh temporary directory named `prefix…`, removed when the
 /// returned guard is dropped (keep it until everything using the directory has stopped).
 pub fn data_dir_or_temp(
@@ -62,4 +109,19 @@ pub fn data_dir_or_temp(
             (t.path().to_path_buf(), Some(t))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{until_asked_again, Stop};
+
+    #[tokio::test]
+    async fn a_stop_that_ends_is_clean_and_a_second_request_forces_one_that_does_not() {
+        let never = std::future::pending::<()>;
+        assert_eq!(until_asked_again(async {}, never()).await, Stop::Clean);
+        assert_eq!(until_asked_again(never(), async {}).await, Stop::Forced);
+        // A stop that ends while nobody asks again is clean, however long it took.
+        let slow = tokio::time::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(until_asked_again(slow, never()).await, Stop::Clean);
+    }
 }

@@ -178,7 +178,10 @@ impl EngineArgs {
 pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
     anyhow::ensure!(a.stores >= 1, "--stores must be at least 1");
     let logger = logging::logger();
-    let (dir, _tmp) = regatta::data_dir_or_temp(a.data_dir.clone(), "regatta-playground-")?;
+    // `tmp` (a temporary data directory, when none was given) is removed when it drops,
+    // after the stop.
+    let (dir, tmp) = regatta::data_dir_or_temp(a.data_dir.clone(), "regatta-playground-")?;
+    let temp_path = tmp.as_ref().map(|t| t.path().to_path_buf());
     let mut txn_config = TxnConfig::default();
     a.gc.apply(&mut txn_config);
     let cfg = PlaygroundConfig {
@@ -206,8 +209,8 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
             dir.display()
         );
         regatta::shutdown_signal().await;
-        eprintln!("shutting down");
-        pg.stop().await;
+        eprintln!("shutting down (Ctrl-C again to exit at once)");
+        regatta::stop_unless_asked_again(pg.stop(), temp_path).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -233,7 +236,7 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
             logger.clone(),
         );
         regatta::shutdown_signal().await;
-        pd.stop().await;
+        regatta::stop_unless_asked_again(pd.stop(), None).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -270,7 +273,7 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
             .with_context(|| format!("starting store {}", a.id))?;
         println!("ready store={} addr={}", store.store_id, store.addr);
         regatta::shutdown_signal().await;
-        store.stop().await;
+        regatta::stop_unless_asked_again(store.stop(), None).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
