@@ -31,32 +31,68 @@ pub const DEFAULT_PD: &str = "127.0.0.1:2379";
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C / SIGINT), so a
 /// command can stop its stores and remove its temporary data before it exits.
 pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    StopSignals::new().next().await;
+}
+
+/// The signals that ask a command to stop (SIGINT, i.e. Ctrl-C, and SIGTERM), listened
+/// to from [`StopSignals::new`] on: one that arrives while nobody awaits
+/// [`StopSignals::next`] is kept for the next call, so a second Ctrl-C during a stop is
+/// not lost. Create it inside the async runtime.
+pub struct StopSignals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Default for StopSignals {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// Runs `stop` (a command's clean stop, after [`shutdown_signal`]) to its end, unless the
-/// process is asked to stop again meanwhile (a second Ctrl-C or SIGTERM): then it says
-/// so on stderr, tries to remove `temp_dir` (a temporary data directory nothing will
+impl StopSignals {
+    /// Starts listening (a signal that cannot be listened to is never reported).
+    pub fn new() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Resolves at the next stop signal, with the exit status a process killed by it
+    /// reports: 130 for SIGINT, 143 for SIGTERM.
+    pub async fn next(&mut self) -> i32 {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            // A stream that cannot listen, or has ended, never reports again.
+            let got = match s {
+                Some(s) => s.recv().await.is_some(),
+                None => false,
+            };
+            if !got {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.int) => 128 + libc::SIGINT,
+            () = recv(&mut self.term) => 128 + libc::SIGTERM,
+        }
+    }
+}
+
+/// Runs `stop` (a command's clean stop, after the first of `signals`) to its end, unless
+/// the process is asked to stop again meanwhile (a second Ctrl-C or SIGTERM): then it
+/// says so on stderr, tries to remove `temp_dir` (a temporary data directory nothing will
 /// reopen; the stores may still be writing there, so it says where it is if that fails)
-/// and exits at once with status 130. Nothing durable is lost by that: every
-/// acknowledged write is in a synced log, which the next start on the same data
-/// directory replays.
+/// and exits at once (without running exit-time destructors, which would wait for
+/// RocksDB's background work), with 130 after SIGINT or 143 after SIGTERM. Nothing
+/// durable is lost by that: every acknowledged write is in a synced log, which the next
+/// start on the same data directory replays.
 pub async fn stop_unless_asked_again(
     stop: impl std::future::Future<Output = ()>,
     temp_dir: Option<std::path::PathBuf>,
+    signals: &mut StopSignals,
 ) {
-    if until_asked_again(stop, shutdown_signal()).await == Stop::Forced {
+    if let Stop::Forced(status) = until_asked_again(stop, signals.next()).await {
         eprintln!("asked to stop again: exiting without a clean stop");
         if let Some(d) = temp_dir {
             let removed = (0..3).any(|_| std::fs::remove_dir_all(&d).is_ok() || !d.exists());
@@ -67,7 +103,10 @@ pub async fn stop_unless_asked_again(
                 );
             }
         }
-        std::process::exit(130);
+        use std::io::Write as _;
+        let _ = std::io::stderr().flush();
+        // SAFETY: `_exit` ends the process at once; nothing runs after it.
+        unsafe { libc::_exit(status) };
     }
 }
 
@@ -76,19 +115,19 @@ pub async fn stop_unless_asked_again(
 enum Stop {
     /// It ran to its end.
     Clean,
-    /// `again` came first.
-    Forced,
+    /// `again` came first, with this exit status.
+    Forced(i32),
 }
 
 /// Runs `stop` until it ends or `again` resolves, whichever comes first.
 async fn until_asked_again(
     stop: impl std::future::Future<Output = ()>,
-    again: impl std::future::Future<Output = ()>,
+    again: impl std::future::Future<Output = i32>,
 ) -> Stop {
     tokio::select! {
         biased;
         () = stop => Stop::Clean,
-        () = again => Stop::Forced,
+        status = again => Stop::Forced(status),
     }
 }
 
@@ -117,11 +156,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_stop_that_ends_is_clean_and_a_second_request_forces_one_that_does_not() {
-        let never = std::future::pending::<()>;
-        assert_eq!(until_asked_again(async {}, never()).await, Stop::Clean);
-        assert_eq!(until_asked_again(never(), async {}).await, Stop::Forced);
+        let (never, never_asked) = (std::future::pending::<()>, std::future::pending::<i32>);
+        assert_eq!(
+            until_asked_again(async {}, never_asked()).await,
+            Stop::Clean
+        );
+        assert_eq!(
+            until_asked_again(never(), async { 143 }).await,
+            Stop::Forced(143)
+        );
         // A stop that ends while nobody asks again is clean, however long it took.
         let slow = tokio::time::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(until_asked_again(slow, never()).await, Stop::Clean);
+        assert_eq!(until_asked_again(slow, never_asked()).await, Stop::Clean);
     }
 }

@@ -11,7 +11,7 @@
 mod common;
 
 mod atomic_batch;
-mod cli_connect;
+mod cli_process;
 mod cli_values;
 mod cluster_faults;
 mod cluster_kv;

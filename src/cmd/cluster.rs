@@ -200,6 +200,8 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
     let sys = actix::System::new();
     sys.block_on(async move {
         let pg = Playground::start(cfg, logger.clone()).await?;
+        // Listening from here on: until then Ctrl-C ends a start that hangs, as by default.
+        let mut signals = regatta::StopSignals::new();
         let addrs: Vec<String> = pg.stores().map(|s| s.addr.to_string()).collect();
         println!(
             "ready pd={} stores={} regions={} data_dir={}",
@@ -208,9 +210,9 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
             a.regions,
             dir.display()
         );
-        regatta::shutdown_signal().await;
+        signals.next().await;
         eprintln!("shutting down (Ctrl-C again to exit at once)");
-        regatta::stop_unless_asked_again(pg.stop(), temp_path).await;
+        regatta::stop_unless_asked_again(pg.stop(), temp_path, &mut signals).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -227,6 +229,7 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
         let pd = regatta_pd::start(config, &a.addr, logger.clone())
             .await
             .with_context(|| format!("starting PD on {}", a.addr))?;
+        let mut signals = regatta::StopSignals::new();
         println!("ready pd={}", pd.addr);
         // GC's resolve-locks phase, at the stores' default GC interval.
         let _resolver = regatta::gc_resolver::LockResolver::start(
@@ -235,8 +238,8 @@ pub fn pd(a: PdArgs) -> Result<ExitCode> {
             Duration::from_millis(TxnConfig::default().gc_interval_ms),
             logger.clone(),
         );
-        regatta::shutdown_signal().await;
-        regatta::stop_unless_asked_again(pd.stop(), None).await;
+        signals.next().await;
+        regatta::stop_unless_asked_again(pd.stop(), None, &mut signals).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -271,9 +274,10 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
         let store = Store::start(opts, pd_client, logger.clone())
             .await
             .with_context(|| format!("starting store {}", a.id))?;
+        let mut signals = regatta::StopSignals::new();
         println!("ready store={} addr={}", store.store_id, store.addr);
-        regatta::shutdown_signal().await;
-        regatta::stop_unless_asked_again(store.stop(), None).await;
+        signals.next().await;
+        regatta::stop_unless_asked_again(store.stop(), None, &mut signals).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

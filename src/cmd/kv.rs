@@ -20,9 +20,10 @@ pub struct Target {
     /// PD address(es), comma-separated.
     #[arg(long, default_value = regatta::DEFAULT_PD, value_delimiter = ',')]
     pub pd: Vec<String>,
-    /// How long the command keeps trying, in ms, while PD or a store does not answer or a
-    /// region is between leaders, before it gives up (exit 2). After a second without an
-    /// answer from PD it says on stderr that it is waiting.
+    /// How long the command may take, in ms, retries included (while PD or a store does
+    /// not answer, or a region is between leaders), before it gives up (exit 2); no
+    /// single request waits longer. After a second without an answer from PD it says on
+    /// stderr that it is waiting.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
 }
@@ -30,9 +31,14 @@ pub struct Target {
 impl Target {
     /// The client configuration these flags ask for.
     pub fn config(&self) -> Config {
+        let timeout = Duration::from_millis(self.timeout_ms);
+        let d = Config::default();
+        // No single attempt outlasts the whole command.
         Config {
-            op_timeout: Duration::from_millis(self.timeout_ms),
-            ..Config::default()
+            op_timeout: timeout,
+            rpc_timeout: d.rpc_timeout.min(timeout),
+            connect_timeout: d.connect_timeout.min(timeout),
+            ..d
         }
     }
 
