@@ -44,7 +44,7 @@ struct SplitArgs {
     #[arg(long, default_value_t = 64)]
     clients: usize,
     /// Seconds per phase (before, during, after the splits).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
     /// Manual splits during the middle phase (the region count goes 1 -> splits + 1).
     #[arg(long, default_value_t = 7)]
@@ -72,7 +72,7 @@ struct RegionsArgs {
     #[arg(long, default_value_t = 15)]
     settle: u64,
     /// Seconds to measure idle.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
     /// Seconds of load after the idle measurement: 64 clients, 80:20 get/put over keys
     /// spread across every region (0: idle only).
@@ -93,7 +93,7 @@ struct Common {
     #[arg(long, default_value = "64", value_delimiter = ',')]
     clients: Vec<usize>,
     /// Seconds per run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
     /// Size of the key space.
     #[arg(long, default_value_t = 10_000)]

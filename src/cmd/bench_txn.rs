@@ -23,7 +23,7 @@ pub struct TxnBenchArgs {
     #[arg(long, default_value = "1,64", value_delimiter = ',')]
     clients: Vec<usize>,
     /// Seconds per run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
     /// Accounts (16-byte keys).
     #[arg(long, default_value_t = 10_000)]

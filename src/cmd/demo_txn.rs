@@ -25,7 +25,7 @@ pub struct TxnDemoArgs {
     #[arg(long, default_value_t = 32)]
     clients: usize,
     /// How long the transfers run.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
     /// Split a region a third of the way in and restart a store at two thirds (the
     /// restart only on the embedded playground).
