@@ -5,6 +5,7 @@
 use crate::common::process::{free_port, Proc};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Goal: a command whose PD is down does not sit silent for its whole timeout; it says on
 /// stderr that it waits for PD, then fails (exit 2) naming PD and the cause. Method: `get`
@@ -13,7 +14,7 @@ use std::process::{Command, Stdio};
 #[test]
 fn a_command_says_it_waits_for_pd_then_gives_up() {
     let pd = format!("127.0.0.1:{}", free_port());
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_regatta"))
         .args(["get", "k", "--pd", &pd, "--timeout-ms", "2500"])
         .env("REGATTA_LOG", "error")
@@ -21,7 +22,7 @@ fn a_command_says_it_waits_for_pd_then_gives_up() {
         .expect("regatta ran");
     // Against the default of 20 s: the flag was heeded (a wide margin, not a timing).
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(15),
+        started.elapsed() < Duration::from_secs(15),
         "gave up only after {:?}",
         started.elapsed()
     );
@@ -51,24 +52,30 @@ fn a_zero_timeout_is_refused() {
 
 /// Goal: a second stop signal during a clean stop ends the process at once, with the
 /// status of the signal (130 for SIGINT, 143 for SIGTERM), and still removes a
-/// playground's temporary data directory (or says it is left). Method: a one-store
-/// playground on a temporary directory; SIGINT and SIGTERM sent back to back (two
-/// different signals, so the kernel cannot merge them: both are seen whatever the stop
-/// takes, the second while the first's stop runs).
+/// playground's temporary data directory (or says it is left). Method: a three-store
+/// playground on a temporary directory; SIGINT and SIGTERM sent back to back. They are
+/// two different signals, so the kernel cannot merge them, and the clean stop of three
+/// stores (about a second) outlasts the gap between two `kill` calls by far.
 #[test]
 fn a_second_stop_signal_during_the_stop_exits_at_once() {
     let pd = format!("127.0.0.1:{}", free_port());
     let mut proc = Proc::spawn(
         Command::new(env!("CARGO_BIN_EXE_regatta"))
-            .args(["playground", "--stores", "1", "--store-port", "0"])
-            .args(["--pd-addr", &pd])
+            .args(["playground", "--store-port", "0", "--pd-addr", &pd])
             .env("REGATTA_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
-    let mut stdout = BufReader::new(proc.0.stdout.take().expect("piped stdout"));
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).expect("a ready line");
+    let stdout = proc.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut ready);
+        let _ = tx.send(ready);
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a ready line within 60 s");
     assert!(ready.starts_with("ready"), "{ready}");
     let data_dir = ready
         .split_whitespace()
@@ -82,7 +89,15 @@ fn a_second_stop_signal_during_the_stop_exits_at_once() {
         libc::kill(pid, libc::SIGINT);
         libc::kill(pid, libc::SIGTERM);
     }
-    let status = proc.0.wait().expect("the playground exits");
+    // Bounded: a playground that hung would fail the test, not the suite.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = proc.0.try_wait().expect("waiting for the playground") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the playground did not exit");
+        std::thread::sleep(Duration::from_millis(20)); // polling an exit
+    };
     let mut stderr = String::new();
     proc.0
         .stderr

@@ -32,7 +32,7 @@ pub struct ContentionArgs {
     )]
     strategies: Vec<String>,
     /// Give up one increment after this many seconds of retries (counted as an error).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     op_timeout_secs: u64,
     /// Benchmark an existing cluster (PD address) instead of an embedded playground.
     #[arg(long)]
@@ -57,7 +57,7 @@ pub fn bench_contention(a: ContentionArgs) -> Result<ExitCode> {
             ops_per_client: a.ops_per_client,
             key: a.key.clone(),
             keys: a.keys,
-            op_timeout: Duration::from_secs(a.op_timeout_secs.max(1)),
+            op_timeout: Duration::from_secs(a.op_timeout_secs),
         })
         .collect::<Vec<_>>();
     for c in &configs {

@@ -20,10 +20,11 @@ pub struct Target {
     /// PD address(es), comma-separated.
     #[arg(long, default_value = regatta::DEFAULT_PD, value_delimiter = ',')]
     pub pd: Vec<String>,
-    /// How long the command may take, in ms, retries included (while PD or a store does
-    /// not answer, or a region is between leaders), before it gives up (exit 2); no
-    /// single request waits longer. After a second without an answer from PD it says on
-    /// stderr that it is waiting.
+    /// How long, in ms, each step of the command (connecting to PD, then each operation)
+    /// keeps trying, retries included (while PD or a store does not answer, or a region
+    /// is between leaders), before the command gives up (exit 2); no single request waits
+    /// longer. After a second without an answer from PD it says on stderr that it is
+    /// waiting.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
 }
