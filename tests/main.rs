@@ -33,6 +33,7 @@ mod txn_cli;
 mod txn_cluster;
 mod txn_gc;
 mod txn_lock_wait;
+mod txn_mem_locks;
 mod txn_store;
 
 /// Goal: no test file is left out. With `autotests = false` cargo builds only the modules

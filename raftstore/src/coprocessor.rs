@@ -11,7 +11,7 @@
 //! | a turn's entry is built | [`RegionObserver::pre_propose`], [`RegionObserver::post_propose`] | a 1PC commit ts chosen above `max_ts`; reads wait for that entry |
 //! | apply | [`Coprocessor::begin_apply`] → [`Applier`] | Percolator actions over the apply batch (deterministic, every replica) |
 //! | after apply | [`RegionObserver::on_applied`], [`RegionObserver::on_answer`] | released locks handed to their waiters; a raised GC safe point starts a GC pass |
-//! | role change | [`RegionObserver::on_role_change`], [`RegionObserver::drain`] | `max_ts` synced with the TSO; lock waits answered on step-down, split and fence |
+//! | role change | [`RegionObserver::on_role_change`], [`RegionObserver::drain`], [`RegionObserver::before_hand_over`] | `max_ts` synced with the TSO; lock waits answered on step-down, split and fence; in-memory locks proposed before a transfer or split |
 //! | periodic work | [`RegionObserver::on_tick`], [`RegionObserver::on_heartbeat`] | lock-wait deadlines, PD's safe point proposed, the oldest lock reported |
 //!
 //! Contracts the raftstore keeps for the layer: a command the layer claims ([`Coprocessor::kind`])
@@ -183,6 +183,9 @@ pub struct ObserverCx<'a> {
     pub applied: (u64, u64),
     /// Whether the replica was fenced (it serves nothing).
     pub fenced: bool,
+    /// Whether a split is proposed and not yet applied, or a leader transfer is under way:
+    /// state kept only in this leader's memory would not follow the region.
+    pub handing_over: bool,
     /// Now, on the store's clock.
     pub now: Instant,
     /// The wall clock in ms, on the store's clock.
@@ -235,9 +238,16 @@ pub trait RegionObserver: Send {
     /// this entry ([`RegionObserver::post_propose`] gets its index).
     fn pre_propose(&mut self, cmd: &mut RaftCmd, cx: &ObserverCx) -> bool;
 
-    /// The turn's entry, which [`RegionObserver::pre_propose`] marked, was proposed at
-    /// `index`.
-    fn post_propose(&mut self, index: u64);
+    /// The turn's entry, whose commands went through [`RegionObserver::pre_propose`], was
+    /// proposed at `index`; `marked` when one of them asked reads to wait for it. (An
+    /// entry raft refused gets no call.)
+    fn post_propose(&mut self, index: u64, marked: bool);
+
+    /// This leader is about to hand the region on — a leader transfer (raft drops
+    /// proposals while it runs), or a split whose entry comes next — and the observer
+    /// proposes now, through `cx`, whatever it holds only in memory that must follow the
+    /// region (its admin commands go into the log ahead of the transfer or split).
+    fn before_hand_over(&mut self, cx: &mut ObserverCx);
 
     /// A command proposed with `token` applied: the observer answers `tx` (now or later).
     fn on_answer(&mut self, token: u64, tx: Responder, resp: KvResponse, cx: &mut ObserverCx);
@@ -365,7 +375,9 @@ impl RegionObserver for NoObserver {
         false
     }
 
-    fn post_propose(&mut self, _: u64) {}
+    fn post_propose(&mut self, _: u64, _: bool) {}
+
+    fn before_hand_over(&mut self, _: &mut ObserverCx) {}
 
     fn on_answer(&mut self, _: u64, tx: Responder, resp: KvResponse, _: &mut ObserverCx) {
         let _ = tx.send(resp);

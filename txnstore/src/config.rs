@@ -29,6 +29,15 @@ pub struct TxnConfig {
     /// raises `max_ts` (TiKV's `max-ts-drift-allowance`). Default 60 s; it must exceed
     /// the clock skew between PD and the stores.
     pub max_ts_drift_allowance_ms: u64,
+    /// Whether a leader grants a pessimistic lock that meets no conflict in memory,
+    /// answering at once, and writes it into the log with the next command on its key
+    /// (TiKV's in-memory pessimistic locks; docs/ARCHITECTURE.md). Such a lock is lost
+    /// when leadership is lost without a transfer (a crash, a partition): its
+    /// transaction's prewrite then fails, committing nothing. Default on.
+    pub in_memory_pessimistic_locks: bool,
+    /// Most locks one leader holds in memory per region; beyond it lock requests are
+    /// proposed as usual. Default 16,384.
+    pub max_in_memory_locks: usize,
 }
 
 impl Default for TxnConfig {
@@ -40,6 +49,8 @@ impl Default for TxnConfig {
             gc_batch_keys: 1024,
             gc_queue: 1024,
             max_ts_drift_allowance_ms: 60_000,
+            in_memory_pessimistic_locks: true,
+            max_in_memory_locks: 16_384,
         }
     }
 }

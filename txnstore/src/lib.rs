@@ -8,6 +8,7 @@
 //! | `cmd/` | the commands: validation, reads, writes at apply, the wire mapping |
 //! | `max_ts.rs` | the leader's `max_ts` for 1PC, as data |
 //! | `waits.rs`, `lock_wait.rs` | the leader's pessimistic lock waits |
+//! | `leader_locks.rs`, `mem_locks.rs` | the leader's in-memory pessimistic locks |
 //! | `detector.rs` | lock waits reported to PD's deadlock detector |
 //! | `ts_limit.rs` | the newest timestamp a command may carry |
 //! | `gc.rs`, `gc_worker.rs` | MVCC GC: PD's safe point into the log, passes on a worker |
@@ -22,8 +23,10 @@ mod detector;
 pub mod direct;
 mod gc;
 mod gc_worker;
+mod leader_locks;
 mod lock_wait;
 mod max_ts;
+mod mem_locks;
 mod observer;
 mod ts_limit;
 mod waits;
@@ -32,7 +35,9 @@ pub use config::TxnConfig;
 pub use detector::Detector;
 pub(crate) use gc_worker::oldest_lock;
 pub use gc_worker::GcWorker;
-pub use observer::{TxnObserver, GC_COLLECTED_SAFE_POINT, GC_SAFE_POINT, LOCK_WAITERS};
+pub use observer::{
+    TxnObserver, GC_COLLECTED_SAFE_POINT, GC_SAFE_POINT, IN_MEMORY_LOCKS, LOCK_WAITERS,
+};
 pub use ts_limit::TsLimit;
 
 use regatta_engine::{keys, Cf, DynSnapshot, DynWriteBatch, Overlay};
@@ -245,6 +250,7 @@ impl Applier for TxnApplier<'_> {
                 "not a transactional command".into(),
             )));
         };
+        cmd::install_leader_locks(&mut self.overlay, wb, region, raft_cmd.get_leader_locks())?;
         let gc_safe_point = self.gc_safe_point()?;
         let mut resp = Response::new();
         if cmd::is_txn_read(t) {
@@ -283,6 +289,10 @@ impl Applier for TxnApplier<'_> {
         admin: &AdminCmd,
         notes: &mut Vec<Note>,
     ) -> Result<Option<KvResponse>, Error> {
+        if !admin.get_leader_locks().is_empty() {
+            cmd::install_leader_locks(&mut self.overlay, wb, region, admin.get_leader_locks())?;
+            return Ok(Some(KvResponse::new()));
+        }
         let safe_point = admin.get_gc_safe_point();
         if safe_point == 0 {
             return Ok(None);

@@ -6,15 +6,18 @@
 //!   1PC prewrite gets its commit ts above it at propose time, and reads arriving after it
 //!   wait for its entry;
 //! - the leader's lock waits (see `waits.rs`), answered on step-down, split and fence;
-//! - GC (see `gc.rs`): PD's safe point proposed into the log, passes queued on the worker.
+//! - GC (see `gc.rs`): PD's safe point proposed into the log, passes queued on the worker;
+//! - the leader's in-memory pessimistic locks (see `leader_locks.rs`).
 //!
 //! Invariants: only a leader queues waits or chooses 1PC timestamps; a new leader chooses
 //! none until `max_ts` was synced with a TSO timestamp fetched in its term; every waiter
-//! is answered exactly once (granted, refused, timed out or drained).
+//! is answered exactly once (granted, refused, timed out or drained); locks held in memory
+//! belong to one term of one leader and are dropped with it.
 
 use super::cmd;
 use super::gc::GcState;
 use super::max_ts::MaxTs;
+use super::mem_locks::MemLocks;
 use super::waits::{LockWaits, WaitSlot};
 use super::{Released, SafePointRaised, Shared};
 use regatta_proto::kvrpcpb::{KvResponse, Request, Request_oneof_cmd};
@@ -36,6 +39,9 @@ pub const LOCK_WAITERS: &str = "lock_waiters";
 pub const GC_SAFE_POINT: &str = "gc_safe_point";
 /// `RegionStatus::observed` name: the safe point of this replica's last completed GC pass.
 pub const GC_COLLECTED_SAFE_POINT: &str = "gc_collected_safe_point";
+/// `RegionStatus::observed` name: pessimistic locks this leader holds in memory, not yet
+/// in the log.
+pub const IN_MEMORY_LOCKS: &str = "in_memory_locks";
 
 /// The transactional layer's part of one replica (see the module doc).
 pub struct TxnObserver {
@@ -53,6 +59,9 @@ pub struct TxnObserver {
     pub(super) slots: HashMap<u64, WaitSlot>,
     next_token: u64,
     pub(super) gc: GcState,
+    /// Pessimistic locks granted in memory, and the keys of unapplied entries (leader
+    /// only; see `leader_locks.rs`).
+    pub(super) mem_locks: MemLocks,
 }
 
 impl TxnObserver {
@@ -68,6 +77,7 @@ impl TxnObserver {
             slots: HashMap::new(),
             next_token: 1,
             gc: GcState::default(),
+            mem_locks: MemLocks::default(),
         }
     }
 
@@ -156,6 +166,10 @@ impl RegionObserver for TxnObserver {
     }
 
     fn on_write(&mut self, cmd: RaftCmd, tx: Responder, cx: &mut ObserverCx) {
+        if let Some(granted) = self.lock_in_memory(&cmd, cx) {
+            let _ = tx.send(granted);
+            return;
+        }
         if let Some(deadline) = self.lock_wait_deadline(cmd.get_request(), cx.now) {
             self.propose_waiting(cx, cmd, tx, deadline);
             return;
@@ -174,6 +188,7 @@ impl RegionObserver for TxnObserver {
     /// by the same rule; when none can be chosen it is refused at apply
     /// (`ServerIsBusy`), writing nothing.
     fn pre_propose(&mut self, raft_cmd: &mut RaftCmd, cx: &ObserverCx) -> bool {
+        self.carry_locks(raft_cmd, cx);
         let Some(Request_oneof_cmd::txn(t)) = &mut raft_cmd.mut_request().cmd else {
             return false;
         };
@@ -205,8 +220,15 @@ impl RegionObserver for TxnObserver {
         }
     }
 
-    fn post_propose(&mut self, index: u64) {
-        self.read_floor = index;
+    fn post_propose(&mut self, index: u64, marked: bool) {
+        self.mem_locks.proposed(index);
+        if marked {
+            self.read_floor = index;
+        }
+    }
+
+    fn before_hand_over(&mut self, cx: &mut ObserverCx) {
+        self.propose_all_locks(cx);
     }
 
     fn on_answer(&mut self, token: u64, tx: Responder, resp: KvResponse, cx: &mut ObserverCx) {
@@ -244,6 +266,9 @@ impl RegionObserver for TxnObserver {
     }
 
     fn on_role_change(&mut self, cx: &mut ObserverCx) {
+        // Granted by this replica in an earlier term, or not its to keep: gone (their
+        // owners' prewrites answer `PessimisticLockNotFound`).
+        self.mem_locks.clear();
         if cx.leader {
             self.max_ts.set_leader_term(cx.term);
             self.sync_max_ts(cx);
@@ -260,9 +285,12 @@ impl RegionObserver for TxnObserver {
 
     fn drain(&mut self, why: &Error) {
         self.drain_lock_waits(why);
+        self.mem_locks.clear();
     }
 
     fn on_tick(&mut self, cx: &mut ObserverCx) {
+        self.mem_locks.applied(cx.applied.0);
+        self.propose_expired_locks(cx);
         self.expire_lock_waits(cx);
         self.maybe_gc(cx);
     }
@@ -283,6 +311,11 @@ impl RegionObserver for TxnObserver {
         }
         match super::oldest_lock(&cx.engine.dyn_live(), cx.region) {
             Ok(oldest) => {
+                // 0: no lock in the lock CF.
+                let oldest = match self.mem_locks().oldest_start_ts() {
+                    Some(m) if oldest == 0 || m < oldest => m,
+                    _ => oldest,
+                };
                 let mut locks = LockReport::new();
                 locks.set_oldest_start_ts(oldest);
                 locks.set_scanned_at_ms(cx.wall_ms);
@@ -295,7 +328,8 @@ impl RegionObserver for TxnObserver {
     }
 
     fn is_idle(&self) -> bool {
-        self.lock_waits.is_empty()
+        // A lock held in memory keeps the clock running: its TTL must be seen to end.
+        self.lock_waits.is_empty() && self.mem_locks.is_empty()
     }
 
     fn status(&self, cx: &ObserverCx) -> Vec<(&'static str, u64)> {
@@ -303,6 +337,7 @@ impl RegionObserver for TxnObserver {
             (LOCK_WAITERS, self.lock_waits.len() as u64),
             (GC_SAFE_POINT, self.applied_safe_point(cx)),
             (GC_COLLECTED_SAFE_POINT, self.gc.collected()),
+            (IN_MEMORY_LOCKS, self.mem_locks.len() as u64),
         ]
     }
 }

@@ -229,6 +229,7 @@ impl<E: Engine> Peer<E> {
         let member = self.region().get_peers().iter().any(|p| p.get_id() == to);
         if self.is_leader() && !self.is_fenced() && member && to != self.peer_id {
             info!(self.logger, "transferring leadership (PD balance)"; "to" => to);
+            self.before_hand_over();
             self.raw.transfer_leader(to);
         }
     }

@@ -78,6 +78,12 @@ impl<E: Engine> Peer<E> {
             debug!(self.logger, "leader transfer ignored while a snapshot installs"; "from" => m.from);
             return;
         }
+        if m.get_msg_type() == MessageType::MsgTransferLeader && self.is_leader() {
+            // A follower asks for leadership: what the observer holds only in the
+            // leader's memory goes into the log first (raft drops proposals once the
+            // transfer starts).
+            self.before_hand_over();
+        }
         if let Err(e) = self.raw.step(m) {
             debug!(self.logger, "raft step failed"; "error" => %e);
         }

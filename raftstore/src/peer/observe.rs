@@ -20,6 +20,8 @@ impl<E: Engine> Peer<E> {
             term: self.raw.raft.term,
             applied: store.applied(),
             fenced: self.fenced.is_some(),
+            handing_over: self.splits.progress.blocks_lease()
+                || self.raw.raft.lead_transferee.is_some(),
             now: self.ctx.clock.now(),
             wall_ms: self.ctx.clock.wall_ms(),
             mailbox: self.mailbox.as_ref(),
@@ -62,6 +64,14 @@ impl<E: Engine> Peer<E> {
     pub(super) fn push_cmd(&mut self, cmd: RaftCmd, tx: Responder, token: Option<u64>) {
         if self.batch.push(cmd, tx, token, self.ctx.clock.now()) {
             self.propose_pending();
+        }
+    }
+
+    /// Leadership is about to move (a transfer) or the region to be cut (a split): the
+    /// observer proposes what it holds only in this leader's memory, ahead of it.
+    pub(super) fn before_hand_over(&mut self) {
+        if self.is_leader() {
+            self.observe(|o, cx| o.before_hand_over(cx));
         }
     }
 

@@ -107,10 +107,8 @@ impl<E: Engine> Peer<E> {
         match self.raw.propose(vec![], data) {
             Ok(()) => {
                 let now = self.ctx.clock.now();
-                if marked {
-                    self.observer
-                        .post_propose(self.raw.raft.raft_log.last_index());
-                }
+                self.observer
+                    .post_propose(self.raw.raft.raft_log.last_index(), marked);
                 self.proposals.push_back(Proposal {
                     index: self.raw.raft.raft_log.last_index(),
                     term: self.raw.raft.term,

@@ -287,6 +287,9 @@ impl<E: Engine> Peer<E> {
         let mut admin = AdminCmd::new();
         admin.set_region_epoch(epoch);
         admin.set_split(split);
+        // What the observer holds only in the leader's memory enters the log before the
+        // split, so that each half's replicas apply it.
+        self.before_hand_over();
         if self.propose_admin(admin).is_err() {
             let _ = tx.send(self.not_leader().into_response());
             return;

@@ -29,7 +29,10 @@ mod write;
 pub(crate) use read::{check_read_keys, is_txn_read, read_ts, read_txn};
 pub(crate) use validate::validate_txn;
 pub(crate) use wire::{key_error_response, lock_info, ts_too_far_ahead};
-pub(crate) use write::{apply_txn, releasing, TxnWrite};
+pub(crate) use write::{
+    apply_txn, install_leader_locks, keys_of, pessimistic_lock_request, pessimistic_lock_response,
+    releasing, TxnWrite,
+};
 
 #[cfg(test)]
 mod tests;

@@ -13,19 +13,20 @@
 use super::wire::{failure, lock_info, prewrite_request, Failure};
 use regatta_engine::{Cf, OpBatch, Overlay, OverlayOp, Snapshot, WriteBatch};
 use regatta_proto::metapb::Region;
+use regatta_proto::raft_serverpb::CarriedLock;
 use regatta_proto::region::key_in_range;
 use regatta_proto::txnpb::{
     CheckSecondaryLocksResponse, CheckTxnStatusResponse, CleanupResponse, CommitResponse,
-    PessimisticLockResponse, PessimisticRollbackResponse, PrewriteResponse, ResolveLockResponse,
-    RollbackResponse, TxnHeartbeatResponse, TxnRequest, TxnRequest_oneof_cmd as Cmd, TxnResponse,
-    TxnStatusKind, TxnValue,
+    PessimisticLockRequest, PessimisticLockResponse, PessimisticRollbackResponse, PrewriteResponse,
+    ResolveLockResponse, RollbackResponse, TxnHeartbeatResponse, TxnRequest,
+    TxnRequest_oneof_cmd as Cmd, TxnResponse, TxnStatusKind, TxnValue,
 };
 use regatta_raftstore::Error;
 use regatta_txn::{SecondaryLocksStatus, TxnStatus};
 
 /// The keys a write command touches in its region (to check them against the region as
 /// of apply: a split may have moved some out).
-fn keys_of(req: &TxnRequest) -> Vec<&[u8]> {
+pub(crate) fn keys_of(req: &TxnRequest) -> Vec<&[u8]> {
     match &req.cmd {
         Some(Cmd::prewrite(p)) => p.get_mutations().iter().map(|m| m.get_key()).collect(),
         Some(Cmd::commit(c)) => slices(c.get_keys()),
@@ -248,35 +249,14 @@ pub(crate) fn apply_txn<S: Snapshot + ?Sized, W: WriteBatch + ?Sized>(
         Some(Cmd::pessimistic_lock(p)) => {
             // A conflicting lock is answered `locked`, whatever `wait_timeout_ms` says: the
             // leader queues the request on that answer (see `peer/waits.rs`).
-            let tr = regatta_txn::PessimisticLockRequest {
-                primary: p.get_primary().to_vec(),
-                start_ts: p.get_start_ts(),
-                for_update_ts: p.get_for_update_ts(),
-                lock_ttl_ms: p.get_lock_ttl_ms(),
-                need_value: p.get_return_values(),
-                keys: p.get_keys().to_vec(),
-            };
+            let tr = pessimistic_lock_request(p);
             let locked = if p.get_allow_lock_with_conflict() {
                 regatta_txn::acquire_pessimistic_lock_with_conflict(snap, b, &tr)
             } else {
                 regatta_txn::acquire_pessimistic_lock_at(snap, b, &tr)
             };
             let r = locked.map(|(values, for_update_ts)| {
-                let mut out = PessimisticLockResponse::new();
-                if for_update_ts > tr.for_update_ts {
-                    out.set_locked_with_conflict_ts(for_update_ts);
-                }
-                if p.get_return_values() {
-                    for v in values {
-                        let mut tv = TxnValue::new();
-                        if let Some(v) = v {
-                            tv.set_found(true);
-                            tv.set_value(v);
-                        }
-                        out.mut_values().push(tv);
-                    }
-                }
-                resp.set_pessimistic_lock(out);
+                resp.set_pessimistic_lock(pessimistic_lock_response(p, values, for_update_ts))
             });
             (r, p.get_primary())
         }
@@ -345,6 +325,68 @@ pub(crate) fn apply_txn<S: Snapshot + ?Sized, W: WriteBatch + ?Sized>(
             Failure::Store(e) => Err(e),
         },
     }
+}
+
+/// The `regatta-txn` request of a `pessimistic_lock` command.
+pub(crate) fn pessimistic_lock_request(
+    p: &PessimisticLockRequest,
+) -> regatta_txn::PessimisticLockRequest {
+    regatta_txn::PessimisticLockRequest {
+        primary: p.get_primary().to_vec(),
+        start_ts: p.get_start_ts(),
+        for_update_ts: p.get_for_update_ts(),
+        lock_ttl_ms: p.get_lock_ttl_ms(),
+        need_value: p.get_return_values(),
+        keys: p.get_keys().to_vec(),
+    }
+}
+
+/// The answer to `pessimistic_lock` command `p` that locked at `for_update_ts` and read
+/// `values` (one per key, when `p` asked for them).
+pub(crate) fn pessimistic_lock_response(
+    p: &PessimisticLockRequest,
+    values: Vec<Option<Vec<u8>>>,
+    for_update_ts: u64,
+) -> PessimisticLockResponse {
+    let mut out = PessimisticLockResponse::new();
+    if for_update_ts > p.get_for_update_ts() {
+        out.set_locked_with_conflict_ts(for_update_ts);
+    }
+    if p.get_return_values() {
+        for v in values {
+            let mut tv = TxnValue::new();
+            if let Some(v) = v {
+                tv.set_found(true);
+                tv.set_value(v);
+            }
+            out.mut_values().push(tv);
+        }
+    }
+    out
+}
+
+/// Writes the locks a leader held in memory and a command carries (`RaftCmd.leader_locks`,
+/// `AdminCmd.leader_locks`) into the lock CF, before the command runs: each where its key
+/// is in `region` and has no lock. The leader granted each on a key no earlier entry of
+/// the log touched after its check, so none is there (the checks keep apply the same on
+/// every replica whatever happened).
+pub(crate) fn install_leader_locks<S: Snapshot + ?Sized, W: WriteBatch + ?Sized>(
+    overlay: &mut Overlay<'_, S>,
+    wb: &mut W,
+    region: &Region,
+    locks: &[CarriedLock],
+) -> Result<(), Error> {
+    for carried in locks {
+        if !key_in_range(region, carried.get_key()) {
+            continue;
+        }
+        let lock_key = regatta_txn::key::lock_key(carried.get_key());
+        if overlay.get(Cf::Lock, &lock_key)?.is_none() {
+            wb.put(Cf::Lock, &lock_key, carried.get_lock());
+            overlay.put(Cf::Lock, &lock_key, carried.get_lock());
+        }
+    }
+    Ok(())
 }
 
 fn status_response(primary: &[u8], st: TxnStatus) -> CheckTxnStatusResponse {

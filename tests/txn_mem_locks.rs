@@ -1,0 +1,227 @@
+//! In-memory pessimistic locks on a real 3-store cluster (docs/ARCHITECTURE.md, "In-memory
+//! pessimistic locks"): a lock that meets nothing is granted in the leader's memory and
+//! enters the log with the next command on its key; it follows the region through a
+//! leader transfer and a split, is written to the log when its TTL runs out (so resolvers
+//! find it), and is lost with a leader that dies — its transaction then commits nothing.
+//! Where a lock lives is read from the leader's count (`RegionStatus::observed`,
+//! `IN_MEMORY_LOCKS`) and from `scan_lock`, which reads the log's applied state only.
+
+use crate::common::{prewrite_req, wait_until, Cluster};
+use regatta_client::{Error, TxnClient, TxnOptions};
+use regatta_proto::txnpb::{
+    LockInfo, PessimisticLockRequest, TxnRequest, TxnResponse, TxnScanLockRequest,
+};
+use std::time::Duration;
+
+async fn txn_client(cluster: &Cluster) -> TxnClient {
+    cluster
+        .txn_client_with_deadline(Duration::from_secs(20))
+        .await
+}
+
+async fn ts(cluster: &Cluster) -> u64 {
+    cluster.client().await.pd().get_ts().await.expect("TSO")
+}
+
+/// Locks the leader of the region holding `key` keeps in memory.
+async fn in_memory(cluster: &Cluster, key: &[u8]) -> u64 {
+    let region = cluster.region_of(key).await;
+    let leader = cluster.wait_leader(region).await;
+    cluster
+        .status(leader, region)
+        .await
+        .map_or(0, |s| s.observed(regatta_server::IN_MEMORY_LOCKS))
+}
+
+/// The locks in the applied state of the region holding `key` (not those in memory).
+async fn logged_locks(cluster: &Cluster, key: &[u8]) -> Vec<LockInfo> {
+    let mut s = TxnScanLockRequest::new();
+    s.set_max_ts(u64::MAX >> 1);
+    let mut req = TxnRequest::new();
+    req.set_scan_lock(s);
+    let mut resp = cluster.send_txn(key, req).await;
+    assert!(!resp.has_error(), "store error: {resp:?}");
+    resp.mut_response()
+        .mut_txn()
+        .take_scan_lock()
+        .take_locks()
+        .into_vec()
+}
+
+async fn send(cluster: &Cluster, key: &[u8], req: TxnRequest) -> TxnResponse {
+    let mut resp = cluster.send_txn(key, req).await;
+    assert!(!resp.has_error(), "store error: {resp:?}");
+    resp.mut_response().take_txn()
+}
+
+fn lock_req(keys: &[&[u8]], start_ts: u64, ttl_ms: u64) -> TxnRequest {
+    let mut l = PessimisticLockRequest::new();
+    l.set_keys(keys.iter().map(|k| k.to_vec()).collect());
+    l.set_primary(keys[0].to_vec());
+    l.set_start_ts(start_ts);
+    l.set_for_update_ts(start_ts);
+    l.set_lock_ttl_ms(ttl_ms);
+    l.set_return_values(true);
+    let mut r = TxnRequest::new();
+    r.set_pessimistic_lock(l);
+    r
+}
+
+#[actix_rt::test]
+async fn a_lock_is_held_in_memory_until_its_prewrite_carries_it_into_the_log() {
+    // Goal: the fast path does what a replicated lock did. Method: a pessimistic
+    // transaction reads k for update: the leader holds one lock in memory and the log
+    // none; its commit writes the value and leaves no lock anywhere.
+    let cluster = Cluster::new(3, 1).await;
+    let txns = txn_client(&cluster).await;
+    let mut t = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
+    assert_eq!(t.get_for_update(b"k").await.unwrap(), None);
+    assert_eq!(in_memory(&cluster, b"k").await, 1);
+    assert!(logged_locks(&cluster, b"k").await.is_empty());
+    t.put(b"k", b"v1");
+    t.commit().await.expect("commits");
+    assert_eq!(in_memory(&cluster, b"k").await, 0);
+    assert!(logged_locks(&cluster, b"k").await.is_empty());
+    let r = txns.begin_optimistic().await.unwrap();
+    assert_eq!(r.get(b"k").await.unwrap(), Some(b"v1".to_vec()));
+}
+
+#[actix_rt::test]
+async fn another_transactions_prewrite_meets_a_lock_held_in_memory() {
+    // Goal: a lock in memory stops writers as a replicated one does. Method: t1 locks k
+    // (in memory); a prewrite of t2 on k is answered `locked` by t1, and the lock is now
+    // in the log; t1 still commits.
+    let cluster = Cluster::new(3, 1).await;
+    let txns = txn_client(&cluster).await;
+    let mut t1 = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
+    t1.get_for_update(b"k").await.unwrap();
+    assert_eq!(in_memory(&cluster, b"k").await, 1);
+    let t2 = ts(&cluster).await;
+    let r = send(
+        &cluster,
+        b"k",
+        prewrite_req(b"k", &[(b"k", b"t2")], t2, 3_000),
+    )
+    .await;
+    assert!(r.has_key_error(), "t2's prewrite must fail: {r:?}");
+    let locked = r.get_key_error().get_locked();
+    assert_eq!(locked.get_start_ts(), t1.start_ts(), "{r:?}");
+    assert_eq!(in_memory(&cluster, b"k").await, 0);
+    assert_eq!(logged_locks(&cluster, b"k").await.len(), 1);
+    t1.put(b"k", b"t1");
+    t1.commit().await.expect("t1 commits");
+    let r = txns.begin_optimistic().await.unwrap();
+    assert_eq!(r.get(b"k").await.unwrap(), Some(b"t1".to_vec()));
+}
+
+#[actix_rt::test]
+async fn locks_in_memory_follow_a_leader_transfer() {
+    // Goal: a planned leader change keeps the locks. Method: t1 locks two keys (in
+    // memory), leadership moves to another store; the new leader holds nothing in
+    // memory, the log holds both locks, and t1 commits.
+    let cluster = Cluster::new(3, 1).await;
+    let txns = txn_client(&cluster).await;
+    let mut t1 = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
+    t1.lock_keys(&[b"a".to_vec(), b"b".to_vec()]).await.unwrap();
+    assert_eq!(in_memory(&cluster, b"a").await, 2);
+    let region = cluster.region_of(b"a").await;
+    let old = cluster.move_leader(region).await;
+    assert_ne!(cluster.wait_leader(region).await, old);
+    assert_eq!(in_memory(&cluster, b"a").await, 0);
+    assert_eq!(logged_locks(&cluster, b"a").await.len(), 2);
+    t1.put(b"a", b"1");
+    t1.put(b"b", b"2");
+    t1.commit().await.expect("t1 commits after the transfer");
+    let r = txns.begin_optimistic().await.unwrap();
+    assert_eq!(r.get(b"b").await.unwrap(), Some(b"2".to_vec()));
+}
+
+#[actix_rt::test]
+async fn locks_in_memory_follow_a_split() {
+    // Goal: a split keeps the locks on both sides. Method: t1 locks a and m (in memory),
+    // the region splits at m; each half's log holds its lock, and t1 commits across the
+    // two regions.
+    let cluster = Cluster::new(3, 1).await;
+    let txns = txn_client(&cluster).await;
+    let mut t1 = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
+    t1.lock_keys(&[b"a".to_vec(), b"m".to_vec()]).await.unwrap();
+    assert_eq!(in_memory(&cluster, b"a").await, 2);
+    let client = cluster.client().await;
+    client.split(b"m").await.expect("split");
+    assert_ne!(cluster.region_of(b"a").await, cluster.region_of(b"m").await);
+    for key in [b"a", b"m"] {
+        assert_eq!(in_memory(&cluster, key).await, 0);
+        let locks = logged_locks(&cluster, key).await;
+        assert_eq!(locks.len(), 1, "{key:?}: {locks:?}");
+        assert_eq!(locks[0].get_key(), key);
+    }
+    t1.put(b"a", b"1");
+    t1.put(b"m", b"2");
+    t1.commit().await.expect("t1 commits after the split");
+    let r = txns.begin_optimistic().await.unwrap();
+    assert_eq!(r.get(b"m").await.unwrap(), Some(b"2".to_vec()));
+}
+
+#[actix_rt::test]
+async fn a_lock_lost_with_its_leader_lets_its_transaction_commit_nothing() {
+    // Goal: a leader lost without a transfer takes its locks with it, and the owner
+    // cannot then commit over another writer (no lost update). Method: t1 reads k for
+    // update (a lock in memory) and then its leader is cut off; t2 writes k under the
+    // new leader; t1's commit fails, and k holds t2's value.
+    let cluster = Cluster::new(3, 1).await;
+    let txns = txn_client(&cluster).await;
+    let mut setup = txns.begin_optimistic().await.unwrap();
+    setup.put(b"k", b"0");
+    setup.commit().await.unwrap();
+    let mut t1 = txns
+        .begin_with(TxnOptions {
+            try_one_pc: false,
+            ..TxnOptions::pessimistic()
+        })
+        .await
+        .unwrap();
+    assert_eq!(t1.get_for_update(b"k").await.unwrap(), Some(b"0".to_vec()));
+    assert_eq!(in_memory(&cluster, b"k").await, 1);
+    let region = cluster.region_of(b"k").await;
+    cluster.isolate_leader(region).await;
+    let mut t2 = txns.begin_optimistic().await.unwrap();
+    t2.put(b"k", b"t2");
+    t2.commit().await.expect("t2 commits under the new leader");
+    cluster.heal();
+    t1.put(b"k", b"t1");
+    let r = t1.commit().await;
+    assert!(r.is_err(), "t1 lost its lock: it must not commit: {r:?}");
+    assert!(
+        !matches!(r, Err(Error::CommitUndetermined { .. })),
+        "nothing of t1 landed: {r:?}"
+    );
+    let r = txns.begin_optimistic().await.unwrap();
+    assert_eq!(r.get(b"k").await.unwrap(), Some(b"t2".to_vec()));
+}
+
+#[actix_rt::test]
+async fn an_abandoned_lock_enters_the_log_when_its_ttl_runs_out_and_is_resolved() {
+    // Goal: a dead client's lock held in memory cannot hide from resolvers (and hold GC
+    // back) for as long as the leader lives. Method: a lock request with a 300 ms TTL
+    // and no transaction behind it; once the TTL ran out the lock is in the log, and a
+    // pessimistic transaction takes the key (resolving it).
+    let cluster = Cluster::new(3, 1).await;
+    let start = ts(&cluster).await;
+    let r = send(&cluster, b"k", lock_req(&[b"k"], start, 300)).await;
+    assert!(!r.has_key_error(), "{r:?}");
+    assert_eq!(in_memory(&cluster, b"k").await, 1);
+    wait_until(
+        "the expired lock is in the log",
+        Duration::from_secs(20),
+        || async { logged_locks(&cluster, b"k").await.len() == 1 },
+    )
+    .await;
+    assert_eq!(in_memory(&cluster, b"k").await, 0);
+    let txns = txn_client(&cluster).await;
+    let mut t = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
+    t.get_for_update(b"k")
+        .await
+        .expect("the dead lock is resolved");
+    t.put(b"k", b"v");
+    t.commit().await.expect("commits");
+}

@@ -1,0 +1,173 @@
+//! In-memory pessimistic locks on the leader (TiKV's "in-memory pessimistic locks"): a
+//! `pessimistic_lock` that meets nothing is answered from the leader's memory, with no
+//! raft round; the lock enters the log with the next command on its key.
+//!
+//! - *Grant* (`on_write`): the leader has applied an entry of its term (so every earlier
+//!   entry is applied), no split or leader transfer is under way, and no key of the
+//!   request holds a lock in memory, has a wait queue, or is touched by an entry proposed
+//!   and not yet applied ([`MemLocks::busy`]). Then the request's action runs over the
+//!   applied state as apply would run it; if it locks every key at the request's
+//!   `for_update_ts`, its lock records stay here and its answer goes back at once.
+//!   Anything else (a conflict, an own lock, a hand-over) is proposed as before, and
+//!   apply decides.
+//! - *Carry* (`pre_propose`): every transactional write proposed on a key with a lock in
+//!   memory takes the lock into its command (`RaftCmd.leader_locks`); apply writes it
+//!   before running the command. So another transaction's prewrite meets it (`locked`),
+//!   the owner's prewrite converts it, a resolver's `check_txn_status` sees it alive.
+//!   In log order, nothing touched the key between the grant's check and that entry.
+//! - *Move*: before a leader transfer or a split ([`RegionObserver::before_hand_over`]),
+//!   and when a lock's TTL ran out (so resolvers and GC can find it), the locks are
+//!   proposed alone (`AdminCmd.leader_locks`).
+//! - *Lost*: on a leader change (a crash, a partition) the locks are gone; the owner's
+//!   prewrite then answers `PessimisticLockNotFound` and the transaction fails, safely:
+//!   it committed nothing.
+//!
+//! Why a grant needs no lease: the entry that carries the lock is proposed in the grant's
+//! term after it; by log matching, the entries before it are exactly those this leader
+//! had, all applied or tracked when it checked. A deposed leader's grant is either never
+//! committed (its owner's prewrite then fails) or committed behind those same entries.
+//!
+//! [`RegionObserver::before_hand_over`]: regatta_raftstore::coprocessor::RegionObserver::before_hand_over
+
+use super::cmd;
+use super::mem_locks::{MemLock, MemLocks};
+use super::TxnObserver;
+use regatta_engine::{Cf, OpBatch, OverlayOp};
+use regatta_proto::kvrpcpb::{KvResponse, Request_oneof_cmd, Response};
+use regatta_proto::raft_serverpb::{AdminCmd, CarriedLock, RaftCmd};
+use regatta_proto::txnpb::{TxnRequest_oneof_cmd as Cmd, TxnResponse};
+use regatta_raftstore::coprocessor::{response, ObserverCx};
+
+impl TxnObserver {
+    /// Grants `cmd`'s pessimistic locks in memory when nothing stands in the way (see the
+    /// module doc): returns the answer, or `None` to propose the command as usual.
+    pub(super) fn lock_in_memory(&mut self, cmd: &RaftCmd, cx: &ObserverCx) -> Option<KvResponse> {
+        let cfg = &self.shared.cfg;
+        if !cfg.in_memory_pessimistic_locks {
+            return None;
+        }
+        let Some(Request_oneof_cmd::txn(t)) = &cmd.get_request().cmd else {
+            return None;
+        };
+        let Some(Cmd::pessimistic_lock(p)) = &t.cmd else {
+            return None;
+        };
+        if p.get_allow_lock_with_conflict()
+            || !cx.leader
+            || cx.fenced
+            || cx.handing_over
+            || cx.applied.1 != cx.term
+            || cmd.get_region_epoch() != cx.region.get_region_epoch()
+            || self.mem_locks.len() + p.get_keys().len() > cfg.max_in_memory_locks
+        {
+            return None;
+        }
+        self.mem_locks.applied(cx.applied.0);
+        let free = |k: &Vec<u8>| {
+            !self.mem_locks.contains(k)
+                && !self.mem_locks.busy(k)
+                && self.lock_waits.holder_of(k).is_none()
+        };
+        if !p.get_keys().iter().all(free) || p.get_start_ts() <= self.applied_safe_point(cx) {
+            return None;
+        }
+        let req = cmd::pessimistic_lock_request(p);
+        let mut ops = OpBatch::default();
+        let snap = cx.engine.dyn_live();
+        let (values, locked_at) = regatta_txn::acquire_pessimistic_lock_at(&snap, &mut ops, &req)
+            .ok()
+            .filter(|(_, at)| *at == req.for_update_ts)?;
+        // Exactly one new lock per key, in the request's order: nothing else to keep.
+        if ops.ops.len() != req.keys.len() {
+            return None;
+        }
+        let mut records = Vec::with_capacity(req.keys.len());
+        for (key, op) in req.keys.iter().zip(&ops.ops) {
+            match op {
+                OverlayOp::Put(Cf::Lock, k, record) if *k == regatta_txn::key::lock_key(key) => {
+                    records.push(record.clone())
+                }
+                _ => return None,
+            }
+        }
+        let expires_ms = cx.wall_ms.saturating_add(p.get_lock_ttl_ms());
+        for (key, record) in req.keys.into_iter().zip(records) {
+            let lock = MemLock {
+                record,
+                start_ts: p.get_start_ts(),
+                expires_ms,
+            };
+            self.mem_locks.insert(key, lock);
+        }
+        let mut txn = TxnResponse::new();
+        txn.set_pessimistic_lock(cmd::pessimistic_lock_response(p, values, locked_at));
+        let mut resp = Response::new();
+        resp.set_txn(txn);
+        Some(response(resp))
+    }
+
+    /// The entry being built holds `raft_cmd`: its keys are noted as touched, and the
+    /// locks held in memory on them go into it.
+    pub(super) fn carry_locks(&mut self, raft_cmd: &mut RaftCmd, cx: &ObserverCx) {
+        if !self.shared.cfg.in_memory_pessimistic_locks {
+            return;
+        }
+        self.mem_locks.applied(cx.applied.0);
+        let Some(Request_oneof_cmd::txn(t)) = &raft_cmd.get_request().cmd else {
+            return;
+        };
+        if cmd::is_txn_read(t) {
+            return;
+        }
+        let mut carried = Vec::new();
+        for key in cmd::keys_of(t) {
+            self.mem_locks.proposing(key);
+            if let Some(lock) = self.mem_locks.take(key) {
+                carried.push(carried_lock(key.to_vec(), lock));
+            }
+        }
+        raft_cmd.mut_leader_locks().extend(carried);
+    }
+
+    /// Proposes every lock held in memory (`AdminCmd.leader_locks`), before a leader
+    /// transfer or a split.
+    pub(super) fn propose_all_locks(&mut self, cx: &mut ObserverCx) {
+        let all = self.mem_locks.take_all();
+        self.propose_locks(cx, all);
+    }
+
+    /// Proposes the locks whose TTL ran out, so that resolvers find them (a dead client's
+    /// lock would otherwise hold GC back for as long as this replica leads).
+    pub(super) fn propose_expired_locks(&mut self, cx: &mut ObserverCx) {
+        if !cx.leader {
+            self.mem_locks.clear();
+            return;
+        }
+        let expired = self.mem_locks.take_expired(cx.wall_ms);
+        self.propose_locks(cx, expired);
+    }
+
+    fn propose_locks(&mut self, cx: &mut ObserverCx, locks: Vec<(Vec<u8>, MemLock)>) {
+        if locks.is_empty() {
+            return;
+        }
+        let mut admin = AdminCmd::new();
+        admin.set_region_epoch(cx.region.get_region_epoch().clone());
+        for (key, lock) in locks {
+            admin.mut_leader_locks().push(carried_lock(key, lock));
+        }
+        cx.propose_admin(admin);
+    }
+
+    /// Locks held in memory (for status pages and tests).
+    pub(super) fn mem_locks(&self) -> &MemLocks {
+        &self.mem_locks
+    }
+}
+
+fn carried_lock(key: Vec<u8>, lock: MemLock) -> CarriedLock {
+    let mut c = CarriedLock::new();
+    c.set_key(key);
+    c.set_lock(lock.record);
+    c
+}

@@ -1,0 +1,218 @@
+//! The leader's in-memory pessimistic locks, as data (TiKV's "in-memory pessimistic
+//! locks"): which keys hold one, and which keys entries proposed but not yet applied
+//! touch.
+//!
+//! A lock is granted in memory only on a key no unapplied entry touches (`busy`), so the
+//! grant's check, run on the applied state, saw everything the log holds before the
+//! entry that will later carry the lock. From then on, every command proposed on the key
+//! takes the lock with it (`take`) into its entry, and apply writes the lock before the
+//! command runs: the log reads as if the lock had been replicated at the grant.
+//!
+//! Invariants: a key has at most one lock here; `busy` is conservative (a key noted for
+//! an entry that raft then refused stays busy until a later entry applies); everything
+//! is dropped when the replica's role or term changes (`clear`).
+
+use std::collections::{HashMap, VecDeque};
+
+/// One lock held in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemLock {
+    /// The lock record, as the lock CF would store it.
+    pub(crate) record: Vec<u8>,
+    /// Its transaction's start ts.
+    pub(crate) start_ts: u64,
+    /// When (wall ms) its TTL runs out: then it is written to the log, where resolvers
+    /// find it.
+    pub(crate) expires_ms: u64,
+}
+
+/// The locks and the unapplied entries' keys (see the module doc).
+#[derive(Debug, Default)]
+pub(crate) struct MemLocks {
+    locks: HashMap<Vec<u8>, MemLock>,
+    /// Per key, the index of the last proposed entry touching it.
+    in_flight: HashMap<Vec<u8>, u64>,
+    /// The proposed entries' keys, in index order, until applied.
+    proposed: VecDeque<(u64, Vec<Vec<u8>>)>,
+    /// Keys of the entry being built, until it has an index.
+    unindexed: Vec<Vec<u8>>,
+}
+
+impl MemLocks {
+    /// Locks held.
+    pub(crate) fn len(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// Whether no lock is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.locks.is_empty()
+    }
+
+    /// Whether `key` holds a lock here.
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        self.locks.contains_key(key)
+    }
+
+    /// Whether an entry proposed and not yet applied (or being built) touches `key`, as
+    /// of [`Self::applied`].
+    pub(crate) fn busy(&self, key: &[u8]) -> bool {
+        self.in_flight.contains_key(key) || self.unindexed.iter().any(|k| k == key)
+    }
+
+    /// Keeps `lock` on `key` (replacing none: the caller checked [`Self::contains`]).
+    pub(crate) fn insert(&mut self, key: Vec<u8>, lock: MemLock) {
+        debug_assert!(!self.locks.contains_key(&key));
+        self.locks.insert(key, lock);
+    }
+
+    /// The entry being built touches `key`.
+    pub(crate) fn proposing(&mut self, key: &[u8]) {
+        self.unindexed.push(key.to_vec());
+    }
+
+    /// Removes and returns `key`'s lock (a command on the key carries it).
+    pub(crate) fn take(&mut self, key: &[u8]) -> Option<MemLock> {
+        self.locks.remove(key)
+    }
+
+    /// The entry being built was proposed at `index`.
+    pub(crate) fn proposed(&mut self, index: u64) {
+        if self.unindexed.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.unindexed);
+        for k in &keys {
+            self.in_flight.insert(k.clone(), index);
+        }
+        self.proposed.push_back((index, keys));
+    }
+
+    /// Entries through `index` are applied.
+    pub(crate) fn applied(&mut self, index: u64) {
+        while self.proposed.front().is_some_and(|(i, _)| *i <= index) {
+            let (i, keys) = self.proposed.pop_front().expect("checked");
+            for k in keys {
+                if self.in_flight.get(&k) == Some(&i) {
+                    self.in_flight.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Removes and returns every lock, in key order.
+    pub(crate) fn take_all(&mut self) -> Vec<(Vec<u8>, MemLock)> {
+        let mut all: Vec<_> = self.locks.drain().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Removes and returns the locks whose TTL ran out by `now_ms`, in key order.
+    pub(crate) fn take_expired(&mut self, now_ms: u64) -> Vec<(Vec<u8>, MemLock)> {
+        let keys: Vec<Vec<u8>> = self
+            .locks
+            .iter()
+            .filter(|(_, l)| l.expires_ms <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out: Vec<_> = keys
+            .into_iter()
+            .filter_map(|k| self.locks.remove_entry(&k))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The oldest start ts among the locks.
+    pub(crate) fn oldest_start_ts(&self) -> Option<u64> {
+        self.locks.values().map(|l| l.start_ts).min()
+    }
+
+    /// Forgets everything: locks, and the entries' keys (the role or term changed).
+    pub(crate) fn clear(&mut self) {
+        *self = MemLocks::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(start_ts: u64, expires_ms: u64) -> MemLock {
+        MemLock {
+            record: vec![start_ts as u8],
+            start_ts,
+            expires_ms,
+        }
+    }
+
+    #[test]
+    fn a_key_is_busy_from_its_entry_being_built_until_that_entry_applies() {
+        let mut m = MemLocks::default();
+        assert!(!m.busy(b"a"));
+        m.proposing(b"a");
+        assert!(m.busy(b"a"), "in the entry being built");
+        m.proposed(7);
+        m.proposing(b"b");
+        m.proposing(b"a");
+        m.proposed(9);
+        m.applied(7);
+        assert!(m.busy(b"a"), "the entry at 9 touches it too");
+        assert!(m.busy(b"b"));
+        m.applied(8);
+        assert!(m.busy(b"a"));
+        m.applied(9);
+        assert!(!m.busy(b"a") && !m.busy(b"b"));
+        m.proposed(10);
+        assert!(m.proposed.is_empty(), "an entry with no keys is not kept");
+    }
+
+    #[test]
+    fn an_entry_raft_refused_keeps_its_keys_busy_until_a_later_entry_applies() {
+        let mut m = MemLocks::default();
+        m.proposing(b"a");
+        // Refused: no `proposed` call; the next entry takes the key along.
+        assert!(m.busy(b"a"));
+        m.proposing(b"c");
+        m.proposed(12);
+        assert!(m.busy(b"a"));
+        m.applied(12);
+        assert!(!m.busy(b"a"));
+    }
+
+    #[test]
+    fn locks_are_taken_one_by_one_all_at_once_or_when_they_expire() {
+        let mut m = MemLocks::default();
+        m.insert(b"b".to_vec(), lock(20, 500));
+        m.insert(b"a".to_vec(), lock(10, 100));
+        m.insert(b"c".to_vec(), lock(30, 100));
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.oldest_start_ts(), Some(10));
+        let expired = m.take_expired(100);
+        assert_eq!(
+            expired.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"c".to_vec()]
+        );
+        assert!(m.take_expired(499).is_empty());
+        assert_eq!(m.take(b"b"), Some(lock(20, 500)));
+        assert_eq!(m.take(b"b"), None, "taken once");
+        assert!(m.is_empty());
+        assert_eq!(m.oldest_start_ts(), None);
+        m.insert(b"z".to_vec(), lock(5, 1));
+        m.insert(b"y".to_vec(), lock(6, 1));
+        assert_eq!(m.take_all()[0].0, b"y".to_vec(), "in key order");
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn clearing_forgets_locks_and_unapplied_entries() {
+        let mut m = MemLocks::default();
+        m.insert(b"a".to_vec(), lock(1, 1));
+        m.proposing(b"b");
+        m.proposed(3);
+        m.proposing(b"c");
+        m.clear();
+        assert!(m.is_empty() && !m.busy(b"b") && !m.busy(b"c"));
+        assert!(!m.contains(b"a"));
+    }
+}
