@@ -9,7 +9,8 @@
 use crate::common::{prewrite_req, wait_until, Cluster};
 use regatta_client::{Error, TxnClient, TxnOptions};
 use regatta_proto::txnpb::{
-    LockInfo, PessimisticLockRequest, TxnRequest, TxnResponse, TxnScanLockRequest,
+    CheckTxnStatusRequest, LockInfo, PessimisticLockRequest, TxnRequest, TxnResponse,
+    TxnScanLockRequest, TxnStatusKind,
 };
 use std::time::Duration;
 
@@ -137,6 +138,76 @@ async fn locks_in_memory_follow_a_leader_transfer() {
 }
 
 #[actix_rt::test]
+async fn locks_in_memory_follow_a_transfer_pd_orders() {
+    // Goal: PD's leader balance keeps the locks too (the leader is told to transfer,
+    // rather than a follower asking). Method: as above, through `TransferLeader`.
+    let cluster = Cluster::new(3, 1).await;
+    let txns = txn_client(&cluster).await;
+    let mut t1 = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
+    t1.lock_keys(&[b"a".to_vec(), b"b".to_vec()]).await.unwrap();
+    assert_eq!(in_memory(&cluster, b"a").await, 2);
+    let region = cluster.region_of(b"a").await;
+    let old = cluster.order_transfer(region).await;
+    assert_ne!(cluster.wait_leader(region).await, old);
+    assert_eq!(logged_locks(&cluster, b"a").await.len(), 2);
+    t1.put(b"a", b"1");
+    t1.put(b"b", b"2");
+    t1.commit().await.expect("t1 commits after the transfer");
+}
+
+#[actix_rt::test]
+async fn a_resolver_finds_a_primary_held_in_memory_alive() {
+    // Goal: check_txn_status (which rolls back a primary it does not find) sees a lock
+    // held in memory. Method: a lock with a long TTL in memory; check_txn_status on it
+    // with rollback_if_not_exist answers alive, and the lock is now in the log.
+    let cluster = Cluster::new(3, 1).await;
+    let start = ts(&cluster).await;
+    let r = send(&cluster, b"p", lock_req(&[b"p"], start, 20_000)).await;
+    assert!(!r.has_key_error(), "{r:?}");
+    assert_eq!(in_memory(&cluster, b"p").await, 1);
+    let mut c = CheckTxnStatusRequest::new();
+    c.set_primary(b"p".to_vec());
+    c.set_lock_ts(start);
+    c.set_current_ts(ts(&cluster).await);
+    c.set_rollback_if_not_exist(true);
+    let mut req = TxnRequest::new();
+    req.set_check_txn_status(c);
+    let r = send(&cluster, b"p", req).await;
+    assert!(!r.has_key_error(), "{r:?}");
+    assert_eq!(
+        r.get_check_txn_status().get_status(),
+        TxnStatusKind::ALIVE,
+        "{r:?}"
+    );
+    assert_eq!(in_memory(&cluster, b"p").await, 0);
+    assert_eq!(logged_locks(&cluster, b"p").await.len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_transactions_own_logged_lock_is_raised_through_the_log() {
+    // Goal: relocking a key whose lock is already in the log (at a newer for_update_ts)
+    // changes that lock, not a copy in memory that apply would drop. Method: a lock in
+    // memory is moved into the log by a transfer; the same transaction locks again at
+    // a newer for_update_ts: nothing is held in memory, and the logged lock has it.
+    let cluster = Cluster::new(3, 1).await;
+    let start = ts(&cluster).await;
+    let r = send(&cluster, b"k", lock_req(&[b"k"], start, 20_000)).await;
+    assert!(!r.has_key_error(), "{r:?}");
+    let region = cluster.region_of(b"k").await;
+    cluster.move_leader(region).await;
+    assert_eq!(logged_locks(&cluster, b"k").await.len(), 1);
+    let newer = ts(&cluster).await;
+    let mut again = lock_req(&[b"k"], start, 20_000);
+    again.mut_pessimistic_lock().set_for_update_ts(newer);
+    let r = send(&cluster, b"k", again).await;
+    assert!(!r.has_key_error(), "{r:?}");
+    assert_eq!(in_memory(&cluster, b"k").await, 0);
+    let locks = logged_locks(&cluster, b"k").await;
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0].get_for_update_ts(), newer, "{locks:?}");
+}
+
+#[actix_rt::test]
 async fn locks_in_memory_follow_a_split() {
     // Goal: a split keeps the locks on both sides. Method: t1 locks a and m (in memory),
     // the region splits at m; each half's log holds its lock, and t1 commits across the
@@ -202,12 +273,12 @@ async fn a_lock_lost_with_its_leader_lets_its_transaction_commit_nothing() {
 #[actix_rt::test]
 async fn an_abandoned_lock_enters_the_log_when_its_ttl_runs_out_and_is_resolved() {
     // Goal: a dead client's lock held in memory cannot hide from resolvers (and hold GC
-    // back) for as long as the leader lives. Method: a lock request with a 300 ms TTL
+    // back) for as long as the leader lives. Method: a lock request with a 2 s TTL
     // and no transaction behind it; once the TTL ran out the lock is in the log, and a
     // pessimistic transaction takes the key (resolving it).
     let cluster = Cluster::new(3, 1).await;
     let start = ts(&cluster).await;
-    let r = send(&cluster, b"k", lock_req(&[b"k"], start, 300)).await;
+    let r = send(&cluster, b"k", lock_req(&[b"k"], start, 2_000)).await;
     assert!(!r.has_key_error(), "{r:?}");
     assert_eq!(in_memory(&cluster, b"k").await, 1);
     wait_until(

@@ -205,7 +205,8 @@ impl ObserverCx<'_> {
         self.out.cmds.push((cmd, tx, token));
     }
 
-    /// Proposes an admin command (dropped if this replica does not lead by then).
+    /// Proposes an admin command (dropped if this replica does not lead by then), ahead of
+    /// the commands this hook proposes.
     pub fn propose_admin(&mut self, admin: AdminCmd) {
         self.out.admin.push(admin);
     }
@@ -238,9 +239,10 @@ pub trait RegionObserver: Send {
     /// this entry ([`RegionObserver::post_propose`] gets its index).
     fn pre_propose(&mut self, cmd: &mut RaftCmd, cx: &ObserverCx) -> bool;
 
-    /// The turn's entry, whose commands went through [`RegionObserver::pre_propose`], was
-    /// proposed at `index`; `marked` when one of them asked reads to wait for it. (An
-    /// entry raft refused gets no call.)
+    /// An entry was proposed at `index`: the turn's commands, which went through
+    /// [`RegionObserver::pre_propose`] (`marked` when one of them asked reads to wait for
+    /// it), or an admin command the observer asked for (proposed before the commands of
+    /// the same hook). An entry raft refused gets no call.
     fn post_propose(&mut self, index: u64, marked: bool);
 
     /// This leader is about to hand the region on — a leader transfer (raft drops

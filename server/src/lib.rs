@@ -20,8 +20,8 @@ pub use regatta_raftstore::{
     GetStatus, Inbox, InboxFull, KvCommand, LogWriter, ManualClock, MemPd, MetricsSnapshot,
     NewRegion, PdClient, PdError, Peer, PeerActor, PeerContext, PeerMailbox, Persisted,
     PersistedSink, RaftMessageIn, ReadDelegate, ReadRegistry, RegionStatus, Responder, Result,
-    Router, Seed, SplitStep, StoreConfig, StoreMetrics, SystemClock, Transport, TsoSource,
-    WriteTask,
+    Router, Seed, SplitStep, StoreConfig, StoreMetrics, SystemClock, TransferLeader, Transport,
+    TsoSource, WriteTask,
 };
 pub use regatta_txnstore::{
     Detector, TsLimit, TxnConfig, TxnCoprocessor, TxnObserver, GC_COLLECTED_SAFE_POINT,

@@ -28,6 +28,10 @@ pub struct TxnBenchArgs {
     /// Accounts (16-byte keys).
     #[arg(long, default_value_t = 10_000)]
     accounts: usize,
+    /// The embedded playground's leaders replicate every pessimistic lock before
+    /// answering it (as `regatta store --no-in-memory-locks`); ignored with `--pd`.
+    #[arg(long)]
+    no_in_memory_locks: bool,
     /// Value size in bytes.
     #[arg(long, default_value_t = 128)]
     value_size: usize,
@@ -171,7 +175,8 @@ pub fn bench_txn(a: TxnBenchArgs) -> Result<ExitCode> {
         .prefix("regatta-bench-txn-")
         .tempdir()
         .context("creating a temporary data directory")?;
-    let cfg = PlaygroundConfig::local(3, REGIONS, dir.path().to_path_buf());
+    let mut cfg = PlaygroundConfig::local(3, REGIONS, dir.path().to_path_buf());
+    cfg.txn_config.in_memory_pessimistic_locks = !a.no_in_memory_locks;
     let logger = logging::logger();
     actix::System::new().block_on(async move {
         eprintln!("starting a 3-store playground with {REGIONS} regions");

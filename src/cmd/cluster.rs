@@ -35,6 +35,8 @@ pub struct PlaygroundArgs {
     gc_life_time: Duration,
     #[command(flatten)]
     gc: GcArgs,
+    #[command(flatten)]
+    locks: LockArgs,
 }
 
 /// MVCC GC on the stores (`regatta store`, the playground).
@@ -49,6 +51,24 @@ pub struct GcArgs {
 impl GcArgs {
     fn apply(&self, config: &mut TxnConfig) {
         config.gc_interval_ms = u64::try_from(self.gc_interval.as_millis()).unwrap_or(u64::MAX);
+    }
+}
+
+/// Pessimistic locks on the stores (`regatta store`, the playground).
+#[derive(Args)]
+pub struct LockArgs {
+    /// Replicate every pessimistic lock before answering it, instead of granting one that
+    /// meets no conflict in the leader's memory (the default, TiKV's in-memory
+    /// pessimistic locks: one raft round less per lock; a lock held in memory is written
+    /// to the log before a leader transfer or a split, and lost if its leader dies, which
+    /// fails its transaction without committing anything).
+    #[arg(long)]
+    no_in_memory_locks: bool,
+}
+
+impl LockArgs {
+    fn apply(&self, config: &mut TxnConfig) {
+        config.in_memory_pessimistic_locks = !self.no_in_memory_locks;
     }
 }
 
@@ -143,6 +163,8 @@ pub struct StoreArgs {
     #[command(flatten)]
     gc: GcArgs,
     #[command(flatten)]
+    locks: LockArgs,
+    #[command(flatten)]
     engine: EngineArgs,
 }
 
@@ -184,6 +206,7 @@ pub fn playground(a: PlaygroundArgs) -> Result<ExitCode> {
     let temp_path = tmp.as_ref().map(|t| t.path().to_path_buf());
     let mut txn_config = TxnConfig::default();
     a.gc.apply(&mut txn_config);
+    a.locks.apply(&mut txn_config);
     let cfg = PlaygroundConfig {
         stores: a.stores,
         regions: a.regions,
@@ -262,6 +285,7 @@ pub fn store(a: StoreArgs) -> Result<ExitCode> {
         }
         let mut txn = TxnConfig::default();
         a.gc.apply(&mut txn);
+        a.locks.apply(&mut txn);
         let opts = StoreOptions {
             store_id: a.id,
             listen_addr: a.addr.clone(),

@@ -485,6 +485,36 @@ impl Cluster {
         old
     }
 
+    /// Moves the leadership of `region_id` to another store the way PD's leader balance
+    /// does: the leader is told to transfer to that store's peer (asked again until it
+    /// happened); returns the old leader's store.
+    pub async fn order_transfer(&self, region_id: u64) -> u64 {
+        let old = self.wait_leader(region_id).await;
+        let target = self
+            .pg
+            .stores()
+            .map(|s| s.store_id)
+            .find(|s| *s != old)
+            .expect("another store");
+        let to = self
+            .status(target, region_id)
+            .await
+            .expect("a replica on the target")
+            .peer_id;
+        wait_until(
+            "the ordered transfer happens",
+            Duration::from_secs(30),
+            || async {
+                if let Some(addr) = self.pg.store(old).and_then(|s| s.router().get(region_id)) {
+                    addr.do_send(regatta_server::TransferLeader(to));
+                }
+                self.leader_of(region_id).await.is_some_and(|s| s != old)
+            },
+        )
+        .await;
+        old
+    }
+
     /// Asks store `store_id`'s replica of `region_id` to become leader (by transfer).
     pub fn request_leadership(&self, store_id: u64, region_id: u64) {
         let store = self.pg.store(store_id).expect("store running");

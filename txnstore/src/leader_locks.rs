@@ -4,8 +4,9 @@
 //!
 //! - *Grant* (`on_write`): the leader has applied an entry of its term (so every earlier
 //!   entry is applied), no split or leader transfer is under way, and no key of the
-//!   request holds a lock in memory, has a wait queue, or is touched by an entry proposed
-//!   and not yet applied ([`MemLocks::busy`]). Then the request's action runs over the
+//!   request holds a lock in memory or in the lock CF, has a wait queue, or is touched by
+//!   an entry proposed and not yet applied or a command queued for the turn's entry
+//!   ([`MemLocks::busy`]). Then the request's action runs over the
 //!   applied state as apply would run it; if it locks every key at the request's
 //!   `for_update_ts`, its lock records stay here and its answer goes back at once.
 //!   Anything else (a conflict, an own lock, a hand-over) is proposed as before, and
@@ -18,9 +19,10 @@
 //! - *Move*: before a leader transfer or a split ([`RegionObserver::before_hand_over`]),
 //!   and when a lock's TTL ran out (so resolvers and GC can find it), the locks are
 //!   proposed alone (`AdminCmd.leader_locks`).
-//! - *Lost*: on a leader change (a crash, a partition) the locks are gone; the owner's
-//!   prewrite then answers `PessimisticLockNotFound` and the transaction fails, safely:
-//!   it committed nothing.
+//! - *Lost*: on a leader change (a crash, a partition) the locks are gone, and so are
+//!   those of a carrying command refused before the layer applies it (`EpochNotMatch`, a
+//!   session's duplicate); the owner's prewrite then answers `PessimisticLockNotFound`
+//!   and the transaction fails, safely: it committed nothing.
 //!
 //! Why a grant needs no lease: the entry that carries the lock is proposed in the grant's
 //! term after it; by log matching, the entries before it are exactly those this leader
@@ -32,11 +34,12 @@
 use super::cmd;
 use super::mem_locks::{MemLock, MemLocks};
 use super::TxnObserver;
-use regatta_engine::{Cf, OpBatch, OverlayOp};
+use regatta_engine::{Cf, OpBatch, OverlayOp, Snapshot as _};
 use regatta_proto::kvrpcpb::{KvResponse, Request_oneof_cmd, Response};
 use regatta_proto::raft_serverpb::{AdminCmd, CarriedLock, RaftCmd};
 use regatta_proto::txnpb::{TxnRequest_oneof_cmd as Cmd, TxnResponse};
 use regatta_raftstore::coprocessor::{response, ObserverCx};
+use std::sync::atomic::Ordering;
 
 impl TxnObserver {
     /// Grants `cmd`'s pessimistic locks in memory when nothing stands in the way (see the
@@ -52,7 +55,10 @@ impl TxnObserver {
         let Some(Cmd::pessimistic_lock(p)) = &t.cmd else {
             return None;
         };
+        // A command under an at-most-once session is applied through the log, which
+        // records its seq (a retry must find its answer there).
         if p.get_allow_lock_with_conflict()
+            || cmd.get_client_id() != 0
             || !cx.leader
             || cx.fenced
             || cx.handing_over
@@ -68,12 +74,28 @@ impl TxnObserver {
                 && !self.mem_locks.busy(k)
                 && self.lock_waits.holder_of(k).is_none()
         };
-        if !p.get_keys().iter().all(free) || p.get_start_ts() <= self.applied_safe_point(cx) {
+        // The safe point PD sent may be on its way into the log: apply would refuse the
+        // lock then, so the grant waits for neither.
+        let safe_point = self
+            .applied_safe_point(cx)
+            .max(self.shared.pd_gc_safe_point.load(Ordering::Acquire));
+        if !p.get_keys().iter().all(free) || p.get_start_ts() <= safe_point {
             return None;
+        }
+        let snap = cx.engine.dyn_live();
+        // A lock already there (the transaction's own, to raise its for_update_ts) is
+        // changed through the log.
+        for key in p.get_keys() {
+            if snap
+                .get(Cf::Lock, &regatta_txn::key::lock_key(key))
+                .ok()?
+                .is_some()
+            {
+                return None;
+            }
         }
         let req = cmd::pessimistic_lock_request(p);
         let mut ops = OpBatch::default();
-        let snap = cx.engine.dyn_live();
         let (values, locked_at) = regatta_txn::acquire_pessimistic_lock_at(&snap, &mut ops, &req)
             .ok()
             .filter(|(_, at)| *at == req.for_update_ts)?;
@@ -140,13 +162,16 @@ impl TxnObserver {
     /// lock would otherwise hold GC back for as long as this replica leads).
     pub(super) fn propose_expired_locks(&mut self, cx: &mut ObserverCx) {
         if !cx.leader {
-            self.mem_locks.clear();
+            self.mem_locks.drop_locks();
             return;
         }
         let expired = self.mem_locks.take_expired(cx.wall_ms);
         self.propose_locks(cx, expired);
     }
 
+    /// Proposes `locks` alone in an admin entry. Its keys are noted as touched by the next
+    /// entry proposed, which is this one: the raftstore proposes a hook's admin commands
+    /// first, and this is the first admin command of every hook that calls it.
     fn propose_locks(&mut self, cx: &mut ObserverCx, locks: Vec<(Vec<u8>, MemLock)>) {
         if locks.is_empty() {
             return;
@@ -154,9 +179,24 @@ impl TxnObserver {
         let mut admin = AdminCmd::new();
         admin.set_region_epoch(cx.region.get_region_epoch().clone());
         for (key, lock) in locks {
+            self.mem_locks.proposing(&key);
             admin.mut_leader_locks().push(carried_lock(key, lock));
         }
         cx.propose_admin(admin);
+    }
+
+    /// `cmd` was queued for the turn's entry: a lock request on its keys arriving later
+    /// in the turn goes through the log behind it (fairness: a waiter handed a key keeps
+    /// its turn).
+    pub(super) fn queue_keys(&mut self, cmd: &RaftCmd) {
+        if !self.shared.cfg.in_memory_pessimistic_locks {
+            return;
+        }
+        if let Some(Request_oneof_cmd::txn(t)) = &cmd.get_request().cmd {
+            for key in cmd::keys_of(t) {
+                self.mem_locks.queueing(key);
+            }
+        }
     }
 
     /// Locks held in memory (for status pages and tests).

@@ -8,11 +8,14 @@
 //! takes the lock with it (`take`) into its entry, and apply writes the lock before the
 //! command runs: the log reads as if the lock had been replicated at the grant.
 //!
-//! Invariants: a key has at most one lock here; `busy` is conservative (a key noted for
-//! an entry that raft then refused stays busy until a later entry applies); everything
-//! is dropped when the replica's role or term changes (`clear`).
+//! Invariants: a key has at most one lock here; `busy` is conservative (unapplied
+//! entries' keys are kept as 64-bit hashes, so a collision makes a key look busy; a key
+//! noted for an entry that raft then refused stays busy until a later entry applies);
+//! the locks are dropped when the replica's role changes (`drop_locks`), the entries'
+//! keys only once those entries are applied.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// One lock held in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +33,23 @@ pub(crate) struct MemLock {
 #[derive(Debug, Default)]
 pub(crate) struct MemLocks {
     locks: HashMap<Vec<u8>, MemLock>,
-    /// Per key, the index of the last proposed entry touching it.
-    in_flight: HashMap<Vec<u8>, u64>,
-    /// The proposed entries' keys, in index order, until applied.
-    proposed: VecDeque<(u64, Vec<Vec<u8>>)>,
-    /// Keys of the entry being built, until it has an index.
-    unindexed: Vec<Vec<u8>>,
+    /// Per key hash, the index of the last proposed entry touching it.
+    in_flight: HashMap<u64, u64>,
+    /// The proposed entries' key hashes, in index order, until applied.
+    proposed: VecDeque<(u64, Vec<u64>)>,
+    /// Key hashes of the entry being built, until it has an index.
+    unindexed: Vec<u64>,
+    /// Key hashes of commands queued for the turn's entry and not yet built into one: a
+    /// lock request arriving after them takes its turn behind them (fairness only: an
+    /// entry built later carries the lock anyway).
+    queued: Vec<u64>,
+}
+
+/// The hash unapplied entries' keys are kept by (the same in every process).
+fn key_hash(key: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 impl MemLocks {
@@ -57,7 +71,13 @@ impl MemLocks {
     /// Whether an entry proposed and not yet applied (or being built) touches `key`, as
     /// of [`Self::applied`].
     pub(crate) fn busy(&self, key: &[u8]) -> bool {
-        self.in_flight.contains_key(key) || self.unindexed.iter().any(|k| k == key)
+        let h = key_hash(key);
+        self.in_flight.contains_key(&h) || self.unindexed.contains(&h) || self.queued.contains(&h)
+    }
+
+    /// A command on `key` was queued for the turn's entry.
+    pub(crate) fn queueing(&mut self, key: &[u8]) {
+        self.queued.push(key_hash(key));
     }
 
     /// Keeps `lock` on `key` (replacing none: the caller checked [`Self::contains`]).
@@ -68,22 +88,26 @@ impl MemLocks {
 
     /// The entry being built touches `key`.
     pub(crate) fn proposing(&mut self, key: &[u8]) {
-        self.unindexed.push(key.to_vec());
+        self.unindexed.push(key_hash(key));
     }
 
     /// Removes and returns `key`'s lock (a command on the key carries it).
     pub(crate) fn take(&mut self, key: &[u8]) -> Option<MemLock> {
+        if self.locks.is_empty() {
+            return None;
+        }
         self.locks.remove(key)
     }
 
     /// The entry being built was proposed at `index`.
     pub(crate) fn proposed(&mut self, index: u64) {
+        self.queued.clear();
         if self.unindexed.is_empty() {
             return;
         }
         let keys = std::mem::take(&mut self.unindexed);
         for k in &keys {
-            self.in_flight.insert(k.clone(), index);
+            self.in_flight.insert(*k, index);
         }
         self.proposed.push_back((index, keys));
     }
@@ -128,9 +152,11 @@ impl MemLocks {
         self.locks.values().map(|l| l.start_ts).min()
     }
 
-    /// Forgets everything: locks, and the entries' keys (the role or term changed).
-    pub(crate) fn clear(&mut self) {
-        *self = MemLocks::default();
+    /// Drops every lock (the replica stepped down, became leader, split or was fenced).
+    /// The entries' keys stay until those entries apply: a new leader may have proposed
+    /// some before it learnt of its new role.
+    pub(crate) fn drop_locks(&mut self) {
+        self.locks.clear();
     }
 }
 
@@ -205,14 +231,28 @@ mod tests {
     }
 
     #[test]
-    fn clearing_forgets_locks_and_unapplied_entries() {
+    fn dropping_the_locks_keeps_the_unapplied_entries_keys() {
         let mut m = MemLocks::default();
         m.insert(b"a".to_vec(), lock(1, 1));
         m.proposing(b"b");
         m.proposed(3);
         m.proposing(b"c");
-        m.clear();
-        assert!(m.is_empty() && !m.busy(b"b") && !m.busy(b"c"));
-        assert!(!m.contains(b"a"));
+        m.drop_locks();
+        assert!(m.is_empty() && !m.contains(b"a"));
+        assert!(m.busy(b"b") && m.busy(b"c"), "entries still unapplied");
+        m.proposed(4);
+        m.applied(4);
+        assert!(!m.busy(b"b") && !m.busy(b"c"));
+    }
+
+    #[test]
+    fn a_queued_command_keeps_its_keys_busy_until_an_entry_is_built() {
+        let mut m = MemLocks::default();
+        m.queueing(b"q");
+        assert!(m.busy(b"q"));
+        m.proposing(b"q");
+        m.proposed(5);
+        m.applied(5);
+        assert!(!m.busy(b"q"), "built into the entry at 5, which applied");
     }
 }

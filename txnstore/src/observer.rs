@@ -92,6 +92,7 @@ impl TxnObserver {
         let token = self.next_token;
         self.next_token += 1;
         self.slots.insert(token, slot);
+        self.queue_keys(&cmd);
         cx.propose(cmd, tx, Some(token));
     }
 
@@ -175,6 +176,7 @@ impl RegionObserver for TxnObserver {
             return;
         }
         let early = self.early_hand_overs(cmd.get_request());
+        self.queue_keys(&cmd);
         cx.propose(cmd, tx, None);
         for (key, holder, waiter) in early {
             self.hand_over(cx, key, holder, waiter);
@@ -268,7 +270,7 @@ impl RegionObserver for TxnObserver {
     fn on_role_change(&mut self, cx: &mut ObserverCx) {
         // Granted by this replica in an earlier term, or not its to keep: gone (their
         // owners' prewrites answer `PessimisticLockNotFound`).
-        self.mem_locks.clear();
+        self.mem_locks.drop_locks();
         if cx.leader {
             self.max_ts.set_leader_term(cx.term);
             self.sync_max_ts(cx);
@@ -285,7 +287,7 @@ impl RegionObserver for TxnObserver {
 
     fn drain(&mut self, why: &Error) {
         self.drain_lock_waits(why);
-        self.mem_locks.clear();
+        self.mem_locks.drop_locks();
     }
 
     fn on_tick(&mut self, cx: &mut ObserverCx) {

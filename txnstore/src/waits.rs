@@ -131,6 +131,7 @@ impl TxnObserver {
         deadline: Instant,
     ) {
         let Some(p) = lock_request(&cmd) else {
+            self.queue_keys(&cmd);
             return cx.propose(cmd, tx, None);
         };
         let own = p.get_start_ts();

@@ -46,13 +46,16 @@ impl<E: Engine> Peer<E> {
     }
 
     fn take_outbox(&mut self, out: Outbox) {
+        // Admin commands first, each told to the observer with its index before anything
+        // else is proposed (a full batch below proposes an entry at once).
+        for admin in out.admin {
+            if self.is_leader() && self.propose_admin(admin).is_ok() {
+                let index = self.raw.raft.raft_log.last_index();
+                self.observer.post_propose(index, false);
+            }
+        }
         for (cmd, tx, token) in out.cmds {
             self.push_cmd(cmd, tx, token);
-        }
-        for admin in out.admin {
-            if self.is_leader() {
-                let _ = self.propose_admin(admin);
-            }
         }
         if out.report && self.is_leader() {
             self.report_to_pd();
