@@ -115,18 +115,28 @@ async fn another_transactions_prewrite_meets_a_lock_held_in_memory() {
     assert_eq!(r.get(b"k").await.unwrap(), Some(b"t1".to_vec()));
 }
 
-#[actix_rt::test]
-async fn locks_in_memory_follow_a_leader_transfer() {
-    // Goal: a planned leader change keeps the locks. Method: t1 locks two keys (in
-    // memory), leadership moves to another store; the new leader holds nothing in
-    // memory, the log holds both locks, and t1 commits.
+/// How leadership moves in a transfer test.
+#[derive(Clone, Copy)]
+enum Transfer {
+    /// A follower asks the leader for it (`MsgTransferLeader`).
+    Asked,
+    /// The leader is told to hand it over, as PD's leader balance does.
+    Ordered,
+}
+
+/// t1 locks two keys (in memory), leadership moves to another store; the new leader
+/// holds nothing in memory, the log holds both locks, and t1 commits.
+async fn locks_follow(how: Transfer) {
     let cluster = Cluster::new(3, 1).await;
     let txns = txn_client(&cluster).await;
     let mut t1 = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
     t1.lock_keys(&[b"a".to_vec(), b"b".to_vec()]).await.unwrap();
     assert_eq!(in_memory(&cluster, b"a").await, 2);
     let region = cluster.region_of(b"a").await;
-    let old = cluster.move_leader(region).await;
+    let old = match how {
+        Transfer::Asked => cluster.move_leader(region).await,
+        Transfer::Ordered => cluster.order_transfer(region).await,
+    };
     assert_ne!(cluster.wait_leader(region).await, old);
     assert_eq!(in_memory(&cluster, b"a").await, 0);
     assert_eq!(logged_locks(&cluster, b"a").await.len(), 2);
@@ -138,21 +148,17 @@ async fn locks_in_memory_follow_a_leader_transfer() {
 }
 
 #[actix_rt::test]
+async fn locks_in_memory_follow_a_leader_transfer() {
+    // Goal: a planned leader change keeps the locks. Method: `locks_follow`, a follower
+    // asking for leadership.
+    locks_follow(Transfer::Asked).await;
+}
+
+#[actix_rt::test]
 async fn locks_in_memory_follow_a_transfer_pd_orders() {
-    // Goal: PD's leader balance keeps the locks too (the leader is told to transfer,
-    // rather than a follower asking). Method: as above, through `TransferLeader`.
-    let cluster = Cluster::new(3, 1).await;
-    let txns = txn_client(&cluster).await;
-    let mut t1 = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
-    t1.lock_keys(&[b"a".to_vec(), b"b".to_vec()]).await.unwrap();
-    assert_eq!(in_memory(&cluster, b"a").await, 2);
-    let region = cluster.region_of(b"a").await;
-    let old = cluster.order_transfer(region).await;
-    assert_ne!(cluster.wait_leader(region).await, old);
-    assert_eq!(logged_locks(&cluster, b"a").await.len(), 2);
-    t1.put(b"a", b"1");
-    t1.put(b"b", b"2");
-    t1.commit().await.expect("t1 commits after the transfer");
+    // Goal: PD's leader balance keeps the locks too. Method: `locks_follow`, the leader
+    // told to transfer (`TransferLeader`).
+    locks_follow(Transfer::Ordered).await;
 }
 
 #[actix_rt::test]

@@ -467,16 +467,20 @@ impl Cluster {
         }
     }
 
+    /// A running store other than `store_id`.
+    fn another_store(&self, store_id: u64) -> u64 {
+        self.pg
+            .stores()
+            .map(|s| s.store_id)
+            .find(|s| *s != store_id)
+            .expect("another store")
+    }
+
     /// Moves the leadership of `region_id` to another store (by transfer, asked again
     /// until it happened); returns the old leader's store.
     pub async fn move_leader(&self, region_id: u64) -> u64 {
         let old = self.wait_leader(region_id).await;
-        let target = self
-            .pg
-            .stores()
-            .map(|s| s.store_id)
-            .find(|s| *s != old)
-            .expect("another store");
+        let target = self.another_store(old);
         wait_until("leadership moves", Duration::from_secs(30), || async {
             self.request_leadership(target, region_id);
             self.leader_of(region_id).await.is_some_and(|s| s != old)
@@ -490,12 +494,7 @@ impl Cluster {
     /// happened); returns the old leader's store.
     pub async fn order_transfer(&self, region_id: u64) -> u64 {
         let old = self.wait_leader(region_id).await;
-        let target = self
-            .pg
-            .stores()
-            .map(|s| s.store_id)
-            .find(|s| *s != old)
-            .expect("another store");
+        let target = self.another_store(old);
         let to = self
             .status(target, region_id)
             .await
