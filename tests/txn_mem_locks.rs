@@ -7,10 +7,10 @@
 //! `IN_MEMORY_LOCKS`) and from `scan_lock`, which reads the log's applied state only.
 
 use crate::common::{prewrite_req, wait_until, Cluster};
-use regatta_client::{Error, TxnClient, TxnOptions};
+use regatta_client::{Error, Transaction, TxnClient, TxnOptions};
 use regatta_proto::txnpb::{
-    CheckTxnStatusRequest, LockInfo, PessimisticLockRequest, TxnRequest, TxnResponse,
-    TxnScanLockRequest, TxnStatusKind,
+    CheckTxnStatusRequest, LockInfo, PessimisticLockRequest, PessimisticRollbackRequest,
+    TxnRequest, TxnResponse, TxnScanLockRequest, TxnStatusKind,
 };
 use std::time::Duration;
 
@@ -18,6 +18,17 @@ async fn txn_client(cluster: &Cluster) -> TxnClient {
     cluster
         .txn_client_with_deadline(Duration::from_secs(20))
         .await
+}
+
+/// Pessimistic, with a heartbeat too slow to matter here: a heartbeat carries the
+/// primary's lock into the log, and a loaded machine can take a second between a lock
+/// and the check that it is held in memory.
+fn pessimistic() -> TxnOptions {
+    TxnOptions {
+        lock_ttl_ms: 120_000,
+        heartbeat_interval: Duration::from_secs(60),
+        ..TxnOptions::pessimistic()
+    }
 }
 
 async fn ts(cluster: &Cluster) -> u64 {
@@ -49,6 +60,54 @@ async fn logged_locks(cluster: &Cluster, key: &[u8]) -> Vec<LockInfo> {
         .into_vec()
 }
 
+/// Begins a transaction with `opts` that locks `keys` (all in one region) and holds them
+/// in the leader's memory. A leader just elected (its term's first entry not applied
+/// yet) or handing over replicates a lock instead, which a loaded machine can meet: then
+/// the transaction is rolled back and begun again, a bounded number of times.
+async fn begin_holding(
+    cluster: &Cluster,
+    txns: &TxnClient,
+    opts: TxnOptions,
+    keys: &[&[u8]],
+) -> Transaction {
+    for _ in 0..ATTEMPTS {
+        let mut t = txns.begin_with(opts.clone()).await.unwrap();
+        let owned: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        t.lock_keys(&owned).await.unwrap();
+        if in_memory(cluster, keys[0]).await == keys.len() as u64 {
+            return t;
+        }
+        t.rollback().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no lock of {keys:?} was held in memory in {ATTEMPTS} attempts");
+}
+
+/// Locks `key` for a transaction of a fresh start ts (no client behind it, TTL `ttl_ms`)
+/// until the leader holds the lock in memory (see [`begin_holding`]); returns the ts.
+async fn lock_held(cluster: &Cluster, key: &[u8], ttl_ms: u64) -> u64 {
+    for _ in 0..ATTEMPTS {
+        let start = ts(cluster).await;
+        let r = send(cluster, key, lock_req(&[key], start, ttl_ms)).await;
+        assert!(!r.has_key_error(), "{r:?}");
+        if in_memory(cluster, key).await == 1 {
+            return start;
+        }
+        let mut undo = PessimisticRollbackRequest::new();
+        undo.set_keys(vec![key.to_vec()].into());
+        undo.set_start_ts(start);
+        undo.set_for_update_ts(start);
+        let mut req = TxnRequest::new();
+        req.set_pessimistic_rollback(undo);
+        send(cluster, key, req).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no lock of {key:?} was held in memory in {ATTEMPTS} attempts");
+}
+
+/// How many times a scenario's first lock is tried until it is held in memory.
+const ATTEMPTS: usize = 20;
+
 async fn send(cluster: &Cluster, key: &[u8], req: TxnRequest) -> TxnResponse {
     let mut resp = cluster.send_txn(key, req).await;
     assert!(!resp.has_error(), "store error: {resp:?}");
@@ -71,13 +130,10 @@ fn lock_req(keys: &[&[u8]], start_ts: u64, ttl_ms: u64) -> TxnRequest {
 #[actix_rt::test]
 async fn a_lock_is_held_in_memory_until_its_prewrite_carries_it_into_the_log() {
     // Goal: the fast path does what a replicated lock did. Method: a pessimistic
-    // transaction reads k for update: the leader holds one lock in memory and the log
-    // none; its commit writes the value and leaves no lock anywhere.
+    // transaction locks k: the leader holds one lock in memory and the log none; its commit writes the value and leaves no lock anywhere.
     let cluster = Cluster::new(3, 1).await;
     let txns = txn_client(&cluster).await;
-    let mut t = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
-    assert_eq!(t.get_for_update(b"k").await.unwrap(), None);
-    assert_eq!(in_memory(&cluster, b"k").await, 1);
+    let mut t = begin_holding(&cluster, &txns, pessimistic(), &[b"k"]).await;
     assert!(logged_locks(&cluster, b"k").await.is_empty());
     t.put(b"k", b"v1");
     t.commit().await.expect("commits");
@@ -94,9 +150,7 @@ async fn another_transactions_prewrite_meets_a_lock_held_in_memory() {
     // in the log; t1 still commits.
     let cluster = Cluster::new(3, 1).await;
     let txns = txn_client(&cluster).await;
-    let mut t1 = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
-    t1.get_for_update(b"k").await.unwrap();
-    assert_eq!(in_memory(&cluster, b"k").await, 1);
+    let mut t1 = begin_holding(&cluster, &txns, pessimistic(), &[b"k"]).await;
     let t2 = ts(&cluster).await;
     let r = send(
         &cluster,
@@ -129,9 +183,7 @@ enum Transfer {
 async fn locks_follow(how: Transfer) {
     let cluster = Cluster::new(3, 1).await;
     let txns = txn_client(&cluster).await;
-    let mut t1 = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
-    t1.lock_keys(&[b"a".to_vec(), b"b".to_vec()]).await.unwrap();
-    assert_eq!(in_memory(&cluster, b"a").await, 2);
+    let mut t1 = begin_holding(&cluster, &txns, pessimistic(), &[b"a", b"b"]).await;
     let region = cluster.region_of(b"a").await;
     let old = match how {
         Transfer::Asked => cluster.move_leader(region).await,
@@ -167,10 +219,7 @@ async fn a_resolver_finds_a_primary_held_in_memory_alive() {
     // held in memory. Method: a lock with a long TTL in memory; check_txn_status on it
     // with rollback_if_not_exist answers alive, and the lock is now in the log.
     let cluster = Cluster::new(3, 1).await;
-    let start = ts(&cluster).await;
-    let r = send(&cluster, b"p", lock_req(&[b"p"], start, 20_000)).await;
-    assert!(!r.has_key_error(), "{r:?}");
-    assert_eq!(in_memory(&cluster, b"p").await, 1);
+    let start = lock_held(&cluster, b"p", 20_000).await;
     let mut c = CheckTxnStatusRequest::new();
     c.set_primary(b"p".to_vec());
     c.set_lock_ts(start);
@@ -196,9 +245,7 @@ async fn a_transactions_own_logged_lock_is_raised_through_the_log() {
     // memory is moved into the log by a transfer; the same transaction locks again at
     // a newer for_update_ts: nothing is held in memory, and the logged lock has it.
     let cluster = Cluster::new(3, 1).await;
-    let start = ts(&cluster).await;
-    let r = send(&cluster, b"k", lock_req(&[b"k"], start, 20_000)).await;
-    assert!(!r.has_key_error(), "{r:?}");
+    let start = lock_held(&cluster, b"k", 20_000).await;
     let region = cluster.region_of(b"k").await;
     cluster.move_leader(region).await;
     assert_eq!(logged_locks(&cluster, b"k").await.len(), 1);
@@ -220,9 +267,7 @@ async fn locks_in_memory_follow_a_split() {
     // two regions.
     let cluster = Cluster::new(3, 1).await;
     let txns = txn_client(&cluster).await;
-    let mut t1 = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
-    t1.lock_keys(&[b"a".to_vec(), b"m".to_vec()]).await.unwrap();
-    assert_eq!(in_memory(&cluster, b"a").await, 2);
+    let mut t1 = begin_holding(&cluster, &txns, pessimistic(), &[b"a", b"m"]).await;
     let client = cluster.client().await;
     client.split(b"m").await.expect("split");
     assert_ne!(cluster.region_of(b"a").await, cluster.region_of(b"m").await);
@@ -242,23 +287,19 @@ async fn locks_in_memory_follow_a_split() {
 #[actix_rt::test]
 async fn a_lock_lost_with_its_leader_lets_its_transaction_commit_nothing() {
     // Goal: a leader lost without a transfer takes its locks with it, and the owner
-    // cannot then commit over another writer (no lost update). Method: t1 reads k for
-    // update (a lock in memory) and then its leader is cut off; t2 writes k under the
+    // cannot then commit over another writer (no lost update). Method: t1 locks k (in
+    // memory) and then its leader is cut off; t2 writes k under the
     // new leader; t1's commit fails, and k holds t2's value.
     let cluster = Cluster::new(3, 1).await;
     let txns = txn_client(&cluster).await;
     let mut setup = txns.begin_optimistic().await.unwrap();
     setup.put(b"k", b"0");
     setup.commit().await.unwrap();
-    let mut t1 = txns
-        .begin_with(TxnOptions {
-            try_one_pc: false,
-            ..TxnOptions::pessimistic()
-        })
-        .await
-        .unwrap();
-    assert_eq!(t1.get_for_update(b"k").await.unwrap(), Some(b"0".to_vec()));
-    assert_eq!(in_memory(&cluster, b"k").await, 1);
+    let opts = TxnOptions {
+        try_one_pc: false,
+        ..pessimistic()
+    };
+    let mut t1 = begin_holding(&cluster, &txns, opts, &[b"k"]).await;
     let region = cluster.region_of(b"k").await;
     cluster.isolate_leader(region).await;
     let mut t2 = txns.begin_optimistic().await.unwrap();
@@ -283,10 +324,7 @@ async fn an_abandoned_lock_enters_the_log_when_its_ttl_runs_out_and_is_resolved(
     // and no transaction behind it; once the TTL ran out the lock is in the log, and a
     // pessimistic transaction takes the key (resolving it).
     let cluster = Cluster::new(3, 1).await;
-    let start = ts(&cluster).await;
-    let r = send(&cluster, b"k", lock_req(&[b"k"], start, 2_000)).await;
-    assert!(!r.has_key_error(), "{r:?}");
-    assert_eq!(in_memory(&cluster, b"k").await, 1);
+    lock_held(&cluster, b"k", 2_000).await;
     wait_until(
         "the expired lock is in the log",
         Duration::from_secs(20),
@@ -295,7 +333,7 @@ async fn an_abandoned_lock_enters_the_log_when_its_ttl_runs_out_and_is_resolved(
     .await;
     assert_eq!(in_memory(&cluster, b"k").await, 0);
     let txns = txn_client(&cluster).await;
-    let mut t = txns.begin_with(TxnOptions::pessimistic()).await.unwrap();
+    let mut t = txns.begin_with(pessimistic()).await.unwrap();
     t.get_for_update(b"k")
         .await
         .expect("the dead lock is resolved");

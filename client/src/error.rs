@@ -156,7 +156,8 @@ pub enum Error {
         key: Vec<u8>,
     },
     /// A pessimistic transaction's lock on `key` was gone at prewrite (another client
-    /// rolled it back). Retryable: run the transaction again.
+    /// rolled it back, or the leader that held it in memory was lost). Nothing of the
+    /// transaction is committed. Retryable: run the transaction again.
     #[error("txn {start_ts} lost its pessimistic lock on {key:?}")]
     PessimisticLockNotFound {
         /// The transaction.
