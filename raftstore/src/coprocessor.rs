@@ -206,7 +206,7 @@ impl ObserverCx<'_> {
     }
 
     /// Proposes an admin command (dropped if this replica does not lead by then), ahead of
-    /// the commands this hook proposes.
+    /// the turn's entry.
     pub fn propose_admin(&mut self, admin: AdminCmd) {
         self.out.admin.push(admin);
     }
@@ -239,11 +239,14 @@ pub trait RegionObserver: Send {
     /// this entry ([`RegionObserver::post_propose`] gets its index).
     fn pre_propose(&mut self, cmd: &mut RaftCmd, cx: &ObserverCx) -> bool;
 
-    /// An entry was proposed at `index`: the turn's commands, which went through
-    /// [`RegionObserver::pre_propose`] (`marked` when one of them asked reads to wait for
-    /// it), or an admin command the observer asked for (proposed before the commands of
-    /// the same hook). An entry raft refused gets no call.
+    /// The turn's entry, whose commands went through [`RegionObserver::pre_propose`], was
+    /// proposed at `index`; `marked` when one of them asked reads to wait for it. (An
+    /// entry raft refused gets no call.)
     fn post_propose(&mut self, index: u64, marked: bool);
+
+    /// An admin command the observer asked for ([`ObserverCx::propose_admin`]) was
+    /// proposed at `index`.
+    fn post_propose_admin(&mut self, admin: &AdminCmd, index: u64);
 
     /// This leader is about to hand the region on — a leader transfer (raft drops
     /// proposals while it runs), or a split whose entry comes next — and the observer
@@ -378,6 +381,8 @@ impl RegionObserver for NoObserver {
     }
 
     fn post_propose(&mut self, _: u64, _: bool) {}
+
+    fn post_propose_admin(&mut self, _: &AdminCmd, _: u64) {}
 
     fn before_hand_over(&mut self, _: &mut ObserverCx) {}
 

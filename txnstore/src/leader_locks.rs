@@ -69,6 +69,7 @@ impl TxnObserver {
             return None;
         }
         self.mem_locks.applied(cx.applied.0);
+        self.mem_locks.check_term(cx.term);
         let free = |k: &Vec<u8>| {
             !self.mem_locks.contains(k)
                 && !self.mem_locks.busy(k)
@@ -119,7 +120,7 @@ impl TxnObserver {
                 start_ts: p.get_start_ts(),
                 expires_ms,
             };
-            self.mem_locks.insert(key, lock);
+            self.mem_locks.insert(key, lock, cx.term);
         }
         let mut txn = TxnResponse::new();
         txn.set_pessimistic_lock(cmd::pessimistic_lock_response(p, values, locked_at));
@@ -135,6 +136,7 @@ impl TxnObserver {
             return;
         }
         self.mem_locks.applied(cx.applied.0);
+        self.mem_locks.check_term(cx.term);
         let Some(Request_oneof_cmd::txn(t)) = &raft_cmd.get_request().cmd else {
             return;
         };
@@ -154,6 +156,7 @@ impl TxnObserver {
     /// Proposes every lock held in memory (`AdminCmd.leader_locks`), before a leader
     /// transfer or a split.
     pub(super) fn propose_all_locks(&mut self, cx: &mut ObserverCx) {
+        self.mem_locks.check_term(cx.term);
         let all = self.mem_locks.take_all();
         self.propose_locks(cx, all);
     }
@@ -165,13 +168,13 @@ impl TxnObserver {
             self.mem_locks.drop_locks();
             return;
         }
+        self.mem_locks.check_term(cx.term);
         let expired = self.mem_locks.take_expired(cx.wall_ms);
         self.propose_locks(cx, expired);
     }
 
-    /// Proposes `locks` alone in an admin entry. Its keys are noted as touched by the next
-    /// entry proposed, which is this one: the raftstore proposes a hook's admin commands
-    /// first, and this is the first admin command of every hook that calls it.
+    /// Proposes `locks` alone in an admin entry (its keys are noted as touched by it in
+    /// `post_propose_admin`; if it is never proposed, the locks are lost).
     fn propose_locks(&mut self, cx: &mut ObserverCx, locks: Vec<(Vec<u8>, MemLock)>) {
         if locks.is_empty() {
             return;
@@ -179,7 +182,6 @@ impl TxnObserver {
         let mut admin = AdminCmd::new();
         admin.set_region_epoch(cx.region.get_region_epoch().clone());
         for (key, lock) in locks {
-            self.mem_locks.proposing(&key);
             admin.mut_leader_locks().push(carried_lock(key, lock));
         }
         cx.propose_admin(admin);

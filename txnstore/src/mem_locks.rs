@@ -33,16 +33,19 @@ pub(crate) struct MemLock {
 #[derive(Debug, Default)]
 pub(crate) struct MemLocks {
     locks: HashMap<Vec<u8>, MemLock>,
+    /// The term the locks were granted in (none outlives it).
+    term: u64,
     /// Per key hash, the index of the last proposed entry touching it.
     in_flight: HashMap<u64, u64>,
     /// The proposed entries' key hashes, in index order, until applied.
     proposed: VecDeque<(u64, Vec<u64>)>,
     /// Key hashes of the entry being built, until it has an index.
     unindexed: Vec<u64>,
-    /// Key hashes of commands queued for the turn's entry and not yet built into one: a
-    /// lock request arriving after them takes its turn behind them (fairness only: an
-    /// entry built later carries the lock anyway).
-    queued: Vec<u64>,
+    /// Key hashes of commands queued for the turn's entry and not yet built into one
+    /// (with how many such commands touch each): a lock request arriving after them
+    /// takes its turn behind them (fairness only: an entry built later carries the lock
+    /// anyway).
+    queued: HashMap<u64, u32>,
 }
 
 /// The hash unapplied entries' keys are kept by (the same in every process).
@@ -72,23 +75,55 @@ impl MemLocks {
     /// of [`Self::applied`].
     pub(crate) fn busy(&self, key: &[u8]) -> bool {
         let h = key_hash(key);
-        self.in_flight.contains_key(&h) || self.unindexed.contains(&h) || self.queued.contains(&h)
+        self.in_flight.contains_key(&h)
+            || self.unindexed.contains(&h)
+            || self.queued.contains_key(&h)
     }
 
     /// A command on `key` was queued for the turn's entry.
     pub(crate) fn queueing(&mut self, key: &[u8]) {
-        self.queued.push(key_hash(key));
+        *self.queued.entry(key_hash(key)).or_default() += 1;
     }
 
-    /// Keeps `lock` on `key` (replacing none: the caller checked [`Self::contains`]).
-    pub(crate) fn insert(&mut self, key: Vec<u8>, lock: MemLock) {
+    /// Keeps `lock` on `key`, granted in `term` (replacing none: the caller checked
+    /// [`Self::contains`]). Locks of an earlier term are dropped first.
+    pub(crate) fn insert(&mut self, key: Vec<u8>, lock: MemLock, term: u64) {
         debug_assert!(!self.locks.contains_key(&key));
+        self.check_term(term);
+        self.term = term;
         self.locks.insert(key, lock);
     }
 
-    /// The entry being built touches `key`.
+    /// Drops the locks if they were granted in another term than `term` (a step-down and
+    /// re-election the observer did not see as two role changes).
+    pub(crate) fn check_term(&mut self, term: u64) {
+        if self.term != term {
+            self.locks.clear();
+        }
+    }
+
+    /// The entry being built touches `key` (a command queued for it is built).
     pub(crate) fn proposing(&mut self, key: &[u8]) {
-        self.unindexed.push(key_hash(key));
+        let h = key_hash(key);
+        if let Some(n) = self.queued.get_mut(&h) {
+            *n -= 1;
+            if *n == 0 {
+                self.queued.remove(&h);
+            }
+        }
+        self.unindexed.push(h);
+    }
+
+    /// An admin entry touching `keys` was proposed at `index`.
+    pub(crate) fn proposed_admin<'a>(&mut self, index: u64, keys: impl Iterator<Item = &'a [u8]>) {
+        let hashes: Vec<u64> = keys.map(key_hash).collect();
+        if hashes.is_empty() {
+            return;
+        }
+        for h in &hashes {
+            self.in_flight.insert(*h, index);
+        }
+        self.proposed.push_back((index, hashes));
     }
 
     /// Removes and returns `key`'s lock (a command on the key carries it).
@@ -101,7 +136,6 @@ impl MemLocks {
 
     /// The entry being built was proposed at `index`.
     pub(crate) fn proposed(&mut self, index: u64) {
-        self.queued.clear();
         if self.unindexed.is_empty() {
             return;
         }
@@ -152,11 +186,14 @@ impl MemLocks {
         self.locks.values().map(|l| l.start_ts).min()
     }
 
-    /// Drops every lock (the replica stepped down, became leader, split or was fenced).
-    /// The entries' keys stay until those entries apply: a new leader may have proposed
-    /// some before it learnt of its new role.
+    /// Drops every lock (the replica stepped down, became leader, split or was fenced),
+    /// and the keys of commands queued or being built but never proposed (every batch was
+    /// answered). The proposed entries' keys stay until those entries apply: a new
+    /// leader may have proposed some before it learnt of its new role.
     pub(crate) fn drop_locks(&mut self) {
         self.locks.clear();
+        self.queued.clear();
+        self.unindexed.clear();
     }
 }
 
@@ -209,9 +246,9 @@ mod tests {
     #[test]
     fn locks_are_taken_one_by_one_all_at_once_or_when_they_expire() {
         let mut m = MemLocks::default();
-        m.insert(b"b".to_vec(), lock(20, 500));
-        m.insert(b"a".to_vec(), lock(10, 100));
-        m.insert(b"c".to_vec(), lock(30, 100));
+        m.insert(b"b".to_vec(), lock(20, 500), 1);
+        m.insert(b"a".to_vec(), lock(10, 100), 1);
+        m.insert(b"c".to_vec(), lock(30, 100), 1);
         assert_eq!(m.len(), 3);
         assert_eq!(m.oldest_start_ts(), Some(10));
         let expired = m.take_expired(100);
@@ -224,35 +261,60 @@ mod tests {
         assert_eq!(m.take(b"b"), None, "taken once");
         assert!(m.is_empty());
         assert_eq!(m.oldest_start_ts(), None);
-        m.insert(b"z".to_vec(), lock(5, 1));
-        m.insert(b"y".to_vec(), lock(6, 1));
+        m.insert(b"z".to_vec(), lock(5, 1), 1);
+        m.insert(b"y".to_vec(), lock(6, 1), 1);
         assert_eq!(m.take_all()[0].0, b"y".to_vec(), "in key order");
         assert!(m.is_empty());
     }
 
     #[test]
-    fn dropping_the_locks_keeps_the_unapplied_entries_keys() {
+    fn dropping_the_locks_keeps_the_proposed_entries_keys_only() {
         let mut m = MemLocks::default();
-        m.insert(b"a".to_vec(), lock(1, 1));
+        m.insert(b"a".to_vec(), lock(1, 1), 1);
         m.proposing(b"b");
         m.proposed(3);
         m.proposing(b"c");
+        m.queueing(b"d");
         m.drop_locks();
         assert!(m.is_empty() && !m.contains(b"a"));
-        assert!(m.busy(b"b") && m.busy(b"c"), "entries still unapplied");
-        m.proposed(4);
-        m.applied(4);
-        assert!(!m.busy(b"b") && !m.busy(b"c"));
+        assert!(m.busy(b"b"), "its entry is still unapplied");
+        assert!(!m.busy(b"c") && !m.busy(b"d"), "never proposed");
+        m.applied(3);
+        assert!(!m.busy(b"b"));
     }
 
     #[test]
-    fn a_queued_command_keeps_its_keys_busy_until_an_entry_is_built() {
+    fn a_queued_command_keeps_its_keys_busy_until_its_entry_applies() {
         let mut m = MemLocks::default();
+        m.queueing(b"q");
         m.queueing(b"q");
         assert!(m.busy(b"q"));
         m.proposing(b"q");
         m.proposed(5);
         m.applied(5);
-        assert!(!m.busy(b"q"), "built into the entry at 5, which applied");
+        assert!(m.busy(b"q"), "a second command on q is still queued");
+        m.proposed_admin(6, [b"z".as_slice()].into_iter());
+        assert!(m.busy(b"q"), "an admin entry builds no queued command");
+        m.proposing(b"q");
+        m.proposed(7);
+        m.applied(6);
+        assert!(m.busy(b"q") && !m.busy(b"z"));
+        m.applied(7);
+        assert!(!m.busy(b"q"));
+    }
+
+    #[test]
+    fn locks_of_another_term_are_dropped() {
+        let mut m = MemLocks::default();
+        m.insert(b"a".to_vec(), lock(1, 1), 4);
+        m.check_term(4);
+        assert!(m.contains(b"a"));
+        m.insert(b"b".to_vec(), lock(2, 1), 6);
+        assert!(
+            !m.contains(b"a") && m.contains(b"b"),
+            "a was granted in term 4"
+        );
+        m.check_term(7);
+        assert!(m.is_empty());
     }
 }

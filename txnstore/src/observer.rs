@@ -22,7 +22,7 @@ use super::waits::{LockWaits, WaitSlot};
 use super::{Released, SafePointRaised, Shared};
 use regatta_proto::kvrpcpb::{KvResponse, Request, Request_oneof_cmd};
 use regatta_proto::pdpb::{LockReport, RegionHeartbeatRequest, WaitRefused};
-use regatta_proto::raft_serverpb::RaftCmd;
+use regatta_proto::raft_serverpb::{AdminCmd, RaftCmd};
 use regatta_proto::txnpb::TxnRequest_oneof_cmd;
 use regatta_raftstore::coprocessor::{Gate, Note, ObserverCx, RegionObserver};
 use regatta_raftstore::Error;
@@ -227,6 +227,11 @@ impl RegionObserver for TxnObserver {
         if marked {
             self.read_floor = index;
         }
+    }
+
+    fn post_propose_admin(&mut self, admin: &AdminCmd, index: u64) {
+        let keys = admin.get_leader_locks().iter().map(|c| c.get_key());
+        self.mem_locks.proposed_admin(index, keys);
     }
 
     fn before_hand_over(&mut self, cx: &mut ObserverCx) {

@@ -46,12 +46,12 @@ impl<E: Engine> Peer<E> {
     }
 
     fn take_outbox(&mut self, out: Outbox) {
-        // Admin commands first, each told to the observer with its index before anything
-        // else is proposed (a full batch below proposes an entry at once).
+        // Admin commands first (ahead of the turn's entry), each told to the observer
+        // with its index.
         for admin in out.admin {
-            if self.is_leader() && self.propose_admin(admin).is_ok() {
+            if self.is_leader() && self.propose_admin(admin.clone()).is_ok() {
                 let index = self.raw.raft.raft_log.last_index();
-                self.observer.post_propose(index, false);
+                self.observer.post_propose_admin(&admin, index);
             }
         }
         for (cmd, tx, token) in out.cmds {
