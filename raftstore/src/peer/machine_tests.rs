@@ -7,7 +7,10 @@ use super::effects::Effect;
 use super::{Peer, PeerContext};
 use crate::clock::{Clock, ManualClock};
 use crate::config::StoreConfig;
-use crate::coprocessor::NoCoprocessor;
+use crate::coprocessor::{
+    Applier, Checks, Coprocessor, Gate, KeySpace, Kind, NoCoprocessor, NoObserver, Note,
+    ObserverCx, RegionObserver,
+};
 use crate::local_reader::ReadRegistry;
 use crate::log_writer::Persisted;
 use crate::metrics::{StoreMetrics, WriteStages};
@@ -83,6 +86,11 @@ fn config() -> StoreConfig {
 
 impl Group {
     fn new() -> Group {
+        Group::with_coprocessor(Arc::new(NoCoprocessor))
+    }
+
+    /// Three replicas with `coprocessor` above them.
+    fn with_coprocessor(coprocessor: Arc<dyn Coprocessor>) -> Group {
         let clock = Arc::new(ManualClock::new());
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let cfg = Arc::new(config());
@@ -98,7 +106,7 @@ impl Group {
                 let ctx = PeerContext {
                     cfg: cfg.clone(),
                     metrics: Arc::new(StoreMetrics::default()),
-                    coprocessor: Arc::new(NoCoprocessor),
+                    coprocessor: coprocessor.clone(),
                     store_id,
                     reads: ReadRegistry::default(),
                     split_keys: Arc::new(AtomicU64::new(cfg.region_split_keys)),
@@ -643,4 +651,149 @@ fn a_replica_installing_a_snapshot_ignores_leader_transfers_and_its_election_clo
     );
     assert_eq!(g.leaders().len(), 1);
     assert_eq!(g.value(lagging, b"k39"), Some(b"v".to_vec()));
+}
+
+/// Above the raftstore: a layer whose observer, once armed, proposes one admin command
+/// from its tick, and records the indexes `post_propose` and `post_propose_admin` get.
+#[derive(Default)]
+struct AdminOnTick {
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    /// (index, whether an admin command) per call, in order.
+    seen: Arc<std::sync::Mutex<Vec<(u64, bool)>>>,
+}
+
+struct AdminOnTickObserver {
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<std::sync::Mutex<Vec<(u64, bool)>>>,
+    inner: NoObserver,
+}
+
+impl Coprocessor for AdminOnTick {
+    fn kind(&self, r: &regatta_proto::kvrpcpb::Request) -> Option<Kind> {
+        NoCoprocessor.kind(r)
+    }
+    fn validate(
+        &self,
+        r: &regatta_proto::kvrpcpb::Request,
+        g: &Region,
+        c: &Checks,
+    ) -> Result<(), crate::Error> {
+        NoCoprocessor.validate(r, g, c)
+    }
+    fn read(
+        &self,
+        s: &dyn regatta_engine::DynSnapshot,
+        g: &Region,
+        r: &regatta_proto::kvrpcpb::Request,
+    ) -> Result<regatta_proto::kvrpcpb::Response, crate::Error> {
+        NoCoprocessor.read(s, g, r)
+    }
+    fn begin_apply<'a>(
+        &'a self,
+        s: &'a dyn regatta_engine::DynSnapshot,
+        id: u64,
+    ) -> Box<dyn Applier + 'a> {
+        NoCoprocessor.begin_apply(s, id)
+    }
+    fn key_spaces(&self, _: &Region) -> Vec<KeySpace> {
+        Vec::new()
+    }
+    fn new_observer(&self, _: u64, _: &slog::Logger) -> Box<dyn RegionObserver> {
+        Box::new(AdminOnTickObserver {
+            armed: self.armed.clone(),
+            seen: self.seen.clone(),
+            inner: NoObserver,
+        })
+    }
+}
+
+impl RegionObserver for AdminOnTickObserver {
+    fn on_request(
+        &mut self,
+        r: &regatta_proto::kvrpcpb::Request,
+        cx: &mut ObserverCx,
+    ) -> Result<Gate, crate::Error> {
+        self.inner.on_request(r, cx)
+    }
+    fn on_write(
+        &mut self,
+        c: regatta_proto::raft_serverpb::RaftCmd,
+        tx: crate::Responder,
+        cx: &mut ObserverCx,
+    ) {
+        self.inner.on_write(c, tx, cx)
+    }
+    fn pre_propose(
+        &mut self,
+        _: &mut regatta_proto::raft_serverpb::RaftCmd,
+        _: &ObserverCx,
+    ) -> bool {
+        false
+    }
+    fn post_propose(&mut self, index: u64, _: bool) {
+        self.seen.lock().unwrap().push((index, false));
+    }
+    fn post_propose_admin(&mut self, _: &regatta_proto::raft_serverpb::AdminCmd, index: u64) {
+        self.seen.lock().unwrap().push((index, true));
+    }
+    fn before_hand_over(&mut self, _: &mut ObserverCx) {}
+    fn on_answer(&mut self, t: u64, tx: crate::Responder, r: KvResponse, cx: &mut ObserverCx) {
+        self.inner.on_answer(t, tx, r, cx)
+    }
+    fn on_abandoned(&mut self, _: Vec<u64>, _: &mut ObserverCx) {}
+    fn on_applied(&mut self, _: Vec<Note>, _: &mut ObserverCx) {}
+    fn on_role_change(&mut self, _: &mut ObserverCx) {}
+    fn drain(&mut self, _: &crate::Error) {}
+    fn on_tick(&mut self, cx: &mut ObserverCx) {
+        if cx.leader && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let mut admin = regatta_proto::raft_serverpb::AdminCmd::new();
+            admin.set_region_epoch(cx.region.get_region_epoch().clone());
+            admin.set_gc_safe_point(7);
+            cx.propose_admin(admin);
+        }
+    }
+    fn on_message(&mut self, _: Note, _: &mut ObserverCx) {}
+    fn on_heartbeat(&self, _: &mut regatta_proto::pdpb::RegionHeartbeatRequest, _: &ObserverCx) {}
+    fn is_idle(&self) -> bool {
+        true
+    }
+    fn status(&self, _: &ObserverCx) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn an_observers_admin_command_is_proposed_ahead_of_the_turns_entry_and_told_its_own_index() {
+    // Goal: the layer learns the index of the admin commands it proposes (what keeps the
+    // in-memory locks' bookkeeping exact) and they go ahead of the turn's commands.
+    // Method: a put waits in the leader's turn batch; the observer's tick proposes an
+    // admin command; the indexes told match the log's entries.
+    let layer = AdminOnTick::default();
+    let (armed, seen) = (layer.armed.clone(), layer.seen.clone());
+    let mut g = Group::with_coprocessor(Arc::new(layer));
+    let leader = g.elect();
+    seen.lock().unwrap().clear();
+    let mut rx = g.put(leader, b"k", b"v");
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    g.tick();
+    g.settle();
+    assert!(rx.try_recv().is_ok(), "the put was answered");
+    let seen = seen.lock().unwrap().clone();
+    let admin_at = seen.iter().find(|(_, admin)| *admin).expect("admin told").0;
+    let put_at = seen.iter().find(|(_, admin)| !*admin).expect("put told").0;
+    assert!(admin_at < put_at, "the admin goes first: {seen:?}");
+    let log = &g.nodes[leader].peer.raw.raft.raft_log;
+    for (index, admin) in [(admin_at, true), (put_at, false)] {
+        let e = log
+            .entries(index, u64::MAX, raft::GetEntriesContext::empty(false))
+            .expect("in the log");
+        let batch: regatta_proto::raft_serverpb::RaftCmdBatch =
+            protobuf::Message::parse_from_bytes(&e[0].data).expect("a command batch");
+        assert_eq!(batch.has_admin(), admin, "entry {index}: {batch:?}");
+        if admin {
+            assert_eq!(batch.get_admin().get_gc_safe_point(), 7);
+        } else {
+            assert!(batch.get_cmds()[0].get_request().has_put());
+        }
+    }
 }
