@@ -1,5 +1,6 @@
 //! The faults the scheduler injects into a simulated cluster: a store's disk failing a
-//! write, a crash (now and then a power loss), a restart, a partition and its healing.
+//! write, a crash (now and then a power loss), a restart, a partition and its healing,
+//! and leadership moved by transfer (what PD's balance and operators do).
 
 use crate::layer;
 use crate::world::World;
@@ -53,6 +54,43 @@ impl World {
         if let Some(i) = (0..self.nodes.len()).find(|i| self.nodes[*i].is_down()) {
             self.note(format!("restart s{}", i + 1));
             self.start(i);
+        }
+    }
+
+    /// Moves the leadership of a random region to another store by transfer: half the
+    /// time the leader is told to (as PD's balance does), half the time a follower asks
+    /// for it (raft's `MsgTransferLeader`). Nothing happens if the region has no leader
+    /// up or the transfer does not complete (raft gives up after an election timeout).
+    pub(crate) fn transfer_leadership(&mut self) {
+        let r = self.rng.gen_range(0..self.regions.len());
+        let stores = self.nodes.len();
+        let leads = |p: &regatta_raftstore::Peer<_>| {
+            let st = p.status();
+            st.leader_id != 0 && st.leader_id == st.peer_id
+        };
+        let Some(leader) = (0..stores).find(|i| self.peer(*i, r).is_some_and(|p| leads(p))) else {
+            return;
+        };
+        let to = (leader + self.rng.gen_range(1..stores)) % stores;
+        let Some(to_peer) = self.peer(to, r).map(|p| p.status().peer_id) else {
+            return;
+        };
+        self.faults += 1;
+        if self.rng.gen_bool(0.5) {
+            self.note(format!(
+                "transfer r{} s{} -> s{}",
+                r + 1,
+                leader + 1,
+                to + 1
+            ));
+            if let Some(p) = self.peer(leader, r) {
+                p.transfer_leader(to_peer);
+            }
+        } else {
+            self.note(format!("s{} asks for r{}", to + 1, r + 1));
+            if let Some(p) = self.peer(to, r) {
+                p.request_leadership();
+            }
         }
     }
 

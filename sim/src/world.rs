@@ -577,6 +577,9 @@ impl World {
             if !down && any_writes && self.rng.gen_ratio(1, 600) {
                 return self.fail_write();
             }
+            if self.rng.gen_ratio(1, 300) {
+                return self.transfer_leadership();
+            }
         }
         let idle = match &self.bank {
             Some(bank) => !bank.idle(self.cfg.ops_per_client).is_empty(),
