@@ -16,6 +16,8 @@
 //!   before running the command. So another transaction's prewrite meets it (`locked`),
 //!   the owner's prewrite converts it, a resolver's `check_txn_status` sees it alive.
 //!   In log order, nothing touched the key between the grant's check and that entry.
+//! - *Heartbeat*: the owner's heartbeat of a primary held in memory raises its TTL in
+//!   memory (the same action apply runs, over the lock as it would be carried).
 //! - *Move*: before a leader transfer or a split ([`RegionObserver::before_hand_over`]),
 //!   and when a lock's TTL ran out (so resolvers and GC can find it), the locks are
 //!   proposed alone (`AdminCmd.leader_locks`).
@@ -34,10 +36,10 @@
 use super::cmd;
 use super::mem_locks::{MemLock, MemLocks};
 use super::TxnObserver;
-use regatta_engine::{Cf, OpBatch, OverlayOp, Snapshot as _};
+use regatta_engine::{Cf, OpBatch, Overlay, OverlayOp, Snapshot as _, WriteBatch as _};
 use regatta_proto::kvrpcpb::{KvResponse, Request_oneof_cmd, Response};
 use regatta_proto::raft_serverpb::{AdminCmd, CarriedLock, RaftCmd};
-use regatta_proto::txnpb::{TxnRequest_oneof_cmd as Cmd, TxnResponse};
+use regatta_proto::txnpb::{TxnHeartbeatResponse, TxnRequest_oneof_cmd as Cmd, TxnResponse};
 use regatta_raftstore::coprocessor::{response, ObserverCx};
 use std::sync::atomic::Ordering;
 
@@ -124,6 +126,63 @@ impl TxnObserver {
         }
         let mut txn = TxnResponse::new();
         txn.set_pessimistic_lock(cmd::pessimistic_lock_response(p, values, locked_at));
+        let mut resp = Response::new();
+        resp.set_txn(txn);
+        Some(response(resp))
+    }
+
+    /// A heartbeat of a primary held in memory raises its TTL there, as TiKV does: the
+    /// lock stays out of the log while its transaction runs. Returns the answer, or `None`
+    /// to propose the command as usual (apply then runs it over the carried lock).
+    pub(super) fn heartbeat_in_memory(
+        &mut self,
+        cmd: &RaftCmd,
+        cx: &ObserverCx,
+    ) -> Option<KvResponse> {
+        if !self.shared.cfg.in_memory_pessimistic_locks
+            || cmd.get_client_id() != 0
+            || !cx.leader
+            || cx.handing_over
+        {
+            return None;
+        }
+        let Some(Request_oneof_cmd::txn(t)) = &cmd.get_request().cmd else {
+            return None;
+        };
+        let Some(Cmd::heartbeat(h)) = &t.cmd else {
+            return None;
+        };
+        self.mem_locks.check_term(cx.term);
+        let primary = h.get_primary();
+        let held = self.mem_locks.get(primary)?;
+        // Apply's action, over the applied state with the lock as it would be carried.
+        // No entry touched the key since its grant (it would have carried the lock away).
+        let lock_key = regatta_txn::key::lock_key(primary);
+        let snap = cx.engine.dyn_live();
+        let mut overlay = Overlay::new(&*snap);
+        overlay.put(Cf::Lock, &lock_key, &held.record);
+        let mut ops = OpBatch::default();
+        let ttl = regatta_txn::txn_heartbeat(
+            &overlay,
+            &mut ops,
+            primary,
+            h.get_start_ts(),
+            h.get_advise_ttl_ms(),
+        )
+        .ok()?;
+        let raised = match ops.ops.as_slice() {
+            [] => None,
+            [OverlayOp::Put(Cf::Lock, k, record)] if *k == lock_key => Some(record.clone()),
+            _ => return None,
+        };
+        if let Some(record) = raised {
+            let expires_ms = regatta_proto::ts::physical_ms(h.get_start_ts()).saturating_add(ttl);
+            self.mem_locks.raise(primary, record, expires_ms);
+        }
+        let mut out = TxnHeartbeatResponse::new();
+        out.set_lock_ttl_ms(ttl);
+        let mut txn = TxnResponse::new();
+        txn.set_heartbeat(out);
         let mut resp = Response::new();
         resp.set_txn(txn);
         Some(response(resp))

@@ -126,6 +126,20 @@ impl MemLocks {
         self.proposed.push_back((index, hashes));
     }
 
+    /// `key`'s lock, if held.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&MemLock> {
+        self.locks.get(key)
+    }
+
+    /// Replaces `key`'s lock record (a heartbeat raised its TTL), expiring no earlier than
+    /// before.
+    pub(crate) fn raise(&mut self, key: &[u8], record: Vec<u8>, expires_ms: u64) {
+        if let Some(l) = self.locks.get_mut(key) {
+            l.record = record;
+            l.expires_ms = l.expires_ms.max(expires_ms);
+        }
+    }
+
     /// Removes and returns `key`'s lock (a command on the key carries it).
     pub(crate) fn take(&mut self, key: &[u8]) -> Option<MemLock> {
         if self.locks.is_empty() {
@@ -301,6 +315,21 @@ mod tests {
         assert!(m.busy(b"q") && !m.busy(b"z"));
         m.applied(7);
         assert!(!m.busy(b"q"));
+    }
+
+    #[test]
+    fn a_raised_lock_keeps_the_later_expiry() {
+        let mut m = MemLocks::default();
+        m.insert(b"p".to_vec(), lock(1, 500), 1);
+        m.raise(b"p", vec![9], 300);
+        assert_eq!(
+            m.get(b"p").map(|l| (l.record.clone(), l.expires_ms)),
+            Some((vec![9], 500))
+        );
+        m.raise(b"p", vec![8], 900);
+        assert_eq!(m.get(b"p").map(|l| l.expires_ms), Some(900));
+        m.raise(b"q", vec![1], 1);
+        assert!(m.get(b"q").is_none(), "nothing to raise");
     }
 
     #[test]

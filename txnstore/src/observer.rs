@@ -167,8 +167,11 @@ impl RegionObserver for TxnObserver {
     }
 
     fn on_write(&mut self, cmd: RaftCmd, tx: Responder, cx: &mut ObserverCx) {
-        if let Some(granted) = self.lock_in_memory(&cmd, cx) {
-            let _ = tx.send(granted);
+        if let Some(answer) = self
+            .lock_in_memory(&cmd, cx)
+            .or_else(|| self.heartbeat_in_memory(&cmd, cx))
+        {
+            let _ = tx.send(answer);
             return;
         }
         if let Some(deadline) = self.lock_wait_deadline(cmd.get_request(), cx.now) {
