@@ -104,6 +104,21 @@ async fn lock_held(cluster: &Cluster, key: &[u8], ttl_ms: u64) -> u64 {
     panic!("no lock of {key:?} was held in memory in {ATTEMPTS} attempts");
 }
 
+/// A resolver's `check_txn_status` of transaction `start` on `primary`, now, rolling it
+/// back if it finds no lock (as a resolver meeting a lost primary does).
+async fn check_status(cluster: &Cluster, primary: &[u8], start: u64) -> TxnResponse {
+    let mut c = CheckTxnStatusRequest::new();
+    c.set_primary(primary.to_vec());
+    c.set_lock_ts(start);
+    c.set_current_ts(ts(cluster).await);
+    c.set_rollback_if_not_exist(true);
+    let mut req = TxnRequest::new();
+    req.set_check_txn_status(c);
+    let r = send(cluster, primary, req).await;
+    assert!(!r.has_key_error(), "{r:?}");
+    r
+}
+
 /// How many times a scenario's first lock is tried until it is held in memory.
 const ATTEMPTS: usize = 20;
 
@@ -219,15 +234,7 @@ async fn a_resolver_finds_a_primary_held_in_memory_alive() {
     // with rollback_if_not_exist answers alive, and the lock is now in the log.
     let cluster = Cluster::new(3, 1).await;
     let start = lock_held(&cluster, b"p", 20_000).await;
-    let mut c = CheckTxnStatusRequest::new();
-    c.set_primary(b"p".to_vec());
-    c.set_lock_ts(start);
-    c.set_current_ts(ts(&cluster).await);
-    c.set_rollback_if_not_exist(true);
-    let mut req = TxnRequest::new();
-    req.set_check_txn_status(c);
-    let r = send(&cluster, b"p", req).await;
-    assert!(!r.has_key_error(), "{r:?}");
+    let r = check_status(&cluster, b"p", start).await;
     assert_eq!(
         r.get_check_txn_status().get_status(),
         TxnStatusKind::ALIVE,
@@ -258,13 +265,7 @@ async fn a_heartbeat_raises_a_primarys_ttl_in_memory() {
         assert_eq!(in_memory(&cluster, b"p").await, 1);
         assert!(logged_locks(&cluster, b"p").await.is_empty());
     }
-    let mut c = CheckTxnStatusRequest::new();
-    c.set_primary(b"p".to_vec());
-    c.set_lock_ts(start);
-    c.set_current_ts(ts(&cluster).await);
-    let mut req = TxnRequest::new();
-    req.set_check_txn_status(c);
-    let r = send(&cluster, b"p", req).await;
+    let r = check_status(&cluster, b"p", start).await;
     let status = r.get_check_txn_status();
     assert_eq!(status.get_status(), TxnStatusKind::ALIVE, "{r:?}");
     assert_eq!(status.get_lock().get_ttl_ms(), 60_000, "{r:?}");
