@@ -5,12 +5,10 @@
 //! Transactions go through `TxnClient`; arrivals are sequenced by watching the leader's
 //! count of waiters (`RegionStatus::observed`, `LOCK_WAITERS`), never by sleeping.
 
-use crate::common::{wait_until, Cluster};
+use crate::common::{lock_req, wait_until, Cluster};
 use regatta_client::{Error, Transaction, TxnClient, TxnOptions};
 use regatta_proto::kvrpcpb::{KvResponse, Request};
-use regatta_proto::txnpb::{
-    CommitRequest, Mutation, PessimisticLockRequest, PrewriteRequest, TxnRequest, TxnResponse,
-};
+use regatta_proto::txnpb::{CommitRequest, Mutation, PrewriteRequest, TxnRequest, TxnResponse};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,21 +47,6 @@ async fn wait_for_waiters(cluster: &Cluster, n: usize) {
         || async { waiters(cluster).await == n },
     )
     .await;
-}
-
-/// A pessimistic lock of `key` for transaction `start_ts` (at `for_update_ts` = start_ts).
-fn lock_cmd(key: &[u8], start_ts: u64, ttl_ms: u64, wait_ms: u64) -> TxnRequest {
-    let mut l = PessimisticLockRequest::new();
-    l.set_keys(vec![key.to_vec()].into());
-    l.set_primary(key.to_vec());
-    l.set_start_ts(start_ts);
-    l.set_for_update_ts(start_ts);
-    l.set_lock_ttl_ms(ttl_ms);
-    l.set_return_values(true);
-    l.set_wait_timeout_ms(wait_ms);
-    let mut cmd = TxnRequest::new();
-    cmd.set_pessimistic_lock(l);
-    cmd
 }
 
 /// Sends `cmd` once to the leader of the region holding `key`: one request, no retry.
@@ -249,7 +232,7 @@ async fn a_waiter_behind_a_live_holder_times_out_and_one_behind_a_dead_holder_ge
 
         // A lock left by a client that died: nobody will commit, roll back or heartbeat it.
         let dead_ts = txns.current_timestamp().await.unwrap();
-        answered(&send_once(&cluster, b"k2", lock_cmd(b"k2", dead_ts, 300, 0)).await);
+        answered(&send_once(&cluster, b"k2", lock_req(&[b"k2"], dead_ts, 300, 0)).await);
         let mut t = txns.begin_with(pessimistic(1_000)).await.unwrap();
         assert_eq!(t.get_for_update(b"k2").await.unwrap(), None);
         t.put(b"k2", b"after");
@@ -330,11 +313,11 @@ async fn a_queued_request_is_answered_by_its_hand_over_with_the_holders_write() 
     let cluster = Cluster::new(3, 1).await;
     let txns = txn_client(&cluster).await;
     let holder = txns.current_timestamp().await.unwrap();
-    answered(&send_once(&cluster, b"k", lock_cmd(b"k", holder, 10_000, 0)).await);
+    answered(&send_once(&cluster, b"k", lock_req(&[b"k"], holder, 10_000, 0)).await);
     let waiter = txns.current_timestamp().await.unwrap();
     let (waited, commit_ts) = tokio::time::timeout(SCENARIO_BOUND, async {
         tokio::join!(
-            send_once_in_session(&cluster, b"k", lock_cmd(b"k", waiter, 10_000, 8_000), 77),
+            send_once_in_session(&cluster, b"k", lock_req(&[b"k"], waiter, 10_000, 8_000), 77),
             async {
                 wait_for_waiters(&cluster, 1).await;
                 let mut m = Mutation::new();

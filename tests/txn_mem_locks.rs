@@ -6,11 +6,11 @@
 //! Where a lock lives is read from the leader's count (`RegionStatus::observed`,
 //! `IN_MEMORY_LOCKS`) and from `scan_lock`, which reads the log's applied state only.
 
-use crate::common::{prewrite_req, wait_until, Cluster};
+use crate::common::{check_status_req, lock_req, prewrite_req, wait_until, Cluster};
 use regatta_client::{Error, Transaction, TxnClient, TxnOptions};
 use regatta_proto::txnpb::{
-    CheckTxnStatusRequest, LockInfo, PessimisticLockRequest, PessimisticRollbackRequest,
-    TxnHeartbeatRequest, TxnRequest, TxnResponse, TxnScanLockRequest, TxnStatusKind,
+    LockInfo, PessimisticRollbackRequest, TxnHeartbeatRequest, TxnRequest, TxnResponse,
+    TxnScanLockRequest, TxnStatusKind,
 };
 use std::time::Duration;
 
@@ -87,7 +87,7 @@ async fn begin_holding(
 async fn lock_held(cluster: &Cluster, key: &[u8], ttl_ms: u64) -> u64 {
     for _ in 0..ATTEMPTS {
         let start = ts(cluster).await;
-        let r = send(cluster, key, lock_req(&[key], start, ttl_ms)).await;
+        let r = send(cluster, key, lock_req(&[key], start, ttl_ms, 0)).await;
         assert!(!r.has_key_error(), "{r:?}");
         if in_memory(cluster, key).await == 1 {
             return start;
@@ -107,14 +107,8 @@ async fn lock_held(cluster: &Cluster, key: &[u8], ttl_ms: u64) -> u64 {
 /// A resolver's `check_txn_status` of transaction `start` on `primary`, now, rolling it
 /// back if it finds no lock (as a resolver meeting a lost primary does).
 async fn check_status(cluster: &Cluster, primary: &[u8], start: u64) -> TxnResponse {
-    let mut c = CheckTxnStatusRequest::new();
-    c.set_primary(primary.to_vec());
-    c.set_lock_ts(start);
-    c.set_current_ts(ts(cluster).await);
-    c.set_rollback_if_not_exist(true);
-    let mut req = TxnRequest::new();
-    req.set_check_txn_status(c);
-    let r = send(cluster, primary, req).await;
+    let now = ts(cluster).await;
+    let r = send(cluster, primary, check_status_req(primary, start, now)).await;
     assert!(!r.has_key_error(), "{r:?}");
     r
 }
@@ -126,19 +120,6 @@ async fn send(cluster: &Cluster, key: &[u8], req: TxnRequest) -> TxnResponse {
     let mut resp = cluster.send_txn(key, req).await;
     assert!(!resp.has_error(), "store error: {resp:?}");
     resp.mut_response().take_txn()
-}
-
-fn lock_req(keys: &[&[u8]], start_ts: u64, ttl_ms: u64) -> TxnRequest {
-    let mut l = PessimisticLockRequest::new();
-    l.set_keys(keys.iter().map(|k| k.to_vec()).collect());
-    l.set_primary(keys[0].to_vec());
-    l.set_start_ts(start_ts);
-    l.set_for_update_ts(start_ts);
-    l.set_lock_ttl_ms(ttl_ms);
-    l.set_return_values(true);
-    let mut r = TxnRequest::new();
-    r.set_pessimistic_lock(l);
-    r
 }
 
 #[actix_rt::test]
@@ -283,7 +264,7 @@ async fn a_transactions_own_logged_lock_is_raised_through_the_log() {
     cluster.move_leader(region).await;
     assert_eq!(logged_locks(&cluster, b"k").await.len(), 1);
     let newer = ts(&cluster).await;
-    let mut again = lock_req(&[b"k"], start, 20_000);
+    let mut again = lock_req(&[b"k"], start, 20_000, 0);
     again.mut_pessimistic_lock().set_for_update_ts(newer);
     let r = send(&cluster, b"k", again).await;
     assert!(!r.has_key_error(), "{r:?}");

@@ -3,7 +3,7 @@
 //! Requests are raw `KvRequest`s with `txn` bodies sent straight to the leader of the
 //! region holding their key (`send`), timestamps from PD's TSO.
 
-use crate::common::{commit_req, prewrite_req, Cluster};
+use crate::common::{check_status_req, commit_req, prewrite_req, Cluster};
 use regatta_proto::kvrpcpb::Request;
 use regatta_proto::txnpb::*;
 use std::sync::{Arc, Mutex};
@@ -168,17 +168,6 @@ async fn a_prewrite_after_its_rollback_is_refused() {
     .await;
     assert!(r.get_key_error().get_already_rolled_back(), "{r:?}");
     assert_eq!(get(&cluster, b"k", ts(&cluster).await).await, Ok(None));
-}
-
-fn check_status_req(primary: &[u8], lock_ts: u64, current_ts: u64) -> TxnRequest {
-    let mut c = CheckTxnStatusRequest::new();
-    c.set_primary(primary.to_vec());
-    c.set_lock_ts(lock_ts);
-    c.set_current_ts(current_ts);
-    c.set_rollback_if_not_exist(true);
-    let mut r = TxnRequest::new();
-    r.set_check_txn_status(c);
-    r
 }
 
 /// Goal: check_txn_status judges TTL by the `current_ts` it carries (so every replica

@@ -41,7 +41,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-pub use txn_requests::{commit_req, prewrite_req};
+pub use txn_requests::{check_status_req, commit_req, lock_req, prewrite_req};
 
 /// The seed of this test run (one for the whole test binary): `REGATTA_TEST_SEED` if set, else one
 /// drawn from the clock. Printed to stderr on every call, so that the output of each test
