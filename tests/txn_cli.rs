@@ -232,3 +232,57 @@ fn the_contention_benchmark_answers_in_the_seed_shape_and_loses_no_update() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("mvcc_snapshot"));
 }
+
+/// Goal: `regatta bench txn --pd … --json` runs every mode and placement against a
+/// cluster, one object per run, each with commits and no error; the figures only the
+/// embedded playground has (raft entries, write stages, `sync_us`) are null there.
+#[test]
+fn the_transfer_benchmark_runs_every_mode_against_a_cluster() {
+    let pd = format!("127.0.0.1:{}", free_port());
+    let _pg = playground(&pd);
+    let out = regatta(
+        &pd,
+        &[
+            "bench",
+            "txn",
+            "--modes",
+            "optimistic,pessimistic",
+            "--placement",
+            "same,cross",
+            "--commit",
+            "async,2pc",
+            "--clients",
+            "2",
+            "--seconds",
+            "1",
+            "--accounts",
+            "40",
+            "--json",
+        ],
+    );
+    let text = stdout(&out);
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let runs: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["mode"].as_str().unwrap(),
+                r["placement"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for mode in ["optimistic", "pessimistic"] {
+        for place in ["same", "cross", "cross-2pc"] {
+            assert!(runs.contains(&(mode, place)), "{mode} {place} in {runs:?}");
+        }
+    }
+    for r in &rows {
+        assert!(r["commits"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
+        assert!(r["sync_us"].is_null(), "{r}");
+        assert!(r["stage_persist_us"].is_null(), "{r}");
+    }
+}
