@@ -12,6 +12,7 @@ use regatta_proto::txnpb::{
     LockInfo, PessimisticRollbackRequest, TxnHeartbeatRequest, TxnRequest, TxnResponse,
     TxnScanLockRequest, TxnStatusKind,
 };
+use regatta_server::{StoreConfig, TxnConfig};
 use std::time::Duration;
 
 async fn txn_client(cluster: &Cluster) -> TxnClient {
@@ -92,16 +93,22 @@ async fn lock_held(cluster: &Cluster, key: &[u8], ttl_ms: u64) -> u64 {
         if in_memory(cluster, key).await == 1 {
             return start;
         }
-        let mut undo = PessimisticRollbackRequest::new();
-        undo.set_keys(vec![key.to_vec()].into());
-        undo.set_start_ts(start);
-        undo.set_for_update_ts(start);
-        let mut req = TxnRequest::new();
-        req.set_pessimistic_rollback(undo);
-        send(cluster, key, req).await;
+        unlock(cluster, key, start).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no lock of {key:?} was held in memory in {ATTEMPTS} attempts");
+}
+
+/// Rolls back transaction `start`'s pessimistic lock of `key`, wherever it is held.
+async fn unlock(cluster: &Cluster, key: &[u8], start: u64) {
+    let mut undo = PessimisticRollbackRequest::new();
+    undo.set_keys(vec![key.to_vec()].into());
+    undo.set_start_ts(start);
+    undo.set_for_update_ts(start);
+    let mut req = TxnRequest::new();
+    req.set_pessimistic_rollback(undo);
+    let r = send(cluster, key, req).await;
+    assert!(!r.has_key_error(), "{r:?}");
 }
 
 /// A resolver's `check_txn_status` of transaction `start` on `primary`, now, rolling it
@@ -353,4 +360,72 @@ async fn an_abandoned_lock_enters_the_log_when_its_ttl_runs_out_and_is_resolved(
         .expect("the dead lock is resolved");
     t.put(b"k", b"v");
     t.commit().await.expect("commits");
+}
+
+#[actix_rt::test]
+async fn a_lock_below_pds_safe_point_is_kept_out_of_memory_before_the_log_has_it() {
+    // Goal: once PD's GC safe point reached the store, a lock below it is not granted in
+    // memory, even while no leader has brought the safe point into its region's log yet
+    // (apply refuses what the applied safe point covers; a grant that only looked at the
+    // log could answer a lock whose carrying entry lands behind the safe point's).
+    // Method: PD's safe point trails its clock by 2 s, region reports come every 200 ms,
+    // and leaders compare safe points only every 10 min (the default), so PD's reaches
+    // the store long before any log. A lock at a fresh ts `old` is held in memory; after
+    // its rollback, a lock at `old` is tried until it stays out of memory; the region's
+    // applied safe point is then still below `old`, and a lock at a fresh ts is still
+    // held in memory.
+    let store = StoreConfig {
+        region_heartbeat_interval_ms: 200,
+        hibernate_after_ms: 0,
+        ..StoreConfig::default()
+    };
+    let txn = TxnConfig::default();
+    assert!(
+        txn.gc_interval_ms >= 600_000,
+        "leaders must not log PD's safe point here"
+    );
+    let cluster = Cluster::with_gc_life_time(3, 1, (store, txn), Duration::from_secs(2)).await;
+    let key: &[u8] = b"old";
+    // A leader that grants in memory, then a lock at `old` that it holds there.
+    let first = lock_held(&cluster, key, 60_000).await;
+    unlock(&cluster, key, first).await;
+    let old = ts(&cluster).await;
+    let r = send(&cluster, key, lock_req(&[key], old, 60_000, 0)).await;
+    assert!(!r.has_key_error(), "{r:?}");
+    assert_eq!(
+        in_memory(&cluster, key).await,
+        1,
+        "a lock at {old} is held in memory"
+    );
+    unlock(&cluster, key, old).await;
+    wait_until(
+        "a lock below PD's safe point stays out of memory",
+        Duration::from_secs(60),
+        || async {
+            let r = send(&cluster, key, lock_req(&[key], old, 60_000, 0)).await;
+            assert!(!r.has_key_error(), "{r:?}");
+            let kept_out = in_memory(&cluster, key).await == 0;
+            if kept_out {
+                let logged = logged_locks(&cluster, key).await;
+                assert_eq!(logged.len(), 1, "the lock went through the log: {logged:?}");
+            }
+            unlock(&cluster, key, old).await;
+            if !kept_out {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            kept_out
+        },
+    )
+    .await;
+    let region = cluster.region_of(key).await;
+    let leader = cluster.wait_leader(region).await;
+    let applied = cluster
+        .status(leader, region)
+        .await
+        .map_or(0, |s| s.observed(regatta_server::GC_SAFE_POINT));
+    assert!(
+        applied < old,
+        "the region's log has a safe point ({applied}) past {old}"
+    );
+    lock_held(&cluster, key, 60_000).await;
 }
