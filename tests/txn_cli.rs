@@ -234,8 +234,9 @@ fn the_contention_benchmark_answers_in_the_seed_shape_and_loses_no_update() {
 }
 
 /// Goal: `regatta bench txn --pd … --json` runs every mode and placement against a
-/// cluster, one object per run, each with commits and no error; the figures only the
-/// embedded playground has (raft entries, write stages, `sync_us`) are null there.
+/// cluster, one object per run, each with commits and no error, one region by 1PC and
+/// two never; the figures only the embedded playground has (raft entries, write stages,
+/// `sync_us`) are null there, and present on the embedded playground.
 #[test]
 fn the_transfer_benchmark_runs_every_mode_against_a_cluster() {
     let pd = format!("127.0.0.1:{}", free_port());
@@ -279,10 +280,43 @@ fn the_transfer_benchmark_runs_every_mode_against_a_cluster() {
             assert!(runs.contains(&(mode, place)), "{mode} {place} in {runs:?}");
         }
     }
+    assert_eq!(rows.len(), 6, "{runs:?}");
     for r in &rows {
         assert!(r["commits"].as_u64().unwrap() > 0, "{r}");
         assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
-        assert!(r["sync_us"].is_null(), "{r}");
-        assert!(r["stage_persist_us"].is_null(), "{r}");
+        // One region commits by 1PC, two never do.
+        let one_pc = if r["placement"] == "same" { 100.0 } else { 0.0 };
+        assert_eq!(r["one_pc_pct"].as_f64(), Some(one_pc), "{r}");
+        for field in ["sync_us", "stage_persist_us", "entries_per_commit"] {
+            assert_eq!(r.get(field), Some(&serde_json::Value::Null), "{field}: {r}");
+        }
+    }
+
+    // On the embedded playground the store-side figures are there.
+    let out = Command::new(env!("CARGO_BIN_EXE_regatta"))
+        .args([
+            "bench",
+            "txn",
+            "--modes",
+            "optimistic",
+            "--placement",
+            "cross",
+        ])
+        .args([
+            "--clients",
+            "1",
+            "--seconds",
+            "1",
+            "--accounts",
+            "40",
+            "--json",
+        ])
+        .env("REGATTA_LOG", "error")
+        .output()
+        .expect("regatta ran");
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    assert!(r["commits"].as_u64().unwrap() > 0, "{r}");
+    for field in ["sync_us", "stage_persist_us", "entries_per_commit"] {
+        assert!(r[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {r}");
     }
 }

@@ -370,10 +370,10 @@ async fn a_lock_below_pds_safe_point_is_kept_out_of_memory_before_the_log_has_it
     // log could answer a lock whose carrying entry lands behind the safe point's).
     // Method: PD's safe point trails its clock by 2 s, region reports come every 200 ms,
     // and leaders compare safe points only every 10 min (the default), so PD's reaches
-    // the store long before any log. A lock at a fresh ts `old` is held in memory; after
-    // its rollback, a lock at `old` is tried until it stays out of memory; the region's
-    // applied safe point is then still below `old`, and a lock at a fresh ts is still
-    // held in memory.
+    // the store long before any log. A lock at `old` is held in memory; it is rolled
+    // back; once the leader's store reports PD's safe point at or past `old`, a lock at
+    // `old` goes through the log while the same leader, in the same term, with its
+    // region's applied safe point still below `old`, holds a fresh lock in memory.
     let store = StoreConfig {
         region_heartbeat_interval_ms: 200,
         hibernate_after_ms: 0,
@@ -386,46 +386,55 @@ async fn a_lock_below_pds_safe_point_is_kept_out_of_memory_before_the_log_has_it
     );
     let cluster = Cluster::with_gc_life_time(3, 1, (store, txn), Duration::from_secs(2)).await;
     let key: &[u8] = b"old";
-    // A leader that grants in memory, then a lock at `old` that it holds there.
-    let first = lock_held(&cluster, key, 60_000).await;
-    unlock(&cluster, key, first).await;
-    let old = ts(&cluster).await;
+    let region = cluster.region_of(key).await;
+    let old = lock_held(&cluster, key, 60_000).await;
+    unlock(&cluster, key, old).await;
+    // Where the leader is and what it knows, read from its own status.
+    let leader_status = || async {
+        let leader = cluster.wait_leader(region).await;
+        let s = cluster
+            .status(leader, region)
+            .await
+            .expect("the leader's status");
+        (leader, s)
+    };
+    wait_until(
+        "the leader's store heard of PD's safe point past the lock",
+        Duration::from_secs(60),
+        || async {
+            let (_, s) = leader_status().await;
+            s.observed(regatta_server::PD_GC_SAFE_POINT) >= old
+        },
+    )
+    .await;
+    let (leader, before) = leader_status().await;
     let r = send(&cluster, key, lock_req(&[key], old, 60_000, 0)).await;
     assert!(!r.has_key_error(), "{r:?}");
     assert_eq!(
         in_memory(&cluster, key).await,
-        1,
-        "a lock at {old} is held in memory"
+        0,
+        "a lock at {old} is kept out of memory"
     );
+    let logged = logged_locks(&cluster, key).await;
+    assert_eq!(logged.len(), 1, "the lock went through the log: {logged:?}");
     unlock(&cluster, key, old).await;
-    wait_until(
-        "a lock below PD's safe point stays out of memory",
-        Duration::from_secs(60),
-        || async {
-            let r = send(&cluster, key, lock_req(&[key], old, 60_000, 0)).await;
-            assert!(!r.has_key_error(), "{r:?}");
-            let kept_out = in_memory(&cluster, key).await == 0;
-            if kept_out {
-                let logged = logged_locks(&cluster, key).await;
-                assert_eq!(logged.len(), 1, "the lock went through the log: {logged:?}");
-            }
-            unlock(&cluster, key, old).await;
-            if !kept_out {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            kept_out
-        },
-    )
-    .await;
-    let region = cluster.region_of(key).await;
-    let leader = cluster.wait_leader(region).await;
-    let applied = cluster
-        .status(leader, region)
-        .await
-        .map_or(0, |s| s.observed(regatta_server::GC_SAFE_POINT));
+    let fresh = ts(&cluster).await;
+    let r = send(&cluster, key, lock_req(&[key], fresh, 60_000, 0)).await;
+    assert!(!r.has_key_error(), "{r:?}");
+    let (leader_after, after) = leader_status().await;
+    assert_eq!(
+        (leader_after, after.term),
+        (leader, before.term),
+        "no leader change"
+    );
+    assert_eq!(
+        in_memory(&cluster, key).await,
+        1,
+        "a lock at a fresh ts is held in memory"
+    );
+    let applied = after.observed(regatta_server::GC_SAFE_POINT);
     assert!(
         applied < old,
         "the region's log has a safe point ({applied}) past {old}"
     );
-    lock_held(&cluster, key, 60_000).await;
 }

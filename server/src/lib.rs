@@ -25,7 +25,7 @@ pub use regatta_raftstore::{
 };
 pub use regatta_txnstore::{
     Detector, TsLimit, TxnConfig, TxnCoprocessor, TxnObserver, GC_COLLECTED_SAFE_POINT,
-    GC_SAFE_POINT, IN_MEMORY_LOCKS, LOCK_WAITERS,
+    GC_SAFE_POINT, IN_MEMORY_LOCKS, LOCK_WAITERS, PD_GC_SAFE_POINT,
 };
 pub use store::{Store, StoreOptions, TransportLayer};
 pub use transport::TcpTransport;

@@ -37,6 +37,7 @@ pub(crate) use gc_worker::oldest_lock;
 pub use gc_worker::GcWorker;
 pub use observer::{
     TxnObserver, GC_COLLECTED_SAFE_POINT, GC_SAFE_POINT, IN_MEMORY_LOCKS, LOCK_WAITERS,
+    PD_GC_SAFE_POINT,
 };
 pub use ts_limit::TsLimit;
 

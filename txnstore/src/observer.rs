@@ -29,6 +29,7 @@ use regatta_raftstore::Error;
 use regatta_raftstore::Responder;
 use slog::Logger;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub const LOCK_WAITERS: &str = "lock_waiters";
 /// `RegionStatus::observed` name: the region's applied GC safe point (0: none yet); reads
 /// below it are refused.
 pub const GC_SAFE_POINT: &str = "gc_safe_point";
+/// `RegionStatus::observed` name: PD's GC safe point as this store last heard it (0: not
+/// yet); its leaders bring it into their regions' logs at the GC interval.
+pub const PD_GC_SAFE_POINT: &str = "pd_gc_safe_point";
 /// `RegionStatus::observed` name: the safe point of this replica's last completed GC pass.
 pub const GC_COLLECTED_SAFE_POINT: &str = "gc_collected_safe_point";
 /// `RegionStatus::observed` name: pessimistic locks this leader holds in memory, not yet
@@ -346,6 +350,10 @@ impl RegionObserver for TxnObserver {
         vec![
             (LOCK_WAITERS, self.lock_waits.len() as u64),
             (GC_SAFE_POINT, self.applied_safe_point(cx)),
+            (
+                PD_GC_SAFE_POINT,
+                self.shared.pd_gc_safe_point.load(Ordering::Acquire),
+            ),
             (GC_COLLECTED_SAFE_POINT, self.gc.collected()),
             (IN_MEMORY_LOCKS, self.mem_locks.len() as u64),
         ]
